@@ -1,0 +1,207 @@
+//! The Kubernetes API as a kubelet uses it, over kube-rs: the Node, its Lease, the pods bound to
+//! the node, their status, and Events. Only this module talks to the API server.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+use vk_domain::node::LEASE_NAMESPACE;
+use vk_domain::pod::PodKey;
+use vk_ports::{ClusterError, EventType, NodeApi, PodApi, PodWatchEvent};
+
+/// Field manager written on server-side applies.
+pub const FIELD_MANAGER: &str = "virtual-kubelet";
+
+/// Maps a kube-rs error to the port's error, at the seam.
+pub fn cluster_error(e: kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) => {
+            let msg = format!("{} ({})", s.message, s.reason);
+            match s.code {
+                404 => ClusterError::NotFound(msg),
+                409 if s.reason == "AlreadyExists" => ClusterError::AlreadyExists(msg),
+                409 => ClusterError::Conflict(msg),
+                429 | 500..=599 => ClusterError::Unavailable(msg),
+                _ => ClusterError::Refused(msg),
+            }
+        }
+        other => ClusterError::Unavailable(other.to_string()),
+    }
+}
+
+/// [`NodeApi`] over a kube client.
+#[derive(Clone)]
+pub struct KubeNodeApi {
+    client: Client,
+}
+
+impl KubeNodeApi {
+    /// Wraps `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl NodeApi for KubeNodeApi {
+    async fn register(&self, node: &Node) -> Result<Node, ClusterError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        match api.create(&PostParams::default(), node).await.map_err(cluster_error) {
+            Ok(n) => Ok(n),
+            Err(ClusterError::AlreadyExists(_)) => {
+                let name = node.metadata.name.as_deref().unwrap_or_default();
+                api.get(name).await.map_err(cluster_error)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update_status(&self, name: &str, status: &NodeStatus) -> Result<(), ClusterError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let patch = Patch::Strategic(json!({ "status": status }));
+        api.patch_status(name, &PatchParams::default(), &patch).await.map_err(cluster_error)?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<(), ClusterError> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let name = lease.metadata.name.as_deref().unwrap_or_default();
+        let mut body = serde_json::to_value(lease).map_err(|e| ClusterError::Refused(e.to_string()))?;
+        body["apiVersion"] = json!("coordination.k8s.io/v1");
+        body["kind"] = json!("Lease");
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(name, &params, &Patch::Apply(body)).await.map_err(cluster_error)?;
+        Ok(())
+    }
+}
+
+/// [`PodApi`] over a kube client; Events are published as `events.k8s.io/v1` by this node.
+#[derive(Clone)]
+pub struct KubePodApi {
+    client: Client,
+    recorder: Arc<Recorder>,
+}
+
+impl KubePodApi {
+    /// Wraps `client`; Events name `node` as their reporting instance.
+    pub fn new(client: Client, node: &str) -> Self {
+        let reporter = Reporter { controller: "virtual-kubelet".into(), instance: Some(node.to_owned()) };
+        Self { recorder: Arc::new(Recorder::new(client.clone(), reporter)), client }
+    }
+}
+
+/// The status as a strategic-merge patch body. Fields the kubelet owns and that are now unset are
+/// written as `null` so that an old `reason`, `message` or IP does not linger.
+fn status_patch(status: &PodStatus) -> Result<Value, ClusterError> {
+    let mut v = serde_json::to_value(status).map_err(|e| ClusterError::Refused(e.to_string()))?;
+    if let Some(obj) = v.as_object_mut() {
+        for k in ["reason", "message", "podIP", "podIPs", "hostIP", "hostIPs"] {
+            obj.entry(k).or_insert(Value::Null);
+        }
+    }
+    Ok(json!({ "status": v }))
+}
+
+impl PodApi for KubePodApi {
+    fn watch(&self, node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let mut buffer: Vec<Pod> = Vec::new();
+        watcher(api, cfg).default_backoff().filter_map(move |ev| {
+            let out = match ev {
+                Ok(watcher::Event::Apply(p)) => Some(PodWatchEvent::Applied(p)),
+                Ok(watcher::Event::Delete(p)) => Some(PodWatchEvent::Deleted(p)),
+                Ok(watcher::Event::Init) => {
+                    buffer.clear();
+                    None
+                }
+                Ok(watcher::Event::InitApply(p)) => {
+                    buffer.push(p);
+                    None
+                }
+                Ok(watcher::Event::InitDone) => Some(PodWatchEvent::Relisted(std::mem::take(&mut buffer))),
+                Err(e) => {
+                    warn!(error = %e, "pod watch failed; retrying with backoff");
+                    None
+                }
+            };
+            futures::future::ready(out)
+        })
+    }
+
+    async fn update_status(&self, key: &PodKey, status: &PodStatus) -> Result<(), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
+        let patch = Patch::Strategic(status_patch(status)?);
+        api.patch_status(key.name(), &PatchParams::default(), &patch).await.map_err(cluster_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &PodKey, uid: &str) -> Result<(), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
+            ..DeleteParams::default()
+        };
+        match api.delete(key.name(), &params).await.map_err(cluster_error) {
+            Ok(_) => Ok(()),
+            Err(ClusterError::NotFound(_) | ClusterError::Conflict(_)) => {
+                debug!(pod = %key, "pod already gone or replaced");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn record_event(&self, pod: &Pod, type_: EventType, reason: &str, message: &str) -> Result<(), ClusterError> {
+        let ev = Event {
+            type_: match type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.to_owned(),
+            note: Some(message.chars().take(1000).collect()),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        self.recorder.publish(&ev, &pod.object_ref(&())).await.map_err(cluster_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patches_clear_what_is_unset() {
+        let st = PodStatus { phase: Some("Running".into()), ..Default::default() };
+        let p = status_patch(&st).unwrap();
+        assert_eq!(p["status"]["phase"], "Running");
+        assert_eq!(p["status"]["reason"], Value::Null);
+        assert!(p["status"].as_object().unwrap().contains_key("podIP"));
+    }
+
+    #[test]
+    fn api_errors_map_to_port_errors() {
+        let status = |code, reason: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                reason: reason.into(),
+                message: "m".into(),
+                ..Default::default()
+            }))
+        };
+        assert!(matches!(cluster_error(status(404, "NotFound")), ClusterError::NotFound(_)));
+        assert!(matches!(cluster_error(status(409, "AlreadyExists")), ClusterError::AlreadyExists(_)));
+        assert!(matches!(cluster_error(status(409, "Conflict")), ClusterError::Conflict(_)));
+        assert!(matches!(cluster_error(status(403, "Forbidden")), ClusterError::Refused(_)));
+        assert!(matches!(cluster_error(status(503, "ServiceUnavailable")), ClusterError::Unavailable(_)));
+    }
+}

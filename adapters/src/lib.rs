@@ -1,0 +1,7 @@
+//! Adapters: the ports implemented over real infrastructure.
+//!
+//! - [`nomad`]: pods as Nomad jobs, the Nomad cluster as a node (HTTP API).
+//! - [`kube`]: the Kubernetes API (kube-rs).
+
+pub mod kube;
+pub mod nomad;

@@ -1,0 +1,269 @@
+//! Nomad allocation to the kubelet's runtime view ([`Sandbox`]): a pure translation.
+//!
+//! - Client status: `pending`/`running`/`complete`/`failed`/`lost`/`unknown` map one to one.
+//! - Task state `pending`: waiting, `ContainerCreating` (or `CrashLoopBackOff` between restarts,
+//!   with the last run as `lastState`); `running`: running since the last `Started` event;
+//!   `dead`: terminated with the exit code and signal of the last `Terminated` event. A task killed
+//!   by signal n with no exit code reports 128 + n, as container runtimes do. A task that died
+//!   without ever running (driver or setup failure) reports 128 and `StartError`.
+
+use std::collections::BTreeMap;
+
+use vk_domain::jiff::Timestamp;
+use vk_domain::pod::PodKey;
+use vk_domain::runtime::{
+    ContainerRuntimeStatus, ContainerState, PodOwner, Sandbox, SandboxState, Termination,
+};
+
+use super::api::{Allocation, TaskEvent, TaskState};
+use super::job::{META_NAMESPACE, META_NODE, META_POD, META_UID};
+
+/// The pod a job belongs to, from its Meta, if it was created by node `node`.
+/// Jobs of other nodes (or not made by a virtual kubelet) give `None` and are never touched.
+pub fn owner(meta: &BTreeMap<String, String>, node: &str) -> Option<PodOwner> {
+    if meta.get(META_NODE).map(String::as_str) != Some(node) {
+        return None;
+    }
+    let key = PodKey::new(meta.get(META_NAMESPACE)?.as_str(), meta.get(META_POD)?.as_str()).ok()?;
+    Some(PodOwner { key, uid: meta.get(META_UID)?.clone(), node: node.to_owned() })
+}
+
+/// The allocation that stands for the pod: the newest one Nomad wants running, else the newest.
+pub fn current<'a>(allocs: impl IntoIterator<Item = &'a Allocation>) -> Option<&'a Allocation> {
+    let allocs: Vec<&Allocation> = allocs.into_iter().collect();
+    let newest = |want_run: bool| {
+        allocs
+            .iter()
+            .filter(|a| !want_run || a.desired_status == "run")
+            .max_by_key(|a| a.create_index)
+            .copied()
+    };
+    newest(true).or_else(|| newest(false))
+}
+
+/// The sandbox for `alloc`. `host_ip` is the address of the Nomad node that runs it.
+pub fn sandbox(alloc: &Allocation, host_ip: Option<String>) -> Sandbox {
+    let state = match alloc.client_status.as_str() {
+        "pending" => SandboxState::Pending,
+        "running" => SandboxState::Running,
+        "complete" => SandboxState::Succeeded,
+        "failed" => SandboxState::Failed,
+        "lost" => SandboxState::Lost,
+        _ => SandboxState::Unknown,
+    };
+    let pod_ip = alloc
+        .allocated_resources
+        .as_ref()
+        .and_then(|r| r.shared.as_ref())
+        .and_then(|s| s.networks.as_ref())
+        .and_then(|n| n.iter().find(|n| !n.ip.is_empty()))
+        .map(|n| n.ip.clone());
+    let containers = alloc
+        .task_states
+        .iter()
+        .flatten()
+        .map(|(name, ts)| (name.clone(), container(&alloc.id, name, ts)))
+        .collect();
+    Sandbox {
+        id: alloc.id.clone(),
+        state,
+        created_at: from_nanos(alloc.create_time),
+        host_ip: host_ip.or_else(|| pod_ip.clone()),
+        pod_ip,
+        containers,
+        message: Some(alloc.client_description.clone()).filter(|m| !m.is_empty()),
+    }
+}
+
+fn from_nanos(ns: i64) -> Option<Timestamp> {
+    (ns > 0).then(|| Timestamp::from_nanosecond(i128::from(ns)).ok()).flatten()
+}
+
+fn from_rfc3339(s: Option<&str>) -> Option<Timestamp> {
+    let t: Timestamp = s?.parse().ok()?;
+    (t.as_second() > 0).then_some(t)
+}
+
+fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStatus {
+    let events = ts.events.as_deref().unwrap_or_default();
+    let last = |ty: &str| events.iter().rev().find(|e| e.type_ == ty);
+    let last_started = last("Started").and_then(|e| from_nanos(e.time));
+    let started_at = last_started.or_else(|| from_rfc3339(ts.started_at.as_deref()));
+    let restart_count = i32::try_from(ts.restarts).unwrap_or(i32::MAX);
+    let state = match ts.state.as_str() {
+        "running" => ContainerState::Running { started_at },
+        "dead" => ContainerState::Terminated(termination(events, ts, started_at)),
+        _ if restart_count > 0 => ContainerState::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: last("Restarting").map(|e| e.display_message.clone()).filter(|m| !m.is_empty()),
+        },
+        _ => ContainerState::Waiting {
+            reason: "ContainerCreating".into(),
+            message: events.last().map(|e| e.display_message.clone()).filter(|m| !m.is_empty()),
+        },
+    };
+    let last_termination = (restart_count > 0 && ts.state != "dead")
+        .then(|| last("Terminated").map(|e| terminated(e, None)))
+        .flatten();
+    ContainerRuntimeStatus {
+        container_id: Some(format!("nomad://{alloc_id}/{task}")),
+        state,
+        restart_count,
+        last_termination,
+    }
+}
+
+fn termination(events: &[TaskEvent], ts: &TaskState, started_at: Option<Timestamp>) -> Termination {
+    let finished_at = from_rfc3339(ts.finished_at.as_deref());
+    match events.iter().rev().find(|e| e.type_ == "Terminated") {
+        Some(e) => {
+            let mut t = terminated(e, started_at);
+            t.finished_at = finished_at.or(t.finished_at);
+            t
+        }
+        None => {
+            let failure = events.iter().rev().find(|e| e.fails_task || e.type_.ends_with("Failure"));
+            let message = failure.or(events.last()).map(|e| e.display_message.clone());
+            Termination {
+                exit_code: if ts.failed { 128 } else { 0 },
+                signal: None,
+                reason: if ts.failed { "StartError".into() } else { "Completed".into() },
+                message: message.filter(|m| !m.is_empty()),
+                started_at,
+                finished_at,
+            }
+        }
+    }
+}
+
+fn terminated(e: &TaskEvent, started_at: Option<Timestamp>) -> Termination {
+    let detail = |k: &str| e.details.as_ref().and_then(|d| d.get(k)).and_then(|v| v.parse::<i32>().ok());
+    let mut exit_code = detail("exit_code").unwrap_or(e.exit_code);
+    let signal = detail("signal").unwrap_or(e.signal);
+    if signal > 0 && exit_code <= 0 {
+        exit_code = 128 + signal;
+    }
+    let oom = e.details.as_ref().and_then(|d| d.get("oom_killed")).is_some_and(|v| v == "true");
+    let reason = if oom {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    Termination {
+        exit_code,
+        signal: (signal > 0).then_some(signal),
+        reason: reason.into(),
+        message: Some(e.display_message.clone()).filter(|m| !m.is_empty()),
+        started_at,
+        finished_at: from_nanos(e.time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn alloc(v: serde_json::Value) -> Allocation {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn owner_requires_this_node() {
+        let meta: BTreeMap<String, String> = [
+            (META_NODE, "vk"),
+            (META_NAMESPACE, "ns"),
+            (META_POD, "p"),
+            (META_UID, "u"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let o = owner(&meta, "vk").unwrap();
+        assert_eq!((o.key.to_string(), o.uid.as_str()), ("ns/p".to_owned(), "u"));
+        assert_eq!(owner(&meta, "other"), None);
+        assert_eq!(owner(&BTreeMap::new(), "vk"), None);
+    }
+
+    #[test]
+    fn current_prefers_the_newest_running_allocation() {
+        let a = alloc(json!({"ID": "a", "JobID": "j", "DesiredStatus": "stop", "CreateIndex": 9}));
+        let b = alloc(json!({"ID": "b", "JobID": "j", "DesiredStatus": "run", "CreateIndex": 5}));
+        assert_eq!(current([&a, &b]).unwrap().id, "b");
+        assert_eq!(current([&a]).unwrap().id, "a");
+        assert!(current([]).is_none());
+    }
+
+    #[test]
+    fn a_failed_task_reports_its_exit_code() {
+        let a = alloc(json!({
+            "ID": "a1", "JobID": "j", "ClientStatus": "failed", "CreateTime": 1_700_000_000_000_000_000i64,
+            "AllocatedResources": {"Shared": {"Networks": [{"Mode": "host", "IP": "127.0.0.1"}]}},
+            "TaskStates": {"main": {"State": "dead", "Failed": true, "Restarts": 0,
+                "StartedAt": "2023-11-14T22:13:21Z", "FinishedAt": "2023-11-14T22:13:22Z",
+                "Events": [
+                    {"Type": "Started", "Time": 1_700_000_001_000_000_000i64},
+                    {"Type": "Terminated", "Time": 1_700_000_002_000_000_000i64, "ExitCode": 3,
+                     "Details": {"exit_code": "3", "signal": "0", "oom_killed": "false"}},
+                    {"Type": "Not Restarting", "Time": 1_700_000_002_000_000_001i64, "FailsTask": true}
+                ]}}
+        }));
+        let s = sandbox(&a, Some("10.1.1.1".into()));
+        assert_eq!(s.state, SandboxState::Failed);
+        assert_eq!(s.pod_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(s.host_ip.as_deref(), Some("10.1.1.1"));
+        let ContainerState::Terminated(t) = &s.containers["main"].state else { panic!("not terminated") };
+        assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
+        assert_eq!(t.started_at, Some(Timestamp::from_second(1_700_000_001).unwrap()));
+        assert_eq!(s.containers["main"].container_id.as_deref(), Some("nomad://a1/main"));
+    }
+
+    #[test]
+    fn signals_oom_and_start_failures() {
+        let term = |details: serde_json::Value| {
+            let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
+                "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
+                    {"Type": "Terminated", "Time": 1, "Details": details}]}}}));
+            match sandbox(&a, None).containers["t"].state.clone() {
+                ContainerState::Terminated(t) => t,
+                other => panic!("{other:?}"),
+            }
+        };
+        let t = term(json!({"exit_code": "0", "signal": "9"}));
+        assert_eq!((t.exit_code, t.signal), (137, Some(9)));
+        assert_eq!(term(json!({"exit_code": "137", "oom_killed": "true"})).reason, "OOMKilled");
+
+        let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
+            "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
+                {"Type": "Driver Failure", "Time": 1, "DisplayMessage": "failed to launch command", "FailsTask": true}]}}}));
+        let ContainerState::Terminated(t) = sandbox(&a, None).containers["t"].state.clone() else { panic!() };
+        assert_eq!((t.exit_code, t.reason.as_str()), (128, "StartError"));
+        assert_eq!(t.message.as_deref(), Some("failed to launch command"));
+    }
+
+    #[test]
+    fn restarting_and_running_tasks() {
+        let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "running",
+            "TaskStates": {
+                "r": {"State": "running", "Restarts": 2, "Events": [
+                    {"Type": "Started", "Time": 1_700_000_000_000_000_000i64},
+                    {"Type": "Terminated", "Time": 1_700_000_005_000_000_000i64, "ExitCode": 1},
+                    {"Type": "Restarting", "Time": 1_700_000_005_000_000_001i64},
+                    {"Type": "Started", "Time": 1_700_000_010_000_000_000i64}]},
+                "w": {"State": "pending", "Restarts": 1, "Events": [
+                    {"Type": "Terminated", "Time": 5, "ExitCode": 2},
+                    {"Type": "Restarting", "Time": 6, "DisplayMessage": "Task restarting in 10s"}]},
+                "n": {"State": "pending", "Events": [{"Type": "Received", "Time": 1, "DisplayMessage": "Task received by client"}]}
+            }}));
+        let s = sandbox(&a, None);
+        let r = &s.containers["r"];
+        assert_eq!(r.state, ContainerState::Running { started_at: Some(Timestamp::from_second(1_700_000_010).unwrap()) });
+        assert_eq!(r.restart_count, 2);
+        assert_eq!(r.last_termination.as_ref().unwrap().exit_code, 1);
+        assert!(matches!(&s.containers["w"].state, ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff"));
+        assert!(matches!(&s.containers["n"].state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating"));
+    }
+}

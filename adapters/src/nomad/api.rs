@@ -1,0 +1,426 @@
+//! The parts of Nomad's HTTP API JSON this adapter reads and writes.
+//!
+//! Field names are Nomad's Go field names (`api/jobs.go`, `api/tasks.go`, `api/allocations.go`,
+//! `api/nodes.go` at v1.11.3). Durations are integer nanoseconds; `CreateTime`/`ModifyTime` and
+//! `TaskEvent.Time` are Unix nanoseconds; `TaskState.StartedAt`/`FinishedAt` are RFC 3339 with
+//! `0001-01-01T00:00:00Z` meaning unset.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `api.Job`, as registered (`PUT /v1/jobs`) and read back (`GET /v1/job/:id`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Job {
+    /// Job ID, unique in its Nomad namespace.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Display name (the ID).
+    pub name: String,
+    /// `service` or `batch`.
+    #[serde(rename = "Type")]
+    pub type_: String,
+    /// Nomad namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Nomad region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Datacenters the job may run in (`*` for all).
+    #[serde(default)]
+    pub datacenters: Vec<String>,
+    /// Node pool, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    /// Scheduling priority, 1–100 (Nomad's default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Free-form metadata; this adapter records the owning pod and node here.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// Task groups (one per pod).
+    #[serde(default)]
+    pub task_groups: Vec<TaskGroup>,
+    /// Server-set: the job was stopped (deregistered without purge).
+    #[serde(default, skip_serializing)]
+    pub stop: bool,
+    /// Server-set: `pending`, `running` or `dead`.
+    #[serde(default, skip_serializing)]
+    pub status: String,
+}
+
+/// `api.TaskGroup`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskGroup {
+    /// Group name.
+    pub name: String,
+    /// Instances (always 1: a pod is one allocation).
+    pub count: i32,
+    /// One task per container.
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    /// How tasks restart in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// How failed allocations are placed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule_policy: Option<ReschedulePolicy>,
+    /// Group networks: the pod's network namespace and ports.
+    #[serde(default)]
+    pub networks: Vec<Network>,
+    /// Group metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// `api.RestartPolicy`; durations in ns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// Restarts allowed within `interval`.
+    pub attempts: i32,
+    /// Window for `attempts`, ns.
+    pub interval: i64,
+    /// Wait before a restart, ns.
+    pub delay: i64,
+    /// `delay` (wait out the interval) or `fail`.
+    pub mode: String,
+}
+
+/// `api.ReschedulePolicy`; durations in ns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReschedulePolicy {
+    /// Reschedules allowed within `interval`.
+    pub attempts: i32,
+    /// Window for `attempts`, ns.
+    pub interval: i64,
+    /// Base delay, ns.
+    pub delay: i64,
+    /// `constant`, `exponential` or `fibonacci`.
+    pub delay_function: String,
+    /// Cap on the delay, ns.
+    pub max_delay: i64,
+    /// Reschedule forever.
+    pub unlimited: bool,
+}
+
+/// `api.NetworkResource`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Network {
+    /// `host`, `bridge`, `none` or `cni/<name>`.
+    #[serde(default)]
+    pub mode: String,
+    /// Allocated address (read back in allocations).
+    #[serde(rename = "IP", default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    /// Fixed host ports.
+    #[serde(default)]
+    pub reserved_ports: Vec<Port>,
+    /// Ports chosen by the scheduler.
+    #[serde(default)]
+    pub dynamic_ports: Vec<Port>,
+}
+
+/// `api.Port`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Port {
+    /// Label referenced by task drivers.
+    pub label: String,
+    /// Host port (0 for a dynamic port before placement).
+    #[serde(default)]
+    pub value: i32,
+    /// Port inside the task's network namespace.
+    #[serde(default)]
+    pub to: i32,
+}
+
+/// `api.Task`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Task {
+    /// Task name (the container name).
+    pub name: String,
+    /// Task driver (`docker`, `raw_exec`, `exec`, ...).
+    pub driver: String,
+    /// Driver-specific configuration.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Resources the scheduler reserves.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Time between the kill signal and SIGKILL, ns.
+    #[serde(default)]
+    pub kill_timeout: i64,
+    /// The signal sent to stop the task.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kill_signal: String,
+    /// Task metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// `api.Resources`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Resources {
+    /// CPU in MHz.
+    #[serde(rename = "CPU", default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<i64>,
+    /// Memory reserved, in MiB (Nomad says "MB").
+    #[serde(rename = "MemoryMB", default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<i64>,
+    /// Memory the task may burst to, in MiB (needs scheduler memory oversubscription).
+    #[serde(rename = "MemoryMaxMB", default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_mb: Option<i64>,
+}
+
+/// Body of `PUT /v1/jobs`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RegisterRequest<'a> {
+    /// The job.
+    pub job: &'a Job,
+}
+
+/// Answer of `PUT /v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RegisterResponse {
+    /// The evaluation created.
+    #[serde(rename = "EvalID", default)]
+    pub eval_id: String,
+    /// Warnings about the job (ignored fields, ...).
+    #[serde(default)]
+    pub warnings: String,
+}
+
+/// `api.JobListStub` (`GET /v1/jobs?meta=true`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobStub {
+    /// Job ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Stopped (deregistered, not purged).
+    #[serde(default)]
+    pub stop: bool,
+    /// Metadata (present with `meta=true`).
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+}
+
+/// `api.AllocationListStub` (`GET /v1/allocations?resources=true`), and the parts of
+/// `api.Allocation` read from it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Allocation {
+    /// Allocation ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Job ID.
+    #[serde(rename = "JobID")]
+    pub job_id: String,
+    /// Node ID.
+    #[serde(rename = "NodeID", default)]
+    pub node_id: String,
+    /// `run`, `stop` or `evict`.
+    #[serde(default)]
+    pub desired_status: String,
+    /// `pending`, `running`, `complete`, `failed`, `lost` or `unknown`.
+    #[serde(default)]
+    pub client_status: String,
+    /// Why the client status is what it is.
+    #[serde(default)]
+    pub client_description: String,
+    /// Task states by task name.
+    #[serde(default)]
+    pub task_states: Option<BTreeMap<String, TaskState>>,
+    /// Placement order.
+    #[serde(default)]
+    pub create_index: u64,
+    /// Unix ns.
+    #[serde(default)]
+    pub create_time: i64,
+    /// Resources allocated (with `resources=true` or on a full allocation).
+    #[serde(default)]
+    pub allocated_resources: Option<AllocatedResources>,
+}
+
+/// `api.AllocatedResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocatedResources {
+    /// Group-level resources.
+    #[serde(default)]
+    pub shared: Option<AllocatedShared>,
+}
+
+/// `api.AllocatedSharedResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocatedShared {
+    /// Group networks with their address.
+    #[serde(default)]
+    pub networks: Option<Vec<Network>>,
+}
+
+/// `api.TaskState`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskState {
+    /// `pending`, `running` or `dead`.
+    #[serde(default)]
+    pub state: String,
+    /// The task failed.
+    #[serde(default)]
+    pub failed: bool,
+    /// Restarts so far.
+    #[serde(default)]
+    pub restarts: u64,
+    /// First start (RFC 3339).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// End (RFC 3339).
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Events, oldest first (Nomad keeps the last 10).
+    #[serde(default)]
+    pub events: Option<Vec<TaskEvent>>,
+}
+
+/// `api.TaskEvent`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskEvent {
+    /// `Received`, `Started`, `Terminated`, `Restarting`, `Driver Failure`, ...
+    #[serde(rename = "Type", default)]
+    pub type_: String,
+    /// Unix ns.
+    #[serde(default)]
+    pub time: i64,
+    /// Human-readable summary.
+    #[serde(default)]
+    pub display_message: String,
+    /// Structured details (`exit_code`, `signal`, `oom_killed`, ...).
+    #[serde(default)]
+    pub details: Option<BTreeMap<String, String>>,
+    /// Exit code (Terminated).
+    #[serde(default)]
+    pub exit_code: i32,
+    /// Signal (Terminated).
+    #[serde(default)]
+    pub signal: i32,
+    /// The event fails the task.
+    #[serde(default)]
+    pub fails_task: bool,
+}
+
+/// `api.NodeListStub` (`GET /v1/nodes?resources=true`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeStub {
+    /// Node ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Node name.
+    #[serde(default)]
+    pub name: String,
+    /// The node's advertised address.
+    #[serde(default)]
+    pub address: String,
+    /// Nomad version of the node's agent.
+    #[serde(default)]
+    pub version: String,
+    /// `initializing`, `ready`, `down` or `disconnected`.
+    #[serde(default)]
+    pub status: String,
+    /// `eligible` or `ineligible`.
+    #[serde(default)]
+    pub scheduling_eligibility: String,
+    /// Being drained.
+    #[serde(default)]
+    pub drain: bool,
+    /// Fingerprinted resources.
+    #[serde(default)]
+    pub node_resources: Option<NodeResources>,
+    /// Resources held back from scheduling.
+    #[serde(default)]
+    pub reserved_resources: Option<NodeReserved>,
+}
+
+/// `api.NodeResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeResources {
+    /// CPU.
+    #[serde(default)]
+    pub cpu: NodeCpu,
+    /// Memory.
+    #[serde(default)]
+    pub memory: NodeMemory,
+    /// Disk.
+    #[serde(default)]
+    pub disk: NodeDisk,
+}
+
+/// `api.NodeCpuResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeCpu {
+    /// Total compute in MHz (cores × frequency).
+    #[serde(default)]
+    pub cpu_shares: i64,
+    /// Cores.
+    #[serde(default)]
+    pub total_cpu_cores: u32,
+}
+
+/// `api.NodeMemoryResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeMemory {
+    /// MiB.
+    #[serde(rename = "MemoryMB", default)]
+    pub memory_mb: i64,
+}
+
+/// `api.NodeDiskResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeDisk {
+    /// MiB.
+    #[serde(rename = "DiskMB", default)]
+    pub disk_mb: i64,
+}
+
+/// `api.NodeReservedResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeReserved {
+    /// CPU held back.
+    #[serde(default)]
+    pub cpu: NodeReservedCpu,
+    /// Memory held back.
+    #[serde(default)]
+    pub memory: NodeMemory,
+    /// Disk held back.
+    #[serde(default)]
+    pub disk: NodeDisk,
+}
+
+/// `api.NodeReservedCpuResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeReservedCpu {
+    /// MHz held back.
+    #[serde(default)]
+    pub cpu_shares: i64,
+}

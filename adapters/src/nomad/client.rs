@@ -1,0 +1,277 @@
+//! A small client for Nomad's HTTP API: addressing, auth, namespace and region on every request,
+//! and the translation of HTTP failures into [`ProviderError`] at the seam.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vk_ports::ProviderError;
+
+/// How to reach Nomad, with the names of Nomad's own environment (`api.DefaultConfig`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// `NOMAD_ADDR`: `http://host:port`, `https://host:port`, or `host:port` (taken as http).
+    pub address: String,
+    /// `NOMAD_TOKEN`, sent as `X-Nomad-Token`.
+    pub token: Option<String>,
+    /// `NOMAD_NAMESPACE`.
+    pub namespace: Option<String>,
+    /// `NOMAD_REGION`.
+    pub region: Option<String>,
+    /// `NOMAD_CACERT`: PEM file of the CA that signed Nomad's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// `NOMAD_CLIENT_CERT`: PEM client certificate for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// `NOMAD_CLIENT_KEY`: PEM key of the client certificate.
+    pub client_key: Option<PathBuf>,
+    /// `NOMAD_SKIP_VERIFY`: do not verify Nomad's certificate.
+    pub skip_verify: bool,
+    /// Timeout of each request.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            address: "http://127.0.0.1:4646".into(),
+            token: None,
+            namespace: None,
+            region: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            skip_verify: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors building the client from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `NOMAD_ADDR` is not an address.
+    #[error("invalid Nomad address {address:?}: {reason}")]
+    Address {
+        /// The value given.
+        address: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A TLS file could not be read or parsed.
+    #[error("cannot use TLS file {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// An HTTP client bound to one Nomad address, namespace and region.
+#[derive(Debug, Clone)]
+pub struct NomadClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+    namespace: Option<String>,
+    region: Option<String>,
+}
+
+impl NomadClient {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the address or a TLS file is unusable.
+    pub fn new(cfg: &ClientConfig) -> Result<Self, ConfigError> {
+        let raw = cfg.address.trim();
+        let with_scheme =
+            if raw.contains("://") { raw.to_owned() } else { format!("http://{raw}") };
+        let base = Url::parse(&with_scheme).map_err(|e| ConfigError::Address {
+            address: cfg.address.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ConfigError::Address {
+                address: cfg.address.clone(),
+                reason: "the scheme must be http or https".into(),
+            });
+        }
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| ConfigError::Tls { path: p.clone(), reason: e.to_string() })
+        };
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .http1_only()
+            .danger_accept_invalid_certs(cfg.skip_verify);
+        if let Some(ca) = &cfg.ca_cert {
+            let cert = reqwest::Certificate::from_pem(&read(ca)?)
+                .map_err(|e| ConfigError::Tls { path: ca.clone(), reason: e.to_string() })?;
+            b = b.add_root_certificate(cert);
+        }
+        if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
+            let mut pem = read(cert)?;
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| ConfigError::Tls { path: cert.clone(), reason: e.to_string() })?;
+            b = b.identity(id);
+        }
+        let http = b.build().map_err(|e| ConfigError::Address {
+            address: cfg.address.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            http,
+            base,
+            token: cfg.token.clone().filter(|t| !t.is_empty()),
+            namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
+            region: cfg.region.clone().filter(|r| !r.is_empty()),
+        })
+    }
+
+    /// The Nomad namespace requests are made in, if set.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The region requests are made in, if set.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// A request to `path` (segments are percent-encoded) with auth, namespace and region set.
+    pub fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        let mut url = self.base.clone();
+        if let Ok(mut p) = url.path_segments_mut() {
+            p.pop_if_empty().extend(segments);
+        }
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.header("X-Nomad-Token", t);
+        }
+        if let Some(ns) = &self.namespace {
+            req = req.query(&[("namespace", ns)]);
+        }
+        if let Some(r) = &self.region {
+            req = req.query(&[("region", r)]);
+        }
+        req
+    }
+
+    /// Sends `req` and maps failures: connection errors, timeouts, 429 and 5xx become
+    /// `Unavailable`; 404 `NotFound`; 409 `Conflict`; other 4xx `InvalidInput`.
+    ///
+    /// # Errors
+    /// As above, with Nomad's error text.
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response, ProviderError> {
+        let resp = req.send().await.map_err(|e| ProviderError::Unavailable {
+            message: format!("Nomad request failed: {e}"),
+            source: Some(Box::new(e)),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let body = body.trim().to_owned();
+        Err(match status {
+            StatusCode::NOT_FOUND => ProviderError::NotFound(body),
+            StatusCode::CONFLICT => ProviderError::Conflict(body),
+            StatusCode::TOO_MANY_REQUESTS => {
+                ProviderError::Unavailable { message: format!("Nomad: 429 {body}"), source: None }
+            }
+            s if s.is_server_error() => {
+                ProviderError::Unavailable { message: format!("Nomad: {s} {body}"), source: None }
+            }
+            s => ProviderError::InvalidInput(format!("Nomad: {s} {body}")),
+        })
+    }
+
+    /// GET `segments` with `query`, decoding JSON.
+    ///
+    /// # Errors
+    /// As [`NomadClient::send`]; an undecodable body is `Unavailable`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ProviderError> {
+        let resp = self.send(self.request(Method::GET, segments).query(query)).await?;
+        decode(resp).await
+    }
+
+    /// DELETE `segments` with `query`, decoding the JSON answer.
+    ///
+    /// # Errors
+    /// As [`NomadClient::get`].
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ProviderError> {
+        let resp = self.send(self.request(Method::DELETE, segments).query(query)).await?;
+        decode(resp).await
+    }
+
+    /// Sends `body` as JSON with `method`, decoding the JSON answer.
+    ///
+    /// # Errors
+    /// As [`NomadClient::get`].
+    pub async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: &B,
+    ) -> Result<T, ProviderError> {
+        let resp = self.send(self.request(method, segments).query(query).json(body)).await?;
+        decode(resp).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ProviderError> {
+    let bytes = resp.bytes().await.map_err(|e| ProviderError::Unavailable {
+        message: format!("reading Nomad's answer: {e}"),
+        source: Some(Box::new(e)),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Unavailable {
+        message: format!("Nomad's answer is not the JSON expected: {e}"),
+        source: Some(Box::new(e)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_or_without_scheme() {
+        for (addr, want) in [
+            ("127.0.0.1:4646", "http://127.0.0.1:4646/"),
+            ("http://nomad:4646", "http://nomad:4646/"),
+            ("https://nomad.example:4646/", "https://nomad.example:4646/"),
+        ] {
+            let c = NomadClient::new(&ClientConfig { address: addr.into(), ..Default::default() }).unwrap();
+            assert_eq!(c.base.as_str(), want);
+        }
+        let err = NomadClient::new(&ClientConfig { address: "unix:///x".into(), ..Default::default() }).unwrap_err();
+        assert!(matches!(err, ConfigError::Address { .. }), "{err}");
+    }
+
+    #[test]
+    fn requests_carry_namespace_region_and_token() {
+        let c = NomadClient::new(&ClientConfig {
+            address: "127.0.0.1:4646".into(),
+            token: Some("secret".into()),
+            namespace: Some("apps".into()),
+            region: Some("eu".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let req = c.request(Method::GET, &["v1", "job", "k8s-a.b c"]).build().unwrap();
+        assert_eq!(req.url().as_str(), "http://127.0.0.1:4646/v1/job/k8s-a.b%20c?namespace=apps&region=eu");
+        assert_eq!(req.headers()["X-Nomad-Token"], "secret");
+    }
+}

@@ -1,0 +1,323 @@
+//! The Nomad backend: pods run as Nomad jobs ([`NomadProvider`] implements the provider ports).
+//!
+//! [`job`] and [`alloc`] are the pure translations (pod to job, allocation to runtime view);
+//! [`client`] is the HTTP seam; this module sequences the calls.
+
+pub mod alloc;
+pub mod api;
+pub mod client;
+pub mod job;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use reqwest::Method;
+use serde_json::json;
+use tracing::{debug, warn};
+use vk_domain::node::NodeCapacity;
+use vk_domain::pod::PodKey;
+use vk_domain::runtime::RuntimePod;
+use vk_domain::workload::WorkloadSpec;
+use vk_ports::{NodeProvider, PodProvider, ProviderError};
+
+use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse};
+use self::client::NomadClient;
+use self::job::JobSettings;
+
+pub use self::client::{ClientConfig, ConfigError};
+
+/// MHz per core assumed until the Nomad nodes were read (Nomad's own fallback CPU speed is lower;
+/// this only matters for pods created before the first node read, which the app avoids).
+pub const DEFAULT_MHZ_PER_CORE: u64 = 1000;
+
+/// What the provider needs beside the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// How to reach Nomad.
+    pub client: ClientConfig,
+    /// The Kubernetes node name recorded on, and required of, every job this node touches.
+    pub node_name: String,
+    /// Job ID prefix.
+    pub job_prefix: String,
+    /// Datacenters jobs may run in.
+    pub datacenters: Vec<String>,
+    /// Task driver for pods that do not choose one by annotation.
+    pub default_driver: String,
+}
+
+/// Runs pods as Nomad jobs and reports the Nomad cluster as one node.
+#[derive(Debug)]
+pub struct NomadProvider {
+    client: NomadClient,
+    settings: JobSettings,
+    cluster: RwLock<ClusterInfo>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterInfo {
+    mhz_per_core: Option<u64>,
+    node_ips: HashMap<String, String>,
+    version: Option<String>,
+}
+
+impl NomadProvider {
+    /// Builds the provider; nothing is sent to Nomad yet.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the client configuration is unusable.
+    pub fn new(cfg: ProviderConfig) -> Result<Self, ConfigError> {
+        let client = NomadClient::new(&cfg.client)?;
+        let settings = JobSettings {
+            prefix: cfg.job_prefix,
+            node_name: cfg.node_name,
+            namespace: client.namespace().map(str::to_owned),
+            region: client.region().map(str::to_owned),
+            datacenters: cfg.datacenters,
+            default_driver: cfg.default_driver,
+            mhz_per_core: DEFAULT_MHZ_PER_CORE,
+        };
+        Ok(Self { client, settings, cluster: RwLock::new(ClusterInfo::default()) })
+    }
+
+    /// The job ID used for `key`.
+    pub fn job_id(&self, key: &PodKey) -> String {
+        job::job_id(&self.settings.prefix, key)
+    }
+
+    /// The job as Nomad holds it, `None` if there is none.
+    ///
+    /// # Errors
+    /// `Unavailable` when Nomad cannot be reached.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, ProviderError> {
+        match self.client.get::<Job>(&["v1", "job", id], &[]).await {
+            Ok(j) => Ok(Some(j)),
+            Err(ProviderError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn settings(&self) -> JobSettings {
+        let mut s = self.settings.clone();
+        if let Some(m) = self.cluster.read().ok().and_then(|c| c.mhz_per_core) {
+            s.mhz_per_core = m;
+        }
+        s
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeStub>, ProviderError> {
+        let nodes: Vec<NodeStub> = self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
+        let (shares, cores) = nodes
+            .iter()
+            .filter_map(|n| n.node_resources.as_ref())
+            .fold((0i64, 0u64), |(s, c), r| (s + r.cpu.cpu_shares, c + u64::from(r.cpu.total_cpu_cores)));
+        if let Ok(mut info) = self.cluster.write() {
+            if cores > 0 && shares > 0 {
+                info.mhz_per_core = Some(u64::try_from(shares).unwrap_or(0) / cores);
+            }
+            info.node_ips = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
+            info.version = nodes.iter().map(|n| n.version.clone()).find(|v| !v.is_empty());
+        }
+        Ok(nodes)
+    }
+
+    /// Allocations of the jobs whose ID starts with `job_prefix` (or equals `exact`), with
+    /// their allocated resources (for the IP).
+    async fn allocations(&self, exact: Option<&str>) -> Result<Vec<Allocation>, ProviderError> {
+        let filter = match exact {
+            Some(id) => format!("JobID == {}", quote(id)),
+            None => format!("JobID matches {}", quote(&format!("^{}", regex_escape(&self.settings.prefix)))),
+        };
+        self.client.get(&["v1", "allocations"], &[("resources", "true"), ("filter", &filter)]).await
+    }
+
+    async fn host_ip(&self, node_id: &str) -> Option<String> {
+        let known = self.cluster.read().ok().and_then(|c| c.node_ips.get(node_id).cloned());
+        if known.is_some() {
+            return known;
+        }
+        if let Err(e) = self.nodes().await {
+            debug!(error = %e, "reading Nomad nodes for a host IP");
+        }
+        self.cluster.read().ok().and_then(|c| c.node_ips.get(node_id).cloned())
+    }
+
+    async fn runtime_pod(
+        &self,
+        job_id: &str,
+        stop: bool,
+        meta: &BTreeMap<String, String>,
+        allocs: &[&Allocation],
+    ) -> Option<RuntimePod> {
+        let owner = alloc::owner(meta, &self.settings.node_name)?;
+        let sandbox = match alloc::current(allocs.iter().copied()) {
+            Some(a) => {
+                let host_ip = self.host_ip(&a.node_id).await;
+                Some(alloc::sandbox(a, host_ip))
+            }
+            None => None,
+        };
+        Some(RuntimePod { owner, id: job_id.to_owned(), stopping: stop, sandbox })
+    }
+
+    /// Only jobs this node owns may be changed: anything else is refused with `Conflict`.
+    async fn owned(&self, id: &str) -> Result<Job, ProviderError> {
+        let job = self.job(id).await?.ok_or_else(|| ProviderError::NotFound(format!("job {id}")))?;
+        if alloc::owner(&job.meta, &self.settings.node_name).is_none() {
+            return Err(ProviderError::Conflict(format!(
+                "job {id} is not owned by node {}",
+                self.settings.node_name
+            )));
+        }
+        Ok(job)
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+impl PodProvider for NomadProvider {
+    async fn create_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        let job = job::to_job(spec, &self.settings()).map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        if let Some(existing) = self.job(&job.id).await? {
+            match alloc::owner(&existing.meta, &self.settings.node_name) {
+                None => {
+                    return Err(ProviderError::Conflict(format!(
+                        "Nomad job {} exists and is not owned by node {}",
+                        job.id, self.settings.node_name
+                    )));
+                }
+                Some(o) if o.uid == spec.uid && !existing.stop => {
+                    debug!(job = %job.id, "job already registered");
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+        let resp: RegisterResponse = self
+            .client
+            .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job: &job })
+            .await
+            .map_err(|e| match e {
+                // Nomad answers 500 for jobs it refuses to validate; retrying will not help.
+                ProviderError::Unavailable { message, .. } if message.contains("validation") => {
+                    ProviderError::InvalidInput(message)
+                }
+                e => e,
+            })?;
+        if !resp.warnings.is_empty() {
+            warn!(job = %job.id, warnings = %resp.warnings, "Nomad registered the job with warnings");
+        }
+        debug!(job = %job.id, eval = %resp.eval_id, "job registered");
+        Ok(())
+    }
+
+    async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
+        self.owned(id).await?;
+        let _: serde_json::Value = self.client.delete(&["v1", "job", id], &[]).await?;
+        Ok(())
+    }
+
+    async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
+        self.owned(id).await?;
+        for a in self.allocations(Some(id)).await? {
+            if matches!(a.client_status.as_str(), "pending" | "running") {
+                let r: Result<serde_json::Value, _> = self
+                    .client
+                    .send_json(Method::POST, &["v1", "client", "allocation", &a.id, "signal"], &[], &json!({"Signal": "SIGKILL"}))
+                    .await;
+                match r {
+                    Ok(_) | Err(ProviderError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
+        self.owned(id).await?;
+        let _: serde_json::Value = self.client.delete(&["v1", "job", id], &[("purge", "true")]).await?;
+        Ok(())
+    }
+
+    async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
+        let id = self.job_id(key);
+        let Some(job) = self.job(&id).await? else { return Ok(None) };
+        let allocs = self.allocations(Some(&id)).await?;
+        let refs: Vec<&Allocation> = allocs.iter().collect();
+        Ok(self.runtime_pod(&id, job.stop, &job.meta, &refs).await)
+    }
+
+    async fn list_pods(&self) -> Result<Vec<RuntimePod>, ProviderError> {
+        let jobs: Vec<JobStub> = self
+            .client
+            .get(&["v1", "jobs"], &[("meta", "true"), ("prefix", &self.settings.prefix)])
+            .await?;
+        let allocs = self.allocations(None).await?;
+        let mut by_job: HashMap<&str, Vec<&Allocation>> = HashMap::new();
+        for a in &allocs {
+            by_job.entry(a.job_id.as_str()).or_default().push(a);
+        }
+        let mut pods = Vec::new();
+        for j in &jobs {
+            let meta = j.meta.clone().unwrap_or_default();
+            let allocs = by_job.get(j.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+            if let Some(p) = self.runtime_pod(&j.id, j.stop, &meta, allocs).await {
+                pods.push(p);
+            }
+        }
+        Ok(pods)
+    }
+}
+
+impl NodeProvider for NomadProvider {
+    async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {
+        let nodes = self.nodes().await?;
+        let mut cap = NodeCapacity::default();
+        for n in nodes.iter().filter(|n| n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain) {
+            let Some(r) = &n.node_resources else { continue };
+            let reserved = n.reserved_resources.clone().unwrap_or_default();
+            let shares = r.cpu.cpu_shares.max(1);
+            // Cores, less the share Nomad reserves, in millicores.
+            let usable = (r.cpu.cpu_shares - reserved.cpu.cpu_shares).max(0);
+            let millis = u64::from(r.cpu.total_cpu_cores) * 1000 * u64::try_from(usable).unwrap_or(0)
+                / u64::try_from(shares).unwrap_or(1);
+            let mib = |v: i64| u64::try_from(v.max(0)).unwrap_or(0) << 20;
+            cap.cpu_millis += millis;
+            cap.memory_bytes += mib(r.memory.memory_mb - reserved.memory.memory_mb);
+            cap.ephemeral_storage_bytes += mib(r.disk.disk_mb - reserved.disk.disk_mb);
+        }
+        Ok(cap)
+    }
+
+    async fn runtime_version(&self) -> Result<String, ProviderError> {
+        if let Some(v) = self.cluster.read().ok().and_then(|c| c.version.clone()) {
+            return Ok(format!("nomad://{v}"));
+        }
+        self.nodes().await?;
+        let v = self.cluster.read().ok().and_then(|c| c.version.clone()).unwrap_or_else(|| "unknown".into());
+        Ok(format!("nomad://{v}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_escaped_for_bexpr_regexes() {
+        assert_eq!(regex_escape("k8s-"), "k8s-");
+        assert_eq!(regex_escape("a.b*"), "a\\.b\\*");
+        assert_eq!(quote("^k8s\\-"), "\"^k8s\\\\-\"");
+    }
+}

@@ -1,0 +1,18 @@
+//! Kubelet semantics with no I/O: what a pod asks for, what a node is, and how the state a runtime
+//! reports becomes a Kubernetes status.
+//!
+//! This crate knows nothing of Nomad, HTTP or an async runtime (see ARCHITECTURE.md). It speaks
+//! Kubernetes' own vocabulary through `k8s-openapi` data types and a CRI-like view of a running pod
+//! ([`runtime`]), so any backend can be bridged to the kubelet's behaviour by filling that view.
+
+pub mod error;
+pub mod node;
+pub mod pod;
+pub mod quantity;
+pub mod reconcile;
+pub mod runtime;
+pub mod status;
+pub mod workload;
+
+pub use k8s_openapi;
+pub use k8s_openapi::jiff;

@@ -1,0 +1,304 @@
+//! The Node object and Lease a kubelet keeps, built from configuration and what the backend
+//! reports about its capacity.
+//!
+//! Sources: the kubelet's node status setters (`pkg/kubelet/nodestatus/setters.go`), its lease
+//! controller (`pkg/kubelet/kubelet.go`, `component-helpers/apimachinery/lease`), and the
+//! NodeRestriction admission plugin for what a `system:node:` identity may set.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Namespace that holds node Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// `leaseDurationSeconds` written on the Lease, as the kubelet's default.
+pub const LEASE_DURATION_SECONDS: i32 = 40;
+
+/// What the operator configured about the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The Node's name (`--nodename`).
+    pub name: String,
+    /// `kubernetes.io/os` and `nodeInfo.operatingSystem` (`--os`, `linux` by default).
+    pub os: String,
+    /// `kubernetes.io/arch` and `nodeInfo.architecture` (`amd64`, `arm64`, ...).
+    pub arch: String,
+    /// Extra labels set at registration.
+    pub labels: BTreeMap<String, String>,
+    /// Whether to add `kubernetes.io/role=agent` as upstream does. NodeRestriction refuses it for
+    /// `system:node:` identities, so it is off by default.
+    pub role_label: bool,
+    /// The taint that keeps pods away unless they tolerate it; `None` when disabled.
+    pub taint: Option<Taint>,
+    /// The kubelet API port (`status.daemonEndpoints.kubeletEndpoint.Port`).
+    pub kubelet_port: u16,
+    /// `capacity.pods` and `allocatable.pods`.
+    pub max_pods: u32,
+    /// The node's InternalIP: where the API server reaches the kubelet API.
+    pub internal_ip: String,
+    /// The node's Hostname address.
+    pub hostname: String,
+    /// `nodeInfo.kubeletVersion`, such as `v1.36.3-vk-nomad-0.1.0`.
+    pub kubelet_version: String,
+    /// `nodeInfo.containerRuntimeVersion`, such as `nomad://1.11.3`.
+    pub runtime_version: String,
+}
+
+/// What the backend can run, summed over its machines that are ready and eligible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeCapacity {
+    /// CPU in millicores (1000 per core).
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage_bytes: u64,
+}
+
+/// Whether the backend answers, which is what `Ready` means for a virtual node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The backend answers: `Ready=True`, reason `KubeletReady`.
+    Ready,
+    /// The backend does not answer: `Ready=False` with this reason and message.
+    NotReady {
+        /// CamelCase reason, for example `NomadUnreachable`.
+        reason: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// The labels the node registers with: `type=virtual-kubelet`, `kubernetes.io/{os,arch,hostname}`,
+    /// `node.kubernetes.io/exclude-from-external-load-balancers=true` (the only label the service
+    /// controller honours to keep a node out of load balancers), `kubernetes.io/role=agent` when
+    /// configured, then the configured extra labels.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::new();
+        l.insert("type".into(), "virtual-kubelet".into());
+        l.insert("kubernetes.io/os".into(), self.os.clone());
+        l.insert("kubernetes.io/arch".into(), self.arch.clone());
+        l.insert("kubernetes.io/hostname".into(), self.name.clone());
+        l.insert("node.kubernetes.io/exclude-from-external-load-balancers".into(), "true".into());
+        if self.role_label {
+            l.insert("kubernetes.io/role".into(), "agent".into());
+        }
+        l.extend(self.labels.clone());
+        l
+    }
+
+    /// The Node to create: labels, taint, and an initial status (not ready until the backend was
+    /// asked; the first status update follows at once).
+    pub fn node(&self, capacity: Option<NodeCapacity>, health: &Health, now: Timestamp) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(self.labels()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec { taints: self.taint.clone().map(|t| vec![t]), ..NodeSpec::default() }),
+            status: Some(self.status(capacity, health, None, now)),
+        }
+    }
+
+    /// The node status to write: capacity and allocatable (absent until the backend reported
+    /// them), conditions, addresses, daemon endpoints and node info.
+    ///
+    /// `previous` is the status the API server holds; conditions that did not change keep their
+    /// `lastTransitionTime`. Every condition's `lastHeartbeatTime` is `now`.
+    pub fn status(
+        &self,
+        capacity: Option<NodeCapacity>,
+        health: &Health,
+        previous: Option<&NodeStatus>,
+        now: Timestamp,
+    ) -> NodeStatus {
+        let resources = capacity.map(|c| {
+            let mut r = BTreeMap::new();
+            r.insert("cpu".to_owned(), Quantity(format!("{}m", c.cpu_millis)));
+            r.insert("memory".to_owned(), Quantity(c.memory_bytes.to_string()));
+            r.insert("ephemeral-storage".to_owned(), Quantity(c.ephemeral_storage_bytes.to_string()));
+            r.insert("pods".to_owned(), Quantity(self.max_pods.to_string()));
+            r
+        });
+        let (ready, reason, message) = match health {
+            Health::Ready => ("True", "KubeletReady", "virtual-kubelet is ready and its backend answers".to_owned()),
+            Health::NotReady { reason, message } => ("False", reason.as_str(), message.clone()),
+        };
+        let cond = |type_: &str, status: &str, reason: &str, message: String| {
+            let prev = previous
+                .and_then(|p| p.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+            let since = match prev {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => None,
+            };
+            NodeCondition {
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: Some(reason.to_owned()),
+                message: Some(message),
+                last_heartbeat_time: Some(Time(now)),
+                last_transition_time: since.or(Some(Time(now))),
+            }
+        };
+        NodeStatus {
+            capacity: resources.clone(),
+            allocatable: resources,
+            conditions: Some(vec![
+                cond("Ready", ready, reason, message),
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure".into()),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure".into()),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure".into()),
+                cond("NetworkUnavailable", "False", "RouteCreated", "the backend routes pod traffic".into()),
+            ]),
+            addresses: Some(vec![
+                NodeAddress { type_: "InternalIP".into(), address: self.internal_ip.clone() },
+                NodeAddress { type_: "Hostname".into(), address: self.hostname.clone() },
+            ]),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(self.kubelet_port) }),
+            }),
+            node_info: Some(NodeSystemInfo {
+                architecture: self.arch.clone(),
+                operating_system: self.os.clone(),
+                kubelet_version: self.kubelet_version.clone(),
+                container_runtime_version: self.runtime_version.clone(),
+                ..NodeSystemInfo::default()
+            }),
+            ..NodeStatus::default()
+        }
+    }
+
+    /// The node Lease (`kube-node-lease/<name>`) renewed at `now`, owned by the Node with `node_uid`
+    /// so that deleting the Node deletes it.
+    pub fn lease(&self, node_uid: &str, now: Timestamp) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(LEASE_NAMESPACE.into()),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: self.name.clone(),
+                    uid: node_uid.to_owned(),
+                    ..OwnerReference::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.name.clone()),
+                lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+                renew_time: Some(MicroTime(now)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+}
+
+/// Whether two node statuses differ in anything but heartbeat and transition times: the status is
+/// written when this is true, and otherwise at the report interval.
+pub fn status_differs(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &NodeStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+            c.last_transition_time = None;
+        }
+        s.conditions.get_or_insert_default().sort_by(|a, b| a.type_.cmp(&b.type_));
+        (s.capacity, s.allocatable, s.conditions, s.addresses, s.daemon_endpoints, s.node_info.map(|i| {
+            (i.kubelet_version, i.container_runtime_version, i.operating_system, i.architecture)
+        }))
+    };
+    strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        NodeConfig {
+            name: "vk-nomad".into(),
+            os: "linux".into(),
+            arch: "amd64".into(),
+            labels: BTreeMap::new(),
+            role_label: false,
+            taint: Some(Taint {
+                key: "virtual-kubelet.io/provider".into(),
+                value: Some("nomad".into()),
+                effect: "NoSchedule".into(),
+                time_added: None,
+            }),
+            kubelet_port: 10250,
+            max_pods: 110,
+            internal_ip: "10.0.0.5".into(),
+            hostname: "vk-nomad".into(),
+            kubelet_version: "v1.36.3-vk-nomad-0.1.0".into(),
+            runtime_version: "nomad://1.11.3".into(),
+        }
+    }
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn labels_avoid_what_node_restriction_refuses() {
+        let l = config().labels();
+        assert_eq!(l["node.kubernetes.io/exclude-from-external-load-balancers"], "true");
+        assert_eq!(l["type"], "virtual-kubelet");
+        assert_eq!(l["kubernetes.io/hostname"], "vk-nomad");
+        assert!(!l.contains_key("kubernetes.io/role"));
+        let l = NodeConfig { role_label: true, ..config() }.labels();
+        assert_eq!(l["kubernetes.io/role"], "agent");
+    }
+
+    #[test]
+    fn status_carries_capacity_pods_and_endpoints() {
+        let cap = NodeCapacity { cpu_millis: 4000, memory_bytes: 8 << 30, ephemeral_storage_bytes: 1 << 30 };
+        let st = config().status(Some(cap), &Health::Ready, None, ts(0));
+        let alloc = st.allocatable.as_ref().unwrap();
+        assert_eq!(alloc["cpu"].0, "4000m");
+        assert_eq!(alloc["memory"].0, (8u64 << 30).to_string());
+        assert_eq!(alloc["pods"].0, "110");
+        assert_eq!(st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+        assert_eq!(st.addresses.unwrap()[0].address, "10.0.0.5");
+        let ready = &st.conditions.unwrap()[0];
+        assert_eq!((ready.type_.as_str(), ready.status.as_str()), ("Ready", "True"));
+    }
+
+    #[test]
+    fn readiness_changes_are_detected_and_stamped() {
+        let c = config();
+        let first = c.status(None, &Health::Ready, None, ts(0));
+        let same = c.status(None, &Health::Ready, Some(&first), ts(10));
+        assert!(!status_differs(Some(&first), &same));
+        assert_eq!(same.conditions.as_ref().unwrap()[0].last_transition_time, Some(Time(ts(0))));
+        let down = Health::NotReady { reason: "NomadUnreachable".into(), message: "refused".into() };
+        let second = c.status(None, &down, Some(&first), ts(20));
+        assert!(status_differs(Some(&first), &second));
+        let ready = &second.conditions.as_ref().unwrap()[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("NomadUnreachable")));
+        assert_eq!(ready.last_transition_time, Some(Time(ts(20))));
+    }
+
+    #[test]
+    fn lease_is_owned_by_the_node() {
+        let l = config().lease("uid-1", ts(5));
+        assert_eq!(l.metadata.namespace.as_deref(), Some(LEASE_NAMESPACE));
+        assert_eq!(l.metadata.owner_references.unwrap()[0].uid, "uid-1");
+        let spec = l.spec.unwrap();
+        assert_eq!(spec.lease_duration_seconds, Some(40));
+        assert_eq!(spec.holder_identity.as_deref(), Some("vk-nomad"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Level-triggered decisions: given the pod the API server holds (desired) and the workload the
+//! backend runs for it (observed), what to do next. Pure, so every case is a table row; the
+//! caller performs the steps and calls again when anything changes.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::pod;
+use crate::runtime::RuntimePod;
+
+/// How often to look again at a pod whose containers are being stopped.
+pub const STOP_POLL: Duration = Duration::from_secs(1);
+
+/// One step toward the desired state, in the order returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Translate the pod and start its workload (idempotent: same pod, same workload ID).
+    Create,
+    /// Write the pod status computed from the observed workload (skipped when unchanged).
+    SyncStatus,
+    /// Ask the backend to stop the pod's workload gracefully (stop signal, then kill after the
+    /// termination grace period recorded at creation).
+    Stop,
+    /// The deletion grace period is over: kill whatever still runs.
+    Kill,
+    /// Remove the workload from the backend (stopping it first if it still runs). It may belong to
+    /// an earlier pod of the same name (`stale`).
+    Purge {
+        /// True when the workload belongs to a pod with another UID or to no pod at all.
+        stale: bool,
+    },
+    /// Remove the pod object from the API server (grace 0, UID precondition): its containers are
+    /// gone, which is how a kubelet completes a graceful deletion.
+    DeleteObject,
+    /// Look again after this long (the decision depends on time passing).
+    RequeueAfter(Duration),
+    /// The pod reached Succeeded or Failed earlier but its workload vanished: nothing to do, the
+    /// status is final. Recorded so callers can count it.
+    KeepFinal,
+    /// The pod ran (its phase is past Pending) but its workload is gone without the pod being
+    /// deleted: report it failed with this reason (as upstream reports `NotFound`).
+    MarkLost,
+}
+
+/// What is known besides the two objects.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    /// The current time.
+    pub now: Timestamp,
+    /// True once the pod watch listed every pod bound to the node. Until then a workload without a
+    /// pod may simply not have been seen yet, so nothing is purged.
+    pub pods_synced: bool,
+}
+
+/// Decides the next steps for one pod key.
+///
+/// `pod` is the object bound to this node (`None`: no such pod), `observed` the workload this node
+/// owns under that key (`None`: none).
+pub fn plan(pod: Option<&Pod>, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
+    use Step::*;
+    let Some(pod) = pod else {
+        return match observed {
+            Some(_) if ctx.pods_synced => vec![Purge { stale: true }],
+            _ => vec![],
+        };
+    };
+    // A workload recorded for another UID belongs to an earlier pod of the same name: it goes first.
+    let (observed, stale) = match observed {
+        Some(o) if o.owner.uid != pod::uid(pod) => (None, true),
+        o => (o, false),
+    };
+    let mut steps = decide(pod, observed, ctx);
+    if stale {
+        steps.insert(0, Purge { stale: true });
+    }
+    steps
+}
+
+fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
+    use Step::*;
+    if let Some(deadline) = pod::deletion_deadline(pod) {
+        return match observed {
+            None => vec![DeleteObject],
+            Some(o) if o.is_terminated() => vec![Purge { stale: false }, DeleteObject],
+            Some(o) if !o.stopping => vec![Stop, SyncStatus, RequeueAfter(STOP_POLL)],
+            Some(_) if ctx.now >= deadline => vec![Kill, SyncStatus, RequeueAfter(STOP_POLL)],
+            Some(_) => vec![SyncStatus, RequeueAfter(STOP_POLL)],
+        };
+    }
+    match observed {
+        // A final status is never rewritten (Kubernetes never moves a pod out of it).
+        Some(_) if pod::is_terminal(pod) => vec![],
+        Some(_) => vec![SyncStatus],
+        None if pod::is_terminal(pod) => vec![KeepFinal],
+        None if matches!(pod::phase(pod), "" | "Pending") => vec![Create],
+        None => vec![MarkLost],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+    use crate::pod::PodKey;
+    use crate::runtime::{PodOwner, Sandbox, SandboxState};
+    use Step::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn pod(phase: &str, deleting_until: Option<i64>) -> Pod {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "p", "uid": "uid-1"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap();
+        p.metadata.deletion_timestamp = deleting_until.map(|s| Time(ts(s)));
+        p
+    }
+
+    fn workload(uid: &str, stopping: bool, state: Option<SandboxState>) -> RuntimePod {
+        RuntimePod {
+            owner: PodOwner { key: PodKey::new("ns", "p").unwrap(), uid: uid.into(), node: "vk".into() },
+            id: "job".into(),
+            stopping,
+            sandbox: state.map(|state| Sandbox {
+                id: "a".into(),
+                state,
+                created_at: None,
+                pod_ip: None,
+                host_ip: None,
+                containers: Default::default(),
+                message: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        use SandboxState::*;
+        let ctx = Context { now: ts(100), pods_synced: true };
+        let unsynced = Context { pods_synced: false, ..ctx };
+        let rows: Vec<(&str, Option<Pod>, Option<RuntimePod>, Context, Vec<Step>)> = vec![
+            ("nothing", None, None, ctx, vec![]),
+            ("orphan", None, Some(workload("uid-1", false, Some(Running))), ctx, vec![Purge { stale: true }]),
+            ("orphan before sync", None, Some(workload("uid-1", false, Some(Running))), unsynced, vec![]),
+            ("new pod", Some(pod("Pending", None)), None, ctx, vec![Create]),
+            ("new pod, no status", Some(pod("", None)), None, ctx, vec![Create]),
+            ("running", Some(pod("Running", None)), Some(workload("uid-1", false, Some(Running))), ctx, vec![SyncStatus]),
+            ("adopted at start", Some(pod("Pending", None)), Some(workload("uid-1", false, None)), unsynced, vec![SyncStatus]),
+            ("same name, new uid", Some(pod("Pending", None)), Some(workload("uid-0", false, Some(Running))), ctx, vec![Purge { stale: true }, Create]),
+            ("deleting, old uid", Some(pod("Pending", Some(130))), Some(workload("uid-0", false, Some(Running))), ctx, vec![Purge { stale: true }, DeleteObject]),
+            ("finished", Some(pod("Failed", None)), Some(workload("uid-1", false, Some(Failed))), ctx, vec![]),
+            ("finished, job gone", Some(pod("Succeeded", None)), None, ctx, vec![KeepFinal]),
+            ("running, job gone", Some(pod("Running", None)), None, ctx, vec![MarkLost]),
+            ("delete: stop", Some(pod("Running", Some(130))), Some(workload("uid-1", false, Some(Running))), ctx, vec![Stop, SyncStatus, RequeueAfter(STOP_POLL)]),
+            ("delete: wait", Some(pod("Running", Some(130))), Some(workload("uid-1", true, Some(Running))), ctx, vec![SyncStatus, RequeueAfter(STOP_POLL)]),
+            ("delete: kill", Some(pod("Running", Some(90))), Some(workload("uid-1", true, Some(Running))), ctx, vec![Kill, SyncStatus, RequeueAfter(STOP_POLL)]),
+            ("delete: done", Some(pod("Running", Some(130))), Some(workload("uid-1", true, Some(Succeeded))), ctx, vec![Purge { stale: false }, DeleteObject]),
+            ("delete: never placed", Some(pod("Pending", Some(130))), Some(workload("uid-1", false, None)), ctx, vec![Purge { stale: false }, DeleteObject]),
+            ("delete: no job", Some(pod("Pending", Some(130))), None, ctx, vec![DeleteObject]),
+            ("stopped elsewhere", Some(pod("Running", None)), Some(workload("uid-1", true, Some(Succeeded))), ctx, vec![SyncStatus]),
+        ];
+        for (name, p, o, c, want) in rows {
+            assert_eq!(plan(p.as_ref(), o.as_ref(), c), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The pod status a kubelet would write, computed from the runtime's view of the pod.
+//!
+//! The rules follow the kubelet: the phase from `getPhase` (`pkg/kubelet/kubelet_pods.go`), the
+//! conditions from `pkg/kubelet/status/generate.go`, and container statuses from
+//! `convertToAPIContainerStatuses`. Readiness is "running" until probes are supported.
+
+use k8s_openapi::api::core::v1::{
+    ContainerState as K8sContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::pod::RestartPolicy;
+use crate::runtime::{ContainerRuntimeStatus, ContainerState, Sandbox, SandboxState, Termination};
+
+/// The reason written with a pod the provider could not run (upstream virtual-kubelet's
+/// `podStatusReasonProviderFailed`).
+pub const REASON_PROVIDER_FAILED: &str = "ProviderFailed";
+
+/// The status of `pod` given its current sandbox (`None`: not placed yet).
+///
+/// `now` stamps conditions whose status changed; unchanged conditions keep their
+/// `lastTransitionTime` from the pod's current status.
+pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodStatus {
+    let restart = RestartPolicy::of(pod);
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let previous = pod.status.as_ref();
+
+    let terminal_sandbox = sandbox.is_some_and(Sandbox::is_terminal);
+    let statuses: Vec<ContainerStatus> = containers
+        .iter()
+        .map(|c| {
+            let rt = sandbox.and_then(|s| s.containers.get(&c.name)).cloned().unwrap_or_default();
+            let rt = if terminal_sandbox { settle(rt) } else { rt };
+            container_status(&c.name, c.image.as_deref().unwrap_or_default(), &rt)
+        })
+        .collect();
+
+    let phase = phase(restart, sandbox, &statuses);
+    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let unready: Vec<&str> =
+        statuses.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
+    let (ready, reason, message) = if terminal {
+        (false, Some("PodCompleted"), None)
+    } else if unready.is_empty() {
+        (true, None, None)
+    } else {
+        let msg = format!("containers with unready status: [{}]", unready.join(" "));
+        (false, Some("ContainersNotReady"), Some(msg))
+    };
+    let sandbox_ready = sandbox.is_some_and(|s| !s.is_terminal() && s.state != SandboxState::Pending);
+
+    let conditions = vec![
+        condition(previous, "PodReadyToStartContainers", sandbox_ready, None, None, now),
+        condition(previous, "Initialized", true, None, None, now),
+        condition(previous, "Ready", ready, reason, message.clone(), now),
+        condition(previous, "ContainersReady", ready, reason, message, now),
+        condition(previous, "PodScheduled", true, None, None, now),
+    ];
+
+    let pod_ip = sandbox.and_then(|s| s.pod_ip.clone());
+    let host_ip = sandbox.and_then(|s| s.host_ip.clone());
+    let (reason, message) = match sandbox {
+        Some(s) if s.state == SandboxState::Lost => {
+            (Some("NodeLost".to_owned()), s.message.clone().or(Some("the backend lost the allocation".into())))
+        }
+        _ => (None, None),
+    };
+    PodStatus {
+        phase: Some(phase.to_owned()),
+        conditions: Some(conditions),
+        container_statuses: Some(statuses),
+        host_ip: host_ip.clone(),
+        host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
+        pod_ip: pod_ip.clone(),
+        pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
+        start_time: previous
+            .and_then(|p| p.start_time.clone())
+            .or_else(|| sandbox.map(|s| Time(s.created_at.unwrap_or(now)))),
+        qos_class: previous.and_then(|p| p.qos_class.clone()),
+        reason,
+        message,
+        ..PodStatus::default()
+    }
+}
+
+/// The status of a pod the provider cannot run: phase `Pending` (`Failed` when
+/// `restartPolicy: Never`, since it will never run), reason [`REASON_PROVIDER_FAILED`], and
+/// `message` saying what is wrong. This is upstream virtual-kubelet's behaviour for create failures.
+pub fn provider_failed_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
+    let phase = if RestartPolicy::of(pod) == RestartPolicy::Never { "Failed" } else { "Pending" };
+    let previous = pod.status.as_ref();
+    PodStatus {
+        phase: Some(phase.to_owned()),
+        reason: Some(REASON_PROVIDER_FAILED.to_owned()),
+        message: Some(message.to_owned()),
+        conditions: Some(vec![condition(previous, "PodScheduled", true, None, None, now)]),
+        qos_class: previous.and_then(|p| p.qos_class.clone()),
+        ..PodStatus::default()
+    }
+}
+
+/// Whether writing `new` would change what the API server holds in `old`, ignoring the
+/// timestamps of conditions (which [`pod_status`] carries over anyway). Used to skip writes.
+pub fn differs(old: Option<&PodStatus>, new: &PodStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &PodStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_transition_time = None;
+            c.last_probe_time = None;
+        }
+        s.conditions.get_or_insert_default().sort_by(|a, b| a.type_.cmp(&b.type_));
+        s
+    };
+    strip(old) != strip(new)
+}
+
+fn phase(restart: RestartPolicy, sandbox: Option<&Sandbox>, statuses: &[ContainerStatus]) -> &'static str {
+    let Some(sandbox) = sandbox else { return "Pending" };
+    if sandbox.state == SandboxState::Lost {
+        return if restart == RestartPolicy::Never { "Failed" } else { "Pending" };
+    }
+    let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in statuses {
+        let state = s.state.as_ref();
+        if state.and_then(|st| st.running.as_ref()).is_some() {
+            running += 1;
+        } else if let Some(t) = state.and_then(|st| st.terminated.as_ref()) {
+            stopped += 1;
+            if t.exit_code == 0 {
+                succeeded += 1;
+            }
+        } else if s.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_some() {
+            // Waiting to be restarted: the kubelet counts it as stopped.
+            stopped += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if waiting > 0 || statuses.is_empty() {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped > 0 {
+        match restart {
+            RestartPolicy::Always => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            RestartPolicy::OnFailure => "Running",
+            RestartPolicy::Never => "Failed",
+        }
+    } else {
+        "Pending"
+    }
+}
+
+/// A container left non-terminated in a sandbox that ended never ran to an end the runtime saw:
+/// the kubelet reports such containers as terminated with 137 and `ContainerStatusUnknown`.
+fn settle(mut rt: ContainerRuntimeStatus) -> ContainerRuntimeStatus {
+    if !matches!(rt.state, ContainerState::Terminated(_)) {
+        let started_at = match &rt.state {
+            ContainerState::Running { started_at } => *started_at,
+            _ => None,
+        };
+        rt.state = ContainerState::Terminated(Termination {
+            exit_code: 137,
+            signal: None,
+            reason: "ContainerStatusUnknown".into(),
+            message: Some("The container could not be located when the pod was terminated".into()),
+            started_at,
+            finished_at: None,
+        });
+    }
+    rt
+}
+
+fn container_status(
+    name: &str,
+    image: &str,
+    rt: &ContainerRuntimeStatus,
+) -> ContainerStatus {
+    let running = matches!(rt.state, ContainerState::Running { .. });
+    ContainerStatus {
+        name: name.to_owned(),
+        image: image.to_owned(),
+        image_id: String::new(),
+        container_id: rt.container_id.clone(),
+        ready: running,
+        started: Some(running),
+        restart_count: rt.restart_count,
+        state: Some(k8s_state(&rt.state)),
+        last_state: rt
+            .last_termination
+            .as_ref()
+            .map(|t| K8sContainerState { terminated: Some(terminated(t)), ..Default::default() }),
+        ..ContainerStatus::default()
+    }
+}
+
+fn k8s_state(state: &ContainerState) -> K8sContainerState {
+    match state {
+        ContainerState::Waiting { reason, message } => K8sContainerState {
+            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            ..Default::default()
+        },
+        ContainerState::Running { started_at } => K8sContainerState {
+            running: Some(ContainerStateRunning { started_at: started_at.map(Time) }),
+            ..Default::default()
+        },
+        ContainerState::Terminated(t) => {
+            K8sContainerState { terminated: Some(terminated(t)), ..Default::default() }
+        }
+    }
+}
+
+fn terminated(t: &Termination) -> ContainerStateTerminated {
+    ContainerStateTerminated {
+        exit_code: t.exit_code,
+        signal: t.signal,
+        reason: Some(t.reason.clone()),
+        message: t.message.clone(),
+        started_at: t.started_at.map(Time),
+        finished_at: t.finished_at.map(Time),
+        container_id: None,
+    }
+}
+
+fn condition(
+    previous: Option<&PodStatus>,
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    now: Timestamp,
+) -> PodCondition {
+    let status = if ok { "True" } else { "False" };
+    let prev = previous
+        .and_then(|p| p.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match prev {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => None,
+    }
+    .or(Some(Time(now)));
+    PodCondition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.map(str::to_owned),
+        message,
+        last_transition_time,
+        last_probe_time: None,
+        observed_generation: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    use super::*;
+
+    fn pod(restart: &str, names: &[&str]) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                restart_policy: Some(restart.into()),
+                containers: names
+                    .iter()
+                    .map(|n| Container { name: (*n).into(), image: Some("busybox".into()), ..Default::default() })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn running() -> ContainerRuntimeStatus {
+        ContainerRuntimeStatus {
+            container_id: Some("test://alloc-1/a".into()),
+            state: ContainerState::Running { started_at: Some(ts(1)) },
+            ..Default::default()
+        }
+    }
+
+    fn exited(code: i32) -> ContainerRuntimeStatus {
+        ContainerRuntimeStatus {
+            state: ContainerState::Terminated(Termination {
+                exit_code: code,
+                signal: None,
+                reason: if code == 0 { "Completed".into() } else { "Error".into() },
+                message: None,
+                started_at: Some(ts(1)),
+                finished_at: Some(ts(2)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sandbox(state: SandboxState, cs: &[(&str, ContainerRuntimeStatus)]) -> Sandbox {
+        Sandbox {
+            id: "alloc-1".into(),
+            state,
+            created_at: Some(ts(0)),
+            pod_ip: Some("10.0.0.7".into()),
+            host_ip: Some("10.0.0.1".into()),
+            containers: cs.iter().map(|(n, c)| ((*n).to_owned(), c.clone())).collect::<BTreeMap<_, _>>(),
+            message: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
+        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn phase_follows_the_kubelet_rules() {
+        use SandboxState as S;
+        let cases: Vec<(&str, Option<Sandbox>, &str)> = vec![
+            ("Always", None, "Pending"),
+            ("Always", Some(sandbox(S::Pending, &[])), "Pending"),
+            ("Always", Some(sandbox(S::Running, &[("a", running()), ("b", running())])), "Running"),
+            ("Always", Some(sandbox(S::Running, &[("a", running())])), "Pending"),
+            ("Never", Some(sandbox(S::Failed, &[("a", exited(3)), ("b", exited(0))])), "Failed"),
+            ("Never", Some(sandbox(S::Succeeded, &[("a", exited(0)), ("b", exited(0))])), "Succeeded"),
+            ("OnFailure", Some(sandbox(S::Running, &[("a", exited(1)), ("b", exited(0))])), "Running"),
+            ("OnFailure", Some(sandbox(S::Succeeded, &[("a", exited(0)), ("b", exited(0))])), "Succeeded"),
+            ("Always", Some(sandbox(S::Running, &[("a", exited(0)), ("b", exited(0))])), "Running"),
+            ("Never", Some(sandbox(S::Lost, &[("a", running()), ("b", running())])), "Failed"),
+            ("Always", Some(sandbox(S::Lost, &[("a", running()), ("b", running())])), "Pending"),
+            // A failed allocation whose second task never started: that container is settled
+            // as terminated with 137, so the pod fails instead of waiting forever.
+            ("Never", Some(sandbox(S::Failed, &[("a", exited(0))])), "Failed"),
+        ];
+        for (restart, sb, want) in cases {
+            let st = pod_status(&pod(restart, &["a", "b"]), sb.as_ref(), ts(10));
+            assert_eq!(st.phase.as_deref(), Some(want), "{restart} {sb:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_and_readiness_reach_the_status() {
+        let p = pod("Never", &["main"]);
+        let st = pod_status(&p, Some(&sandbox(SandboxState::Failed, &[("main", exited(3))])), ts(10));
+        let cs = &st.container_statuses.as_ref().unwrap()[0];
+        let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+        assert!(!cs.ready);
+        assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("PodCompleted"));
+
+        let p = pod("Always", &["main"]);
+        let st = pod_status(&p, Some(&sandbox(SandboxState::Running, &[("main", running())])), ts(10));
+        assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(st.host_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(st.start_time, Some(Time(ts(0))));
+        assert_eq!(cond(&st, "Ready").status, "True");
+        assert_eq!(cond(&st, "ContainersReady").status, "True");
+        assert_eq!(st.container_statuses.unwrap()[0].container_id.as_deref(), Some("test://alloc-1/a"));
+    }
+
+    #[test]
+    fn unready_containers_are_named() {
+        let p = pod("Always", &["a", "b"]);
+        let st = pod_status(&p, Some(&sandbox(SandboxState::Running, &[("a", running())])), ts(10));
+        let ready = cond(&st, "Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.message.as_deref(), Some("containers with unready status: [b]"));
+    }
+
+    #[test]
+    fn transition_times_are_kept_while_a_condition_holds() {
+        let mut p = pod("Always", &["a"]);
+        let sb = sandbox(SandboxState::Running, &[("a", running())]);
+        let first = pod_status(&p, Some(&sb), ts(10));
+        p.status = Some(first.clone());
+        let second = pod_status(&p, Some(&sb), ts(20));
+        assert_eq!(cond(&second, "Ready").last_transition_time, Some(Time(ts(10))));
+        assert!(!differs(Some(&first), &second));
+
+        let stopped = sandbox(SandboxState::Running, &[("a", exited(1))]);
+        let third = pod_status(&p, Some(&stopped), ts(30));
+        assert_eq!(cond(&third, "Ready").last_transition_time, Some(Time(ts(30))));
+        assert!(differs(Some(&first), &third));
+    }
+
+    #[test]
+    fn provider_failures_fail_never_pods_only() {
+        let st = provider_failed_status(&pod("Never", &["a"]), "spec.volumes[0]: nope", ts(1));
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some(REASON_PROVIDER_FAILED));
+        let st = provider_failed_status(&pod("Always", &["a"]), "spec.volumes[0]: nope", ts(1));
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        assert_eq!(st.message.as_deref(), Some("spec.volumes[0]: nope"));
+    }
+}

@@ -1,0 +1,230 @@
+//! The ports of the hexagon: traits the application is written against.
+//!
+//! - [`PodProvider`] and [`NodeProvider`] are implemented by backends (Nomad in `vk-adapters`;
+//!   anyone's in their own crate). They play the parts of upstream virtual-kubelet's
+//!   `PodLifecycleHandler` and `NodeProvider`, with the pod status pulled as a [`RuntimePod`] so
+//!   that the kubelet's status rules live once, in `vk-domain`.
+//! - [`NodeApi`] and [`PodApi`] are the Kubernetes API as a kubelet uses it, implemented over
+//!   kube-rs in `vk-adapters`.
+//!
+//! Ports leak no infrastructure: no HTTP client, no kube client, no `anyhow` (STYLE 10).
+
+use std::future::Future;
+
+use futures::Stream;
+use vk_domain::k8s_openapi::api::coordination::v1::Lease;
+use vk_domain::k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
+use vk_domain::node::NodeCapacity;
+use vk_domain::pod::PodKey;
+use vk_domain::runtime::RuntimePod;
+use vk_domain::workload::WorkloadSpec;
+
+pub use vk_domain;
+
+/// Errors a backend returns. Variants say what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The workload does not exist (any more). Deleting it is then done.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request cannot succeed as written; retrying will not help.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The backend refused a concurrent change; retry after re-reading.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend could not be reached or answered with a transient error; retry with backoff.
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The backend cannot do this at all.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl ProviderError {
+    /// A low-cardinality label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::Conflict(_) => "conflict",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// A backend that runs pods. Implementations must be idempotent: every method may be called again
+/// for the same pod after a crash, a restart or a retry.
+pub trait PodProvider: Send + Sync + 'static {
+    /// Starts the workload for `spec`, recording the pod's key, UID and this node's name with it
+    /// so that [`PodProvider::list_pods`] can return it as a [`RuntimePod`].
+    ///
+    /// # Errors
+    /// - [`ProviderError::InvalidInput`] when the backend refuses the translated workload (for
+    ///   example a driver it does not have), with its reason;
+    /// - [`ProviderError::Unavailable`] when the backend cannot be reached.
+    fn create_pod(&self, spec: &WorkloadSpec) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Asks the workload `id` to stop gracefully, its containers getting the termination grace
+    /// period recorded at creation.
+    ///
+    /// # Errors
+    /// [`ProviderError::NotFound`] when there is no such workload, [`ProviderError::Unavailable`]
+    /// when the backend cannot be reached.
+    fn stop_pod(&self, id: &str) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Kills at once whatever still runs of workload `id` (SIGKILL): the deletion grace is over.
+    ///
+    /// # Errors
+    /// As [`PodProvider::stop_pod`].
+    fn kill_pod(&self, id: &str) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Removes workload `id` and its history from the backend, stopping it first if it runs.
+    ///
+    /// # Errors
+    /// As [`PodProvider::stop_pod`]; `NotFound` means it is already gone.
+    fn purge_pod(&self, id: &str) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// The workload this node owns for `key`, if any.
+    ///
+    /// # Errors
+    /// [`ProviderError::Unavailable`] when the backend cannot be reached.
+    fn get_pod(&self, key: &PodKey) -> impl Future<Output = Result<Option<RuntimePod>, ProviderError>> + Send;
+
+    /// Every workload this node owns (and only those: workloads recorded for another node are never
+    /// returned, so they are never touched).
+    ///
+    /// # Errors
+    /// [`ProviderError::Unavailable`] when the backend cannot be reached.
+    fn list_pods(&self) -> impl Future<Output = Result<Vec<RuntimePod>, ProviderError>> + Send;
+}
+
+/// A backend's view of the node it makes up.
+pub trait NodeProvider: Send + Sync + 'static {
+    /// What the backend can run now. A successful answer also means the backend is reachable,
+    /// which is what the node's `Ready` condition reports.
+    ///
+    /// # Errors
+    /// [`ProviderError::Unavailable`] when the backend cannot be reached.
+    fn capacity(&self) -> impl Future<Output = Result<NodeCapacity, ProviderError>> + Send;
+
+    /// The runtime version for `nodeInfo.containerRuntimeVersion`, as `<name>://<version>`.
+    ///
+    /// # Errors
+    /// [`ProviderError::Unavailable`] when the backend cannot be reached.
+    fn runtime_version(&self) -> impl Future<Output = Result<String, ProviderError>> + Send;
+}
+
+/// Errors from the Kubernetes API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The object does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The object exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// A precondition (UID, resourceVersion) failed; re-read and decide again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The API server refused the request as invalid or forbidden; retrying will not help.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The API server could not be reached or answered with a transient error; retry.
+    #[error("API server unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ClusterError {
+    /// A low-cardinality label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::Conflict(_) => "conflict",
+            Self::Refused(_) => "refused",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// The Node and its Lease as a kubelet writes them.
+pub trait NodeApi: Send + Sync + 'static {
+    /// Creates `node`, or, when it exists, leaves its spec (taints are immutable for a node
+    /// identity) and returns the existing one. Returns the Node as stored (with its UID and status).
+    ///
+    /// # Errors
+    /// [`ClusterError::Refused`] when the API server forbids it; `Unavailable` when unreachable.
+    fn register(&self, node: &Node) -> impl Future<Output = Result<Node, ClusterError>> + Send;
+
+    /// Replaces the node's status with `status` (conditions merge by type).
+    ///
+    /// # Errors
+    /// `NotFound` when the Node was deleted; `Unavailable` when unreachable.
+    fn update_status(&self, name: &str, status: &NodeStatus) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Creates or renews the node Lease.
+    ///
+    /// # Errors
+    /// `Unavailable` when unreachable; `Refused` when forbidden.
+    fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}
+
+/// A change seen by the pod watch.
+#[derive(Debug, Clone)]
+pub enum PodWatchEvent {
+    /// The pod was created or changed.
+    Applied(Pod),
+    /// The pod object is gone.
+    Deleted(Pod),
+    /// The watch (re)listed: these are all the pods bound to the node now. Pods not in it are gone.
+    Relisted(Vec<Pod>),
+}
+
+/// Warning or Normal, as `v1.Event.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Routine.
+    Normal,
+    /// Something the pod's owner should look at.
+    Warning,
+}
+
+/// The pods bound to a node, as a kubelet reads and writes them.
+pub trait PodApi: Send + Sync + 'static {
+    /// Watches the pods with `spec.nodeName=<node>`, starting with a [`PodWatchEvent::Relisted`]
+    /// and relisting after every watch restart. The stream retries on its own with backoff and
+    /// does not end.
+    fn watch(&self, node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static;
+
+    /// Writes `status` to the pod's status subresource (conditions merge by type).
+    ///
+    /// # Errors
+    /// `NotFound` when the pod is gone; `Unavailable` when unreachable.
+    fn update_status(&self, key: &PodKey, status: &PodStatus) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Deletes the pod object at once (grace 0) if it still has `uid`.
+    ///
+    /// # Errors
+    /// `Unavailable` when unreachable. A pod that is gone or has another UID is not an error.
+    fn delete(&self, key: &PodKey, uid: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Records an Event about `pod` from this node.
+    ///
+    /// # Errors
+    /// `Unavailable` when unreachable; `Refused` when forbidden.
+    fn record_event(
+        &self,
+        pod: &Pod,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}

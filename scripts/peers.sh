@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds the real test peers (etcd, the Kubernetes control plane and kubectl, the Nomad agent) from
+# their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod.
+#
+# Binaries go to a cache outside the checkout:
+#   ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/<peer>-<version>/
+# A peer whose binaries are all there is not built again. Go's module and build caches stay in their
+# usual places ($GOMODCACHE, $GOCACHE), also outside the checkout.
+#
+# Usage: scripts/peers.sh [etcd|kubernetes|nomad]...   (no argument: all three)
+#        scripts/peers.sh --dir                          (print the cache root and exit)
+set -euo pipefail
+
+ETCD_VERSION=v3.6.14
+K8S_VERSION=v1.36.3
+NOMAD_VERSION=v1.11.3
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
+
+if [[ ${1:-} == --dir ]]; then
+  echo "$root"
+  exit 0
+fi
+
+# A local toolchain only: a go.mod asking for a newer Go must fail here, not download one.
+export GOTOOLCHAIN=local
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false -trimpath"
+
+# build <peer> <version> <module-dir> <cgo> <ldflags> <out-name>=<package>...
+build() {
+  local peer=$1 version=$2 dir=$3 cgo=$4 ldflags=$5
+  shift 5
+  local out="$root/$peer-$version"
+  local missing=()
+  for spec in "$@"; do
+    [[ -x "$out/${spec%%=*}" ]] || missing+=("$spec")
+  done
+  if ((${#missing[@]} == 0)); then
+    echo "peers: $peer $version already built in $out"
+    return 0
+  fi
+  mkdir -p "$out"
+  local start=$SECONDS
+  echo "peers: building $peer $version (${missing[*]%%=*}) into $out ..."
+  (
+    cd "$here/peers/$dir"
+    for spec in "${missing[@]}"; do
+      local name=${spec%%=*} pkg=${spec#*=}
+      local t=$SECONDS
+      CGO_ENABLED=$cgo go build -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg"
+      mv "$out/$name.tmp" "$out/$name"
+      echo "peers:   $name built in $((SECONDS - t)) s"
+    done
+  )
+  echo "peers: $peer $version built in $((SECONDS - start)) s"
+}
+
+k8s_ldflags() {
+  local v=${K8S_VERSION#v} flags="-s -w"
+  local major=${v%%.*} rest=${v#*.}
+  local minor=${rest%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+peers=("$@")
+((${#peers[@]})) || peers=(etcd nomad kubernetes)
+for p in "${peers[@]}"; do
+  case $p in
+    etcd) build etcd "$ETCD_VERSION" etcd 0 "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
+    nomad) build nomad "$NOMAD_VERSION" nomad 0 "-s -w" nomad=github.com/hashicorp/nomad ;;
+    kubernetes)
+      build kubernetes "$K8S_VERSION" kubernetes 0 "$(k8s_ldflags)" \
+        kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
+        kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+        kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
+        kubectl=k8s.io/kubernetes/cmd/kubectl
+      ;;
+    *) echo "peers: unknown peer '$p' (etcd, kubernetes, nomad)" >&2; exit 2 ;;
+  esac
+done
