@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::pod;
+use crate::pod::{self, RestartPolicy};
 use crate::runtime::RuntimePod;
 
 /// How often to look again at a pod whose containers are being stopped.
@@ -39,8 +39,8 @@ pub enum Step {
     /// The pod reached Succeeded or Failed earlier but its workload vanished: nothing to do, the
     /// status is final. Recorded so callers can count it.
     KeepFinal,
-    /// The pod ran (its phase is past Pending) but its workload is gone without the pod being
-    /// deleted: report it failed with this reason (as upstream reports `NotFound`).
+    /// A `restartPolicy: Never` pod ran (its phase is past Pending) but its workload is gone
+    /// without the pod being deleted: report it Failed (as upstream reports `NotFound`).
     MarkLost,
 }
 
@@ -95,7 +95,10 @@ fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
         Some(_) => vec![SyncStatus],
         None if pod::is_terminal(pod) => vec![KeepFinal],
         None if matches!(pod::phase(pod), "" | "Pending") => vec![Create],
-        None => vec![MarkLost],
+        // The workload vanished under a started pod: a kubelet re-creates a lost sandbox unless
+        // the pod must never restart.
+        None if RestartPolicy::of(pod) == RestartPolicy::Never => vec![MarkLost],
+        None => vec![Create],
     }
 }
 
@@ -121,6 +124,11 @@ mod tests {
         }))
         .unwrap();
         p.metadata.deletion_timestamp = deleting_until.map(|s| Time(ts(s)));
+        p
+    }
+
+    fn never(mut p: Pod) -> Pod {
+        p.spec.as_mut().unwrap().restart_policy = Some("Never".into());
         p
     }
 
@@ -158,7 +166,8 @@ mod tests {
             ("deleting, old uid", Some(pod("Pending", Some(130))), Some(workload("uid-0", false, Some(Running))), ctx, vec![Purge { stale: true }, DeleteObject]),
             ("finished", Some(pod("Failed", None)), Some(workload("uid-1", false, Some(Failed))), ctx, vec![]),
             ("finished, job gone", Some(pod("Succeeded", None)), None, ctx, vec![KeepFinal]),
-            ("running, job gone", Some(pod("Running", None)), None, ctx, vec![MarkLost]),
+            ("running, job gone", Some(pod("Running", None)), None, ctx, vec![Create]),
+            ("never pod running, job gone", Some(never(pod("Running", None))), None, ctx, vec![MarkLost]),
             ("delete: stop", Some(pod("Running", Some(130))), Some(workload("uid-1", false, Some(Running))), ctx, vec![Stop, SyncStatus, RequeueAfter(STOP_POLL)]),
             ("delete: wait", Some(pod("Running", Some(130))), Some(workload("uid-1", true, Some(Running))), ctx, vec![SyncStatus, RequeueAfter(STOP_POLL)]),
             ("delete: kill", Some(pod("Running", Some(90))), Some(workload("uid-1", true, Some(Running))), ctx, vec![Kill, SyncStatus, RequeueAfter(STOP_POLL)]),

@@ -101,6 +101,30 @@ pub fn provider_failed_status(pod: &Pod, message: &str, now: Timestamp) -> PodSt
     }
 }
 
+/// The final status of a `restartPolicy: Never` pod whose workload vanished from the backend while
+/// it ran: `Failed`, reason `NotFound` (upstream virtual-kubelet's reason for the same case), every
+/// container terminated with 137 and `ContainerStatusUnknown`.
+pub fn not_found_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
+    let gone = Sandbox {
+        id: String::new(),
+        state: SandboxState::Lost,
+        created_at: None,
+        pod_ip: None,
+        host_ip: None,
+        containers: Default::default(),
+        message: None,
+    };
+    let mut st = pod_status(pod, Some(&gone), now);
+    st.phase = Some("Failed".into());
+    st.reason = Some("NotFound".into());
+    st.message = Some(message.to_owned());
+    st.pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+    st.pod_ips = pod.status.as_ref().and_then(|s| s.pod_ips.clone());
+    st.host_ip = pod.status.as_ref().and_then(|s| s.host_ip.clone());
+    st.host_ips = pod.status.as_ref().and_then(|s| s.host_ips.clone());
+    st
+}
+
 /// Whether writing `new` would change what the API server holds in `old`, ignoring the
 /// timestamps of conditions (which [`pod_status`] carries over anyway). Used to skip writes.
 pub fn differs(old: Option<&PodStatus>, new: &PodStatus) -> bool {
@@ -386,6 +410,14 @@ mod tests {
         let third = pod_status(&p, Some(&stopped), ts(30));
         assert_eq!(cond(&third, "Ready").last_transition_time, Some(Time(ts(30))));
         assert!(differs(Some(&first), &third));
+    }
+
+    #[test]
+    fn a_vanished_workload_fails_the_pod() {
+        let st = not_found_status(&pod("Never", &["a"]), "job k8s-ns.p is gone", ts(1));
+        assert_eq!((st.phase.as_deref(), st.reason.as_deref()), (Some("Failed"), Some("NotFound")));
+        let t = st.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("ContainerStatusUnknown")));
     }
 
     #[test]

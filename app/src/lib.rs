@@ -1,0 +1,118 @@
+//! The virtual kubelet application: configuration, the node and pod controllers, and the wiring
+//! of adapters into them. `main.rs` only parses flags and calls [`run`].
+
+pub mod config;
+pub mod node_controller;
+pub mod pod_controller;
+pub mod queue;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vk_adapters::kube::{KubeNodeApi, KubePodApi};
+use vk_adapters::nomad::NomadProvider;
+use vk_ports::NodeProvider;
+
+use crate::config::{Cli, LogFormat, Provider};
+
+/// Sets up `tracing` once: level from `RUST_LOG` or `--log-level`, text or JSON lines on stderr.
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn kube_client(cli: &Cli) -> anyhow::Result<kube::Client> {
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig given and no in-cluster configuration")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Runs the virtual kubelet until `cancel` fires, then lets in-flight work finish within
+/// `--shutdown-grace`. Nothing is deleted on shutdown: pods keep running on the backend and are
+/// adopted by the next start.
+///
+/// # Errors
+/// Unusable configuration (kubeconfig, Nomad address or TLS files).
+pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+    let client = kube_client(&cli).await?;
+    let provider = match cli.provider {
+        Provider::Nomad => Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?),
+    };
+    let runtime_version = match provider.runtime_version().await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "Nomad unreachable at start; it is retried in the background");
+            "nomad://unknown".into()
+        }
+    };
+    let node = cli.node_config(runtime_version);
+    info!(node = %node.name, nomad = %cli.nomad_addr, "starting virtual-kubelet");
+
+    let node_task = tokio::spawn(node_controller::run(
+        Arc::clone(&provider),
+        Arc::new(KubeNodeApi::new(client.clone())),
+        node.clone(),
+        node_controller::Timing {
+            status_interval: cli.node_status_interval,
+            report_interval: cli.node_status_report_interval,
+        },
+        cancel.clone(),
+    ));
+    let pods = pod_controller::PodController::new(
+        provider,
+        Arc::new(KubePodApi::new(client, &node.name)),
+        pod_controller::Settings {
+            node_name: node.name.clone(),
+            driver_annotation: cli.driver_annotation.clone(),
+            workers: cli.pod_sync_workers,
+            status_interval: cli.status_interval,
+        },
+    );
+    let pod_task = tokio::spawn(pods.run(cancel.clone()));
+
+    cancel.cancelled().await;
+    info!(grace = ?cli.shutdown_grace, "shutting down: finishing in-flight work");
+    let all = async {
+        let _ = node_task.await;
+        let _ = pod_task.await;
+    };
+    if tokio::time::timeout(cli.shutdown_grace, all).await.is_err() {
+        warn!("in-flight work did not finish within the shutdown grace period");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            _ = term.recv() => info!("SIGTERM received"),
+        }
+        t.cancel();
+    });
+    token
+}

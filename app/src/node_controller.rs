@@ -1,0 +1,124 @@
+//! Keeps the Node registered and alive: the Lease renewed every 10 s (a kubelet's liveness signal
+//! to the node-lifecycle controller), and the status (capacity, Ready) checked against the backend
+//! every `status_interval` and written when it changes or every `report_interval`.
+//!
+//! The Lease is renewed whatever the backend does: the process is alive. Whether the backend
+//! answers is reported as `Ready=False` with reason `NomadUnreachable`, never by going silent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use k8s_openapi::api::core::v1::NodeStatus;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vk_domain::jiff::Timestamp;
+use vk_domain::node::{Health, NodeCapacity, NodeConfig, status_differs};
+use vk_ports::{ClusterError, NodeApi, NodeProvider};
+
+/// Lease renewal period: 0.25 × the 40 s lease duration, as the kubelet.
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+
+/// Timing of the node controller.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How often the backend is asked for capacity and health.
+    pub status_interval: Duration,
+    /// How often the status is written even when unchanged.
+    pub report_interval: Duration,
+}
+
+/// Asks the backend once: capacity and `Ready`, or `NotReady` with why.
+async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health) {
+    match provider.capacity().await {
+        Ok(c) => (Some(c), Health::Ready),
+        Err(e) => (
+            None,
+            Health::NotReady { reason: "NomadUnreachable".into(), message: format!("cannot reach the backend: {e}") },
+        ),
+    }
+}
+
+/// Registers the node (retrying with backoff until it succeeds or `cancel` fires), then keeps it.
+/// Returns when `cancel` fires. Errors are logged, never fatal.
+pub async fn run<P: NodeProvider, N: NodeApi>(
+    provider: Arc<P>,
+    api: Arc<N>,
+    config: NodeConfig,
+    timing: Timing,
+    cancel: CancellationToken,
+) {
+    let (capacity, health) = observe(provider.as_ref()).await;
+    if let Health::NotReady { message, .. } = &health {
+        warn!(%message, "backend unreachable at start; registering the node as not ready");
+    }
+    let register = || async { api.register(&config.node(capacity, &health, Timestamp::now())).await };
+    let registered = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = register
+            .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(30)).without_max_times())
+            .notify(|e: &ClusterError, d| warn!(error = %e, retry_in = ?d, "registering the node failed")) => r,
+    };
+    let Ok(mut node) = registered else { return };
+    info!(node = %config.name, "node registered");
+    let mut uid = node.metadata.uid.clone().unwrap_or_default();
+    let mut last: Option<NodeStatus> = node.status.take();
+    let mut last_written = Instant::now() - timing.report_interval;
+
+    let mut lease_tick = tokio::time::interval(LEASE_RENEW);
+    let mut status_tick = tokio::time::interval(timing.status_interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = lease_tick.tick() => {
+                if let Err(e) = api.renew_lease(&config.lease(&uid, Timestamp::now())).await {
+                    metrics_warn("lease renewal failed", &e);
+                }
+            }
+            _ = status_tick.tick() => {
+                let (capacity, health) = observe(provider.as_ref()).await;
+                // Keep the last known capacity while the backend is unreachable.
+                let capacity = capacity.or_else(|| last_capacity(last.as_ref()));
+                let status = config.status(capacity, &health, last.as_ref(), Timestamp::now());
+                if !status_differs(last.as_ref(), &status) && last_written.elapsed() < timing.report_interval {
+                    continue;
+                }
+                match api.update_status(&config.name, &status).await {
+                    Ok(()) => {
+                        if status_differs(last.as_ref(), &status) {
+                            info!(ready = matches!(health, Health::Ready), "node status changed");
+                        }
+                        last = Some(status);
+                        last_written = Instant::now();
+                    }
+                    Err(ClusterError::NotFound(_)) => {
+                        warn!("the Node was deleted; registering it again");
+                        match api.register(&config.node(capacity, &health, Timestamp::now())).await {
+                            Ok(n) => {
+                                uid = n.metadata.uid.clone().unwrap_or_default();
+                                last = None;
+                            }
+                            Err(e) => metrics_warn("registering the node again failed", &e),
+                        }
+                    }
+                    Err(e) => metrics_warn("node status update failed", &e),
+                }
+            }
+        }
+    }
+}
+
+fn metrics_warn(what: &str, e: &ClusterError) {
+    warn!(error = %e, kind = e.kind(), "{what}");
+}
+
+/// The capacity last written, so an unreachable backend does not zero the node.
+fn last_capacity(status: Option<&NodeStatus>) -> Option<NodeCapacity> {
+    use vk_domain::quantity::{bytes, cpu_millis};
+    let cap = status?.capacity.as_ref()?;
+    Some(NodeCapacity {
+        cpu_millis: cpu_millis("cpu", &cap.get("cpu")?.0).ok()?,
+        memory_bytes: bytes("memory", &cap.get("memory")?.0).ok()?,
+        ephemeral_storage_bytes: cap.get("ephemeral-storage").and_then(|q| bytes("e", &q.0).ok()).unwrap_or(0),
+    })
+}

@@ -1,0 +1,365 @@
+//! Runs the pods bound to the node on the backend and writes their status back.
+//!
+//! Level-triggered: a watch keeps the pods bound to the node, a poll keeps what the backend runs,
+//! and every change queues the pod's key. A worker takes a key, asks
+//! [`vk_domain::reconcile::plan`] what to do with the pod and its workload, and does it. Steps are
+//! idempotent, so a crash, a restart or a retry repeats nothing harmful: on start the backend's
+//! workloads for this node are adopted, and those whose pod is gone are purged (only once the pod
+//! watch has listed everything, so a slow list never deletes a workload).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+use vk_domain::jiff::Timestamp;
+use vk_domain::pod::{self, PodKey};
+use vk_domain::reconcile::{Context, Step, plan};
+use vk_domain::runtime::RuntimePod;
+use vk_domain::status::{self, REASON_PROVIDER_FAILED};
+use vk_domain::workload::WorkloadSpec;
+use vk_ports::{EventType, PodApi, PodProvider, PodWatchEvent, ProviderError};
+
+use crate::queue::WorkQueue;
+
+/// Settings of the pod controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name.
+    pub node_name: String,
+    /// Annotation that chooses a pod's task driver.
+    pub driver_annotation: String,
+    /// Concurrent workers.
+    pub workers: usize,
+    /// How often the backend's workloads are listed (status polling).
+    pub status_interval: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    pods: HashMap<PodKey, Pod>,
+    runtime: HashMap<PodKey, RuntimePod>,
+    pods_synced: bool,
+    runtime_synced: bool,
+    backoff: HashMap<PodKey, ExponentialBackoff>,
+}
+
+/// The controller; [`PodController::run`] drives it.
+pub struct PodController<P, K> {
+    provider: Arc<P>,
+    api: Arc<K>,
+    settings: Settings,
+    state: Mutex<State>,
+    queue: Arc<WorkQueue<PodKey>>,
+}
+
+enum Outcome {
+    Done,
+    Retry(String),
+}
+
+impl<P: PodProvider, K: PodApi> PodController<P, K> {
+    /// Builds the controller.
+    pub fn new(provider: Arc<P>, api: Arc<K>, settings: Settings) -> Arc<Self> {
+        Arc::new(Self { provider, api, settings, state: Mutex::new(State::default()), queue: WorkQueue::new() })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the watch, the poll and the workers until `cancel` fires; in-flight steps finish.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(Arc::clone(&self).watch(cancel.clone()));
+        tasks.spawn(Arc::clone(&self).poll(cancel.clone()));
+        for _ in 0..self.settings.workers.max(1) {
+            tasks.spawn(Arc::clone(&self).work(cancel.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        let stream = self.api.watch(&self.settings.node_name);
+        futures::pin_mut!(stream);
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = stream.next() => match ev { Some(ev) => ev, None => return },
+            };
+            let keys: Vec<PodKey> = {
+                let mut st = self.state();
+                match ev {
+                    PodWatchEvent::Applied(p) => match PodKey::of(&p) {
+                        Ok(k) => {
+                            st.pods.insert(k.clone(), p);
+                            vec![k]
+                        }
+                        Err(_) => vec![],
+                    },
+                    PodWatchEvent::Deleted(p) => match PodKey::of(&p) {
+                        Ok(k) => {
+                            st.pods.remove(&k);
+                            vec![k]
+                        }
+                        Err(_) => vec![],
+                    },
+                    PodWatchEvent::Relisted(list) => {
+                        let mut keys: HashSet<PodKey> = st.pods.keys().cloned().collect();
+                        st.pods = list.into_iter().filter_map(|p| Some((PodKey::of(&p).ok()?, p))).collect();
+                        keys.extend(st.pods.keys().cloned());
+                        keys.extend(st.runtime.keys().cloned());
+                        if !st.pods_synced {
+                            info!(pods = st.pods.len(), "pods bound to the node listed");
+                        }
+                        st.pods_synced = true;
+                        keys.into_iter().collect()
+                    }
+                }
+            };
+            for k in keys {
+                self.queue.add(k);
+            }
+        }
+    }
+
+    async fn poll(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.status_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.provider.list_pods().await {
+                Ok(list) => {
+                    if failing {
+                        info!("backend reachable again");
+                        failing = false;
+                    }
+                    let keys: Vec<PodKey> = {
+                        let mut st = self.state();
+                        if !st.runtime_synced {
+                            info!(workloads = list.len(), "workloads owned by this node listed");
+                        }
+                        st.runtime = list.into_iter().map(|r| (r.owner.key.clone(), r)).collect();
+                        st.runtime_synced = true;
+                        st.pods.keys().chain(st.runtime.keys()).cloned().collect()
+                    };
+                    for k in keys {
+                        self.queue.add(k);
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "listing the backend's workloads failed; nothing is deleted while it is unreachable");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    async fn work(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let key = tokio::select! {
+                _ = cancel.cancelled() => return,
+                k = self.queue.next() => match k { Some(k) => k, None => return },
+            };
+            let span = info_span!("sync_pod", pod = %key);
+            let outcome = self.sync(&key).instrument(span).await;
+            match outcome {
+                Outcome::Done => {
+                    self.state().backoff.remove(&key);
+                }
+                Outcome::Retry(why) => {
+                    let delay = {
+                        let mut st = self.state();
+                        let b = st.backoff.entry(key.clone()).or_insert_with(|| {
+                            ExponentialBuilder::default()
+                                .with_min_delay(Duration::from_millis(500))
+                                .with_max_delay(Duration::from_secs(60))
+                                .without_max_times()
+                                .build()
+                        });
+                        b.next().unwrap_or(Duration::from_secs(60))
+                    };
+                    debug!(pod = %key, retry_in = ?delay, %why, "sync failed; retrying");
+                    self.queue.add_after(key.clone(), delay);
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    /// One reconcile of one pod key.
+    async fn sync(&self, key: &PodKey) -> Outcome {
+        let (pod, runtime, ctx) = {
+            let st = self.state();
+            if !st.runtime_synced {
+                // What the backend runs is not known yet: decide nothing.
+                return Outcome::Done;
+            }
+            let ctx = Context { now: Timestamp::now(), pods_synced: st.pods_synced };
+            (st.pods.get(key).cloned(), st.runtime.get(key).cloned(), ctx)
+        };
+        let steps = plan(pod.as_ref(), runtime.as_ref(), ctx);
+        let mut runtime = runtime;
+        for step in steps {
+            let r = match step {
+                Step::Create => self.create(key, pod.as_ref(), &mut runtime).await,
+                Step::SyncStatus => self.sync_status(key, pod.as_ref(), runtime.as_ref()).await,
+                Step::Stop => self.on_workload(key, &mut runtime, Op::Stop).await,
+                Step::Kill => self.on_workload(key, &mut runtime, Op::Kill).await,
+                Step::Purge { stale } => {
+                    if stale {
+                        info!(job = runtime.as_ref().map(|r| r.id.as_str()), "purging a workload whose pod is gone");
+                    }
+                    self.on_workload(key, &mut runtime, Op::Purge).await
+                }
+                Step::DeleteObject => self.delete_object(key, pod.as_ref()).await,
+                Step::RequeueAfter(d) => {
+                    self.queue.add_after(key.clone(), d);
+                    Ok(())
+                }
+                Step::KeepFinal => Ok(()),
+                Step::MarkLost => self.mark_lost(key, pod.as_ref()).await,
+            };
+            if let Err(why) = r {
+                return Outcome::Retry(why);
+            }
+        }
+        Outcome::Done
+    }
+
+    async fn create(&self, key: &PodKey, pod: Option<&Pod>, runtime: &mut Option<RuntimePod>) -> Result<(), String> {
+        let Some(pod) = pod else { return Ok(()) };
+        let spec = match WorkloadSpec::from_pod(pod, &self.settings.driver_annotation) {
+            Ok(s) => s,
+            Err(unsupported) => return self.report_failure(key, pod, &unsupported.to_string()).await,
+        };
+        match self.provider.create_pod(&spec).await {
+            Ok(()) => info!("workload created"),
+            Err(e @ (ProviderError::InvalidInput(_) | ProviderError::Unsupported(_) | ProviderError::Conflict(_))) => {
+                return self.report_failure(key, pod, &e.to_string()).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        // Read it back at once so the status says what was placed.
+        let fresh = self.provider.get_pod(key).await.map_err(|e| e.to_string())?;
+        self.remember(key, fresh.clone());
+        *runtime = fresh;
+        self.sync_status(key, Some(pod), runtime.as_ref()).await
+    }
+
+    fn remember(&self, key: &PodKey, runtime: Option<RuntimePod>) {
+        let mut st = self.state();
+        match runtime {
+            Some(r) => st.runtime.insert(key.clone(), r),
+            None => st.runtime.remove(key),
+        };
+    }
+
+    /// Writes the status computed from the runtime view, unless it is what the API server has.
+    async fn sync_status(&self, key: &PodKey, pod: Option<&Pod>, runtime: Option<&RuntimePod>) -> Result<(), String> {
+        let Some(pod) = pod else { return Ok(()) };
+        let Some(runtime) = runtime else { return Ok(()) };
+        let new = status::pod_status(pod, runtime.sandbox.as_ref(), Timestamp::now());
+        self.write_status(key, pod, new).await
+    }
+
+    async fn write_status(&self, key: &PodKey, pod: &Pod, new: k8s_openapi::api::core::v1::PodStatus) -> Result<(), String> {
+        if !status::differs(pod.status.as_ref(), &new) {
+            return Ok(());
+        }
+        match self.api.update_status(key, &new).await {
+            Ok(()) => {
+                debug!(phase = new.phase.as_deref(), "pod status written");
+                // Keep the local copy current so the next poll does not write the same again.
+                let mut st = self.state();
+                if let Some(p) = st.pods.get_mut(key).filter(|p| pod::uid(p) == pod::uid(pod)) {
+                    p.status = Some(new);
+                }
+                Ok(())
+            }
+            Err(vk_ports::ClusterError::NotFound(_)) => Ok(()),
+            Err(e) => Err(format!("writing the pod status: {e}")),
+        }
+    }
+
+    /// Reports a pod this node cannot run: status `ProviderFailed` with `message`, and a Warning
+    /// Event, both once per message.
+    async fn report_failure(&self, key: &PodKey, pod: &Pod, message: &str) -> Result<(), String> {
+        let current = pod.status.as_ref();
+        let same = current.and_then(|s| s.reason.as_deref()) == Some(REASON_PROVIDER_FAILED)
+            && current.and_then(|s| s.message.as_deref()) == Some(message);
+        if same {
+            return Ok(());
+        }
+        warn!(%message, "the pod cannot be run");
+        if let Err(e) = self.api.record_event(pod, EventType::Warning, "ProviderCreateFailed", message).await {
+            warn!(error = %e, "recording the event failed");
+        }
+        self.write_status(key, pod, status::provider_failed_status(pod, message, Timestamp::now())).await
+    }
+
+    async fn mark_lost(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
+        let Some(pod) = pod else { return Ok(()) };
+        let message = "the pod's Nomad job is gone from the backend";
+        warn!(message, "marking the pod failed");
+        if let Err(e) = self.api.record_event(pod, EventType::Warning, "ProviderPodNotFound", message).await {
+            warn!(error = %e, "recording the event failed");
+        }
+        self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
+    }
+
+    async fn on_workload(&self, key: &PodKey, runtime: &mut Option<RuntimePod>, op: Op) -> Result<(), String> {
+        let Some(id) = runtime.as_ref().map(|r| r.id.clone()) else { return Ok(()) };
+        let r = match op {
+            Op::Stop => self.provider.stop_pod(&id).await,
+            Op::Kill => self.provider.kill_pod(&id).await,
+            Op::Purge => self.provider.purge_pod(&id).await,
+        };
+        match r {
+            Ok(()) | Err(ProviderError::NotFound(_)) => {}
+            Err(e) => return Err(format!("{op:?} {id}: {e}")),
+        }
+        info!(job = %id, "{}", op.done());
+        let fresh = match op {
+            Op::Purge => None,
+            _ => self.provider.get_pod(key).await.map_err(|e| e.to_string())?,
+        };
+        self.remember(key, fresh.clone());
+        *runtime = fresh;
+        Ok(())
+    }
+
+    async fn delete_object(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
+        let Some(pod) = pod else { return Ok(()) };
+        self.api.delete(key, pod::uid(pod)).await.map_err(|e| format!("deleting the pod object: {e}"))?;
+        info!("pod object deleted");
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Stop,
+    Kill,
+    Purge,
+}
+
+impl Op {
+    fn done(self) -> &'static str {
+        match self {
+            Op::Stop => "workload stopping",
+            Op::Kill => "workload killed",
+            Op::Purge => "workload purged",
+        }
+    }
+}
