@@ -1,1 +1,396 @@
-//! placeholder
+//! Test support: a local stack of the real peers (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler, a Nomad dev agent) on free loopback ports in a temporary directory, torn down
+//! when dropped; the virtual kubelet as a child process; and fixtures.
+//!
+//! Used by the end-to-end tests (`tests/e2e.rs`) and by the README's run command
+//! (`cargo run -p vk-tests --bin local-stack`).
+
+pub mod fixtures;
+pub mod peers;
+pub mod pki;
+pub mod process;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+pub use crate::peers::Peers;
+use crate::pki::Pki;
+pub use crate::process::Process;
+
+/// A free TCP port on 127.0.0.1 (bound, then released: a small race other tests can live with).
+///
+/// # Errors
+/// No port could be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `check` returns `Ok(Some(v))`, polling every `every`, for at most `timeout`.
+///
+/// # Errors
+/// A timeout, naming `what` and the last error seen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("not yet");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last: {last})");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The local stack.
+pub struct Stack {
+    /// Working directory (certificates, data, logs, kubeconfigs).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// The peer binaries.
+    pub peers: Peers,
+    pki: Pki,
+    /// `https://127.0.0.1:<port>` of kube-apiserver.
+    pub apiserver_url: String,
+    /// Admin kubeconfig (system:masters).
+    pub admin_kubeconfig: PathBuf,
+    /// `http://127.0.0.1:<port>` of the Nomad agent.
+    pub nomad_addr: String,
+    procs: Vec<Process>,
+}
+
+fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+users:\n- name: {user}\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+contexts:\n- name: local\n  context:\n    cluster: local\n    user: {user}\ncurrent-context: local\n",
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+impl Stack {
+    /// Builds the peers if needed and starts the stack, waiting until each peer is ready.
+    /// Set `VK_KEEP_STACK=1` to keep the working directory after the stack is dropped.
+    ///
+    /// # Errors
+    /// A peer failing to build, start or become ready; the error names its log file.
+    pub async fn start() -> anyhow::Result<Self> {
+        let peers = tokio::task::spawn_blocking(Peers::ensure).await??;
+        let tmp = tempfile::Builder::new().prefix("vk-stack-").tempdir()?;
+        let dir = tmp.path().to_owned();
+        let keep = std::env::var_os("VK_KEEP_STACK").is_some();
+        let (tmp, dir) = if keep { (None, tmp.keep()) } else { (Some(tmp), dir) };
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let pki = Pki::new(&dir.join("pki"))?;
+        let mut stack = Self {
+            apiserver_url: String::new(),
+            admin_kubeconfig: dir.join("admin.kubeconfig"),
+            nomad_addr: String::new(),
+            dir,
+            _tmp: tmp,
+            peers,
+            pki,
+            procs: Vec::new(),
+        };
+        stack.start_nomad().context("starting Nomad")?;
+        stack.start_control_plane().await.context("starting the control plane")?;
+        stack.wait_nomad().await?;
+        Ok(stack)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn spawn(&mut self, name: &str, cmd: Command) -> anyhow::Result<()> {
+        let log = self.log(name);
+        self.procs.push(Process::spawn(name, cmd, &log)?);
+        Ok(())
+    }
+
+    /// Where each peer's log is, one per line, for failure messages.
+    pub fn logs(&self) -> String {
+        self.procs.iter().map(|p| format!("  {}: {}", p.name, p.log.display())).collect::<Vec<_>>().join("\n")
+    }
+
+    async fn ready(&mut self, name: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+                if let Some(status) = p.exited() {
+                    bail!("{name} exited ({status}); its log ({}) ends with:\n{}", p.log.display(), p.tail(20));
+                }
+            }
+            if let Ok(r) = http.get(url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("{name} not ready at {url} after {timeout:?}; log: {}", self.log(name).display());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn start_control_plane(&mut self) -> anyhow::Result<()> {
+        let (etcd_client, etcd_peer) = (free_port()?, free_port()?);
+        let mut etcd = Command::new(&self.peers.etcd);
+        let client_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        etcd.args(["--name", "default", "--data-dir"])
+            .arg(self.dir.join("etcd"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}"), "--log-level", "warn"])
+            .args(["--quota-backend-bytes", "4294967296", "--unsafe-no-fsync"]);
+        self.spawn("etcd", etcd)?;
+        self.ready("etcd", &format!("{client_url}/health"), Duration::from_secs(30)).await?;
+
+        let port = free_port()?;
+        self.apiserver_url = format!("https://127.0.0.1:{port}");
+        let serving = self.pki.server("apiserver", &["127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default.svc"])?;
+        let sa_key = self.pki.key("service-account")?;
+        let kubelet_client = self.pki.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"])?;
+        let admin = self.pki.client("admin", "admin", &["system:masters"])?;
+        std::fs::write(&self.admin_kubeconfig, kubeconfig(&self.apiserver_url, &self.pki.ca_path, &admin.cert, &admin.key, "admin"))?;
+
+        let mut api = Command::new(&self.peers.kube_apiserver);
+        api.arg(format!("--etcd-servers={client_url}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--cert-dir={}", self.dir.join("apiserver").display()))
+            .arg(format!("--tls-cert-file={}", serving.cert.display()))
+            .arg(format!("--tls-private-key-file={}", serving.key.display()))
+            .arg(format!("--client-ca-file={}", self.pki.ca_path.display()))
+            .arg(format!("--service-account-key-file={}", sa_key.cert.display()))
+            .arg(format!("--service-account-signing-key-file={}", sa_key.key.display()))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg("--api-audiences=https://kubernetes.default.svc.cluster.local")
+            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--enable-admission-plugins=NodeRestriction")
+            .arg("--kubelet-preferred-address-types=InternalIP")
+            .arg(format!("--kubelet-client-certificate={}", kubelet_client.cert.display()))
+            .arg(format!("--kubelet-client-key={}", kubelet_client.key.display()))
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--allow-privileged=true")
+            .arg("--profiling=false")
+            .arg("--v=1");
+        self.spawn("kube-apiserver", api)?;
+        let url = format!("{}/readyz", self.apiserver_url);
+        self.ready("kube-apiserver", &url, Duration::from_secs(120)).await?;
+
+        let kcm_port = free_port()?;
+        let mut kcm = Command::new(&self.peers.kube_controller_manager);
+        kcm.arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg(format!("--authentication-kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg(format!("--authorization-kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(["--bind-address=127.0.0.1", "--leader-elect=false"])
+            .arg(format!("--secure-port={kcm_port}"))
+            .arg(format!("--cert-dir={}", self.dir.join("kcm").display()))
+            .arg(format!("--service-account-private-key-file={}", sa_key.key.display()))
+            .arg(format!("--root-ca-file={}", self.pki.ca_path.display()))
+            .arg("--use-service-account-credentials=false")
+            // A node that stops renewing its Lease goes Unknown after this long (default 50 s).
+            .arg("--node-monitor-grace-period=20s")
+            .arg("--node-monitor-period=2s")
+            .arg("--v=1");
+        self.spawn("kube-controller-manager", kcm)?;
+
+        let sched_port = free_port()?;
+        let mut sched = Command::new(&self.peers.kube_scheduler);
+        sched
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg(format!("--authentication-kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg(format!("--authorization-kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(["--bind-address=127.0.0.1", "--leader-elect=false"])
+            .arg(format!("--secure-port={sched_port}"))
+            .arg("--v=1");
+        self.spawn("kube-scheduler", sched)?;
+        self.ready("kube-controller-manager", &format!("https://127.0.0.1:{kcm_port}/healthz"), Duration::from_secs(60)).await?;
+        self.ready("kube-scheduler", &format!("https://127.0.0.1:{sched_port}/healthz"), Duration::from_secs(60)).await?;
+        Ok(())
+    }
+
+    fn start_nomad(&mut self) -> anyhow::Result<()> {
+        let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
+        self.nomad_addr = format!("http://127.0.0.1:{http}");
+        let data = self.dir.join("nomad");
+        std::fs::create_dir_all(&data)?;
+        let cfg = self.dir.join("nomad.hcl");
+        std::fs::write(
+            &cfg,
+            format!(
+                "ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
+client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_azure,env_digitalocean\"\n  }}\n}}\n"
+            ),
+        )?;
+        // Under cgroup v2 a root Nomad agent may fail to create its cgroup (nomad#23476); as an
+        // unprivileged user cgroups are simply off, which raw_exec does not need.
+        let as_nobody = running_as_root() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let mut cmd = if as_nobody {
+            let _ = Command::new("chown").args(["-R", "nobody"]).arg(&data).status();
+            let _ = Command::new("chmod").args(["a+rx"]).arg(&self.dir).status();
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(&self.peers.nomad);
+            c
+        } else {
+            Command::new(&self.peers.nomad)
+        };
+        cmd.args(["agent", "-dev", "-bind=127.0.0.1", "-log-level=INFO"])
+            .arg(format!("-config={}", cfg.display()))
+            .arg(format!("-data-dir={}", data.display()))
+            // A CA bundle in the environment makes Nomad's AWS fingerprinter refuse to start.
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("NOMAD_ADDR")
+            .env_remove("NOMAD_TOKEN");
+        let log = self.log("nomad");
+        self.procs.push(Process::spawn_group("nomad", cmd, &log)?);
+        Ok(())
+    }
+
+    async fn wait_nomad(&mut self) -> anyhow::Result<()> {
+        let url = format!("{}/v1/nodes", self.nomad_addr);
+        self.ready("nomad", &url, Duration::from_secs(60)).await?;
+        let http = reqwest::Client::new();
+        wait_for("a ready Nomad node with raw_exec", Duration::from_secs(60), Duration::from_millis(500), || async {
+            let nodes: serde_json::Value = http.get(&url).send().await?.json().await?;
+            let ok = nodes.as_array().into_iter().flatten().any(|n| {
+                n["Status"] == "ready" && n["Drivers"]["raw_exec"]["Healthy"] == serde_json::Value::Bool(true)
+            });
+            Ok(ok.then_some(()))
+        })
+        .await
+        .with_context(|| format!("Nomad log: {}", self.log("nomad").display()))
+    }
+
+    /// A kubeconfig for a virtual kubelet node: user `system:node:<node>` in group `system:nodes`,
+    /// so the Node authorizer and NodeRestriction apply to it exactly as to a kubelet.
+    ///
+    /// # Errors
+    /// Signing or writing failing.
+    pub fn node_kubeconfig(&self, node: &str) -> anyhow::Result<PathBuf> {
+        let pair = self.pki.client(&format!("node-{node}"), &format!("system:node:{node}"), &["system:nodes"])?;
+        let path = self.dir.join(format!("node-{node}.kubeconfig"));
+        std::fs::write(&path, kubeconfig(&self.apiserver_url, &self.pki.ca_path, &pair.cert, &pair.key, node))?;
+        Ok(path)
+    }
+
+    /// An admin client.
+    ///
+    /// # Errors
+    /// The kubeconfig being unusable.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.admin_kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(cfg)?)
+    }
+
+    /// Runs kubectl with the admin kubeconfig; returns stdout.
+    ///
+    /// # Errors
+    /// kubectl failing, with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.peers.kubectl).arg(format!("--kubeconfig={}", self.admin_kubeconfig.display())).args(args).output()?;
+        if !out.status.success() {
+            bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Creates namespace `name` and waits for its `default` ServiceAccount (made by the
+    /// controller manager), without which pods cannot be created.
+    ///
+    /// # Errors
+    /// The API refusing, or the ServiceAccount not appearing within 30 s.
+    pub async fn namespace(&self, name: &str) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let sas: Api<ServiceAccount> = Api::namespaced(client, name);
+        wait_for("the default ServiceAccount", Duration::from_secs(30), Duration::from_millis(200), || async {
+            Ok(sas.get_opt("default").await?.map(|_| ()))
+        })
+        .await
+    }
+
+    /// Starts `virtual-kubelet --provider nomad` as node `node` with its own node identity,
+    /// pods on the raw_exec driver by default, and `extra` flags.
+    ///
+    /// # Errors
+    /// The binary missing or not starting.
+    pub fn virtual_kubelet(&self, node: &str, extra: &[&str]) -> anyhow::Result<Process> {
+        let bin = virtual_kubelet_bin()?;
+        let kubeconfig = self.node_kubeconfig(node)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--provider", "nomad", "--nodename", node])
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["--nomad-addr", &self.nomad_addr, "--nomad-driver", "raw_exec", "--internal-ip", "127.0.0.1"])
+            .args(["--kubelet-port", &free_port()?.to_string(), "--status-interval", "1s"])
+            .args(extra)
+            .env("RUST_LOG", "info,vk_app=debug,vk_adapters=debug")
+            .env_remove("KUBECONFIG")
+            .env_remove("NOMAD_ADDR");
+        let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
+        Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// The `virtual-kubelet` binary: `$VK_BIN`, or the one built beside this test binary
+/// (`cargo build -p vk-app` puts it in the same target directory).
+///
+/// # Errors
+/// It cannot be found.
+pub fn virtual_kubelet_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VK_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("virtual-kubelet");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("virtual-kubelet binary not found near {}; run `cargo build -p vk-app` first or set VK_BIN", exe.display())
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Stop in reverse order: schedulers and controllers before the API server and etcd.
+        while let Some(mut p) = self.procs.pop() {
+            p.kill();
+        }
+        // Nomad's task executors outlive the agent; kill them and free their mounts so the
+        // directory can be removed and no task keeps running after the stack.
+        let marker = format!("{}/", self.dir.display());
+        process::kill_processes_mentioning(&marker);
+        process::unmount_below(&self.dir);
+    }
+}

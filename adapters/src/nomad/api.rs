@@ -7,7 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Nomad writes `null` for empty maps and lists; read it as empty.
+fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// `api.Job`, as registered (`PUT /v1/jobs`) and read back (`GET /v1/job/:id`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,7 +33,7 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Datacenters the job may run in (`*` for all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub datacenters: Vec<String>,
     /// Node pool, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,10 +42,10 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Free-form metadata; this adapter records the owning pod and node here.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub meta: BTreeMap<String, String>,
     /// Task groups (one per pod).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub task_groups: Vec<TaskGroup>,
     /// Server-set: the job was stopped (deregistered without purge).
     #[serde(default, skip_serializing)]
@@ -59,7 +64,7 @@ pub struct TaskGroup {
     /// Instances (always 1: a pod is one allocation).
     pub count: i32,
     /// One task per container.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub tasks: Vec<Task>,
     /// How tasks restart in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,10 +73,10 @@ pub struct TaskGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reschedule_policy: Option<ReschedulePolicy>,
     /// Group networks: the pod's network namespace and ports.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub networks: Vec<Network>,
     /// Group metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub meta: BTreeMap<String, String>,
 }
 
@@ -118,10 +123,10 @@ pub struct Network {
     #[serde(rename = "IP", default, skip_serializing_if = "String::is_empty")]
     pub ip: String,
     /// Fixed host ports.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub reserved_ports: Vec<Port>,
     /// Ports chosen by the scheduler.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub dynamic_ports: Vec<Port>,
 }
 
@@ -148,10 +153,10 @@ pub struct Task {
     /// Task driver (`docker`, `raw_exec`, `exec`, ...).
     pub driver: String,
     /// Driver-specific configuration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Environment variables.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub env: BTreeMap<String, String>,
     /// Resources the scheduler reserves.
     #[serde(default)]
@@ -163,7 +168,7 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kill_signal: String,
     /// Task metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub meta: BTreeMap<String, String>,
 }
 
@@ -423,4 +428,21 @@ pub struct NodeReservedCpu {
     /// MHz held back.
     #[serde(default)]
     pub cpu_shares: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nulls_read_as_empty() {
+        let job: Job = serde_json::from_str(
+            r#"{"ID":"j","Name":"j","Type":"batch","Datacenters":null,"Meta":null,"Stop":true,
+                "TaskGroups":[{"Name":"pod","Count":1,"Tasks":[{"Name":"t","Driver":"raw_exec","Config":null,"Env":null,"Meta":null}],
+                               "Networks":null,"Meta":null}]}"#,
+        )
+        .unwrap();
+        assert!(job.meta.is_empty() && job.stop);
+        assert!(job.task_groups[0].tasks[0].env.is_empty());
+    }
 }

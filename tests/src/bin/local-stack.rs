@@ -1,0 +1,71 @@
+//! `local-stack`: the README's "run it" command. Builds the peers if needed, starts the local
+//! stack and `virtual-kubelet --provider nomad`, creates an example pod, prints
+//! `kubectl get nodes,pods -o wide` and the pod's Nomad job, then keeps everything running until
+//! Ctrl-C (or exits at once with `--exit`).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use vk_tests::fixtures::pod;
+use vk_tests::{Stack, wait_for};
+
+const NODE: &str = "vk-nomad";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let exit = std::env::args().any(|a| a == "--exit");
+    eprintln!("starting the local stack (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, nomad agent -dev) ...");
+    let stack = Stack::start().await?;
+    let mut vk = stack.virtual_kubelet(NODE, &[])?;
+    let client = stack.client().await?;
+
+    let out = async {
+        wait_for("node Ready", Duration::from_secs(60), Duration::from_secs(1), || {
+            let stack = &stack;
+            async move {
+                let s = stack.kubectl(&["get", "node", NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
+                Ok((s == "True").then_some(()))
+            }
+        })
+        .await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        stack.namespace("default").await?;
+        let example = pod("hello-nomad").on_node(NODE).container("main", &["sleep", "3600"]).build();
+        pods.create(&PostParams::default(), &example).await.context("creating the example pod")?;
+        wait_for("the example pod Running", Duration::from_secs(60), Duration::from_secs(1), || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get("hello-nomad").await?;
+                Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Running")).then_some(()))
+            }
+        })
+        .await?;
+        println!("$ kubectl get nodes,pods -o wide\n{}", stack.kubectl(&["get", "nodes,pods", "-o", "wide"])?);
+        let job = std::process::Command::new(&stack.peers.nomad)
+            .args(["job", "status", "-address", &stack.nomad_addr, "k8s-default.hello-nomad"])
+            .output()?;
+        println!("$ nomad job status k8s-default.hello-nomad\n{}", String::from_utf8_lossy(&job.stdout));
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = out {
+        eprintln!("error: {e:#}\nvirtual-kubelet log ({}):\n{}\npeer logs:\n{}", vk.log.display(), vk.tail(30), stack.logs());
+        return Err(e);
+    }
+    println!(
+        "The stack is up.\n  export KUBECONFIG={}\n  export NOMAD_ADDR={}\n  virtual-kubelet log: {}\npeer logs:\n{}",
+        stack.admin_kubeconfig.display(),
+        stack.nomad_addr,
+        vk.log.display(),
+        stack.logs()
+    );
+    if !exit {
+        println!("Press Ctrl-C to stop everything.");
+        tokio::signal::ctrl_c().await?;
+    }
+    vk.terminate(Duration::from_secs(10));
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Child processes of the stack: started with their output in a log file, killed when dropped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// `kill(1)` is always called as `kill -s SIG -- TARGET`: procps' `kill -KILL -<pgid>` misreads a
+/// negative target as options and can signal every process.
+///
+/// Kills (SIGKILL, whole process group) every process whose command line mentions `marker`.
+/// Nomad's task executors detach from the agent; their command line names the allocation's
+/// directory, so the stack's directory finds exactly its own.
+pub fn kill_processes_mentioning(marker: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // Field 5 of /proc/<pid>/stat is the process group, after the parenthesised command.
+        let pgid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)).and_then(|p| p.parse::<u32>().ok());
+        let target = match pgid {
+            Some(g) if g > 1 => format!("-{g}"),
+            _ => pid.to_string(),
+        };
+        if std::env::var_os("VK_CLEANUP_DRY_RUN").is_some() {
+            eprintln!("cleanup would kill {target} (pid {pid}): {}", String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            continue;
+        }
+        let _ = Command::new("kill").args(["-s", "KILL", "--"]).arg(target).status();
+    }
+}
+
+/// Unmounts (lazily) every mount below `dir`, deepest first: a root Nomad agent mounts tmpfs
+/// secrets directories into allocations and leaves them when killed.
+pub fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let prefix = dir.to_string_lossy().to_string();
+    let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&prefix)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for m in points {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
+    }
+}
+
+use anyhow::Context as _;
+
+/// A running peer.
+pub struct Process {
+    /// Short name (`etcd`, `kube-apiserver`, ...).
+    pub name: String,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    child: Child,
+    group: bool,
+}
+
+impl Process {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    ///
+    /// # Errors
+    /// The log file or the spawn failing.
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(name, cmd, log, false)
+    }
+
+    /// As [`Process::spawn`], in a process group of its own that [`Process::kill`] kills whole
+    /// (for agents whose helpers outlive them, like Nomad's logmon).
+    ///
+    /// # Errors
+    /// As [`Process::spawn`].
+    pub fn spawn_group(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0);
+        Self::spawn_with(name, cmd, log, true)
+    }
+
+    fn spawn_with(name: &str, mut cmd: Command, log: &Path, group: bool) -> anyhow::Result<Self> {
+        let file = File::options().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+        let err = file.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(file)).stderr(Stdio::from(err));
+        let child = cmd.spawn().with_context(|| format!("starting {name} ({cmd:?})"))?;
+        Ok(Self { name: name.to_owned(), log: log.to_owned(), child, group })
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once it exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if self.group && self.exited().is_none() {
+            let _ = Command::new("kill").args(["-s", "KILL", "--"]).arg(format!("-{}", self.pid())).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (through `kill(1)`, this crate forbids unsafe code), then wait up to `grace` for
+    /// the exit; returns the exit status, or `None` if it had to be killed.
+    pub fn terminate(&mut self, grace: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-s", "TERM", "--"]).arg(self.pid().to_string()).status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.kill();
+        None
+    }
+
+    /// The last `n` lines of the log.
+    pub fn tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
