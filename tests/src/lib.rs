@@ -348,7 +348,7 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
         cmd.args(["--provider", "nomad", "--nodename", node])
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(["--nomad-addr", &self.nomad_addr, "--nomad-driver", "raw_exec", "--internal-ip", "127.0.0.1"])
-            .args(["--kubelet-port", &free_port()?.to_string(), "--status-interval", "1s"])
+            .args(["--kubelet-port", &free_port()?.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,vk_app=debug,vk_adapters=debug")
             .env_remove("KUBECONFIG")

@@ -1,0 +1,376 @@
+//! End-to-end tests on the real peers: a real kube-apiserver, scheduler and controller manager,
+//! a real Nomad agent, and the `virtual-kubelet` binary. One stack is shared by all tests (each
+//! test has its own node name and namespaces); it is started on first use and torn down at the
+//! end. A failing test prints where the peers' and the virtual kubelet's logs are.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use vk_tests::fixtures::pod;
+use vk_tests::{Process, Stack, wait_for};
+
+type Shared = Arc<OnceCell<Result<Stack, String>>>;
+
+struct Ctx<'a> {
+    stack: &'a Stack,
+    client: Client,
+    http: reqwest::Client,
+}
+
+impl Ctx<'_> {
+    fn start_vk(&self, node: &str) -> anyhow::Result<Process> {
+        self.stack.virtual_kubelet(node, &[])
+    }
+
+    async fn node(&self, name: &str) -> anyhow::Result<Option<Node>> {
+        Ok(Api::<Node>::all(self.client.clone()).get_opt(name).await?)
+    }
+
+    async fn ready_status(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let node = self.node(name).await?;
+        Ok(node
+            .and_then(|n| n.status)
+            .and_then(|s| s.conditions)
+            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status))
+    }
+
+    async fn wait_ready(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(&format!("node {name} Ready"), timeout, Duration::from_millis(500), || async {
+            Ok((self.ready_status(name).await?.as_deref() == Some("True")).then_some(()))
+        })
+        .await
+    }
+
+    fn pods(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    async fn create(&self, p: &Pod) -> anyhow::Result<Pod> {
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        Ok(self.pods(ns).create(&PostParams::default(), p).await.context("creating a pod")?)
+    }
+
+    async fn wait_phase(&self, ns: &str, name: &str, phase: &str, timeout: Duration) -> anyhow::Result<Pod> {
+        let pods = self.pods(ns);
+        wait_for(&format!("pod {ns}/{name} {phase}"), timeout, Duration::from_millis(250), || async {
+            let p = pods.get(name).await?;
+            let now = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            Ok((now == phase).then_some(p))
+        })
+        .await
+    }
+
+    async fn nomad(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let r = self.http.get(format!("{}{path}", self.stack.nomad_addr)).send().await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        ensure!(r.status().is_success(), "GET {path}: {}", r.status());
+        Ok(Some(r.json().await?))
+    }
+
+    /// Jobs whose Meta names `node` as owner.
+    async fn jobs_of(&self, node: &str) -> anyhow::Result<Vec<Value>> {
+        let all = self.nomad("/v1/jobs?meta=true").await?.unwrap_or_default();
+        Ok(all.as_array().cloned().unwrap_or_default().into_iter().filter(|j| j["Meta"]["k8s_node_name"] == node).collect())
+    }
+
+    async fn allocations(&self, job: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self.nomad(&format!("/v1/job/{job}/allocations")).await?.unwrap_or_default();
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn container_state(p: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name).cloned()
+}
+
+/// The node is Ready within 30 s, stays Ready for 2 min under the real node-lifecycle controller
+/// with its Lease renewed, and goes Unknown once the process is killed.
+async fn node_lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let node = "vk-node";
+    let started = Instant::now();
+    let mut vk = cx.start_vk(node)?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    println!("node Ready after {:?}", started.elapsed());
+
+    let n = cx.node(node).await?.context("node missing")?;
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    for (k, v) in [
+        ("type", "virtual-kubelet"),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/hostname", node),
+        ("node.kubernetes.io/exclude-from-external-load-balancers", "true"),
+    ] {
+        ensure!(labels.get(k).map(String::as_str) == Some(v), "label {k}={v} missing: {labels:?}");
+    }
+    ensure!(labels.contains_key("kubernetes.io/arch"));
+    ensure!(!labels.contains_key("kubernetes.io/role"), "role label set by default");
+    let taints = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    ensure!(
+        taints.iter().any(|t| t.key == "virtual-kubelet.io/provider" && t.value.as_deref() == Some("nomad") && t.effect == "NoSchedule"),
+        "taint missing: {taints:?}"
+    );
+    let st = n.status.clone().context("no status")?;
+    let alloc = st.allocatable.clone().unwrap_or_default();
+    ensure!(alloc.get("pods").map(|q| q.0.as_str()) == Some("110"), "pods: {alloc:?}");
+    ensure!(alloc.get("cpu").is_some_and(|q| q.0 != "0m") && alloc.get("memory").is_some_and(|q| q.0 != "0"), "{alloc:?}");
+    let addrs = st.addresses.clone().unwrap_or_default();
+    ensure!(addrs.iter().any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"), "{addrs:?}");
+    ensure!(st.daemon_endpoints.and_then(|d| d.kubelet_endpoint).is_some_and(|e| e.port > 0));
+    let info = st.node_info.context("no nodeInfo")?;
+    ensure!(info.kubelet_version.starts_with("v1.36.3-vk-nomad-"), "{}", info.kubelet_version);
+    ensure!(info.container_runtime_version == "nomad://1.11.3", "{}", info.container_runtime_version);
+
+    let leases: Api<Lease> = Api::namespaced(cx.client.clone(), "kube-node-lease");
+    let lease = leases.get(node).await?;
+    let spec = lease.spec.clone().context("lease spec")?;
+    ensure!(spec.holder_identity.as_deref() == Some(node) && spec.lease_duration_seconds == Some(40));
+    let owner = lease.metadata.owner_references.clone().unwrap_or_default();
+    ensure!(owner.iter().any(|o| o.kind == "Node" && o.uid == n.metadata.uid.clone().unwrap_or_default()), "{owner:?}");
+
+    // Two minutes under the node-lifecycle controller (grace period 20 s in this stack).
+    let mut renewals = BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < until {
+        ensure!(cx.ready_status(node).await?.as_deref() == Some("True"), "node left Ready after {:?}", started.elapsed());
+        let l = leases.get(node).await?;
+        if let Some(t) = l.spec.and_then(|s| s.renew_time) {
+            renewals.insert(t.0);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    ensure!(renewals.len() >= 10, "only {} lease renewals seen in 2 min", renewals.len());
+    println!("{} lease renewals observed in 2 min", renewals.len());
+
+    vk.kill();
+    let killed = Instant::now();
+    wait_for("node Ready=Unknown after kill -9", Duration::from_secs(60), Duration::from_secs(1), || async {
+        Ok(cx.ready_status(node).await?.filter(|s| s == "Unknown").map(|_| ()))
+    })
+    .await?;
+    println!("node Unknown {:?} after the kill", killed.elapsed());
+    Ok(())
+}
+
+/// A two-container pod runs as one Nomad job with the expected ID, Meta and tasks, and
+/// `kubectl delete pod` removes job and pod within the grace period + 10 s.
+async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-pods", "e2e-run");
+    let _vk = cx.start_vk(node)?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let p = pod("sleeper").namespace(ns).on_node(node).grace(5).container("main", &["sleep", "300"]).container("sidecar", &["sleep", "301"]).build();
+    let created = Instant::now();
+    let p = cx.create(&p).await?;
+    let running = cx.wait_phase(ns, "sleeper", "Running", Duration::from_secs(20)).await?;
+    let status = running.status.clone().context("status")?;
+    ensure!(status.pod_ip.is_some(), "Running without a podIP: {status:?}");
+    println!("Running with podIP {:?} after {:?}", status.pod_ip, created.elapsed());
+    for c in ["main", "sidecar"] {
+        let cs = container_state(&running, c).with_context(|| format!("no status for {c}"))?;
+        ensure!(cs.state.and_then(|s| s.running).is_some() && cs.ready, "{c} not running and ready");
+    }
+    // Ready follows the containers; the status may lag the phase by one write.
+    let ready = wait_for("pod Ready", Duration::from_secs(10), Duration::from_millis(250), || async {
+        let p = cx.pods(ns).get("sleeper").await?;
+        let ok = p.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        Ok(ok.then_some(()))
+    });
+    ready.await?;
+
+    let job = cx.nomad("/v1/job/k8s-e2e-run.sleeper").await?.context("job k8s-e2e-run.sleeper missing")?;
+    ensure!(job["Meta"]["k8s_node_name"] == node && job["Meta"]["k8s_namespace"] == ns && job["Meta"]["k8s_pod_name"] == "sleeper");
+    ensure!(job["Meta"]["k8s_pod_uid"] == uid(&p).as_str(), "uid in Meta: {}", job["Meta"]);
+    let groups = job["TaskGroups"].as_array().context("groups")?;
+    ensure!(groups.len() == 1, "{} groups", groups.len());
+    let tasks: Vec<&str> = groups[0]["Tasks"].as_array().context("tasks")?.iter().filter_map(|t| t["Name"].as_str()).collect();
+    ensure!(tasks == ["main", "sidecar"], "tasks {tasks:?}");
+
+    let deleting = Instant::now();
+    cx.stack.kubectl(&["delete", "pod", "-n", ns, "sleeper", "--wait=false"])?;
+    wait_for("job and pod gone", Duration::from_secs(15), Duration::from_millis(250), || async {
+        let job = cx.nomad("/v1/job/k8s-e2e-run.sleeper").await?;
+        let pod = cx.pods(ns).get_opt("sleeper").await?;
+        Ok((job.is_none() && pod.is_none()).then_some(()))
+    })
+    .await?;
+    println!("job and pod gone {:?} after kubectl delete (grace 5 s)", deleting.elapsed());
+    Ok(())
+}
+
+/// `sh -c 'exit 3'` with restartPolicy Never ends Failed with exit code 3.
+async fn exit_code(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-exit", "e2e-exit");
+    let _vk = cx.start_vk(node)?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    cx.create(&pod("exit3").namespace(ns).on_node(node).restart("Never").container("main", &["sh", "-c", "exit 3"]).build()).await?;
+    let failed = cx.wait_phase(ns, "exit3", "Failed", Duration::from_secs(30)).await?;
+    let t = container_state(&failed, "main").and_then(|c| c.state).and_then(|s| s.terminated).context("not terminated")?;
+    ensure!(t.exit_code == 3, "exit code {}", t.exit_code);
+    ensure!(t.reason.as_deref() == Some("Error"), "reason {:?}", t.reason);
+    // The final status is never rewritten: it stays Failed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let again = cx.pods(ns).get("exit3").await?;
+    ensure!(again.status.and_then(|s| s.phase).as_deref() == Some("Failed"));
+    Ok(())
+}
+
+/// Pods of the same name in two namespaces run as two jobs.
+async fn same_name_two_namespaces(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let node = "vk-ns";
+    let _vk = cx.start_vk(node)?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let mut uids = Vec::new();
+    for ns in ["e2e-ns-a", "e2e-ns-b"] {
+        cx.stack.namespace(ns).await?;
+        uids.push(uid(&cx.create(&pod("web").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build()).await?));
+    }
+    for (ns, uid) in ["e2e-ns-a", "e2e-ns-b"].iter().zip(&uids) {
+        cx.wait_phase(ns, "web", "Running", Duration::from_secs(30)).await?;
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}.web")).await?.with_context(|| format!("job for {ns}/web missing"))?;
+        ensure!(job["Meta"]["k8s_pod_uid"] == uid.as_str());
+    }
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(jobs.len() == 2, "{} jobs for two pods", jobs.len());
+    Ok(())
+}
+
+/// With 5 pods running, kill -9 and restart: still exactly 5 jobs, each with its one allocation
+/// (nothing registered again), and the statuses right.
+async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-restart", "e2e-restart");
+    let mut vk = cx.start_vk(node)?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let names: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+    for n in &names {
+        cx.create(&pod(n).namespace(ns).on_node(node).container("main", &["sleep", "600"]).build()).await?;
+    }
+    for n in &names {
+        cx.wait_phase(ns, n, "Running", Duration::from_secs(30)).await?;
+    }
+    let mut before = Vec::new();
+    for n in &names {
+        let id = format!("k8s-{ns}.{n}");
+        let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("job missing")?;
+        let allocs = cx.allocations(&id).await?;
+        ensure!(allocs.len() == 1, "{id}: {} allocations", allocs.len());
+        before.push((id, job["Version"].clone(), allocs[0]["ID"].clone()));
+    }
+    vk.kill();
+    let mut vk = cx.start_vk(node)?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    // Let it list, adopt and poll a few times.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(jobs.len() == 5, "{} jobs after restart", jobs.len());
+    for (id, version, alloc) in &before {
+        let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("job gone")?;
+        ensure!(&job["Version"] == version, "{id} was registered again: version {} -> {}", version, job["Version"]);
+        let allocs = cx.allocations(id).await?;
+        ensure!(allocs.len() == 1 && &allocs[0]["ID"] == alloc, "{id}: allocations changed: {allocs:?}");
+    }
+    for n in &names {
+        let p = cx.pods(ns).get(n).await?;
+        ensure!(p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"), "{n} not Running");
+        let cs = container_state(&p, "main").context("no container status")?;
+        ensure!(cs.ready && cs.restart_count == 0, "{n}: ready {} restarts {}", cs.ready, cs.restart_count);
+    }
+    vk.kill();
+    Ok(())
+}
+
+/// A pod with an unsupported volume gets ProviderFailed, a message naming the field, and a
+/// Warning Event, while a good pod beside it runs.
+async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-bad", "e2e-bad");
+    let _vk = cx.start_vk(node)?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let bad = pod("bad")
+        .namespace(ns)
+        .on_node(node)
+        .restart("Never")
+        .container("main", &["sleep", "300"])
+        .spec(serde_json::json!({"volumes": [{"name": "host", "hostPath": {"path": "/etc"}}]}))
+        .build();
+    cx.create(&bad).await?;
+    cx.create(&pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build()).await?;
+    let failed = cx.wait_phase(ns, "bad", "Failed", Duration::from_secs(30)).await?;
+    let st = failed.status.context("status")?;
+    ensure!(st.reason.as_deref() == Some("ProviderFailed"), "reason {:?}", st.reason);
+    let msg = st.message.unwrap_or_default();
+    ensure!(msg.contains("spec.volumes[0]") && msg.contains("hostPath"), "message {msg:?}");
+    cx.wait_phase(ns, "good", "Running", Duration::from_secs(30)).await?;
+    let events: Api<Event> = Api::namespaced(cx.client.clone(), ns);
+    let ev = wait_for("the Warning Event", Duration::from_secs(15), Duration::from_millis(500), || async {
+        let list = events.list(&ListParams::default().fields("involvedObject.name=bad")).await?;
+        Ok(list.items.into_iter().find(|e| e.type_.as_deref() == Some("Warning")))
+    })
+    .await?;
+    ensure!(ev.reason.as_deref() == Some("ProviderCreateFailed"), "event reason {:?}", ev.reason);
+    ensure!(ev.message.unwrap_or_default().contains("hostPath"));
+    ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}.bad")).await?.is_none(), "a job exists for the bad pod");
+    Ok(())
+}
+
+type TestFn = for<'a> fn(Ctx<'a>) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|cx| Box::pin($name(cx))) as TestFn)),*]
+    };
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    let tests = tests![node_lifecycle, pod_runs_and_deletes, exit_code, same_name_two_namespaces, restart_adopts, untranslatable_pod];
+    // The tests mostly wait on the peers: run them all at once unless told otherwise.
+    args.test_threads = args.test_threads.or(Some(tests.len()));
+    let rt = Arc::new(tokio::runtime::Runtime::new().expect("tokio runtime"));
+    let shared: Shared = Arc::new(OnceCell::new());
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let (rt, shared) = (Arc::clone(&rt), Arc::clone(&shared));
+            Trial::test(name, move || {
+                rt.block_on(async {
+                    let stack = shared
+                        .get_or_init(|| async { Stack::start().await.map_err(|e| format!("{e:#}")) })
+                        .await
+                        .as_ref()
+                        .map_err(|e| Failed::from(format!("the local stack did not start: {e}")))?;
+                    let cx = Ctx {
+                        stack,
+                        client: stack.client().await.map_err(|e| Failed::from(e.to_string()))?,
+                        http: reqwest::Client::new(),
+                    };
+                    f(cx).await.map_err(|e| {
+                        Failed::from(format!("{e:#}\nlogs:\n{}\n  virtual kubelets: {}/logs/virtual-kubelet-*.log", stack.logs(), stack.dir.display()))
+                    })
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Tear the stack down before exiting (exit() skips destructors).
+    drop(shared);
+    drop(rt);
+    conclusion.exit();
+}
