@@ -32,7 +32,7 @@ pub enum LogFormat {
 
 /// `virtual-kubelet`: a Kubernetes node whose pods run on HashiCorp Nomad.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "virtual-kubelet", version, about)]
+#[command(name = "virtual-kubelet", version, about, args_override_self = true)]
 pub struct Cli {
     /// Backend that runs the pods.
     #[arg(long, value_enum)]
@@ -213,8 +213,10 @@ mod tests {
         let cli = parse(&["--provider", "nomad", "--nodename", "vk"]).unwrap();
         let node = cli.node_config("nomad://1.11.3".into());
         let taint = node.taint.unwrap();
-        assert_eq!((taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
-                   ("virtual-kubelet.io/provider", Some("nomad"), "NoSchedule"));
+        assert_eq!(
+            (taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
+            ("virtual-kubelet.io/provider", Some("nomad"), "NoSchedule")
+        );
         assert_eq!(node.kubelet_port, 10250);
         assert!(node.kubelet_version.starts_with("v1.36.3-vk-nomad-"));
         assert_eq!(cli.nomad().job_prefix, "k8s-");
@@ -222,7 +224,15 @@ mod tests {
 
     #[test]
     fn taint_can_be_disabled_and_labels_added() {
-        let cli = parse(&["--provider", "nomad", "--disable-taint", "--node-label", "a=b", "--role-label"]).unwrap();
+        let cli = parse(&[
+            "--provider",
+            "nomad",
+            "--disable-taint",
+            "--node-label",
+            "a=b",
+            "--role-label",
+        ])
+        .unwrap();
         let node = cli.node_config(String::new());
         assert!(node.taint.is_none());
         assert_eq!(node.labels["a"], "b");

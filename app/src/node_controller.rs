@@ -34,7 +34,10 @@ async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health
         Ok(c) => (Some(c), Health::Ready),
         Err(e) => (
             None,
-            Health::NotReady { reason: "NomadUnreachable".into(), message: format!("cannot reach the backend: {e}") },
+            Health::NotReady {
+                reason: "NomadUnreachable".into(),
+                message: format!("cannot reach the backend: {e}"),
+            },
         ),
     }
 }
@@ -52,7 +55,8 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
     if let Health::NotReady { message, .. } = &health {
         warn!(%message, "backend unreachable at start; registering the node as not ready");
     }
-    let register = || async { api.register(&config.node(capacity, &health, Timestamp::now())).await };
+    let register =
+        || async { api.register(&config.node(capacity, &health, Timestamp::now())).await };
     let registered = tokio::select! {
         _ = cancel.cancelled() => return,
         r = register
@@ -119,6 +123,9 @@ fn last_capacity(status: Option<&NodeStatus>) -> Option<NodeCapacity> {
     Some(NodeCapacity {
         cpu_millis: cpu_millis("cpu", &cap.get("cpu")?.0).ok()?,
         memory_bytes: bytes("memory", &cap.get("memory")?.0).ok()?,
-        ephemeral_storage_bytes: cap.get("ephemeral-storage").and_then(|q| bytes("e", &q.0).ok()).unwrap_or(0),
+        ephemeral_storage_bytes: cap
+            .get("ephemeral-storage")
+            .and_then(|q| bytes("e", &q.0).ok())
+            .unwrap_or(0),
     })
 }

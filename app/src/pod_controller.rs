@@ -65,7 +65,13 @@ enum Outcome {
 impl<P: PodProvider, K: PodApi> PodController<P, K> {
     /// Builds the controller.
     pub fn new(provider: Arc<P>, api: Arc<K>, settings: Settings) -> Arc<Self> {
-        Arc::new(Self { provider, api, settings, state: Mutex::new(State::default()), queue: WorkQueue::new() })
+        Arc::new(Self {
+            provider,
+            api,
+            settings,
+            state: Mutex::new(State::default()),
+            queue: WorkQueue::new(),
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -110,7 +116,10 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
                     },
                     PodWatchEvent::Relisted(list) => {
                         let mut keys: HashSet<PodKey> = st.pods.keys().cloned().collect();
-                        st.pods = list.into_iter().filter_map(|p| Some((PodKey::of(&p).ok()?, p))).collect();
+                        st.pods = list
+                            .into_iter()
+                            .filter_map(|p| Some((PodKey::of(&p).ok()?, p)))
+                            .collect();
                         keys.extend(st.pods.keys().cloned());
                         keys.extend(st.runtime.keys().cloned());
                         if !st.pods_synced {
@@ -218,7 +227,10 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
                 Step::Kill => self.on_workload(key, &mut runtime, Op::Kill).await,
                 Step::Purge { stale } => {
                     if stale {
-                        info!(job = runtime.as_ref().map(|r| r.id.as_str()), "purging a workload whose pod is gone");
+                        info!(
+                            job = runtime.as_ref().map(|r| r.id.as_str()),
+                            "purging a workload whose pod is gone"
+                        );
                     }
                     self.on_workload(key, &mut runtime, Op::Purge).await
                 }
@@ -237,15 +249,26 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
         Outcome::Done
     }
 
-    async fn create(&self, key: &PodKey, pod: Option<&Pod>, runtime: &mut Option<RuntimePod>) -> Result<(), String> {
+    async fn create(
+        &self,
+        key: &PodKey,
+        pod: Option<&Pod>,
+        runtime: &mut Option<RuntimePod>,
+    ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let spec = match WorkloadSpec::from_pod(pod, &self.settings.driver_annotation) {
             Ok(s) => s,
-            Err(unsupported) => return self.report_failure(key, pod, &unsupported.to_string()).await,
+            Err(unsupported) => {
+                return self.report_failure(key, pod, &unsupported.to_string()).await;
+            }
         };
         match self.provider.create_pod(&spec).await {
             Ok(()) => info!("workload created"),
-            Err(e @ (ProviderError::InvalidInput(_) | ProviderError::Unsupported(_) | ProviderError::Conflict(_))) => {
+            Err(
+                e @ (ProviderError::InvalidInput(_)
+                | ProviderError::Unsupported(_)
+                | ProviderError::Conflict(_)),
+            ) => {
                 return self.report_failure(key, pod, &e.to_string()).await;
             }
             Err(e) => return Err(e.to_string()),
@@ -266,14 +289,24 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
     }
 
     /// Writes the status computed from the runtime view, unless it is what the API server has.
-    async fn sync_status(&self, key: &PodKey, pod: Option<&Pod>, runtime: Option<&RuntimePod>) -> Result<(), String> {
+    async fn sync_status(
+        &self,
+        key: &PodKey,
+        pod: Option<&Pod>,
+        runtime: Option<&RuntimePod>,
+    ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let Some(runtime) = runtime else { return Ok(()) };
         let new = status::pod_status(pod, runtime.sandbox.as_ref(), Timestamp::now());
         self.write_status(key, pod, new).await
     }
 
-    async fn write_status(&self, key: &PodKey, pod: &Pod, new: k8s_openapi::api::core::v1::PodStatus) -> Result<(), String> {
+    async fn write_status(
+        &self,
+        key: &PodKey,
+        pod: &Pod,
+        new: k8s_openapi::api::core::v1::PodStatus,
+    ) -> Result<(), String> {
         if !status::differs(pod.status.as_ref(), &new) {
             return Ok(());
         }
@@ -302,23 +335,33 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
             return Ok(());
         }
         warn!(%message, "the pod cannot be run");
-        if let Err(e) = self.api.record_event(pod, EventType::Warning, "ProviderCreateFailed", message).await {
+        if let Err(e) =
+            self.api.record_event(pod, EventType::Warning, "ProviderCreateFailed", message).await
+        {
             warn!(error = %e, "recording the event failed");
         }
-        self.write_status(key, pod, status::provider_failed_status(pod, message, Timestamp::now())).await
+        self.write_status(key, pod, status::provider_failed_status(pod, message, Timestamp::now()))
+            .await
     }
 
     async fn mark_lost(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let message = "the pod's Nomad job is gone from the backend";
         warn!(message, "marking the pod failed");
-        if let Err(e) = self.api.record_event(pod, EventType::Warning, "ProviderPodNotFound", message).await {
+        if let Err(e) =
+            self.api.record_event(pod, EventType::Warning, "ProviderPodNotFound", message).await
+        {
             warn!(error = %e, "recording the event failed");
         }
         self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
     }
 
-    async fn on_workload(&self, key: &PodKey, runtime: &mut Option<RuntimePod>, op: Op) -> Result<(), String> {
+    async fn on_workload(
+        &self,
+        key: &PodKey,
+        runtime: &mut Option<RuntimePod>,
+        op: Op,
+    ) -> Result<(), String> {
         let Some(id) = runtime.as_ref().map(|r| r.id.clone()) else { return Ok(()) };
         let r = match op {
             Op::Stop => self.provider.stop_pod(&id).await,
@@ -341,7 +384,10 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
 
     async fn delete_object(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
-        self.api.delete(key, pod::uid(pod)).await.map_err(|e| format!("deleting the pod object: {e}"))?;
+        self.api
+            .delete(key, pod::uid(pod))
+            .await
+            .map_err(|e| format!("deleting the pod object: {e}"))?;
         info!("pod object deleted");
         Ok(())
     }

@@ -30,7 +30,11 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         Arc::new(Self {
             tx,
             rx: tokio::sync::Mutex::new(rx),
-            sets: Mutex::new(Sets { queued: HashSet::new(), active: HashSet::new(), dirty: HashSet::new() }),
+            sets: Mutex::new(Sets {
+                queued: HashSet::new(),
+                active: HashSet::new(),
+                dirty: HashSet::new(),
+            }),
         })
     }
 

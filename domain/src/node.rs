@@ -104,7 +104,10 @@ impl NodeConfig {
                 labels: Some(self.labels()),
                 ..ObjectMeta::default()
             },
-            spec: Some(NodeSpec { taints: self.taint.clone().map(|t| vec![t]), ..NodeSpec::default() }),
+            spec: Some(NodeSpec {
+                taints: self.taint.clone().map(|t| vec![t]),
+                ..NodeSpec::default()
+            }),
             status: Some(self.status(capacity, health, None, now)),
         }
     }
@@ -125,12 +128,19 @@ impl NodeConfig {
             let mut r = BTreeMap::new();
             r.insert("cpu".to_owned(), Quantity(format!("{}m", c.cpu_millis)));
             r.insert("memory".to_owned(), Quantity(c.memory_bytes.to_string()));
-            r.insert("ephemeral-storage".to_owned(), Quantity(c.ephemeral_storage_bytes.to_string()));
+            r.insert(
+                "ephemeral-storage".to_owned(),
+                Quantity(c.ephemeral_storage_bytes.to_string()),
+            );
             r.insert("pods".to_owned(), Quantity(self.max_pods.to_string()));
             r
         });
         let (ready, reason, message) = match health {
-            Health::Ready => ("True", "KubeletReady", "virtual-kubelet is ready and its backend answers".to_owned()),
+            Health::Ready => (
+                "True",
+                "KubeletReady",
+                "virtual-kubelet is ready and its backend answers".to_owned(),
+            ),
             Health::NotReady { reason, message } => ("False", reason.as_str(), message.clone()),
         };
         let cond = |type_: &str, status: &str, reason: &str, message: String| {
@@ -155,10 +165,25 @@ impl NodeConfig {
             allocatable: resources,
             conditions: Some(vec![
                 cond("Ready", ready, reason, message),
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure".into()),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure".into()),
+                cond(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "no memory pressure".into(),
+                ),
+                cond(
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "no disk pressure".into(),
+                ),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure".into()),
-                cond("NetworkUnavailable", "False", "RouteCreated", "the backend routes pod traffic".into()),
+                cond(
+                    "NetworkUnavailable",
+                    "False",
+                    "RouteCreated",
+                    "the backend routes pod traffic".into(),
+                ),
             ]),
             addresses: Some(vec![
                 NodeAddress { type_: "InternalIP".into(), address: self.internal_ip.clone() },
@@ -215,9 +240,16 @@ pub fn status_differs(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
             c.last_transition_time = None;
         }
         s.conditions.get_or_insert_default().sort_by(|a, b| a.type_.cmp(&b.type_));
-        (s.capacity, s.allocatable, s.conditions, s.addresses, s.daemon_endpoints, s.node_info.map(|i| {
-            (i.kubelet_version, i.container_runtime_version, i.operating_system, i.architecture)
-        }))
+        (
+            s.capacity,
+            s.allocatable,
+            s.conditions,
+            s.addresses,
+            s.daemon_endpoints,
+            s.node_info.map(|i| {
+                (i.kubelet_version, i.container_runtime_version, i.operating_system, i.architecture)
+            }),
+        )
     };
     strip(old) != strip(new)
 }
@@ -265,7 +297,11 @@ mod tests {
 
     #[test]
     fn status_carries_capacity_pods_and_endpoints() {
-        let cap = NodeCapacity { cpu_millis: 4000, memory_bytes: 8 << 30, ephemeral_storage_bytes: 1 << 30 };
+        let cap = NodeCapacity {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+        };
         let st = config().status(Some(cap), &Health::Ready, None, ts(0));
         let alloc = st.allocatable.as_ref().unwrap();
         assert_eq!(alloc["cpu"].0, "4000m");
@@ -284,11 +320,15 @@ mod tests {
         let same = c.status(None, &Health::Ready, Some(&first), ts(10));
         assert!(!status_differs(Some(&first), &same));
         assert_eq!(same.conditions.as_ref().unwrap()[0].last_transition_time, Some(Time(ts(0))));
-        let down = Health::NotReady { reason: "NomadUnreachable".into(), message: "refused".into() };
+        let down =
+            Health::NotReady { reason: "NomadUnreachable".into(), message: "refused".into() };
         let second = c.status(None, &down, Some(&first), ts(20));
         assert!(status_differs(Some(&first), &second));
         let ready = &second.conditions.as_ref().unwrap()[0];
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("NomadUnreachable")));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("NomadUnreachable"))
+        );
         assert_eq!(ready.last_transition_time, Some(Time(ts(20))));
     }
 

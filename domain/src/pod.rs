@@ -79,9 +79,14 @@ fn check_dns(v: &str, what: &'static str, max: usize, dots: bool) -> Result<(), 
         return err("must not be empty");
     }
     if v.len() > max {
-        return err(if max == 63 { "longer than 63 characters" } else { "longer than 253 characters" });
+        return err(if max == 63 {
+            "longer than 63 characters"
+        } else {
+            "longer than 253 characters"
+        });
     }
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let ok_char =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
     if !v.chars().all(ok_char) {
         return err("only lowercase letters, digits and '-' (and '.' in names) are allowed");
     }

@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn malformed_quantities_name_the_field() {
-        for q in ["", "abc", "1.2.3", "-1", "5Qi", "1e", "1e99", "99999999999999999999999999999999"] {
+        for q in ["", "abc", "1.2.3", "-1", "5Qi", "1e", "1e99", "99999999999999999999999999999999"]
+        {
             let err = bytes("spec.containers[0].resources.limits.memory", q).unwrap_err();
             assert_eq!(err.field, "spec.containers[0].resources.limits.memory", "{q}");
         }

@@ -134,7 +134,11 @@ mod tests {
 
     fn workload(uid: &str, stopping: bool, state: Option<SandboxState>) -> RuntimePod {
         RuntimePod {
-            owner: PodOwner { key: PodKey::new("ns", "p").unwrap(), uid: uid.into(), node: "vk".into() },
+            owner: PodOwner {
+                key: PodKey::new("ns", "p").unwrap(),
+                uid: uid.into(),
+                node: "vk".into(),
+            },
             id: "job".into(),
             stopping,
             sandbox: state.map(|state| Sandbox {
@@ -154,27 +158,112 @@ mod tests {
         use SandboxState::*;
         let ctx = Context { now: ts(100), pods_synced: true };
         let unsynced = Context { pods_synced: false, ..ctx };
-        let rows: Vec<(&str, Option<Pod>, Option<RuntimePod>, Context, Vec<Step>)> = vec![
+        type Row = (&'static str, Option<Pod>, Option<RuntimePod>, Context, Vec<Step>);
+        let rows: Vec<Row> = vec![
             ("nothing", None, None, ctx, vec![]),
-            ("orphan", None, Some(workload("uid-1", false, Some(Running))), ctx, vec![Purge { stale: true }]),
-            ("orphan before sync", None, Some(workload("uid-1", false, Some(Running))), unsynced, vec![]),
+            (
+                "orphan",
+                None,
+                Some(workload("uid-1", false, Some(Running))),
+                ctx,
+                vec![Purge { stale: true }],
+            ),
+            (
+                "orphan before sync",
+                None,
+                Some(workload("uid-1", false, Some(Running))),
+                unsynced,
+                vec![],
+            ),
             ("new pod", Some(pod("Pending", None)), None, ctx, vec![Create]),
             ("new pod, no status", Some(pod("", None)), None, ctx, vec![Create]),
-            ("running", Some(pod("Running", None)), Some(workload("uid-1", false, Some(Running))), ctx, vec![SyncStatus]),
-            ("adopted at start", Some(pod("Pending", None)), Some(workload("uid-1", false, None)), unsynced, vec![SyncStatus]),
-            ("same name, new uid", Some(pod("Pending", None)), Some(workload("uid-0", false, Some(Running))), ctx, vec![Purge { stale: true }, Create]),
-            ("deleting, old uid", Some(pod("Pending", Some(130))), Some(workload("uid-0", false, Some(Running))), ctx, vec![Purge { stale: true }, DeleteObject]),
-            ("finished", Some(pod("Failed", None)), Some(workload("uid-1", false, Some(Failed))), ctx, vec![]),
+            (
+                "running",
+                Some(pod("Running", None)),
+                Some(workload("uid-1", false, Some(Running))),
+                ctx,
+                vec![SyncStatus],
+            ),
+            (
+                "adopted at start",
+                Some(pod("Pending", None)),
+                Some(workload("uid-1", false, None)),
+                unsynced,
+                vec![SyncStatus],
+            ),
+            (
+                "same name, new uid",
+                Some(pod("Pending", None)),
+                Some(workload("uid-0", false, Some(Running))),
+                ctx,
+                vec![Purge { stale: true }, Create],
+            ),
+            (
+                "deleting, old uid",
+                Some(pod("Pending", Some(130))),
+                Some(workload("uid-0", false, Some(Running))),
+                ctx,
+                vec![Purge { stale: true }, DeleteObject],
+            ),
+            (
+                "finished",
+                Some(pod("Failed", None)),
+                Some(workload("uid-1", false, Some(Failed))),
+                ctx,
+                vec![],
+            ),
             ("finished, job gone", Some(pod("Succeeded", None)), None, ctx, vec![KeepFinal]),
             ("running, job gone", Some(pod("Running", None)), None, ctx, vec![Create]),
-            ("never pod running, job gone", Some(never(pod("Running", None))), None, ctx, vec![MarkLost]),
-            ("delete: stop", Some(pod("Running", Some(130))), Some(workload("uid-1", false, Some(Running))), ctx, vec![Stop, SyncStatus, RequeueAfter(STOP_POLL)]),
-            ("delete: wait", Some(pod("Running", Some(130))), Some(workload("uid-1", true, Some(Running))), ctx, vec![SyncStatus, RequeueAfter(STOP_POLL)]),
-            ("delete: kill", Some(pod("Running", Some(90))), Some(workload("uid-1", true, Some(Running))), ctx, vec![Kill, SyncStatus, RequeueAfter(STOP_POLL)]),
-            ("delete: done", Some(pod("Running", Some(130))), Some(workload("uid-1", true, Some(Succeeded))), ctx, vec![Purge { stale: false }, DeleteObject]),
-            ("delete: never placed", Some(pod("Pending", Some(130))), Some(workload("uid-1", false, None)), ctx, vec![Purge { stale: false }, DeleteObject]),
+            (
+                "never pod running, job gone",
+                Some(never(pod("Running", None))),
+                None,
+                ctx,
+                vec![MarkLost],
+            ),
+            (
+                "delete: stop",
+                Some(pod("Running", Some(130))),
+                Some(workload("uid-1", false, Some(Running))),
+                ctx,
+                vec![Stop, SyncStatus, RequeueAfter(STOP_POLL)],
+            ),
+            (
+                "delete: wait",
+                Some(pod("Running", Some(130))),
+                Some(workload("uid-1", true, Some(Running))),
+                ctx,
+                vec![SyncStatus, RequeueAfter(STOP_POLL)],
+            ),
+            (
+                "delete: kill",
+                Some(pod("Running", Some(90))),
+                Some(workload("uid-1", true, Some(Running))),
+                ctx,
+                vec![Kill, SyncStatus, RequeueAfter(STOP_POLL)],
+            ),
+            (
+                "delete: done",
+                Some(pod("Running", Some(130))),
+                Some(workload("uid-1", true, Some(Succeeded))),
+                ctx,
+                vec![Purge { stale: false }, DeleteObject],
+            ),
+            (
+                "delete: never placed",
+                Some(pod("Pending", Some(130))),
+                Some(workload("uid-1", false, None)),
+                ctx,
+                vec![Purge { stale: false }, DeleteObject],
+            ),
             ("delete: no job", Some(pod("Pending", Some(130))), None, ctx, vec![DeleteObject]),
-            ("stopped elsewhere", Some(pod("Running", None)), Some(workload("uid-1", true, Some(Succeeded))), ctx, vec![SyncStatus]),
+            (
+                "stopped elsewhere",
+                Some(pod("Running", None)),
+                Some(workload("uid-1", true, Some(Succeeded))),
+                ctx,
+                vec![SyncStatus],
+            ),
         ];
         for (name, p, o, c, want) in rows {
             assert_eq!(plan(p.as_ref(), o.as_ref(), c), want, "{name}");

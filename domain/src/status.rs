@@ -49,7 +49,8 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         let msg = format!("containers with unready status: [{}]", unready.join(" "));
         (false, Some("ContainersNotReady"), Some(msg))
     };
-    let sandbox_ready = sandbox.is_some_and(|s| !s.is_terminal() && s.state != SandboxState::Pending);
+    let sandbox_ready =
+        sandbox.is_some_and(|s| !s.is_terminal() && s.state != SandboxState::Pending);
 
     let conditions = vec![
         condition(previous, "PodReadyToStartContainers", sandbox_ready, None, None, now),
@@ -62,9 +63,10 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     let pod_ip = sandbox.and_then(|s| s.pod_ip.clone());
     let host_ip = sandbox.and_then(|s| s.host_ip.clone());
     let (reason, message) = match sandbox {
-        Some(s) if s.state == SandboxState::Lost => {
-            (Some("NodeLost".to_owned()), s.message.clone().or(Some("the backend lost the allocation".into())))
-        }
+        Some(s) if s.state == SandboxState::Lost => (
+            Some("NodeLost".to_owned()),
+            s.message.clone().or(Some("the backend lost the allocation".into())),
+        ),
         _ => (None, None),
     };
     PodStatus {
@@ -141,7 +143,11 @@ pub fn differs(old: Option<&PodStatus>, new: &PodStatus) -> bool {
     strip(old) != strip(new)
 }
 
-fn phase(restart: RestartPolicy, sandbox: Option<&Sandbox>, statuses: &[ContainerStatus]) -> &'static str {
+fn phase(
+    restart: RestartPolicy,
+    sandbox: Option<&Sandbox>,
+    statuses: &[ContainerStatus],
+) -> &'static str {
     let Some(sandbox) = sandbox else { return "Pending" };
     if sandbox.state == SandboxState::Lost {
         return if restart == RestartPolicy::Never { "Failed" } else { "Pending" };
@@ -199,11 +205,7 @@ fn settle(mut rt: ContainerRuntimeStatus) -> ContainerRuntimeStatus {
     rt
 }
 
-fn container_status(
-    name: &str,
-    image: &str,
-    rt: &ContainerRuntimeStatus,
-) -> ContainerStatus {
+fn container_status(name: &str, image: &str, rt: &ContainerRuntimeStatus) -> ContainerStatus {
     let running = matches!(rt.state, ContainerState::Running { .. });
     ContainerStatus {
         name: name.to_owned(),
@@ -225,7 +227,10 @@ fn container_status(
 fn k8s_state(state: &ContainerState) -> K8sContainerState {
     match state {
         ContainerState::Waiting { reason, message } => K8sContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: message.clone(),
+            }),
             ..Default::default()
         },
         ContainerState::Running { started_at } => K8sContainerState {
@@ -292,7 +297,11 @@ mod tests {
                 restart_policy: Some(restart.into()),
                 containers: names
                     .iter()
-                    .map(|n| Container { name: (*n).into(), image: Some("busybox".into()), ..Default::default() })
+                    .map(|n| Container {
+                        name: (*n).into(),
+                        image: Some("busybox".into()),
+                        ..Default::default()
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -333,7 +342,10 @@ mod tests {
             created_at: Some(ts(0)),
             pod_ip: Some("10.0.0.7".into()),
             host_ip: Some("10.0.0.1".into()),
-            containers: cs.iter().map(|(n, c)| ((*n).to_owned(), c.clone())).collect::<BTreeMap<_, _>>(),
+            containers: cs
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), c.clone()))
+                .collect::<BTreeMap<_, _>>(),
             message: None,
         }
     }
@@ -351,9 +363,21 @@ mod tests {
             ("Always", Some(sandbox(S::Running, &[("a", running()), ("b", running())])), "Running"),
             ("Always", Some(sandbox(S::Running, &[("a", running())])), "Pending"),
             ("Never", Some(sandbox(S::Failed, &[("a", exited(3)), ("b", exited(0))])), "Failed"),
-            ("Never", Some(sandbox(S::Succeeded, &[("a", exited(0)), ("b", exited(0))])), "Succeeded"),
-            ("OnFailure", Some(sandbox(S::Running, &[("a", exited(1)), ("b", exited(0))])), "Running"),
-            ("OnFailure", Some(sandbox(S::Succeeded, &[("a", exited(0)), ("b", exited(0))])), "Succeeded"),
+            (
+                "Never",
+                Some(sandbox(S::Succeeded, &[("a", exited(0)), ("b", exited(0))])),
+                "Succeeded",
+            ),
+            (
+                "OnFailure",
+                Some(sandbox(S::Running, &[("a", exited(1)), ("b", exited(0))])),
+                "Running",
+            ),
+            (
+                "OnFailure",
+                Some(sandbox(S::Succeeded, &[("a", exited(0)), ("b", exited(0))])),
+                "Succeeded",
+            ),
             ("Always", Some(sandbox(S::Running, &[("a", exited(0)), ("b", exited(0))])), "Running"),
             ("Never", Some(sandbox(S::Lost, &[("a", running()), ("b", running())])), "Failed"),
             ("Always", Some(sandbox(S::Lost, &[("a", running()), ("b", running())])), "Pending"),
@@ -370,7 +394,8 @@ mod tests {
     #[test]
     fn exit_codes_and_readiness_reach_the_status() {
         let p = pod("Never", &["main"]);
-        let st = pod_status(&p, Some(&sandbox(SandboxState::Failed, &[("main", exited(3))])), ts(10));
+        let st =
+            pod_status(&p, Some(&sandbox(SandboxState::Failed, &[("main", exited(3))])), ts(10));
         let cs = &st.container_statuses.as_ref().unwrap()[0];
         let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
@@ -378,13 +403,17 @@ mod tests {
         assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("PodCompleted"));
 
         let p = pod("Always", &["main"]);
-        let st = pod_status(&p, Some(&sandbox(SandboxState::Running, &[("main", running())])), ts(10));
+        let st =
+            pod_status(&p, Some(&sandbox(SandboxState::Running, &[("main", running())])), ts(10));
         assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.7"));
         assert_eq!(st.host_ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(st.start_time, Some(Time(ts(0))));
         assert_eq!(cond(&st, "Ready").status, "True");
         assert_eq!(cond(&st, "ContainersReady").status, "True");
-        assert_eq!(st.container_statuses.unwrap()[0].container_id.as_deref(), Some("test://alloc-1/a"));
+        assert_eq!(
+            st.container_statuses.unwrap()[0].container_id.as_deref(),
+            Some("test://alloc-1/a")
+        );
     }
 
     #[test]

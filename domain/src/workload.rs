@@ -95,7 +95,8 @@ impl WorkloadSpec {
         if uid.is_empty() {
             return Err(Unsupported::new("metadata.uid", "the pod has no UID"));
         }
-        let spec = pod.spec.as_ref().ok_or_else(|| Unsupported::new("spec", "the pod has no spec"))?;
+        let spec =
+            pod.spec.as_ref().ok_or_else(|| Unsupported::new("spec", "the pod has no spec"))?;
         check_pod_spec(spec)?;
         if spec.containers.is_empty() {
             return Err(Unsupported::new("spec.containers", "the pod has no containers"));
@@ -129,7 +130,10 @@ impl WorkloadSpec {
 
 fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
     if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(Unsupported::new("spec.initContainers", "init containers are not supported yet"));
+        return Err(Unsupported::new(
+            "spec.initContainers",
+            "init containers are not supported yet",
+        ));
     }
     if spec.ephemeral_containers.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(Unsupported::new(
@@ -137,13 +141,13 @@ fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
             "ephemeral containers are not supported",
         ));
     }
-    if let Some(sc) = &spec.security_context {
-        if sc.run_as_user.is_some() || sc.run_as_group.is_some() {
-            return Err(Unsupported::new(
-                "spec.securityContext",
-                "runAsUser and runAsGroup are not supported yet",
-            ));
-        }
+    if let Some(sc) = &spec.security_context
+        && (sc.run_as_user.is_some() || sc.run_as_group.is_some())
+    {
+        return Err(Unsupported::new(
+            "spec.securityContext",
+            "runAsUser and runAsGroup are not supported yet",
+        ));
     }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         if !is_service_account_volume(v) {
@@ -161,9 +165,9 @@ fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
 /// are not materialised yet (see README, "Limitations").
 pub fn is_service_account_volume(v: &Volume) -> bool {
     v.name.starts_with("kube-api-access-")
-        && v.projected.as_ref().is_some_and(|p| {
-            p.sources.iter().flatten().any(|s| s.service_account_token.is_some())
-        })
+        && v.projected
+            .as_ref()
+            .is_some_and(|p| p.sources.iter().flatten().any(|s| s.service_account_token.is_some()))
 }
 
 /// The name of a volume's source type as written in a pod spec (`configMap`, `hostPath`, ...).
@@ -202,18 +206,21 @@ fn container(field: &str, c: &Container) -> Result<ContainerSpec, Unsupported> {
     if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(Unsupported::new(format!("{field}.{name}"), "not supported yet"));
     }
-    if let Some(sc) = &c.security_context {
-        if sc.run_as_user.is_some() || sc.run_as_group.is_some() {
-            return Err(Unsupported::new(
-                format!("{field}.securityContext"),
-                "runAsUser and runAsGroup are not supported yet",
-            ));
-        }
+    if let Some(sc) = &c.security_context
+        && (sc.run_as_user.is_some() || sc.run_as_group.is_some())
+    {
+        return Err(Unsupported::new(
+            format!("{field}.securityContext"),
+            "runAsUser and runAsGroup are not supported yet",
+        ));
     }
     let mut env = Vec::new();
     for (i, e) in c.env.iter().flatten().enumerate() {
         if e.value_from.is_some() {
-            return Err(Unsupported::new(format!("{field}.env[{i}].valueFrom"), "not supported yet"));
+            return Err(Unsupported::new(
+                format!("{field}.env[{i}].valueFrom"),
+                "not supported yet",
+            ));
         }
         env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
     }
@@ -235,16 +242,22 @@ fn container(field: &str, c: &Container) -> Result<ContainerSpec, Unsupported> {
     let mut resources = Resources::default();
     if let Some(r) = &c.resources {
         let get = |m: &Option<std::collections::BTreeMap<String, _>>, kind: &str, res: &str| {
-            m.as_ref().and_then(|m| m.get(res)).map(|q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
-                (format!("{field}.resources.{kind}.{res}"), q.0.clone())
-            })
+            m.as_ref().and_then(|m| m.get(res)).map(
+                |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+                    (format!("{field}.resources.{kind}.{res}"), q.0.clone())
+                },
+            )
         };
         let cpu = |k| get(if k == "requests" { &r.requests } else { &r.limits }, k, "cpu");
         let mem = |k| get(if k == "requests" { &r.requests } else { &r.limits }, k, "memory");
-        resources.cpu_request_millis = cpu("requests").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
-        resources.cpu_limit_millis = cpu("limits").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
-        resources.memory_request_bytes = mem("requests").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
-        resources.memory_limit_bytes = mem("limits").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
+        resources.cpu_request_millis =
+            cpu("requests").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
+        resources.cpu_limit_millis =
+            cpu("limits").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
+        resources.memory_request_bytes =
+            mem("requests").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
+        resources.memory_limit_bytes =
+            mem("limits").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
     }
     Ok(ContainerSpec {
         name: c.name.clone(),
@@ -295,10 +308,21 @@ mod tests {
         assert_eq!(w.termination_grace, Duration::from_secs(5));
         assert_eq!(w.driver.as_deref(), Some("raw_exec"));
         let c = &w.containers[0];
-        assert_eq!((c.command.as_slice(), c.args.as_slice()), (&["sleep".to_owned()][..], &["300".to_owned()][..]));
+        assert_eq!(
+            (c.command.as_slice(), c.args.as_slice()),
+            (&["sleep".to_owned()][..], &["300".to_owned()][..])
+        );
         assert_eq!(c.working_dir.as_deref(), Some("/tmp"));
         assert_eq!(c.env, vec![("A".into(), "1".into()), ("B".into(), String::new())]);
-        assert_eq!(c.ports[0], PortSpec { name: Some("http".into()), container_port: 8080, host_port: None, protocol: "TCP".into() });
+        assert_eq!(
+            c.ports[0],
+            PortSpec {
+                name: Some("http".into()),
+                container_port: 8080,
+                host_port: None,
+                protocol: "TCP".into()
+            }
+        );
         assert_eq!(c.ports[1].host_port, Some(5353));
         assert_eq!(
             c.resources,

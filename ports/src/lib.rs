@@ -70,7 +70,10 @@ pub trait PodProvider: Send + Sync + 'static {
     /// - [`ProviderError::InvalidInput`] when the backend refuses the translated workload (for
     ///   example a driver it does not have), with its reason;
     /// - [`ProviderError::Unavailable`] when the backend cannot be reached.
-    fn create_pod(&self, spec: &WorkloadSpec) -> impl Future<Output = Result<(), ProviderError>> + Send;
+    fn create_pod(
+        &self,
+        spec: &WorkloadSpec,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Asks the workload `id` to stop gracefully, its containers getting the termination grace
     /// period recorded at creation.
@@ -96,7 +99,10 @@ pub trait PodProvider: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`ProviderError::Unavailable`] when the backend cannot be reached.
-    fn get_pod(&self, key: &PodKey) -> impl Future<Output = Result<Option<RuntimePod>, ProviderError>> + Send;
+    fn get_pod(
+        &self,
+        key: &PodKey,
+    ) -> impl Future<Output = Result<Option<RuntimePod>, ProviderError>> + Send;
 
     /// Every workload this node owns (and only those: workloads recorded for another node are never
     /// returned, so they are never touched).
@@ -168,7 +174,11 @@ pub trait NodeApi: Send + Sync + 'static {
     ///
     /// # Errors
     /// `NotFound` when the Node was deleted; `Unavailable` when unreachable.
-    fn update_status(&self, name: &str, status: &NodeStatus) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn update_status(
+        &self,
+        name: &str,
+        status: &NodeStatus,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Creates or renews the node Lease.
     ///
@@ -208,13 +218,21 @@ pub trait PodApi: Send + Sync + 'static {
     ///
     /// # Errors
     /// `NotFound` when the pod is gone; `Unavailable` when unreachable.
-    fn update_status(&self, key: &PodKey, status: &PodStatus) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn update_status(
+        &self,
+        key: &PodKey,
+        status: &PodStatus,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Deletes the pod object at once (grace 0) if it still has `uid`.
     ///
     /// # Errors
     /// `Unavailable` when unreachable. A pod that is gone or has another UID is not an error.
-    fn delete(&self, key: &PodKey, uid: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn delete(
+        &self,
+        key: &PodKey,
+        uid: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Records an Event about `pod` from this node.
     ///

@@ -36,7 +36,12 @@ pub fn free_port() -> anyhow::Result<u16> {
 ///
 /// # Errors
 /// A timeout, naming `what` and the last error seen.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> anyhow::Result<T>
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -126,25 +131,36 @@ impl Stack {
 
     /// Where each peer's log is, one per line, for failure messages.
     pub fn logs(&self) -> String {
-        self.procs.iter().map(|p| format!("  {}: {}", p.name, p.log.display())).collect::<Vec<_>>().join("\n")
+        self.procs
+            .iter()
+            .map(|p| format!("  {}: {}", p.name, p.log.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     async fn ready(&mut self, name: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
         let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
-                if let Some(status) = p.exited() {
-                    bail!("{name} exited ({status}); its log ({}) ends with:\n{}", p.log.display(), p.tail(20));
-                }
+            if let Some(p) = self.procs.iter_mut().find(|p| p.name == name)
+                && let Some(status) = p.exited()
+            {
+                bail!(
+                    "{name} exited ({status}); its log ({}) ends with:\n{}",
+                    p.log.display(),
+                    p.tail(20)
+                );
             }
-            if let Ok(r) = http.get(url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = http.get(url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{name} not ready at {url} after {timeout:?}; log: {}", self.log(name).display());
+                bail!(
+                    "{name} not ready at {url} after {timeout:?}; log: {}",
+                    self.log(name).display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -166,11 +182,21 @@ impl Stack {
 
         let port = free_port()?;
         self.apiserver_url = format!("https://127.0.0.1:{port}");
-        let serving = self.pki.server("apiserver", &["127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default.svc"])?;
+        let serving = self.pki.server(
+            "apiserver",
+            &["127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default.svc"],
+        )?;
         let sa_key = self.pki.key("service-account")?;
-        let kubelet_client = self.pki.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"])?;
+        let kubelet_client = self.pki.client(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+        )?;
         let admin = self.pki.client("admin", "admin", &["system:masters"])?;
-        std::fs::write(&self.admin_kubeconfig, kubeconfig(&self.apiserver_url, &self.pki.ca_path, &admin.cert, &admin.key, "admin"))?;
+        std::fs::write(
+            &self.admin_kubeconfig,
+            kubeconfig(&self.apiserver_url, &self.pki.ca_path, &admin.cert, &admin.key, "admin"),
+        )?;
 
         let mut api = Command::new(&self.peers.kube_apiserver);
         api.arg(format!("--etcd-servers={client_url}"))
@@ -225,8 +251,18 @@ impl Stack {
             .arg(format!("--secure-port={sched_port}"))
             .arg("--v=1");
         self.spawn("kube-scheduler", sched)?;
-        self.ready("kube-controller-manager", &format!("https://127.0.0.1:{kcm_port}/healthz"), Duration::from_secs(60)).await?;
-        self.ready("kube-scheduler", &format!("https://127.0.0.1:{sched_port}/healthz"), Duration::from_secs(60)).await?;
+        self.ready(
+            "kube-controller-manager",
+            &format!("https://127.0.0.1:{kcm_port}/healthz"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        self.ready(
+            "kube-scheduler",
+            &format!("https://127.0.0.1:{sched_port}/healthz"),
+            Duration::from_secs(60),
+        )
+        .await?;
         Ok(())
     }
 
@@ -245,12 +281,14 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
         )?;
         // Under cgroup v2 a root Nomad agent may fail to create its cgroup (nomad#23476); as an
         // unprivileged user cgroups are simply off, which raw_exec does not need.
-        let as_nobody = running_as_root() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let as_nobody =
+            running_as_root() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let mut cmd = if as_nobody {
             let _ = Command::new("chown").args(["-R", "nobody"]).arg(&data).status();
             let _ = Command::new("chmod").args(["a+rx"]).arg(&self.dir).status();
             let mut c = Command::new("setpriv");
-            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(&self.peers.nomad);
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                .arg(&self.peers.nomad);
             c
         } else {
             Command::new(&self.peers.nomad)
@@ -271,13 +309,19 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
         let url = format!("{}/v1/nodes", self.nomad_addr);
         self.ready("nomad", &url, Duration::from_secs(60)).await?;
         let http = reqwest::Client::new();
-        wait_for("a ready Nomad node with raw_exec", Duration::from_secs(60), Duration::from_millis(500), || async {
-            let nodes: serde_json::Value = http.get(&url).send().await?.json().await?;
-            let ok = nodes.as_array().into_iter().flatten().any(|n| {
-                n["Status"] == "ready" && n["Drivers"]["raw_exec"]["Healthy"] == serde_json::Value::Bool(true)
-            });
-            Ok(ok.then_some(()))
-        })
+        wait_for(
+            "a ready Nomad node with raw_exec",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async {
+                let nodes: serde_json::Value = http.get(&url).send().await?.json().await?;
+                let ok = nodes.as_array().into_iter().flatten().any(|n| {
+                    n["Status"] == "ready"
+                        && n["Drivers"]["raw_exec"]["Healthy"] == serde_json::Value::Bool(true)
+                });
+                Ok(ok.then_some(()))
+            },
+        )
         .await
         .with_context(|| format!("Nomad log: {}", self.log("nomad").display()))
     }
@@ -288,9 +332,16 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
     /// # Errors
     /// Signing or writing failing.
     pub fn node_kubeconfig(&self, node: &str) -> anyhow::Result<PathBuf> {
-        let pair = self.pki.client(&format!("node-{node}"), &format!("system:node:{node}"), &["system:nodes"])?;
+        let pair = self.pki.client(
+            &format!("node-{node}"),
+            &format!("system:node:{node}"),
+            &["system:nodes"],
+        )?;
         let path = self.dir.join(format!("node-{node}.kubeconfig"));
-        std::fs::write(&path, kubeconfig(&self.apiserver_url, &self.pki.ca_path, &pair.cert, &pair.key, node))?;
+        std::fs::write(
+            &path,
+            kubeconfig(&self.apiserver_url, &self.pki.ca_path, &pair.cert, &pair.key, node),
+        )?;
         Ok(path)
     }
 
@@ -300,7 +351,9 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
     /// The kubeconfig being unusable.
     pub async fn client(&self) -> anyhow::Result<Client> {
         let kc = kube::config::Kubeconfig::read_from(&self.admin_kubeconfig)?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
         Ok(Client::try_from(cfg)?)
     }
 
@@ -309,7 +362,10 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
     /// # Errors
     /// kubectl failing, with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.peers.kubectl).arg(format!("--kubeconfig={}", self.admin_kubeconfig.display())).args(args).output()?;
+        let out = Command::new(&self.peers.kubectl)
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(args)
+            .output()?;
         if !out.status.success() {
             bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         }
@@ -323,16 +379,20 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
     /// The API refusing, or the ServiceAccount not appearing within 30 s.
     pub async fn namespace(&self, name: &str) -> anyhow::Result<()> {
         let client = self.client().await?;
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
         let sas: Api<ServiceAccount> = Api::namespaced(client, name);
-        wait_for("the default ServiceAccount", Duration::from_secs(30), Duration::from_millis(200), || async {
-            Ok(sas.get_opt("default").await?.map(|_| ()))
-        })
+        wait_for(
+            "the default ServiceAccount",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
+        )
         .await
     }
 
@@ -347,7 +407,14 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
         let mut cmd = Command::new(bin);
         cmd.args(["--provider", "nomad", "--nodename", node])
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["--nomad-addr", &self.nomad_addr, "--nomad-driver", "raw_exec", "--internal-ip", "127.0.0.1"])
+            .args([
+                "--nomad-addr",
+                &self.nomad_addr,
+                "--nomad-driver",
+                "raw_exec",
+                "--internal-ip",
+                "127.0.0.1",
+            ])
             .args(["--kubelet-port", &free_port()?.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,vk_app=debug,vk_adapters=debug")
@@ -378,7 +445,10 @@ pub fn virtual_kubelet_bin() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("virtual-kubelet binary not found near {}; run `cargo build -p vk-app` first or set VK_BIN", exe.display())
+    bail!(
+        "virtual-kubelet binary not found near {}; run `cargo build -p vk-app` first or set VK_BIN",
+        exe.display()
+    )
 }
 
 impl Drop for Stack {

@@ -34,7 +34,10 @@ impl Peers {
     /// The script failing, or a binary missing afterwards.
     pub fn ensure() -> anyhow::Result<Self> {
         let script = repo_root().join("scripts/peers.sh");
-        let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .with_context(|| format!("running {}", script.display()))?;
         if !status.success() {
             bail!("{} failed ({status})", script.display());
         }
@@ -49,7 +52,14 @@ impl Peers {
             kubectl: k8s.join("kubectl"),
             nomad: root.join("nomad-v1.11.3/nomad"),
         };
-        for p in [&peers.etcd, &peers.kube_apiserver, &peers.kube_controller_manager, &peers.kube_scheduler, &peers.kubectl, &peers.nomad] {
+        for p in [
+            &peers.etcd,
+            &peers.kube_apiserver,
+            &peers.kube_controller_manager,
+            &peers.kube_scheduler,
+            &peers.kubectl,
+            &peers.nomad,
+        ] {
             if !p.is_file() {
                 bail!("peer binary {} is missing after scripts/peers.sh", p.display());
             }

@@ -37,7 +37,11 @@ impl Pki {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn("vk-local-stack-ca", None);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
         let ca_pem = ca.pem();
         let ca_path = dir.join("ca.crt");
@@ -86,7 +90,10 @@ impl Pki {
     /// # Errors
     /// Generation or writing failing.
     pub fn key(&self, name: &str) -> anyhow::Result<Pair> {
-        let pair = Pair { cert: self.dir.join(format!("{name}.pub")), key: self.dir.join(format!("{name}.key")) };
+        let pair = Pair {
+            cert: self.dir.join(format!("{name}.pub")),
+            key: self.dir.join(format!("{name}.key")),
+        };
         let key = KeyPair::generate()?;
         std::fs::write(&pair.key, key.serialize_pem())?;
         std::fs::write(&pair.cert, key.public_key_pem())?;
@@ -94,10 +101,14 @@ impl Pki {
     }
 
     fn write(&self, name: &str, mut params: CertificateParams) -> anyhow::Result<Pair> {
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages =
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.ca).with_context(|| format!("signing {name}"))?;
-        let pair = Pair { cert: self.dir.join(format!("{name}.crt")), key: self.dir.join(format!("{name}.key")) };
+        let pair = Pair {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+        };
         std::fs::write(&pair.cert, cert.pem())?;
         std::fs::write(&pair.key, key.serialize_pem())?;
         Ok(pair)

@@ -7,29 +7,46 @@ use std::process::{Child, Command, Stdio};
 /// `kill(1)` is always called as `kill -s SIG -- TARGET`: procps' `kill -KILL -<pgid>` misreads a
 /// negative target as options and can signal every process.
 ///
-/// Kills (SIGKILL, whole process group) every process whose command line mentions `marker`.
-/// Nomad's task executors detach from the agent; their command line names the allocation's
-/// directory, so the stack's directory finds exactly its own.
+/// Kills (SIGKILL) every process whose command line mentions `marker`, with all its descendants.
+/// Nomad's task executors detach from the agent and put each task in a process group of its own;
+/// an executor's command line names the allocation's directory, so the stack's directory finds
+/// exactly its own executors, and their descendants are its tasks.
 pub fn kill_processes_mentioning(marker: &str) {
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let mut parent = Vec::new();
+    let mut roots = Vec::new();
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
-        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // Field 5 of /proc/<pid>/stat is the process group, after the parenthesised command.
-        let pgid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)).and_then(|p| p.parse::<u32>().ok());
-        let target = match pgid {
-            Some(g) if g > 1 => format!("-{g}"),
-            _ => pid.to_string(),
         };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // Field 4 of /proc/<pid>/stat is the parent, after the parenthesised command.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.push((pid, ppid));
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            roots.push(pid);
+        }
+    }
+    let mut doomed = roots.clone();
+    let mut i = 0;
+    while i < doomed.len() {
+        let p = doomed[i];
+        doomed.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    // Children first, so none is re-parented before it is found.
+    for pid in doomed.iter().rev() {
         if std::env::var_os("VK_CLEANUP_DRY_RUN").is_some() {
-            eprintln!("cleanup would kill {target} (pid {pid}): {}", String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            eprintln!("cleanup would kill pid {pid}");
             continue;
         }
-        let _ = Command::new("kill").args(["-s", "KILL", "--"]).arg(target).status();
+        let _ = Command::new("kill").args(["-s", "KILL", "--"]).arg(pid.to_string()).status();
     }
 }
 
@@ -38,7 +55,11 @@ pub fn kill_processes_mentioning(marker: &str) {
 pub fn unmount_below(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let prefix = dir.to_string_lossy().to_string();
-    let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&prefix)).collect();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for m in points {
         let _ = Command::new("umount").arg("-l").arg(m).status();
@@ -78,7 +99,11 @@ impl Process {
     }
 
     fn spawn_with(name: &str, mut cmd: Command, log: &Path, group: bool) -> anyhow::Result<Self> {
-        let file = File::options().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = file.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(Stdio::from(file)).stderr(Stdio::from(err));
         let child = cmd.spawn().with_context(|| format!("starting {name} ({cmd:?})"))?;
@@ -98,7 +123,10 @@ impl Process {
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         if self.group && self.exited().is_none() {
-            let _ = Command::new("kill").args(["-s", "KILL", "--"]).arg(format!("-{}", self.pid())).status();
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--"])
+                .arg(format!("-{}", self.pid()))
+                .status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -107,7 +135,8 @@ impl Process {
     /// SIGTERM (through `kill(1)`, this crate forbids unsafe code), then wait up to `grace` for
     /// the exit; returns the exit status, or `None` if it had to be killed.
     pub fn terminate(&mut self, grace: std::time::Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-s", "TERM", "--"]).arg(self.pid().to_string()).status();
+        let _ =
+            Command::new("kill").args(["-s", "TERM", "--"]).arg(self.pid().to_string()).status();
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline {
             if let Some(s) = self.exited() {

@@ -57,16 +57,27 @@ impl Ctx<'_> {
 
     async fn create(&self, p: &Pod) -> anyhow::Result<Pod> {
         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-        Ok(self.pods(ns).create(&PostParams::default(), p).await.context("creating a pod")?)
+        self.pods(ns).create(&PostParams::default(), p).await.context("creating a pod")
     }
 
-    async fn wait_phase(&self, ns: &str, name: &str, phase: &str, timeout: Duration) -> anyhow::Result<Pod> {
+    async fn wait_phase(
+        &self,
+        ns: &str,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Pod> {
         let pods = self.pods(ns);
-        wait_for(&format!("pod {ns}/{name} {phase}"), timeout, Duration::from_millis(250), || async {
-            let p = pods.get(name).await?;
-            let now = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-            Ok((now == phase).then_some(p))
-        })
+        wait_for(
+            &format!("pod {ns}/{name} {phase}"),
+            timeout,
+            Duration::from_millis(250),
+            || async {
+                let p = pods.get(name).await?;
+                let now = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+                Ok((now == phase).then_some(p))
+            },
+        )
         .await
     }
 
@@ -82,7 +93,13 @@ impl Ctx<'_> {
     /// Jobs whose Meta names `node` as owner.
     async fn jobs_of(&self, node: &str) -> anyhow::Result<Vec<Value>> {
         let all = self.nomad("/v1/jobs?meta=true").await?.unwrap_or_default();
-        Ok(all.as_array().cloned().unwrap_or_default().into_iter().filter(|j| j["Meta"]["k8s_node_name"] == node).collect())
+        Ok(all
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| j["Meta"]["k8s_node_name"] == node)
+            .collect())
     }
 
     async fn allocations(&self, job: &str) -> anyhow::Result<Vec<Value>> {
@@ -122,32 +139,53 @@ async fn node_lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(!labels.contains_key("kubernetes.io/role"), "role label set by default");
     let taints = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     ensure!(
-        taints.iter().any(|t| t.key == "virtual-kubelet.io/provider" && t.value.as_deref() == Some("nomad") && t.effect == "NoSchedule"),
+        taints.iter().any(|t| t.key == "virtual-kubelet.io/provider"
+            && t.value.as_deref() == Some("nomad")
+            && t.effect == "NoSchedule"),
         "taint missing: {taints:?}"
     );
     let st = n.status.clone().context("no status")?;
     let alloc = st.allocatable.clone().unwrap_or_default();
     ensure!(alloc.get("pods").map(|q| q.0.as_str()) == Some("110"), "pods: {alloc:?}");
-    ensure!(alloc.get("cpu").is_some_and(|q| q.0 != "0m") && alloc.get("memory").is_some_and(|q| q.0 != "0"), "{alloc:?}");
+    ensure!(
+        alloc.get("cpu").is_some_and(|q| q.0 != "0m")
+            && alloc.get("memory").is_some_and(|q| q.0 != "0"),
+        "{alloc:?}"
+    );
     let addrs = st.addresses.clone().unwrap_or_default();
     ensure!(addrs.iter().any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"), "{addrs:?}");
     ensure!(st.daemon_endpoints.and_then(|d| d.kubelet_endpoint).is_some_and(|e| e.port > 0));
     let info = st.node_info.context("no nodeInfo")?;
     ensure!(info.kubelet_version.starts_with("v1.36.3-vk-nomad-"), "{}", info.kubelet_version);
-    ensure!(info.container_runtime_version == "nomad://1.11.3", "{}", info.container_runtime_version);
+    ensure!(
+        info.container_runtime_version == "nomad://1.11.3",
+        "{}",
+        info.container_runtime_version
+    );
 
     let leases: Api<Lease> = Api::namespaced(cx.client.clone(), "kube-node-lease");
     let lease = leases.get(node).await?;
     let spec = lease.spec.clone().context("lease spec")?;
-    ensure!(spec.holder_identity.as_deref() == Some(node) && spec.lease_duration_seconds == Some(40));
+    ensure!(
+        spec.holder_identity.as_deref() == Some(node) && spec.lease_duration_seconds == Some(40)
+    );
     let owner = lease.metadata.owner_references.clone().unwrap_or_default();
-    ensure!(owner.iter().any(|o| o.kind == "Node" && o.uid == n.metadata.uid.clone().unwrap_or_default()), "{owner:?}");
+    ensure!(
+        owner
+            .iter()
+            .any(|o| o.kind == "Node" && o.uid == n.metadata.uid.clone().unwrap_or_default()),
+        "{owner:?}"
+    );
 
     // Two minutes under the node-lifecycle controller (grace period 20 s in this stack).
     let mut renewals = BTreeSet::new();
     let until = Instant::now() + Duration::from_secs(120);
     while Instant::now() < until {
-        ensure!(cx.ready_status(node).await?.as_deref() == Some("True"), "node left Ready after {:?}", started.elapsed());
+        ensure!(
+            cx.ready_status(node).await?.as_deref() == Some("True"),
+            "node left Ready after {:?}",
+            started.elapsed()
+        );
         let l = leases.get(node).await?;
         if let Some(t) = l.spec.and_then(|s| s.renew_time) {
             renewals.insert(t.0);
@@ -159,9 +197,12 @@ async fn node_lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     vk.kill();
     let killed = Instant::now();
-    wait_for("node Ready=Unknown after kill -9", Duration::from_secs(60), Duration::from_secs(1), || async {
-        Ok(cx.ready_status(node).await?.filter(|s| s == "Unknown").map(|_| ()))
-    })
+    wait_for(
+        "node Ready=Unknown after kill -9",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async { Ok(cx.ready_status(node).await?.filter(|s| s == "Unknown").map(|_| ())) },
+    )
     .await?;
     println!("node Unknown {:?} after the kill", killed.elapsed());
     Ok(())
@@ -174,7 +215,13 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let _vk = cx.start_vk(node)?;
     cx.stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(30)).await?;
-    let p = pod("sleeper").namespace(ns).on_node(node).grace(5).container("main", &["sleep", "300"]).container("sidecar", &["sleep", "301"]).build();
+    let p = pod("sleeper")
+        .namespace(ns)
+        .on_node(node)
+        .grace(5)
+        .container("main", &["sleep", "300"])
+        .container("sidecar", &["sleep", "301"])
+        .build();
     let created = Instant::now();
     let p = cx.create(&p).await?;
     let running = cx.wait_phase(ns, "sleeper", "Running", Duration::from_secs(20)).await?;
@@ -183,22 +230,43 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     println!("Running with podIP {:?} after {:?}", status.pod_ip, created.elapsed());
     for c in ["main", "sidecar"] {
         let cs = container_state(&running, c).with_context(|| format!("no status for {c}"))?;
-        ensure!(cs.state.and_then(|s| s.running).is_some() && cs.ready, "{c} not running and ready");
+        ensure!(
+            cs.state.and_then(|s| s.running).is_some() && cs.ready,
+            "{c} not running and ready"
+        );
     }
     // Ready follows the containers; the status may lag the phase by one write.
-    let ready = wait_for("pod Ready", Duration::from_secs(10), Duration::from_millis(250), || async {
-        let p = cx.pods(ns).get("sleeper").await?;
-        let ok = p.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        Ok(ok.then_some(()))
-    });
+    let ready =
+        wait_for("pod Ready", Duration::from_secs(10), Duration::from_millis(250), || async {
+            let p = cx.pods(ns).get("sleeper").await?;
+            let ok = p
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            Ok(ok.then_some(()))
+        });
     ready.await?;
 
-    let job = cx.nomad("/v1/job/k8s-e2e-run.sleeper").await?.context("job k8s-e2e-run.sleeper missing")?;
-    ensure!(job["Meta"]["k8s_node_name"] == node && job["Meta"]["k8s_namespace"] == ns && job["Meta"]["k8s_pod_name"] == "sleeper");
+    let job = cx
+        .nomad("/v1/job/k8s-e2e-run.sleeper")
+        .await?
+        .context("job k8s-e2e-run.sleeper missing")?;
+    ensure!(
+        job["Meta"]["k8s_node_name"] == node
+            && job["Meta"]["k8s_namespace"] == ns
+            && job["Meta"]["k8s_pod_name"] == "sleeper"
+    );
     ensure!(job["Meta"]["k8s_pod_uid"] == uid(&p).as_str(), "uid in Meta: {}", job["Meta"]);
     let groups = job["TaskGroups"].as_array().context("groups")?;
     ensure!(groups.len() == 1, "{} groups", groups.len());
-    let tasks: Vec<&str> = groups[0]["Tasks"].as_array().context("tasks")?.iter().filter_map(|t| t["Name"].as_str()).collect();
+    let tasks: Vec<&str> = groups[0]["Tasks"]
+        .as_array()
+        .context("tasks")?
+        .iter()
+        .filter_map(|t| t["Name"].as_str())
+        .collect();
     ensure!(tasks == ["main", "sidecar"], "tasks {tasks:?}");
 
     let deleting = Instant::now();
@@ -219,9 +287,20 @@ async fn exit_code(cx: Ctx<'_>) -> anyhow::Result<()> {
     let _vk = cx.start_vk(node)?;
     cx.stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(30)).await?;
-    cx.create(&pod("exit3").namespace(ns).on_node(node).restart("Never").container("main", &["sh", "-c", "exit 3"]).build()).await?;
+    cx.create(
+        &pod("exit3")
+            .namespace(ns)
+            .on_node(node)
+            .restart("Never")
+            .container("main", &["sh", "-c", "exit 3"])
+            .build(),
+    )
+    .await?;
     let failed = cx.wait_phase(ns, "exit3", "Failed", Duration::from_secs(30)).await?;
-    let t = container_state(&failed, "main").and_then(|c| c.state).and_then(|s| s.terminated).context("not terminated")?;
+    let t = container_state(&failed, "main")
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .context("not terminated")?;
     ensure!(t.exit_code == 3, "exit code {}", t.exit_code);
     ensure!(t.reason.as_deref() == Some("Error"), "reason {:?}", t.reason);
     // The final status is never rewritten: it stays Failed.
@@ -239,11 +318,22 @@ async fn same_name_two_namespaces(cx: Ctx<'_>) -> anyhow::Result<()> {
     let mut uids = Vec::new();
     for ns in ["e2e-ns-a", "e2e-ns-b"] {
         cx.stack.namespace(ns).await?;
-        uids.push(uid(&cx.create(&pod("web").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build()).await?));
+        uids.push(uid(&cx
+            .create(
+                &pod("web")
+                    .namespace(ns)
+                    .on_node(node)
+                    .container("main", &["sleep", "300"])
+                    .build(),
+            )
+            .await?));
     }
     for (ns, uid) in ["e2e-ns-a", "e2e-ns-b"].iter().zip(&uids) {
         cx.wait_phase(ns, "web", "Running", Duration::from_secs(30)).await?;
-        let job = cx.nomad(&format!("/v1/job/k8s-{ns}.web")).await?.with_context(|| format!("job for {ns}/web missing"))?;
+        let job = cx
+            .nomad(&format!("/v1/job/k8s-{ns}.web"))
+            .await?
+            .with_context(|| format!("job for {ns}/web missing"))?;
         ensure!(job["Meta"]["k8s_pod_uid"] == uid.as_str());
     }
     let jobs = cx.jobs_of(node).await?;
@@ -260,7 +350,8 @@ async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
     cx.wait_ready(node, Duration::from_secs(30)).await?;
     let names: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
     for n in &names {
-        cx.create(&pod(n).namespace(ns).on_node(node).container("main", &["sleep", "600"]).build()).await?;
+        cx.create(&pod(n).namespace(ns).on_node(node).container("main", &["sleep", "600"]).build())
+            .await?;
     }
     for n in &names {
         cx.wait_phase(ns, n, "Running", Duration::from_secs(30)).await?;
@@ -282,15 +373,31 @@ async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(jobs.len() == 5, "{} jobs after restart", jobs.len());
     for (id, version, alloc) in &before {
         let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("job gone")?;
-        ensure!(&job["Version"] == version, "{id} was registered again: version {} -> {}", version, job["Version"]);
+        ensure!(
+            &job["Version"] == version,
+            "{id} was registered again: version {} -> {}",
+            version,
+            job["Version"]
+        );
         let allocs = cx.allocations(id).await?;
-        ensure!(allocs.len() == 1 && &allocs[0]["ID"] == alloc, "{id}: allocations changed: {allocs:?}");
+        ensure!(
+            allocs.len() == 1 && &allocs[0]["ID"] == alloc,
+            "{id}: allocations changed: {allocs:?}"
+        );
     }
     for n in &names {
         let p = cx.pods(ns).get(n).await?;
-        ensure!(p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"), "{n} not Running");
+        ensure!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
+            "{n} not Running"
+        );
         let cs = container_state(&p, "main").context("no container status")?;
-        ensure!(cs.ready && cs.restart_count == 0, "{n}: ready {} restarts {}", cs.ready, cs.restart_count);
+        ensure!(
+            cs.ready && cs.restart_count == 0,
+            "{n}: ready {} restarts {}",
+            cs.ready,
+            cs.restart_count
+        );
     }
     vk.kill();
     Ok(())
@@ -311,7 +418,10 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         .spec(serde_json::json!({"volumes": [{"name": "host", "hostPath": {"path": "/etc"}}]}))
         .build();
     cx.create(&bad).await?;
-    cx.create(&pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build()).await?;
+    cx.create(
+        &pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build(),
+    )
+    .await?;
     let failed = cx.wait_phase(ns, "bad", "Failed", Duration::from_secs(30)).await?;
     let st = failed.status.context("status")?;
     ensure!(st.reason.as_deref() == Some("ProviderFailed"), "reason {:?}", st.reason);
@@ -319,18 +429,73 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(msg.contains("spec.volumes[0]") && msg.contains("hostPath"), "message {msg:?}");
     cx.wait_phase(ns, "good", "Running", Duration::from_secs(30)).await?;
     let events: Api<Event> = Api::namespaced(cx.client.clone(), ns);
-    let ev = wait_for("the Warning Event", Duration::from_secs(15), Duration::from_millis(500), || async {
-        let list = events.list(&ListParams::default().fields("involvedObject.name=bad")).await?;
-        Ok(list.items.into_iter().find(|e| e.type_.as_deref() == Some("Warning")))
-    })
+    let ev = wait_for(
+        "the Warning Event",
+        Duration::from_secs(15),
+        Duration::from_millis(500),
+        || async {
+            let list =
+                events.list(&ListParams::default().fields("involvedObject.name=bad")).await?;
+            Ok(list.items.into_iter().find(|e| e.type_.as_deref() == Some("Warning")))
+        },
+    )
     .await?;
     ensure!(ev.reason.as_deref() == Some("ProviderCreateFailed"), "event reason {:?}", ev.reason);
     ensure!(ev.message.unwrap_or_default().contains("hostPath"));
-    ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}.bad")).await?.is_none(), "a job exists for the bad pod");
+    ensure!(
+        cx.nomad(&format!("/v1/job/k8s-{ns}.bad")).await?.is_none(),
+        "a job exists for the bad pod"
+    );
     Ok(())
 }
 
-type TestFn = for<'a> fn(Ctx<'a>) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>>;
+/// Nomad unreachable: the node registers NotReady with reason NomadUnreachable, and a pod bound to
+/// it stays Pending without being failed or deleted.
+async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-nonomad", "e2e-nonomad");
+    let dead = format!("http://127.0.0.1:{}", vk_tests::free_port()?);
+    let _vk = cx.stack.virtual_kubelet(node, &["--nomad-addr", &dead])?;
+    cx.stack.namespace(ns).await?;
+    let cond = wait_for(
+        "node registered NotReady",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let n = cx.node(node).await?;
+            Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")))
+        },
+    )
+    .await?;
+    ensure!(
+        cond.status == "False" && cond.reason.as_deref() == Some("NomadUnreachable"),
+        "Ready condition {cond:?}"
+    );
+    let p = pod("waiting")
+        .namespace(ns)
+        .on_node(node)
+        .restart("Never")
+        .container("main", &["sleep", "300"])
+        .build();
+    // The scheduler does not place pods on a not-ready node; bind it directly, as a kubelet sees it.
+    let mut p = p;
+    if let Some(spec) = p.spec.as_mut() {
+        spec.node_name = Some(node.to_owned());
+    }
+    cx.create(&p).await?;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let p = cx.pods(ns).get("waiting").await?;
+    let st = p.status.unwrap_or_default();
+    ensure!(st.phase.as_deref() == Some("Pending"), "phase {:?}", st.phase);
+    ensure!(st.reason.is_none(), "reason {:?}: {:?}", st.reason, st.message);
+    ensure!(p.metadata.deletion_timestamp.is_none(), "pod being deleted");
+    Ok(())
+}
+
+type TestFn = for<'a> fn(
+    Ctx<'a>,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>,
+>;
 
 macro_rules! tests {
     ($($name:ident),* $(,)?) => {
@@ -340,10 +505,24 @@ macro_rules! tests {
 
 fn main() {
     let mut args = Arguments::from_args();
-    let tests = tests![node_lifecycle, pod_runs_and_deletes, exit_code, same_name_two_namespaces, restart_adopts, untranslatable_pod];
+    let tests = tests![
+        node_lifecycle,
+        pod_runs_and_deletes,
+        exit_code,
+        same_name_two_namespaces,
+        restart_adopts,
+        untranslatable_pod,
+        nomad_unreachable
+    ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
-    let rt = Arc::new(tokio::runtime::Runtime::new().expect("tokio runtime"));
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            eprintln!("cannot start a tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
     let shared: Shared = Arc::new(OnceCell::new());
     let trials = tests
         .into_iter()
@@ -352,7 +531,9 @@ fn main() {
             Trial::test(name, move || {
                 rt.block_on(async {
                     let stack = shared
-                        .get_or_init(|| async { Stack::start().await.map_err(|e| format!("{e:#}")) })
+                        .get_or_init(|| async {
+                            Stack::start().await.map_err(|e| format!("{e:#}"))
+                        })
                         .await
                         .as_ref()
                         .map_err(|e| Failed::from(format!("the local stack did not start: {e}")))?;
@@ -362,7 +543,11 @@ fn main() {
                         http: reqwest::Client::new(),
                     };
                     f(cx).await.map_err(|e| {
-                        Failed::from(format!("{e:#}\nlogs:\n{}\n  virtual kubelets: {}/logs/virtual-kubelet-*.log", stack.logs(), stack.dir.display()))
+                        Failed::from(format!(
+                            "{e:#}\nlogs:\n{}\n  virtual kubelets: {}/logs/virtual-kubelet-*.log",
+                            stack.logs(),
+                            stack.dir.display()
+                        ))
                     })
                 })
             })

@@ -7,9 +7,9 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
@@ -73,7 +73,8 @@ impl NodeApi for KubeNodeApi {
     async fn renew_lease(&self, lease: &Lease) -> Result<(), ClusterError> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
         let name = lease.metadata.name.as_deref().unwrap_or_default();
-        let mut body = serde_json::to_value(lease).map_err(|e| ClusterError::Refused(e.to_string()))?;
+        let mut body =
+            serde_json::to_value(lease).map_err(|e| ClusterError::Refused(e.to_string()))?;
         body["apiVersion"] = json!("coordination.k8s.io/v1");
         body["kind"] = json!("Lease");
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -92,7 +93,8 @@ pub struct KubePodApi {
 impl KubePodApi {
     /// Wraps `client`; Events name `node` as their reporting instance.
     pub fn new(client: Client, node: &str) -> Self {
-        let reporter = Reporter { controller: "virtual-kubelet".into(), instance: Some(node.to_owned()) };
+        let reporter =
+            Reporter { controller: "virtual-kubelet".into(), instance: Some(node.to_owned()) };
         Self { recorder: Arc::new(Recorder::new(client.clone(), reporter)), client }
     }
 }
@@ -126,7 +128,9 @@ impl PodApi for KubePodApi {
                     buffer.push(p);
                     None
                 }
-                Ok(watcher::Event::InitDone) => Some(PodWatchEvent::Relisted(std::mem::take(&mut buffer))),
+                Ok(watcher::Event::InitDone) => {
+                    Some(PodWatchEvent::Relisted(std::mem::take(&mut buffer)))
+                }
                 Err(e) => {
                     warn!(error = %e, "pod watch failed; retrying with backoff");
                     None
@@ -139,7 +143,9 @@ impl PodApi for KubePodApi {
     async fn update_status(&self, key: &PodKey, status: &PodStatus) -> Result<(), ClusterError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
         let patch = Patch::Strategic(status_patch(status)?);
-        api.patch_status(key.name(), &PatchParams::default(), &patch).await.map_err(cluster_error)?;
+        api.patch_status(key.name(), &PatchParams::default(), &patch)
+            .await
+            .map_err(cluster_error)?;
         Ok(())
     }
 
@@ -147,7 +153,10 @@ impl PodApi for KubePodApi {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         match api.delete(key.name(), &params).await.map_err(cluster_error) {
@@ -160,7 +169,13 @@ impl PodApi for KubePodApi {
         }
     }
 
-    async fn record_event(&self, pod: &Pod, type_: EventType, reason: &str, message: &str) -> Result<(), ClusterError> {
+    async fn record_event(
+        &self,
+        pod: &Pod,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ClusterError> {
         let ev = Event {
             type_: match type_ {
                 EventType::Normal => KubeEventType::Normal,
@@ -199,9 +214,15 @@ mod tests {
             }))
         };
         assert!(matches!(cluster_error(status(404, "NotFound")), ClusterError::NotFound(_)));
-        assert!(matches!(cluster_error(status(409, "AlreadyExists")), ClusterError::AlreadyExists(_)));
+        assert!(matches!(
+            cluster_error(status(409, "AlreadyExists")),
+            ClusterError::AlreadyExists(_)
+        ));
         assert!(matches!(cluster_error(status(409, "Conflict")), ClusterError::Conflict(_)));
         assert!(matches!(cluster_error(status(403, "Forbidden")), ClusterError::Refused(_)));
-        assert!(matches!(cluster_error(status(503, "ServiceUnavailable")), ClusterError::Unavailable(_)));
+        assert!(matches!(
+            cluster_error(status(503, "ServiceUnavailable")),
+            ClusterError::Unavailable(_)
+        ));
     }
 }

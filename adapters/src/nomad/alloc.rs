@@ -95,7 +95,9 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
         "dead" => ContainerState::Terminated(termination(events, ts, started_at)),
         _ if restart_count > 0 => ContainerState::Waiting {
             reason: "CrashLoopBackOff".into(),
-            message: last("Restarting").map(|e| e.display_message.clone()).filter(|m| !m.is_empty()),
+            message: last("Restarting")
+                .map(|e| e.display_message.clone())
+                .filter(|m| !m.is_empty()),
         },
         _ => ContainerState::Waiting {
             reason: "ContainerCreating".into(),
@@ -122,7 +124,8 @@ fn termination(events: &[TaskEvent], ts: &TaskState, started_at: Option<Timestam
             t
         }
         None => {
-            let failure = events.iter().rev().find(|e| e.fails_task || e.type_.ends_with("Failure"));
+            let failure =
+                events.iter().rev().find(|e| e.fails_task || e.type_.ends_with("Failure"));
             let message = failure.or(events.last()).map(|e| e.display_message.clone());
             Termination {
                 exit_code: if ts.failed { 128 } else { 0 },
@@ -137,7 +140,8 @@ fn termination(events: &[TaskEvent], ts: &TaskState, started_at: Option<Timestam
 }
 
 fn terminated(e: &TaskEvent, started_at: Option<Timestamp>) -> Termination {
-    let detail = |k: &str| e.details.as_ref().and_then(|d| d.get(k)).and_then(|v| v.parse::<i32>().ok());
+    let detail =
+        |k: &str| e.details.as_ref().and_then(|d| d.get(k)).and_then(|v| v.parse::<i32>().ok());
     let mut exit_code = detail("exit_code").unwrap_or(e.exit_code);
     let signal = detail("signal").unwrap_or(e.signal);
     if signal > 0 && exit_code <= 0 {
@@ -173,15 +177,11 @@ mod tests {
 
     #[test]
     fn owner_requires_this_node() {
-        let meta: BTreeMap<String, String> = [
-            (META_NODE, "vk"),
-            (META_NAMESPACE, "ns"),
-            (META_POD, "p"),
-            (META_UID, "u"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let meta: BTreeMap<String, String> =
+            [(META_NODE, "vk"), (META_NAMESPACE, "ns"), (META_POD, "p"), (META_UID, "u")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         let o = owner(&meta, "vk").unwrap();
         assert_eq!((o.key.to_string(), o.uid.as_str()), ("ns/p".to_owned(), "u"));
         assert_eq!(owner(&meta, "other"), None);
@@ -215,7 +215,9 @@ mod tests {
         assert_eq!(s.state, SandboxState::Failed);
         assert_eq!(s.pod_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(s.host_ip.as_deref(), Some("10.1.1.1"));
-        let ContainerState::Terminated(t) = &s.containers["main"].state else { panic!("not terminated") };
+        let ContainerState::Terminated(t) = &s.containers["main"].state else {
+            panic!("not terminated")
+        };
         assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
         assert_eq!(t.started_at, Some(Timestamp::from_second(1_700_000_001).unwrap()));
         assert_eq!(s.containers["main"].container_id.as_deref(), Some("nomad://a1/main"));
@@ -239,7 +241,9 @@ mod tests {
         let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
             "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
                 {"Type": "Driver Failure", "Time": 1, "DisplayMessage": "failed to launch command", "FailsTask": true}]}}}));
-        let ContainerState::Terminated(t) = sandbox(&a, None).containers["t"].state.clone() else { panic!() };
+        let ContainerState::Terminated(t) = sandbox(&a, None).containers["t"].state.clone() else {
+            panic!()
+        };
         assert_eq!((t.exit_code, t.reason.as_str()), (128, "StartError"));
         assert_eq!(t.message.as_deref(), Some("failed to launch command"));
     }
@@ -247,23 +251,32 @@ mod tests {
     #[test]
     fn restarting_and_running_tasks() {
         let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "running",
-            "TaskStates": {
-                "r": {"State": "running", "Restarts": 2, "Events": [
-                    {"Type": "Started", "Time": 1_700_000_000_000_000_000i64},
-                    {"Type": "Terminated", "Time": 1_700_000_005_000_000_000i64, "ExitCode": 1},
-                    {"Type": "Restarting", "Time": 1_700_000_005_000_000_001i64},
-                    {"Type": "Started", "Time": 1_700_000_010_000_000_000i64}]},
-                "w": {"State": "pending", "Restarts": 1, "Events": [
-                    {"Type": "Terminated", "Time": 5, "ExitCode": 2},
-                    {"Type": "Restarting", "Time": 6, "DisplayMessage": "Task restarting in 10s"}]},
-                "n": {"State": "pending", "Events": [{"Type": "Received", "Time": 1, "DisplayMessage": "Task received by client"}]}
-            }}));
+        "TaskStates": {
+            "r": {"State": "running", "Restarts": 2, "Events": [
+                {"Type": "Started", "Time": 1_700_000_000_000_000_000i64},
+                {"Type": "Terminated", "Time": 1_700_000_005_000_000_000i64, "ExitCode": 1},
+                {"Type": "Restarting", "Time": 1_700_000_005_000_000_001i64},
+                {"Type": "Started", "Time": 1_700_000_010_000_000_000i64}]},
+            "w": {"State": "pending", "Restarts": 1, "Events": [
+                {"Type": "Terminated", "Time": 5, "ExitCode": 2},
+                {"Type": "Restarting", "Time": 6, "DisplayMessage": "Task restarting in 10s"}]},
+            "n": {"State": "pending", "Events": [{"Type": "Received", "Time": 1, "DisplayMessage": "Task received by client"}]}
+        }}));
         let s = sandbox(&a, None);
         let r = &s.containers["r"];
-        assert_eq!(r.state, ContainerState::Running { started_at: Some(Timestamp::from_second(1_700_000_010).unwrap()) });
+        assert_eq!(
+            r.state,
+            ContainerState::Running {
+                started_at: Some(Timestamp::from_second(1_700_000_010).unwrap())
+            }
+        );
         assert_eq!(r.restart_count, 2);
         assert_eq!(r.last_termination.as_ref().unwrap().exit_code, 1);
-        assert!(matches!(&s.containers["w"].state, ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff"));
-        assert!(matches!(&s.containers["n"].state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating"));
+        assert!(
+            matches!(&s.containers["w"].state, ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
+        );
+        assert!(
+            matches!(&s.containers["n"].state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating")
+        );
     }
 }

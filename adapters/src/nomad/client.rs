@@ -99,7 +99,8 @@ impl NomadClient {
             });
         }
         let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| ConfigError::Tls { path: p.clone(), reason: e.to_string() })
+            std::fs::read(p)
+                .map_err(|e| ConfigError::Tls { path: p.clone(), reason: e.to_string() })
         };
         let mut b = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -253,10 +254,13 @@ mod tests {
             ("http://nomad:4646", "http://nomad:4646/"),
             ("https://nomad.example:4646/", "https://nomad.example:4646/"),
         ] {
-            let c = NomadClient::new(&ClientConfig { address: addr.into(), ..Default::default() }).unwrap();
+            let c = NomadClient::new(&ClientConfig { address: addr.into(), ..Default::default() })
+                .unwrap();
             assert_eq!(c.base.as_str(), want);
         }
-        let err = NomadClient::new(&ClientConfig { address: "unix:///x".into(), ..Default::default() }).unwrap_err();
+        let err =
+            NomadClient::new(&ClientConfig { address: "unix:///x".into(), ..Default::default() })
+                .unwrap_err();
         assert!(matches!(err, ConfigError::Address { .. }), "{err}");
     }
 
@@ -271,7 +275,10 @@ mod tests {
         })
         .unwrap();
         let req = c.request(Method::GET, &["v1", "job", "k8s-a.b c"]).build().unwrap();
-        assert_eq!(req.url().as_str(), "http://127.0.0.1:4646/v1/job/k8s-a.b%20c?namespace=apps&region=eu");
+        assert_eq!(
+            req.url().as_str(),
+            "http://127.0.0.1:4646/v1/job/k8s-a.b%20c?namespace=apps&region=eu"
+        );
         assert_eq!(req.headers()["X-Nomad-Token"], "secret");
     }
 }

@@ -20,7 +20,9 @@ use vk_domain::error::Unsupported;
 use vk_domain::pod::{PodKey, RestartPolicy};
 use vk_domain::workload::{ContainerSpec, WorkloadSpec};
 
-use super::api::{Job, Network, Port, ReschedulePolicy, Resources, RestartPolicy as NomadRestart, Task, TaskGroup};
+use super::api::{
+    Job, Network, Port, ReschedulePolicy, Resources, RestartPolicy as NomadRestart, Task, TaskGroup,
+};
 
 /// Meta key: the Kubernetes node (virtual kubelet) that owns the job.
 pub const META_NODE: &str = "k8s_node_name";
@@ -73,7 +75,9 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<Job, Unsupported> 
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| task(&format!("spec.containers[{i}]"), c, &driver, spec, s, &mut reserved, &mut dynamic))
+        .map(|(i, c)| {
+            task(&format!("spec.containers[{i}]"), c, &driver, spec, s, &mut reserved, &mut dynamic)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let (job_type, restart, reschedule) = policies(spec.restart_policy);
     let mut meta = BTreeMap::new();
@@ -147,7 +151,12 @@ fn policies(p: RestartPolicy) -> (&'static str, NomadRestart, ReschedulePolicy) 
         RestartPolicy::OnFailure => ("batch", restart_in_place, no_reschedule),
         RestartPolicy::Never => (
             "batch",
-            NomadRestart { attempts: 0, interval: ns(24 * 60 * min), delay: ns(Duration::from_secs(15)), mode: "fail".into() },
+            NomadRestart {
+                attempts: 0,
+                interval: ns(24 * 60 * min),
+                delay: ns(Duration::from_secs(15)),
+                mode: "fail".into(),
+            },
             no_reschedule,
         ),
     }
@@ -179,7 +188,9 @@ fn task(
             (_, Some(h)) => reserved.push(Port { label: label.clone(), value: i32::from(h), to }),
             // The process of an exec-style driver binds the container port itself, in the host's
             // network: reserve it so the scheduler knows.
-            ("raw_exec" | "exec", None) => reserved.push(Port { label: label.clone(), value: to, to }),
+            ("raw_exec" | "exec", None) => {
+                reserved.push(Port { label: label.clone(), value: to, to })
+            }
             _ => dynamic.push(Port { label: label.clone(), value: 0, to }),
         }
         labels.push(Value::String(label));
@@ -203,7 +214,10 @@ fn task(
         "raw_exec" | "exec" => {
             let mut argv = c.command.iter().chain(c.args.iter());
             let command = argv.next().ok_or_else(|| {
-                Unsupported::new(format!("{field}.command"), format!("the {driver} driver needs a command"))
+                Unsupported::new(
+                    format!("{field}.command"),
+                    format!("the {driver} driver needs a command"),
+                )
             })?;
             config.insert("command".into(), json!(command));
             let args: Vec<&String> = argv.collect();
@@ -217,7 +231,9 @@ fn task(
         other => {
             return Err(Unsupported::new(
                 "metadata.annotations",
-                format!("Nomad task driver {other:?} is not supported (docker, raw_exec, exec are)"),
+                format!(
+                    "Nomad task driver {other:?} is not supported (docker, raw_exec, exec are)"
+                ),
             ));
         }
     }
@@ -226,7 +242,8 @@ fn task(
     let mem_bytes = r.memory_request_bytes.or(r.memory_limit_bytes);
     let mib = |b: u64| i64::try_from(b.div_ceil(1 << 20).max(10)).unwrap_or(i64::MAX);
     let memory_mb = mem_bytes.map(mib);
-    let memory_max_mb = r.memory_limit_bytes.map(mib).filter(|max| memory_mb.is_some_and(|m| *max > m));
+    let memory_max_mb =
+        r.memory_limit_bytes.map(mib).filter(|max| memory_mb.is_some_and(|m| *max > m));
     Ok(Task {
         name: c.name.clone(),
         driver: driver.to_owned(),
@@ -277,7 +294,12 @@ mod tests {
                 args: vec!["-g".into(), "daemon off;".into()],
                 working_dir: Some("/srv".into()),
                 env: vec![("A".into(), "1".into()), ("A".into(), "2".into())],
-                ports: vec![PortSpec { name: Some("http".into()), container_port: 80, host_port: None, protocol: "TCP".into() }],
+                ports: vec![PortSpec {
+                    name: Some("http".into()),
+                    container_port: 80,
+                    host_port: None,
+                    protocol: "TCP".into(),
+                }],
                 resources: Res {
                     cpu_request_millis: Some(250),
                     cpu_limit_millis: Some(1000),
@@ -305,7 +327,10 @@ mod tests {
         assert_eq!(job.type_, "service");
         assert_eq!(job.meta[META_NODE], "vk");
         assert_eq!(job.meta[META_UID], "uid-1");
-        assert_eq!((job.meta[META_NAMESPACE].as_str(), job.meta[META_POD].as_str()), ("team-a", "web"));
+        assert_eq!(
+            (job.meta[META_NAMESPACE].as_str(), job.meta[META_POD].as_str()),
+            ("team-a", "web")
+        );
         let g = &job.task_groups[0];
         assert_eq!(g.count, 1);
         let t = &g.tasks[0];
@@ -319,7 +344,10 @@ mod tests {
         assert_eq!(t.resources.cpu, Some(500), "250m at 2000 MHz per core");
         assert_eq!((t.resources.memory_mb, t.resources.memory_max_mb), (Some(64), Some(128)));
         assert_eq!(t.kill_timeout, 7_000_000_000);
-        assert_eq!(g.networks[0].dynamic_ports, vec![Port { label: "main_http".into(), value: 0, to: 80 }]);
+        assert_eq!(
+            g.networks[0].dynamic_ports,
+            vec![Port { label: "main_http".into(), value: 0, to: 80 }]
+        );
     }
 
     #[test]

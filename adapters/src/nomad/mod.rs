@@ -105,11 +105,14 @@ impl NomadProvider {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeStub>, ProviderError> {
-        let nodes: Vec<NodeStub> = self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
+        let nodes: Vec<NodeStub> =
+            self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
         let (shares, cores) = nodes
             .iter()
             .filter_map(|n| n.node_resources.as_ref())
-            .fold((0i64, 0u64), |(s, c), r| (s + r.cpu.cpu_shares, c + u64::from(r.cpu.total_cpu_cores)));
+            .fold((0i64, 0u64), |(s, c), r| {
+                (s + r.cpu.cpu_shares, c + u64::from(r.cpu.total_cpu_cores))
+            });
         if let Ok(mut info) = self.cluster.write() {
             if cores > 0 && shares > 0 {
                 info.mhz_per_core = Some(u64::try_from(shares).unwrap_or(0) / cores);
@@ -125,7 +128,10 @@ impl NomadProvider {
     async fn allocations(&self, exact: Option<&str>) -> Result<Vec<Allocation>, ProviderError> {
         let filter = match exact {
             Some(id) => format!("JobID == {}", quote(id)),
-            None => format!("JobID matches {}", quote(&format!("^{}", regex_escape(&self.settings.prefix)))),
+            None => format!(
+                "JobID matches {}",
+                quote(&format!("^{}", regex_escape(&self.settings.prefix)))
+            ),
         };
         self.client.get(&["v1", "allocations"], &[("resources", "true"), ("filter", &filter)]).await
     }
@@ -161,7 +167,8 @@ impl NomadProvider {
 
     /// Only jobs this node owns may be changed: anything else is refused with `Conflict`.
     async fn owned(&self, id: &str) -> Result<Job, ProviderError> {
-        let job = self.job(id).await?.ok_or_else(|| ProviderError::NotFound(format!("job {id}")))?;
+        let job =
+            self.job(id).await?.ok_or_else(|| ProviderError::NotFound(format!("job {id}")))?;
         if alloc::owner(&job.meta, &self.settings.node_name).is_none() {
             return Err(ProviderError::Conflict(format!(
                 "job {id} is not owned by node {}",
@@ -187,7 +194,8 @@ fn regex_escape(s: &str) -> String {
 
 impl PodProvider for NomadProvider {
     async fn create_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
-        let job = job::to_job(spec, &self.settings()).map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let job = job::to_job(spec, &self.settings())
+            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         if let Some(existing) = self.job(&job.id).await? {
             match alloc::owner(&existing.meta, &self.settings.node_name) {
                 None => {
@@ -233,7 +241,12 @@ impl PodProvider for NomadProvider {
             if matches!(a.client_status.as_str(), "pending" | "running") {
                 let r: Result<serde_json::Value, _> = self
                     .client
-                    .send_json(Method::POST, &["v1", "client", "allocation", &a.id, "signal"], &[], &json!({"Signal": "SIGKILL"}))
+                    .send_json(
+                        Method::POST,
+                        &["v1", "client", "allocation", &a.id, "signal"],
+                        &[],
+                        &json!({"Signal": "SIGKILL"}),
+                    )
                     .await;
                 match r {
                     Ok(_) | Err(ProviderError::NotFound(_)) => {}
@@ -246,7 +259,8 @@ impl PodProvider for NomadProvider {
 
     async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
         self.owned(id).await?;
-        let _: serde_json::Value = self.client.delete(&["v1", "job", id], &[("purge", "true")]).await?;
+        let _: serde_json::Value =
+            self.client.delete(&["v1", "job", id], &[("purge", "true")]).await?;
         Ok(())
     }
 
@@ -284,14 +298,18 @@ impl NodeProvider for NomadProvider {
     async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {
         let nodes = self.nodes().await?;
         let mut cap = NodeCapacity::default();
-        for n in nodes.iter().filter(|n| n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain) {
+        for n in nodes
+            .iter()
+            .filter(|n| n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain)
+        {
             let Some(r) = &n.node_resources else { continue };
             let reserved = n.reserved_resources.clone().unwrap_or_default();
             let shares = r.cpu.cpu_shares.max(1);
             // Cores, less the share Nomad reserves, in millicores.
             let usable = (r.cpu.cpu_shares - reserved.cpu.cpu_shares).max(0);
-            let millis = u64::from(r.cpu.total_cpu_cores) * 1000 * u64::try_from(usable).unwrap_or(0)
-                / u64::try_from(shares).unwrap_or(1);
+            let millis =
+                u64::from(r.cpu.total_cpu_cores) * 1000 * u64::try_from(usable).unwrap_or(0)
+                    / u64::try_from(shares).unwrap_or(1);
             let mib = |v: i64| u64::try_from(v.max(0)).unwrap_or(0) << 20;
             cap.cpu_millis += millis;
             cap.memory_bytes += mib(r.memory.memory_mb - reserved.memory.memory_mb);
@@ -305,7 +323,12 @@ impl NodeProvider for NomadProvider {
             return Ok(format!("nomad://{v}"));
         }
         self.nodes().await?;
-        let v = self.cluster.read().ok().and_then(|c| c.version.clone()).unwrap_or_else(|| "unknown".into());
+        let v = self
+            .cluster
+            .read()
+            .ok()
+            .and_then(|c| c.version.clone())
+            .unwrap_or_else(|| "unknown".into());
         Ok(format!("nomad://{v}"))
     }
 }

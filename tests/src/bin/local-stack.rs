@@ -17,7 +17,9 @@ const NODE: &str = "vk-nomad";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let exit = std::env::args().any(|a| a == "--exit");
-    eprintln!("starting the local stack (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, nomad agent -dev) ...");
+    eprintln!(
+        "starting the local stack (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, nomad agent -dev) ..."
+    );
     let stack = Stack::start().await?;
     let mut vk = stack.virtual_kubelet(NODE, &[])?;
     let client = stack.client().await?;
@@ -26,33 +28,56 @@ async fn main() -> anyhow::Result<()> {
         wait_for("node Ready", Duration::from_secs(60), Duration::from_secs(1), || {
             let stack = &stack;
             async move {
-                let s = stack.kubectl(&["get", "node", NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
+                let s = stack.kubectl(&[
+                    "get",
+                    "node",
+                    NODE,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])?;
                 Ok((s == "True").then_some(()))
             }
         })
         .await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         stack.namespace("default").await?;
-        let example = pod("hello-nomad").on_node(NODE).container("main", &["sleep", "3600"]).build();
+        let example =
+            pod("hello-nomad").on_node(NODE).container("main", &["sleep", "3600"]).build();
         pods.create(&PostParams::default(), &example).await.context("creating the example pod")?;
-        wait_for("the example pod Running", Duration::from_secs(60), Duration::from_secs(1), || {
-            let pods = pods.clone();
-            async move {
-                let p = pods.get("hello-nomad").await?;
-                Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Running")).then_some(()))
-            }
-        })
+        wait_for(
+            "the example pod Running",
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("hello-nomad").await?;
+                    Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Running")).then_some(()))
+                }
+            },
+        )
         .await?;
-        println!("$ kubectl get nodes,pods -o wide\n{}", stack.kubectl(&["get", "nodes,pods", "-o", "wide"])?);
+        println!(
+            "$ kubectl get nodes,pods -o wide\n{}",
+            stack.kubectl(&["get", "nodes,pods", "-o", "wide"])?
+        );
         let job = std::process::Command::new(&stack.peers.nomad)
             .args(["job", "status", "-address", &stack.nomad_addr, "k8s-default.hello-nomad"])
             .output()?;
-        println!("$ nomad job status k8s-default.hello-nomad\n{}", String::from_utf8_lossy(&job.stdout));
+        println!(
+            "$ nomad job status k8s-default.hello-nomad\n{}",
+            String::from_utf8_lossy(&job.stdout)
+        );
         anyhow::Ok(())
     }
     .await;
     if let Err(e) = out {
-        eprintln!("error: {e:#}\nvirtual-kubelet log ({}):\n{}\npeer logs:\n{}", vk.log.display(), vk.tail(30), stack.logs());
+        eprintln!(
+            "error: {e:#}\nvirtual-kubelet log ({}):\n{}\npeer logs:\n{}",
+            vk.log.display(),
+            vk.tail(30),
+            stack.logs()
+        );
         return Err(e);
     }
     println!(

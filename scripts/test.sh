@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's test command, and what CI runs (.ci/run): formatting, lints, unit tests and the
+# end-to-end tests on the real peers (built first if missing). Build output stays outside the
+# checkout: $CARGO_TARGET_DIR (default ~/.cache/vk-nomad/target), the Go caches, and the peers in
+# ~/.cache/vk-nomad/peers.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/target}
+export CARGO_TERM_COLOR=never
+
+scripts/peers.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the virtual-kubelet binary: build it first.
+cargo build --locked -p vk-app --bin virtual-kubelet
+cargo test --workspace --locked
