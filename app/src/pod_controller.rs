@@ -217,6 +217,20 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
             let ctx = Context { now: Timestamp::now(), pods_synced: st.pods_synced };
             (st.pods.get(key).cloned(), st.runtime.get(key).cloned(), ctx)
         };
+        // A pod being deleted is looked at every second until its containers are gone: read its
+        // workload fresh instead of waiting for the next poll.
+        let runtime = match (&pod, runtime) {
+            (Some(p), Some(_)) if pod::deletion_deadline(p).is_some() => {
+                match self.provider.get_pod(key).await {
+                    Ok(fresh) => {
+                        self.remember(key, fresh.clone());
+                        fresh
+                    }
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                }
+            }
+            (_, r) => r,
+        };
         let steps = plan(pod.as_ref(), runtime.as_ref(), ctx);
         let mut runtime = runtime;
         for step in steps {

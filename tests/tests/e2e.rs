@@ -430,17 +430,17 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     cx.wait_phase(ns, "good", "Running", Duration::from_secs(30)).await?;
     let events: Api<Event> = Api::namespaced(cx.client.clone(), ns);
     let ev = wait_for(
-        "the Warning Event",
+        "the ProviderCreateFailed Event",
         Duration::from_secs(15),
         Duration::from_millis(500),
         || async {
             let list =
                 events.list(&ListParams::default().fields("involvedObject.name=bad")).await?;
-            Ok(list.items.into_iter().find(|e| e.type_.as_deref() == Some("Warning")))
+            Ok(list.items.into_iter().find(|e| e.reason.as_deref() == Some("ProviderCreateFailed")))
         },
     )
     .await?;
-    ensure!(ev.reason.as_deref() == Some("ProviderCreateFailed"), "event reason {:?}", ev.reason);
+    ensure!(ev.type_.as_deref() == Some("Warning"), "event type {:?}", ev.type_);
     ensure!(ev.message.unwrap_or_default().contains("hostPath"));
     ensure!(
         cx.nomad(&format!("/v1/job/k8s-{ns}.bad")).await?.is_none(),
@@ -491,6 +491,96 @@ async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Force deletion purges the job at once; a job whose pod was force-deleted while the virtual
+/// kubelet was down is purged on restart; a job recorded for another node is never touched, and a
+/// pod whose job ID it holds gets ProviderFailed instead of taking it over.
+async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-force", "e2e-force");
+    let foreign_id = format!("k8s-{ns}.foreign");
+    let foreign = serde_json::json!({"Job": {
+        "ID": foreign_id, "Name": foreign_id, "Type": "batch", "Datacenters": ["*"],
+        "Meta": {"k8s_node_name": "someone-else", "k8s_namespace": ns, "k8s_pod_name": "foreign", "k8s_pod_uid": "x"},
+        "TaskGroups": [{"Name": "pod", "Count": 1, "Tasks": [{"Name": "main", "Driver": "raw_exec",
+            "Config": {"command": "sleep", "args": ["300"]}}]}]
+    }});
+    let r = cx.http.put(format!("{}/v1/jobs", cx.stack.nomad_addr)).json(&foreign).send().await?;
+    ensure!(r.status().is_success(), "registering the foreign job: {}", r.status());
+
+    let mut vk = cx.start_vk(node)?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    for name in ["forced", "orphan"] {
+        cx.create(
+            &pod(name)
+                .namespace(ns)
+                .on_node(node)
+                .grace(30)
+                .container("main", &["sleep", "300"])
+                .build(),
+        )
+        .await?;
+    }
+    cx.create(
+        &pod("foreign").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build(),
+    )
+    .await?;
+    for name in ["forced", "orphan"] {
+        cx.wait_phase(ns, name, "Running", Duration::from_secs(30)).await?;
+    }
+    let pods = cx.pods(ns);
+    let refused = wait_for(
+        "ProviderFailed for the pod whose job ID is taken",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let p = pods.get("foreign").await?;
+            Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
+        },
+    )
+    .await?;
+    ensure!(refused.message.unwrap_or_default().contains("not owned by node vk-force"));
+
+    // Force delete: the pod object is gone at once; the job must follow without a grace period.
+    let forced = Instant::now();
+    cx.stack.kubectl(&["delete", "pod", "-n", ns, "forced", "--grace-period=0", "--force"])?;
+    wait_for(
+        "the force-deleted pod's job purged",
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        || async {
+            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}.forced")).await?.is_none().then_some(()))
+        },
+    )
+    .await?;
+    println!("force-deleted pod's job purged after {:?}", forced.elapsed());
+
+    // A pod deleted while the virtual kubelet is down leaves an orphan job, purged on restart.
+    vk.kill();
+    cx.stack.kubectl(&["delete", "pod", "-n", ns, "orphan", "--grace-period=0", "--force"])?;
+    ensure!(
+        cx.nomad(&format!("/v1/job/k8s-{ns}.orphan")).await?.is_some(),
+        "orphan job gone too early"
+    );
+    let _vk = cx.start_vk(node)?;
+    wait_for(
+        "the orphan job purged after restart",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}.orphan")).await?.is_none().then_some(()))
+        },
+    )
+    .await?;
+    let job =
+        cx.nomad(&format!("/v1/job/{foreign_id}")).await?.context("the foreign job was removed")?;
+    ensure!(
+        job["Meta"]["k8s_node_name"] == "someone-else" && job["Version"] == 0,
+        "the foreign job was changed: {job}"
+    );
+    ensure!(job["Stop"] == false, "the foreign job was stopped");
+    Ok(())
+}
+
 type TestFn = for<'a> fn(
     Ctx<'a>,
 ) -> std::pin::Pin<
@@ -512,7 +602,8 @@ fn main() {
         same_name_two_namespaces,
         restart_adopts,
         untranslatable_pod,
-        nomad_unreachable
+        nomad_unreachable,
+        force_delete_orphans_and_foreign_jobs
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
