@@ -269,7 +269,9 @@ impl Stack {
     fn start_nomad(&mut self) -> anyhow::Result<()> {
         let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
         self.nomad_addr = format!("http://127.0.0.1:{http}");
-        let data = self.dir.join("nomad");
+        // Nomad puts `alloc_mounts` beside its data directory: keep both in `nomad/`.
+        let home = self.dir.join("nomad");
+        let data = home.join("data");
         std::fs::create_dir_all(&data)?;
         let cfg = self.dir.join("nomad.hcl");
         std::fs::write(
@@ -281,14 +283,27 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
         )?;
         // Under cgroup v2 a root Nomad agent may fail to create its cgroup (nomad#23476); as an
         // unprivileged user cgroups are simply off, which raw_exec does not need.
-        let as_nobody =
-            running_as_root() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        // `VK_NOMAD_AS_NOBODY=1` forces this path (to try it on a cgroup v1 machine).
+        let as_nobody = std::env::var_os("VK_NOMAD_AS_NOBODY").is_some()
+            || (running_as_root() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
         let mut cmd = if as_nobody {
-            let _ = Command::new("chown").args(["-R", "nobody"]).arg(&data).status();
-            let _ = Command::new("chmod").args(["a+rx"]).arg(&self.dir).status();
+            // nobody cannot reach the peers cache under /root: run a link (or copy) of the binary
+            // from the stack's own directory, which nobody may read.
+            let nomad = self.dir.join("nomad-bin");
+            if std::fs::hard_link(&self.peers.nomad, &nomad).is_err() {
+                std::fs::copy(&self.peers.nomad, &nomad).context("copying the nomad binary")?;
+            }
+            for (args, path) in [
+                (&["-R", "nobody:nogroup"][..], &home),
+                (&["a+rx"][..], &self.dir),
+                (&["a+rx"][..], &nomad),
+            ] {
+                let cmd = if args.len() == 2 { "chown" } else { "chmod" };
+                let ok = Command::new(cmd).args(args).arg(path).status()?.success();
+                anyhow::ensure!(ok, "{cmd} {args:?} {} failed", path.display());
+            }
             let mut c = Command::new("setpriv");
-            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-                .arg(&self.peers.nomad);
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(&nomad);
             c
         } else {
             Command::new(&self.peers.nomad)
