@@ -31,6 +31,15 @@ impl Ctx<'_> {
         self.stack.virtual_kubelet(node, &[])
     }
 
+    /// Starts a virtual kubelet as `node`, makes namespace `ns`, and waits for the node to be
+    /// Ready (within 30 s).
+    async fn node_and_namespace(&self, node: &str, ns: &str) -> anyhow::Result<Process> {
+        let vk = self.start_vk(node)?;
+        self.stack.namespace(ns).await?;
+        self.wait_ready(node, Duration::from_secs(30)).await?;
+        Ok(vk)
+    }
+
     async fn node(&self, name: &str) -> anyhow::Result<Option<Node>> {
         Ok(Api::<Node>::all(self.client.clone()).get_opt(name).await?)
     }
@@ -212,9 +221,7 @@ async fn node_lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// `kubectl delete pod` removes job and pod within the grace period + 10 s.
 async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-pods", "e2e-run");
-    let _vk = cx.start_vk(node)?;
-    cx.stack.namespace(ns).await?;
-    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let _vk = cx.node_and_namespace(node, ns).await?;
     let p = pod("sleeper")
         .namespace(ns)
         .on_node(node)
@@ -284,9 +291,7 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// `sh -c 'exit 3'` with restartPolicy Never ends Failed with exit code 3.
 async fn exit_code(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-exit", "e2e-exit");
-    let _vk = cx.start_vk(node)?;
-    cx.stack.namespace(ns).await?;
-    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let _vk = cx.node_and_namespace(node, ns).await?;
     cx.create(
         &pod("exit3")
             .namespace(ns)
@@ -345,9 +350,7 @@ async fn same_name_two_namespaces(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// (nothing registered again), and the statuses right.
 async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-restart", "e2e-restart");
-    let mut vk = cx.start_vk(node)?;
-    cx.stack.namespace(ns).await?;
-    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let mut vk = cx.node_and_namespace(node, ns).await?;
     let names: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
     for n in &names {
         cx.create(&pod(n).namespace(ns).on_node(node).container("main", &["sleep", "600"]).build())
@@ -407,9 +410,7 @@ async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// Warning Event, while a good pod beside it runs.
 async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-bad", "e2e-bad");
-    let _vk = cx.start_vk(node)?;
-    cx.stack.namespace(ns).await?;
-    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let _vk = cx.node_and_namespace(node, ns).await?;
     let bad = pod("bad")
         .namespace(ns)
         .on_node(node)
@@ -506,9 +507,7 @@ async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()
     let r = cx.http.put(format!("{}/v1/jobs", cx.stack.nomad_addr)).json(&foreign).send().await?;
     ensure!(r.status().is_success(), "registering the foreign job: {}", r.status());
 
-    let mut vk = cx.start_vk(node)?;
-    cx.stack.namespace(ns).await?;
-    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let mut vk = cx.node_and_namespace(node, ns).await?;
     for name in ["forced", "orphan"] {
         cx.create(
             &pod(name)

@@ -190,30 +190,29 @@ impl NomadClient {
         })
     }
 
-    /// GET `segments` with `query`, decoding JSON.
+    /// Sends `method` to `segments` with `query` and no body, decoding the JSON answer.
     ///
     /// # Errors
     /// As [`NomadClient::send`]; an undecodable body is `Unavailable`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ProviderError> {
+        decode(self.send(self.request(method, segments).query(query)).await?).await
+    }
+
+    /// GET `segments` with `query`, decoding JSON.
+    ///
+    /// # Errors
+    /// As [`NomadClient::call`].
     pub async fn get<T: DeserializeOwned>(
         &self,
         segments: &[&str],
         query: &[(&str, &str)],
     ) -> Result<T, ProviderError> {
-        let resp = self.send(self.request(Method::GET, segments).query(query)).await?;
-        decode(resp).await
-    }
-
-    /// DELETE `segments` with `query`, decoding the JSON answer.
-    ///
-    /// # Errors
-    /// As [`NomadClient::get`].
-    pub async fn delete<T: DeserializeOwned>(
-        &self,
-        segments: &[&str],
-        query: &[(&str, &str)],
-    ) -> Result<T, ProviderError> {
-        let resp = self.send(self.request(Method::DELETE, segments).query(query)).await?;
-        decode(resp).await
+        self.call(Method::GET, segments, query).await
     }
 
     /// Sends `body` as JSON with `method`, decoding the JSON answer.

@@ -231,7 +231,8 @@ impl PodProvider for NomadProvider {
 
     async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
         self.owned(id).await?;
-        let _: serde_json::Value = self.client.delete(&["v1", "job", id], &[]).await?;
+        let _: serde_json::Value =
+            self.client.call(Method::DELETE, &["v1", "job", id], &[]).await?;
         Ok(())
     }
 
@@ -260,7 +261,7 @@ impl PodProvider for NomadProvider {
     async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
         self.owned(id).await?;
         let _: serde_json::Value =
-            self.client.delete(&["v1", "job", id], &[("purge", "true")]).await?;
+            self.client.call(Method::DELETE, &["v1", "job", id], &[("purge", "true")]).await?;
         Ok(())
     }
 
