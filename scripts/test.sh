@@ -11,6 +11,7 @@ export CARGO_TERM_COLOR=never
 scripts/peers.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The end-to-end tests run the virtual-kubelet binary: build it first.
+# Unit tests first; the end-to-end tests last (they run the virtual-kubelet binary: build it).
+cargo test --workspace --locked --exclude vk-tests
 cargo build --locked -p vk-app --bin virtual-kubelet
-cargo test --workspace --locked
+cargo test --locked -p vk-tests --test e2e
