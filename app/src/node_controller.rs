@@ -6,10 +6,11 @@
 //! answers is reported as `Ready=False` with reason `NomadUnreachable`, never by going silent.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::core::v1::NodeStatus;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vk_domain::jiff::Timestamp;
@@ -67,7 +68,7 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
     info!(node = %config.name, "node registered");
     let mut uid = node.metadata.uid.clone().unwrap_or_default();
     let mut last: Option<NodeStatus> = node.status.take();
-    let mut last_written = Instant::now() - timing.report_interval;
+    let mut last_written: Option<Instant> = None;
 
     let mut lease_tick = tokio::time::interval(LEASE_RENEW);
     let mut status_tick = tokio::time::interval(timing.status_interval);
@@ -84,7 +85,8 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
                 // Keep the last known capacity while the backend is unreachable.
                 let capacity = capacity.or_else(|| last_capacity(last.as_ref()));
                 let status = config.status(capacity, &health, last.as_ref(), Timestamp::now());
-                if !status_differs(last.as_ref(), &status) && last_written.elapsed() < timing.report_interval {
+                let due = last_written.is_none_or(|t| t.elapsed() >= timing.report_interval);
+                if !status_differs(last.as_ref(), &status) && !due {
                     continue;
                 }
                 match api.update_status(&config.name, &status).await {
@@ -93,7 +95,7 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
                             info!(ready = matches!(health, Health::Ready), "node status changed");
                         }
                         last = Some(status);
-                        last_written = Instant::now();
+                        last_written = Some(Instant::now());
                     }
                     Err(ClusterError::NotFound(_)) => {
                         warn!("the Node was deleted; registering it again");

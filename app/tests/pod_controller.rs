@@ -1,0 +1,358 @@
+//! The pod controller wired to in-memory fakes of the provider and the Kubernetes API: the
+//! decisions that must hold whatever the real backends do (no purge before the pod list, adoption
+//! without re-creating, failures reported once, nothing done while the backend is down).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use vk_app::pod_controller::{PodController, Settings};
+use vk_domain::node::NodeCapacity;
+use vk_domain::pod::PodKey;
+use vk_domain::runtime::{
+    ContainerRuntimeStatus, ContainerState, PodOwner, RuntimePod, Sandbox, SandboxState,
+};
+use vk_domain::workload::WorkloadSpec;
+use vk_ports::{
+    ClusterError, EventType, NodeProvider, PodApi, PodProvider, PodWatchEvent, ProviderError,
+};
+
+#[derive(Default)]
+struct FakeProvider {
+    pods: Mutex<HashMap<PodKey, RuntimePod>>,
+    calls: Mutex<Vec<String>>,
+    down: AtomicBool,
+}
+
+fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
+    RuntimePod {
+        owner: PodOwner { key: key.clone(), uid: uid.into(), node: "vk".into() },
+        id: format!("job-{key}"),
+        stopping: false,
+        sandbox: Some(Sandbox {
+            id: "alloc".into(),
+            state: SandboxState::Running,
+            created_at: None,
+            pod_ip: Some("10.0.0.9".into()),
+            host_ip: Some("10.0.0.1".into()),
+            containers: containers
+                .iter()
+                .map(|c| {
+                    let st = ContainerRuntimeStatus {
+                        state: ContainerState::Running { started_at: None },
+                        ..Default::default()
+                    };
+                    ((*c).to_owned(), st)
+                })
+                .collect(),
+            message: None,
+        }),
+    }
+}
+
+impl FakeProvider {
+    fn log(&self, s: String) {
+        self.calls.lock().unwrap().push(s);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn check(&self) -> Result<(), ProviderError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable { message: "down".into(), source: None });
+        }
+        Ok(())
+    }
+    fn key_of(&self, id: &str) -> Option<PodKey> {
+        self.pods.lock().unwrap().values().find(|p| p.id == id).map(|p| p.owner.key.clone())
+    }
+}
+
+impl PodProvider for FakeProvider {
+    async fn create_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("create {}", spec.key));
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        self.pods.lock().unwrap().insert(spec.key.clone(), running(&spec.key, &spec.uid, &names));
+        Ok(())
+    }
+    async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("stop {id}"));
+        let key = self.key_of(id).ok_or_else(|| ProviderError::NotFound(id.into()))?;
+        if let Some(p) = self.pods.lock().unwrap().get_mut(&key) {
+            p.stopping = true;
+            if let Some(s) = p.sandbox.as_mut() {
+                s.state = SandboxState::Succeeded;
+            }
+        }
+        Ok(())
+    }
+    async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("kill {id}"));
+        Ok(())
+    }
+    async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("purge {id}"));
+        let key = self.key_of(id).ok_or_else(|| ProviderError::NotFound(id.into()))?;
+        self.pods.lock().unwrap().remove(&key);
+        Ok(())
+    }
+    async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
+        self.check()?;
+        Ok(self.pods.lock().unwrap().get(key).cloned())
+    }
+    async fn list_pods(&self) -> Result<Vec<RuntimePod>, ProviderError> {
+        self.check()?;
+        Ok(self.pods.lock().unwrap().values().cloned().collect())
+    }
+}
+
+impl NodeProvider for FakeProvider {
+    async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {
+        self.check()?;
+        Ok(NodeCapacity::default())
+    }
+    async fn runtime_version(&self) -> Result<String, ProviderError> {
+        Ok("fake://1".into())
+    }
+}
+
+#[derive(Default)]
+struct FakeApi {
+    events_tx: Mutex<Option<mpsc::UnboundedSender<PodWatchEvent>>>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<PodWatchEvent>>>,
+    statuses: Mutex<Vec<(PodKey, PodStatus)>>,
+    deleted: Mutex<Vec<PodKey>>,
+    recorded: Mutex<Vec<(String, String)>>,
+}
+
+impl FakeApi {
+    fn new() -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded();
+        Arc::new(Self {
+            events_tx: Mutex::new(Some(tx)),
+            events_rx: Mutex::new(Some(rx)),
+            ..Default::default()
+        })
+    }
+    fn send(&self, ev: PodWatchEvent) {
+        self.events_tx.lock().unwrap().as_ref().unwrap().unbounded_send(ev).unwrap();
+    }
+    fn statuses_of(&self, key: &PodKey) -> Vec<PodStatus> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+impl PodApi for FakeApi {
+    fn watch(&self, _node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static {
+        self.events_rx.lock().unwrap().take().expect("watched once")
+    }
+    async fn update_status(&self, key: &PodKey, status: &PodStatus) -> Result<(), ClusterError> {
+        self.statuses.lock().unwrap().push((key.clone(), status.clone()));
+        Ok(())
+    }
+    async fn delete(&self, key: &PodKey, _uid: &str) -> Result<(), ClusterError> {
+        self.deleted.lock().unwrap().push(key.clone());
+        Ok(())
+    }
+    async fn record_event(
+        &self,
+        _pod: &Pod,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ClusterError> {
+        assert_eq!(type_, EventType::Warning);
+        self.recorded.lock().unwrap().push((reason.into(), message.into()));
+        Ok(())
+    }
+}
+
+fn pod(name: &str, uid: &str, phase: &str, extra_spec: serde_json::Value) -> Pod {
+    let mut spec = json!({"nodeName": "vk", "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "1"]}]});
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": name, "uid": uid},
+        "spec": spec,
+        "status": {"phase": phase},
+    }))
+    .unwrap()
+}
+
+fn key(name: &str) -> PodKey {
+    PodKey::new("ns", name).unwrap()
+}
+
+struct Harness {
+    provider: Arc<FakeProvider>,
+    api: Arc<FakeApi>,
+    cancel: CancellationToken,
+}
+
+impl Harness {
+    fn start(provider: FakeProvider) -> Self {
+        let provider = Arc::new(provider);
+        let api = FakeApi::new();
+        let settings = Settings {
+            node_name: "vk".into(),
+            driver_annotation: "virtual-kubelet.io/nomad-driver".into(),
+            workers: 2,
+            status_interval: Duration::from_millis(20),
+        };
+        let controller = PodController::new(Arc::clone(&provider), Arc::clone(&api), settings);
+        let cancel = CancellationToken::new();
+        tokio::spawn(controller.run(cancel.clone()));
+        Self { provider, api, cancel }
+    }
+
+    async fn until(&self, what: &str, mut f: impl FnMut(&Self) -> bool) {
+        for _ in 0..200 {
+            if f(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}; provider calls: {:?}", self.provider.calls());
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[tokio::test]
+async fn orphans_are_purged_only_after_the_pod_list() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("gone"), running(&key("gone"), "u0", &["main"]));
+    let h = Harness::start(provider);
+    // Polls happen, but the pods bound to the node are not known yet: nothing may be purged.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.provider.calls().is_empty(), "{:?}", h.provider.calls());
+    h.api.send(PodWatchEvent::Relisted(vec![]));
+    h.until("the orphan purged", |h| h.provider.calls().contains(&"purge job-ns/gone".to_owned()))
+        .await;
+}
+
+#[tokio::test]
+async fn existing_workloads_are_adopted_not_created_again() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("a"), running(&key("a"), "u1", &["main"]));
+    let h = Harness::start(provider);
+    h.api.send(PodWatchEvent::Relisted(vec![pod("a", "u1", "Pending", json!({}))]));
+    h.until("a Running status", |h| {
+        h.api.statuses_of(&key("a")).iter().any(|s| s.phase.as_deref() == Some("Running"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.provider.calls().is_empty(), "adoption made calls: {:?}", h.provider.calls());
+}
+
+#[tokio::test]
+async fn a_same_named_pod_with_a_new_uid_replaces_the_old_workload() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("a"), running(&key("a"), "old", &["main"]));
+    let h = Harness::start(provider);
+    h.api.send(PodWatchEvent::Relisted(vec![pod("a", "new", "Pending", json!({}))]));
+    h.until("purge then create", |h| h.provider.calls() == ["purge job-ns/a", "create ns/a"]).await;
+}
+
+#[tokio::test]
+async fn untranslatable_pods_are_reported_once() {
+    let h = Harness::start(FakeProvider::default());
+    let bad =
+        pod("bad", "u2", "Pending", json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}));
+    h.api.send(PodWatchEvent::Relisted(vec![bad]));
+    h.until("a ProviderFailed status", |h| !h.api.statuses_of(&key("bad")).is_empty()).await;
+    // Many polls later: still one status write and one Event, and nothing created.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let statuses = h.api.statuses_of(&key("bad"));
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].reason.as_deref(), Some("ProviderFailed"));
+    assert_eq!(statuses[0].phase.as_deref(), Some("Pending"));
+    assert!(
+        statuses[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("spec.volumes[0]: volume \"h\" of type hostPath")
+    );
+    let events = h.api.recorded.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "ProviderCreateFailed");
+    assert!(h.provider.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_never_pod_whose_workload_vanished_fails_with_not_found() {
+    let h = Harness::start(FakeProvider::default());
+    h.api.send(PodWatchEvent::Relisted(vec![pod(
+        "n",
+        "u3",
+        "Running",
+        json!({"restartPolicy": "Never"}),
+    )]));
+    h.until("a Failed status", |h| {
+        h.api.statuses_of(&key("n")).iter().any(|s| s.phase.as_deref() == Some("Failed"))
+    })
+    .await;
+    let st = h.api.statuses_of(&key("n")).pop().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("NotFound"));
+    assert!(
+        h.provider.calls().is_empty(),
+        "a Never pod was created again: {:?}",
+        h.provider.calls()
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_decided_while_the_backend_is_down() {
+    let provider = FakeProvider::default();
+    provider.down.store(true, Ordering::SeqCst);
+    let h = Harness::start(provider);
+    h.api.send(PodWatchEvent::Relisted(vec![pod("p", "u4", "Pending", json!({}))]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.provider.calls().is_empty());
+    assert!(
+        h.api.statuses.lock().unwrap().is_empty(),
+        "a status was written while the backend was down"
+    );
+    h.provider.down.store(false, Ordering::SeqCst);
+    h.until("the pod created once the backend is back", |h| h.provider.calls() == ["create ns/p"])
+        .await;
+}
+
+#[tokio::test]
+async fn graceful_deletion_stops_purges_then_deletes_the_object() {
+    let h = Harness::start(FakeProvider::default());
+    h.api.send(PodWatchEvent::Relisted(vec![pod("d", "u5", "Pending", json!({}))]));
+    h.until("created", |h| h.provider.calls() == ["create ns/d"]).await;
+    let mut deleting = pod("d", "u5", "Running", json!({}));
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            vk_domain::jiff::Timestamp::now() + Duration::from_secs(30),
+        ));
+    h.api.send(PodWatchEvent::Applied(deleting));
+    h.until("the object deleted", |h| h.api.deleted.lock().unwrap().contains(&key("d"))).await;
+    assert_eq!(h.provider.calls(), ["create ns/d", "stop job-ns/d", "purge job-ns/d"]);
+}
