@@ -67,8 +67,10 @@ pub trait PodProvider: Send + Sync + 'static {
     /// so that [`PodProvider::list_pods`] can return it as a [`RuntimePod`].
     ///
     /// # Errors
-    /// - [`ProviderError::InvalidInput`] when the backend refuses the translated workload (for
-    ///   example a driver it does not have), with its reason;
+    /// - [`ProviderError::InvalidInput`] when the pod cannot be translated or the backend refuses
+    ///   the workload (for example a driver it does not have), with the reason;
+    /// - [`ProviderError::Conflict`] when the workload's ID is held by something this node does
+    ///   not own (it is never taken over);
     /// - [`ProviderError::Unavailable`] when the backend cannot be reached.
     fn create_pod(
         &self,
