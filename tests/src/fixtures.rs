@@ -45,6 +45,12 @@ impl PodBuilder {
         self
     }
 
+    /// Sets annotation `key` to `value`.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.v["metadata"]["annotations"][key] = json!(value);
+        self
+    }
+
     /// Sets `restartPolicy`.
     pub fn restart(mut self, policy: &str) -> Self {
         self.v["spec"]["restartPolicy"] = json!(policy);

@@ -419,6 +419,15 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         .spec(serde_json::json!({"volumes": [{"name": "host", "hostPath": {"path": "/etc"}}]}))
         .build();
     cx.create(&bad).await?;
+    // The driver annotation overrides the node's default (raw_exec here): the job asks for docker,
+    // with the image and the command as entrypoint. (No Docker engine runs here, so it stays queued.)
+    let docker = pod("docker")
+        .namespace(ns)
+        .on_node(node)
+        .annotation("virtual-kubelet.io/nomad-driver", "docker")
+        .container("main", &["sleep", "300"])
+        .build();
+    cx.create(&docker).await?;
     cx.create(
         &pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build(),
     )
@@ -443,6 +452,21 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     .await?;
     ensure!(ev.type_.as_deref() == Some("Warning"), "event type {:?}", ev.type_);
     ensure!(ev.message.unwrap_or_default().contains("hostPath"));
+    let job = wait_for(
+        "the docker pod's job",
+        Duration::from_secs(15),
+        Duration::from_millis(250),
+        || async { cx.nomad(&format!("/v1/job/k8s-{ns}.docker")).await },
+    )
+    .await?;
+    let task = &job["TaskGroups"][0]["Tasks"][0];
+    ensure!(task["Driver"] == "docker", "driver {}", task["Driver"]);
+    ensure!(
+        task["Config"]["image"] == "busybox:1.36"
+            && task["Config"]["entrypoint"] == serde_json::json!(["sleep", "300"]),
+        "config {}",
+        task["Config"]
+    );
     ensure!(
         cx.nomad(&format!("/v1/job/k8s-{ns}.bad")).await?.is_none(),
         "a job exists for the bad pod"
