@@ -107,16 +107,8 @@ impl NomadProvider {
     async fn nodes(&self) -> Result<Vec<NodeStub>, ProviderError> {
         let nodes: Vec<NodeStub> =
             self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
-        let (shares, cores) = nodes
-            .iter()
-            .filter_map(|n| n.node_resources.as_ref())
-            .fold((0i64, 0u64), |(s, c), r| {
-                (s + r.cpu.cpu_shares, c + u64::from(r.cpu.total_cpu_cores))
-            });
         if let Ok(mut info) = self.cluster.write() {
-            if cores > 0 && shares > 0 {
-                info.mhz_per_core = Some(u64::try_from(shares).unwrap_or(0) / cores);
-            }
+            info.mhz_per_core = mhz_per_core(&nodes).or(info.mhz_per_core);
             info.node_ips = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
             info.version = nodes.iter().map(|n| n.version.clone()).find(|v| !v.is_empty());
         }
@@ -177,6 +169,37 @@ impl NomadProvider {
         }
         Ok(job)
     }
+}
+
+/// What the node offers: the sum over the Nomad nodes that are `ready`, `eligible` and not
+/// draining, of their cores (in millicores, less the share of CPU Nomad reserves), memory and disk
+/// (MiB to bytes, less what Nomad reserves).
+pub fn capacity_of(nodes: &[NodeStub]) -> NodeCapacity {
+    let mut cap = NodeCapacity::default();
+    let usable = nodes
+        .iter()
+        .filter(|n| n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain);
+    for n in usable {
+        let Some(r) = &n.node_resources else { continue };
+        let reserved = n.reserved_resources.clone().unwrap_or_default();
+        let shares = u64::try_from(r.cpu.cpu_shares).unwrap_or(0).max(1);
+        let free_shares = u64::try_from(r.cpu.cpu_shares - reserved.cpu.cpu_shares).unwrap_or(0);
+        let mib = |v: i64| u64::try_from(v).unwrap_or(0) << 20;
+        cap.cpu_millis += u64::from(r.cpu.total_cpu_cores) * 1000 * free_shares / shares;
+        cap.memory_bytes += mib(r.memory.memory_mb - reserved.memory.memory_mb);
+        cap.ephemeral_storage_bytes += mib(r.disk.disk_mb - reserved.disk.disk_mb);
+    }
+    cap
+}
+
+/// MHz per core over all nodes (total `CpuShares` / total cores), the factor that turns
+/// millicores into Nomad's MHz; `None` when no node reports CPU.
+pub fn mhz_per_core(nodes: &[NodeStub]) -> Option<u64> {
+    let (shares, cores) =
+        nodes.iter().filter_map(|n| n.node_resources.as_ref()).fold((0u64, 0u64), |(s, c), r| {
+            (s + u64::try_from(r.cpu.cpu_shares).unwrap_or(0), c + u64::from(r.cpu.total_cpu_cores))
+        });
+    (cores > 0 && shares > 0).then(|| shares / cores)
 }
 
 fn quote(s: &str) -> String {
@@ -297,26 +320,7 @@ impl PodProvider for NomadProvider {
 
 impl NodeProvider for NomadProvider {
     async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {
-        let nodes = self.nodes().await?;
-        let mut cap = NodeCapacity::default();
-        for n in nodes
-            .iter()
-            .filter(|n| n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain)
-        {
-            let Some(r) = &n.node_resources else { continue };
-            let reserved = n.reserved_resources.clone().unwrap_or_default();
-            let shares = r.cpu.cpu_shares.max(1);
-            // Cores, less the share Nomad reserves, in millicores.
-            let usable = (r.cpu.cpu_shares - reserved.cpu.cpu_shares).max(0);
-            let millis =
-                u64::from(r.cpu.total_cpu_cores) * 1000 * u64::try_from(usable).unwrap_or(0)
-                    / u64::try_from(shares).unwrap_or(1);
-            let mib = |v: i64| u64::try_from(v.max(0)).unwrap_or(0) << 20;
-            cap.cpu_millis += millis;
-            cap.memory_bytes += mib(r.memory.memory_mb - reserved.memory.memory_mb);
-            cap.ephemeral_storage_bytes += mib(r.disk.disk_mb - reserved.disk.disk_mb);
-        }
-        Ok(cap)
+        Ok(capacity_of(&self.nodes().await?))
     }
 
     async fn runtime_version(&self) -> Result<String, ProviderError> {
@@ -337,6 +341,32 @@ impl NodeProvider for NomadProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(status: &str, eligibility: &str, drain: bool) -> NodeStub {
+        serde_json::from_value(serde_json::json!({
+            "ID": "n", "Status": status, "SchedulingEligibility": eligibility, "Drain": drain,
+            "NodeResources": {"Cpu": {"CpuShares": 8000, "TotalCpuCores": 4}, "Memory": {"MemoryMB": 4096}, "Disk": {"DiskMB": 1024}},
+            "ReservedResources": {"Cpu": {"CpuShares": 2000}, "Memory": {"MemoryMB": 1024}, "Disk": {"DiskMB": 24}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn capacity_sums_ready_eligible_nodes_less_reservations() {
+        let nodes = [
+            node("ready", "eligible", false),
+            node("ready", "eligible", false),
+            node("down", "eligible", false),
+            node("ready", "ineligible", false),
+            node("ready", "eligible", true),
+        ];
+        let cap = capacity_of(&nodes);
+        assert_eq!(cap.cpu_millis, 2 * 3000, "4 cores less a quarter reserved, twice");
+        assert_eq!(cap.memory_bytes, 2 * (3072 << 20));
+        assert_eq!(cap.ephemeral_storage_bytes, 2 * (1000 << 20));
+        assert_eq!(mhz_per_core(&nodes), Some(2000));
+        assert_eq!(mhz_per_core(&[]), None);
+    }
 
     #[test]
     fn prefixes_are_escaped_for_bexpr_regexes() {
