@@ -32,3 +32,40 @@ pub struct InvalidName {
     /// Why it is refused.
     pub reason: &'static str,
 }
+
+/// An input a pod needs (a ConfigMap, a Secret, one of their keys) that does not exist now. The
+/// pod waits for it, as a kubelet keeps such a container in `CreateContainerConfigError`, and is
+/// tried again; nothing is created meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Missing {
+    /// The Event reason, upstream virtual-kubelet's name (`MandatoryConfigMapNotFound`,
+    /// `MandatorySecretKeyNotFound`, ...), or the kubelet's `FailedMount` for a volume.
+    pub reason: &'static str,
+    /// What is missing, for example `configmap default/app not found`.
+    pub message: String,
+}
+
+impl Missing {
+    /// Builds the error.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+/// Something worth a Warning Event that does not stop the pod (an optional ConfigMap that is
+/// absent, environment variable names that were skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The Event reason (`OptionalConfigMapNotFound`, `InvalidEnvironmentVariableNames`, ...).
+    pub reason: &'static str,
+    /// The Event message.
+    pub message: String,
+}
+
+impl Notice {
+    /// Builds a notice.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}

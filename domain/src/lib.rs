@@ -5,13 +5,16 @@
 //! Kubernetes' own vocabulary through `k8s-openapi` data types and a CRI-like view of a running pod
 //! ([`runtime`]), so any backend can be bridged to the kubelet's behaviour by filling that view.
 
+pub mod env;
 pub mod error;
+pub mod inputs;
 pub mod node;
 pub mod pod;
 pub mod quantity;
 pub mod reconcile;
 pub mod runtime;
 pub mod status;
+pub mod volume;
 pub mod workload;
 
 pub use k8s_openapi;

@@ -1,14 +1,23 @@
-//! What a pod asks a backend to run, checked and normalised: the pure first half of turning a pod
-//! into a backend workload. Everything the virtual kubelet cannot honour yet is refused here with
-//! an [`Unsupported`] error naming the field, instead of being silently dropped.
+//! What a pod asks a backend to run, checked, resolved and normalised: the pure first half of
+//! turning a pod into a backend workload.
+//!
+//! [`WorkloadSpec::from_pod`] takes the pod and the [`Inputs`] it references (ConfigMaps, Secrets,
+//! Services, tokens) and yields every container with its final environment, command and mounts, and
+//! every volume with its files, as the kubelet would prepare them. What cannot be honoured is
+//! refused with an [`Unsupported`] error naming the field; what is missing for now is a
+//! [`Missing`] error, so the pod waits instead of failing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, SecurityContext};
 
-use crate::error::Unsupported;
+use crate::env::{self, EnvVar, Value};
+use crate::error::{Missing, Notice, Unsupported};
+use crate::inputs::{self, EnvError, Inputs};
 use crate::pod::{self, PodKey, RestartPolicy};
 use crate::quantity;
+use crate::volume::{self, Mount, Volume};
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -25,10 +34,20 @@ pub struct WorkloadSpec {
     /// `spec.terminationGracePeriodSeconds`: how long a container has between the stop signal and
     /// the kill.
     pub termination_grace: Duration,
-    /// The value of the pod's driver annotation, when it has one (the backend's default otherwise).
-    pub driver: Option<String>,
+    /// `spec.activeDeadlineSeconds`: how long the pod may be active before it is failed.
+    pub active_deadline: Option<Duration>,
+    /// `metadata.annotations`, where backends read their own per-pod choices.
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.hostNetwork`.
+    pub host_network: bool,
+    /// `spec.initContainers`, in order: run to completion one after the other before the app
+    /// containers, except sidecars ([`ContainerSpec::sidecar`]), which start in their turn and keep
+    /// running beside the app.
+    pub init_containers: Vec<ContainerSpec>,
     /// `spec.containers`, in order.
     pub containers: Vec<ContainerSpec>,
+    /// `spec.volumes`, resolved.
+    pub volumes: Vec<Volume>,
 }
 
 /// One container of the pod.
@@ -38,18 +57,28 @@ pub struct ContainerSpec {
     pub name: String,
     /// `image`.
     pub image: String,
-    /// `command` (the image's entrypoint when empty).
-    pub command: Vec<String>,
-    /// `args` (the image's cmd when empty).
-    pub args: Vec<String>,
+    /// `command`, `$(VAR)` expanded (the image's entrypoint when empty).
+    pub command: Vec<Value>,
+    /// `args`, `$(VAR)` expanded (the image's cmd when empty).
+    pub args: Vec<Value>,
     /// `workingDir`.
     pub working_dir: Option<String>,
-    /// `env`, plain values only, in order; later entries win on duplicate names.
-    pub env: Vec<(String, String)>,
+    /// The final environment, in the kubelet's order (service links, `envFrom`, `env`).
+    pub env: Vec<EnvVar>,
     /// `ports`.
     pub ports: Vec<PortSpec>,
     /// `resources`.
     pub resources: Resources,
+    /// `volumeMounts`.
+    pub mounts: Vec<Mount>,
+    /// `securityContext.runAsUser` (container, else pod).
+    pub run_as_user: Option<i64>,
+    /// `securityContext.runAsGroup` (container, else pod).
+    pub run_as_group: Option<i64>,
+    /// `securityContext.privileged`.
+    pub privileged: bool,
+    /// An init container with `restartPolicy: Always` (a native sidecar).
+    pub sidecar: bool,
 }
 
 /// A container port.
@@ -78,152 +107,227 @@ pub struct Resources {
     pub memory_limit_bytes: Option<u64>,
 }
 
+/// Why a pod cannot be handed to the backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The pod can never run as written; its status says so (`ProviderFailed`).
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    /// Something it needs is missing now; it waits and is tried again.
+    #[error(transparent)]
+    Missing(#[from] Missing),
+}
+
+impl From<EnvError> for Refusal {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Unsupported(u) => Self::Unsupported(u),
+            EnvError::Missing(m) => Self::Missing(m),
+        }
+    }
+}
+
+impl From<EnvError> for Unsupported {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Unsupported(u) => u,
+            EnvError::Missing(m) => Unsupported::new("spec", m.message),
+        }
+    }
+}
+
+/// A translated pod and the Warning events its translation calls for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// The workload.
+    pub spec: WorkloadSpec,
+    /// Events to record (optional inputs absent, skipped variable names), in order.
+    pub notices: Vec<Notice>,
+}
+
 impl WorkloadSpec {
-    /// Checks `pod` and extracts what a backend needs to run it.
-    ///
-    /// `driver_annotation` is the annotation key whose value overrides the backend's default task
-    /// driver for this pod.
+    /// Checks `pod`, resolves it against `inputs` and extracts what a backend needs to run it.
     ///
     /// # Errors
-    /// [`Unsupported`] naming the first field that cannot be honoured yet: init or ephemeral
-    /// containers, volumes other than the service-account token volume the API server injects,
-    /// `env[].valueFrom`, `envFrom`, probes, lifecycle hooks, `runAsUser`/`runAsGroup`, a
-    /// malformed quantity or port, or a pod without a name, UID or containers.
-    pub fn from_pod(pod: &Pod, driver_annotation: &str) -> Result<Self, Unsupported> {
+    /// - [`Refusal::Unsupported`] naming the first field that cannot be honoured: ephemeral
+    ///   containers, volume types other than configMap, secret, downwardAPI, emptyDir and projected,
+    ///   probes and lifecycle hooks, an unknown downward API path, a malformed quantity, port or
+    ///   path, or a pod without a name, UID or containers;
+    /// - [`Refusal::Missing`] when a mandatory ConfigMap, Secret, key or token is absent.
+    pub fn from_pod(pod: &Pod, inputs: &Inputs) -> Result<Translated, Refusal> {
         let key = PodKey::of(pod).map_err(|e| Unsupported::new("metadata", e.to_string()))?;
         let uid = pod::uid(pod);
         if uid.is_empty() {
-            return Err(Unsupported::new("metadata.uid", "the pod has no UID"));
+            return Err(Unsupported::new("metadata.uid", "the pod has no UID").into());
         }
         let spec =
             pod.spec.as_ref().ok_or_else(|| Unsupported::new("spec", "the pod has no spec"))?;
         check_pod_spec(spec)?;
         if spec.containers.is_empty() {
-            return Err(Unsupported::new("spec.containers", "the pod has no containers"));
+            return Err(Unsupported::new("spec.containers", "the pod has no containers").into());
         }
+        let volumes = volume::volumes(pod, inputs)?;
+        let mut notices = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        let mut build = |field: String, c: &Container, init: bool| -> Result<ContainerSpec, Refusal> {
+            if !names.insert(c.name.clone()) {
+                return Err(Unsupported::new(
+                    format!("{field}.name"),
+                    format!("container name {:?} is used twice", c.name),
+                )
+                .into());
+            }
+            container(pod, &field, c, init, inputs, &volumes, &mut notices)
+        };
+        let init_containers = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| build(format!("spec.initContainers[{i}]"), c, true))
+            .collect::<Result<Vec<_>, _>>()?;
         let containers = spec
             .containers
             .iter()
             .enumerate()
-            .map(|(i, c)| container(&format!("spec.containers[{i}]"), c))
+            .map(|(i, c)| build(format!("spec.containers[{i}]"), c, false))
             .collect::<Result<Vec<_>, _>>()?;
         let grace = spec
             .termination_grace_period_seconds
             .map_or(DEFAULT_GRACE, |s| Duration::from_secs(s.max(0).unsigned_abs()));
-        let driver = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(driver_annotation))
-            .filter(|d| !d.is_empty())
-            .cloned();
-        Ok(Self {
+        let active_deadline = spec
+            .active_deadline_seconds
+            .map(|s| {
+                u64::try_from(s).ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
+                    Unsupported::new("spec.activeDeadlineSeconds", format!("{s} is not a positive number of seconds"))
+                })
+            })
+            .transpose()?;
+        let spec = Self {
             key,
             uid: uid.to_owned(),
             restart_policy: RestartPolicy::of(pod),
             termination_grace: grace,
-            driver,
+            active_deadline,
+            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+            host_network: spec.host_network == Some(true),
+            init_containers,
             containers,
-        })
+            volumes,
+        };
+        Ok(Translated { spec, notices })
+    }
+
+    /// Init containers then app containers.
+    pub fn all_containers(&self) -> impl Iterator<Item = &ContainerSpec> {
+        self.init_containers.iter().chain(self.containers.iter())
     }
 }
 
 fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
-    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(Unsupported::new(
-            "spec.initContainers",
-            "init containers are not supported yet",
-        ));
-    }
     if spec.ephemeral_containers.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(Unsupported::new(
             "spec.ephemeralContainers",
             "ephemeral containers are not supported",
         ));
     }
-    if let Some(sc) = &spec.security_context
-        && (sc.run_as_user.is_some() || sc.run_as_group.is_some())
-    {
-        return Err(Unsupported::new(
-            "spec.securityContext",
-            "runAsUser and runAsGroup are not supported yet",
-        ));
+    let unsupported = [
+        ("spec.hostPID", spec.host_pid == Some(true), "sharing the host's PID namespace is not supported"),
+        ("spec.hostIPC", spec.host_ipc == Some(true), "sharing the host's IPC namespace is not supported"),
+        (
+            "spec.shareProcessNamespace",
+            spec.share_process_namespace == Some(true),
+            "a shared process namespace is not supported",
+        ),
+        (
+            "spec.resourceClaims",
+            spec.resource_claims.as_ref().is_some_and(|v| !v.is_empty()),
+            "dynamic resource claims are not supported",
+        ),
+        (
+            "spec.os.name",
+            spec.os.as_ref().is_some_and(|o| o.name != "linux"),
+            "only linux pods are supported",
+        ),
+    ];
+    if let Some((field, _, why)) = unsupported.iter().find(|(_, set, _)| *set) {
+        return Err(Unsupported::new(*field, *why));
     }
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        if !is_service_account_volume(v) {
-            return Err(Unsupported::new(
-                format!("spec.volumes[{i}]"),
-                format!("volume {:?} of type {} is not supported yet", v.name, volume_type(v)),
-            ));
+    if let Some(sc) = &spec.security_context {
+        for (field, v) in [("runAsUser", sc.run_as_user), ("runAsGroup", sc.run_as_group)] {
+            if v.is_some_and(|v| v < 0) {
+                return Err(Unsupported::new(
+                    format!("spec.securityContext.{field}"),
+                    "must not be negative",
+                ));
+            }
         }
     }
     Ok(())
 }
 
-/// The projected `kube-api-access-*` volume that the ServiceAccount admission plugin adds to every
-/// pod (token, `kube-root-ca.crt` and namespace). It is accepted so ordinary pods run; its files
-/// are not materialised yet (see README, "Limitations").
-pub fn is_service_account_volume(v: &Volume) -> bool {
-    v.name.starts_with("kube-api-access-")
-        && v.projected
-            .as_ref()
-            .is_some_and(|p| p.sources.iter().flatten().any(|s| s.service_account_token.is_some()))
-}
-
-/// The name of a volume's source type as written in a pod spec (`configMap`, `hostPath`, ...).
-pub fn volume_type(v: &Volume) -> &'static str {
-    let types: [(&'static str, bool); 16] = [
-        ("configMap", v.config_map.is_some()),
-        ("secret", v.secret.is_some()),
-        ("emptyDir", v.empty_dir.is_some()),
-        ("hostPath", v.host_path.is_some()),
-        ("projected", v.projected.is_some()),
-        ("downwardAPI", v.downward_api.is_some()),
-        ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
-        ("nfs", v.nfs.is_some()),
-        ("csi", v.csi.is_some()),
-        ("ephemeral", v.ephemeral.is_some()),
-        ("image", v.image.is_some()),
-        ("iscsi", v.iscsi.is_some()),
-        ("awsElasticBlockStore", v.aws_elastic_block_store.is_some()),
-        ("gcePersistentDisk", v.gce_persistent_disk.is_some()),
-        ("azureDisk", v.azure_disk.is_some()),
-        ("azureFile", v.azure_file.is_some()),
-    ];
-    types.iter().find(|(_, set)| *set).map_or("unknown", |(n, _)| n)
-}
-
-fn container(field: &str, c: &Container) -> Result<ContainerSpec, Unsupported> {
-    let image = c.image.clone().filter(|i| !i.is_empty());
+fn container(
+    pod: &Pod,
+    field: &str,
+    c: &Container,
+    init: bool,
+    inputs: &Inputs,
+    volumes: &[Volume],
+    notices: &mut Vec<Notice>,
+) -> Result<ContainerSpec, Refusal> {
+    let image = c.image.clone().filter(|i| !i.trim().is_empty());
     let image = image.ok_or_else(|| Unsupported::new(format!("{field}.image"), "no image"))?;
+    if c.name.is_empty() {
+        return Err(Unsupported::new(format!("{field}.name"), "the container has no name").into());
+    }
+    let sidecar = match c.restart_policy.as_deref() {
+        None => false,
+        Some("Always") if init => true,
+        Some(other) => {
+            return Err(Unsupported::new(
+                format!("{field}.restartPolicy"),
+                format!("{other:?} is not allowed here (only \"Always\", on an init container)"),
+            )
+            .into());
+        }
+    };
     let unsupported = [
-        ("envFrom", c.env_from.as_ref().is_some_and(|v| !v.is_empty())),
         ("readinessProbe", c.readiness_probe.is_some()),
         ("livenessProbe", c.liveness_probe.is_some()),
         ("startupProbe", c.startup_probe.is_some()),
         ("lifecycle", c.lifecycle.is_some()),
+        ("resizePolicy", c.resize_policy.as_ref().is_some_and(|v| !v.is_empty())),
+        ("restartPolicyRules", c.restart_policy_rules.as_ref().is_some_and(|v| !v.is_empty())),
     ];
     if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(Unsupported::new(format!("{field}.{name}"), "not supported yet"));
+        return Err(Unsupported::new(format!("{field}.{name}"), "not supported yet").into());
     }
-    if let Some(sc) = &c.security_context
-        && (sc.run_as_user.is_some() || sc.run_as_group.is_some())
-    {
-        return Err(Unsupported::new(
-            format!("{field}.securityContext"),
-            "runAsUser and runAsGroup are not supported yet",
-        ));
-    }
-    let mut env = Vec::new();
-    for (i, e) in c.env.iter().flatten().enumerate() {
-        if e.value_from.is_some() {
-            return Err(Unsupported::new(
-                format!("{field}.env[{i}].valueFrom"),
-                "not supported yet",
-            ));
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc: Option<&SecurityContext> = c.security_context.as_ref();
+    let pick = |own: Option<i64>, pod: Option<i64>| own.or(pod);
+    let run_as_user =
+        pick(sc.and_then(|s| s.run_as_user), pod_sc.and_then(|s| s.run_as_user));
+    let run_as_group =
+        pick(sc.and_then(|s| s.run_as_group), pod_sc.and_then(|s| s.run_as_group));
+    for (name, v) in [("runAsUser", run_as_user), ("runAsGroup", run_as_group)] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(Unsupported::new(format!("{field}.securityContext.{name}"), "must not be negative").into());
         }
-        env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
     }
+    let non_root = sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root));
+    if non_root == Some(true) && run_as_user == Some(0) {
+        return Err(Unsupported::new(
+            format!("{field}.securityContext.runAsNonRoot"),
+            "runAsNonRoot is set but runAsUser is 0",
+        )
+        .into());
+    }
+    let env = inputs::container_env(pod, field, c, inputs, notices)?;
+    let expand_all = |list: &Option<Vec<String>>| {
+        list.iter().flatten().map(|a| env::expand_arg(a, &env)).collect::<Vec<Value>>()
+    };
+    let command = expand_all(&c.command);
+    let args = expand_all(&c.args);
     let mut ports = Vec::new();
     for (i, p) in c.ports.iter().flatten().enumerate() {
         let f = format!("{field}.ports[{i}]");
@@ -232,60 +336,140 @@ fn container(field: &str, c: &Container) -> Result<ContainerSpec, Unsupported> {
                 Unsupported::new(format!("{f}.{what}"), format!("{v} is not a port number"))
             })
         };
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        if !matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+            return Err(Unsupported::new(format!("{f}.protocol"), format!("unknown protocol {protocol:?}")).into());
+        }
         ports.push(PortSpec {
-            name: p.name.clone(),
+            name: p.name.clone().filter(|n| !n.is_empty()),
             container_port: port(p.container_port, "containerPort")?,
             host_port: p.host_port.filter(|h| *h != 0).map(|h| port(h, "hostPort")).transpose()?,
-            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            protocol,
         });
     }
     let mut resources = Resources::default();
     if let Some(r) = &c.resources {
-        let get = |m: &Option<std::collections::BTreeMap<String, _>>, kind: &str, res: &str| {
-            m.as_ref().and_then(|m| m.get(res)).map(
-                |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
-                    (format!("{field}.resources.{kind}.{res}"), q.0.clone())
-                },
-            )
+        if r.claims.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(Unsupported::new(format!("{field}.resources.claims"), "dynamic resource claims are not supported").into());
+        }
+        let get = |kind: &str, res: &str| {
+            let m = if kind == "requests" { &r.requests } else { &r.limits };
+            m.as_ref().and_then(|m| m.get(res)).map(|q| (format!("{field}.resources.{kind}.{res}"), q.0.clone()))
         };
-        let cpu = |k| get(if k == "requests" { &r.requests } else { &r.limits }, k, "cpu");
-        let mem = |k| get(if k == "requests" { &r.requests } else { &r.limits }, k, "memory");
+        for kind in ["limits", "requests"] {
+            let m = if kind == "requests" { &r.requests } else { &r.limits };
+            for name in m.iter().flat_map(|m| m.keys()) {
+                if !matches!(name.as_str(), "cpu" | "memory" | "ephemeral-storage") {
+                    return Err(Unsupported::new(
+                        format!("{field}.resources.{kind}.{name}"),
+                        format!("resource {name:?} cannot be given to a Nomad task (cpu, memory and ephemeral-storage can)"),
+                    )
+                    .into());
+                }
+            }
+        }
         resources.cpu_request_millis =
-            cpu("requests").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
+            get("requests", "cpu").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
         resources.cpu_limit_millis =
-            cpu("limits").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
+            get("limits", "cpu").map(|(f, q)| quantity::cpu_millis(&f, &q)).transpose()?;
         resources.memory_request_bytes =
-            mem("requests").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
+            get("requests", "memory").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
         resources.memory_limit_bytes =
-            mem("limits").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
+            get("limits", "memory").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
+        for (f, q) in [get("requests", "ephemeral-storage"), get("limits", "ephemeral-storage")].into_iter().flatten() {
+            quantity::bytes(&f, &q)?;
+        }
     }
+    let mounts = volume::mounts(
+        field,
+        c.volume_mounts.as_deref(),
+        c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
+        volumes,
+    )?;
     Ok(ContainerSpec {
         name: c.name.clone(),
         image,
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
+        command,
+        args,
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
         env,
         ports,
         resources,
+        mounts,
+        run_as_user,
+        run_as_group,
+        privileged: sc.and_then(|s| s.privileged) == Some(true),
+        sidecar,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
     use super::*;
+    use crate::env::Segment;
+    use crate::inputs::{Allocatable, ServiceInfo, TokenSpec};
+    use crate::volume::{File, Source};
 
-    const ANN: &str = "virtual-kubelet.io/nomad-driver";
+    fn pod_with(meta: serde_json::Value, spec: serde_json::Value) -> Pod {
+        let mut m = json!({"namespace": "default", "name": "web", "uid": "u-1"});
+        if let (Some(m), Some(extra)) = (m.as_object_mut(), meta.as_object()) {
+            m.extend(extra.clone());
+        }
+        serde_json::from_value(json!({"metadata": m, "spec": spec})).unwrap()
+    }
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"namespace": "default", "name": "web", "uid": "u-1",
-                         "annotations": {ANN: "raw_exec"}},
-            "spec": spec,
-        }))
-        .unwrap()
+        pod_with(json!({}), spec)
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Vec<u8>>> {
+        Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect())
+    }
+
+    fn inputs() -> Inputs {
+        let mut i = Inputs {
+            node_allocatable: Allocatable {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                ephemeral_storage_bytes: 100 << 30,
+            },
+            ..Inputs::default()
+        };
+        i.config_maps.insert("app".into(), data(&[("mode", "fast"), ("LEVEL", "3"), ("bad=key", "x")]));
+        i.config_maps.insert("gone".into(), None);
+        i.secrets.insert("creds".into(), data(&[("password", "s3cr3t"), ("user", "admin")]));
+        i.services.push(ServiceInfo {
+            namespace: "default".into(),
+            name: "kubernetes".into(),
+            cluster_ip: "10.0.0.1".into(),
+            ports: vec![("https".into(), 443, "TCP".into())],
+        });
+        i.services.push(ServiceInfo {
+            namespace: "default".into(),
+            name: "db".into(),
+            cluster_ip: "10.0.0.5".into(),
+            ports: vec![(String::new(), 5432, "TCP".into())],
+        });
+        i.services.push(ServiceInfo {
+            namespace: "other".into(),
+            name: "cache".into(),
+            cluster_ip: "10.0.0.6".into(),
+            ports: vec![(String::new(), 6379, "TCP".into())],
+        });
+        i.tokens.insert(TokenSpec { audience: String::new(), expiration_seconds: 3607 }, "tok".into());
+        i
+    }
+
+    fn text(v: &Value) -> String {
+        v.as_text().unwrap_or_else(|| panic!("not plain text: {v:?}"))
+    }
+
+    fn env_of<'a>(c: &'a ContainerSpec, name: &str) -> &'a Value {
+        &c.env.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("no {name}")).value
     }
 
     #[test]
@@ -293,35 +477,38 @@ mod tests {
         let p = pod(json!({
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 5,
+            "activeDeadlineSeconds": 60,
+            "enableServiceLinks": false,
             "containers": [{
                 "name": "main", "image": "busybox", "command": ["sleep"], "args": ["300"],
                 "workingDir": "/tmp",
                 "env": [{"name": "A", "value": "1"}, {"name": "B"}],
                 "ports": [{"containerPort": 8080, "name": "http"}, {"containerPort": 53, "hostPort": 5353, "protocol": "UDP"}],
-                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}
+                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}},
+                "securityContext": {"runAsUser": 1000}
             }]
         }));
-        let w = WorkloadSpec::from_pod(&p, ANN).unwrap();
+        let t = WorkloadSpec::from_pod(&p, &inputs()).unwrap();
+        let w = &t.spec;
+        assert!(t.notices.is_empty());
         assert_eq!(w.key.to_string(), "default/web");
         assert_eq!(w.uid, "u-1");
         assert_eq!(w.restart_policy, RestartPolicy::Never);
         assert_eq!(w.termination_grace, Duration::from_secs(5));
-        assert_eq!(w.driver.as_deref(), Some("raw_exec"));
+        assert_eq!(w.active_deadline, Some(Duration::from_secs(60)));
         let c = &w.containers[0];
-        assert_eq!(
-            (c.command.as_slice(), c.args.as_slice()),
-            (&["sleep".to_owned()][..], &["300".to_owned()][..])
-        );
+        assert_eq!(c.command, vec![Value::text("sleep")]);
+        assert_eq!(c.args, vec![Value::text("300")]);
         assert_eq!(c.working_dir.as_deref(), Some("/tmp"));
-        assert_eq!(c.env, vec![("A".into(), "1".into()), ("B".into(), String::new())]);
+        let names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
+        // Links off: only the `kubernetes` Service's variables after the container's own.
+        assert_eq!(&names[..2], ["A", "B"]);
+        assert!(names.contains(&"KUBERNETES_SERVICE_HOST"));
+        assert!(!names.contains(&"DB_SERVICE_HOST"));
+        assert_eq!(text(env_of(c, "B")), "");
         assert_eq!(
             c.ports[0],
-            PortSpec {
-                name: Some("http".into()),
-                container_port: 8080,
-                host_port: None,
-                protocol: "TCP".into()
-            }
+            PortSpec { name: Some("http".into()), container_port: 8080, host_port: None, protocol: "TCP".into() }
         );
         assert_eq!(c.ports[1].host_port, Some(5353));
         assert_eq!(
@@ -333,62 +520,290 @@ mod tests {
                 memory_limit_bytes: Some(128 << 20)
             }
         );
+        assert_eq!(c.run_as_user, Some(1000));
+    }
+
+    #[test]
+    fn environment_is_resolved_like_the_kubelet() {
+        let p = pod_with(
+            json!({"labels": {"app": "web"}, "annotations": {"team": "a"}}),
+            json!({
+                "nodeName": "vk", "serviceAccountName": "robot",
+                "containers": [{
+                    "name": "main", "image": "i",
+                    "command": ["run", "--pass=$(PASS)", "--ip=$(MY_IP)", "--mode=$(CFG_mode)", "$(NOPE)"],
+                    "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "256Mi"}},
+                    "envFrom": [
+                        {"configMapRef": {"name": "app"}, "prefix": "CFG_"},
+                        {"secretRef": {"name": "creds"}}
+                    ],
+                    "env": [
+                        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "LEVEL"}}},
+                        {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                        {"name": "URL", "value": "postgres://$(user):$(PASS)@$(DB_SERVICE_HOST)/x"},
+                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                        {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                        {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['team']"}}},
+                        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                        {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+                        {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                        {"name": "CPU_M", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+                        {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                        {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                        {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+                        {"name": "OPT_KEY", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "nope", "optional": true}}},
+                        {"name": "CFG_mode", "value": "override-$(CFG_mode)"}
+                    ]
+                }]
+            }),
+        );
+        let t = WorkloadSpec::from_pod(&p, &inputs()).unwrap();
+        let c = &t.spec.containers[0];
+        let cases = [
+            ("LEVEL", "3"),
+            ("CFG_LEVEL", "3"),
+            ("CFG_mode", "override-fast"),
+            ("POD", "web"),
+            ("NS", "default"),
+            ("UID", "u-1"),
+            ("APP", "web"),
+            ("TEAM", "a"),
+            ("NODE", "vk"),
+            ("SA", "robot"),
+            ("CPU_M", "250"),
+            ("CPU_LIMIT", "4"),
+            ("MEM_MI", "256"),
+            ("DB_SERVICE_HOST", "10.0.0.5"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(text(env_of(c, name)), want, "{name}");
+        }
+        assert_eq!(env_of(c, "PASS"), &Value(vec![Segment::Secret("s3cr3t".into())]));
+        assert_eq!(env_of(c, "user"), &Value(vec![Segment::Secret("admin".into())]));
+        assert_eq!(
+            env_of(c, "URL"),
+            &Value(vec![
+                Segment::Text("postgres://".into()),
+                Segment::Secret("admin".into()),
+                Segment::Text(":".into()),
+                Segment::Secret("s3cr3t".into()),
+                Segment::Text("@10.0.0.5/x".into()),
+            ])
+        );
+        assert_eq!(env_of(c, "MY_IP"), &Value(vec![Segment::PodIp]));
+        assert_eq!(env_of(c, "HOST_IP"), &Value(vec![Segment::HostIp]));
+        assert!(c.env.iter().all(|e| e.name != "OPT" && e.name != "OPT_KEY" && e.name != "CACHE_SERVICE_HOST"));
+        assert!(crate::env::duplicates(&c.env).is_empty());
+        // Secret and run-time values reach arguments by name; text is inlined; unknowns stay.
+        assert_eq!(c.command[1], Value(vec![Segment::Text("--pass=".into()), Segment::EnvRef("PASS".into())]));
+        assert_eq!(c.command[2], Value(vec![Segment::Text("--ip=".into()), Segment::EnvRef("MY_IP".into())]));
+        assert_eq!(c.command[3], Value::text("--mode=override-fast"));
+        assert_eq!(c.command[4], Value::text("$(NOPE)"));
+        let reasons: Vec<&str> = t.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(
+            reasons,
+            ["InvalidEnvironmentVariableNames", "OptionalConfigMapNotFound", "OptionalSecretKeyNotFound"]
+        );
+        assert_eq!(
+            t.notices[0].message,
+            "Keys [CFG_bad=key] from the EnvFrom configMap default/app were skipped since they are considered invalid environment variable names."
+        );
+    }
+
+    #[test]
+    fn missing_mandatory_inputs_keep_the_pod_waiting() {
+        let c = |env: serde_json::Value| json!({"containers": [{"name": "c", "image": "i", "env": env}]});
+        let cases = [
+            (
+                c(json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}])),
+                "MandatoryConfigMapNotFound",
+                "configmap default/gone not found",
+            ),
+            (
+                c(json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "k"}}}])),
+                "MandatoryConfigMapKeyNotFound",
+                "key \"k\" not found in configmap default/app",
+            ),
+            (
+                c(json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}])),
+                "MandatorySecretNotFound",
+                "secret default/absent not found",
+            ),
+            (
+                c(json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}])),
+                "MandatorySecretKeyNotFound",
+                "key \"k\" not found in secret default/creds",
+            ),
+            (
+                json!({"containers": [{"name": "c", "image": "i", "envFrom": [{"configMapRef": {"name": "gone"}}]}]}),
+                "MandatoryConfigMapNotFound",
+                "configmap default/gone not found",
+            ),
+            (
+                json!({"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "cfg", "configMap": {"name": "gone"}}]}),
+                "FailedMount",
+                "MountVolume.SetUp failed for volume \"cfg\" : configmap default/gone not found",
+            ),
+            (
+                json!({"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "s", "secret": {"secretName": "creds", "items": [{"key": "nope", "path": "p"}]}}]}),
+                "FailedMount",
+                "MountVolume.SetUp failed for volume \"s\" : secret default/creds has no key \"nope\"",
+            ),
+            (
+                json!({"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault"}}]}}]}),
+                "FailedMount",
+                "the service account token has not been obtained",
+            ),
+        ];
+        for (spec, reason, message) in cases {
+            match WorkloadSpec::from_pod(&pod(spec.clone()), &inputs()) {
+                Err(Refusal::Missing(m)) => {
+                    assert_eq!(m.reason, reason, "{spec}");
+                    assert!(m.message.contains(message), "{spec}: {}", m.message);
+                }
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn volumes_become_files_and_shared_directories() {
+        let p = pod_with(
+            json!({"labels": {"app": "web", "tier": "front"}}),
+            json!({
+                "containers": [{
+                    "name": "c", "image": "i",
+                    "resources": {"limits": {"memory": "1Gi"}},
+                    "volumeMounts": [
+                        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
+                        {"name": "scratch", "mountPath": "/scratch", "subPath": "a/b"}
+                    ]
+                }],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "app", "defaultMode": 0o600}},
+                    {"name": "pick", "secret": {"secretName": "creds", "items": [{"key": "password", "path": "db/pass", "mode": 0o400}]}},
+                    {"name": "opt", "configMap": {"name": "gone", "optional": true}},
+                    {"name": "info", "downwardAPI": {"items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}}
+                    ]}},
+                    {"name": "kube-api-access-abcde", "projected": {"sources": [
+                        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                        {"configMap": {"name": "app", "items": [{"key": "mode", "path": "mode"}]}},
+                        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
+                    ]}},
+                    {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+                ]
+            }),
+        );
+        let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
+        let files = |name: &str| match &w.volumes.iter().find(|v| v.name == name).unwrap().source {
+            Source::Files(f) => f.clone(),
+            other => panic!("{other:?}"),
+        };
+        let f = |path: &str, data: &str, mode: u32, secret: bool| File {
+            path: path.into(),
+            data: data.as_bytes().to_vec(),
+            mode,
+            secret,
+        };
+        assert_eq!(
+            files("cfg"),
+            vec![f("LEVEL", "3", 0o600, false), f("bad=key", "x", 0o600, false), f("mode", "fast", 0o600, false)]
+        );
+        assert_eq!(files("pick"), vec![f("db/pass", "s3cr3t", 0o400, true)]);
+        assert_eq!(files("opt"), vec![]);
+        assert_eq!(
+            files("info"),
+            vec![f("labels", "app=\"web\"\ntier=\"front\"", 0o644, false), f("mem", "1024", 0o644, false)]
+        );
+        assert_eq!(
+            files("kube-api-access-abcde"),
+            vec![f("token", "tok", 0o644, true), f("mode", "fast", 0o644, false), f("namespace", "default", 0o644, false)]
+        );
+        assert_eq!(
+            w.volumes.last().unwrap().source,
+            Source::EmptyDir { memory: true, size_limit_bytes: Some(64 << 20) }
+        );
+        let m = &w.containers[0].mounts;
+        assert_eq!((m[0].volume.as_str(), m[0].mount_path.as_str(), m[0].read_only), ("cfg", "/etc/cfg", true));
+        assert_eq!(m[1].sub_path.as_deref(), Some("a/b"));
+    }
+
+    #[test]
+    fn init_containers_and_sidecars_are_kept_in_order() {
+        let p = pod(json!({
+            "initContainers": [
+                {"name": "setup", "image": "i"},
+                {"name": "proxy", "image": "i", "restartPolicy": "Always"},
+                {"name": "migrate", "image": "i"}
+            ],
+            "containers": [{"name": "app", "image": "i"}]
+        }));
+        let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
+        let init: Vec<(&str, bool)> =
+            w.init_containers.iter().map(|c| (c.name.as_str(), c.sidecar)).collect();
+        assert_eq!(init, [("setup", false), ("proxy", true), ("migrate", false)]);
+        let all: Vec<&str> = w.all_containers().map(|c| c.name.as_str()).collect();
+        assert_eq!(all, ["setup", "proxy", "migrate", "app"]);
     }
 
     #[test]
     fn defaults_apply() {
         let p = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
-        let w = WorkloadSpec::from_pod(&p, "other-annotation").unwrap();
+        let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
         assert_eq!(w.restart_policy, RestartPolicy::Always);
         assert_eq!(w.termination_grace, DEFAULT_GRACE);
-        assert_eq!(w.driver, None);
+        assert_eq!(w.active_deadline, None);
+        assert_eq!(w.containers[0].run_as_user, None);
     }
 
+    /// The shared corpus (`tests/corpus/unsupported.json`): every case the domain refuses names
+    /// its field; the cases refused by the Nomad adapter (`"adapter": true`) pass here.
     #[test]
-    fn unsupported_fields_are_named() {
-        let c = json!({"name": "c", "image": "i"});
-        let cases = [
-            (json!({"containers": [c], "initContainers": [c]}), "spec.initContainers"),
-            (
-                json!({"containers": [c], "volumes": [{"name": "data", "hostPath": {"path": "/x"}}]}),
-                "spec.volumes[0]",
-            ),
-            (
-                json!({"containers": [{"name": "c", "image": "i", "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}),
-                "spec.containers[0].env[0].valueFrom",
-            ),
-            (
-                json!({"containers": [c, {"name": "d", "image": "i", "resources": {"limits": {"memory": "12Qi"}}}]}),
-                "spec.containers[1].resources.limits.memory",
-            ),
-            (
-                json!({"containers": [{"name": "c", "image": "i", "readinessProbe": {"exec": {"command": ["true"]}}}]}),
-                "spec.containers[0].readinessProbe",
-            ),
-            (json!({"containers": [{"name": "c"}]}), "spec.containers[0].image"),
-            (json!({"containers": []}), "spec.containers"),
-        ];
-        for (spec, field) in cases {
-            let err = WorkloadSpec::from_pod(&pod(spec.clone()), ANN).unwrap_err();
-            assert_eq!(err.field, field, "{spec}");
+    fn the_unsupported_corpus_names_each_field() {
+        let corpus: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../../tests/corpus/unsupported.json")).unwrap();
+        assert!(corpus.len() >= 30);
+        for case in corpus {
+            let p = corpus_pod(&case);
+            let result = WorkloadSpec::from_pod(&p, &inputs());
+            if case["adapter"] == json!(true) {
+                assert!(result.is_ok(), "{}: {result:?}", case["case"]);
+                continue;
+            }
+            match result {
+                Err(Refusal::Unsupported(u)) => {
+                    assert_eq!(u.field, case["field"].as_str().unwrap(), "{}", case["case"]);
+                    let msg = u.to_string();
+                    let want = case["message"].as_str().unwrap();
+                    assert!(msg.contains(want), "{}: {msg:?} lacks {want:?}", case["case"]);
+                }
+                other => panic!("{}: {other:?}", case["case"]),
+            }
         }
-        let err = WorkloadSpec::from_pod(
-            &pod(json!({"containers": [c], "volumes": [{"name": "data", "hostPath": {"path": "/x"}}]})),
-            ANN,
-        )
-        .unwrap_err();
-        assert_eq!(err.reason, "volume \"data\" of type hostPath is not supported yet");
     }
 
-    #[test]
-    fn the_injected_service_account_volume_is_accepted() {
-        let p = pod(json!({
-            "containers": [{"name": "c", "image": "i"}],
-            "volumes": [{"name": "kube-api-access-x2x9z", "projected": {"sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
-            ]}}]
-        }));
-        assert!(WorkloadSpec::from_pod(&p, ANN).is_ok());
+    /// A corpus case as a pod: one `main` container running `sleep 3600`, merged with the case's
+    /// `container` (a `null` removes a field), `spec` and `annotations`.
+    pub(crate) fn corpus_pod(case: &serde_json::Value) -> Pod {
+        let mut container = json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+        for (k, v) in case["container"].as_object().into_iter().flatten() {
+            if v.is_null() {
+                container.as_object_mut().unwrap().remove(k);
+            } else {
+                container[k] = v.clone();
+            }
+        }
+        let mut spec = json!({"containers": [container]});
+        for (k, v) in case["spec"].as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        let ann = case.get("annotations").cloned().unwrap_or(json!({}));
+        pod_with(json!({"annotations": ann}), spec)
     }
 }

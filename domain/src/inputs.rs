@@ -1,0 +1,500 @@
+//! What a pod reads from the cluster besides itself (ConfigMaps, Secrets, Services, service-account
+//! tokens, the node's allocatable resources), and how those inputs become environment values and
+//! files, as the kubelet resolves them.
+//!
+//! The application fetches what [`references`] lists into an [`Inputs`]; the translation to a
+//! [`crate::workload::WorkloadSpec`] is then a pure function of the pod and the inputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapKeySelector, Container, ObjectFieldSelector, Pod, ResourceFieldSelector,
+    SecretKeySelector,
+};
+
+use crate::env::{self, Env, EnvVar, Segment, Value};
+use crate::error::{Missing, Notice, Unsupported};
+use crate::quantity::Quantity;
+
+/// The kubelet's default `expirationSeconds` of a projected service-account token (1 h).
+pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+
+/// A service-account token a projected volume asks for (`serviceAccountToken` source).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenSpec {
+    /// `audience`; empty for the API server's own audiences.
+    pub audience: String,
+    /// `expirationSeconds` (default [`DEFAULT_TOKEN_SECONDS`]).
+    pub expiration_seconds: i64,
+}
+
+/// Everything outside the pod object that the pod's containers read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// ConfigMaps in the pod's namespace, by name.
+    pub config_maps: BTreeSet<String>,
+    /// Secrets in the pod's namespace, by name.
+    pub secrets: BTreeSet<String>,
+    /// Tokens for the pod's service account.
+    pub tokens: BTreeSet<TokenSpec>,
+    /// Whether Services of the pod's namespace give link variables (`enableServiceLinks`, default
+    /// true). The `kubernetes` Service of `default` always does.
+    pub service_links: bool,
+}
+
+/// A Service as the link variables need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.clusterIP` (`None` or empty: headless, no variables).
+    pub cluster_ip: String,
+    /// `spec.ports` as `(name, port, protocol)`.
+    pub ports: Vec<(String, i32, String)>,
+}
+
+/// What was read for a pod's [`References`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// ConfigMap data and binaryData by name; `None` when the ConfigMap does not exist.
+    pub config_maps: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// Secret data by name; `None` when the Secret does not exist.
+    pub secrets: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// Services of the pod's namespace and the `kubernetes` Service of `default`.
+    pub services: Vec<ServiceInfo>,
+    /// Tokens obtained through the TokenRequest API.
+    pub tokens: BTreeMap<TokenSpec, String>,
+    /// The node's allocatable resources, the value of `limits.*` a container does not set.
+    pub node_allocatable: Allocatable,
+}
+
+/// Node allocatable resources in kubelet units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocatable {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage_bytes: u64,
+}
+
+/// The ConfigMaps, Secrets and tokens `pod` reads, from `env`, `envFrom` and volumes of every
+/// container (init containers included).
+pub fn references(pod: &Pod) -> References {
+    let mut r = References { service_links: true, ..References::default() };
+    let Some(spec) = &pod.spec else { return r };
+    r.service_links = spec.enable_service_links != Some(false);
+    let containers = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    for c in containers {
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(k) = &from.config_map_key_ref {
+                    r.config_maps.insert(k.name.clone());
+                }
+                if let Some(k) = &from.secret_key_ref {
+                    r.secrets.insert(k.name.clone());
+                }
+            }
+        }
+        for e in c.env_from.iter().flatten() {
+            if let Some(s) = &e.config_map_ref {
+                r.config_maps.insert(s.name.clone());
+            }
+            if let Some(s) = &e.secret_ref {
+                r.secrets.insert(s.name.clone());
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            r.config_maps.insert(cm.name.clone());
+        }
+        if let Some(s) = &v.secret {
+            r.secrets.insert(s.secret_name.clone().unwrap_or_default());
+        }
+        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &p.config_map {
+                r.config_maps.insert(cm.name.clone());
+            }
+            if let Some(s) = &p.secret {
+                r.secrets.insert(s.name.clone());
+            }
+            if let Some(t) = &p.service_account_token {
+                r.tokens.insert(TokenSpec {
+                    audience: t.audience.clone().unwrap_or_default(),
+                    expiration_seconds: t.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+                });
+            }
+        }
+    }
+    r.config_maps.retain(|n| !n.is_empty());
+    r.secrets.retain(|n| !n.is_empty());
+    r
+}
+
+/// The value of a downward API `fieldRef` (`ExtractFieldPathAsString` and
+/// `podFieldSelectorRuntimeValue` in the kubelet). `status.podIP(s)` and `status.hostIP(s)` are
+/// run-time segments.
+///
+/// # Errors
+/// [`Unsupported`] on `field` for a path the downward API does not define.
+pub fn field_ref(pod: &Pod, field: &str, sel: &ObjectFieldSelector) -> Result<Value, Unsupported> {
+    let meta = &pod.metadata;
+    let path = sel.field_path.as_str();
+    let text = |s: Option<&String>| Ok(Value::text(s.cloned().unwrap_or_default()));
+    let subscript = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix("['"))
+            .and_then(|r| r.strip_suffix("']"))
+    };
+    match path {
+        "metadata.name" => text(meta.name.as_ref()),
+        "metadata.namespace" => text(meta.namespace.as_ref()),
+        "metadata.uid" => text(meta.uid.as_ref()),
+        "metadata.labels" => Ok(Value::text(env::format_map(&meta.labels.clone().unwrap_or_default()))),
+        "metadata.annotations" => {
+            Ok(Value::text(env::format_map(&meta.annotations.clone().unwrap_or_default())))
+        }
+        "spec.nodeName" => text(pod.spec.as_ref().and_then(|s| s.node_name.as_ref())),
+        "spec.serviceAccountName" => {
+            text(pod.spec.as_ref().and_then(|s| s.service_account_name.as_ref()))
+        }
+        "status.podIP" | "status.podIPs" => Ok(Value(vec![Segment::PodIp])),
+        "status.hostIP" | "status.hostIPs" => Ok(Value(vec![Segment::HostIp])),
+        _ => {
+            if let Some(k) = subscript("metadata.labels") {
+                return text(meta.labels.as_ref().and_then(|l| l.get(k)));
+            }
+            if let Some(k) = subscript("metadata.annotations") {
+                return text(meta.annotations.as_ref().and_then(|a| a.get(k)));
+            }
+            Err(Unsupported::new(
+                format!("{field}.fieldPath"),
+                format!("field path {path:?} is not supported by the downward API"),
+            ))
+        }
+    }
+}
+
+/// The value of a `resourceFieldRef` for `container` (`ExtractContainerResourceValue`): the
+/// request or limit divided by `divisor` (default 1) and rounded up; a limit the container does
+/// not set is the node's allocatable amount, a request it does not set is 0.
+///
+/// # Errors
+/// [`Unsupported`] on `field` for an unknown resource, a malformed quantity or a zero divisor.
+pub fn resource_field_ref(
+    field: &str,
+    container: &Container,
+    sel: &ResourceFieldSelector,
+    node: &Allocatable,
+) -> Result<String, Unsupported> {
+    let r = container.resources.as_ref();
+    let get = |kind: &str, name: &str| {
+        let m = if kind == "limits" { r.and_then(|r| r.limits.as_ref()) } else {
+            r.and_then(|r| r.requests.as_ref())
+        };
+        m.and_then(|m| m.get(name)).map(|q| q.0.clone())
+    };
+    let parse = |f: &str, q: &str| {
+        Quantity::parse(q).map_err(|e| Unsupported::new(f.to_owned(), e))
+    };
+    let divisor_text = sel.divisor.as_ref().map_or("1", |d| d.0.as_str()).to_owned();
+    let divisor = parse(&format!("{field}.divisor"), &divisor_text)?;
+    let (kind, name) = sel.resource.split_once('.').ok_or_else(|| {
+        Unsupported::new(format!("{field}.resource"), format!("unknown resource {:?}", sel.resource))
+    })?;
+    // Values in the smallest unit each resource is read at: millicores for CPU, bytes otherwise.
+    let (value, div) = match name {
+        "cpu" => {
+            let v = match get(kind, "cpu") {
+                Some(q) => parse(field, &q)?.to_units(-3),
+                None if kind == "limits" => Some(node.cpu_millis),
+                None => Some(0),
+            };
+            (v, divisor.to_units(-3))
+        }
+        "memory" | "ephemeral-storage" => {
+            let fallback =
+                if name == "memory" { node.memory_bytes } else { node.ephemeral_storage_bytes };
+            let v = match get(kind, name) {
+                Some(q) => parse(field, &q)?.to_units(0),
+                None if kind == "limits" => Some(fallback),
+                None => Some(0),
+            };
+            (v, divisor.to_units(0))
+        }
+        _ => (None, None),
+    };
+    if !matches!(kind, "limits" | "requests") || !matches!(name, "cpu" | "memory" | "ephemeral-storage")
+    {
+        return Err(Unsupported::new(
+            format!("{field}.resource"),
+            format!("unknown resource {:?}", sel.resource),
+        ));
+    }
+    let value = value.ok_or_else(|| Unsupported::new(field.to_owned(), "quantity out of range"))?;
+    let div = div.filter(|d| *d > 0).ok_or_else(|| {
+        Unsupported::new(format!("{field}.divisor"), format!("{divisor_text:?} is not a usable divisor"))
+    })?;
+    Ok(value.div_ceil(div).to_string())
+}
+
+/// Where a key lookup of `env[].valueFrom` or `envFrom` went.
+enum Lookup<'a> {
+    Found(&'a BTreeMap<String, Vec<u8>>),
+    Absent,
+}
+
+fn lookup<'a>(
+    objects: &'a BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    name: &str,
+) -> Lookup<'a> {
+    match objects.get(name) {
+        Some(Some(d)) => Lookup::Found(d),
+        _ => Lookup::Absent,
+    }
+}
+
+/// Builds the environment of `container` (index `field` in the pod) as the kubelet does, with the
+/// Warning events it would record in `notices`.
+///
+/// # Errors
+/// - [`Missing`] when a mandatory ConfigMap, Secret or key is absent (upstream's
+///   `MandatoryConfigMapNotFound`, `MandatoryConfigMapKeyNotFound`, `MandatorySecretNotFound`,
+///   `MandatorySecretKeyNotFound`): the container cannot be created yet;
+/// - [`Unsupported`] for an unsupported field path or resource.
+pub fn container_env(
+    pod: &Pod,
+    field: &str,
+    container: &Container,
+    inputs: &Inputs,
+    notices: &mut Vec<Notice>,
+) -> Result<Vec<EnvVar>, EnvError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut service_env = Env::default();
+    let links = pod.spec.as_ref().is_none_or(|s| s.enable_service_links != Some(false));
+    let mut seen = BTreeSet::new();
+    // `default/kubernetes` first so a same-named Service of the pod's namespace cannot shadow it
+    // when links are off, and wins when on (the kubelet's map: the namespace's entry replaces it).
+    let mut services: Vec<&ServiceInfo> = inputs
+        .services
+        .iter()
+        .filter(|s| s.namespace == "default" && s.name == "kubernetes")
+        .collect();
+    if links {
+        services.extend(inputs.services.iter().filter(|s| s.namespace == ns));
+    }
+    let mut by_name: BTreeMap<&str, &ServiceInfo> = BTreeMap::new();
+    for s in services {
+        by_name.insert(s.name.as_str(), s);
+    }
+    for s in by_name.values() {
+        if seen.insert(s.name.clone()) {
+            for v in env::service_vars(&s.name, &s.cluster_ip, &s.ports) {
+                service_env.set(&v.name, v.value);
+            }
+        }
+    }
+
+    let mut envs = Env::default();
+    for (i, from) in container.env_from.iter().flatten().enumerate() {
+        let f = format!("{field}.envFrom[{i}]");
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (kind, name, optional, objects, secret) = match (&from.config_map_ref, &from.secret_ref)
+        {
+            (Some(c), _) => ("ConfigMap", &c.name, c.optional == Some(true), &inputs.config_maps, false),
+            (None, Some(s)) => ("Secret", &s.name, s.optional == Some(true), &inputs.secrets, true),
+            (None, None) => {
+                return Err(Unsupported::new(f, "envFrom names neither a configMapRef nor a secretRef").into());
+            }
+        };
+        let data = match lookup(objects, name) {
+            Lookup::Found(d) => d,
+            Lookup::Absent => {
+                let msg = format!("{} {ns}/{name} not found", kind.to_lowercase());
+                if optional {
+                    notices.push(Notice::new(optional_reason(kind, false), msg));
+                    continue;
+                }
+                return Err(Missing::new(mandatory_reason(kind, false), msg).into());
+            }
+        };
+        let mut invalid = Vec::new();
+        for (k, v) in data {
+            let name = format!("{prefix}{k}");
+            if !env::is_valid_name(&name) {
+                invalid.push(name);
+                continue;
+            }
+            let v = String::from_utf8_lossy(v).into_owned();
+            envs.set(&name, Value(vec![if secret { Segment::Secret(v) } else { Segment::Text(v) }]));
+        }
+        if !invalid.is_empty() {
+            notices.push(Notice::new(
+                "InvalidEnvironmentVariableNames",
+                format!(
+                    "Keys [{}] from the EnvFrom {} {ns}/{name} were skipped since they are considered invalid environment variable names.",
+                    invalid.join(", "),
+                    if secret { "secret" } else { "configMap" },
+                ),
+            ));
+        }
+    }
+
+    for (i, e) in container.env.iter().flatten().enumerate() {
+        let f = format!("{field}.env[{i}]");
+        let value = match &e.value_from {
+            None => {
+                let lookup = |n: &str| envs.get(n).or_else(|| service_env.get(n)).cloned();
+                env::expand(e.value.as_deref().unwrap_or_default(), lookup)
+            }
+            Some(from) => {
+                let set = [
+                    from.field_ref.is_some(),
+                    from.resource_field_ref.is_some(),
+                    from.config_map_key_ref.is_some(),
+                    from.secret_key_ref.is_some(),
+                ];
+                if set.iter().filter(|s| **s).count() != 1 {
+                    return Err(Unsupported::new(
+                        format!("{f}.valueFrom"),
+                        "exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef must be set",
+                    )
+                    .into());
+                }
+                if from.file_key_ref.is_some() {
+                    return Err(Unsupported::new(format!("{f}.valueFrom.fileKeyRef"), "not supported").into());
+                }
+                if let Some(sel) = &from.field_ref {
+                    field_ref(pod, &format!("{f}.valueFrom.fieldRef"), sel)?
+                } else if let Some(sel) = &from.resource_field_ref {
+                    let target = match sel.container_name.as_deref().filter(|n| !n.is_empty()) {
+                        None => container,
+                        Some(n) => find_container(pod, n).ok_or_else(|| {
+                            Unsupported::new(
+                                format!("{f}.valueFrom.resourceFieldRef.containerName"),
+                                format!("no container named {n:?}"),
+                            )
+                        })?,
+                    };
+                    let v = resource_field_ref(
+                        &format!("{f}.valueFrom.resourceFieldRef"),
+                        target,
+                        sel,
+                        &inputs.node_allocatable,
+                    )?;
+                    Value::text(v)
+                } else if let Some(sel) = &from.config_map_key_ref {
+                    match key_ref(ns, "ConfigMap", KeyRef::from(sel), &inputs.config_maps, notices)? {
+                        Some(v) => Value::text(v),
+                        None => continue,
+                    }
+                } else if let Some(sel) = &from.secret_key_ref {
+                    match key_ref(ns, "Secret", KeyRef::from(sel), &inputs.secrets, notices)? {
+                        Some(v) => Value(vec![Segment::Secret(v)]),
+                        None => continue,
+                    }
+                } else {
+                    continue;
+                }
+            }
+        };
+        envs.set(&e.name, value);
+    }
+    // Service variables the container did not define come last (kubelet order).
+    for v in service_env.into_vars() {
+        if envs.get(&v.name).is_none() {
+            envs.set(&v.name, v.value);
+        }
+    }
+    Ok(envs.into_vars())
+}
+
+/// Why an environment could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvError {
+    /// The pod can never be run as written.
+    Unsupported(Unsupported),
+    /// An input the pod needs is absent; it may appear later.
+    Missing(Missing),
+}
+
+impl From<Unsupported> for EnvError {
+    fn from(e: Unsupported) -> Self {
+        Self::Unsupported(e)
+    }
+}
+
+impl From<Missing> for EnvError {
+    fn from(e: Missing) -> Self {
+        Self::Missing(e)
+    }
+}
+
+struct KeyRef<'a> {
+    name: &'a str,
+    key: &'a str,
+    optional: bool,
+}
+
+impl<'a> From<&'a ConfigMapKeySelector> for KeyRef<'a> {
+    fn from(s: &'a ConfigMapKeySelector) -> Self {
+        Self { name: &s.name, key: &s.key, optional: s.optional == Some(true) }
+    }
+}
+
+impl<'a> From<&'a SecretKeySelector> for KeyRef<'a> {
+    fn from(s: &'a SecretKeySelector) -> Self {
+        Self { name: &s.name, key: &s.key, optional: s.optional == Some(true) }
+    }
+}
+
+fn key_ref(
+    ns: &str,
+    kind: &str,
+    r: KeyRef<'_>,
+    objects: &BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    notices: &mut Vec<Notice>,
+) -> Result<Option<String>, EnvError> {
+    let lower = kind.to_lowercase();
+    let (key_missing, msg) = match lookup(objects, r.name) {
+        Lookup::Found(d) => match d.get(r.key) {
+            Some(v) => return Ok(Some(String::from_utf8_lossy(v).into_owned())),
+            None => (true, format!("key {:?} not found in {lower} {ns}/{}", r.key, r.name)),
+        },
+        Lookup::Absent => (false, format!("{lower} {ns}/{} not found", r.name)),
+    };
+    if r.optional {
+        notices.push(Notice::new(optional_reason(kind, key_missing), msg));
+        Ok(None)
+    } else {
+        Err(Missing::new(mandatory_reason(kind, key_missing), msg).into())
+    }
+}
+
+fn optional_reason(kind: &str, key: bool) -> &'static str {
+    match (kind, key) {
+        ("ConfigMap", false) => "OptionalConfigMapNotFound",
+        ("ConfigMap", true) => "OptionalConfigMapKeyNotFound",
+        (_, false) => "OptionalSecretNotFound",
+        (_, true) => "OptionalSecretKeyNotFound",
+    }
+}
+
+fn mandatory_reason(kind: &str, key: bool) -> &'static str {
+    match (kind, key) {
+        ("ConfigMap", false) => "MandatoryConfigMapNotFound",
+        ("ConfigMap", true) => "MandatoryConfigMapKeyNotFound",
+        (_, false) => "MandatorySecretNotFound",
+        (_, true) => "MandatorySecretKeyNotFound",
+    }
+}
+
+/// The container (init or app) named `name` in `pod`.
+pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == name)
+}

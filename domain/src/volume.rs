@@ -1,0 +1,414 @@
+//! A pod's volumes as the files (or empty directories) they hold, and each container's mounts.
+//!
+//! ConfigMap, Secret, downward API and projected volumes (service-account tokens included) are
+//! resolved to [`File`]s, as the kubelet's volume plugins would write them
+//! (`pkg/volume/{configmap,secret,downwardapi,projected}`): every key at a path named after it,
+//! or the listed `items`; `defaultMode` 0644 unless given; a missing mandatory source fails the
+//! mount (`FailedMount`), a missing optional one leaves it empty. `emptyDir` is a directory shared
+//! by the pod's containers. Any other type is refused with its name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapProjection, DownwardAPIVolumeFile, KeyToPath, Pod, SecretProjection, Volume as K8sVolume,
+    VolumeMount,
+};
+
+use crate::error::{Missing, Unsupported};
+use crate::inputs::{self, DEFAULT_TOKEN_SECONDS, EnvError, Inputs, TokenSpec};
+use crate::quantity;
+
+/// The kubelet's default file mode for volume files (`0644`).
+pub const DEFAULT_MODE: u32 = 0o644;
+
+/// One volume of the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// `name`, unique in the pod.
+    pub name: String,
+    /// What it holds.
+    pub source: Source,
+}
+
+/// What a volume holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An empty directory shared by the pod's containers, living as long as the pod.
+    EmptyDir {
+        /// `medium: Memory`.
+        memory: bool,
+        /// `sizeLimit` in bytes.
+        size_limit_bytes: Option<u64>,
+    },
+    /// Files made from API objects and the pod itself; they follow the objects while the pod runs.
+    Files(Vec<File>),
+}
+
+/// A file of a ConfigMap, Secret, downward API or projected volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    /// Path relative to the volume's root (no `..`, not absolute).
+    pub path: String,
+    /// Content.
+    pub data: Vec<u8>,
+    /// Permission bits (`0644` by default).
+    pub mode: u32,
+    /// From a Secret or a token: must only be written where Secret data may be.
+    pub secret: bool,
+}
+
+/// A container's `volumeMounts[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The volume's name.
+    pub volume: String,
+    /// `mountPath`, absolute.
+    pub mount_path: String,
+    /// `subPath`, relative.
+    pub sub_path: Option<String>,
+    /// `readOnly`.
+    pub read_only: bool,
+}
+
+/// Resolves the pod's volumes against `inputs`.
+///
+/// # Errors
+/// [`EnvError::Unsupported`] naming `spec.volumes[i]` for a type that cannot be run or a malformed
+/// path or quantity; [`EnvError::Missing`] (`FailedMount`) for a mandatory ConfigMap, Secret, key
+/// or token that is absent.
+pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
+    let Some(spec) = &pod.spec else { return Ok(Vec::new()) };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let field = format!("spec.volumes[{i}]");
+        let fail = |msg: String| {
+            Missing::new("FailedMount", format!("MountVolume.SetUp failed for volume {:?} : {msg}", v.name))
+        };
+        let default_mode = |m: Option<i32>| m.map_or(DEFAULT_MODE, mode);
+        let source = if let Some(e) = &v.empty_dir {
+            let size = e
+                .size_limit
+                .as_ref()
+                .map(|q| quantity::bytes(&format!("{field}.emptyDir.sizeLimit"), &q.0))
+                .transpose()?;
+            Source::EmptyDir { memory: e.medium.as_deref() == Some("Memory"), size_limit_bytes: size }
+        } else if let Some(cm) = &v.config_map {
+            let mut files = Vec::new();
+            let f = format!("{field}.configMap");
+            object_files(
+                &f,
+                ("configmap", ns, &cm.name),
+                inputs.config_maps.get(&cm.name).and_then(Option::as_ref),
+                cm.items.as_deref(),
+                cm.optional == Some(true),
+                default_mode(cm.default_mode),
+                false,
+                &mut files,
+            )
+            .map_err(|e| e.map_missing(fail))?;
+            Source::Files(files)
+        } else if let Some(s) = &v.secret {
+            let mut files = Vec::new();
+            let name = s.secret_name.clone().unwrap_or_default();
+            let f = format!("{field}.secret");
+            object_files(
+                &f,
+                ("secret", ns, &name),
+                inputs.secrets.get(&name).and_then(Option::as_ref),
+                s.items.as_deref(),
+                s.optional == Some(true),
+                default_mode(s.default_mode),
+                true,
+                &mut files,
+            )
+            .map_err(|e| e.map_missing(fail))?;
+            Source::Files(files)
+        } else if let Some(d) = &v.downward_api {
+            let mut files = Vec::new();
+            let dm = default_mode(d.default_mode);
+            for (j, item) in d.items.iter().flatten().enumerate() {
+                files.push(downward_file(pod, &format!("{field}.downwardAPI.items[{j}]"), item, dm, inputs)?);
+            }
+            Source::Files(files)
+        } else if let Some(p) = &v.projected {
+            let dm = default_mode(p.default_mode);
+            let mut files = Vec::new();
+            for (j, src) in p.sources.iter().flatten().enumerate() {
+                let f = format!("{field}.projected.sources[{j}]");
+                if let Some(ConfigMapProjection { name, items, optional }) = &src.config_map {
+                    object_files(
+                        &format!("{f}.configMap"),
+                        ("configmap", ns, name),
+                        inputs.config_maps.get(name).and_then(Option::as_ref),
+                        items.as_deref(),
+                        *optional == Some(true),
+                        dm,
+                        false,
+                        &mut files,
+                    )
+                    .map_err(|e| e.map_missing(fail))?;
+                } else if let Some(SecretProjection { name, items, optional }) = &src.secret {
+                    object_files(
+                        &format!("{f}.secret"),
+                        ("secret", ns, name),
+                        inputs.secrets.get(name).and_then(Option::as_ref),
+                        items.as_deref(),
+                        *optional == Some(true),
+                        dm,
+                        true,
+                        &mut files,
+                    )
+                    .map_err(|e| e.map_missing(fail))?;
+                } else if let Some(d) = &src.downward_api {
+                    for (k, item) in d.items.iter().flatten().enumerate() {
+                        let f = format!("{f}.downwardAPI.items[{k}]");
+                        files.push(downward_file(pod, &f, item, dm, inputs)?);
+                    }
+                } else if let Some(t) = &src.service_account_token {
+                    let spec = TokenSpec {
+                        audience: t.audience.clone().unwrap_or_default(),
+                        expiration_seconds: t.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+                    };
+                    let token = inputs.tokens.get(&spec).ok_or_else(|| {
+                        fail("the service account token has not been obtained".into())
+                    })?;
+                    files.push(File {
+                        path: rel_path(&format!("{f}.serviceAccountToken.path"), &t.path)?,
+                        data: token.clone().into_bytes(),
+                        mode: dm,
+                        secret: true,
+                    });
+                } else {
+                    let kind = if src.cluster_trust_bundle.is_some() {
+                        "clusterTrustBundle"
+                    } else if src.pod_certificate.is_some() {
+                        "podCertificate"
+                    } else {
+                        "unknown"
+                    };
+                    return Err(Unsupported::new(
+                        f,
+                        format!("projected source of type {kind} in volume {:?} is not supported", v.name),
+                    )
+                    .into());
+                }
+            }
+            Source::Files(files)
+        } else {
+            return Err(Unsupported::new(
+                field,
+                format!("volume {:?} of type {} is not supported", v.name, volume_type(v)),
+            )
+            .into());
+        };
+        out.push(Volume { name: v.name.clone(), source });
+    }
+    Ok(out)
+}
+
+/// A container's mounts, checked against the pod's volumes.
+///
+/// # Errors
+/// [`Unsupported`] on `field.volumeMounts[i]` for an unknown volume, a relative `mountPath`, a
+/// `subPath` with `..`, `subPathExpr` or bidirectional propagation; on `field.volumeDevices` when
+/// any is given.
+pub fn mounts(
+    field: &str,
+    mounts: Option<&[VolumeMount]>,
+    devices: bool,
+    volumes: &[Volume],
+) -> Result<Vec<Mount>, Unsupported> {
+    if devices {
+        return Err(Unsupported::new(format!("{field}.volumeDevices"), "block devices are not supported"));
+    }
+    let mut out = Vec::new();
+    for (i, m) in mounts.unwrap_or_default().iter().enumerate() {
+        let f = format!("{field}.volumeMounts[{i}]");
+        if !volumes.iter().any(|v| v.name == m.name) {
+            return Err(Unsupported::new(format!("{f}.name"), format!("no volume named {:?}", m.name)));
+        }
+        if !m.mount_path.starts_with('/') {
+            return Err(Unsupported::new(
+                format!("{f}.mountPath"),
+                format!("{:?} is not an absolute path", m.mount_path),
+            ));
+        }
+        if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(Unsupported::new(format!("{f}.subPathExpr"), "not supported"));
+        }
+        if m.mount_propagation.as_deref() == Some("Bidirectional") {
+            return Err(Unsupported::new(
+                format!("{f}.mountPropagation"),
+                "Bidirectional mount propagation is not supported",
+            ));
+        }
+        let sub_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(rel_path(&format!("{f}.subPath"), s)?),
+            None => None,
+        };
+        out.push(Mount {
+            volume: m.name.clone(),
+            mount_path: m.mount_path.clone(),
+            sub_path,
+            read_only: m.read_only == Some(true),
+        });
+    }
+    Ok(out)
+}
+
+/// The name of a volume's source type as written in a pod spec (`configMap`, `hostPath`, ...).
+pub fn volume_type(v: &K8sVolume) -> &'static str {
+    let types: [(&'static str, bool); 29] = [
+        ("configMap", v.config_map.is_some()),
+        ("secret", v.secret.is_some()),
+        ("emptyDir", v.empty_dir.is_some()),
+        ("hostPath", v.host_path.is_some()),
+        ("projected", v.projected.is_some()),
+        ("downwardAPI", v.downward_api.is_some()),
+        ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
+        ("nfs", v.nfs.is_some()),
+        ("csi", v.csi.is_some()),
+        ("ephemeral", v.ephemeral.is_some()),
+        ("image", v.image.is_some()),
+        ("iscsi", v.iscsi.is_some()),
+        ("awsElasticBlockStore", v.aws_elastic_block_store.is_some()),
+        ("gcePersistentDisk", v.gce_persistent_disk.is_some()),
+        ("azureDisk", v.azure_disk.is_some()),
+        ("azureFile", v.azure_file.is_some()),
+        ("cephfs", v.cephfs.is_some()),
+        ("cinder", v.cinder.is_some()),
+        ("fc", v.fc.is_some()),
+        ("flexVolume", v.flex_volume.is_some()),
+        ("flocker", v.flocker.is_some()),
+        ("gitRepo", v.git_repo.is_some()),
+        ("glusterfs", v.glusterfs.is_some()),
+        ("photonPersistentDisk", v.photon_persistent_disk.is_some()),
+        ("portworxVolume", v.portworx_volume.is_some()),
+        ("quobyte", v.quobyte.is_some()),
+        ("rbd", v.rbd.is_some()),
+        ("scaleIO", v.scale_io.is_some()),
+        ("storageos", v.storageos.is_some()),
+    ];
+    types.iter().find(|(_, set)| *set).map_or("unknown", |(n, _)| n)
+}
+
+fn mode(m: i32) -> u32 {
+    u32::try_from(m).unwrap_or(DEFAULT_MODE) & 0o777
+}
+
+/// Checks a path relative to a volume (`AtomicWriter` rules: not absolute, no `..` element, not
+/// empty) and normalises it.
+fn rel_path(field: &str, p: &str) -> Result<String, Unsupported> {
+    let bad = |why: &str| Err(Unsupported::new(field.to_owned(), format!("path {p:?} {why}")));
+    if p.is_empty() {
+        return bad("is empty");
+    }
+    if p.starts_with('/') {
+        return bad("is absolute");
+    }
+    if p.split('/').any(|e| e == "..") {
+        return bad("contains '..'");
+    }
+    Ok(p.split('/').filter(|e| !e.is_empty() && *e != ".").collect::<Vec<_>>().join("/"))
+}
+
+enum FilesError {
+    Unsupported(Unsupported),
+    Missing(String),
+}
+
+impl FilesError {
+    fn map_missing(self, f: impl Fn(String) -> Missing) -> EnvError {
+        match self {
+            Self::Unsupported(u) => EnvError::Unsupported(u),
+            Self::Missing(m) => EnvError::Missing(f(m)),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn object_files(
+    field: &str,
+    (kind, ns, name): (&str, &str, &str),
+    data: Option<&BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+    default_mode: u32,
+    secret: bool,
+    out: &mut Vec<File>,
+) -> Result<(), FilesError> {
+    let Some(data) = data else {
+        return if optional {
+            Ok(())
+        } else {
+            Err(FilesError::Missing(format!("{kind} {ns}/{name} not found")))
+        };
+    };
+    match items.filter(|i| !i.is_empty()) {
+        None => {
+            for (k, v) in data {
+                let path = rel_path(field, k).map_err(FilesError::Unsupported)?;
+                out.push(File { path, data: v.clone(), mode: default_mode, secret });
+            }
+        }
+        Some(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let Some(v) = data.get(&item.key) else {
+                    if optional {
+                        continue;
+                    }
+                    return Err(FilesError::Missing(format!(
+                        "{kind} {ns}/{name} has no key {:?}",
+                        item.key
+                    )));
+                };
+                let path = rel_path(&format!("{field}.items[{i}].path"), &item.path)
+                    .map_err(FilesError::Unsupported)?;
+                out.push(File {
+                    path,
+                    data: v.clone(),
+                    mode: item.mode.map_or(default_mode, mode),
+                    secret,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn downward_file(
+    pod: &Pod,
+    field: &str,
+    item: &DownwardAPIVolumeFile,
+    default_mode: u32,
+    inputs: &Inputs,
+) -> Result<File, Unsupported> {
+    let path = rel_path(&format!("{field}.path"), &item.path)?;
+    let text = if let Some(sel) = &item.field_ref {
+        let v = inputs::field_ref(pod, &format!("{field}.fieldRef"), sel)?;
+        v.as_text().ok_or_else(|| {
+            Unsupported::new(
+                format!("{field}.fieldRef.fieldPath"),
+                format!("{:?} is not available in a volume", sel.field_path),
+            )
+        })?
+    } else if let Some(sel) = &item.resource_field_ref {
+        let name = sel.container_name.as_deref().unwrap_or_default();
+        let c = inputs::find_container(pod, name).ok_or_else(|| {
+            Unsupported::new(
+                format!("{field}.resourceFieldRef.containerName"),
+                format!("no container named {name:?}"),
+            )
+        })?;
+        inputs::resource_field_ref(
+            &format!("{field}.resourceFieldRef"),
+            c,
+            sel,
+            &inputs.node_allocatable,
+        )?
+    } else {
+        return Err(Unsupported::new(field.to_owned(), "neither fieldRef nor resourceFieldRef is set"));
+    };
+    Ok(File { path, data: text.into_bytes(), mode: item.mode.map_or(default_mode, mode), secret: false })
+}
