@@ -386,6 +386,14 @@ fn downward_file(
 ) -> Result<File, Unsupported> {
     let path = rel_path(&format!("{field}.path"), &item.path)?;
     let text = if let Some(sel) = &item.field_ref {
+        // Volumes carry metadata only (`validateDownwardAPIVolumeFile`): the rest may change
+        // without the file being rewritten.
+        if !sel.field_path.starts_with("metadata.") {
+            return Err(Unsupported::new(
+                format!("{field}.fieldRef.fieldPath"),
+                format!("{:?} is not available in a volume (metadata fields are)", sel.field_path),
+            ));
+        }
         let v = inputs::field_ref(pod, &format!("{field}.fieldRef"), sel)?;
         v.as_text().ok_or_else(|| {
             Unsupported::new(
