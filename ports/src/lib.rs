@@ -9,6 +9,7 @@
 //!
 //! Ports leak no infrastructure: no HTTP client, no kube client, no `anyhow` (STYLE 10).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures::Stream;
@@ -17,6 +18,8 @@ use vk_domain::k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::RuntimePod;
+use vk_domain::inputs::ServiceInfo;
+use vk_domain::jiff::Timestamp;
 use vk_domain::workload::WorkloadSpec;
 
 pub use vk_domain;
@@ -75,6 +78,32 @@ pub trait PodProvider: Send + Sync + 'static {
     fn create_pod(
         &self,
         spec: &WorkloadSpec,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Brings the inputs of a running workload up to date with `spec`: the files of its ConfigMap,
+    /// Secret, downward API and projected volumes (service-account tokens included) change in
+    /// place, without restarting containers, as a kubelet's volume sync does. The environment is
+    /// left alone (it never changes in a running container). Nothing is done when nothing changed.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload, `InvalidInput` when `spec` cannot be translated,
+    /// `Unavailable` when the backend cannot be reached.
+    fn update_pod(
+        &self,
+        spec: &WorkloadSpec,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Lets init container `container` of workload `id` start. Backends that cannot order init
+    /// containers themselves hold every init container after the first until it is released; the
+    /// caller releases one once those before it have completed (or, for a sidecar, started).
+    /// Releasing twice is harmless.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload, `Unavailable` when the backend cannot be reached.
+    fn start_container(
+        &self,
+        id: &str,
+        container: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Asks the workload `id` to stop gracefully, its containers getting the termination grace
@@ -247,4 +276,53 @@ pub trait PodApi: Send + Sync + 'static {
         reason: &str,
         message: &str,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}
+
+/// The objects a kubelet reads for the pods bound to it, so that their containers get their
+/// environment and volume files: ConfigMaps, Secrets, Services and service-account tokens. Under
+/// the Node authorizer a node may read only what its pods reference.
+pub trait InputsApi: Send + Sync + 'static {
+    /// The data of ConfigMap `namespace/name` (`data` as UTF-8 bytes and `binaryData`), `None` when
+    /// it does not exist.
+    ///
+    /// # Errors
+    /// `Refused` when forbidden; `Unavailable` when unreachable.
+    fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, Vec<u8>>>, ClusterError>> + Send;
+
+    /// The data of Secret `namespace/name`, `None` when it does not exist.
+    ///
+    /// # Errors
+    /// As [`InputsApi::config_map`].
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, Vec<u8>>>, ClusterError>> + Send;
+
+    /// The Services of `namespace`.
+    ///
+    /// # Errors
+    /// As [`InputsApi::config_map`].
+    fn services(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<Vec<ServiceInfo>, ClusterError>> + Send;
+
+    /// A token for service account `service_account` of the pod's namespace, bound to `pod`
+    /// (TokenRequest with `boundObjectRef`), for `audience` (empty: the API server's) and
+    /// `expiration_seconds`. Returns the token and when it expires.
+    ///
+    /// # Errors
+    /// `Refused` when forbidden (the pod is not bound to this node); `Unavailable` when unreachable.
+    fn request_token(
+        &self,
+        pod: &Pod,
+        service_account: &str,
+        audience: &str,
+        expiration_seconds: i64,
+    ) -> impl Future<Output = Result<(String, Timestamp), ClusterError>> + Send;
 }

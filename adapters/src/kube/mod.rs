@@ -5,17 +5,24 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
+use vk_domain::inputs::ServiceInfo;
+use vk_domain::jiff::Timestamp;
 use vk_domain::node::LEASE_NAMESPACE;
 use vk_domain::pod::PodKey;
-use vk_ports::{ClusterError, EventType, NodeApi, PodApi, PodWatchEvent};
+use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent};
 
 /// Field manager written on server-side applies.
 pub const FIELD_MANAGER: &str = "virtual-kubelet";
@@ -187,6 +194,96 @@ impl PodApi for KubePodApi {
             secondary: None,
         };
         self.recorder.publish(&ev, &pod.object_ref(&())).await.map_err(cluster_error)
+    }
+}
+
+impl InputsApi for KubePodApi {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ClusterError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let Some(cm) = api.get_opt(name).await.map_err(cluster_error)? else { return Ok(None) };
+        let mut out: BTreeMap<String, Vec<u8>> =
+            cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+        Ok(Some(out))
+    }
+
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let Some(s) = api.get_opt(name).await.map_err(cluster_error)? else { return Ok(None) };
+        let mut out: BTreeMap<String, Vec<u8>> =
+            s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        // `stringData` is write-only; it is folded into `data` by the API server.
+        out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+        Ok(Some(out))
+    }
+
+    async fn services(&self, namespace: &str) -> Result<Vec<ServiceInfo>, ClusterError> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let list = api.list(&ListParams::default()).await.map_err(cluster_error)?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|s| {
+                let spec = s.spec.unwrap_or_default();
+                ServiceInfo {
+                    namespace: s.metadata.namespace.unwrap_or_default(),
+                    name: s.metadata.name.unwrap_or_default(),
+                    cluster_ip: spec.cluster_ip.unwrap_or_default(),
+                    ports: spec
+                        .ports
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| (p.name.unwrap_or_default(), p.port, p.protocol.unwrap_or_default()))
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    async fn request_token(
+        &self,
+        pod: &Pod,
+        service_account: &str,
+        audience: &str,
+        expiration_seconds: i64,
+    ) -> Result<(String, Timestamp), ClusterError> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        let req = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: (!audience.is_empty()).then(|| vec![audience.to_owned()]),
+                expiration_seconds: Some(expiration_seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            }),
+            ..TokenRequest::default()
+        };
+        let resp: TokenRequest = api
+            .create_subresource("token", service_account, &PostParams::default(), &req)
+            .await
+            .map_err(cluster_error)?;
+        let status = resp.status.ok_or_else(|| {
+            ClusterError::Unavailable("the TokenRequest answer has no status".into())
+        })?;
+        let token = status.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            ClusterError::Unavailable("the TokenRequest answer has no token".into())
+        })?;
+        let expires = status.expiration_timestamp.map(|t| t.0).ok_or_else(|| {
+            ClusterError::Unavailable("the TokenRequest answer has no expiration".into())
+        })?;
+        Ok((token, expires))
     }
 }
 

@@ -170,6 +170,70 @@ pub struct Task {
     /// Task metadata.
     #[serde(default, deserialize_with = "nullable")]
     pub meta: BTreeMap<String, String>,
+    /// The user the task runs as (a name, or for docker `uid[:gid]`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// When the task runs relative to the group's main tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+    /// Files rendered by Nomad's template runner before (and while) the task runs.
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<Template>,
+    /// The task's own restart policy, replacing the group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// `api.TaskLifecycle`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Lifecycle {
+    /// `prestart`, `poststart` or `poststop`.
+    pub hook: String,
+    /// Keeps running beside the main tasks instead of running to completion.
+    #[serde(default)]
+    pub sidecar: bool,
+}
+
+/// `api.Template`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Template {
+    /// The template text (consul-template syntax).
+    pub embedded_tmpl: String,
+    /// Where it is rendered, relative to the task directory.
+    pub dest_path: String,
+    /// What happens when it renders again: `restart`, `noop`, `signal` or `script`.
+    pub change_mode: String,
+    /// File mode, octal digits (`"0644"`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub perms: String,
+    /// The rendered file is read back as `KEY=value` environment variables.
+    #[serde(default)]
+    pub envvars: bool,
+    /// Left delimiter (`{{` when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub left_delim: String,
+    /// Right delimiter (`}}` when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub right_delim: String,
+}
+
+/// `api.Variable` (`PUT /v1/var/:path`, `GET /v1/var/:path`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Variable {
+    /// Nomad namespace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Path, for example `nomad/jobs/<job>`.
+    pub path: String,
+    /// The items (string values).
+    #[serde(default, deserialize_with = "nullable")]
+    pub items: BTreeMap<String, String>,
+    /// Server-set index for check-and-set.
+    #[serde(default, skip_serializing)]
+    pub modify_index: u64,
 }
 
 /// `api.Resources`.

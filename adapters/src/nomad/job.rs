@@ -1,4 +1,5 @@
-//! Pod to Nomad job: a pure translation of a checked [`WorkloadSpec`] into the job registered.
+//! Pod to Nomad job: a pure translation of a checked [`WorkloadSpec`] into the job registered and
+//! the Nomad Variable that carries the pod's data.
 //!
 //! One job per pod (ID from namespace and name, see [`job_id`]); one task group with count 1 (the
 //! allocation is the pod); one task per container. Conversions:
@@ -11,17 +12,34 @@
 //!   `Never` become `batch` jobs, `Never` with no restart and no reschedule.
 //! - `terminationGracePeriodSeconds` becomes each task's `KillTimeout` (after `KillSignal`
 //!   SIGTERM).
+//! - Init containers are `prestart` tasks, native sidecars `prestart` sidecar tasks (restarted
+//!   whatever the pod's policy). Nomad starts all prestart tasks at once, so every init container
+//!   after the first holds on a template reading its own gate variable
+//!   ([`gate_path`]) until the virtual kubelet writes it, once the init container before it has
+//!   completed (or, for a sidecar, started).
+//! - Data: the pod's ConfigMap, Secret, downward API and token files, and every environment
+//!   value that holds Secret data, live in one Nomad Variable ([`variable_path`], readable only by
+//!   the job's own tasks through their workload identity) and reach the task through templates
+//!   with `change_mode = "noop"`: files follow the Variable while the task runs, and environment
+//!   is read once at start. No Secret byte is written into the job.
+//! - Volumes live in the allocation's shared directory, `alloc/volumes/<volume>/`; docker binds
+//!   them at each `mountPath` (`subPath` and `readOnly` honoured); raw_exec and exec tasks, which
+//!   have no mount namespace of their own here, find them under `$NOMAD_ALLOC_DIR/volumes/`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
+use vk_domain::env::{EnvVar, Segment, Value as EnvValue};
 use vk_domain::error::Unsupported;
 use vk_domain::pod::{PodKey, RestartPolicy};
+use vk_domain::volume::Source;
 use vk_domain::workload::{ContainerSpec, WorkloadSpec};
 
 use super::api::{
-    Job, Network, Port, ReschedulePolicy, Resources, RestartPolicy as NomadRestart, Task, TaskGroup,
+    Job, Lifecycle, Network, Port, ReschedulePolicy, Resources, RestartPolicy as NomadRestart,
+    Task, TaskGroup, Template,
 };
 
 /// Meta key: the Kubernetes node (virtual kubelet) that owns the job.
@@ -37,6 +55,21 @@ pub const META_MANAGED_BY: &str = "managed_by";
 /// The group's name in every job.
 pub const GROUP: &str = "pod";
 
+/// Pod annotation: comma-separated Nomad datacenters (upstream virtual-kubelet's name).
+pub const ANN_DATACENTERS: &str = "nomad.hashicorp.com/datacenters";
+/// Pod annotation: the task driver (`docker`, `raw_exec`, `exec`).
+pub const ANN_DRIVER: &str = "nomad.hashicorp.com/driver";
+/// Pod annotation: the Nomad node pool.
+pub const ANN_NODE_POOL: &str = "nomad.hashicorp.com/node-pool";
+/// Pod annotation: the job's priority, 1 to 100.
+pub const ANN_PRIORITY: &str = "nomad.hashicorp.com/priority";
+/// Pod annotation: the group's network mode: `host`, `bridge`, `none` or `cni/<name>`.
+pub const ANN_NETWORK_MODE: &str = "nomad.hashicorp.com/network-mode";
+
+/// Template delimiters: outside ASCII, so no environment variable name can contain them.
+const LEFT: &str = "⟦";
+const RIGHT: &str = "⟧";
+
 /// Where and how jobs are registered, from configuration and the Nomad cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSettings {
@@ -48,12 +81,26 @@ pub struct JobSettings {
     pub namespace: Option<String>,
     /// Nomad region, if not the agent's default.
     pub region: Option<String>,
-    /// Datacenters (`["*"]` for all).
+    /// Datacenters (`["*"]` for all) when the pod does not name them.
     pub datacenters: Vec<String>,
     /// Task driver when the pod does not choose one.
     pub default_driver: String,
+    /// A further annotation choosing the driver, read before [`ANN_DRIVER`] (configuration).
+    pub driver_annotation: String,
     /// MHz per CPU core of the Nomad nodes, to convert millicores.
     pub mhz_per_core: u64,
+}
+
+/// A pod as Nomad objects: the job, and the items of its Variable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodJob {
+    /// The job to register.
+    pub job: Job,
+    /// Items of the Variable at [`variable_path`] (empty: no Variable is needed). Values are the
+    /// base64 of file contents (`f_*`) and escaped environment text (`e_*`).
+    pub items: BTreeMap<String, String>,
+    /// Tasks held until released through [`gate_path`], in start order.
+    pub gated: Vec<String>,
 }
 
 /// The job ID of a pod: `<prefix><namespace>.<name>`. Unambiguous because a namespace never
@@ -62,23 +109,138 @@ pub fn job_id(prefix: &str, key: &PodKey) -> String {
     format!("{prefix}{}.{}", key.namespace(), key.name())
 }
 
-/// Translates `spec` into the Nomad job to register.
+/// The Variable holding a pod's data: `nomad/jobs/<job>`, which Nomad lets every task of the job
+/// read through its workload identity, and no other job.
+pub fn variable_path(job_id: &str) -> String {
+    format!("nomad/jobs/{job_id}")
+}
+
+/// The gate of a held task: `nomad/jobs/<job>/pod/<task>`, readable by that task only. The task
+/// starts once a Variable exists there.
+pub fn gate_path(job_id: &str, task: &str) -> String {
+    format!("nomad/jobs/{job_id}/{GROUP}/{task}")
+}
+
+/// What the pod's annotations choose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    driver: String,
+    datacenters: Vec<String>,
+    node_pool: Option<String>,
+    priority: Option<i32>,
+    network_mode: String,
+}
+
+fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsupported> {
+    let ann = |k: &str| spec.annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let field = |k: &str| format!("metadata.annotations[{k}]");
+    let driver = ann(&s.driver_annotation).or_else(|| ann(ANN_DRIVER)).unwrap_or(&s.default_driver);
+    let datacenters = match ann(ANN_DATACENTERS) {
+        None => s.datacenters.clone(),
+        Some(v) => {
+            let list: Vec<String> =
+                v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_owned).collect();
+            if list.is_empty() {
+                return Err(Unsupported::new(field(ANN_DATACENTERS), format!("{v:?} names no datacenter")));
+            }
+            list
+        }
+    };
+    let node_pool = match ann(ANN_NODE_POOL) {
+        None => None,
+        Some(p) => {
+            // Nomad's node pool names: `^[a-zA-Z0-9-_]{1,128}$` (`structs.validNodePoolName`).
+            let ok = p.len() <= 128
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(Unsupported::new(
+                    field(ANN_NODE_POOL),
+                    format!("{p:?} is not a valid Nomad node pool name"),
+                ));
+            }
+            Some(p.to_owned())
+        }
+    };
+    let priority = match ann(ANN_PRIORITY) {
+        None => None,
+        Some(p) => {
+            let n: i32 = p.parse().map_err(|_| {
+                Unsupported::new(field(ANN_PRIORITY), format!("{p:?} is not a number"))
+            })?;
+            if !(1..=100).contains(&n) {
+                return Err(Unsupported::new(
+                    field(ANN_PRIORITY),
+                    format!("{n} is out of range (1 to 100)"),
+                ));
+            }
+            Some(n)
+        }
+    };
+    let network_mode = match ann(ANN_NETWORK_MODE) {
+        None => "host".to_owned(),
+        Some(m @ ("host" | "bridge" | "none")) => m.to_owned(),
+        Some(m) if m.strip_prefix("cni/").is_some_and(|n| !n.is_empty()) => m.to_owned(),
+        Some(m) => {
+            return Err(Unsupported::new(
+                field(ANN_NETWORK_MODE),
+                format!("network mode {m:?} is not one of host, bridge, none, cni/<name>"),
+            ));
+        }
+    };
+    if spec.host_network && network_mode != "host" {
+        return Err(Unsupported::new(
+            field(ANN_NETWORK_MODE),
+            format!("network mode {network_mode:?} contradicts spec.hostNetwork"),
+        ));
+    }
+    Ok(Placement { driver: driver.to_owned(), datacenters, node_pool, priority, network_mode })
+}
+
+/// Translates `spec` into the job to register and the items of its Variable.
 ///
 /// # Errors
 /// [`Unsupported`] naming the field when the chosen driver is not one this adapter can configure
-/// (`docker`, `raw_exec`, `exec`), or a container's command is empty for an exec-style driver.
-pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<Job, Unsupported> {
-    let driver = spec.driver.clone().unwrap_or_else(|| s.default_driver.clone());
-    let mut reserved = Vec::new();
-    let mut dynamic = Vec::new();
-    let tasks = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            task(&format!("spec.containers[{i}]"), c, &driver, spec, s, &mut reserved, &mut dynamic)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+/// (`docker`, `raw_exec`, `exec`), an annotation is malformed, a container's command is empty for
+/// an exec-style driver, or a security setting cannot be given to that driver.
+pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupported> {
+    let place = placement(spec, s)?;
+    if !matches!(place.driver.as_str(), "docker" | "raw_exec" | "exec") {
+        return Err(Unsupported::new(
+            "metadata.annotations",
+            format!(
+                "Nomad task driver {:?} is not supported (docker, raw_exec, exec are)",
+                place.driver
+            ),
+        ));
+    }
+    let id = job_id(&s.prefix, &spec.key);
+    let mut b = Builder {
+        id: id.clone(),
+        driver: place.driver.clone(),
+        spec,
+        settings: s,
+        items: BTreeMap::new(),
+        reserved: Vec::new(),
+        dynamic: Vec::new(),
+    };
+    let mut tasks = Vec::new();
+    let mut gated = Vec::new();
+    for (i, c) in spec.init_containers.iter().enumerate() {
+        let mut t = b.task(&format!("spec.initContainers[{i}]"), c)?;
+        t.lifecycle = Some(Lifecycle { hook: "prestart".into(), sidecar: c.sidecar });
+        if c.sidecar {
+            // A native sidecar restarts whatever the pod's restartPolicy.
+            t.restart_policy = Some(policies(RestartPolicy::Always).1);
+        }
+        if i > 0 {
+            t.templates.push(gate_template(&id, &c.name));
+            gated.push(c.name.clone());
+        }
+        tasks.push(t);
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        tasks.push(b.task(&format!("spec.containers[{i}]"), c)?);
+    }
     let (job_type, restart, reschedule) = policies(spec.restart_policy);
     let mut meta = BTreeMap::new();
     meta.insert(META_NODE.to_owned(), s.node_name.clone());
@@ -86,14 +248,15 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<Job, Unsupported> 
     meta.insert(META_POD.to_owned(), spec.key.name().to_owned());
     meta.insert(META_UID.to_owned(), spec.uid.clone());
     meta.insert(META_MANAGED_BY.to_owned(), "virtual-kubelet".to_owned());
-    let id = job_id(&s.prefix, &spec.key);
-    Ok(Job {
+    let job = Job {
         id: id.clone(),
         name: id,
         type_: job_type.to_owned(),
         namespace: s.namespace.clone(),
         region: s.region.clone(),
-        datacenters: s.datacenters.clone(),
+        datacenters: place.datacenters,
+        node_pool: place.node_pool,
+        priority: place.priority,
         meta,
         task_groups: vec![TaskGroup {
             name: GROUP.to_owned(),
@@ -102,15 +265,28 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<Job, Unsupported> 
             restart_policy: Some(restart),
             reschedule_policy: Some(reschedule),
             networks: vec![Network {
-                mode: "host".into(),
-                reserved_ports: reserved,
-                dynamic_ports: dynamic,
+                mode: place.network_mode,
+                reserved_ports: b.reserved,
+                dynamic_ports: b.dynamic,
                 ..Network::default()
             }],
             meta: BTreeMap::new(),
         }],
         ..Job::default()
-    })
+    };
+    Ok(PodJob { job, items: b.items, gated })
+}
+
+/// The items of the pod's Variable alone, for refreshing a running pod's files: the same as
+/// [`to_job`] computes.
+///
+/// # Errors
+/// As [`to_job`].
+pub fn variable_items(
+    spec: &WorkloadSpec,
+    s: &JobSettings,
+) -> Result<BTreeMap<String, String>, Unsupported> {
+    Ok(to_job(spec, s)?.items)
 }
 
 fn ns(d: Duration) -> i64 {
@@ -170,101 +346,397 @@ fn port_label(container: &str, name: Option<&str>, port: u16) -> String {
     raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
 
-fn task(
-    field: &str,
-    c: &ContainerSpec,
-    driver: &str,
-    spec: &WorkloadSpec,
-    s: &JobSettings,
-    reserved: &mut Vec<Port>,
-    dynamic: &mut Vec<Port>,
-) -> Result<Task, Unsupported> {
-    let mut config = Map::new();
-    let mut labels = Vec::new();
-    for p in &c.ports {
-        let label = port_label(&c.name, p.name.as_deref(), p.container_port);
-        let to = i32::from(p.container_port);
-        match (driver, p.host_port) {
-            (_, Some(h)) => reserved.push(Port { label: label.clone(), value: i32::from(h), to }),
-            // The process of an exec-style driver binds the container port itself, in the host's
-            // network: reserve it so the scheduler knows.
-            ("raw_exec" | "exec", None) => {
-                reserved.push(Port { label: label.clone(), value: to, to })
-            }
-            _ => dynamic.push(Port { label: label.clone(), value: 0, to }),
+/// FNV-1a, 64 bits: short, stable item keys for paths and names of any length.
+fn fnv(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            // 0xff never occurs in UTF-8: parts cannot run into each other.
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        labels.push(Value::String(label));
-    }
-    match driver {
-        "docker" => {
-            config.insert("image".into(), json!(c.image));
-            if !c.command.is_empty() {
-                config.insert("entrypoint".into(), json!(c.command));
-            }
-            if !c.args.is_empty() {
-                config.insert("args".into(), json!(c.args));
-            }
-            if let Some(w) = &c.working_dir {
-                config.insert("work_dir".into(), json!(w));
-            }
-            if !labels.is_empty() {
-                config.insert("ports".into(), Value::Array(labels));
-            }
-        }
-        "raw_exec" | "exec" => {
-            let mut argv = c.command.iter().chain(c.args.iter());
-            let command = argv.next().ok_or_else(|| {
-                Unsupported::new(
-                    format!("{field}.command"),
-                    format!("the {driver} driver needs a command"),
-                )
-            })?;
-            config.insert("command".into(), json!(command));
-            let args: Vec<&String> = argv.collect();
-            if !args.is_empty() {
-                config.insert("args".into(), json!(args));
-            }
-            if let Some(w) = &c.working_dir {
-                config.insert("work_dir".into(), json!(w));
-            }
-        }
-        other => {
-            return Err(Unsupported::new(
-                "metadata.annotations",
-                format!(
-                    "Nomad task driver {other:?} is not supported (docker, raw_exec, exec are)"
-                ),
-            ));
+        for b in p.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    let r = &c.resources;
-    let cpu_millis = r.cpu_request_millis.or(r.cpu_limit_millis);
-    let mem_bytes = r.memory_request_bytes.or(r.memory_limit_bytes);
-    let mib = |b: u64| i64::try_from(b.div_ceil(1 << 20).max(10)).unwrap_or(i64::MAX);
-    let memory_mb = mem_bytes.map(mib);
-    let memory_max_mb =
-        r.memory_limit_bytes.map(mib).filter(|max| memory_mb.is_some_and(|m| *max > m));
-    Ok(Task {
-        name: c.name.clone(),
-        driver: driver.to_owned(),
-        config,
-        env: c.env.iter().cloned().collect(),
-        resources: Resources {
-            cpu: cpu_millis.map(|m| {
-                i64::try_from((m * s.mhz_per_core).div_ceil(1000).max(1)).unwrap_or(i64::MAX)
-            }),
-            memory_mb,
-            memory_max_mb,
-        },
-        kill_timeout: ns(spec.termination_grace),
-        kill_signal: "SIGTERM".into(),
-        meta: BTreeMap::new(),
-    })
+    format!("{h:016x}")
+}
+
+/// The item key of a volume file.
+pub fn file_key(volume: &str, path: &str) -> String {
+    format!("f_{}", fnv(&[volume, path]))
+}
+
+fn gate_template(job: &str, task: &str) -> Template {
+    Template {
+        embedded_tmpl: format!(
+            "{LEFT} with nomadVar {} {RIGHT}{LEFT} end {RIGHT}",
+            go_string(&gate_path(job, task))
+        ),
+        dest_path: "local/.vk-start".into(),
+        change_mode: "noop".into(),
+        left_delim: LEFT.into(),
+        right_delim: RIGHT.into(),
+        ..Template::default()
+    }
+}
+
+/// A Go template string literal.
+fn go_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// The path of a volume in the allocation's shared directory, relative to a task directory.
+fn volume_dir(volume: &str) -> String {
+    format!("../alloc/volumes/{volume}")
+}
+
+/// Escapes `s` for a double-quoted value of an env file as Nomad parses it
+/// (`github.com/hashicorp/go-envparse`): backslash, double quote, dollar, and newlines.
+pub fn env_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '$' => out.push_str("\\$"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Builder<'a> {
+    id: String,
+    driver: String,
+    spec: &'a WorkloadSpec,
+    settings: &'a JobSettings,
+    items: BTreeMap<String, String>,
+    reserved: Vec<Port>,
+    dynamic: Vec<Port>,
+}
+
+impl Builder<'_> {
+    fn task(&mut self, field: &str, c: &ContainerSpec) -> Result<Task, Unsupported> {
+        let driver = self.driver.clone();
+        let mut config = Map::new();
+        let mut labels = Vec::new();
+        for (i, p) in c.ports.iter().enumerate() {
+            let label = port_label(&c.name, p.name.as_deref(), p.container_port);
+            let to = i32::from(p.container_port);
+            if p.protocol == "SCTP" {
+                return Err(Unsupported::new(
+                    format!("{field}.ports[{i}].protocol"),
+                    "SCTP ports cannot be given to Nomad",
+                ));
+            }
+            match (driver.as_str(), p.host_port) {
+                (_, Some(h)) => {
+                    self.reserved.push(Port { label: label.clone(), value: i32::from(h), to })
+                }
+                // The process of an exec-style driver binds the container port itself, in the
+                // host's network: reserve it so the scheduler knows.
+                ("raw_exec" | "exec", None) => {
+                    self.reserved.push(Port { label: label.clone(), value: to, to })
+                }
+                _ => self.dynamic.push(Port { label: label.clone(), value: 0, to }),
+            }
+            labels.push(Value::String(label));
+        }
+        let command = self.args(field, "command", &c.command)?;
+        let args = self.args(field, "args", &c.args)?;
+        let mut user = String::new();
+        match driver.as_str() {
+            "docker" => {
+                config.insert("image".into(), json!(c.image));
+                if !command.is_empty() {
+                    config.insert("entrypoint".into(), json!(command));
+                }
+                if !args.is_empty() {
+                    config.insert("args".into(), json!(args));
+                }
+                if let Some(w) = &c.working_dir {
+                    config.insert("work_dir".into(), json!(w));
+                }
+                if !labels.is_empty() {
+                    config.insert("ports".into(), Value::Array(labels));
+                }
+                if c.privileged {
+                    config.insert("privileged".into(), json!(true));
+                }
+                let mut binds = Vec::new();
+                for m in &c.mounts {
+                    let mut host = volume_dir(&m.volume);
+                    if let Some(sub) = &m.sub_path {
+                        host = format!("{host}/{sub}");
+                    }
+                    let ro = if m.read_only { ":ro" } else { "" };
+                    binds.push(format!("{host}:{}{ro}", m.mount_path));
+                }
+                if !binds.is_empty() {
+                    config.insert("volumes".into(), json!(binds));
+                }
+                user = match (c.run_as_user, c.run_as_group) {
+                    (Some(u), Some(g)) => format!("{u}:{g}"),
+                    (Some(u), None) => u.to_string(),
+                    (None, Some(_)) => {
+                        return Err(Unsupported::new(
+                            format!("{field}.securityContext.runAsGroup"),
+                            "runAsGroup without runAsUser cannot be given to the docker driver",
+                        ));
+                    }
+                    (None, None) => String::new(),
+                };
+            }
+            "raw_exec" | "exec" => {
+                let mut argv = command.into_iter().chain(args);
+                let first = argv.next().ok_or_else(|| {
+                    Unsupported::new(
+                        format!("{field}.command"),
+                        format!("the {driver} driver needs a command"),
+                    )
+                })?;
+                config.insert("command".into(), json!(first));
+                let rest: Vec<String> = argv.collect();
+                if !rest.is_empty() {
+                    config.insert("args".into(), json!(rest));
+                }
+                if let Some(w) = &c.working_dir {
+                    config.insert("work_dir".into(), json!(w));
+                }
+                if c.privileged {
+                    return Err(Unsupported::new(
+                        format!("{field}.securityContext.privileged"),
+                        format!("privileged containers need the docker driver, not {driver}"),
+                    ));
+                }
+                if c.run_as_group.is_some() {
+                    return Err(Unsupported::new(
+                        format!("{field}.securityContext.runAsGroup"),
+                        format!("the {driver} driver runs a task with its user's primary group; runAsGroup cannot be honoured"),
+                    ));
+                }
+                if let Some(u) = c.run_as_user {
+                    user = u.to_string();
+                }
+            }
+            other => {
+                return Err(Unsupported::new(
+                    "metadata.annotations",
+                    format!("Nomad task driver {other:?} is not supported"),
+                ));
+            }
+        }
+        let templates = self.templates(field, c)?;
+        let (env, _) = split_env(&c.env);
+        let r = &c.resources;
+        let cpu_millis = r.cpu_request_millis.or(r.cpu_limit_millis);
+        let mem_bytes = r.memory_request_bytes.or(r.memory_limit_bytes);
+        let mib = |b: u64| i64::try_from(b.div_ceil(1 << 20).max(10)).unwrap_or(i64::MAX);
+        let memory_mb = mem_bytes.map(mib);
+        let memory_max_mb =
+            r.memory_limit_bytes.map(mib).filter(|max| memory_mb.is_some_and(|m| *max > m));
+        let mhz = self.settings.mhz_per_core;
+        Ok(Task {
+            name: c.name.clone(),
+            driver,
+            config,
+            env,
+            resources: Resources {
+                cpu: cpu_millis
+                    .map(|m| i64::try_from((m * mhz).div_ceil(1000).max(1)).unwrap_or(i64::MAX)),
+                memory_mb,
+                memory_max_mb,
+            },
+            kill_timeout: ns(self.spec.termination_grace),
+            kill_signal: "SIGTERM".into(),
+            meta: BTreeMap::new(),
+            user,
+            lifecycle: None,
+            templates,
+            restart_policy: None,
+        })
+    }
+
+    /// A command or argument list: text as is; a `$(VAR)` whose variable is not plain text becomes
+    /// Nomad's `${VAR}`, interpolated from the task's environment at start.
+    fn args(&self, field: &str, what: &str, list: &[EnvValue]) -> Result<Vec<String>, Unsupported> {
+        list.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut out = String::new();
+                for seg in &v.0 {
+                    match seg {
+                        Segment::Text(t) => {
+                            if t.contains("${") {
+                                return Err(Unsupported::new(
+                                    format!("{field}.{what}[{i}]"),
+                                    "\"${\" would be interpolated by Nomad and cannot be passed through",
+                                ));
+                            }
+                            out.push_str(t);
+                        }
+                        Segment::EnvRef(name) if is_interpolable(name) => {
+                            out.push_str(&format!("${{{name}}}"));
+                        }
+                        Segment::EnvRef(name) => {
+                            return Err(Unsupported::new(
+                                format!("{field}.{what}[{i}]"),
+                                format!("$({name}) refers to a variable Nomad cannot interpolate by name"),
+                            ));
+                        }
+                        // `expand_arg` never inlines these; refuse rather than leak.
+                        Segment::Secret(_) | Segment::PodIp | Segment::HostIp => {
+                            return Err(Unsupported::new(
+                                format!("{field}.{what}[{i}]"),
+                                "a Secret or run-time value cannot be written into the job",
+                            ));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
+    fn templates(&mut self, field: &str, c: &ContainerSpec) -> Result<Vec<Template>, Unsupported> {
+        let mut out = Vec::new();
+        let var = go_string(&variable_path(&self.id));
+        // Environment that is not plain text: one env file, read once at start.
+        let (_, rendered) = split_env(&c.env);
+        if !rendered.is_empty() {
+            let mut body = String::new();
+            for v in rendered {
+                if v.name.contains('\n') {
+                    return Err(Unsupported::new(format!("{field}.env"), "a variable name contains a newline"));
+                }
+                body.push_str(&v.name);
+                body.push_str("=\"");
+                // Runs of text and Secret data become one item each, so that no user text is
+                // ever parsed as a template; run-time values are read from the node at start.
+                let mut run = String::new();
+                let mut n = 0;
+                let mut flush = |run: &mut String, body: &mut String, items: &mut BTreeMap<String, String>| {
+                    if run.is_empty() {
+                        return;
+                    }
+                    let key = format!("e_{}", fnv(&[&c.name, &v.name, &n.to_string()]));
+                    n += 1;
+                    items.insert(key.clone(), env_quote(run));
+                    run.clear();
+                    body.push_str(&format!(
+                        "{LEFT} with nomadVar {var} {RIGHT}{LEFT} index . {} {RIGHT}{LEFT} end {RIGHT}",
+                        go_string(&key)
+                    ));
+                };
+                for seg in &v.value.0 {
+                    match seg {
+                        Segment::Text(t) | Segment::Secret(t) => run.push_str(t),
+                        Segment::PodIp | Segment::HostIp => {
+                            flush(&mut run, &mut body, &mut self.items);
+                            body.push_str(&format!(
+                                "{LEFT} env \"attr.unique.network.ip-address\" {RIGHT}"
+                            ));
+                        }
+                        Segment::EnvRef(name) => {
+                            return Err(Unsupported::new(
+                                format!("{field}.env"),
+                                format!("unexpected reference to {name} in an environment value"),
+                            ));
+                        }
+                    }
+                }
+                flush(&mut run, &mut body, &mut self.items);
+                body.push_str("\"\n");
+            }
+            out.push(Template {
+                embedded_tmpl: body,
+                dest_path: "secrets/vk-env".into(),
+                change_mode: "noop".into(),
+                perms: "0600".into(),
+                envvars: true,
+                left_delim: LEFT.into(),
+                right_delim: RIGHT.into(),
+            });
+        }
+        // Volume files, rendered into the allocation's shared directory by every task mounting
+        // the volume (identical content, written atomically, so concurrent renders agree).
+        let mut seen = BTreeSet::new();
+        for m in &c.mounts {
+            if !seen.insert(m.volume.clone()) {
+                continue;
+            }
+            let Some(vol) = self.spec.volumes.iter().find(|v| v.name == m.volume) else {
+                return Err(Unsupported::new(format!("{field}.volumeMounts"), format!("no volume {:?}", m.volume)));
+            };
+            match &vol.source {
+                Source::EmptyDir { .. } => out.push(Template {
+                    embedded_tmpl: String::new(),
+                    dest_path: format!("{}/.nomad-emptydir", volume_dir(&vol.name)),
+                    change_mode: "noop".into(),
+                    perms: "0644".into(),
+                    ..Template::default()
+                }),
+                Source::Files(files) => {
+                    for f in files {
+                        let key = file_key(&vol.name, &f.path);
+                        self.items.insert(
+                            key.clone(),
+                            base64::engine::general_purpose::STANDARD.encode(&f.data),
+                        );
+                        out.push(Template {
+                            embedded_tmpl: format!(
+                                "{LEFT} with nomadVar {var} {RIGHT}{LEFT} index . {} | base64Decode {RIGHT}{LEFT} end {RIGHT}",
+                                go_string(&key)
+                            ),
+                            dest_path: format!("{}/{}", volume_dir(&vol.name), f.path),
+                            change_mode: "noop".into(),
+                            perms: format!("{:04o}", f.mode),
+                            left_delim: LEFT.into(),
+                            right_delim: RIGHT.into(),
+                            ..Template::default()
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether Nomad can interpolate `${name}` for this variable name.
+fn is_interpolable(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Splits a container's environment into the plain-text variables written into the job's `Env`,
+/// and those rendered from the Variable at start (Secret data, run-time values, and text Nomad
+/// would interpolate).
+fn split_env(env: &[EnvVar]) -> (BTreeMap<String, String>, Vec<&EnvVar>) {
+    let mut plain = BTreeMap::new();
+    let mut rendered = Vec::new();
+    for v in env {
+        match v.value.as_text() {
+            Some(t) if !t.contains("${") => {
+                plain.insert(v.name.clone(), t);
+            }
+            _ => rendered.push(v),
+        }
+    }
+    (plain, rendered)
 }
 
 #[cfg(test)]
 mod tests {
-    use vk_domain::workload::{PortSpec, Resources as Res};
+    use serde_json::json;
+    use vk_domain::inputs::Inputs;
+    use vk_domain::k8s_openapi::api::core::v1::Pod;
 
     use super::*;
 
@@ -276,38 +748,48 @@ mod tests {
             region: None,
             datacenters: vec!["*".into()],
             default_driver: "docker".into(),
+            driver_annotation: "virtual-kubelet.io/nomad-driver".into(),
             mhz_per_core: 2000,
         }
     }
 
-    fn spec(restart: RestartPolicy, driver: Option<&str>) -> WorkloadSpec {
-        WorkloadSpec {
-            key: PodKey::new("team-a", "web").unwrap(),
-            uid: "uid-1".into(),
-            restart_policy: restart,
-            termination_grace: Duration::from_secs(7),
-            driver: driver.map(str::to_owned),
-            containers: vec![ContainerSpec {
-                name: "main".into(),
-                image: "nginx:1".into(),
-                command: vec!["nginx".into()],
-                args: vec!["-g".into(), "daemon off;".into()],
-                working_dir: Some("/srv".into()),
-                env: vec![("A".into(), "1".into()), ("A".into(), "2".into())],
-                ports: vec![PortSpec {
-                    name: Some("http".into()),
-                    container_port: 80,
-                    host_port: None,
-                    protocol: "TCP".into(),
-                }],
-                resources: Res {
-                    cpu_request_millis: Some(250),
-                    cpu_limit_millis: Some(1000),
-                    memory_request_bytes: Some(64 << 20),
-                    memory_limit_bytes: Some(128 << 20),
-                },
-            }],
-        }
+    fn pod_json(annotations: serde_json::Value, spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "team-a", "name": "web", "uid": "uid-1", "annotations": annotations},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn inputs() -> Inputs {
+        let mut i = Inputs::default();
+        let data = |pairs: &[(&str, &str)]| {
+            Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect())
+        };
+        i.config_maps.insert("cfg".into(), data(&[("mode", "fast")]));
+        i.secrets.insert("creds".into(), data(&[("password", "s3cr3t\"$x\n")]));
+        i
+    }
+
+    fn translate(annotations: serde_json::Value, spec: serde_json::Value) -> Result<PodJob, Unsupported> {
+        let p = pod_json(annotations, spec);
+        let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
+        to_job(&w, &settings())
+    }
+
+    fn web(restart: &str) -> serde_json::Value {
+        json!({
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 7,
+            "enableServiceLinks": false,
+            "containers": [{
+                "name": "main", "image": "nginx:1", "command": ["nginx"], "args": ["-g", "daemon off;"],
+                "workingDir": "/srv",
+                "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+                "ports": [{"name": "http", "containerPort": 80}],
+                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}
+            }]
+        })
     }
 
     #[test]
@@ -318,11 +800,14 @@ mod tests {
         assert_ne!(a, b);
         // `a.b` + `c` vs `a` + `b.c` cannot collide: namespaces have no dots.
         assert_eq!(job_id("", &PodKey::new("a", "b.c").unwrap()), "a.b.c");
+        assert_eq!(variable_path("k8s-a.web"), "nomad/jobs/k8s-a.web");
+        assert_eq!(gate_path("k8s-a.web", "init"), "nomad/jobs/k8s-a.web/pod/init");
     }
 
     #[test]
     fn docker_job_carries_the_pod() {
-        let job = to_job(&spec(RestartPolicy::Always, None), &settings()).unwrap();
+        let PodJob { job, items, gated } = translate(json!({}), web("Always")).unwrap();
+        assert!(items.is_empty() && gated.is_empty());
         assert_eq!(job.id, "k8s-team-a.web");
         assert_eq!(job.type_, "service");
         assert_eq!(job.meta[META_NODE], "vk");
@@ -344,6 +829,7 @@ mod tests {
         assert_eq!(t.resources.cpu, Some(500), "250m at 2000 MHz per core");
         assert_eq!((t.resources.memory_mb, t.resources.memory_max_mb), (Some(64), Some(128)));
         assert_eq!(t.kill_timeout, 7_000_000_000);
+        assert!(t.templates.is_empty() && t.lifecycle.is_none() && t.user.is_empty());
         assert_eq!(
             g.networks[0].dynamic_ports,
             vec![Port { label: "main_http".into(), value: 0, to: 80 }]
@@ -352,7 +838,8 @@ mod tests {
 
     #[test]
     fn raw_exec_runs_command_and_args() {
-        let job = to_job(&spec(RestartPolicy::Never, Some("raw_exec")), &settings()).unwrap();
+        let ann = json!({"virtual-kubelet.io/nomad-driver": "raw_exec"});
+        let job = translate(ann, web("Never")).unwrap().job;
         let t = &job.task_groups[0].tasks[0];
         assert_eq!(t.config["command"], json!("nginx"));
         assert_eq!(t.config["args"], json!(["-g", "daemon off;"]));
@@ -363,30 +850,213 @@ mod tests {
     #[test]
     fn restart_policies_map_to_job_types() {
         let cases = [
-            (RestartPolicy::Always, "service", "delay", true),
-            (RestartPolicy::OnFailure, "batch", "delay", false),
-            (RestartPolicy::Never, "batch", "fail", false),
+            ("Always", "service", "delay", true),
+            ("OnFailure", "batch", "delay", false),
+            ("Never", "batch", "fail", false),
         ];
         for (p, ty, mode, unlimited) in cases {
-            let job = to_job(&spec(p, None), &settings()).unwrap();
+            let job = translate(json!({}), web(p)).unwrap().job;
             let g = &job.task_groups[0];
             assert_eq!(job.type_, ty, "{p:?}");
             assert_eq!(g.restart_policy.as_ref().unwrap().mode, mode, "{p:?}");
             assert_eq!(g.reschedule_policy.as_ref().unwrap().unlimited, unlimited, "{p:?}");
         }
-        let never = to_job(&spec(RestartPolicy::Never, None), &settings()).unwrap();
+        let never = translate(json!({}), web("Never")).unwrap().job;
         assert_eq!(never.task_groups[0].restart_policy.as_ref().unwrap().attempts, 0);
         assert_eq!(never.task_groups[0].reschedule_policy.as_ref().unwrap().attempts, 0);
     }
 
     #[test]
-    fn unknown_drivers_and_empty_commands_are_refused() {
-        let err = to_job(&spec(RestartPolicy::Always, Some("qemu")), &settings()).unwrap_err();
-        assert!(err.reason.contains("\"qemu\""), "{err}");
-        let mut s = spec(RestartPolicy::Always, Some("raw_exec"));
-        s.containers[0].command.clear();
-        s.containers[0].args.clear();
-        let err = to_job(&s, &settings()).unwrap_err();
-        assert_eq!(err.field, "spec.containers[0].command");
+    fn secret_and_runtime_values_never_enter_the_job() {
+        let spec = json!({
+            "enableServiceLinks": false,
+            "containers": [{
+                "name": "app", "image": "i", "command": ["run", "--pass=$(PASS)", "--ip=$(IP)", "--mode=$(MODE)"],
+                "env": [
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+                    {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "DSN", "value": "u:$(PASS)@$(IP)"},
+                    {"name": "LITERAL", "value": "cost ${5}"}
+                ]
+            }]
+        });
+        let PodJob { job, items, .. } = translate(json!({}), spec).unwrap();
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let t = &job.task_groups[0].tasks[0];
+        assert_eq!(t.env.get("MODE").map(String::as_str), Some("fast"));
+        assert!(!t.env.contains_key("PASS") && !t.env.contains_key("IP") && !t.env.contains_key("LITERAL"));
+        assert_eq!(t.config["entrypoint"], json!(["run", "--pass=${PASS}", "--ip=${IP}", "--mode=fast"]));
+        let env = t.templates.iter().find(|t| t.envvars).unwrap();
+        assert_eq!((env.change_mode.as_str(), env.dest_path.as_str()), ("noop", "secrets/vk-env"));
+        let lines: Vec<&str> = env.embedded_tmpl.lines().collect();
+        assert_eq!(lines.len(), 4, "{}", env.embedded_tmpl);
+        assert!(lines[0].starts_with("PASS=\"⟦ with nomadVar \"nomad/jobs/k8s-team-a.web\" ⟧"));
+        assert_eq!(lines[1], "IP=\"⟦ env \"attr.unique.network.ip-address\" ⟧\"");
+        assert!(lines[2].contains("⟦ env \"attr.unique.network.ip-address\" ⟧\""));
+        let values: BTreeSet<&str> = items.values().map(String::as_str).collect();
+        assert!(values.contains("s3cr3t\\\"\\$x\\n"), "{values:?}");
+        assert!(values.contains("u:s3cr3t\\\"\\$x\\n@"), "{values:?}");
+        assert!(values.contains("cost \\${5}"), "{values:?}");
+    }
+
+    #[test]
+    fn volumes_are_rendered_from_the_variable_into_the_shared_directory() {
+        let spec = json!({
+            "containers": [
+                {"name": "a", "image": "i", "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "sec", "mountPath": "/run/secret", "subPath": "db"}
+                ]},
+                {"name": "b", "image": "i", "volumeMounts": [{"name": "scratch", "mountPath": "/data"}]}
+            ],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "sec", "secret": {"secretName": "creds", "defaultMode": 0o400, "items": [{"key": "password", "path": "db/pass"}]}}
+            ]
+        });
+        let PodJob { job, items, .. } = translate(json!({}), spec).unwrap();
+        assert!(!serde_json::to_string(&job).unwrap().contains("s3cr3t"));
+        let a = &job.task_groups[0].tasks[0];
+        let b = &job.task_groups[0].tasks[1];
+        assert_eq!(
+            a.config["volumes"],
+            json!([
+                "../alloc/volumes/cfg:/etc/cfg:ro",
+                "../alloc/volumes/scratch:/scratch",
+                "../alloc/volumes/sec/db:/run/secret"
+            ])
+        );
+        assert_eq!(b.config["volumes"], json!(["../alloc/volumes/scratch:/data"]));
+        let dests: Vec<(&str, &str)> =
+            a.templates.iter().map(|t| (t.dest_path.as_str(), t.perms.as_str())).collect();
+        assert_eq!(
+            dests,
+            [
+                ("../alloc/volumes/cfg/mode", "0644"),
+                ("../alloc/volumes/scratch/.nomad-emptydir", "0644"),
+                ("../alloc/volumes/sec/db/pass", "0400"),
+            ]
+        );
+        assert!(a.templates.iter().all(|t| t.change_mode == "noop"));
+        assert_eq!(b.templates.len(), 1, "b mounts only the emptyDir");
+        assert_eq!(items[&file_key("cfg", "mode")], "ZmFzdA==");
+        assert!(a.templates[0].embedded_tmpl.contains(&file_key("cfg", "mode")));
+        assert!(a.templates[0].embedded_tmpl.contains("base64Decode"));
+    }
+
+    #[test]
+    fn init_containers_are_prestart_tasks_held_in_order() {
+        let spec = json!({
+            "restartPolicy": "Never",
+            "initContainers": [
+                {"name": "setup", "image": "i"},
+                {"name": "proxy", "image": "i", "restartPolicy": "Always"},
+                {"name": "migrate", "image": "i"}
+            ],
+            "containers": [{"name": "app", "image": "i"}]
+        });
+        let PodJob { job, gated, .. } = translate(json!({}), spec).unwrap();
+        let tasks = &job.task_groups[0].tasks;
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["setup", "proxy", "migrate", "app"]);
+        let hooks: Vec<Option<(&str, bool)>> = tasks
+            .iter()
+            .map(|t| t.lifecycle.as_ref().map(|l| (l.hook.as_str(), l.sidecar)))
+            .collect();
+        assert_eq!(hooks, [Some(("prestart", false)), Some(("prestart", true)), Some(("prestart", false)), None]);
+        assert_eq!(gated, ["proxy", "migrate"]);
+        assert!(tasks[0].templates.is_empty());
+        assert!(tasks[2].templates[0].embedded_tmpl.contains("nomad/jobs/k8s-team-a.web/pod/migrate"));
+        assert_eq!(tasks[1].restart_policy.as_ref().map(|r| r.mode.as_str()), Some("delay"));
+        assert_eq!(tasks[2].restart_policy, None, "init containers follow the pod's policy");
+    }
+
+    #[test]
+    fn annotations_choose_placement() {
+        let c = json!({"containers": [{"name": "c", "image": "i"}]});
+        let job = translate(
+            json!({
+                ANN_DATACENTERS: "dc1, dc2",
+                ANN_NODE_POOL: "gpu",
+                ANN_PRIORITY: "70",
+                ANN_NETWORK_MODE: "cni/mynet",
+                ANN_DRIVER: "exec"
+            }),
+            json!({"containers": [{"name": "c", "image": "i", "command": ["true"]}]}),
+        )
+        .unwrap()
+        .job;
+        assert_eq!(job.datacenters, ["dc1", "dc2"]);
+        assert_eq!(job.node_pool.as_deref(), Some("gpu"));
+        assert_eq!(job.priority, Some(70));
+        assert_eq!(job.task_groups[0].networks[0].mode, "cni/mynet");
+        assert_eq!(job.task_groups[0].tasks[0].driver, "exec");
+        let plain = translate(json!({}), c.clone()).unwrap().job;
+        assert_eq!((plain.datacenters.as_slice(), plain.priority), (&["*".to_owned()][..], None));
+        // The configured annotation wins over the generic one.
+        let both = translate(
+            json!({ANN_DRIVER: "exec", "virtual-kubelet.io/nomad-driver": "docker"}),
+            c.clone(),
+        )
+        .unwrap()
+        .job;
+        assert_eq!(both.task_groups[0].tasks[0].driver, "docker");
+        let host = translate(
+            json!({ANN_NETWORK_MODE: "bridge"}),
+            json!({"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}),
+        );
+        assert_eq!(host.unwrap_err().field, format!("metadata.annotations[{ANN_NETWORK_MODE}]"));
+    }
+
+    #[test]
+    fn users_follow_the_driver() {
+        let spec = |sc: serde_json::Value| {
+            json!({"containers": [{"name": "c", "image": "i", "command": ["id"], "securityContext": sc}]})
+        };
+        let docker = translate(json!({}), spec(json!({"runAsUser": 1000, "runAsGroup": 3000}))).unwrap();
+        assert_eq!(docker.job.task_groups[0].tasks[0].user, "1000:3000");
+        let raw = json!({ANN_DRIVER: "raw_exec"});
+        let r = translate(raw.clone(), spec(json!({"runAsUser": 65534}))).unwrap();
+        assert_eq!(r.job.task_groups[0].tasks[0].user, "65534");
+    }
+
+    /// The corpus cases the adapter refuses (`"adapter": true`), on the raw_exec driver as in the
+    /// end-to-end tests.
+    #[test]
+    fn the_unsupported_corpus_names_each_field() {
+        let corpus: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../../../tests/corpus/unsupported.json")).unwrap();
+        let mut s = settings();
+        s.default_driver = "raw_exec".into();
+        let mut n = 0;
+        for case in corpus.iter().filter(|c| c["adapter"] == json!(true)) {
+            let mut container = json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+            for (k, v) in case["container"].as_object().into_iter().flatten() {
+                if v.is_null() {
+                    container.as_object_mut().unwrap().remove(k);
+                } else {
+                    container[k] = v.clone();
+                }
+            }
+            let p = pod_json(case.get("annotations").cloned().unwrap_or(json!({})), json!({"containers": [container]}));
+            let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
+            let err = to_job(&w, &s).map(|_| ()).expect_err(case["case"].as_str().unwrap());
+            assert_eq!(err.field, case["field"].as_str().unwrap(), "{}", case["case"]);
+            let want = case["message"].as_str().unwrap();
+            assert!(err.to_string().contains(want), "{}: {err} lacks {want:?}", case["case"]);
+            n += 1;
+        }
+        assert!(n >= 10, "{n}");
+    }
+
+    #[test]
+    fn env_values_are_quoted_for_nomads_env_parser() {
+        assert_eq!(env_quote(r#"a "b" \c $d"#), r#"a \"b\" \\c \$d"#);
+        assert_eq!(env_quote("l1\nl2"), "l1\\nl2");
+        assert_eq!(env_quote("é"), "é");
     }
 }

@@ -20,7 +20,9 @@ use vk_domain::runtime::RuntimePod;
 use vk_domain::workload::WorkloadSpec;
 use vk_ports::{NodeProvider, PodProvider, ProviderError};
 
-use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse};
+use self::api::{
+    Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable,
+};
 use self::client::NomadClient;
 use self::job::JobSettings;
 
@@ -43,6 +45,8 @@ pub struct ProviderConfig {
     pub datacenters: Vec<String>,
     /// Task driver for pods that do not choose one by annotation.
     pub default_driver: String,
+    /// Annotation choosing a pod's driver, read before `nomad.hashicorp.com/driver`.
+    pub driver_annotation: String,
 }
 
 /// Runs pods as Nomad jobs and reports the Nomad cluster as one node.
@@ -74,6 +78,7 @@ impl NomadProvider {
             region: client.region().map(str::to_owned),
             datacenters: cfg.datacenters,
             default_driver: cfg.default_driver,
+            driver_annotation: cfg.driver_annotation,
             mhz_per_core: DEFAULT_MHZ_PER_CORE,
         };
         Ok(Self { client, settings, cluster: RwLock::new(ClusterInfo::default()) })
@@ -157,6 +162,57 @@ impl NomadProvider {
         Some(RuntimePod { owner, id: job_id.to_owned(), stopping: stop, sandbox })
     }
 
+    /// The Variable at `path`, `None` when there is none.
+    async fn variable(&self, path: &str) -> Result<Option<Variable>, ProviderError> {
+        let mut segs = vec!["v1", "var"];
+        segs.extend(path.split('/'));
+        match self.client.get::<Variable>(&segs, &[]).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ProviderError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the Variable at `path`; with `create_only`, an existing one is left as it is.
+    async fn put_variable(
+        &self,
+        path: &str,
+        items: &BTreeMap<String, String>,
+        create_only: bool,
+    ) -> Result<(), ProviderError> {
+        let mut segs = vec!["v1", "var"];
+        segs.extend(path.split('/'));
+        let body = Variable {
+            namespace: self.client.namespace().unwrap_or_default().to_owned(),
+            path: path.to_owned(),
+            items: items.clone(),
+            modify_index: 0,
+        };
+        let query: &[(&str, &str)] = if create_only { &[("cas", "0")] } else { &[] };
+        match self.client.send_json::<_, serde_json::Value>(Method::PUT, &segs, query, &body).await {
+            Ok(_) => Ok(()),
+            Err(ProviderError::Conflict(_)) if create_only => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the pod's Variable and its gates, if any.
+    async fn delete_variables(&self, job_id: &str) -> Result<(), ProviderError> {
+        let prefix = job::variable_path(job_id);
+        let vars: Vec<Variable> =
+            self.client.get(&["v1", "vars"], &[("prefix", &prefix)]).await?;
+        let gate_prefix = format!("{prefix}/");
+        for v in vars.iter().filter(|v| v.path == prefix || v.path.starts_with(&gate_prefix)) {
+            let mut segs = vec!["v1", "var"];
+            segs.extend(v.path.split('/'));
+            match self.client.call::<serde_json::Value>(Method::DELETE, &segs, &[]).await {
+                Ok(_) | Err(ProviderError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Only jobs this node owns may be changed: anything else is refused with `Conflict`.
     async fn owned(&self, id: &str) -> Result<Job, ProviderError> {
         let job =
@@ -217,8 +273,9 @@ fn regex_escape(s: &str) -> String {
 
 impl PodProvider for NomadProvider {
     async fn create_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
-        let job = job::to_job(spec, &self.settings())
+        let pod_job = job::to_job(spec, &self.settings())
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let job = &pod_job.job;
         if let Some(existing) = self.job(&job.id).await? {
             match alloc::owner(&existing.meta, &self.settings.node_name) {
                 None => {
@@ -231,12 +288,20 @@ impl PodProvider for NomadProvider {
                     debug!(job = %job.id, "job already registered");
                     return Ok(());
                 }
-                Some(_) => {}
+                Some(_) => {
+                    // A job of an older pod of the same name: its gates must not open the new
+                    // pod's init containers.
+                    self.delete_variables(&job.id).await?;
+                }
             }
+        }
+        // The data first: the job's templates wait for it.
+        if !pod_job.items.is_empty() {
+            self.put_variable(&job::variable_path(&job.id), &pod_job.items, false).await?;
         }
         let resp: RegisterResponse = self
             .client
-            .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job: &job })
+            .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job })
             .await
             .map_err(|e| match e {
                 // Nomad answers 500 for jobs it refuses to validate; retrying will not help.
@@ -250,6 +315,32 @@ impl PodProvider for NomadProvider {
         }
         debug!(job = %job.id, eval = %resp.eval_id, "job registered");
         Ok(())
+    }
+
+    async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        let items = job::variable_items(spec, &self.settings())
+            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let id = self.job_id(&spec.key);
+        let path = job::variable_path(&id);
+        let current = self.variable(&path).await?.map(|v| v.items).unwrap_or_default();
+        // Keys that disappeared (a key removed from a ConfigMap) stay, empty: the job's templates
+        // still name them, and a file whose key is gone is emptied rather than left stale.
+        let mut next = items;
+        for k in current.keys() {
+            next.entry(k.clone()).or_default();
+        }
+        if next == current || next.is_empty() {
+            return Ok(());
+        }
+        self.owned(&id).await?;
+        debug!(job = %id, "pod data changed; updating its Variable");
+        self.put_variable(&path, &next, false).await
+    }
+
+    async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+        let mut items = BTreeMap::new();
+        items.insert("released".to_owned(), "true".to_owned());
+        self.put_variable(&job::gate_path(id, container), &items, true).await
     }
 
     async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
@@ -283,6 +374,7 @@ impl PodProvider for NomadProvider {
 
     async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
         self.owned(id).await?;
+        self.delete_variables(id).await?;
         let _: serde_json::Value =
             self.client.call(Method::DELETE, &["v1", "job", id], &[("purge", "true")]).await?;
         Ok(())
