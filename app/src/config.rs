@@ -92,9 +92,14 @@ pub struct Cli {
     /// How long in-flight work may take to finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-    /// Annotation whose value chooses the task driver of one pod.
+    /// Annotation whose value chooses the task driver of one pod (read before
+    /// `nomad.hashicorp.com/driver`).
     #[arg(long, default_value = "virtual-kubelet.io/nomad-driver")]
     pub driver_annotation: String,
+    /// How often the files of running pods' ConfigMap, Secret, downward API and projected volumes
+    /// are brought up to date.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub volume_refresh_interval: Duration,
     /// Log level (overridden by RUST_LOG).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -196,6 +201,7 @@ impl Cli {
             job_prefix: self.job_prefix.clone(),
             datacenters: self.nomad_datacenters.clone(),
             default_driver: self.nomad_driver.clone(),
+            driver_annotation: self.driver_annotation.clone(),
         }
     }
 }

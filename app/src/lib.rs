@@ -2,6 +2,7 @@
 //! of adapters into them. `main.rs` only parses flags and calls [`run`].
 
 pub mod config;
+pub mod inputs;
 pub mod node_controller;
 pub mod pod_controller;
 pub mod queue;
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let node = cli.node_config(runtime_version);
     info!(node = %node.name, nomad = %cli.nomad_addr, "starting virtual-kubelet");
 
+    let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
     let node_task = tokio::spawn(node_controller::run(
         Arc::clone(&provider),
         Arc::new(KubeNodeApi::new(client.clone())),
@@ -72,6 +74,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
             status_interval: cli.node_status_interval,
             report_interval: cli.node_status_report_interval,
         },
+        capacity_tx,
         cancel.clone(),
     ));
     let pods = pod_controller::PodController::new(
@@ -79,9 +82,10 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         Arc::new(KubePodApi::new(client, &node.name)),
         pod_controller::Settings {
             node_name: node.name.clone(),
-            driver_annotation: cli.driver_annotation.clone(),
             workers: cli.pod_sync_workers,
             status_interval: cli.status_interval,
+            refresh_interval: cli.volume_refresh_interval,
+            allocatable: capacity_rx,
         },
     );
     let pod_task = tokio::spawn(pods.run(cancel.clone()));

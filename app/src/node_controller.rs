@@ -44,15 +44,21 @@ async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health
 }
 
 /// Registers the node (retrying with backoff until it succeeds or `cancel` fires), then keeps it.
+/// Every capacity read from the backend is also sent on `published` (the pod controller resolves
+/// `resourceFieldRef` limits a container does not set to it).
 /// Returns when `cancel` fires. Errors are logged, never fatal.
 pub async fn run<P: NodeProvider, N: NodeApi>(
     provider: Arc<P>,
     api: Arc<N>,
     config: NodeConfig,
     timing: Timing,
+    published: tokio::sync::watch::Sender<NodeCapacity>,
     cancel: CancellationToken,
 ) {
     let (capacity, health) = observe(provider.as_ref()).await;
+    if let Some(c) = capacity {
+        published.send_replace(c);
+    }
     if let Health::NotReady { message, .. } = &health {
         warn!(%message, "backend unreachable at start; registering the node as not ready");
     }
@@ -82,6 +88,9 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
             }
             _ = status_tick.tick() => {
                 let (capacity, health) = observe(provider.as_ref()).await;
+                if let Some(c) = capacity {
+                    published.send_replace(c);
+                }
                 // Keep the last known capacity while the backend is unreachable.
                 let capacity = capacity.or_else(|| last_capacity(last.as_ref()));
                 let status = config.status(capacity, &health, last.as_ref(), Timestamp::now());

@@ -20,10 +20,13 @@ use vk_domain::jiff::Timestamp;
 use vk_domain::pod::{self, PodKey};
 use vk_domain::reconcile::{Context, Step, plan};
 use vk_domain::runtime::RuntimePod;
+use vk_domain::node::NodeCapacity;
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
-use vk_domain::workload::WorkloadSpec;
-use vk_ports::{EventType, PodApi, PodProvider, PodWatchEvent, ProviderError};
+use vk_domain::volume::Source;
+use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
+use vk_ports::{EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
 
+use crate::inputs::{Resolver, Tokens};
 use crate::queue::WorkQueue;
 
 /// Settings of the pod controller.
@@ -31,12 +34,15 @@ use crate::queue::WorkQueue;
 pub struct Settings {
     /// This node's name.
     pub node_name: String,
-    /// Annotation that chooses a pod's task driver.
-    pub driver_annotation: String,
     /// Concurrent workers.
     pub workers: usize,
     /// How often the backend's workloads are listed (status polling).
     pub status_interval: Duration,
+    /// How often the files of running pods' ConfigMap, Secret, downward API and projected
+    /// volumes are read again and brought up to date (the kubelet's volume sync).
+    pub refresh_interval: Duration,
+    /// The node's allocatable resources, as the node controller last read them.
+    pub allocatable: tokio::sync::watch::Receiver<NodeCapacity>,
 }
 
 #[derive(Default)]
@@ -46,6 +52,8 @@ struct State {
     pods_synced: bool,
     runtime_synced: bool,
     backoff: HashMap<PodKey, ExponentialBackoff>,
+    /// Events already recorded, by pod UID: `(reason, message)`.
+    recorded: HashMap<String, HashSet<(String, String)>>,
 }
 
 /// The controller; [`PodController::run`] drives it.
@@ -55,6 +63,7 @@ pub struct PodController<P, K> {
     settings: Settings,
     state: Mutex<State>,
     queue: Arc<WorkQueue<PodKey>>,
+    tokens: Tokens,
 }
 
 enum Outcome {
@@ -62,7 +71,7 @@ enum Outcome {
     Retry(String),
 }
 
-impl<P: PodProvider, K: PodApi> PodController<P, K> {
+impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// Builds the controller.
     pub fn new(provider: Arc<P>, api: Arc<K>, settings: Settings) -> Arc<Self> {
         Arc::new(Self {
@@ -71,6 +80,7 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
             settings,
             state: Mutex::new(State::default()),
             queue: WorkQueue::new(),
+            tokens: Tokens::default(),
         })
     }
 
@@ -83,6 +93,7 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(Arc::clone(&self).watch(cancel.clone()));
         tasks.spawn(Arc::clone(&self).poll(cancel.clone()));
+        tasks.spawn(Arc::clone(&self).refresh(cancel.clone()));
         for _ in 0..self.settings.workers.max(1) {
             tasks.spawn(Arc::clone(&self).work(cancel.clone()));
         }
@@ -255,6 +266,8 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
                 }
                 Step::KeepFinal => Ok(()),
                 Step::MarkLost => self.mark_lost(key, pod.as_ref()).await,
+                Step::StartContainer(name) => self.start_container(runtime.as_ref(), &name).await,
+                Step::FailDeadline => self.fail_deadline(key, pod.as_ref(), runtime.as_ref()).await,
             };
             if let Err(why) = r {
                 return Outcome::Retry(why);
@@ -270,10 +283,34 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
         runtime: &mut Option<RuntimePod>,
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
-        let spec = match WorkloadSpec::from_pod(pod, &self.settings.driver_annotation) {
-            Ok(s) => s,
-            Err(unsupported) => {
+        let allocatable = *self.settings.allocatable.borrow();
+        let mut resolver = Resolver::new(self.api.as_ref(), &self.tokens, allocatable);
+        let inputs = resolver
+            .inputs(pod)
+            .await
+            .map_err(|e| format!("reading the pod's ConfigMaps, Secrets and tokens: {e}"))?;
+        let spec = match WorkloadSpec::from_pod(pod, &inputs) {
+            Ok(Translated { spec, notices }) => {
+                for n in notices {
+                    self.event_once(pod, EventType::Warning, n.reason, &n.message).await;
+                }
+                spec
+            }
+            Err(Refusal::Unsupported(unsupported)) => {
                 return self.report_failure(key, pod, &unsupported.to_string()).await;
+            }
+            Err(Refusal::Missing(missing)) => {
+                // As a kubelet: the container waits in CreateContainerConfigError (env) or
+                // ContainerCreating (a volume cannot be mounted) and the pod is tried again.
+                self.event_once(pod, EventType::Warning, missing.reason, &missing.message).await;
+                let waiting = if missing.reason == "FailedMount" {
+                    "ContainerCreating"
+                } else {
+                    "CreateContainerConfigError"
+                };
+                let st = status::waiting_status(pod, waiting, &missing.message, Timestamp::now());
+                self.write_status(key, pod, st).await?;
+                return Err(missing.to_string());
             }
         };
         match self.provider.create_pod(&spec).await {
@@ -368,6 +405,126 @@ impl<P: PodProvider, K: PodApi> PodController<P, K> {
             warn!(error = %e, "recording the event failed");
         }
         self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
+    }
+
+    async fn start_container(&self, runtime: Option<&RuntimePod>, name: &str) -> Result<(), String> {
+        let Some(r) = runtime else { return Ok(()) };
+        self.provider
+            .start_container(&r.id, name)
+            .await
+            .map_err(|e| format!("releasing init container {name}: {e}"))?;
+        debug!(container = name, "init container released");
+        Ok(())
+    }
+
+    async fn fail_deadline(
+        &self,
+        key: &PodKey,
+        pod: Option<&Pod>,
+        runtime: Option<&RuntimePod>,
+    ) -> Result<(), String> {
+        let Some(pod) = pod else { return Ok(()) };
+        let message = "Pod was active on the node longer than the specified deadline";
+        self.event_once(pod, EventType::Normal, "DeadlineExceeded", message).await;
+        let st = status::deadline_exceeded_status(
+            pod,
+            runtime.and_then(|r| r.sandbox.as_ref()),
+            message,
+            Timestamp::now(),
+        );
+        self.write_status(key, pod, st).await
+    }
+
+    /// Records an Event once per pod and `(reason, message)`.
+    async fn event_once(&self, pod: &Pod, type_: EventType, reason: &str, message: &str) {
+        let fresh = self
+            .state()
+            .recorded
+            .entry(pod::uid(pod).to_owned())
+            .or_default()
+            .insert((reason.to_owned(), message.to_owned()));
+        if !fresh {
+            return;
+        }
+        if type_ == EventType::Warning {
+            warn!(reason, message, "pod event");
+        }
+        if let Err(e) = self.api.record_event(pod, type_, reason, message).await {
+            warn!(error = %e, "recording the event failed");
+        }
+    }
+
+    /// Every `refresh_interval`, brings the volume files of running pods up to date.
+    async fn refresh(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.refresh_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.refresh_once().await;
+        }
+    }
+
+    /// One refresh round; reads are shared between pods.
+    pub async fn refresh_once(&self) {
+        let pods: Vec<Pod> = {
+            let mut st = self.state();
+            let live: HashSet<String> = st.pods.values().map(|p| pod::uid(p).to_owned()).collect();
+            self.tokens.retain(&live);
+            st.recorded.retain(|uid, _| live.contains(uid));
+            st.pods
+                .iter()
+                .filter(|(k, p)| {
+                    !pod::is_terminal(p)
+                        && pod::deletion_deadline(p).is_none()
+                        && st.runtime.get(k).is_some_and(|r| {
+                            r.owner.uid == pod::uid(p) && !r.stopping && !r.is_terminated()
+                        })
+                })
+                .map(|(_, p)| p.clone())
+                .collect()
+        };
+        let allocatable = *self.settings.allocatable.borrow();
+        let mut resolver = Resolver::new(self.api.as_ref(), &self.tokens, allocatable);
+        for pod in pods {
+            let has_files = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| v.empty_dir.is_none());
+            if !has_files {
+                continue;
+            }
+            let key = match PodKey::of(&pod) {
+                Ok(k) => k,
+                Err(_) => continue,
+            };
+            let span = info_span!("refresh_pod", pod = %key);
+            async {
+                let inputs = match resolver.inputs(&pod).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        debug!(error = %e, "reading the pod's inputs failed; files left as they are");
+                        return;
+                    }
+                };
+                // A source that went missing leaves the files as they were, as on a kubelet.
+                let Ok(Translated { spec, .. }) = WorkloadSpec::from_pod(&pod, &inputs) else {
+                    return;
+                };
+                if !spec.volumes.iter().any(|v| matches!(v.source, Source::Files(_))) {
+                    return;
+                }
+                if let Err(e) = self.provider.update_pod(&spec).await {
+                    warn!(error = %e, "updating the pod's files failed");
+                }
+            }
+            .instrument(span)
+            .await;
+        }
     }
 
     async fn on_workload(

@@ -100,6 +100,7 @@ async fn lease_renews_every_ten_seconds_and_ready_follows_the_backend() {
         Arc::clone(&api),
         config(),
         timing,
+        tokio::sync::watch::channel(NodeCapacity::default()).0,
         cancel.clone(),
     ));
 
@@ -145,6 +146,7 @@ async fn a_deleted_node_is_registered_again() {
         Arc::clone(&api),
         config(),
         timing,
+        tokio::sync::watch::channel(NodeCapacity::default()).0,
         cancel.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(5)).await;

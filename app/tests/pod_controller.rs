@@ -21,8 +21,11 @@ use vk_domain::runtime::{
     ContainerRuntimeStatus, ContainerState, PodOwner, RuntimePod, Sandbox, SandboxState,
 };
 use vk_domain::workload::WorkloadSpec;
+use vk_domain::inputs::ServiceInfo;
+use vk_domain::jiff::Timestamp;
 use vk_ports::{
-    ClusterError, EventType, NodeProvider, PodApi, PodProvider, PodWatchEvent, ProviderError,
+    ClusterError, EventType, InputsApi, NodeProvider, PodApi, PodProvider, PodWatchEvent,
+    ProviderError,
 };
 
 #[derive(Default)]
@@ -84,6 +87,27 @@ impl PodProvider for FakeProvider {
         self.pods.lock().unwrap().insert(spec.key.clone(), running(&spec.key, &spec.uid, &names));
         Ok(())
     }
+    async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        self.check()?;
+        let files: Vec<String> = spec
+            .volumes
+            .iter()
+            .flat_map(|v| match &v.source {
+                vk_domain::volume::Source::Files(f) => f
+                    .iter()
+                    .map(|f| format!("{}/{}={}", v.name, f.path, String::from_utf8_lossy(&f.data)))
+                    .collect(),
+                _ => vec![],
+            })
+            .collect();
+        self.log(format!("update {} {}", spec.key, files.join(",")));
+        Ok(())
+    }
+    async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("start {id} {container}"));
+        Ok(())
+    }
     async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("stop {id}"));
@@ -135,6 +159,7 @@ struct FakeApi {
     statuses: Mutex<Vec<(PodKey, PodStatus)>>,
     deleted: Mutex<Vec<PodKey>>,
     recorded: Mutex<Vec<(String, String)>>,
+    config_maps: Mutex<HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
 }
 
 impl FakeApi {
@@ -185,6 +210,42 @@ impl PodApi for FakeApi {
     }
 }
 
+impl InputsApi for FakeApi {
+    async fn config_map(
+        &self,
+        _namespace: &str,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, Vec<u8>>>, ClusterError> {
+        Ok(self.config_maps.lock().unwrap().get(name).cloned())
+    }
+    async fn secret(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, Vec<u8>>>, ClusterError> {
+        Ok(None)
+    }
+    async fn services(&self, _namespace: &str) -> Result<Vec<ServiceInfo>, ClusterError> {
+        Ok(vec![])
+    }
+    async fn request_token(
+        &self,
+        _pod: &Pod,
+        _sa: &str,
+        _audience: &str,
+        seconds: i64,
+    ) -> Result<(String, Timestamp), ClusterError> {
+        Ok(("tok".into(), Timestamp::now() + Duration::from_secs(seconds.unsigned_abs())))
+    }
+}
+
+impl FakeApi {
+    fn set_config_map(&self, name: &str, pairs: &[(&str, &str)]) {
+        let data = pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
+        self.config_maps.lock().unwrap().insert(name.into(), data);
+    }
+}
+
 fn pod(name: &str, uid: &str, phase: &str, extra_spec: serde_json::Value) -> Pod {
     let mut spec = json!({"nodeName": "vk", "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "1"]}]});
     for (k, v) in extra_spec.as_object().unwrap() {
@@ -206,6 +267,7 @@ struct Harness {
     provider: Arc<FakeProvider>,
     api: Arc<FakeApi>,
     cancel: CancellationToken,
+    controller: Arc<PodController<FakeProvider, FakeApi>>,
 }
 
 impl Harness {
@@ -214,14 +276,15 @@ impl Harness {
         let api = FakeApi::new();
         let settings = Settings {
             node_name: "vk".into(),
-            driver_annotation: "virtual-kubelet.io/nomad-driver".into(),
             workers: 2,
             status_interval: Duration::from_millis(20),
+            refresh_interval: Duration::from_secs(3600),
+            allocatable: tokio::sync::watch::channel(NodeCapacity::default()).1,
         };
         let controller = PodController::new(Arc::clone(&provider), Arc::clone(&api), settings);
         let cancel = CancellationToken::new();
-        tokio::spawn(controller.run(cancel.clone()));
-        Self { provider, api, cancel }
+        tokio::spawn(Arc::clone(&controller).run(cancel.clone()));
+        Self { provider, api, cancel, controller }
     }
 
     async fn until(&self, what: &str, mut f: impl FnMut(&Self) -> bool) {
@@ -355,4 +418,108 @@ async fn graceful_deletion_stops_purges_then_deletes_the_object() {
     h.api.send(PodWatchEvent::Applied(deleting));
     h.until("the object deleted", |h| h.api.deleted.lock().unwrap().contains(&key("d"))).await;
     assert_eq!(h.provider.calls(), ["create ns/d", "stop job-ns/d", "purge job-ns/d"]);
+}
+
+#[tokio::test]
+async fn a_missing_mandatory_config_map_keeps_the_pod_waiting_until_it_exists() {
+    let h = Harness::start(FakeProvider::default());
+    let env = json!({"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "1"],
+        "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}}]}]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("w", "u6", "Pending", env)]));
+    h.until("a waiting status", |h| !h.api.statuses_of(&key("w")).is_empty()).await;
+    let st = h.api.statuses_of(&key("w")).pop().unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    let waiting = st.container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("CreateContainerConfigError"));
+    assert_eq!(waiting.message.as_deref(), Some("configmap ns/cfg not found"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.provider.calls().is_empty(), "created without its ConfigMap");
+    let events = h.api.recorded.lock().unwrap().clone();
+    assert_eq!(events, [("MandatoryConfigMapNotFound".to_owned(), "configmap ns/cfg not found".to_owned())]);
+    h.api.set_config_map("cfg", &[("mode", "fast")]);
+    h.until("created once the ConfigMap exists", |h| h.provider.calls() == ["create ns/w"]).await;
+}
+
+#[tokio::test]
+async fn a_missing_optional_config_map_gives_an_event_and_the_pod_runs() {
+    let h = Harness::start(FakeProvider::default());
+    let env = json!({"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "1"],
+        "envFrom": [{"configMapRef": {"name": "cfg", "optional": true}}]}]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("o", "u7", "Pending", env)]));
+    h.until("created", |h| h.provider.calls() == ["create ns/o"]).await;
+    let events = h.api.recorded.lock().unwrap().clone();
+    assert_eq!(events, [("OptionalConfigMapNotFound".to_owned(), "configmap ns/cfg not found".to_owned())]);
+}
+
+#[tokio::test]
+async fn init_containers_are_released_one_after_the_other() {
+    let provider = FakeProvider::default();
+    let mut rt = running(&key("i"), "u8", &["app"]);
+    let sb = rt.sandbox.as_mut().unwrap();
+    sb.state = SandboxState::Pending;
+    sb.containers.insert(
+        "first".into(),
+        ContainerRuntimeStatus {
+            state: ContainerState::Terminated(vk_domain::runtime::Termination {
+                exit_code: 0,
+                signal: None,
+                reason: "Completed".into(),
+                message: None,
+                started_at: None,
+                finished_at: None,
+            }),
+            ..Default::default()
+        },
+    );
+    for c in ["second", "third", "app"] {
+        sb.containers.insert(
+            c.into(),
+            ContainerRuntimeStatus {
+                state: ContainerState::Waiting { reason: "ContainerCreating".into(), message: None },
+                ..Default::default()
+            },
+        );
+    }
+    provider.pods.lock().unwrap().insert(key("i"), rt);
+    let h = Harness::start(provider);
+    let spec = json!({"initContainers": [
+        {"name": "first", "image": "i"}, {"name": "second", "image": "i"}, {"name": "third", "image": "i"}
+    ], "containers": [{"name": "app", "image": "i"}]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("i", "u8", "Pending", spec)]));
+    h.until("second released", |h| h.provider.calls().contains(&"start job-ns/i second".to_owned()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !h.provider.calls().iter().any(|c| c.contains("third")),
+        "third released before second completed: {:?}",
+        h.provider.calls()
+    );
+    let st = h.api.statuses_of(&key("i")).pop().unwrap();
+    let init = st.init_container_statuses.unwrap();
+    assert_eq!(init.len(), 3);
+    assert!(init[0].ready && !init[1].ready);
+    let app = st.container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+    assert_eq!(app.reason.as_deref(), Some("PodInitializing"));
+    let initialized = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+    assert_eq!(initialized.status, "False");
+    assert_eq!(initialized.message.as_deref(), Some("containers with incomplete status: [second third]"));
+}
+
+#[tokio::test]
+async fn a_refresh_round_brings_volume_files_up_to_date() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("v"), running(&key("v"), "u9", &["main"]));
+    let h = Harness::start(provider);
+    h.api.set_config_map("cfg", &[("mode", "slow")]);
+    let spec = json!({"volumes": [{"name": "c", "configMap": {"name": "cfg"}}, {"name": "e", "emptyDir": {}}]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("v", "u9", "Pending", spec.clone()), pod("plain", "u10", "Pending", json!({}))]));
+    h.until("Running", |h| {
+        h.api.statuses_of(&key("v")).iter().any(|s| s.phase.as_deref() == Some("Running"))
+    })
+    .await;
+    h.api.set_config_map("cfg", &[("mode", "fast")]);
+    h.controller.refresh_once().await;
+    let updates: Vec<String> =
+        h.provider.calls().into_iter().filter(|c| c.starts_with("update")).collect();
+    assert_eq!(updates, ["update ns/v c/mode=fast"], "only pods with files, with the new data");
 }

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::env::{self, Env, EnvVar, Segment, Value};
 use crate::error::{Missing, Notice, Unsupported};
+use crate::node::NodeCapacity;
 use crate::quantity::Quantity;
 
 /// The kubelet's default `expirationSeconds` of a projected service-account token (1 h).
@@ -67,18 +68,7 @@ pub struct Inputs {
     /// Tokens obtained through the TokenRequest API.
     pub tokens: BTreeMap<TokenSpec, String>,
     /// The node's allocatable resources, the value of `limits.*` a container does not set.
-    pub node_allocatable: Allocatable,
-}
-
-/// Node allocatable resources in kubelet units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Allocatable {
-    /// CPU in millicores.
-    pub cpu_millis: u64,
-    /// Memory in bytes.
-    pub memory_bytes: u64,
-    /// Ephemeral storage in bytes.
-    pub ephemeral_storage_bytes: u64,
+    pub node_allocatable: NodeCapacity,
 }
 
 /// The ConfigMaps, Secrets and tokens `pod` reads, from `env`, `envFrom` and volumes of every
@@ -189,7 +179,7 @@ pub fn resource_field_ref(
     field: &str,
     container: &Container,
     sel: &ResourceFieldSelector,
-    node: &Allocatable,
+    node: &NodeCapacity,
 ) -> Result<String, Unsupported> {
     let r = container.resources.as_ref();
     let get = |kind: &str, name: &str| {

@@ -42,6 +42,11 @@ pub enum Step {
     /// A `restartPolicy: Never` pod ran (its phase is past Pending) but its workload is gone
     /// without the pod being deleted: report it Failed (as upstream reports `NotFound`).
     MarkLost,
+    /// Let this init container start: those before it have completed (or, for sidecars, started).
+    StartContainer(String),
+    /// `activeDeadlineSeconds` passed since the pod started: report it Failed with reason
+    /// `DeadlineExceeded` (the kubelet's `activeDeadlineHandler`) and stop its workload.
+    FailDeadline,
 }
 
 /// What is known besides the two objects.
@@ -91,8 +96,21 @@ fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
     }
     match observed {
         // A final status is never rewritten (Kubernetes never moves a pod out of it).
-        Some(_) if pod::is_terminal(pod) => vec![],
-        Some(_) => vec![SyncStatus],
+        Some(o) if pod::is_terminal(pod) => {
+            // A pod failed for its deadline still has its workload stopped.
+            if o.stopping || o.is_terminated() { vec![] } else { vec![Stop] }
+        }
+        Some(o) => {
+            if let Some(left) = deadline_left(pod, ctx.now) {
+                if left.is_zero() {
+                    return vec![FailDeadline, Stop];
+                }
+                let mut steps = running_steps(pod, o);
+                steps.push(RequeueAfter(left));
+                return steps;
+            }
+            running_steps(pod, o)
+        }
         None if pod::is_terminal(pod) => vec![KeepFinal],
         None if matches!(pod::phase(pod), "" | "Pending") => vec![Create],
         // The workload vanished under a started pod: a kubelet re-creates a lost sandbox unless
@@ -100,6 +118,52 @@ fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
         None if RestartPolicy::of(pod) == RestartPolicy::Never => vec![MarkLost],
         None => vec![Create],
     }
+}
+
+fn running_steps(pod: &Pod, observed: &RuntimePod) -> Vec<Step> {
+    let mut steps = vec![Step::SyncStatus];
+    if let Some(name) = next_init_container(pod, observed) {
+        steps.push(Step::StartContainer(name));
+    }
+    steps
+}
+
+/// How long the pod may still be active under `activeDeadlineSeconds`, counted from
+/// `status.startTime`; `None` without a deadline or a start time.
+pub fn deadline_left(pod: &Pod, now: Timestamp) -> Option<Duration> {
+    let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = pod.status.as_ref()?.start_time.as_ref()?.0;
+    let end = start.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs)).ok()?;
+    let left = end.duration_since(now);
+    Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+}
+
+/// The init container to let start next: the first after the first one whose predecessors all
+/// completed successfully (a sidecar predecessor: is running) and that has not started yet.
+pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
+    use crate::runtime::ContainerState as S;
+    let init = pod.spec.as_ref()?.init_containers.as_deref()?;
+    let sandbox = observed.sandbox.as_ref()?;
+    if sandbox.is_terminal() {
+        return None;
+    }
+    let state = |name: &str| sandbox.containers.get(name).map(|c| &c.state);
+    for pair in init.windows(2) {
+        let (prev, cur) = (&pair[0], &pair[1]);
+        let prev_done = match state(&prev.name) {
+            Some(S::Running { .. }) => crate::status::is_sidecar(prev),
+            Some(S::Terminated(t)) => t.exit_code == 0 && !crate::status::is_sidecar(prev),
+            _ => false,
+        };
+        if !prev_done {
+            return None;
+        }
+        match state(&cur.name) {
+            None | Some(S::Waiting { .. }) => return Some(cur.name.clone()),
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

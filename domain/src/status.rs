@@ -5,7 +5,7 @@
 //! `convertToAPIContainerStatuses`. Readiness is "running" until probes are supported.
 
 use k8s_openapi::api::core::v1::{
-    ContainerState as K8sContainerState, ContainerStateRunning, ContainerStateTerminated,
+    Container, ContainerState as K8sContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,23 +24,62 @@ pub const REASON_PROVIDER_FAILED: &str = "ProviderFailed";
 /// `lastTransitionTime` from the pod's current status.
 pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodStatus {
     let restart = RestartPolicy::of(pod);
-    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let init_containers = spec.and_then(|s| s.init_containers.as_deref()).unwrap_or_default();
     let previous = pod.status.as_ref();
 
     let terminal_sandbox = sandbox.is_some_and(Sandbox::is_terminal);
+    let runtime = |name: &str| {
+        let rt = sandbox.and_then(|s| s.containers.get(name)).cloned().unwrap_or_default();
+        if terminal_sandbox { settle(rt) } else { rt }
+    };
+    let init_statuses: Vec<ContainerStatus> = init_containers
+        .iter()
+        .map(|c| {
+            let mut st = container_status(&c.name, c.image.as_deref().unwrap_or_default(), &runtime(&c.name));
+            if !is_sidecar(c) {
+                // A regular init container is ready once it completed successfully.
+                st.ready = st
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0);
+            }
+            st
+        })
+        .collect();
+    let incomplete: Vec<&str> = init_containers
+        .iter()
+        .zip(&init_statuses)
+        .filter(|(c, st)| if is_sidecar(c) { !st.started.unwrap_or(false) } else { !st.ready })
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    let initialized = incomplete.is_empty();
     let statuses: Vec<ContainerStatus> = containers
         .iter()
         .map(|c| {
-            let rt = sandbox.and_then(|s| s.containers.get(&c.name)).cloned().unwrap_or_default();
-            let rt = if terminal_sandbox { settle(rt) } else { rt };
+            let mut rt = runtime(&c.name);
+            if !initialized && matches!(rt.state, ContainerState::Waiting { .. }) {
+                rt.state = ContainerState::Waiting { reason: "PodInitializing".into(), message: None };
+            }
             container_status(&c.name, c.image.as_deref().unwrap_or_default(), &rt)
         })
         .collect();
 
-    let phase = phase(restart, sandbox, &statuses);
+    let phase = match init_phase(restart, init_containers, &init_statuses, sandbox) {
+        Some(p) => p,
+        None => phase(restart, sandbox, &statuses),
+    };
     let terminal = matches!(phase, "Succeeded" | "Failed");
-    let unready: Vec<&str> =
-        statuses.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
+    let unready: Vec<&str> = statuses
+        .iter()
+        .chain(init_statuses.iter().filter(|s| {
+            init_containers.iter().any(|c| c.name == s.name && is_sidecar(c))
+        }))
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
     let (ready, reason, message) = if terminal {
         (false, Some("PodCompleted"), None)
     } else if unready.is_empty() {
@@ -51,10 +90,25 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     };
     let sandbox_ready =
         sandbox.is_some_and(|s| !s.is_terminal() && s.state != SandboxState::Pending);
+    let (init_reason, init_message) = if initialized || terminal && phase == "Succeeded" {
+        (None, None)
+    } else {
+        (
+            Some("ContainersNotInitialized"),
+            Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+        )
+    };
 
     let conditions = vec![
         condition(previous, "PodReadyToStartContainers", sandbox_ready, None, None, now),
-        condition(previous, "Initialized", true, None, None, now),
+        condition(
+            previous,
+            "Initialized",
+            initialized || phase == "Succeeded",
+            init_reason,
+            init_message,
+            now,
+        ),
         condition(previous, "Ready", ready, reason, message.clone(), now),
         condition(previous, "ContainersReady", ready, reason, message, now),
         condition(previous, "PodScheduled", true, None, None, now),
@@ -73,6 +127,7 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         phase: Some(phase.to_owned()),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         host_ip: host_ip.clone(),
         host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
         pod_ip: pod_ip.clone(),
@@ -85,6 +140,97 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         message,
         ..PodStatus::default()
     }
+}
+
+/// An init container with `restartPolicy: Always`: a native sidecar.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// The phase while init containers decide it (`getPhase`, first part): `Failed` when a regular
+/// init container failed and the pod never restarts, `Pending` while one has not completed or a
+/// sidecar has not started; `None` once initialisation is over.
+fn init_phase(
+    restart: RestartPolicy,
+    init: &[Container],
+    statuses: &[ContainerStatus],
+    sandbox: Option<&Sandbox>,
+) -> Option<&'static str> {
+    if init.is_empty() {
+        return None;
+    }
+    let Some(_) = sandbox else { return Some("Pending") };
+    let mut pending = 0;
+    let mut failed = 0;
+    for (c, st) in init.iter().zip(statuses) {
+        let state = st.state.as_ref();
+        let terminated = state.and_then(|s| s.terminated.as_ref());
+        let last_failed = st
+            .last_state
+            .as_ref()
+            .and_then(|l| l.terminated.as_ref())
+            .is_some_and(|t| t.exit_code != 0);
+        if is_sidecar(c) {
+            if state.and_then(|s| s.waiting.as_ref()).is_some() && st.last_state.is_none() {
+                pending += 1;
+            }
+            continue;
+        }
+        match terminated {
+            Some(t) if t.exit_code != 0 => failed += 1,
+            Some(_) => {}
+            None if last_failed => failed += 1,
+            None => pending += 1,
+        }
+    }
+    if failed > 0 && restart == RestartPolicy::Never {
+        Some("Failed")
+    } else if pending > 0 || failed > 0 {
+        Some("Pending")
+    } else {
+        None
+    }
+}
+
+/// The status of a pod whose containers cannot be created yet (an input is missing): phase
+/// `Pending`, every container waiting with `reason` (`CreateContainerConfigError`,
+/// `ContainerCreating`) and `message`, as the kubelet reports it.
+pub fn waiting_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> PodStatus {
+    let mut st = pod_status(pod, None, now);
+    let waiting = |s: &mut ContainerStatus| {
+        s.state = Some(K8sContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.to_owned()),
+                message: Some(message.to_owned()),
+            }),
+            ..Default::default()
+        });
+    };
+    st.container_statuses.iter_mut().flatten().for_each(waiting);
+    st.init_container_statuses.iter_mut().flatten().for_each(waiting);
+    st
+}
+
+/// The status of a pod failed by `activeDeadlineSeconds` (the kubelet's `activeDeadlineHandler`):
+/// phase `Failed`, reason `DeadlineExceeded`, `message`; containers as last seen.
+pub fn deadline_exceeded_status(
+    pod: &Pod,
+    sandbox: Option<&Sandbox>,
+    message: &str,
+    now: Timestamp,
+) -> PodStatus {
+    let mut st = pod_status(pod, sandbox, now);
+    st.phase = Some("Failed".into());
+    st.reason = Some("DeadlineExceeded".into());
+    st.message = Some(message.to_owned());
+    for c in st.conditions.iter_mut().flatten() {
+        if matches!(c.type_.as_str(), "Ready" | "ContainersReady") && c.status == "True" {
+            c.status = "False".into();
+            c.reason = Some("PodCompleted".into());
+            c.last_transition_time = Some(Time(now));
+        }
+    }
+    st
 }
 
 /// The status of a pod the provider cannot run: phase `Pending` (`Failed` when

@@ -411,7 +411,8 @@ mod tests {
 
     use super::*;
     use crate::env::Segment;
-    use crate::inputs::{Allocatable, ServiceInfo, TokenSpec};
+    use crate::inputs::{ServiceInfo, TokenSpec};
+    use crate::node::NodeCapacity;
     use crate::volume::{File, Source};
 
     fn pod_with(meta: serde_json::Value, spec: serde_json::Value) -> Pod {
@@ -432,7 +433,7 @@ mod tests {
 
     fn inputs() -> Inputs {
         let mut i = Inputs {
-            node_allocatable: Allocatable {
+            node_allocatable: NodeCapacity {
                 cpu_millis: 4000,
                 memory_bytes: 8 << 30,
                 ephemeral_storage_bytes: 100 << 30,
