@@ -137,9 +137,18 @@ pub struct Cli {
     /// Task driver for pods without the driver annotation.
     #[arg(long, default_value = "docker")]
     pub nomad_driver: String,
-    /// Prefix of the Nomad job IDs.
-    #[arg(long, default_value = "k8s-")]
+    /// Prefix of the Nomad job IDs (up to 16 of `A-Za-z0-9_~-`, the characters of Nomad
+    /// Variable paths).
+    #[arg(long, default_value = "k8s-", value_parser = parse_prefix)]
     pub job_prefix: String,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if vk_adapters::nomad::job::valid_prefix(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?}: up to 16 letters, digits, '-', '_' or '~'"))
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

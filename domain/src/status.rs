@@ -59,8 +59,11 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     let statuses: Vec<ContainerStatus> = containers
         .iter()
         .map(|c| {
+            let raw = sandbox.and_then(|s| s.containers.get(&c.name));
+            let never_ran = raw.is_none_or(|r| matches!(r.state, ContainerState::Waiting { .. }));
             let mut rt = runtime(&c.name);
-            if !initialized && matches!(rt.state, ContainerState::Waiting { .. }) {
+            if !initialized && never_ran {
+                // The kubelet never creates app containers before init completes.
                 rt.state = ContainerState::Waiting { reason: "PodInitializing".into(), message: None };
             }
             container_status(&c.name, c.image.as_deref().unwrap_or_default(), &rt)

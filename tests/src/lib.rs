@@ -372,6 +372,29 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
         Ok(Client::try_from(cfg)?)
     }
 
+    /// Who the API server says `token` is (a SelfSubjectReview made with that bearer token).
+    ///
+    /// # Errors
+    /// The request failing or being refused (an invalid token gives 401).
+    pub async fn whoami(&self, token: &str) -> anyhow::Result<String> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.pki.ca_path)?)?;
+        let http = reqwest::Client::builder().add_root_certificate(ca).build()?;
+        let r = http
+            .post(format!(
+                "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                self.apiserver_url
+            ))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({
+                "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"
+            }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "SelfSubjectReview: {}", r.status());
+        let v: serde_json::Value = r.json().await?;
+        Ok(v["status"]["userInfo"]["username"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// Runs kubectl with the admin kubeconfig; returns stdout.
     ///
     /// # Errors

@@ -336,7 +336,7 @@ async fn same_name_two_namespaces(cx: Ctx<'_>) -> anyhow::Result<()> {
     for (ns, uid) in ["e2e-ns-a", "e2e-ns-b"].iter().zip(&uids) {
         cx.wait_phase(ns, "web", "Running", Duration::from_secs(30)).await?;
         let job = cx
-            .nomad(&format!("/v1/job/k8s-{ns}.web"))
+            .nomad(&format!("/v1/job/k8s-{ns}_web"))
             .await?
             .with_context(|| format!("job for {ns}/web missing"))?;
         ensure!(job["Meta"]["k8s_pod_uid"] == uid.as_str());
@@ -361,7 +361,7 @@ async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
     }
     let mut before = Vec::new();
     for n in &names {
-        let id = format!("k8s-{ns}.{n}");
+        let id = format!("k8s-{ns}_{n}");
         let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("job missing")?;
         let allocs = cx.allocations(&id).await?;
         ensure!(allocs.len() == 1, "{id}: {} allocations", allocs.len());
@@ -456,7 +456,7 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         "the docker pod's job",
         Duration::from_secs(15),
         Duration::from_millis(250),
-        || async { cx.nomad(&format!("/v1/job/k8s-{ns}.docker")).await },
+        || async { cx.nomad(&format!("/v1/job/k8s-{ns}_docker")).await },
     )
     .await?;
     let task = &job["TaskGroups"][0]["Tasks"][0];
@@ -468,9 +468,318 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         task["Config"]
     );
     ensure!(
-        cx.nomad(&format!("/v1/job/k8s-{ns}.bad")).await?.is_none(),
+        cx.nomad(&format!("/v1/job/k8s-{ns}_bad")).await?.is_none(),
         "a job exists for the bad pod"
     );
+    Ok(())
+}
+
+/// The text a task wrote to its stdout so far (Nomad's fs logs API).
+async fn task_stdout(cx: &Ctx<'_>, alloc: &str, task: &str) -> anyhow::Result<String> {
+    let url = format!(
+        "{}/v1/client/fs/logs/{alloc}?task={task}&type=stdout&plain=true&origin=start",
+        cx.stack.nomad_addr
+    );
+    let r = cx.http.get(url).send().await?;
+    ensure!(r.status().is_success(), "logs of {task}: {}", r.status());
+    Ok(r.text().await?)
+}
+
+/// A file of the allocation (Nomad's fs cat API), `None` when absent.
+async fn alloc_file(cx: &Ctx<'_>, alloc: &str, path: &str) -> anyhow::Result<Option<String>> {
+    let url = format!("{}/v1/client/fs/cat/{alloc}?path={path}", cx.stack.nomad_addr);
+    let r = cx.http.get(url).send().await?;
+    if !r.status().is_success() {
+        return Ok(None);
+    }
+    Ok(Some(r.text().await?))
+}
+
+/// Waits for `needle` in `task`'s output and returns the output.
+async fn wait_output(cx: &Ctx<'_>, alloc: &str, task: &str, needle: &str) -> anyhow::Result<String> {
+    wait_for(
+        &format!("{needle:?} in the output of {task}"),
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let out = task_stdout(cx, alloc, task).await.unwrap_or_default();
+            Ok(out.contains(needle).then_some(out))
+        },
+    )
+    .await
+}
+
+/// The current allocation of a pod's job.
+async fn current_alloc(cx: &Ctx<'_>, job: &str) -> anyhow::Result<String> {
+    let allocs = cx.allocations(job).await?;
+    allocs
+        .iter()
+        .filter(|a| a["DesiredStatus"] == "run")
+        .max_by_key(|a| a["CreateIndex"].as_u64())
+        .and_then(|a| a["ID"].as_str())
+        .map(str::to_owned)
+        .context("no allocation")
+}
+
+async fn events_of(cx: &Ctx<'_>, ns: &str, pod: &str) -> anyhow::Result<Vec<Event>> {
+    let events: Api<Event> = Api::namespaced(cx.client.clone(), ns);
+    let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={pod}"))).await?;
+    Ok(list.items)
+}
+
+async fn wait_event(cx: &Ctx<'_>, ns: &str, pod: &str, reason: &str) -> anyhow::Result<Event> {
+    wait_for(
+        &format!("Event {reason} for {ns}/{pod}"),
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let evs = events_of(cx, ns, pod).await?;
+            Ok(evs.into_iter().find(|e| e.reason.as_deref() == Some(reason)))
+        },
+    )
+    .await
+}
+
+/// The common pod surface end to end: env from a ConfigMap and a Secret (`env`, `envFrom` with a
+/// prefix, `$(VAR)` expansion), the downward API (`status.podIP` included), ConfigMap, Secret and
+/// downward API volumes, an emptyDir shared by two containers, two init containers run in order
+/// (the second reads what the first wrote), and the service-account token volume, whose token
+/// authenticates against the API server. Then the ConfigMap is edited: the mounted file follows
+/// within 60 s without a container restart, and the environment does not change.
+async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let (node, ns) = ("vk-inputs", "e2e-inputs");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(cx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app-config"},
+            "data": {"mode": "fast", "greeting": "hello world"}
+        }))?,
+    )
+    .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "app-secret"},
+                "stringData": {"password": "s3cr3t \"quoted\" $HOME", "user": "admin"}
+            }))?,
+        )
+        .await?;
+    let v = "$NOMAD_ALLOC_DIR/volumes";
+    let app_script = format!(
+        "echo \"MODE=$MODE\"; echo \"PASS=$PASS\"; echo \"CFG_greeting=$CFG_greeting\"; \
+         echo \"DSN=$DSN\"; echo \"POD_IP=$POD_IP\"; echo \"POD=$POD_NAME/$POD_NS\"; \
+         echo \"ARG=$1\"; echo \"FILE_MODE=$(cat {v}/config/mode)\"; \
+         echo \"FILE_PASS=$(cat {v}/secret/password)\"; echo \"LABELS=$(cat {v}/info/labels)\"; \
+         echo \"INIT=$(cat {v}/shared/init.txt)\"; echo from-app > {v}/shared/app.txt; \
+         echo started; sleep 3600"
+    );
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "inputs", "namespace": ns, "labels": {"app": "inputs"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 5,
+            "initContainers": [
+                {"name": "first", "image": "busybox", "command": ["sh", "-c", format!("sleep 2; echo one > {v}/shared/init.txt")],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+                {"name": "second", "image": "busybox", "command": ["sh", "-c", format!("echo \"$(cat {v}/shared/init.txt) two\" > {v}/shared/init.txt")],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ],
+            "containers": [
+                {"name": "app", "image": "busybox",
+                 "command": ["sh", "-c", app_script, "sh", "--mode=$(MODE)"],
+                 "env": [
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "mode"}}},
+                    {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}},
+                    {"name": "DSN", "value": "$(MODE)://$(user)@db"},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                 ],
+                 "envFrom": [{"configMapRef": {"name": "app-config"}, "prefix": "CFG_"}, {"secretRef": {"name": "app-secret"}}],
+                 "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/config"},
+                    {"name": "secret", "mountPath": "/etc/secret"},
+                    {"name": "info", "mountPath": "/etc/info"},
+                    {"name": "shared", "mountPath": "/shared"}
+                 ]},
+                {"name": "reader", "image": "busybox",
+                 "command": ["sh", "-c", format!("while [ ! -f {v}/shared/app.txt ]; do sleep 0.2; done; echo \"READ=$(cat {v}/shared/app.txt)\"; sleep 3600")],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "app-config"}},
+                {"name": "secret", "secret": {"secretName": "app-secret", "defaultMode": 0o400}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "shared", "emptyDir": {}}
+            ]
+        }
+    }))?;
+    cx.create(&p).await?;
+    let running = cx.wait_phase(ns, "inputs", "Running", Duration::from_secs(60)).await?;
+    let job_id = format!("k8s-{ns}_inputs");
+    let alloc = current_alloc(&cx, &job_id).await?;
+    let out = wait_output(&cx, &alloc, "app", "started").await?;
+    let pod_ip = running.status.as_ref().and_then(|s| s.pod_ip.clone()).context("no podIP")?;
+    for want in [
+        "MODE=fast".to_owned(),
+        "PASS=s3cr3t \"quoted\" $HOME".to_owned(),
+        "CFG_greeting=hello world".to_owned(),
+        "DSN=fast://admin@db".to_owned(),
+        format!("POD_IP={pod_ip}"),
+        format!("POD=inputs/{ns}"),
+        "ARG=--mode=fast".to_owned(),
+        "FILE_MODE=fast".to_owned(),
+        "FILE_PASS=s3cr3t \"quoted\" $HOME".to_owned(),
+        "LABELS=app=\"inputs\"".to_owned(),
+        "INIT=one two".to_owned(),
+    ] {
+        ensure!(out.lines().any(|l| l == want), "{want:?} not in the output of app:\n{out}");
+    }
+    wait_output(&cx, &alloc, "reader", "READ=from-app").await?;
+    // The init containers are reported, completed, and the pod is Initialized.
+    let st = running.status.clone().context("status")?;
+    let init = st.init_container_statuses.clone().unwrap_or_default();
+    ensure!(init.len() == 2 && init.iter().all(|c| c.ready), "init statuses {init:?}");
+    // No Secret byte is in the job.
+    let job = cx.nomad(&format!("/v1/job/{job_id}")).await?.context("job")?;
+    ensure!(!job.to_string().contains("s3cr3t"), "the job holds Secret data");
+    // The service-account token volume is materialised and the token authenticates.
+    let sa_volume = p_sa_volume(&running).context("no kube-api-access volume")?;
+    let token = alloc_file(&cx, &alloc, &format!("alloc/volumes/{sa_volume}/token"))
+        .await?
+        .context("no token file")?;
+    let ca = alloc_file(&cx, &alloc, &format!("alloc/volumes/{sa_volume}/ca.crt")).await?;
+    ensure!(ca.is_some_and(|c| c.contains("BEGIN CERTIFICATE")), "no ca.crt");
+    let namespace_file = alloc_file(&cx, &alloc, &format!("alloc/volumes/{sa_volume}/namespace")).await?;
+    ensure!(namespace_file.as_deref() == Some(ns), "namespace file {namespace_file:?}");
+    let review = cx.stack.whoami(&token).await?;
+    ensure!(
+        review == format!("system:serviceaccount:{ns}:default"),
+        "the token authenticates as {review:?}"
+    );
+
+    // Edit the ConfigMap: the file follows, the environment does not, nothing restarts.
+    let edited = Instant::now();
+    cms.patch(
+        "app-config",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"data": {"mode": "slow"}})),
+    )
+    .await?;
+    wait_for("the mounted file to change", Duration::from_secs(60), Duration::from_secs(1), || async {
+        let f = alloc_file(&cx, &alloc, "alloc/volumes/config/mode").await?;
+        Ok((f.as_deref() == Some("slow")).then_some(()))
+    })
+    .await?;
+    eprintln!("ConfigMap edit reached the file in {:?}", edited.elapsed());
+    let after = cx.pods(ns).get("inputs").await?;
+    let restarts: Vec<i32> = after
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.restart_count)
+        .collect();
+    ensure!(restarts == [0, 0], "restart counts {restarts:?}");
+    ensure!(current_alloc(&cx, &job_id).await? == alloc, "the allocation was replaced");
+    let out = task_stdout(&cx, &alloc, "app").await?;
+    ensure!(out.matches("started").count() == 1, "app started again:\n{out}");
+    Ok(())
+}
+
+fn p_sa_volume(p: &Pod) -> Option<String> {
+    p.spec.as_ref()?.volumes.as_ref()?.iter().find(|v| v.name.starts_with("kube-api-access-")).map(|v| v.name.clone())
+}
+
+/// A missing mandatory ConfigMap key keeps the pod from being created (no job, a waiting container
+/// and the upstream Event) until the ConfigMap exists; a missing optional one gives an Event and
+/// the pod runs.
+async fn missing_inputs(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (node, ns) = ("vk-missing", "e2e-missing");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let env = |optional: bool| {
+        serde_json::json!({"containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo MODE=$MODE; sleep 300"],
+            "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "mode", "optional": optional}}}]}]})
+    };
+    cx.create(&pod("mandatory").namespace(ns).on_node(node).spec(env(false)).build()).await?;
+    cx.create(&pod("optional").namespace(ns).on_node(node).spec(env(true)).build()).await?;
+    let ev = wait_event(&cx, ns, "mandatory", "MandatoryConfigMapNotFound").await?;
+    ensure!(ev.type_.as_deref() == Some("Warning"), "type {:?}", ev.type_);
+    ensure!(ev.message.unwrap_or_default().contains(&format!("configmap {ns}/later not found")));
+    let waiting = wait_for("CreateContainerConfigError", Duration::from_secs(15), Duration::from_millis(250), || async {
+        let p = cx.pods(ns).get("mandatory").await?;
+        let w = container_state(&p, "main").and_then(|c| c.state).and_then(|s| s.waiting);
+        Ok(w.filter(|w| w.reason.as_deref() == Some("CreateContainerConfigError")))
+    })
+    .await?;
+    ensure!(waiting.message.unwrap_or_default().contains("later"), "waiting message");
+    cx.wait_phase(ns, "optional", "Running", Duration::from_secs(30)).await?;
+    wait_event(&cx, ns, "optional", "OptionalConfigMapNotFound").await?;
+    ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}_mandatory")).await?.is_none(), "a job exists for the waiting pod");
+    let p = cx.pods(ns).get("mandatory").await?;
+    ensure!(p.status.and_then(|s| s.phase).as_deref() == Some("Pending"), "not Pending");
+    // The ConfigMap appears: the waiting pod starts with it.
+    let cms: Api<ConfigMap> = Api::namespaced(cx.client.clone(), ns);
+    cms.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "later"}, "data": {"mode": "ok"}}))?).await?;
+    cx.wait_phase(ns, "mandatory", "Running", Duration::from_secs(90)).await?;
+    let alloc = current_alloc(&cx, &format!("k8s-{ns}_mandatory")).await?;
+    wait_output(&cx, &alloc, "main", "MODE=ok").await?;
+    Ok(())
+}
+
+/// The shared corpus of pods the node cannot run (`tests/corpus/unsupported.json`, the cases the
+/// API server accepts): every one ends ProviderFailed with a message naming its field, no job is
+/// made, and the process keeps serving (a good pod runs after them).
+async fn unsupported_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-corpus", "e2e-corpus");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let corpus: Vec<Value> = serde_json::from_str(include_str!("../corpus/unsupported.json"))?;
+    let cases: Vec<&Value> = corpus.iter().filter(|c| c["unit_only"] != true).collect();
+    ensure!(cases.len() >= 30, "only {} cases", cases.len());
+    for (i, case) in cases.iter().enumerate() {
+        let mut container = serde_json::json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+        for (k, v) in case["container"].as_object().into_iter().flatten() {
+            if v.is_null() {
+                container.as_object_mut().context("container")?.remove(k);
+            } else {
+                container[k] = v.clone();
+            }
+        }
+        // Bound directly (no scheduler): some cases (claims, unknown resources) are never
+        // schedulable, and what is tested is the node's answer.
+        let mut spec = serde_json::json!({"containers": [container], "nodeName": node});
+        for (k, v) in case["spec"].as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        let mut b = pod(&format!("case-{i}")).namespace(ns).spec(spec);
+        for (k, v) in case["annotations"].as_object().into_iter().flatten() {
+            b = b.annotation(k, v.as_str().unwrap_or_default());
+        }
+        cx.create(&b.build()).await.with_context(|| format!("case {:?}", case["case"]))?;
+    }
+    for (i, case) in cases.iter().enumerate() {
+        let name = format!("case-{i}");
+        let st = wait_for(&format!("ProviderFailed for {:?}", case["case"]), Duration::from_secs(60), Duration::from_millis(500), || async {
+            let p = cx.pods(ns).get(&name).await?;
+            Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
+        })
+        .await?;
+        let msg = st.message.unwrap_or_default();
+        let field = case["field"].as_str().unwrap_or_default();
+        let want = case["message"].as_str().unwrap_or_default();
+        ensure!(msg.contains(field) && msg.contains(want), "{:?}: message {msg:?} lacks {field:?} or {want:?}", case["case"]);
+        ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}_{name}")).await?.is_none(), "a job exists for {:?}", case["case"]);
+    }
+    cx.create(&pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build()).await?;
+    cx.wait_phase(ns, "good", "Running", Duration::from_secs(30)).await?;
     Ok(())
 }
 
@@ -521,7 +830,7 @@ async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// pod whose job ID it holds gets ProviderFailed instead of taking it over.
 async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-force", "e2e-force");
-    let foreign_id = format!("k8s-{ns}.foreign");
+    let foreign_id = format!("k8s-{ns}_foreign");
     let foreign = serde_json::json!({"Job": {
         "ID": foreign_id, "Name": foreign_id, "Type": "batch", "Datacenters": ["*"],
         "Meta": {"k8s_node_name": "someone-else", "k8s_namespace": ns, "k8s_pod_name": "foreign", "k8s_pod_uid": "x"},
@@ -571,7 +880,7 @@ async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()
         Duration::from_secs(10),
         Duration::from_millis(250),
         || async {
-            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}.forced")).await?.is_none().then_some(()))
+            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}_forced")).await?.is_none().then_some(()))
         },
     )
     .await?;
@@ -581,7 +890,7 @@ async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()
     vk.kill();
     cx.stack.kubectl(&["delete", "pod", "-n", ns, "orphan", "--grace-period=0", "--force"])?;
     ensure!(
-        cx.nomad(&format!("/v1/job/k8s-{ns}.orphan")).await?.is_some(),
+        cx.nomad(&format!("/v1/job/k8s-{ns}_orphan")).await?.is_some(),
         "orphan job gone too early"
     );
     let _vk = cx.start_vk(node)?;
@@ -590,7 +899,7 @@ async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()
         Duration::from_secs(20),
         Duration::from_millis(250),
         || async {
-            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}.orphan")).await?.is_none().then_some(()))
+            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}_orphan")).await?.is_none().then_some(()))
         },
     )
     .await?;
@@ -626,7 +935,10 @@ fn main() {
         restart_adopts,
         untranslatable_pod,
         nomad_unreachable,
-        force_delete_orphans_and_foreign_jobs
+        force_delete_orphans_and_foreign_jobs,
+        pod_inputs_and_volumes,
+        missing_inputs,
+        unsupported_corpus
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

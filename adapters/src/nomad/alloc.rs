@@ -3,7 +3,8 @@
 //! - Client status: `pending`/`running`/`complete`/`failed`/`lost`/`unknown` map one to one.
 //! - Task state `pending`: waiting, `ContainerCreating` (or `CrashLoopBackOff` between restarts,
 //!   with the last run as `lastState`); `running`: running since the last `Started` event;
-//!   `dead`: terminated with the exit code and signal of the last `Terminated` event. A task killed
+//!   `dead`: terminated with the exit code and signal of the last `Terminated` event (still waiting
+//!   when it never ran and did not fail itself: a sibling failed first). A task killed
 //!   by signal n with no exit code reports 128 + n, as container runtimes do. A task that died
 //!   without ever running (driver or setup failure) reports 128 and `StartError`.
 
@@ -90,8 +91,15 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
     let last_started = last("Started").and_then(|e| from_nanos(e.time));
     let started_at = last_started.or_else(|| from_rfc3339(ts.started_at.as_deref()));
     let restart_count = i32::try_from(ts.restarts).unwrap_or(i32::MAX);
+    let never_ran = started_at.is_none() && last("Terminated").is_none();
     let state = match ts.state.as_str() {
         "running" => ContainerState::Running { started_at },
+        // Killed before it ever ran, through no fault of its own (a sibling, such as an init
+        // container, failed): it never left the waiting state.
+        "dead" if never_ran && !ts.failed => ContainerState::Waiting {
+            reason: "ContainerCreating".into(),
+            message: events.last().map(|e| e.display_message.clone()).filter(|m| !m.is_empty()),
+        },
         "dead" => ContainerState::Terminated(termination(events, ts, started_at)),
         _ if restart_count > 0 => ContainerState::Waiting {
             reason: "CrashLoopBackOff".into(),

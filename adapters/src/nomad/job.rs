@@ -103,10 +103,29 @@ pub struct PodJob {
     pub gated: Vec<String>,
 }
 
-/// The job ID of a pod: `<prefix><namespace>.<name>`. Unambiguous because a namespace never
-/// contains a `.`; stable across restarts, so registering again never duplicates a job.
+/// The longest job ID: `nomad/jobs/<job>/pod/<task>` must fit Nomad's 128-character Variable paths
+/// for init containers with names of up to 52 characters.
+pub const MAX_JOB_ID: usize = 60;
+
+/// The job ID of a pod: `<prefix><namespace>_<name>` with every `.` of the name written `~`.
+///
+/// Unambiguous because neither namespaces nor names contain `_` or `~`; stable across restarts, so
+/// registering again never duplicates a job; made of the characters Nomad allows in Variable paths
+/// (`[A-Za-z0-9_~-]`, no `.`), so that the job's tasks can read the Variable at `nomad/jobs/<job>`
+/// through their workload identity. An ID longer than [`MAX_JOB_ID`] keeps its first 43
+/// characters, then `-` and 16 hex digits of an FNV-1a hash of the whole.
 pub fn job_id(prefix: &str, key: &PodKey) -> String {
-    format!("{prefix}{}.{}", key.namespace(), key.name())
+    let raw = format!("{prefix}{}_{}", key.namespace(), key.name().replace('.', "~"));
+    if raw.len() <= MAX_JOB_ID {
+        return raw;
+    }
+    format!("{}-{}", &raw[..MAX_JOB_ID - 17], fnv(&[&raw]))
+}
+
+/// Whether `prefix` can start job IDs (the characters of Variable paths, at most 16 of them).
+pub fn valid_prefix(prefix: &str) -> bool {
+    prefix.len() <= 16
+        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '~'))
 }
 
 /// The Variable holding a pod's data: `nomad/jobs/<job>`, which Nomad lets every task of the job
@@ -274,8 +293,29 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
         }],
         ..Job::default()
     };
+    let size: usize = b.items.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_VARIABLE_BYTES {
+        return Err(Unsupported::new(
+            "spec.volumes",
+            format!(
+                "the pod's ConfigMap, Secret, downward API and token data take {size} bytes once encoded; a Nomad Variable holds at most {MAX_VARIABLE_BYTES}"
+            ),
+        ));
+    }
+    for g in &gated {
+        let path = gate_path(&job.id, g);
+        if path.len() > 128 {
+            return Err(Unsupported::new(
+                "spec.initContainers",
+                format!("init container name {g:?} is too long for its Nomad Variable path {path:?} (128 characters at most)"),
+            ));
+        }
+    }
     Ok(PodJob { job, items: b.items, gated })
 }
+
+/// Nomad's limit on one Variable: keys and values together, in bytes.
+pub const MAX_VARIABLE_BYTES: usize = 65536;
 
 /// The items of the pod's Variable alone, for refreshing a running pod's files: the same as
 /// [`to_job`] computes.
@@ -392,22 +432,10 @@ fn volume_dir(volume: &str) -> String {
     format!("../alloc/volumes/{volume}")
 }
 
-/// Escapes `s` for a double-quoted value of an env file as Nomad parses it
-/// (`github.com/hashicorp/go-envparse`): backslash, double quote, dollar, and newlines.
-pub fn env_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '$' => out.push_str("\\$"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Escapes text for a string of a task's driver configuration, which Nomad evaluates as an HCL2
+/// template when the task starts: `${` becomes `$${` and `%{` becomes `%%{`.
+pub fn hcl_escape(s: &str) -> String {
+    s.replace("${", "$${").replace("%{", "%%{")
 }
 
 struct Builder<'a> {
@@ -449,7 +477,7 @@ impl Builder<'_> {
         }
         let command = self.args(field, "command", &c.command)?;
         let args = self.args(field, "args", &c.args)?;
-        let mut user = String::new();
+        let user: String;
         match driver.as_str() {
             "docker" => {
                 config.insert("image".into(), json!(c.image));
@@ -460,7 +488,7 @@ impl Builder<'_> {
                     config.insert("args".into(), json!(args));
                 }
                 if let Some(w) = &c.working_dir {
-                    config.insert("work_dir".into(), json!(w));
+                    config.insert("work_dir".into(), json!(hcl_escape(w)));
                 }
                 if !labels.is_empty() {
                     config.insert("ports".into(), Value::Array(labels));
@@ -506,7 +534,7 @@ impl Builder<'_> {
                     config.insert("args".into(), json!(rest));
                 }
                 if let Some(w) = &c.working_dir {
-                    config.insert("work_dir".into(), json!(w));
+                    config.insert("work_dir".into(), json!(hcl_escape(w)));
                 }
                 if c.privileged {
                     return Err(Unsupported::new(
@@ -520,9 +548,19 @@ impl Builder<'_> {
                         format!("the {driver} driver runs a task with its user's primary group; runAsGroup cannot be honoured"),
                     ));
                 }
-                if let Some(u) = c.run_as_user {
-                    user = u.to_string();
-                }
+                // These drivers look the user up by name on the client (a uid is refused):
+                // only the two uids with a name on every Linux system can be given.
+                user = match c.run_as_user {
+                    None => String::new(),
+                    Some(0) => "root".into(),
+                    Some(65534) => "nobody".into(),
+                    Some(u) => {
+                        return Err(Unsupported::new(
+                            format!("{field}.securityContext.runAsUser"),
+                            format!("the {driver} driver takes a user name, and uid {u} has no name known on every Nomad client (0 and 65534 do; the docker driver takes any uid)"),
+                        ));
+                    }
+                };
             }
             other => {
                 return Err(Unsupported::new(
@@ -571,15 +609,9 @@ impl Builder<'_> {
                 let mut out = String::new();
                 for seg in &v.0 {
                     match seg {
-                        Segment::Text(t) => {
-                            if t.contains("${") {
-                                return Err(Unsupported::new(
-                                    format!("{field}.{what}[{i}]"),
-                                    "\"${\" would be interpolated by Nomad and cannot be passed through",
-                                ));
-                            }
-                            out.push_str(t);
-                        }
+                        // Driver configuration is an HCL2 template at task start: `${` and
+                        // `%{` are written with its escapes so text passes through as is.
+                        Segment::Text(t) => out.push_str(&hcl_escape(t)),
                         Segment::EnvRef(name) if is_interpolable(name) => {
                             out.push_str(&format!("${{{name}}}"));
                         }
@@ -606,41 +638,41 @@ impl Builder<'_> {
     fn templates(&mut self, field: &str, c: &ContainerSpec) -> Result<Vec<Template>, Unsupported> {
         let mut out = Vec::new();
         let var = go_string(&variable_path(&self.id));
-        // Environment that is not plain text: one env file, read once at start.
+        // Environment that is not plain text: one env file, read once at start. Each value is
+        // `print` of its parts (Variable items holding text and Secret data, the node's address
+        // for run-time values) through `toJSON`, which Nomad's env parser reads back exactly.
         let (_, rendered) = split_env(&c.env);
         if !rendered.is_empty() {
             let mut body = String::new();
+            let mut uses_var = false;
             for v in rendered {
-                if v.name.contains('\n') {
-                    return Err(Unsupported::new(format!("{field}.env"), "a variable name contains a newline"));
+                if !is_interpolable(&v.name) {
+                    return Err(Unsupported::new(
+                        format!("{field}.env"),
+                        format!(
+                            "variable {:?} holds Secret or run-time data, which Nomad renders only for names of letters, digits and '_' not starting with a digit",
+                            v.name
+                        ),
+                    ));
                 }
-                body.push_str(&v.name);
-                body.push_str("=\"");
-                // Runs of text and Secret data become one item each, so that no user text is
-                // ever parsed as a template; run-time values are read from the node at start.
+                let mut parts = Vec::new();
                 let mut run = String::new();
                 let mut n = 0;
-                let mut flush = |run: &mut String, body: &mut String, items: &mut BTreeMap<String, String>| {
+                let mut flush = |run: &mut String, parts: &mut Vec<String>, items: &mut BTreeMap<String, String>| {
                     if run.is_empty() {
                         return;
                     }
                     let key = format!("e_{}", fnv(&[&c.name, &v.name, &n.to_string()]));
                     n += 1;
-                    items.insert(key.clone(), env_quote(run));
-                    run.clear();
-                    body.push_str(&format!(
-                        "{LEFT} with nomadVar {var} {RIGHT}{LEFT} index . {} {RIGHT}{LEFT} end {RIGHT}",
-                        go_string(&key)
-                    ));
+                    items.insert(key.clone(), std::mem::take(run));
+                    parts.push(format!("(index . {}).Value", go_string(&key)));
                 };
                 for seg in &v.value.0 {
                     match seg {
                         Segment::Text(t) | Segment::Secret(t) => run.push_str(t),
                         Segment::PodIp | Segment::HostIp => {
-                            flush(&mut run, &mut body, &mut self.items);
-                            body.push_str(&format!(
-                                "{LEFT} env \"attr.unique.network.ip-address\" {RIGHT}"
-                            ));
+                            flush(&mut run, &mut parts, &mut self.items);
+                            parts.push("(env \"attr.unique.network.ip-address\")".into());
                         }
                         Segment::EnvRef(name) => {
                             return Err(Unsupported::new(
@@ -650,8 +682,15 @@ impl Builder<'_> {
                         }
                     }
                 }
-                flush(&mut run, &mut body, &mut self.items);
-                body.push_str("\"\n");
+                flush(&mut run, &mut parts, &mut self.items);
+                uses_var |= parts.iter().any(|p| p.starts_with("(index"));
+                if parts.is_empty() {
+                    parts.push("\"\"".into());
+                }
+                body.push_str(&format!("{}={LEFT} print {} | toJSON {RIGHT}\n", v.name, parts.join(" ")));
+            }
+            if uses_var {
+                body = format!("{LEFT} with nomadVar {var} {RIGHT}\n{body}{LEFT} end {RIGHT}\n");
             }
             out.push(Template {
                 embedded_tmpl: body,
@@ -690,7 +729,7 @@ impl Builder<'_> {
                         );
                         out.push(Template {
                             embedded_tmpl: format!(
-                                "{LEFT} with nomadVar {var} {RIGHT}{LEFT} index . {} | base64Decode {RIGHT}{LEFT} end {RIGHT}",
+                                "{LEFT} with nomadVar {var} {RIGHT}{LEFT} (index . {}).Value | base64Decode {RIGHT}{LEFT} end {RIGHT}",
                                 go_string(&key)
                             ),
                             dest_path: format!("{}/{}", volume_dir(&vol.name), f.path),
@@ -796,19 +835,30 @@ mod tests {
     fn ids_are_unique_across_namespaces() {
         let a = job_id("k8s-", &PodKey::new("a", "web").unwrap());
         let b = job_id("k8s-", &PodKey::new("b", "web").unwrap());
-        assert_eq!(a, "k8s-a.web");
+        assert_eq!(a, "k8s-a_web");
         assert_ne!(a, b);
-        // `a.b` + `c` vs `a` + `b.c` cannot collide: namespaces have no dots.
-        assert_eq!(job_id("", &PodKey::new("a", "b.c").unwrap()), "a.b.c");
-        assert_eq!(variable_path("k8s-a.web"), "nomad/jobs/k8s-a.web");
-        assert_eq!(gate_path("k8s-a.web", "init"), "nomad/jobs/k8s-a.web/pod/init");
+        // Dots (refused in Variable paths) are written `~`; `_` separates: no collisions.
+        assert_eq!(job_id("", &PodKey::new("a", "b.c").unwrap()), "a_b~c");
+        assert_ne!(
+            job_id("", &PodKey::new("a-b", "c").unwrap()),
+            job_id("", &PodKey::new("a", "b-c").unwrap())
+        );
+        assert_eq!(variable_path("k8s-a_web"), "nomad/jobs/k8s-a_web");
+        assert_eq!(gate_path("k8s-a_web", "init"), "nomad/jobs/k8s-a_web/pod/init");
+        // Long names are cut and hashed, deterministically and distinctly.
+        let long = |n: &str| job_id("k8s-", &PodKey::new("team", n).unwrap());
+        let (x, y) = (long(&"x".repeat(200)), long(&format!("{}y", "x".repeat(199))));
+        assert_eq!((x.len(), y.len()), (MAX_JOB_ID, MAX_JOB_ID));
+        assert_ne!(x, y);
+        assert_eq!(x, long(&"x".repeat(200)));
+        assert!(valid_prefix("k8s-") && !valid_prefix("k8s.") && !valid_prefix(&"p".repeat(17)));
     }
 
     #[test]
     fn docker_job_carries_the_pod() {
         let PodJob { job, items, gated } = translate(json!({}), web("Always")).unwrap();
         assert!(items.is_empty() && gated.is_empty());
-        assert_eq!(job.id, "k8s-team-a.web");
+        assert_eq!(job.id, "k8s-team-a_web");
         assert_eq!(job.type_, "service");
         assert_eq!(job.meta[META_NODE], "vk");
         assert_eq!(job.meta[META_UID], "uid-1");
@@ -891,14 +941,22 @@ mod tests {
         let env = t.templates.iter().find(|t| t.envvars).unwrap();
         assert_eq!((env.change_mode.as_str(), env.dest_path.as_str()), ("noop", "secrets/vk-env"));
         let lines: Vec<&str> = env.embedded_tmpl.lines().collect();
-        assert_eq!(lines.len(), 4, "{}", env.embedded_tmpl);
-        assert!(lines[0].starts_with("PASS=\"⟦ with nomadVar \"nomad/jobs/k8s-team-a.web\" ⟧"));
-        assert_eq!(lines[1], "IP=\"⟦ env \"attr.unique.network.ip-address\" ⟧\"");
-        assert!(lines[2].contains("⟦ env \"attr.unique.network.ip-address\" ⟧\""));
-        let values: BTreeSet<&str> = items.values().map(String::as_str).collect();
-        assert!(values.contains("s3cr3t\\\"\\$x\\n"), "{values:?}");
-        assert!(values.contains("u:s3cr3t\\\"\\$x\\n@"), "{values:?}");
-        assert!(values.contains("cost \\${5}"), "{values:?}");
+        assert_eq!(lines.len(), 6, "{}", env.embedded_tmpl);
+        assert_eq!(lines[0], "⟦ with nomadVar \"nomad/jobs/k8s-team-a_web\" ⟧");
+        let k = |var: &str, n: usize| format!("e_{}", fnv(&["app", var, &n.to_string()]));
+        assert_eq!(lines[1], format!("PASS=⟦ print (index . \"{}\").Value | toJSON ⟧", k("PASS", 0)));
+        assert_eq!(lines[2], "IP=⟦ print (env \"attr.unique.network.ip-address\") | toJSON ⟧");
+        assert_eq!(
+            lines[3],
+            format!(
+                "DSN=⟦ print (index . \"{}\").Value (env \"attr.unique.network.ip-address\") | toJSON ⟧",
+                k("DSN", 0)
+            )
+        );
+        assert_eq!(lines[5], "⟦ end ⟧");
+        assert_eq!(items[&k("PASS", 0)], "s3cr3t\"$x\n");
+        assert_eq!(items[&k("DSN", 0)], "u:s3cr3t\"$x\n@");
+        assert_eq!(items[&k("LITERAL", 0)], "cost ${5}");
     }
 
     #[test]
@@ -970,7 +1028,7 @@ mod tests {
         assert_eq!(hooks, [Some(("prestart", false)), Some(("prestart", true)), Some(("prestart", false)), None]);
         assert_eq!(gated, ["proxy", "migrate"]);
         assert!(tasks[0].templates.is_empty());
-        assert!(tasks[2].templates[0].embedded_tmpl.contains("nomad/jobs/k8s-team-a.web/pod/migrate"));
+        assert!(tasks[2].templates[0].embedded_tmpl.contains("nomad/jobs/k8s-team-a_web/pod/migrate"));
         assert_eq!(tasks[1].restart_policy.as_ref().map(|r| r.mode.as_str()), Some("delay"));
         assert_eq!(tasks[2].restart_policy, None, "init containers follow the pod's policy");
     }
@@ -1021,7 +1079,9 @@ mod tests {
         assert_eq!(docker.job.task_groups[0].tasks[0].user, "1000:3000");
         let raw = json!({ANN_DRIVER: "raw_exec"});
         let r = translate(raw.clone(), spec(json!({"runAsUser": 65534}))).unwrap();
-        assert_eq!(r.job.task_groups[0].tasks[0].user, "65534");
+        assert_eq!(r.job.task_groups[0].tasks[0].user, "nobody");
+        let err = translate(raw, spec(json!({"runAsUser": 1000}))).unwrap_err();
+        assert_eq!(err.field, "spec.containers[0].securityContext.runAsUser");
     }
 
     /// The corpus cases the adapter refuses (`"adapter": true`), on the raw_exec driver as in the
@@ -1054,9 +1114,22 @@ mod tests {
     }
 
     #[test]
-    fn env_values_are_quoted_for_nomads_env_parser() {
-        assert_eq!(env_quote(r#"a "b" \c $d"#), r#"a \"b\" \\c \$d"#);
-        assert_eq!(env_quote("l1\nl2"), "l1\\nl2");
-        assert_eq!(env_quote("é"), "é");
+    fn driver_text_is_escaped_for_hcl() {
+        assert_eq!(hcl_escape("a ${b} %{c} $d $$e"), "a $${b} %%{c} $d $$e");
+        let spec = json!({"containers": [{"name": "c", "image": "i", "command": ["echo", "${HOME}", "100%{x}"]}]});
+        let job = translate(json!({ANN_DRIVER: "raw_exec"}), spec).unwrap().job;
+        assert_eq!(job.task_groups[0].tasks[0].config["args"], json!(["$${HOME}", "100%%{x}"]));
+    }
+
+    #[test]
+    fn oversized_data_is_refused_before_nomad_does() {
+        let spec = json!({"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "big", "mountPath": "/b"}]}],
+                          "volumes": [{"name": "big", "configMap": {"name": "big"}}]});
+        let mut inputs = inputs();
+        inputs.config_maps.insert("big".into(), Some([("k".to_owned(), vec![b'x'; 60_000])].into_iter().collect()));
+        let w = WorkloadSpec::from_pod(&pod_json(json!({}), spec), &inputs).unwrap().spec;
+        let err = to_job(&w, &settings()).unwrap_err();
+        assert_eq!(err.field, "spec.volumes");
+        assert!(err.reason.contains("65536"), "{err}");
     }
 }

@@ -62,10 +62,10 @@ async fn main() -> anyhow::Result<()> {
             stack.kubectl(&["get", "nodes,pods", "-o", "wide"])?
         );
         let job = std::process::Command::new(&stack.peers.nomad)
-            .args(["job", "status", "-address", &stack.nomad_addr, "k8s-default.hello-nomad"])
+            .args(["job", "status", "-address", &stack.nomad_addr, "k8s-default_hello-nomad"])
             .output()?;
         println!(
-            "$ nomad job status k8s-default.hello-nomad\n{}",
+            "$ nomad job status k8s-default_hello-nomad\n{}",
             String::from_utf8_lossy(&job.stdout)
         );
         anyhow::Ok(())
