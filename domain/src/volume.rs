@@ -259,7 +259,7 @@ pub fn mounts(
 
 /// The name of a volume's source type as written in a pod spec (`configMap`, `hostPath`, ...).
 pub fn volume_type(v: &K8sVolume) -> &'static str {
-    let types: [(&'static str, bool); 29] = [
+    let types: [(&'static str, bool); 30] = [
         ("configMap", v.config_map.is_some()),
         ("secret", v.secret.is_some()),
         ("emptyDir", v.empty_dir.is_some()),
@@ -289,6 +289,7 @@ pub fn volume_type(v: &K8sVolume) -> &'static str {
         ("rbd", v.rbd.is_some()),
         ("scaleIO", v.scale_io.is_some()),
         ("storageos", v.storageos.is_some()),
+        ("vsphereVolume", v.vsphere_volume.is_some()),
     ];
     types.iter().find(|(_, set)| *set).map_or("unknown", |(n, _)| n)
 }

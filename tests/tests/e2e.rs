@@ -257,9 +257,9 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     ready.await?;
 
     let job = cx
-        .nomad("/v1/job/k8s-e2e-run.sleeper")
+        .nomad("/v1/job/k8s-e2e-run_sleeper")
         .await?
-        .context("job k8s-e2e-run.sleeper missing")?;
+        .context("job k8s-e2e-run_sleeper missing")?;
     ensure!(
         job["Meta"]["k8s_node_name"] == node
             && job["Meta"]["k8s_namespace"] == ns
@@ -279,7 +279,7 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let deleting = Instant::now();
     cx.stack.kubectl(&["delete", "pod", "-n", ns, "sleeper", "--wait=false"])?;
     wait_for("job and pod gone", Duration::from_secs(15), Duration::from_millis(250), || async {
-        let job = cx.nomad("/v1/job/k8s-e2e-run.sleeper").await?;
+        let job = cx.nomad("/v1/job/k8s-e2e-run_sleeper").await?;
         let pod = cx.pods(ns).get_opt("sleeper").await?;
         Ok((job.is_none() && pod.is_none()).then_some(()))
     })

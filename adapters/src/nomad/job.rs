@@ -713,8 +713,10 @@ impl Builder<'_> {
                 return Err(Unsupported::new(format!("{field}.volumeMounts"), format!("no volume {:?}", m.volume)));
             };
             match &vol.source {
+                // Nomad refuses an empty template: a comment renders the empty marker file that
+                // creates the directory before the task starts.
                 Source::EmptyDir { .. } => out.push(Template {
-                    embedded_tmpl: String::new(),
+                    embedded_tmpl: "{{/* emptyDir */}}".into(),
                     dest_path: format!("{}/.nomad-emptydir", volume_dir(&vol.name)),
                     change_mode: "noop".into(),
                     perms: "0644".into(),
