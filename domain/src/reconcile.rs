@@ -333,4 +333,79 @@ mod tests {
             assert_eq!(plan(p.as_ref(), o.as_ref(), c), want, "{name}");
         }
     }
+
+    #[test]
+    fn active_deadlines_fail_the_pod_and_stop_its_workload() {
+        use SandboxState::*;
+        let ctx = Context { now: ts(100), pods_synced: true };
+        let with_deadline = |phase: &str, secs: i64| {
+            let mut p = pod(phase, None);
+            p.spec.as_mut().unwrap().active_deadline_seconds = Some(secs);
+            p.status.as_mut().unwrap().start_time = Some(Time(ts(0)));
+            p
+        };
+        let run = Some(workload("uid-1", false, Some(Running)));
+        assert_eq!(
+            plan(Some(&with_deadline("Running", 150)), run.as_ref(), ctx),
+            vec![SyncStatus, RequeueAfter(Duration::from_secs(50))]
+        );
+        assert_eq!(plan(Some(&with_deadline("Running", 100)), run.as_ref(), ctx), vec![FailDeadline, Stop]);
+        // Failed by its deadline, workload not yet told to stop: stop it; once stopping, nothing.
+        assert_eq!(plan(Some(&with_deadline("Failed", 100)), run.as_ref(), ctx), vec![Stop]);
+        let stopping = Some(workload("uid-1", true, Some(Running)));
+        assert_eq!(plan(Some(&with_deadline("Failed", 100)), stopping.as_ref(), ctx), vec![]);
+        assert_eq!(deadline_left(&pod("Running", None), ts(100)), None);
+    }
+
+    #[test]
+    fn init_containers_are_released_after_their_predecessor() {
+        use crate::runtime::{ContainerRuntimeStatus, ContainerState as S, Termination};
+        let exited = |code| S::Terminated(Termination {
+            exit_code: code,
+            signal: None,
+            reason: String::new(),
+            message: None,
+            started_at: None,
+            finished_at: None,
+        });
+        let waiting = || S::Waiting { reason: "ContainerCreating".into(), message: None };
+        let running = || S::Running { started_at: None };
+        let mut p = pod("Pending", None);
+        p.spec.as_mut().unwrap().init_containers = Some(
+            serde_json::from_value(json!([
+                {"name": "a", "image": "i"},
+                {"name": "side", "image": "i", "restartPolicy": "Always"},
+                {"name": "b", "image": "i"}
+            ]))
+            .unwrap(),
+        );
+        let with = |states: Vec<(&str, S)>| {
+            let mut w = workload("uid-1", false, Some(SandboxState::Pending));
+            w.sandbox.as_mut().unwrap().containers = states
+                .into_iter()
+                .map(|(n, st)| (n.to_owned(), ContainerRuntimeStatus { state: st, ..Default::default() }))
+                .collect();
+            w
+        };
+        let cases: Vec<(Vec<(&str, S)>, Option<&str>)> = vec![
+            (vec![("a", running()), ("side", waiting()), ("b", waiting())], None),
+            (vec![("a", exited(1)), ("side", waiting()), ("b", waiting())], None),
+            (vec![("a", exited(0)), ("side", waiting()), ("b", waiting())], Some("side")),
+            (vec![("a", exited(0)), ("side", running()), ("b", waiting())], Some("b")),
+            (vec![("a", exited(0)), ("side", running()), ("b", running())], None),
+            (vec![("a", exited(0))], Some("side")),
+        ];
+        for (states, want) in cases {
+            let desc = format!("{states:?}");
+            let w = with(states);
+            assert_eq!(next_init_container(&p, &w).as_deref(), want, "{desc}");
+        }
+        let mut released = with(vec![("a", exited(0)), ("side", waiting())]);
+        assert_eq!(
+            plan(Some(&p), Some(&released), Context { now: ts(1), pods_synced: true }),
+            vec![SyncStatus, StartContainer("side".into())]
+        );
+        released.sandbox.as_mut().unwrap().state = SandboxState::Failed;
+        assert_eq!(next_init_container(&p, &released), None, "nothing starts in a finished sandbox");
+    }
 }

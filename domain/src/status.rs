@@ -607,4 +607,82 @@ mod tests {
         assert_eq!(st.phase.as_deref(), Some("Pending"));
         assert_eq!(st.message.as_deref(), Some("spec.volumes[0]: nope"));
     }
+
+    #[test]
+    fn init_containers_gate_the_phase_and_the_initialized_condition() {
+        use SandboxState as S;
+        let with_init = |restart: &str| {
+            let mut p = pod(restart, &["app"]);
+            p.spec.as_mut().unwrap().init_containers = Some(vec![
+                Container { name: "init".into(), image: Some("i".into()), ..Default::default() },
+                Container {
+                    name: "side".into(),
+                    image: Some("i".into()),
+                    restart_policy: Some("Always".into()),
+                    ..Default::default()
+                },
+            ]);
+            p
+        };
+        let waiting = ContainerRuntimeStatus::default();
+        // Init running: Pending, not initialized, the app container waits in PodInitializing.
+        let st = pod_status(
+            &with_init("Always"),
+            Some(&sandbox(S::Pending, &[("init", running()), ("side", waiting.clone()), ("app", waiting.clone())])),
+            ts(3),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        let init = cond(&st, "Initialized");
+        assert_eq!((init.status.as_str(), init.reason.as_deref()), ("False", Some("ContainersNotInitialized")));
+        assert_eq!(init.message.as_deref(), Some("containers with incomplete status: [init side]"));
+        let app = &st.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(
+            app.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+            Some("PodInitializing")
+        );
+        // Init failed with restartPolicy Never: Failed; the app container never ran.
+        let st = pod_status(
+            &with_init("Never"),
+            Some(&sandbox(S::Failed, &[("init", exited(1)), ("side", running()), ("app", waiting.clone())])),
+            ts(3),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        let app = &st.container_statuses.as_ref().unwrap()[0];
+        assert!(app.state.as_ref().unwrap().waiting.is_some(), "{app:?}");
+        // Init done, sidecar and app running: Running, initialized, ready.
+        let st = pod_status(
+            &with_init("Always"),
+            Some(&sandbox(S::Running, &[("init", exited(0)), ("side", running()), ("app", running())])),
+            ts(3),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&st, "Initialized").status, "True");
+        assert_eq!(cond(&st, "Ready").status, "True");
+        let init: Vec<(String, bool)> = st
+            .init_container_statuses
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.name, c.ready))
+            .collect();
+        assert_eq!(init, [("init".to_owned(), true), ("side".to_owned(), true)]);
+        // A missing input: every container waits with the reason.
+        let st = waiting_status(&with_init("Always"), "CreateContainerConfigError", "configmap x not found", ts(3));
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        for c in st.container_statuses.unwrap().iter().chain(st.init_container_statuses.unwrap().iter()) {
+            let w = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
+            assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
+        }
+    }
+
+    #[test]
+    fn deadline_exceeded_is_failed_with_the_kubelet_reason() {
+        let st = deadline_exceeded_status(
+            &pod("Always", &["a"]),
+            Some(&sandbox(SandboxState::Running, &[("a", running())])),
+            "Pod was active on the node longer than the specified deadline",
+            ts(5),
+        );
+        assert_eq!((st.phase.as_deref(), st.reason.as_deref()), (Some("Failed"), Some("DeadlineExceeded")));
+        assert_eq!(cond(&st, "Ready").status, "False");
+    }
 }
