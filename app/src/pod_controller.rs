@@ -17,10 +17,10 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 use vk_domain::jiff::Timestamp;
+use vk_domain::node::NodeCapacity;
 use vk_domain::pod::{self, PodKey};
 use vk_domain::reconcile::{Context, Step, plan};
 use vk_domain::runtime::RuntimePod;
-use vk_domain::node::NodeCapacity;
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
@@ -407,7 +407,11 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
     }
 
-    async fn start_container(&self, runtime: Option<&RuntimePod>, name: &str) -> Result<(), String> {
+    async fn start_container(
+        &self,
+        runtime: Option<&RuntimePod>,
+        name: &str,
+    ) -> Result<(), String> {
         let Some(r) = runtime else { return Ok(()) };
         self.provider
             .start_container(&r.id, name)

@@ -15,14 +15,14 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use vk_app::pod_controller::{PodController, Settings};
+use vk_domain::inputs::ServiceInfo;
+use vk_domain::jiff::Timestamp;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::{
     ContainerRuntimeStatus, ContainerState, PodOwner, RuntimePod, Sandbox, SandboxState,
 };
 use vk_domain::workload::WorkloadSpec;
-use vk_domain::inputs::ServiceInfo;
-use vk_domain::jiff::Timestamp;
 use vk_ports::{
     ClusterError, EventType, InputsApi, NodeProvider, PodApi, PodProvider, PodWatchEvent,
     ProviderError,
@@ -435,7 +435,10 @@ async fn a_missing_mandatory_config_map_keeps_the_pod_waiting_until_it_exists() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(h.provider.calls().is_empty(), "created without its ConfigMap");
     let events = h.api.recorded.lock().unwrap().clone();
-    assert_eq!(events, [("MandatoryConfigMapNotFound".to_owned(), "configmap ns/cfg not found".to_owned())]);
+    assert_eq!(
+        events,
+        [("MandatoryConfigMapNotFound".to_owned(), "configmap ns/cfg not found".to_owned())]
+    );
     h.api.set_config_map("cfg", &[("mode", "fast")]);
     h.until("created once the ConfigMap exists", |h| h.provider.calls() == ["create ns/w"]).await;
 }
@@ -448,7 +451,10 @@ async fn a_missing_optional_config_map_gives_an_event_and_the_pod_runs() {
     h.api.send(PodWatchEvent::Relisted(vec![pod("o", "u7", "Pending", env)]));
     h.until("created", |h| h.provider.calls() == ["create ns/o"]).await;
     let events = h.api.recorded.lock().unwrap().clone();
-    assert_eq!(events, [("OptionalConfigMapNotFound".to_owned(), "configmap ns/cfg not found".to_owned())]);
+    assert_eq!(
+        events,
+        [("OptionalConfigMapNotFound".to_owned(), "configmap ns/cfg not found".to_owned())]
+    );
 }
 
 #[tokio::test]
@@ -475,7 +481,10 @@ async fn init_containers_are_released_one_after_the_other() {
         sb.containers.insert(
             c.into(),
             ContainerRuntimeStatus {
-                state: ContainerState::Waiting { reason: "ContainerCreating".into(), message: None },
+                state: ContainerState::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None,
+                },
                 ..Default::default()
             },
         );
@@ -486,8 +495,10 @@ async fn init_containers_are_released_one_after_the_other() {
         {"name": "first", "image": "i"}, {"name": "second", "image": "i"}, {"name": "third", "image": "i"}
     ], "containers": [{"name": "app", "image": "i"}]});
     h.api.send(PodWatchEvent::Relisted(vec![pod("i", "u8", "Pending", spec)]));
-    h.until("second released", |h| h.provider.calls().contains(&"start job-ns/i second".to_owned()))
-        .await;
+    h.until("second released", |h| {
+        h.provider.calls().contains(&"start job-ns/i second".to_owned())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !h.provider.calls().iter().any(|c| c.contains("third")),
@@ -500,9 +511,13 @@ async fn init_containers_are_released_one_after_the_other() {
     assert!(init[0].ready && !init[1].ready);
     let app = st.container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
     assert_eq!(app.reason.as_deref(), Some("PodInitializing"));
-    let initialized = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+    let initialized =
+        st.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
     assert_eq!(initialized.status, "False");
-    assert_eq!(initialized.message.as_deref(), Some("containers with incomplete status: [second third]"));
+    assert_eq!(
+        initialized.message.as_deref(),
+        Some("containers with incomplete status: [second third]")
+    );
 }
 
 #[tokio::test]
@@ -512,7 +527,10 @@ async fn a_refresh_round_brings_volume_files_up_to_date() {
     let h = Harness::start(provider);
     h.api.set_config_map("cfg", &[("mode", "slow")]);
     let spec = json!({"volumes": [{"name": "c", "configMap": {"name": "cfg"}}, {"name": "e", "emptyDir": {}}]});
-    h.api.send(PodWatchEvent::Relisted(vec![pod("v", "u9", "Pending", spec.clone()), pod("plain", "u10", "Pending", json!({}))]));
+    h.api.send(PodWatchEvent::Relisted(vec![
+        pod("v", "u9", "Pending", spec.clone()),
+        pod("plain", "u10", "Pending", json!({})),
+    ]));
     h.until("Running", |h| {
         h.api.statuses_of(&key("v")).iter().any(|s| s.phase.as_deref() == Some("Running"))
     })

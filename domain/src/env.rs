@@ -60,7 +60,6 @@ impl Value {
             (_, seg) => self.0.push(seg),
         }
     }
-
 }
 
 /// One environment variable of a container.
@@ -239,7 +238,9 @@ pub fn go_quote(s: &str) -> String {
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() => {
                 let n = c as u32;
                 if n <= 0xffff {

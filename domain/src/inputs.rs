@@ -144,7 +144,9 @@ pub fn field_ref(pod: &Pod, field: &str, sel: &ObjectFieldSelector) -> Result<Va
         "metadata.name" => text(meta.name.as_ref()),
         "metadata.namespace" => text(meta.namespace.as_ref()),
         "metadata.uid" => text(meta.uid.as_ref()),
-        "metadata.labels" => Ok(Value::text(env::format_map(&meta.labels.clone().unwrap_or_default()))),
+        "metadata.labels" => {
+            Ok(Value::text(env::format_map(&meta.labels.clone().unwrap_or_default())))
+        }
         "metadata.annotations" => {
             Ok(Value::text(env::format_map(&meta.annotations.clone().unwrap_or_default())))
         }
@@ -183,18 +185,22 @@ pub fn resource_field_ref(
 ) -> Result<String, Unsupported> {
     let r = container.resources.as_ref();
     let get = |kind: &str, name: &str| {
-        let m = if kind == "limits" { r.and_then(|r| r.limits.as_ref()) } else {
+        let m = if kind == "limits" {
+            r.and_then(|r| r.limits.as_ref())
+        } else {
             r.and_then(|r| r.requests.as_ref())
         };
         m.and_then(|m| m.get(name)).map(|q| q.0.clone())
     };
-    let parse = |f: &str, q: &str| {
-        Quantity::parse(q).map_err(|e| Unsupported::new(f.to_owned(), e))
-    };
+    let parse =
+        |f: &str, q: &str| Quantity::parse(q).map_err(|e| Unsupported::new(f.to_owned(), e));
     let divisor_text = sel.divisor.as_ref().map_or("1", |d| d.0.as_str()).to_owned();
     let divisor = parse(&format!("{field}.divisor"), &divisor_text)?;
     let (kind, name) = sel.resource.split_once('.').ok_or_else(|| {
-        Unsupported::new(format!("{field}.resource"), format!("unknown resource {:?}", sel.resource))
+        Unsupported::new(
+            format!("{field}.resource"),
+            format!("unknown resource {:?}", sel.resource),
+        )
     })?;
     // Values in the smallest unit each resource is read at: millicores for CPU, bytes otherwise.
     let (value, div) = match name {
@@ -218,7 +224,8 @@ pub fn resource_field_ref(
         }
         _ => (None, None),
     };
-    if !matches!(kind, "limits" | "requests") || !matches!(name, "cpu" | "memory" | "ephemeral-storage")
+    if !matches!(kind, "limits" | "requests")
+        || !matches!(name, "cpu" | "memory" | "ephemeral-storage")
     {
         return Err(Unsupported::new(
             format!("{field}.resource"),
@@ -227,7 +234,10 @@ pub fn resource_field_ref(
     }
     let value = value.ok_or_else(|| Unsupported::new(field.to_owned(), "quantity out of range"))?;
     let div = div.filter(|d| *d > 0).ok_or_else(|| {
-        Unsupported::new(format!("{field}.divisor"), format!("{divisor_text:?} is not a usable divisor"))
+        Unsupported::new(
+            format!("{field}.divisor"),
+            format!("{divisor_text:?} is not a usable divisor"),
+        )
     })?;
     Ok(value.div_ceil(div).to_string())
 }
@@ -295,10 +305,16 @@ pub fn container_env(
         let prefix = from.prefix.clone().unwrap_or_default();
         let (kind, name, optional, objects, secret) = match (&from.config_map_ref, &from.secret_ref)
         {
-            (Some(c), _) => ("ConfigMap", &c.name, c.optional == Some(true), &inputs.config_maps, false),
+            (Some(c), _) => {
+                ("ConfigMap", &c.name, c.optional == Some(true), &inputs.config_maps, false)
+            }
             (None, Some(s)) => ("Secret", &s.name, s.optional == Some(true), &inputs.secrets, true),
             (None, None) => {
-                return Err(Unsupported::new(f, "envFrom names neither a configMapRef nor a secretRef").into());
+                return Err(Unsupported::new(
+                    f,
+                    "envFrom names neither a configMapRef nor a secretRef",
+                )
+                .into());
             }
         };
         let data = match lookup(objects, name) {
@@ -320,7 +336,10 @@ pub fn container_env(
                 continue;
             }
             let v = String::from_utf8_lossy(v).into_owned();
-            envs.set(&name, Value(vec![if secret { Segment::Secret(v) } else { Segment::Text(v) }]));
+            envs.set(
+                &name,
+                Value(vec![if secret { Segment::Secret(v) } else { Segment::Text(v) }]),
+            );
         }
         if !invalid.is_empty() {
             notices.push(Notice::new(
@@ -356,7 +375,11 @@ pub fn container_env(
                     .into());
                 }
                 if from.file_key_ref.is_some() {
-                    return Err(Unsupported::new(format!("{f}.valueFrom.fileKeyRef"), "not supported").into());
+                    return Err(Unsupported::new(
+                        format!("{f}.valueFrom.fileKeyRef"),
+                        "not supported",
+                    )
+                    .into());
                 }
                 if let Some(sel) = &from.field_ref {
                     field_ref(pod, &format!("{f}.valueFrom.fieldRef"), sel)?
@@ -378,7 +401,8 @@ pub fn container_env(
                     )?;
                     Value::text(v)
                 } else if let Some(sel) = &from.config_map_key_ref {
-                    match key_ref(ns, "ConfigMap", KeyRef::from(sel), &inputs.config_maps, notices)? {
+                    match key_ref(ns, "ConfigMap", KeyRef::from(sel), &inputs.config_maps, notices)?
+                    {
                         Some(v) => Value::text(v),
                         None => continue,
                     }

@@ -349,7 +349,10 @@ mod tests {
             plan(Some(&with_deadline("Running", 150)), run.as_ref(), ctx),
             vec![SyncStatus, RequeueAfter(Duration::from_secs(50))]
         );
-        assert_eq!(plan(Some(&with_deadline("Running", 100)), run.as_ref(), ctx), vec![FailDeadline, Stop]);
+        assert_eq!(
+            plan(Some(&with_deadline("Running", 100)), run.as_ref(), ctx),
+            vec![FailDeadline, Stop]
+        );
         // Failed by its deadline, workload not yet told to stop: stop it; once stopping, nothing.
         assert_eq!(plan(Some(&with_deadline("Failed", 100)), run.as_ref(), ctx), vec![Stop]);
         let stopping = Some(workload("uid-1", true, Some(Running)));
@@ -360,14 +363,16 @@ mod tests {
     #[test]
     fn init_containers_are_released_after_their_predecessor() {
         use crate::runtime::{ContainerRuntimeStatus, ContainerState as S, Termination};
-        let exited = |code| S::Terminated(Termination {
-            exit_code: code,
-            signal: None,
-            reason: String::new(),
-            message: None,
-            started_at: None,
-            finished_at: None,
-        });
+        let exited = |code| {
+            S::Terminated(Termination {
+                exit_code: code,
+                signal: None,
+                reason: String::new(),
+                message: None,
+                started_at: None,
+                finished_at: None,
+            })
+        };
         let waiting = || S::Waiting { reason: "ContainerCreating".into(), message: None };
         let running = || S::Running { started_at: None };
         let mut p = pod("Pending", None);
@@ -383,11 +388,14 @@ mod tests {
             let mut w = workload("uid-1", false, Some(SandboxState::Pending));
             w.sandbox.as_mut().unwrap().containers = states
                 .into_iter()
-                .map(|(n, st)| (n.to_owned(), ContainerRuntimeStatus { state: st, ..Default::default() }))
+                .map(|(n, st)| {
+                    (n.to_owned(), ContainerRuntimeStatus { state: st, ..Default::default() })
+                })
                 .collect();
             w
         };
-        let cases: Vec<(Vec<(&str, S)>, Option<&str>)> = vec![
+        type Case = (Vec<(&'static str, S)>, Option<&'static str>);
+        let cases: Vec<Case> = vec![
             (vec![("a", running()), ("side", waiting()), ("b", waiting())], None),
             (vec![("a", exited(1)), ("side", waiting()), ("b", waiting())], None),
             (vec![("a", exited(0)), ("side", waiting()), ("b", waiting())], Some("side")),
@@ -406,6 +414,10 @@ mod tests {
             vec![SyncStatus, StartContainer("side".into())]
         );
         released.sandbox.as_mut().unwrap().state = SandboxState::Failed;
-        assert_eq!(next_init_container(&p, &released), None, "nothing starts in a finished sandbox");
+        assert_eq!(
+            next_init_container(&p, &released),
+            None,
+            "nothing starts in a finished sandbox"
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! `convertToAPIContainerStatuses`. Readiness is "running" until probes are supported.
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState as K8sContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState as K8sContainerState, ContainerStateRunning,
+    ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition,
+    PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -37,7 +38,11 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     let init_statuses: Vec<ContainerStatus> = init_containers
         .iter()
         .map(|c| {
-            let mut st = container_status(&c.name, c.image.as_deref().unwrap_or_default(), &runtime(&c.name));
+            let mut st = container_status(
+                &c.name,
+                c.image.as_deref().unwrap_or_default(),
+                &runtime(&c.name),
+            );
             if !is_sidecar(c) {
                 // A regular init container is ready once it completed successfully.
                 st.ready = st
@@ -64,7 +69,8 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
             let mut rt = runtime(&c.name);
             if !initialized && never_ran {
                 // The kubelet never creates app containers before init completes.
-                rt.state = ContainerState::Waiting { reason: "PodInitializing".into(), message: None };
+                rt.state =
+                    ContainerState::Waiting { reason: "PodInitializing".into(), message: None };
             }
             container_status(&c.name, c.image.as_deref().unwrap_or_default(), &rt)
         })
@@ -77,9 +83,11 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let unready: Vec<&str> = statuses
         .iter()
-        .chain(init_statuses.iter().filter(|s| {
-            init_containers.iter().any(|c| c.name == s.name && is_sidecar(c))
-        }))
+        .chain(
+            init_statuses
+                .iter()
+                .filter(|s| init_containers.iter().any(|c| c.name == s.name && is_sidecar(c))),
+        )
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
@@ -628,12 +636,18 @@ mod tests {
         // Init running: Pending, not initialized, the app container waits in PodInitializing.
         let st = pod_status(
             &with_init("Always"),
-            Some(&sandbox(S::Pending, &[("init", running()), ("side", waiting.clone()), ("app", waiting.clone())])),
+            Some(&sandbox(
+                S::Pending,
+                &[("init", running()), ("side", waiting.clone()), ("app", waiting.clone())],
+            )),
             ts(3),
         );
         assert_eq!(st.phase.as_deref(), Some("Pending"));
         let init = cond(&st, "Initialized");
-        assert_eq!((init.status.as_str(), init.reason.as_deref()), ("False", Some("ContainersNotInitialized")));
+        assert_eq!(
+            (init.status.as_str(), init.reason.as_deref()),
+            ("False", Some("ContainersNotInitialized"))
+        );
         assert_eq!(init.message.as_deref(), Some("containers with incomplete status: [init side]"));
         let app = &st.container_statuses.as_ref().unwrap()[0];
         assert_eq!(
@@ -643,7 +657,10 @@ mod tests {
         // Init failed with restartPolicy Never: Failed; the app container never ran.
         let st = pod_status(
             &with_init("Never"),
-            Some(&sandbox(S::Failed, &[("init", exited(1)), ("side", running()), ("app", waiting.clone())])),
+            Some(&sandbox(
+                S::Failed,
+                &[("init", exited(1)), ("side", running()), ("app", waiting.clone())],
+            )),
             ts(3),
         );
         assert_eq!(st.phase.as_deref(), Some("Failed"));
@@ -652,23 +669,29 @@ mod tests {
         // Init done, sidecar and app running: Running, initialized, ready.
         let st = pod_status(
             &with_init("Always"),
-            Some(&sandbox(S::Running, &[("init", exited(0)), ("side", running()), ("app", running())])),
+            Some(&sandbox(
+                S::Running,
+                &[("init", exited(0)), ("side", running()), ("app", running())],
+            )),
             ts(3),
         );
         assert_eq!(st.phase.as_deref(), Some("Running"));
         assert_eq!(cond(&st, "Initialized").status, "True");
         assert_eq!(cond(&st, "Ready").status, "True");
-        let init: Vec<(String, bool)> = st
-            .init_container_statuses
-            .unwrap()
-            .into_iter()
-            .map(|c| (c.name, c.ready))
-            .collect();
+        let init: Vec<(String, bool)> =
+            st.init_container_statuses.unwrap().into_iter().map(|c| (c.name, c.ready)).collect();
         assert_eq!(init, [("init".to_owned(), true), ("side".to_owned(), true)]);
         // A missing input: every container waits with the reason.
-        let st = waiting_status(&with_init("Always"), "CreateContainerConfigError", "configmap x not found", ts(3));
+        let st = waiting_status(
+            &with_init("Always"),
+            "CreateContainerConfigError",
+            "configmap x not found",
+            ts(3),
+        );
         assert_eq!(st.phase.as_deref(), Some("Pending"));
-        for c in st.container_statuses.unwrap().iter().chain(st.init_container_statuses.unwrap().iter()) {
+        for c in
+            st.container_statuses.unwrap().iter().chain(st.init_container_statuses.unwrap().iter())
+        {
             let w = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
             assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
         }
@@ -682,7 +705,10 @@ mod tests {
             "Pod was active on the node longer than the specified deadline",
             ts(5),
         );
-        assert_eq!((st.phase.as_deref(), st.reason.as_deref()), (Some("Failed"), Some("DeadlineExceeded")));
+        assert_eq!(
+            (st.phase.as_deref(), st.reason.as_deref()),
+            (Some("Failed"), Some("DeadlineExceeded"))
+        );
         assert_eq!(cond(&st, "Ready").status, "False");
     }
 }

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapProjection, DownwardAPIVolumeFile, KeyToPath, Pod, SecretProjection, Volume as K8sVolume,
-    VolumeMount,
+    ConfigMapProjection, DownwardAPIVolumeFile, KeyToPath, Pod, SecretProjection,
+    Volume as K8sVolume, VolumeMount,
 };
 
 use crate::error::{Missing, Unsupported};
@@ -83,7 +83,10 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let field = format!("spec.volumes[{i}]");
         let fail = |msg: String| {
-            Missing::new("FailedMount", format!("MountVolume.SetUp failed for volume {:?} : {msg}", v.name))
+            Missing::new(
+                "FailedMount",
+                format!("MountVolume.SetUp failed for volume {:?} : {msg}", v.name),
+            )
         };
         let default_mode = |m: Option<i32>| m.map_or(DEFAULT_MODE, mode);
         let source = if let Some(e) = &v.empty_dir {
@@ -92,7 +95,10 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
                 .as_ref()
                 .map(|q| quantity::bytes(&format!("{field}.emptyDir.sizeLimit"), &q.0))
                 .transpose()?;
-            Source::EmptyDir { memory: e.medium.as_deref() == Some("Memory"), size_limit_bytes: size }
+            Source::EmptyDir {
+                memory: e.medium.as_deref() == Some("Memory"),
+                size_limit_bytes: size,
+            }
         } else if let Some(cm) = &v.config_map {
             let mut files = Vec::new();
             let f = format!("{field}.configMap");
@@ -128,7 +134,13 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
             let mut files = Vec::new();
             let dm = default_mode(d.default_mode);
             for (j, item) in d.items.iter().flatten().enumerate() {
-                files.push(downward_file(pod, &format!("{field}.downwardAPI.items[{j}]"), item, dm, inputs)?);
+                files.push(downward_file(
+                    pod,
+                    &format!("{field}.downwardAPI.items[{j}]"),
+                    item,
+                    dm,
+                    inputs,
+                )?);
             }
             Source::Files(files)
         } else if let Some(p) = &v.projected {
@@ -189,7 +201,10 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
                     };
                     return Err(Unsupported::new(
                         f,
-                        format!("projected source of type {kind} in volume {:?} is not supported", v.name),
+                        format!(
+                            "projected source of type {kind} in volume {:?} is not supported",
+                            v.name
+                        ),
                     )
                     .into());
                 }
@@ -220,13 +235,19 @@ pub fn mounts(
     volumes: &[Volume],
 ) -> Result<Vec<Mount>, Unsupported> {
     if devices {
-        return Err(Unsupported::new(format!("{field}.volumeDevices"), "block devices are not supported"));
+        return Err(Unsupported::new(
+            format!("{field}.volumeDevices"),
+            "block devices are not supported",
+        ));
     }
     let mut out = Vec::new();
     for (i, m) in mounts.unwrap_or_default().iter().enumerate() {
         let f = format!("{field}.volumeMounts[{i}]");
         if !volumes.iter().any(|v| v.name == m.name) {
-            return Err(Unsupported::new(format!("{f}.name"), format!("no volume named {:?}", m.name)));
+            return Err(Unsupported::new(
+                format!("{f}.name"),
+                format!("no volume named {:?}", m.name),
+            ));
         }
         if !m.mount_path.starts_with('/') {
             return Err(Unsupported::new(
@@ -417,7 +438,15 @@ fn downward_file(
             &inputs.node_allocatable,
         )?
     } else {
-        return Err(Unsupported::new(field.to_owned(), "neither fieldRef nor resourceFieldRef is set"));
+        return Err(Unsupported::new(
+            field.to_owned(),
+            "neither fieldRef nor resourceFieldRef is set",
+        ));
     };
-    Ok(File { path, data: text.into_bytes(), mode: item.mode.map_or(default_mode, mode), secret: false })
+    Ok(File {
+        path,
+        data: text.into_bytes(),
+        mode: item.mode.map_or(default_mode, mode),
+        secret: false,
+    })
 }

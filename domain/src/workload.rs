@@ -169,16 +169,17 @@ impl WorkloadSpec {
         let volumes = volume::volumes(pod, inputs)?;
         let mut notices = Vec::new();
         let mut names = std::collections::BTreeSet::new();
-        let mut build = |field: String, c: &Container, init: bool| -> Result<ContainerSpec, Refusal> {
-            if !names.insert(c.name.clone()) {
-                return Err(Unsupported::new(
-                    format!("{field}.name"),
-                    format!("container name {:?} is used twice", c.name),
-                )
-                .into());
-            }
-            container(pod, &field, c, init, inputs, &volumes, &mut notices)
-        };
+        let mut build =
+            |field: String, c: &Container, init: bool| -> Result<ContainerSpec, Refusal> {
+                if !names.insert(c.name.clone()) {
+                    return Err(Unsupported::new(
+                        format!("{field}.name"),
+                        format!("container name {:?} is used twice", c.name),
+                    )
+                    .into());
+                }
+                container(pod, &field, c, init, inputs, &volumes, &mut notices)
+            };
         let init_containers = spec
             .init_containers
             .iter()
@@ -199,7 +200,10 @@ impl WorkloadSpec {
             .active_deadline_seconds
             .map(|s| {
                 u64::try_from(s).ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
-                    Unsupported::new("spec.activeDeadlineSeconds", format!("{s} is not a positive number of seconds"))
+                    Unsupported::new(
+                        "spec.activeDeadlineSeconds",
+                        format!("{s} is not a positive number of seconds"),
+                    )
                 })
             })
             .transpose()?;
@@ -232,8 +236,16 @@ fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
         ));
     }
     let unsupported = [
-        ("spec.hostPID", spec.host_pid == Some(true), "sharing the host's PID namespace is not supported"),
-        ("spec.hostIPC", spec.host_ipc == Some(true), "sharing the host's IPC namespace is not supported"),
+        (
+            "spec.hostPID",
+            spec.host_pid == Some(true),
+            "sharing the host's PID namespace is not supported",
+        ),
+        (
+            "spec.hostIPC",
+            spec.host_ipc == Some(true),
+            "sharing the host's IPC namespace is not supported",
+        ),
         (
             "spec.shareProcessNamespace",
             spec.share_process_namespace == Some(true),
@@ -305,13 +317,15 @@ fn container(
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc: Option<&SecurityContext> = c.security_context.as_ref();
     let pick = |own: Option<i64>, pod: Option<i64>| own.or(pod);
-    let run_as_user =
-        pick(sc.and_then(|s| s.run_as_user), pod_sc.and_then(|s| s.run_as_user));
-    let run_as_group =
-        pick(sc.and_then(|s| s.run_as_group), pod_sc.and_then(|s| s.run_as_group));
+    let run_as_user = pick(sc.and_then(|s| s.run_as_user), pod_sc.and_then(|s| s.run_as_user));
+    let run_as_group = pick(sc.and_then(|s| s.run_as_group), pod_sc.and_then(|s| s.run_as_group));
     for (name, v) in [("runAsUser", run_as_user), ("runAsGroup", run_as_group)] {
         if v.is_some_and(|v| v < 0) {
-            return Err(Unsupported::new(format!("{field}.securityContext.{name}"), "must not be negative").into());
+            return Err(Unsupported::new(
+                format!("{field}.securityContext.{name}"),
+                "must not be negative",
+            )
+            .into());
         }
     }
     let non_root = sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root));
@@ -338,7 +352,11 @@ fn container(
         };
         let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
         if !matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP") {
-            return Err(Unsupported::new(format!("{f}.protocol"), format!("unknown protocol {protocol:?}")).into());
+            return Err(Unsupported::new(
+                format!("{f}.protocol"),
+                format!("unknown protocol {protocol:?}"),
+            )
+            .into());
         }
         ports.push(PortSpec {
             name: p.name.clone().filter(|n| !n.is_empty()),
@@ -350,11 +368,17 @@ fn container(
     let mut resources = Resources::default();
     if let Some(r) = &c.resources {
         if r.claims.as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(Unsupported::new(format!("{field}.resources.claims"), "dynamic resource claims are not supported").into());
+            return Err(Unsupported::new(
+                format!("{field}.resources.claims"),
+                "dynamic resource claims are not supported",
+            )
+            .into());
         }
         let get = |kind: &str, res: &str| {
             let m = if kind == "requests" { &r.requests } else { &r.limits };
-            m.as_ref().and_then(|m| m.get(res)).map(|q| (format!("{field}.resources.{kind}.{res}"), q.0.clone()))
+            m.as_ref()
+                .and_then(|m| m.get(res))
+                .map(|q| (format!("{field}.resources.{kind}.{res}"), q.0.clone()))
         };
         for kind in ["limits", "requests"] {
             let m = if kind == "requests" { &r.requests } else { &r.limits };
@@ -376,7 +400,10 @@ fn container(
             get("requests", "memory").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
         resources.memory_limit_bytes =
             get("limits", "memory").map(|(f, q)| quantity::bytes(&f, &q)).transpose()?;
-        for (f, q) in [get("requests", "ephemeral-storage"), get("limits", "ephemeral-storage")].into_iter().flatten() {
+        for (f, q) in [get("requests", "ephemeral-storage"), get("limits", "ephemeral-storage")]
+            .into_iter()
+            .flatten()
+        {
             quantity::bytes(&f, &q)?;
         }
     }
@@ -440,7 +467,8 @@ mod tests {
             },
             ..Inputs::default()
         };
-        i.config_maps.insert("app".into(), data(&[("mode", "fast"), ("LEVEL", "3"), ("bad=key", "x")]));
+        i.config_maps
+            .insert("app".into(), data(&[("mode", "fast"), ("LEVEL", "3"), ("bad=key", "x")]));
         i.config_maps.insert("gone".into(), None);
         i.secrets.insert("creds".into(), data(&[("password", "s3cr3t"), ("user", "admin")]));
         i.services.push(ServiceInfo {
@@ -461,7 +489,8 @@ mod tests {
             cluster_ip: "10.0.0.6".into(),
             ports: vec![(String::new(), 6379, "TCP".into())],
         });
-        i.tokens.insert(TokenSpec { audience: String::new(), expiration_seconds: 3607 }, "tok".into());
+        i.tokens
+            .insert(TokenSpec { audience: String::new(), expiration_seconds: 3607 }, "tok".into());
         i
     }
 
@@ -509,7 +538,12 @@ mod tests {
         assert_eq!(text(env_of(c, "B")), "");
         assert_eq!(
             c.ports[0],
-            PortSpec { name: Some("http".into()), container_port: 8080, host_port: None, protocol: "TCP".into() }
+            PortSpec {
+                name: Some("http".into()),
+                container_port: 8080,
+                host_port: None,
+                protocol: "TCP".into()
+            }
         );
         assert_eq!(c.ports[1].host_port, Some(5353));
         assert_eq!(
@@ -597,17 +631,31 @@ mod tests {
         );
         assert_eq!(env_of(c, "MY_IP"), &Value(vec![Segment::PodIp]));
         assert_eq!(env_of(c, "HOST_IP"), &Value(vec![Segment::HostIp]));
-        assert!(c.env.iter().all(|e| e.name != "OPT" && e.name != "OPT_KEY" && e.name != "CACHE_SERVICE_HOST"));
+        assert!(
+            c.env
+                .iter()
+                .all(|e| e.name != "OPT" && e.name != "OPT_KEY" && e.name != "CACHE_SERVICE_HOST")
+        );
         assert!(crate::env::duplicates(&c.env).is_empty());
         // Secret and run-time values reach arguments by name; text is inlined; unknowns stay.
-        assert_eq!(c.command[1], Value(vec![Segment::Text("--pass=".into()), Segment::EnvRef("PASS".into())]));
-        assert_eq!(c.command[2], Value(vec![Segment::Text("--ip=".into()), Segment::EnvRef("MY_IP".into())]));
+        assert_eq!(
+            c.command[1],
+            Value(vec![Segment::Text("--pass=".into()), Segment::EnvRef("PASS".into())])
+        );
+        assert_eq!(
+            c.command[2],
+            Value(vec![Segment::Text("--ip=".into()), Segment::EnvRef("MY_IP".into())])
+        );
         assert_eq!(c.command[3], Value::text("--mode=override-fast"));
         assert_eq!(c.command[4], Value::text("$(NOPE)"));
         let reasons: Vec<&str> = t.notices.iter().map(|n| n.reason).collect();
         assert_eq!(
             reasons,
-            ["InvalidEnvironmentVariableNames", "OptionalConfigMapNotFound", "OptionalSecretKeyNotFound"]
+            [
+                "InvalidEnvironmentVariableNames",
+                "OptionalConfigMapNotFound",
+                "OptionalSecretKeyNotFound"
+            ]
         );
         assert_eq!(
             t.notices[0].message,
@@ -620,22 +668,30 @@ mod tests {
         let c = |env: serde_json::Value| json!({"containers": [{"name": "c", "image": "i", "env": env}]});
         let cases = [
             (
-                c(json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}])),
+                c(
+                    json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}]),
+                ),
                 "MandatoryConfigMapNotFound",
                 "configmap default/gone not found",
             ),
             (
-                c(json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "k"}}}])),
+                c(
+                    json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "k"}}}]),
+                ),
                 "MandatoryConfigMapKeyNotFound",
                 "key \"k\" not found in configmap default/app",
             ),
             (
-                c(json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}])),
+                c(
+                    json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]),
+                ),
                 "MandatorySecretNotFound",
                 "secret default/absent not found",
             ),
             (
-                c(json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}])),
+                c(
+                    json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}]),
+                ),
                 "MandatorySecretKeyNotFound",
                 "key \"k\" not found in secret default/creds",
             ),
@@ -714,24 +770,38 @@ mod tests {
         };
         assert_eq!(
             files("cfg"),
-            vec![f("LEVEL", "3", 0o600, false), f("bad=key", "x", 0o600, false), f("mode", "fast", 0o600, false)]
+            vec![
+                f("LEVEL", "3", 0o600, false),
+                f("bad=key", "x", 0o600, false),
+                f("mode", "fast", 0o600, false)
+            ]
         );
         assert_eq!(files("pick"), vec![f("db/pass", "s3cr3t", 0o400, true)]);
         assert_eq!(files("opt"), vec![]);
         assert_eq!(
             files("info"),
-            vec![f("labels", "app=\"web\"\ntier=\"front\"", 0o644, false), f("mem", "1024", 0o644, false)]
+            vec![
+                f("labels", "app=\"web\"\ntier=\"front\"", 0o644, false),
+                f("mem", "1024", 0o644, false)
+            ]
         );
         assert_eq!(
             files("kube-api-access-abcde"),
-            vec![f("token", "tok", 0o644, true), f("mode", "fast", 0o644, false), f("namespace", "default", 0o644, false)]
+            vec![
+                f("token", "tok", 0o644, true),
+                f("mode", "fast", 0o644, false),
+                f("namespace", "default", 0o644, false)
+            ]
         );
         assert_eq!(
             w.volumes.last().unwrap().source,
             Source::EmptyDir { memory: true, size_limit_bytes: Some(64 << 20) }
         );
         let m = &w.containers[0].mounts;
-        assert_eq!((m[0].volume.as_str(), m[0].mount_path.as_str(), m[0].read_only), ("cfg", "/etc/cfg", true));
+        assert_eq!(
+            (m[0].volume.as_str(), m[0].mount_path.as_str(), m[0].read_only),
+            ("cfg", "/etc/cfg", true)
+        );
         assert_eq!(m[1].sub_path.as_deref(), Some("a/b"));
     }
 
@@ -792,7 +862,8 @@ mod tests {
     /// A corpus case as a pod: one `main` container running `sleep 3600`, merged with the case's
     /// `container` (a `null` removes a field), `spec` and `annotations`.
     pub(crate) fn corpus_pod(case: &serde_json::Value) -> Pod {
-        let mut container = json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+        let mut container =
+            json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
         for (k, v) in case["container"].as_object().into_iter().flatten() {
             if v.is_null() {
                 container.as_object_mut().unwrap().remove(k);

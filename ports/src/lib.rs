@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures::Stream;
+use vk_domain::inputs::ServiceInfo;
+use vk_domain::jiff::Timestamp;
 use vk_domain::k8s_openapi::api::coordination::v1::Lease;
 use vk_domain::k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::RuntimePod;
-use vk_domain::inputs::ServiceInfo;
-use vk_domain::jiff::Timestamp;
 use vk_domain::workload::WorkloadSpec;
 
 pub use vk_domain;

@@ -496,7 +496,12 @@ async fn alloc_file(cx: &Ctx<'_>, alloc: &str, path: &str) -> anyhow::Result<Opt
 }
 
 /// Waits for `needle` in `task`'s output and returns the output.
-async fn wait_output(cx: &Ctx<'_>, alloc: &str, task: &str, needle: &str) -> anyhow::Result<String> {
+async fn wait_output(
+    cx: &Ctx<'_>,
+    alloc: &str,
+    task: &str,
+    needle: &str,
+) -> anyhow::Result<String> {
     wait_for(
         &format!("{needle:?} in the output of {task}"),
         Duration::from_secs(30),
@@ -523,7 +528,8 @@ async fn current_alloc(cx: &Ctx<'_>, job: &str) -> anyhow::Result<String> {
 
 async fn events_of(cx: &Ctx<'_>, ns: &str, pod: &str) -> anyhow::Result<Vec<Event>> {
     let events: Api<Event> = Api::namespaced(cx.client.clone(), ns);
-    let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={pod}"))).await?;
+    let list =
+        events.list(&ListParams::default().fields(&format!("involvedObject.name={pod}"))).await?;
     Ok(list.items)
 }
 
@@ -657,7 +663,8 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
         .context("no token file")?;
     let ca = alloc_file(&cx, &alloc, &format!("alloc/volumes/{sa_volume}/ca.crt")).await?;
     ensure!(ca.is_some_and(|c| c.contains("BEGIN CERTIFICATE")), "no ca.crt");
-    let namespace_file = alloc_file(&cx, &alloc, &format!("alloc/volumes/{sa_volume}/namespace")).await?;
+    let namespace_file =
+        alloc_file(&cx, &alloc, &format!("alloc/volumes/{sa_volume}/namespace")).await?;
     ensure!(namespace_file.as_deref() == Some(ns), "namespace file {namespace_file:?}");
     let review = cx.stack.whoami(&token).await?;
     ensure!(
@@ -673,10 +680,15 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
         &kube::api::Patch::Merge(serde_json::json!({"data": {"mode": "slow"}})),
     )
     .await?;
-    wait_for("the mounted file to change", Duration::from_secs(60), Duration::from_secs(1), || async {
-        let f = alloc_file(&cx, &alloc, "alloc/volumes/config/mode").await?;
-        Ok((f.as_deref() == Some("slow")).then_some(()))
-    })
+    wait_for(
+        "the mounted file to change",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let f = alloc_file(&cx, &alloc, "alloc/volumes/config/mode").await?;
+            Ok((f.as_deref() == Some("slow")).then_some(()))
+        },
+    )
     .await?;
     eprintln!("ConfigMap edit reached the file in {:?}", edited.elapsed());
     let after = cx.pods(ns).get("inputs").await?;
@@ -695,7 +707,13 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
 }
 
 fn p_sa_volume(p: &Pod) -> Option<String> {
-    p.spec.as_ref()?.volumes.as_ref()?.iter().find(|v| v.name.starts_with("kube-api-access-")).map(|v| v.name.clone())
+    p.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name.starts_with("kube-api-access-"))
+        .map(|v| v.name.clone())
 }
 
 /// A missing mandatory ConfigMap key keeps the pod from being created (no job, a waiting container
@@ -714,21 +732,35 @@ async fn missing_inputs(cx: Ctx<'_>) -> anyhow::Result<()> {
     let ev = wait_event(&cx, ns, "mandatory", "MandatoryConfigMapNotFound").await?;
     ensure!(ev.type_.as_deref() == Some("Warning"), "type {:?}", ev.type_);
     ensure!(ev.message.unwrap_or_default().contains(&format!("configmap {ns}/later not found")));
-    let waiting = wait_for("CreateContainerConfigError", Duration::from_secs(15), Duration::from_millis(250), || async {
-        let p = cx.pods(ns).get("mandatory").await?;
-        let w = container_state(&p, "main").and_then(|c| c.state).and_then(|s| s.waiting);
-        Ok(w.filter(|w| w.reason.as_deref() == Some("CreateContainerConfigError")))
-    })
+    let waiting = wait_for(
+        "CreateContainerConfigError",
+        Duration::from_secs(15),
+        Duration::from_millis(250),
+        || async {
+            let p = cx.pods(ns).get("mandatory").await?;
+            let w = container_state(&p, "main").and_then(|c| c.state).and_then(|s| s.waiting);
+            Ok(w.filter(|w| w.reason.as_deref() == Some("CreateContainerConfigError")))
+        },
+    )
     .await?;
     ensure!(waiting.message.unwrap_or_default().contains("later"), "waiting message");
     cx.wait_phase(ns, "optional", "Running", Duration::from_secs(30)).await?;
     wait_event(&cx, ns, "optional", "OptionalConfigMapNotFound").await?;
-    ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}_mandatory")).await?.is_none(), "a job exists for the waiting pod");
+    ensure!(
+        cx.nomad(&format!("/v1/job/k8s-{ns}_mandatory")).await?.is_none(),
+        "a job exists for the waiting pod"
+    );
     let p = cx.pods(ns).get("mandatory").await?;
     ensure!(p.status.and_then(|s| s.phase).as_deref() == Some("Pending"), "not Pending");
     // The ConfigMap appears: the waiting pod starts with it.
     let cms: Api<ConfigMap> = Api::namespaced(cx.client.clone(), ns);
-    cms.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "later"}, "data": {"mode": "ok"}}))?).await?;
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "later"}, "data": {"mode": "ok"}}),
+        )?,
+    )
+    .await?;
     cx.wait_phase(ns, "mandatory", "Running", Duration::from_secs(90)).await?;
     let alloc = current_alloc(&cx, &format!("k8s-{ns}_mandatory")).await?;
     wait_output(&cx, &alloc, "main", "MODE=ok").await?;
@@ -745,7 +777,8 @@ async fn unsupported_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
     let cases: Vec<&Value> = corpus.iter().filter(|c| c["unit_only"] != true).collect();
     ensure!(cases.len() >= 30, "only {} cases", cases.len());
     for (i, case) in cases.iter().enumerate() {
-        let mut container = serde_json::json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+        let mut container =
+            serde_json::json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
         for (k, v) in case["container"].as_object().into_iter().flatten() {
             if v.is_null() {
                 container.as_object_mut().context("container")?.remove(k);
@@ -767,18 +800,34 @@ async fn unsupported_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
     }
     for (i, case) in cases.iter().enumerate() {
         let name = format!("case-{i}");
-        let st = wait_for(&format!("ProviderFailed for {:?}", case["case"]), Duration::from_secs(60), Duration::from_millis(500), || async {
-            let p = cx.pods(ns).get(&name).await?;
-            Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
-        })
+        let st = wait_for(
+            &format!("ProviderFailed for {:?}", case["case"]),
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async {
+                let p = cx.pods(ns).get(&name).await?;
+                Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
+            },
+        )
         .await?;
         let msg = st.message.unwrap_or_default();
         let field = case["field"].as_str().unwrap_or_default();
         let want = case["message"].as_str().unwrap_or_default();
-        ensure!(msg.contains(field) && msg.contains(want), "{:?}: message {msg:?} lacks {field:?} or {want:?}", case["case"]);
-        ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}_{name}")).await?.is_none(), "a job exists for {:?}", case["case"]);
+        ensure!(
+            msg.contains(field) && msg.contains(want),
+            "{:?}: message {msg:?} lacks {field:?} or {want:?}",
+            case["case"]
+        );
+        ensure!(
+            cx.nomad(&format!("/v1/job/k8s-{ns}_{name}")).await?.is_none(),
+            "a job exists for {:?}",
+            case["case"]
+        );
     }
-    cx.create(&pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build()).await?;
+    cx.create(
+        &pod("good").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build(),
+    )
+    .await?;
     cx.wait_phase(ns, "good", "Running", Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -241,7 +241,9 @@ impl InputsApi for KubePodApi {
                         .ports
                         .unwrap_or_default()
                         .into_iter()
-                        .map(|p| (p.name.unwrap_or_default(), p.port, p.protocol.unwrap_or_default()))
+                        .map(|p| {
+                            (p.name.unwrap_or_default(), p.port, p.protocol.unwrap_or_default())
+                        })
                         .collect(),
                 }
             })

@@ -160,7 +160,10 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
             let list: Vec<String> =
                 v.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_owned).collect();
             if list.is_empty() {
-                return Err(Unsupported::new(field(ANN_DATACENTERS), format!("{v:?} names no datacenter")));
+                return Err(Unsupported::new(
+                    field(ANN_DATACENTERS),
+                    format!("{v:?} names no datacenter"),
+                ));
             }
             list
         }
@@ -307,7 +310,9 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
         if path.len() > 128 {
             return Err(Unsupported::new(
                 "spec.initContainers",
-                format!("init container name {g:?} is too long for its Nomad Variable path {path:?} (128 characters at most)"),
+                format!(
+                    "init container name {g:?} is too long for its Nomad Variable path {path:?} (128 characters at most)"
+                ),
             ));
         }
     }
@@ -545,7 +550,9 @@ impl Builder<'_> {
                 if c.run_as_group.is_some() {
                     return Err(Unsupported::new(
                         format!("{field}.securityContext.runAsGroup"),
-                        format!("the {driver} driver runs a task with its user's primary group; runAsGroup cannot be honoured"),
+                        format!(
+                            "the {driver} driver runs a task with its user's primary group; runAsGroup cannot be honoured"
+                        ),
                     ));
                 }
                 // These drivers look the user up by name on the client (a uid is refused):
@@ -557,7 +564,9 @@ impl Builder<'_> {
                     Some(u) => {
                         return Err(Unsupported::new(
                             format!("{field}.securityContext.runAsUser"),
-                            format!("the {driver} driver takes a user name, and uid {u} has no name known on every Nomad client (0 and 65534 do; the docker driver takes any uid)"),
+                            format!(
+                                "the {driver} driver takes a user name, and uid {u} has no name known on every Nomad client (0 and 65534 do; the docker driver takes any uid)"
+                            ),
                         ));
                     }
                 };
@@ -658,15 +667,18 @@ impl Builder<'_> {
                 let mut parts = Vec::new();
                 let mut run = String::new();
                 let mut n = 0;
-                let mut flush = |run: &mut String, parts: &mut Vec<String>, items: &mut BTreeMap<String, String>| {
-                    if run.is_empty() {
-                        return;
-                    }
-                    let key = format!("e_{}", fnv(&[&c.name, &v.name, &n.to_string()]));
-                    n += 1;
-                    items.insert(key.clone(), std::mem::take(run));
-                    parts.push(format!("(index . {}).Value", go_string(&key)));
-                };
+                let mut flush =
+                    |run: &mut String,
+                     parts: &mut Vec<String>,
+                     items: &mut BTreeMap<String, String>| {
+                        if run.is_empty() {
+                            return;
+                        }
+                        let key = format!("e_{}", fnv(&[&c.name, &v.name, &n.to_string()]));
+                        n += 1;
+                        items.insert(key.clone(), std::mem::take(run));
+                        parts.push(format!("(index . {}).Value", go_string(&key)));
+                    };
                 for seg in &v.value.0 {
                     match seg {
                         Segment::Text(t) | Segment::Secret(t) => run.push_str(t),
@@ -687,7 +699,11 @@ impl Builder<'_> {
                 if parts.is_empty() {
                     parts.push("\"\"".into());
                 }
-                body.push_str(&format!("{}={LEFT} print {} | toJSON {RIGHT}\n", v.name, parts.join(" ")));
+                body.push_str(&format!(
+                    "{}={LEFT} print {} | toJSON {RIGHT}\n",
+                    v.name,
+                    parts.join(" ")
+                ));
             }
             if uses_var {
                 body = format!("{LEFT} with nomadVar {var} {RIGHT}\n{body}{LEFT} end {RIGHT}\n");
@@ -710,7 +726,10 @@ impl Builder<'_> {
                 continue;
             }
             let Some(vol) = self.spec.volumes.iter().find(|v| v.name == m.volume) else {
-                return Err(Unsupported::new(format!("{field}.volumeMounts"), format!("no volume {:?}", m.volume)));
+                return Err(Unsupported::new(
+                    format!("{field}.volumeMounts"),
+                    format!("no volume {:?}", m.volume),
+                ));
             };
             match &vol.source {
                 // Nomad refuses an empty template: a comment renders the empty marker file that
@@ -812,7 +831,10 @@ mod tests {
         i
     }
 
-    fn translate(annotations: serde_json::Value, spec: serde_json::Value) -> Result<PodJob, Unsupported> {
+    fn translate(
+        annotations: serde_json::Value,
+        spec: serde_json::Value,
+    ) -> Result<PodJob, Unsupported> {
         let p = pod_json(annotations, spec);
         let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
         to_job(&w, &settings())
@@ -938,15 +960,25 @@ mod tests {
         assert!(!text.contains("s3cr3t"), "{text}");
         let t = &job.task_groups[0].tasks[0];
         assert_eq!(t.env.get("MODE").map(String::as_str), Some("fast"));
-        assert!(!t.env.contains_key("PASS") && !t.env.contains_key("IP") && !t.env.contains_key("LITERAL"));
-        assert_eq!(t.config["entrypoint"], json!(["run", "--pass=${PASS}", "--ip=${IP}", "--mode=fast"]));
+        assert!(
+            !t.env.contains_key("PASS")
+                && !t.env.contains_key("IP")
+                && !t.env.contains_key("LITERAL")
+        );
+        assert_eq!(
+            t.config["entrypoint"],
+            json!(["run", "--pass=${PASS}", "--ip=${IP}", "--mode=fast"])
+        );
         let env = t.templates.iter().find(|t| t.envvars).unwrap();
         assert_eq!((env.change_mode.as_str(), env.dest_path.as_str()), ("noop", "secrets/vk-env"));
         let lines: Vec<&str> = env.embedded_tmpl.lines().collect();
         assert_eq!(lines.len(), 6, "{}", env.embedded_tmpl);
         assert_eq!(lines[0], "⟦ with nomadVar \"nomad/jobs/k8s-team-a_web\" ⟧");
         let k = |var: &str, n: usize| format!("e_{}", fnv(&["app", var, &n.to_string()]));
-        assert_eq!(lines[1], format!("PASS=⟦ print (index . \"{}\").Value | toJSON ⟧", k("PASS", 0)));
+        assert_eq!(
+            lines[1],
+            format!("PASS=⟦ print (index . \"{}\").Value | toJSON ⟧", k("PASS", 0))
+        );
         assert_eq!(lines[2], "IP=⟦ print (env \"attr.unique.network.ip-address\") | toJSON ⟧");
         assert_eq!(
             lines[3],
@@ -1027,10 +1059,15 @@ mod tests {
             .iter()
             .map(|t| t.lifecycle.as_ref().map(|l| (l.hook.as_str(), l.sidecar)))
             .collect();
-        assert_eq!(hooks, [Some(("prestart", false)), Some(("prestart", true)), Some(("prestart", false)), None]);
+        assert_eq!(
+            hooks,
+            [Some(("prestart", false)), Some(("prestart", true)), Some(("prestart", false)), None]
+        );
         assert_eq!(gated, ["proxy", "migrate"]);
         assert!(tasks[0].templates.is_empty());
-        assert!(tasks[2].templates[0].embedded_tmpl.contains("nomad/jobs/k8s-team-a_web/pod/migrate"));
+        assert!(
+            tasks[2].templates[0].embedded_tmpl.contains("nomad/jobs/k8s-team-a_web/pod/migrate")
+        );
         assert_eq!(tasks[1].restart_policy.as_ref().map(|r| r.mode.as_str()), Some("delay"));
         assert_eq!(tasks[2].restart_policy, None, "init containers follow the pod's policy");
     }
@@ -1074,10 +1111,9 @@ mod tests {
 
     #[test]
     fn users_follow_the_driver() {
-        let spec = |sc: serde_json::Value| {
-            json!({"containers": [{"name": "c", "image": "i", "command": ["id"], "securityContext": sc}]})
-        };
-        let docker = translate(json!({}), spec(json!({"runAsUser": 1000, "runAsGroup": 3000}))).unwrap();
+        let spec = |sc: serde_json::Value| json!({"containers": [{"name": "c", "image": "i", "command": ["id"], "securityContext": sc}]});
+        let docker =
+            translate(json!({}), spec(json!({"runAsUser": 1000, "runAsGroup": 3000}))).unwrap();
         assert_eq!(docker.job.task_groups[0].tasks[0].user, "1000:3000");
         let raw = json!({ANN_DRIVER: "raw_exec"});
         let r = translate(raw.clone(), spec(json!({"runAsUser": 65534}))).unwrap();
@@ -1096,7 +1132,8 @@ mod tests {
         s.default_driver = "raw_exec".into();
         let mut n = 0;
         for case in corpus.iter().filter(|c| c["adapter"] == json!(true)) {
-            let mut container = json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+            let mut container =
+                json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
             for (k, v) in case["container"].as_object().into_iter().flatten() {
                 if v.is_null() {
                     container.as_object_mut().unwrap().remove(k);
@@ -1104,7 +1141,10 @@ mod tests {
                     container[k] = v.clone();
                 }
             }
-            let p = pod_json(case.get("annotations").cloned().unwrap_or(json!({})), json!({"containers": [container]}));
+            let p = pod_json(
+                case.get("annotations").cloned().unwrap_or(json!({})),
+                json!({"containers": [container]}),
+            );
             let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
             let err = to_job(&w, &s).map(|_| ()).expect_err(case["case"].as_str().unwrap());
             assert_eq!(err.field, case["field"].as_str().unwrap(), "{}", case["case"]);
@@ -1128,7 +1168,10 @@ mod tests {
         let spec = json!({"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "big", "mountPath": "/b"}]}],
                           "volumes": [{"name": "big", "configMap": {"name": "big"}}]});
         let mut inputs = inputs();
-        inputs.config_maps.insert("big".into(), Some([("k".to_owned(), vec![b'x'; 60_000])].into_iter().collect()));
+        inputs.config_maps.insert(
+            "big".into(),
+            Some([("k".to_owned(), vec![b'x'; 60_000])].into_iter().collect()),
+        );
         let w = WorkloadSpec::from_pod(&pod_json(json!({}), spec), &inputs).unwrap().spec;
         let err = to_job(&w, &settings()).unwrap_err();
         assert_eq!(err.field, "spec.volumes");

@@ -20,9 +20,7 @@ use vk_domain::runtime::RuntimePod;
 use vk_domain::workload::WorkloadSpec;
 use vk_ports::{NodeProvider, PodProvider, ProviderError};
 
-use self::api::{
-    Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable,
-};
+use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable};
 use self::client::NomadClient;
 use self::job::JobSettings;
 
@@ -189,7 +187,8 @@ impl NomadProvider {
             modify_index: 0,
         };
         let query: &[(&str, &str)] = if create_only { &[("cas", "0")] } else { &[] };
-        match self.client.send_json::<_, serde_json::Value>(Method::PUT, &segs, query, &body).await {
+        match self.client.send_json::<_, serde_json::Value>(Method::PUT, &segs, query, &body).await
+        {
             Ok(_) => Ok(()),
             Err(ProviderError::Conflict(_)) if create_only => Ok(()),
             Err(e) => Err(e),
@@ -199,8 +198,7 @@ impl NomadProvider {
     /// Deletes the pod's Variable and its gates, if any.
     async fn delete_variables(&self, job_id: &str) -> Result<(), ProviderError> {
         let prefix = job::variable_path(job_id);
-        let vars: Vec<Variable> =
-            self.client.get(&["v1", "vars"], &[("prefix", &prefix)]).await?;
+        let vars: Vec<Variable> = self.client.get(&["v1", "vars"], &[("prefix", &prefix)]).await?;
         let gate_prefix = format!("{prefix}/");
         for v in vars.iter().filter(|v| v.path == prefix || v.path.starts_with(&gate_prefix)) {
             let mut segs = vec!["v1", "var"];
