@@ -5,6 +5,7 @@ pub mod config;
 pub mod inputs;
 pub mod node_controller;
 pub mod pod_controller;
+pub mod prober;
 pub mod queue;
 
 use std::sync::Arc;

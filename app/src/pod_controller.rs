@@ -27,6 +27,7 @@ use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
 use vk_ports::{EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
 
 use crate::inputs::{Resolver, Tokens};
+use crate::prober::Prober;
 use crate::queue::WorkQueue;
 
 /// Settings of the pod controller.
@@ -64,6 +65,7 @@ pub struct PodController<P, K> {
     state: Mutex<State>,
     queue: Arc<WorkQueue<PodKey>>,
     tokens: Tokens,
+    prober: Arc<Prober<P>>,
 }
 
 enum Outcome {
@@ -74,13 +76,16 @@ enum Outcome {
 impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// Builds the controller.
     pub fn new(provider: Arc<P>, api: Arc<K>, settings: Settings) -> Arc<Self> {
+        let queue = WorkQueue::new();
+        let prober = Prober::new(Arc::clone(&provider), Arc::clone(&queue));
         Arc::new(Self {
             provider,
             api,
             settings,
             state: Mutex::new(State::default()),
-            queue: WorkQueue::new(),
+            queue,
             tokens: Tokens::default(),
+            prober,
         })
     }
 
@@ -348,7 +353,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let Some(runtime) = runtime else { return Ok(()) };
-        let new = status::pod_status(pod, runtime.sandbox.as_ref(), Timestamp::now());
+        // Probes run for what runs now; their results are laid over the runtime's view.
+        let sandbox = runtime
+            .sandbox
+            .clone()
+            .map(|s| self.prober.apply(key, pod, &runtime.id, s));
+        let new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
         self.write_status(key, pod, new).await
     }
 
@@ -478,6 +488,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             let mut st = self.state();
             let live: HashSet<String> = st.pods.values().map(|p| pod::uid(p).to_owned()).collect();
             self.tokens.retain(&live);
+            self.prober.retain(&live);
             st.recorded.retain(|uid, _| live.contains(uid));
             st.pods
                 .iter()

@@ -33,6 +33,8 @@ struct FakeProvider {
     pods: Mutex<HashMap<PodKey, RuntimePod>>,
     calls: Mutex<Vec<String>>,
     down: AtomicBool,
+    /// Exit codes of exec probes by container (0 when absent).
+    exit_codes: Mutex<HashMap<String, i32>>,
 }
 
 fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
@@ -57,6 +59,7 @@ fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
                 })
                 .collect(),
             message: None,
+            ports: Default::default(),
         }),
     }
 }
@@ -106,6 +109,15 @@ impl PodProvider for FakeProvider {
     async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("start {id} {container}"));
+        Ok(())
+    }
+    async fn exec(&self, _id: &str, container: &str, _cmd: &[String]) -> Result<i32, ProviderError> {
+        self.check()?;
+        Ok(self.exit_codes.lock().unwrap().get(container).copied().unwrap_or(0))
+    }
+    async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("restart {id} {container}"));
         Ok(())
     }
     async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
@@ -540,4 +552,46 @@ async fn a_refresh_round_brings_volume_files_up_to_date() {
     let updates: Vec<String> =
         h.provider.calls().into_iter().filter(|c| c.starts_with("update")).collect();
     assert_eq!(updates, ["update ns/v c/mode=fast"], "only pods with files, with the new data");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_probe_and_liveness_failures_restart() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("p"), running(&key("p"), "u11", &["web", "worker"]));
+    provider.exit_codes.lock().unwrap().insert("web".into(), 1);
+    provider.exit_codes.lock().unwrap().insert("worker".into(), 1);
+    let h = Harness::start(provider);
+    let spec = json!({"containers": [
+        {"name": "web", "image": "i", "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 1}},
+        {"name": "worker", "image": "i", "livenessProbe": {"exec": {"command": ["alive"]}, "periodSeconds": 1, "failureThreshold": 2}}
+    ]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("p", "u11", "Pending", spec)]));
+    let ready_of = |h: &Harness| {
+        h.api.statuses_of(&key("p")).last().map(|s| {
+            let web = s.container_statuses.as_ref().unwrap().iter().find(|c| c.name == "web").unwrap().ready;
+            let pod_ready = s.conditions.as_ref().unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            (s.phase.clone().unwrap_or_default(), web, pod_ready)
+        })
+    };
+    h.until("Running and not ready", |h| ready_of(h) == Some(("Running".into(), false, false))).await;
+    h.provider.exit_codes.lock().unwrap().insert("web".into(), 0);
+    for _ in 0..300 {
+        if ready_of(&h).is_some_and(|r| r.1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The worker is not ready-probed: it is ready while running; the pod is Ready once web is.
+    assert_eq!(ready_of(&h), Some(("Running".into(), true, true)));
+    for _ in 0..300 {
+        if h.provider.calls().iter().any(|c| c.starts_with("restart")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        h.provider.calls().iter().filter(|c| c.starts_with("restart")).collect::<Vec<_>>(),
+        ["restart job-ns/p worker"],
+        "one restart after two liveness failures"
+    );
 }

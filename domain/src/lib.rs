@@ -10,6 +10,7 @@ pub mod error;
 pub mod inputs;
 pub mod node;
 pub mod pod;
+pub mod probe;
 pub mod quantity;
 pub mod reconcile;
 pub mod runtime;

@@ -213,6 +213,7 @@ mod tests {
                 host_ip: None,
                 containers: Default::default(),
                 message: None,
+                ports: Default::default(),
             }),
         }
     }

@@ -56,6 +56,9 @@ pub struct Sandbox {
     pub containers: BTreeMap<String, ContainerRuntimeStatus>,
     /// A human-readable note from the backend (for Nomad, the allocation's client description).
     pub message: Option<String>,
+    /// Where a container port is reached on `pod_ip` when the backend maps it (for Nomad, the
+    /// allocation's dynamic ports: `To` → `Value`); a port not listed is reached as itself.
+    pub ports: BTreeMap<u16, u16>,
 }
 
 impl Sandbox {
@@ -93,6 +96,10 @@ pub struct ContainerRuntimeStatus {
     pub restart_count: i32,
     /// The previous run's end, when it was restarted (`lastState.terminated`).
     pub last_termination: Option<Termination>,
+    /// The readiness probe's current result, set by the prober (`None`: no result yet).
+    pub probe_ready: Option<bool>,
+    /// Whether the startup probe succeeded, set by the prober (`None`: no result yet).
+    pub probe_started: Option<bool>,
 }
 
 /// A container's state, as `v1.ContainerState`.

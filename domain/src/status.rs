@@ -38,11 +38,7 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     let init_statuses: Vec<ContainerStatus> = init_containers
         .iter()
         .map(|c| {
-            let mut st = container_status(
-                &c.name,
-                c.image.as_deref().unwrap_or_default(),
-                &runtime(&c.name),
-            );
+            let mut st = container_status(c, &runtime(&c.name));
             if !is_sidecar(c) {
                 // A regular init container is ready once it completed successfully.
                 st.ready = st
@@ -72,7 +68,7 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
                 rt.state =
                     ContainerState::Waiting { reason: "PodInitializing".into(), message: None };
             }
-            container_status(&c.name, c.image.as_deref().unwrap_or_default(), &rt)
+            container_status(c, &rt)
         })
         .collect();
 
@@ -272,6 +268,7 @@ pub fn not_found_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
         host_ip: None,
         containers: Default::default(),
         message: None,
+        ports: Default::default(),
     };
     let mut st = pod_status(pod, Some(&gone), now);
     st.phase = Some("Failed".into());
@@ -362,15 +359,19 @@ fn settle(mut rt: ContainerRuntimeStatus) -> ContainerRuntimeStatus {
     rt
 }
 
-fn container_status(name: &str, image: &str, rt: &ContainerRuntimeStatus) -> ContainerStatus {
+/// A container's status. It is `started` once running and past its startup probe, and `ready` once
+/// started and its readiness probe (if any) succeeds, as the kubelet's prober manager decides.
+fn container_status(c: &Container, rt: &ContainerRuntimeStatus) -> ContainerStatus {
     let running = matches!(rt.state, ContainerState::Running { .. });
+    let started = running && (c.startup_probe.is_none() || rt.probe_started == Some(true));
+    let ready = started && (c.readiness_probe.is_none() || rt.probe_ready == Some(true));
     ContainerStatus {
-        name: name.to_owned(),
-        image: image.to_owned(),
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
         image_id: String::new(),
         container_id: rt.container_id.clone(),
-        ready: running,
-        started: Some(running),
+        ready,
+        started: Some(started),
         restart_count: rt.restart_count,
         state: Some(k8s_state(&rt.state)),
         last_state: rt
@@ -504,6 +505,7 @@ mod tests {
                 .map(|(n, c)| ((*n).to_owned(), c.clone()))
                 .collect::<BTreeMap<_, _>>(),
             message: None,
+            ports: Default::default(),
         }
     }
 

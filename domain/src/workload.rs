@@ -16,6 +16,7 @@ use crate::env::{self, EnvVar, Value};
 use crate::error::{Missing, Notice, Unsupported};
 use crate::inputs::{self, EnvError, Inputs};
 use crate::pod::{self, PodKey, RestartPolicy};
+use crate::probe::{self, Probe};
 use crate::quantity;
 use crate::volume::{self, Mount, Volume};
 
@@ -79,6 +80,12 @@ pub struct ContainerSpec {
     pub privileged: bool,
     /// An init container with `restartPolicy: Always` (a native sidecar).
     pub sidecar: bool,
+    /// `readinessProbe`, run by the virtual kubelet.
+    pub readiness: Option<Probe>,
+    /// `livenessProbe`, run by the virtual kubelet.
+    pub liveness: Option<Probe>,
+    /// `startupProbe`, run by the virtual kubelet.
+    pub startup: Option<Probe>,
 }
 
 /// A container port.
@@ -304,9 +311,6 @@ fn container(
         }
     };
     let unsupported = [
-        ("readinessProbe", c.readiness_probe.is_some()),
-        ("livenessProbe", c.liveness_probe.is_some()),
-        ("startupProbe", c.startup_probe.is_some()),
         ("lifecycle", c.lifecycle.is_some()),
         ("resizePolicy", c.resize_policy.as_ref().is_some_and(|v| !v.is_empty())),
         ("restartPolicyRules", c.restart_policy_rules.as_ref().is_some_and(|v| !v.is_empty())),
@@ -413,9 +417,18 @@ fn container(
         c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
         volumes,
     )?;
+    let probe = |name: &str, p: &Option<k8s_openapi::api::core::v1::Probe>, kind| {
+        p.as_ref().map(|p| probe::parse(&format!("{field}.{name}"), p, c, kind)).transpose()
+    };
+    let readiness = probe("readinessProbe", &c.readiness_probe, probe::Kind::Readiness)?;
+    let liveness = probe("livenessProbe", &c.liveness_probe, probe::Kind::Liveness)?;
+    let startup = probe("startupProbe", &c.startup_probe, probe::Kind::Startup)?;
     Ok(ContainerSpec {
         name: c.name.clone(),
         image,
+        readiness,
+        liveness,
+        startup,
         command,
         args,
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),

@@ -106,6 +106,31 @@ pub trait PodProvider: Send + Sync + 'static {
         container: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
+    /// Runs `command` in container `container` of workload `id` to completion and returns its exit
+    /// code (exec probes; output is discarded). The caller bounds the time it waits.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or container running, `Unavailable` when the
+    /// backend cannot be reached or the command's end was not seen.
+    fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> impl Future<Output = Result<i32, ProviderError>> + Send;
+
+    /// Restarts container `container` of workload `id` in place (a failed liveness or startup
+    /// probe); its restart count goes up by one.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or the container does not run, `Unavailable`
+    /// when the backend cannot be reached.
+    fn restart_container(
+        &self,
+        id: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
     /// Asks the workload `id` to stop gracefully, its containers getting the termination grace
     /// period recorded at creation.
     ///

@@ -52,13 +52,19 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>) -> Sandbox {
         "lost" => SandboxState::Lost,
         _ => SandboxState::Unknown,
     };
-    let pod_ip = alloc
+    let networks = alloc
         .allocated_resources
         .as_ref()
         .and_then(|r| r.shared.as_ref())
-        .and_then(|s| s.networks.as_ref())
-        .and_then(|n| n.iter().find(|n| !n.ip.is_empty()))
-        .map(|n| n.ip.clone());
+        .and_then(|s| s.networks.as_deref())
+        .unwrap_or_default();
+    let pod_ip = networks.iter().find(|n| !n.ip.is_empty()).map(|n| n.ip.clone());
+    let ports = networks
+        .iter()
+        .flat_map(|n| n.dynamic_ports.iter().chain(n.reserved_ports.iter()))
+        .filter_map(|p| Some((u16::try_from(p.to).ok()?, u16::try_from(p.value).ok()?)))
+        .filter(|(to, value)| *to > 0 && *value > 0)
+        .collect();
     let containers = alloc
         .task_states
         .iter()
@@ -73,6 +79,7 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>) -> Sandbox {
         pod_ip,
         containers,
         message: Some(alloc.client_description.clone()).filter(|m| !m.is_empty()),
+        ports,
     }
 }
 
@@ -120,6 +127,8 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
         state,
         restart_count,
         last_termination,
+        probe_ready: None,
+        probe_started: None,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod api;
 pub mod client;
+pub mod exec;
 pub mod job;
 
 use std::collections::{BTreeMap, HashMap};
@@ -211,6 +212,15 @@ impl NomadProvider {
         Ok(())
     }
 
+    /// The ID of the allocation that stands for job `id` now, if it runs.
+    async fn running_alloc(&self, id: &str) -> Result<String, ProviderError> {
+        let allocs = self.allocations(Some(id)).await?;
+        alloc::current(allocs.iter())
+            .filter(|a| a.client_status == "running")
+            .map(|a| a.id.clone())
+            .ok_or_else(|| ProviderError::NotFound(format!("no running allocation of job {id}")))
+    }
+
     /// Only jobs this node owns may be changed: anything else is refused with `Conflict`.
     async fn owned(&self, id: &str) -> Result<Job, ProviderError> {
         let job =
@@ -339,6 +349,38 @@ impl PodProvider for NomadProvider {
         let mut items = BTreeMap::new();
         items.insert("released".to_owned(), "true".to_owned());
         self.put_variable(&job::gate_path(id, container), &items, true).await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<i32, ProviderError> {
+        let alloc = self.running_alloc(id).await?;
+        exec::run(&self.client, &alloc, container, command).await
+    }
+
+    async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+        self.owned(id).await?;
+        let alloc = self.running_alloc(id).await?;
+        let _: serde_json::Value = self
+            .client
+            .send_json(
+                Method::POST,
+                &["v1", "client", "allocation", &alloc, "restart"],
+                &[],
+                &json!({"TaskName": container}),
+            )
+            .await
+            .map_err(|e| match e {
+                // Nomad answers 500 "Task not running" for a task that is not running.
+                ProviderError::Unavailable { message, .. } if message.contains("not running") => {
+                    ProviderError::NotFound(message)
+                }
+                e => e,
+            })?;
+        Ok(())
     }
 
     async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {

@@ -1,0 +1,312 @@
+//! Readiness, liveness and startup probes, run by the virtual kubelet as a kubelet's prober manager
+//! runs them (`pkg/kubelet/prober`): one worker per container instance and probe, results kept
+//! here and laid over the runtime's view when the pod status is computed.
+//!
+//! - httpGet and tcpSocket reach the pod's address (`status.podIP`, or the probe's `host`) on the
+//!   container port, through the backend's port mapping when it has one; exec runs the command in
+//!   the container through the backend ([`PodProvider::exec`]).
+//! - A readiness change queues the pod at once, so its `Ready` condition follows without waiting
+//!   for a poll. Liveness and startup failures past `failureThreshold` restart the container
+//!   ([`PodProvider::restart_container`]); the probes of the new instance start from scratch.
+//! - A container instance is its sandbox, restart count and start time: a restarted container
+//!   gets new workers, a worker of an instance that is gone stops.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+use vk_domain::pod::{self, PodKey};
+use vk_domain::probe::{self, Handler, Kind, Probe, State};
+use vk_domain::runtime::{ContainerState, Sandbox};
+use vk_ports::PodProvider;
+
+use crate::queue::WorkQueue;
+
+type WorkerKey = (String, String, Kind);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Results {
+    ready: Option<bool>,
+    started: Option<bool>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Workers by pod UID, container and probe: the instance they probe and how to stop them.
+    workers: HashMap<WorkerKey, (String, CancellationToken)>,
+    /// Results by pod UID and container.
+    results: HashMap<(String, String), Results>,
+}
+
+/// The probe workers of every pod.
+pub struct Prober<P> {
+    provider: Arc<P>,
+    queue: Arc<WorkQueue<PodKey>>,
+    http: reqwest::Client,
+    inner: Mutex<Inner>,
+}
+
+/// Where a probe connects.
+#[derive(Debug, Clone)]
+struct Target {
+    ip: Option<String>,
+    ports: BTreeMap<u16, u16>,
+}
+
+impl<P: PodProvider> Prober<P> {
+    /// A prober that queues pod keys on `queue` when a result changes.
+    pub fn new(provider: Arc<P>, queue: Arc<WorkQueue<PodKey>>) -> Arc<Self> {
+        // Like the kubelet: certificates are not verified, redirects are followed.
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .user_agent("kube-probe/1.36")
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self { provider, queue, http, inner: Mutex::new(Inner::default()) })
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts and stops workers for what `sandbox` runs of `pod` (workload `id`), and returns the
+    /// sandbox with the probe results laid over its containers.
+    pub fn apply(self: &Arc<Self>, key: &PodKey, pod: &Pod, id: &str, mut sandbox: Sandbox) -> Sandbox {
+        let uid = pod::uid(pod).to_owned();
+        let Some(spec) = &pod.spec else { return sandbox };
+        let probed = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten().filter(|c| vk_domain::status::is_sidecar(c)));
+        let target = Target { ip: sandbox.pod_ip.clone(), ports: sandbox.ports.clone() };
+        let terminal = sandbox.is_terminal();
+        let mut inner = self.inner();
+        for c in probed {
+            let probes: Vec<(Kind, Probe)> = [
+                (Kind::Readiness, &c.readiness_probe),
+                (Kind::Liveness, &c.liveness_probe),
+                (Kind::Startup, &c.startup_probe),
+            ]
+            .into_iter()
+            .filter_map(|(kind, p)| {
+                let p = probe::parse(&c.name, p.as_ref()?, c, kind).ok()?;
+                Some((kind, p))
+            })
+            .collect();
+            if probes.is_empty() {
+                continue;
+            }
+            let Some(rt) = sandbox.containers.get_mut(&c.name) else { continue };
+            let instance = match &rt.state {
+                ContainerState::Running { started_at } if !terminal => {
+                    Some(format!("{}/{}/{:?}", sandbox.id, rt.restart_count, started_at))
+                }
+                _ => None,
+            };
+            let rkey = (uid.clone(), c.name.clone());
+            for (kind, p) in probes {
+                let wkey = (uid.clone(), c.name.clone(), kind);
+                let current = inner.workers.get(&wkey).map(|(i, _)| i.clone());
+                if current.is_some() && current == instance {
+                    continue;
+                }
+                if let Some((_, cancel)) = inner.workers.remove(&wkey) {
+                    cancel.cancel();
+                }
+                let r = inner.results.entry(rkey.clone()).or_default();
+                match kind {
+                    Kind::Readiness => r.ready = None,
+                    Kind::Startup => r.started = None,
+                    Kind::Liveness => {}
+                }
+                let Some(instance) = instance.clone() else { continue };
+                let cancel = CancellationToken::new();
+                inner.workers.insert(wkey, (instance, cancel.clone()));
+                let worker = Worker {
+                    prober: Arc::clone(self),
+                    key: key.clone(),
+                    uid: uid.clone(),
+                    container: c.name.clone(),
+                    has_startup: c.startup_probe.is_some(),
+                    id: id.to_owned(),
+                    kind,
+                    probe: p,
+                    target: target.clone(),
+                };
+                let span = info_span!("probe", pod = %key, container = %c.name, kind = ?kind);
+                tokio::spawn(worker.run(cancel).instrument(span));
+            }
+            let r = inner.results.get(&rkey).copied().unwrap_or_default();
+            rt.probe_ready = r.ready;
+            rt.probe_started = r.started;
+        }
+        sandbox
+    }
+
+    /// Stops the workers of pods whose UID is not in `live`, and forgets their results.
+    pub fn retain(&self, live: &HashSet<String>) {
+        let mut inner = self.inner();
+        inner.workers.retain(|(uid, _, _), (_, cancel)| {
+            let keep = live.contains(uid);
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        inner.results.retain(|(uid, _), _| live.contains(uid));
+    }
+
+    fn set(&self, uid: &str, container: &str, kind: Kind, value: bool) {
+        let mut inner = self.inner();
+        let r = inner.results.entry((uid.to_owned(), container.to_owned())).or_default();
+        match kind {
+            Kind::Readiness => r.ready = Some(value),
+            Kind::Startup => r.started = Some(value),
+            Kind::Liveness => {}
+        }
+    }
+
+    fn ready(&self, uid: &str, container: &str) -> Option<bool> {
+        let inner = self.inner();
+        inner.results.get(&(uid.to_owned(), container.to_owned())).and_then(|r| r.ready)
+    }
+
+    fn started(&self, uid: &str, container: &str) -> bool {
+        let inner = self.inner();
+        inner
+            .results
+            .get(&(uid.to_owned(), container.to_owned()))
+            .and_then(|r| r.started)
+            .unwrap_or(false)
+    }
+}
+
+struct Worker<P> {
+    prober: Arc<Prober<P>>,
+    key: PodKey,
+    uid: String,
+    container: String,
+    has_startup: bool,
+    id: String,
+    kind: Kind,
+    probe: Probe,
+    target: Target,
+}
+
+impl<P: PodProvider> Worker<P> {
+    async fn run(self, cancel: CancellationToken) {
+        let sleep = |d: Duration| {
+            let cancel = cancel.clone();
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    _ = tokio::time::sleep(d) => true,
+                }
+            }
+        };
+        if !sleep(self.probe.initial_delay).await {
+            return;
+        }
+        let mut state = State::new(self.kind);
+        loop {
+            // Readiness and liveness wait for the startup probe to succeed.
+            let waiting = self.kind != Kind::Startup
+                && self.has_startup
+                && !self.prober.started(&self.uid, &self.container);
+            if !waiting {
+                let ok = self.check().await;
+                let changed = state.record(ok, &self.probe);
+                match self.kind {
+                    Kind::Readiness => {
+                        let result = state.result();
+                        if self.prober.ready(&self.uid, &self.container) != Some(result) {
+                            if changed.is_some() {
+                                info!(ready = result, "readiness changed");
+                            }
+                            self.prober.set(&self.uid, &self.container, Kind::Readiness, result);
+                            self.prober.queue.add(self.key.clone());
+                        }
+                    }
+                    Kind::Startup if ok => {
+                        info!("startup probe succeeded");
+                        self.prober.set(&self.uid, &self.container, Kind::Startup, true);
+                        self.prober.queue.add(self.key.clone());
+                        return;
+                    }
+                    Kind::Startup | Kind::Liveness if changed == Some(false) => {
+                        warn!(failures = self.probe.failure_threshold, "probe failed; restarting the container");
+                        self.restart(&cancel).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if !sleep(self.probe.period).await {
+                return;
+            }
+        }
+    }
+
+    /// Restarts the container, retrying until it is done or the worker is stopped.
+    async fn restart(&self, cancel: &CancellationToken) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.prober.provider.restart_container(&self.id, &self.container).await {
+                Ok(()) => {
+                    self.prober.queue.add(self.key.clone());
+                    return;
+                }
+                Err(vk_ports::ProviderError::NotFound(why)) => {
+                    debug!(%why, "the container is not running any more");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "restarting the container failed; retrying"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// One probe, bounded by `timeoutSeconds`.
+    async fn check(&self) -> bool {
+        let timeout = self.probe.timeout;
+        let addr = |host: &Option<String>, port: u16| {
+            let host = host.clone().or_else(|| self.target.ip.clone())?;
+            let port = self.target.ports.get(&port).copied().unwrap_or(port);
+            Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+        };
+        let result = match &self.probe.handler {
+            Handler::Tcp { host, port } => {
+                let Some(a) = addr(host, *port) else { return false };
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            }
+            Handler::Http { https, host, port, path, headers } => {
+                let Some(a) = addr(host, *port) else { return false };
+                let scheme = if *https { "https" } else { "http" };
+                let mut req = self.prober.http.get(format!("{scheme}://{a}{path}")).timeout(timeout);
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(r) => (200..400).contains(&r.status().as_u16()),
+                    Err(_) => false,
+                }
+            }
+            Handler::Exec { command } => {
+                let exec = self.prober.provider.exec(&self.id, &self.container, command);
+                matches!(tokio::time::timeout(timeout, exec).await, Ok(Ok(0)))
+            }
+        };
+        debug!(ok = result, "probe");
+        result
+    }
+}
+
