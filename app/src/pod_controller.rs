@@ -354,10 +354,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         let Some(pod) = pod else { return Ok(()) };
         let Some(runtime) = runtime else { return Ok(()) };
         // Probes run for what runs now; their results are laid over the runtime's view.
-        let sandbox = runtime
-            .sandbox
-            .clone()
-            .map(|s| self.prober.apply(key, pod, &runtime.id, s));
+        let sandbox = runtime.sandbox.clone().map(|s| self.prober.apply(key, pod, &runtime.id, s));
         let new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
         self.write_status(key, pod, new).await
     }

@@ -74,13 +74,18 @@ impl<P: PodProvider> Prober<P> {
 
     /// Starts and stops workers for what `sandbox` runs of `pod` (workload `id`), and returns the
     /// sandbox with the probe results laid over its containers.
-    pub fn apply(self: &Arc<Self>, key: &PodKey, pod: &Pod, id: &str, mut sandbox: Sandbox) -> Sandbox {
+    pub fn apply(
+        self: &Arc<Self>,
+        key: &PodKey,
+        pod: &Pod,
+        id: &str,
+        mut sandbox: Sandbox,
+    ) -> Sandbox {
         let uid = pod::uid(pod).to_owned();
         let Some(spec) = &pod.spec else { return sandbox };
-        let probed = spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten().filter(|c| vk_domain::status::is_sidecar(c)));
+        let probed = spec.containers.iter().chain(
+            spec.init_containers.iter().flatten().filter(|c| vk_domain::status::is_sidecar(c)),
+        );
         let target = Target { ip: sandbox.pod_ip.clone(), ports: sandbox.ports.clone() };
         let terminal = sandbox.is_terminal();
         let mut inner = self.inner();
@@ -237,7 +242,10 @@ impl<P: PodProvider> Worker<P> {
                         return;
                     }
                     Kind::Startup | Kind::Liveness if changed == Some(false) => {
-                        warn!(failures = self.probe.failure_threshold, "probe failed; restarting the container");
+                        warn!(
+                            failures = self.probe.failure_threshold,
+                            "probe failed; restarting the container"
+                        );
                         self.restart(&cancel).await;
                         return;
                     }
@@ -279,7 +287,11 @@ impl<P: PodProvider> Worker<P> {
         let addr = |host: &Option<String>, port: u16| {
             let host = host.clone().or_else(|| self.target.ip.clone())?;
             let port = self.target.ports.get(&port).copied().unwrap_or(port);
-            Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+            Some(if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            })
         };
         let result = match &self.probe.handler {
             Handler::Tcp { host, port } => {
@@ -291,7 +303,8 @@ impl<P: PodProvider> Worker<P> {
             Handler::Http { https, host, port, path, headers } => {
                 let Some(a) = addr(host, *port) else { return false };
                 let scheme = if *https { "https" } else { "http" };
-                let mut req = self.prober.http.get(format!("{scheme}://{a}{path}")).timeout(timeout);
+                let mut req =
+                    self.prober.http.get(format!("{scheme}://{a}{path}")).timeout(timeout);
                 for (k, v) in headers {
                     req = req.header(k, v);
                 }
@@ -309,4 +322,3 @@ impl<P: PodProvider> Worker<P> {
         result
     }
 }
-

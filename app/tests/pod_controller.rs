@@ -111,7 +111,12 @@ impl PodProvider for FakeProvider {
         self.log(format!("start {id} {container}"));
         Ok(())
     }
-    async fn exec(&self, _id: &str, container: &str, _cmd: &[String]) -> Result<i32, ProviderError> {
+    async fn exec(
+        &self,
+        _id: &str,
+        container: &str,
+        _cmd: &[String],
+    ) -> Result<i32, ProviderError> {
         self.check()?;
         Ok(self.exit_codes.lock().unwrap().get(container).copied().unwrap_or(0))
     }
@@ -568,12 +573,25 @@ async fn readiness_follows_the_probe_and_liveness_failures_restart() {
     h.api.send(PodWatchEvent::Relisted(vec![pod("p", "u11", "Pending", spec)]));
     let ready_of = |h: &Harness| {
         h.api.statuses_of(&key("p")).last().map(|s| {
-            let web = s.container_statuses.as_ref().unwrap().iter().find(|c| c.name == "web").unwrap().ready;
-            let pod_ready = s.conditions.as_ref().unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let web = s
+                .container_statuses
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.name == "web")
+                .unwrap()
+                .ready;
+            let pod_ready = s
+                .conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
             (s.phase.clone().unwrap_or_default(), web, pod_ready)
         })
     };
-    h.until("Running and not ready", |h| ready_of(h) == Some(("Running".into(), false, false))).await;
+    h.until("Running and not ready", |h| ready_of(h) == Some(("Running".into(), false, false)))
+        .await;
     h.provider.exit_codes.lock().unwrap().insert("web".into(), 0);
     for _ in 0..300 {
         if ready_of(&h).is_some_and(|r| r.1) {

@@ -166,7 +166,12 @@ pub fn parse(field: &str, p: &K8sProbe, c: &Container, kind: Kind) -> Result<Pro
     }
     Ok(Probe {
         handler,
-        initial_delay: secs(&format!("{field}.initialDelaySeconds"), p.initial_delay_seconds, 0, 0)?,
+        initial_delay: secs(
+            &format!("{field}.initialDelaySeconds"),
+            p.initial_delay_seconds,
+            0,
+            0,
+        )?,
         period: secs(&format!("{field}.periodSeconds"), p.period_seconds, 10, 1)?,
         timeout: secs(&format!("{field}.timeoutSeconds"), p.timeout_seconds, 1, 1)?,
         success_threshold,
@@ -224,8 +229,10 @@ mod tests {
     use super::*;
 
     fn container() -> Container {
-        serde_json::from_value(json!({"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 8080}]}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap()
     }
 
     fn probe(v: serde_json::Value) -> K8sProbe {
@@ -234,8 +241,13 @@ mod tests {
 
     #[test]
     fn probes_are_read_with_the_api_defaults() {
-        let p = parse("p", &probe(json!({"httpGet": {"port": "http", "path": "healthz"}})), &container(), Kind::Readiness)
-            .unwrap();
+        let p = parse(
+            "p",
+            &probe(json!({"httpGet": {"port": "http", "path": "healthz"}})),
+            &container(),
+            Kind::Readiness,
+        )
+        .unwrap();
         assert_eq!(
             p,
             Probe {
@@ -261,8 +273,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.handler, Handler::Tcp { host: None, port: 9000 });
-        assert_eq!((t.period, t.timeout, t.initial_delay, t.failure_threshold), (Duration::from_secs(2), Duration::from_secs(3), Duration::from_secs(5), 1));
-        let e = parse("p", &probe(json!({"exec": {"command": ["cat", "/tmp/ok"]}})), &container(), Kind::Startup).unwrap();
+        assert_eq!(
+            (t.period, t.timeout, t.initial_delay, t.failure_threshold),
+            (Duration::from_secs(2), Duration::from_secs(3), Duration::from_secs(5), 1)
+        );
+        let e = parse(
+            "p",
+            &probe(json!({"exec": {"command": ["cat", "/tmp/ok"]}})),
+            &container(),
+            Kind::Startup,
+        )
+        .unwrap();
         assert_eq!(e.handler, Handler::Exec { command: vec!["cat".into(), "/tmp/ok".into()] });
     }
 
@@ -274,8 +295,16 @@ mod tests {
             (json!({"tcpSocket": {"port": 0}}), Kind::Readiness, "p.tcpSocket.port"),
             (json!({"exec": {"command": []}}), Kind::Readiness, "p.exec.command"),
             (json!({}), Kind::Readiness, "p"),
-            (json!({"exec": {"command": ["true"]}, "successThreshold": 2}), Kind::Liveness, "p.successThreshold"),
-            (json!({"exec": {"command": ["true"]}, "periodSeconds": 0}), Kind::Readiness, "p.periodSeconds"),
+            (
+                json!({"exec": {"command": ["true"]}, "successThreshold": 2}),
+                Kind::Liveness,
+                "p.successThreshold",
+            ),
+            (
+                json!({"exec": {"command": ["true"]}, "periodSeconds": 0}),
+                Kind::Readiness,
+                "p.periodSeconds",
+            ),
         ];
         for (v, kind, field) in cases {
             let err = parse("p", &probe(v.clone()), &container(), kind).unwrap_err();

@@ -609,6 +609,7 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
                     {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
                  ],
                  "envFrom": [{"configMapRef": {"name": "app-config"}, "prefix": "CFG_"}, {"secretRef": {"name": "app-secret"}}],
+                 "readinessProbe": {"exec": {"command": ["sh", "-c", format!("test -f {v}/shared/app.txt")]}, "periodSeconds": 1},
                  "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/config"},
                     {"name": "secret", "mountPath": "/etc/secret"},
@@ -649,6 +650,12 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
         ensure!(out.lines().any(|l| l == want), "{want:?} not in the output of app:\n{out}");
     }
     wait_output(&cx, &alloc, "reader", "READ=from-app").await?;
+    // The readiness probe (exec, through Nomad) makes the pod Ready.
+    wait_for("the pod Ready", Duration::from_secs(30), Duration::from_millis(250), || async {
+        let p = cx.pods(ns).get("inputs").await?;
+        Ok(pod_ready(&p).then_some(()))
+    })
+    .await?;
     // The init containers are reported, completed, and the pod is Initialized.
     let st = running.status.clone().context("status")?;
     let init = st.init_container_statuses.clone().unwrap_or_default();
@@ -703,6 +710,85 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(current_alloc(&cx, &job_id).await? == alloc, "the allocation was replaced");
     let out = task_stdout(&cx, &alloc, "app").await?;
     ensure!(out.matches("started").count() == 1, "app started again:\n{out}");
+    Ok(())
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Probes run by the virtual kubelet: an httpGet readiness probe and a tcpSocket liveness probe
+/// against a server in the pod make it Ready; a pod whose readiness probe fails is Running but not
+/// Ready; a liveness probe failing once restarts that container once (restartCount 1), in place.
+async fn probes(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-probes", "e2e-probes");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let port = free_port()?;
+    let server = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $ARGV[0], Listen => 5, ReuseAddr => 1) or die $!; while (my $c = $s->accept) { my $l = <$c>; print $c qq(HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok); close $c }";
+    let web = serde_json::json!({"containers": [{
+        "name": "web", "image": "perl", "command": ["perl", "-e", server, port.to_string()],
+        "ports": [{"name": "http", "containerPort": port}],
+        "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 1},
+        "livenessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2}
+    }]});
+    cx.create(&pod("web").namespace(ns).on_node(node).spec(web).build()).await?;
+    let never = serde_json::json!({"containers": [{
+        "name": "main", "image": "busybox", "command": ["sleep", "3600"],
+        "readinessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1}
+    }]});
+    cx.create(&pod("never-ready").namespace(ns).on_node(node).spec(never).build()).await?;
+    let flaky_script = "if [ -f $NOMAD_ALLOC_DIR/seen ]; then rm -f $NOMAD_ALLOC_DIR/unhealthy; echo second; else touch $NOMAD_ALLOC_DIR/seen $NOMAD_ALLOC_DIR/unhealthy; echo first; fi; exec sleep 3600";
+    let flaky = serde_json::json!({"containers": [{
+        "name": "flaky", "image": "busybox", "command": ["sh", "-c", flaky_script],
+        "livenessProbe": {"exec": {"command": ["sh", "-c", "test ! -f $NOMAD_ALLOC_DIR/unhealthy"]}, "periodSeconds": 1, "failureThreshold": 2}
+    }]});
+    cx.create(&pod("flaky").namespace(ns).on_node(node).spec(flaky).build()).await?;
+
+    wait_for("web Ready", Duration::from_secs(40), Duration::from_millis(250), || async {
+        let p = cx.pods(ns).get("web").await?;
+        Ok(pod_ready(&p).then_some(()))
+    })
+    .await?;
+    let p = cx.wait_phase(ns, "never-ready", "Running", Duration::from_secs(30)).await?;
+    let waited = Instant::now();
+    let mut p = p;
+    while waited.elapsed() < Duration::from_secs(8) {
+        ensure!(!pod_ready(&p), "the never-ready pod became Ready");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        p = cx.pods(ns).get("never-ready").await?;
+    }
+    let c = container_state(&p, "main").context("main status")?;
+    ensure!(!c.ready && c.started == Some(true), "main: ready {} started {:?}", c.ready, c.started);
+    ensure!(p.status.and_then(|s| s.phase).as_deref() == Some("Running"), "not Running");
+
+    let restarted = wait_for(
+        "flaky restarted once",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get("flaky").await?;
+            let c = container_state(&p, "flaky");
+            Ok(c.filter(|c| {
+                c.restart_count >= 1 && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            }))
+        },
+    )
+    .await?;
+    ensure!(restarted.restart_count == 1, "restartCount {}", restarted.restart_count);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let p = cx.pods(ns).get("flaky").await?;
+    let c = container_state(&p, "flaky").context("flaky status")?;
+    ensure!(c.restart_count == 1, "restarted again: restartCount {}", c.restart_count);
+    let alloc = current_alloc(&cx, &format!("k8s-{ns}_flaky")).await?;
+    let out = task_stdout(&cx, &alloc, "flaky").await?;
+    ensure!(out.lines().collect::<Vec<_>>() == ["first", "second"], "output {out:?}");
     Ok(())
 }
 
@@ -987,7 +1073,8 @@ fn main() {
         force_delete_orphans_and_foreign_jobs,
         pod_inputs_and_volumes,
         missing_inputs,
-        unsupported_corpus
+        unsupported_corpus,
+        probes
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -72,11 +72,8 @@ pub async fn run(
             s => unavailable(format!("Nomad exec: {s} {}", body.trim())),
         });
     }
-    let accept = resp
-        .headers()
-        .get("Sec-WebSocket-Accept")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let accept =
+        resp.headers().get("Sec-WebSocket-Accept").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if accept.as_deref() != Some(derive_accept_key(key.as_bytes()).as_str()) {
         return Err(unavailable("Nomad exec: bad Sec-WebSocket-Accept".into()));
     }
