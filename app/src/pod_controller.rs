@@ -272,6 +272,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 Step::KeepFinal => Ok(()),
                 Step::MarkLost => self.mark_lost(key, pod.as_ref()).await,
                 Step::StartContainer(name) => self.start_container(runtime.as_ref(), &name).await,
+                Step::UpdateWorkload => self.update_workload(key, pod.as_ref(), &mut runtime).await,
                 Step::FailDeadline => self.fail_deadline(key, pod.as_ref(), runtime.as_ref()).await,
             };
             if let Err(why) = r {
@@ -412,6 +413,39 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             warn!(error = %e, "recording the event failed");
         }
         self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
+    }
+
+    /// Brings the workload up to an update Kubernetes allows on a running pod (an image).
+    async fn update_workload(
+        &self,
+        key: &PodKey,
+        pod: Option<&Pod>,
+        runtime: &mut Option<RuntimePod>,
+    ) -> Result<(), String> {
+        let Some(pod) = pod else { return Ok(()) };
+        let allocatable = *self.settings.allocatable.borrow();
+        let mut resolver = Resolver::new(self.api.as_ref(), &self.tokens, allocatable);
+        let inputs =
+            resolver.inputs(pod).await.map_err(|e| format!("reading the pod's inputs: {e}"))?;
+        let spec = match WorkloadSpec::from_pod(pod, &inputs) {
+            Ok(t) => t.spec,
+            Err(e) => {
+                warn!(error = %e, "the updated pod cannot be translated; the workload is left as it is");
+                return Ok(());
+            }
+        };
+        match self.provider.update_pod(&spec).await {
+            Ok(()) => info!("workload updated"),
+            Err(e @ (ProviderError::InvalidInput(_) | ProviderError::Unsupported(_))) => {
+                warn!(error = %e, "the backend refused the update; the workload is left as it is");
+                return Ok(());
+            }
+            Err(e) => return Err(format!("updating the workload: {e}")),
+        }
+        let fresh = self.provider.get_pod(key).await.map_err(|e| e.to_string())?;
+        self.remember(key, fresh.clone());
+        *runtime = fresh;
+        Ok(())
     }
 
     async fn start_container(

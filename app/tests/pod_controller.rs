@@ -42,6 +42,7 @@ fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
         owner: PodOwner { key: key.clone(), uid: uid.into(), node: "vk".into() },
         id: format!("job-{key}"),
         stopping: false,
+        images: Default::default(),
         sandbox: Some(Sandbox {
             id: "alloc".into(),
             state: SandboxState::Running,

@@ -44,6 +44,9 @@ pub enum Step {
     MarkLost,
     /// Let this init container start: those before it have completed (or, for sidecars, started).
     StartContainer(String),
+    /// The pod's containers changed in a way Kubernetes allows on a running pod (an image): bring
+    /// the workload up to date.
+    UpdateWorkload,
     /// `activeDeadlineSeconds` passed since the pod started: report it Failed with reason
     /// `DeadlineExceeded` (the kubelet's `activeDeadlineHandler`) and stop its workload.
     FailDeadline,
@@ -121,11 +124,33 @@ fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
 }
 
 fn running_steps(pod: &Pod, observed: &RuntimePod) -> Vec<Step> {
+    if !observed.stopping && !observed.is_terminated() && !images_changed(pod, observed).is_empty()
+    {
+        return vec![Step::UpdateWorkload, Step::SyncStatus];
+    }
     let mut steps = vec![Step::SyncStatus];
     if let Some(name) = next_init_container(pod, observed) {
         steps.push(Step::StartContainer(name));
     }
     steps
+}
+
+/// The containers whose image in the pod differs from the image the workload runs (containers the
+/// workload does not report are not compared).
+pub fn images_changed(pod: &Pod, observed: &RuntimePod) -> Vec<String> {
+    let Some(spec) = &pod.spec else { return Vec::new() };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .filter(|c| {
+            observed
+                .images
+                .get(&c.name)
+                .is_some_and(|running| Some(running.as_str()) != c.image.as_deref())
+        })
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// How long the pod may still be active under `activeDeadlineSeconds`, counted from
@@ -205,6 +230,7 @@ mod tests {
             },
             id: "job".into(),
             stopping,
+            images: Default::default(),
             sandbox: state.map(|state| Sandbox {
                 id: "a".into(),
                 state,
@@ -420,5 +446,21 @@ mod tests {
             None,
             "nothing starts in a finished sandbox"
         );
+    }
+
+    #[test]
+    fn an_image_change_updates_the_workload() {
+        let ctx = Context { now: ts(100), pods_synced: true };
+        let mut w = workload("uid-1", false, Some(SandboxState::Running));
+        w.images.insert("c".into(), "i".into());
+        assert_eq!(plan(Some(&pod("Running", None)), Some(&w), ctx), vec![SyncStatus]);
+        w.images.insert("c".into(), "old".into());
+        assert_eq!(images_changed(&pod("Running", None), &w), ["c"]);
+        assert_eq!(
+            plan(Some(&pod("Running", None)), Some(&w), ctx),
+            vec![UpdateWorkload, SyncStatus]
+        );
+        w.stopping = true;
+        assert_eq!(plan(Some(&pod("Running", None)), Some(&w), ctx), vec![SyncStatus]);
     }
 }

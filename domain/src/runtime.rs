@@ -19,6 +19,8 @@ pub struct RuntimePod {
     pub stopping: bool,
     /// The current sandbox (for Nomad, the newest allocation), if one was placed yet.
     pub sandbox: Option<Sandbox>,
+    /// The image each container runs, as registered (empty when the backend does not say).
+    pub images: BTreeMap<String, String>,
 }
 
 impl RuntimePod {

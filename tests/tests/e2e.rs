@@ -792,6 +792,115 @@ async fn probes(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What Kubernetes allows and requires of a running pod: an image change restarts the container
+/// and its restartCount goes up; `activeDeadlineSeconds` fails the pod with `DeadlineExceeded` and
+/// stops its job; a failing init container of a `Never` pod fails the pod before any app container
+/// runs; a native sidecar runs beside the app.
+async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-life", "e2e-life");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let img = pod("img")
+        .namespace(ns)
+        .on_node(node)
+        .container("main", &["sh", "-c", "echo run; exec sleep 3600"])
+        .build();
+    cx.create(&img).await?;
+    let deadline = pod("deadline")
+        .namespace(ns)
+        .on_node(node)
+        .container("main", &["sleep", "3600"])
+        .spec(serde_json::json!({"activeDeadlineSeconds": 8}))
+        .build();
+    cx.create(&deadline).await?;
+    let init_fails = pod("init-fails").namespace(ns).on_node(node).restart("Never")
+        .container("app", &["sh", "-c", "echo app-ran; sleep 3600"])
+        .spec(serde_json::json!({"initContainers": [{"name": "setup", "image": "busybox", "command": ["sh", "-c", "exit 3"]}]}))
+        .build();
+    cx.create(&init_fails).await?;
+    let sidecar = pod("sidecar").namespace(ns).on_node(node)
+        .container("app", &["sh", "-c", "sleep 1; cat $NOMAD_ALLOC_DIR/side.txt; exec sleep 3600"])
+        .spec(serde_json::json!({"initContainers": [
+            {"name": "side", "image": "busybox", "restartPolicy": "Always",
+             "command": ["sh", "-c", "echo from-sidecar > $NOMAD_ALLOC_DIR/side.txt; exec sleep 3600"]}
+        ]}))
+        .build();
+    cx.create(&sidecar).await?;
+
+    // An image change: the container restarts, restartCount 1, Running again.
+    cx.wait_phase(ns, "img", "Running", Duration::from_secs(30)).await?;
+    cx.pods(ns)
+        .patch(
+            "img",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}})),
+        )
+        .await?;
+    let updated = wait_for(
+        "img restarted with the new image",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get("img").await?;
+            let c = container_state(&p, "main");
+            let ok = c.as_ref().is_some_and(|c| {
+                c.restart_count == 1
+                    && c.image == "busybox:1.37"
+                    && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            });
+            Ok(ok.then_some(p))
+        },
+    )
+    .await?;
+    ensure!(updated.status.and_then(|s| s.phase).as_deref() == Some("Running"), "img not Running");
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_img")).await?.context("img job")?;
+    ensure!(job["Meta"]["k8s_image_main"] == "busybox:1.37", "job meta {}", job["Meta"]);
+
+    // The deadline.
+    let failed = cx.wait_phase(ns, "deadline", "Failed", Duration::from_secs(40)).await?;
+    let st = failed.status.context("status")?;
+    ensure!(st.reason.as_deref() == Some("DeadlineExceeded"), "reason {:?}", st.reason);
+    wait_for(
+        "the deadline pod's job stopped",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let job = cx.nomad(&format!("/v1/job/k8s-{ns}_deadline")).await?;
+            Ok(job.filter(|j| j["Stop"] == true).map(|_| ()))
+        },
+    )
+    .await?;
+
+    // The failing init container.
+    let failed = cx.wait_phase(ns, "init-fails", "Failed", Duration::from_secs(40)).await?;
+    let st = failed.status.context("status")?;
+    let init = st.init_container_statuses.unwrap_or_default();
+    let code =
+        init.first().and_then(|c| c.state.clone()).and_then(|s| s.terminated).map(|t| t.exit_code);
+    ensure!(code == Some(3), "init exit code {code:?}");
+    let app = st.container_statuses.unwrap_or_default();
+    ensure!(
+        app.first().and_then(|c| c.state.clone()).is_some_and(|s| s.waiting.is_some()),
+        "the app container left waiting: {app:?}"
+    );
+    let alloc = current_alloc(&cx, &format!("k8s-{ns}_init-fails")).await.ok();
+    if let Some(alloc) = alloc {
+        let out = task_stdout(&cx, &alloc, "app").await.unwrap_or_default();
+        ensure!(!out.contains("app-ran"), "the app container ran");
+    }
+
+    // The sidecar started first and runs beside the app.
+    let running = cx.wait_phase(ns, "sidecar", "Running", Duration::from_secs(40)).await?;
+    let alloc = current_alloc(&cx, &format!("k8s-{ns}_sidecar")).await?;
+    wait_output(&cx, &alloc, "app", "from-sidecar").await?;
+    let side = running.status.and_then(|s| s.init_container_statuses).unwrap_or_default();
+    ensure!(
+        side.first()
+            .is_some_and(|c| c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some())),
+        "sidecar status {side:?}"
+    );
+    Ok(())
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1074,7 +1183,8 @@ fn main() {
         pod_inputs_and_volumes,
         missing_inputs,
         unsupported_corpus,
-        probes
+        probes,
+        lifecycle
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -17,7 +17,9 @@ use vk_domain::runtime::{
 };
 
 use super::api::{Allocation, TaskEvent, TaskState};
-use super::job::{META_NAMESPACE, META_NODE, META_POD, META_UID};
+use super::job::{
+    META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTARTS_PREFIX, META_UID,
+};
 
 /// The pod a job belongs to, from its Meta, if it was created by node `node`.
 /// Jobs of other nodes (or not made by a virtual kubelet) give `None` and are never touched.
@@ -27,6 +29,22 @@ pub fn owner(meta: &BTreeMap<String, String>, node: &str) -> Option<PodOwner> {
     }
     let key = PodKey::new(meta.get(META_NAMESPACE)?.as_str(), meta.get(META_POD)?.as_str()).ok()?;
     Some(PodOwner { key, uid: meta.get(META_UID)?.clone(), node: node.to_owned() })
+}
+
+/// The image of each container as the job was registered (`k8s_image_<container>` Meta).
+pub fn images(meta: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    meta.iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(META_IMAGE_PREFIX)?.to_owned(), v.clone())))
+        .collect()
+}
+
+/// The restart counts carried over from earlier allocations (`k8s_restarts_<container>` Meta).
+pub fn restart_bases(meta: &BTreeMap<String, String>) -> BTreeMap<String, i32> {
+    meta.iter()
+        .filter_map(|(k, v)| {
+            Some((k.strip_prefix(META_RESTARTS_PREFIX)?.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The allocation that stands for the pod: the newest one Nomad wants running, else the newest.
@@ -203,6 +221,24 @@ mod tests {
         assert_eq!((o.key.to_string(), o.uid.as_str()), ("ns/p".to_owned(), "u"));
         assert_eq!(owner(&meta, "other"), None);
         assert_eq!(owner(&BTreeMap::new(), "vk"), None);
+    }
+
+    #[test]
+    fn images_and_restart_bases_are_read_from_meta() {
+        let meta: BTreeMap<String, String> = [
+            ("k8s_image_web", "nginx:1"),
+            ("k8s_image_side-car", "envoy"),
+            ("k8s_restarts_web", "2"),
+            ("k8s_restarts_bad", "x"),
+            ("k8s_pod_name", "p"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let images = images(&meta);
+        assert_eq!(images.len(), 2);
+        assert_eq!(images["side-car"], "envoy");
+        assert_eq!(restart_bases(&meta).into_iter().collect::<Vec<_>>(), [("web".to_owned(), 2)]);
     }
 
     #[test]

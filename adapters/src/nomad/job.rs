@@ -52,6 +52,11 @@ pub const META_POD: &str = "k8s_pod_name";
 pub const META_UID: &str = "k8s_pod_uid";
 /// Meta key: always `virtual-kubelet`.
 pub const META_MANAGED_BY: &str = "managed_by";
+/// Meta key prefix: `k8s_image_<container>` is the image the container was registered with.
+pub const META_IMAGE_PREFIX: &str = "k8s_image_";
+/// Meta key prefix: `k8s_restarts_<container>` is the restart count the container had in earlier
+/// allocations of the pod (an image change replaces the allocation; the count carries on).
+pub const META_RESTARTS_PREFIX: &str = "k8s_restarts_";
 /// The group's name in every job.
 pub const GROUP: &str = "pod";
 
@@ -270,6 +275,9 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
     meta.insert(META_POD.to_owned(), spec.key.name().to_owned());
     meta.insert(META_UID.to_owned(), spec.uid.clone());
     meta.insert(META_MANAGED_BY.to_owned(), "virtual-kubelet".to_owned());
+    for c in spec.all_containers() {
+        meta.insert(format!("{META_IMAGE_PREFIX}{}", c.name), c.image.clone());
+    }
     let job = Job {
         id: id.clone(),
         name: id,

@@ -14,7 +14,7 @@ use std::sync::RwLock;
 
 use reqwest::Method;
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::RuntimePod;
@@ -151,14 +151,50 @@ impl NomadProvider {
         allocs: &[&Allocation],
     ) -> Option<RuntimePod> {
         let owner = alloc::owner(meta, &self.settings.node_name)?;
+        let bases = alloc::restart_bases(meta);
         let sandbox = match alloc::current(allocs.iter().copied()) {
             Some(a) => {
                 let host_ip = self.host_ip(&a.node_id).await;
-                Some(alloc::sandbox(a, host_ip))
+                let mut sb = alloc::sandbox(a, host_ip);
+                for (name, c) in &mut sb.containers {
+                    c.restart_count =
+                        c.restart_count.saturating_add(bases.get(name).copied().unwrap_or(0));
+                }
+                Some(sb)
             }
             None => None,
         };
-        Some(RuntimePod { owner, id: job_id.to_owned(), stopping: stop, sandbox })
+        Some(RuntimePod {
+            owner,
+            id: job_id.to_owned(),
+            stopping: stop,
+            sandbox,
+            images: alloc::images(meta),
+        })
+    }
+
+    /// Registers `job` after writing the pod's Variable, when it has items.
+    async fn register(&self, pod_job: &job::PodJob) -> Result<(), ProviderError> {
+        let job = &pod_job.job;
+        if !pod_job.items.is_empty() {
+            self.put_variable(&job::variable_path(&job.id), &pod_job.items, false).await?;
+        }
+        let resp: RegisterResponse = self
+            .client
+            .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job })
+            .await
+            .map_err(|e| match e {
+                // Nomad answers 500 for jobs it refuses to validate; retrying will not help.
+                ProviderError::Unavailable { message, .. } if message.contains("validation") => {
+                    ProviderError::InvalidInput(message)
+                }
+                e => e,
+            })?;
+        if !resp.warnings.is_empty() {
+            warn!(job = %job.id, warnings = %resp.warnings, "Nomad registered the job with warnings");
+        }
+        debug!(job = %job.id, eval = %resp.eval_id, "job registered");
+        Ok(())
     }
 
     /// The Variable at `path`, `None` when there is none.
@@ -303,44 +339,55 @@ impl PodProvider for NomadProvider {
                 }
             }
         }
-        // The data first: the job's templates wait for it.
-        if !pod_job.items.is_empty() {
-            self.put_variable(&job::variable_path(&job.id), &pod_job.items, false).await?;
-        }
-        let resp: RegisterResponse = self
-            .client
-            .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job })
-            .await
-            .map_err(|e| match e {
-                // Nomad answers 500 for jobs it refuses to validate; retrying will not help.
-                ProviderError::Unavailable { message, .. } if message.contains("validation") => {
-                    ProviderError::InvalidInput(message)
-                }
-                e => e,
-            })?;
-        if !resp.warnings.is_empty() {
-            warn!(job = %job.id, warnings = %resp.warnings, "Nomad registered the job with warnings");
-        }
-        debug!(job = %job.id, eval = %resp.eval_id, "job registered");
-        Ok(())
+        // The data first (inside `register`): the job's templates wait for it.
+        self.register(&pod_job).await
     }
 
     async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
-        let items = job::variable_items(spec, &self.settings())
+        let mut pod_job = job::to_job(spec, &self.settings())
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-        let id = self.job_id(&spec.key);
+        let id = pod_job.job.id.clone();
+        let existing = self.owned(&id).await?;
+        let registered = alloc::images(&existing.meta);
+        let changed: Vec<&str> = spec
+            .all_containers()
+            .filter(|c| registered.get(&c.name).is_some_and(|i| *i != c.image))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !changed.is_empty() {
+            // Nomad replaces the whole allocation when a task's configuration changes: every
+            // container that ran restarts, and its restart count carries on from the old one.
+            let mut bases = alloc::restart_bases(&existing.meta);
+            let allocs = self.allocations(Some(&id)).await?;
+            if let Some(a) = alloc::current(allocs.iter()) {
+                for (name, ts) in a.task_states.iter().flatten() {
+                    let ran = ts.started_at.as_deref().is_some_and(|t| !t.starts_with("0001-"));
+                    let base = bases.entry(name.clone()).or_default();
+                    *base = base
+                        .saturating_add(i32::try_from(ts.restarts).unwrap_or(i32::MAX))
+                        .saturating_add(i32::from(ran));
+                }
+            }
+            for (name, n) in bases {
+                pod_job
+                    .job
+                    .meta
+                    .insert(format!("{}{name}", job::META_RESTARTS_PREFIX), n.to_string());
+            }
+            info!(job = %id, containers = ?changed, "image changed; registering the job again");
+            return self.register(&pod_job).await;
+        }
         let path = job::variable_path(&id);
         let current = self.variable(&path).await?.map(|v| v.items).unwrap_or_default();
         // Keys that disappeared (a key removed from a ConfigMap) stay, empty: the job's templates
         // still name them, and a file whose key is gone is emptied rather than left stale.
-        let mut next = items;
+        let mut next = pod_job.items;
         for k in current.keys() {
             next.entry(k.clone()).or_default();
         }
         if next == current || next.is_empty() {
             return Ok(());
         }
-        self.owned(&id).await?;
         debug!(job = %id, "pod data changed; updating its Variable");
         self.put_variable(&path, &next, false).await
     }
