@@ -901,6 +901,55 @@ async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pod placed by annotation in another Nomad namespace (and, explicitly, the region): its job is
+/// registered there, found again after a restart of the virtual kubelet (jobs are listed across
+/// namespaces and regions), and purged there when the pod is deleted.
+async fn nomad_namespace(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-nomad-ns", "e2e-nomad-ns");
+    let r = cx
+        .http
+        .put(format!("{}/v1/namespace/apps", cx.stack.nomad_addr))
+        .json(&serde_json::json!({"Name": "apps", "Description": "e2e"}))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "creating the Nomad namespace: {}", r.status());
+    let vk = cx.node_and_namespace(node, ns).await?;
+    let p = pod("placed")
+        .namespace(ns)
+        .on_node(node)
+        .annotation("nomad.hashicorp.com/namespace", "apps")
+        .annotation("nomad.hashicorp.com/region", "global")
+        .container("main", &["sleep", "300"])
+        .build();
+    cx.create(&p).await?;
+    cx.wait_phase(ns, "placed", "Running", Duration::from_secs(30)).await?;
+    let id = format!("k8s-{ns}_placed");
+    let job = cx.nomad(&format!("/v1/job/{id}?namespace=apps")).await?.context("no job in apps")?;
+    ensure!(job["Namespace"] == "apps", "namespace {}", job["Namespace"]);
+    ensure!(cx.nomad(&format!("/v1/job/{id}")).await?.is_none(), "a job in the default namespace");
+    let version = job["Version"].clone();
+    // A restart finds it again: no second job, the same version, still Running.
+    drop(vk);
+    let _vk = cx.start_vk(node)?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = cx.nomad(&format!("/v1/job/{id}?namespace=apps")).await?.context("job gone")?;
+    ensure!(again["Version"] == version, "the job was registered again");
+    ensure!(cx.nomad(&format!("/v1/job/{id}")).await?.is_none(), "a job in the default namespace");
+    cx.wait_phase(ns, "placed", "Running", Duration::from_secs(10)).await?;
+    cx.stack.kubectl(&["delete", "pod", "-n", ns, "placed", "--wait=false"])?;
+    wait_for(
+        "the job purged from apps",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            Ok(cx.nomad(&format!("/v1/job/{id}?namespace=apps")).await?.is_none().then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1184,7 +1233,8 @@ fn main() {
         missing_inputs,
         unsupported_corpus,
         probes,
-        lifecycle
+        lifecycle,
+        nomad_namespace
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -278,6 +278,9 @@ pub struct JobStub {
     /// Job ID.
     #[serde(rename = "ID")]
     pub id: String,
+    /// Nomad namespace (set when listing with `namespace=*`).
+    #[serde(default)]
+    pub namespace: String,
     /// Stopped (deregistered, not purged).
     #[serde(default)]
     pub stop: bool,
@@ -297,6 +300,9 @@ pub struct Allocation {
     /// Job ID.
     #[serde(rename = "JobID")]
     pub job_id: String,
+    /// Nomad namespace.
+    #[serde(default)]
+    pub namespace: String,
     /// Node ID.
     #[serde(rename = "NodeID", default)]
     pub node_id: String,

@@ -132,6 +132,19 @@ impl NomadClient {
         })
     }
 
+    /// The same client, its requests made in `namespace` and `region` instead (`None` keeps this
+    /// client's; `*` as the namespace lists across namespaces).
+    pub fn at(&self, namespace: Option<&str>, region: Option<&str>) -> Self {
+        let mut c = self.clone();
+        if let Some(n) = namespace {
+            c.namespace = Some(n.to_owned());
+        }
+        if let Some(r) = region {
+            c.region = Some(r.to_owned());
+        }
+        c
+    }
+
     /// The Nomad namespace requests are made in, if set.
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()

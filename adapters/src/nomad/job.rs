@@ -70,6 +70,53 @@ pub const ANN_NODE_POOL: &str = "nomad.hashicorp.com/node-pool";
 pub const ANN_PRIORITY: &str = "nomad.hashicorp.com/priority";
 /// Pod annotation: the group's network mode: `host`, `bridge`, `none` or `cni/<name>`.
 pub const ANN_NETWORK_MODE: &str = "nomad.hashicorp.com/network-mode";
+/// Pod annotation: the Nomad namespace the job is registered in.
+pub const ANN_NAMESPACE: &str = "nomad.hashicorp.com/namespace";
+/// Pod annotation: the Nomad region the job is registered in.
+pub const ANN_REGION: &str = "nomad.hashicorp.com/region";
+
+/// Where a job lives: its ID, and its Nomad namespace and region when not the client's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobRef {
+    /// The job ID.
+    pub id: String,
+    /// The Nomad namespace, when not the client's.
+    pub namespace: Option<String>,
+    /// The Nomad region, when not the client's.
+    pub region: Option<String>,
+}
+
+impl JobRef {
+    /// A job in the client's namespace and region.
+    pub fn local(id: &str) -> Self {
+        Self { id: id.to_owned(), namespace: None, region: None }
+    }
+
+    /// The workload ID handed to the application: `<job>`, `<job>@<namespace>` or
+    /// `<job>@<namespace>@<region>` (`@` occurs in none of them).
+    pub fn encode(&self) -> String {
+        match (&self.namespace, &self.region) {
+            (None, None) => self.id.clone(),
+            (Some(n), None) => format!("{}@{n}", self.id),
+            (n, Some(r)) => format!("{}@{}@{r}", self.id, n.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// Reads back [`JobRef::encode`].
+    pub fn parse(s: &str) -> Self {
+        let mut parts = s.splitn(3, '@');
+        let id = parts.next().unwrap_or_default().to_owned();
+        let namespace = parts.next().filter(|n| !n.is_empty()).map(str::to_owned);
+        let region = parts.next().filter(|r| !r.is_empty()).map(str::to_owned);
+        Self { id, namespace, region }
+    }
+}
+
+/// Nomad's names for namespaces and regions: letters, digits and `-`, 1 to 128 of them
+/// (`structs.validNamespaceName`).
+fn valid_nomad_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
 
 /// Template delimiters: outside ASCII, so no environment variable name can contain them.
 const LEFT: &str = "⟦";
@@ -99,6 +146,8 @@ pub struct JobSettings {
 /// A pod as Nomad objects: the job, and the items of its Variable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodJob {
+    /// Where the job goes (namespace and region only when the pod's annotations choose them).
+    pub at: JobRef,
     /// The job to register.
     pub job: Job,
     /// Items of the Variable at [`variable_path`] (empty: no Variable is needed). Values are the
@@ -148,6 +197,8 @@ pub fn gate_path(job_id: &str, task: &str) -> String {
 /// What the pod's annotations choose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Placement {
+    namespace: Option<String>,
+    region: Option<String>,
     driver: String,
     datacenters: Vec<String>,
     node_pool: Option<String>,
@@ -214,13 +265,34 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
             ));
         }
     };
+    let mut location = [None, None];
+    for (i, key, what) in [(0, ANN_NAMESPACE, "namespace"), (1, ANN_REGION, "region")] {
+        if let Some(v) = ann(key) {
+            if !valid_nomad_name(v) {
+                return Err(Unsupported::new(
+                    field(key),
+                    format!("{v:?} is not a valid Nomad {what} name (letters, digits and '-')"),
+                ));
+            }
+            location[i] = Some(v.to_owned());
+        }
+    }
+    let [namespace, region] = location;
     if spec.host_network && network_mode != "host" {
         return Err(Unsupported::new(
             field(ANN_NETWORK_MODE),
             format!("network mode {network_mode:?} contradicts spec.hostNetwork"),
         ));
     }
-    Ok(Placement { driver: driver.to_owned(), datacenters, node_pool, priority, network_mode })
+    Ok(Placement {
+        namespace,
+        region,
+        driver: driver.to_owned(),
+        datacenters,
+        node_pool,
+        priority,
+        network_mode,
+    })
 }
 
 /// Translates `spec` into the job to register and the items of its Variable.
@@ -282,8 +354,8 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
         id: id.clone(),
         name: id,
         type_: job_type.to_owned(),
-        namespace: s.namespace.clone(),
-        region: s.region.clone(),
+        namespace: place.namespace.clone().or_else(|| s.namespace.clone()),
+        region: place.region.clone().or_else(|| s.region.clone()),
         datacenters: place.datacenters,
         node_pool: place.node_pool,
         priority: place.priority,
@@ -324,7 +396,8 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
             ));
         }
     }
-    Ok(PodJob { job, items: b.items, gated })
+    let at = JobRef { id: job.id.clone(), namespace: place.namespace, region: place.region };
+    Ok(PodJob { at, job, items: b.items, gated })
 }
 
 /// Nomad's limit on one Variable: keys and values together, in bytes.
@@ -888,7 +961,7 @@ mod tests {
 
     #[test]
     fn docker_job_carries_the_pod() {
-        let PodJob { job, items, gated } = translate(json!({}), web("Always")).unwrap();
+        let PodJob { job, items, gated, .. } = translate(json!({}), web("Always")).unwrap();
         assert!(items.is_empty() && gated.is_empty());
         assert_eq!(job.id, "k8s-team-a_web");
         assert_eq!(job.type_, "service");
@@ -1184,5 +1257,28 @@ mod tests {
         let err = to_job(&w, &settings()).unwrap_err();
         assert_eq!(err.field, "spec.volumes");
         assert!(err.reason.contains("65536"), "{err}");
+    }
+
+    #[test]
+    fn namespace_and_region_annotations_place_the_job() {
+        let c = json!({"containers": [{"name": "c", "image": "i"}]});
+        let pj =
+            translate(json!({ANN_NAMESPACE: "apps", ANN_REGION: "eu-west"}), c.clone()).unwrap();
+        assert_eq!(pj.job.namespace.as_deref(), Some("apps"));
+        assert_eq!(pj.job.region.as_deref(), Some("eu-west"));
+        assert_eq!(pj.at.encode(), "k8s-team-a_web@apps@eu-west");
+        let plain = translate(json!({}), c.clone()).unwrap();
+        assert_eq!(plain.at, JobRef::local("k8s-team-a_web"));
+        assert_eq!(plain.at.encode(), "k8s-team-a_web");
+        for r in [
+            JobRef::local("j"),
+            JobRef { id: "j".into(), namespace: Some("n".into()), region: None },
+            JobRef { id: "j".into(), namespace: None, region: Some("r".into()) },
+            JobRef { id: "j".into(), namespace: Some("n".into()), region: Some("r".into()) },
+        ] {
+            assert_eq!(JobRef::parse(&r.encode()), r);
+        }
+        let err = translate(json!({ANN_REGION: "eu west"}), c).unwrap_err();
+        assert_eq!(err.field, format!("metadata.annotations[{ANN_REGION}]"));
     }
 }

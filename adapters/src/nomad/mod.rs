@@ -23,7 +23,7 @@ use vk_ports::{NodeProvider, PodProvider, ProviderError};
 
 use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable};
 use self::client::NomadClient;
-use self::job::JobSettings;
+use self::job::{JobRef, JobSettings};
 
 pub use self::client::{ClientConfig, ConfigError};
 
@@ -58,6 +58,8 @@ pub struct NomadProvider {
 
 #[derive(Debug, Default)]
 struct ClusterInfo {
+    /// Where each job lives, as last seen.
+    locations: HashMap<String, JobRef>,
     mhz_per_core: Option<u64>,
     node_ips: HashMap<String, String>,
     version: Option<String>,
@@ -88,12 +90,17 @@ impl NomadProvider {
         job::job_id(&self.settings.prefix, key)
     }
 
+    /// The client for where job `r` lives.
+    fn at(&self, r: &JobRef) -> NomadClient {
+        self.client.at(r.namespace.as_deref(), r.region.as_deref())
+    }
+
     /// The job as Nomad holds it, `None` if there is none.
     ///
     /// # Errors
     /// `Unavailable` when Nomad cannot be reached.
-    pub async fn job(&self, id: &str) -> Result<Option<Job>, ProviderError> {
-        match self.client.get::<Job>(&["v1", "job", id], &[]).await {
+    pub async fn job(&self, r: &JobRef) -> Result<Option<Job>, ProviderError> {
+        match self.at(r).get::<Job>(&["v1", "job", &r.id], &[]).await {
             Ok(j) => Ok(Some(j)),
             Err(ProviderError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -121,7 +128,11 @@ impl NomadProvider {
 
     /// Allocations of the jobs whose ID starts with `job_prefix` (or equals `exact`), with
     /// their allocated resources (for the IP).
-    async fn allocations(&self, exact: Option<&str>) -> Result<Vec<Allocation>, ProviderError> {
+    async fn allocations(
+        &self,
+        client: &NomadClient,
+        exact: Option<&str>,
+    ) -> Result<Vec<Allocation>, ProviderError> {
         let filter = match exact {
             Some(id) => format!("JobID == {}", quote(id)),
             None => format!(
@@ -129,7 +140,7 @@ impl NomadProvider {
                 quote(&format!("^{}", regex_escape(&self.settings.prefix)))
             ),
         };
-        self.client.get(&["v1", "allocations"], &[("resources", "true"), ("filter", &filter)]).await
+        client.get(&["v1", "allocations"], &[("resources", "true"), ("filter", &filter)]).await
     }
 
     async fn host_ip(&self, node_id: &str) -> Option<String> {
@@ -145,7 +156,7 @@ impl NomadProvider {
 
     async fn runtime_pod(
         &self,
-        job_id: &str,
+        at: &JobRef,
         stop: bool,
         meta: &BTreeMap<String, String>,
         allocs: &[&Allocation],
@@ -166,7 +177,7 @@ impl NomadProvider {
         };
         Some(RuntimePod {
             owner,
-            id: job_id.to_owned(),
+            id: at.encode(),
             stopping: stop,
             sandbox,
             images: alloc::images(meta),
@@ -176,11 +187,11 @@ impl NomadProvider {
     /// Registers `job` after writing the pod's Variable, when it has items.
     async fn register(&self, pod_job: &job::PodJob) -> Result<(), ProviderError> {
         let job = &pod_job.job;
+        let client = self.at(&pod_job.at);
         if !pod_job.items.is_empty() {
-            self.put_variable(&job::variable_path(&job.id), &pod_job.items, false).await?;
+            self.put_variable(&client, &job::variable_path(&job.id), &pod_job.items, false).await?;
         }
-        let resp: RegisterResponse = self
-            .client
+        let resp: RegisterResponse = client
             .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job })
             .await
             .map_err(|e| match e {
@@ -198,10 +209,14 @@ impl NomadProvider {
     }
 
     /// The Variable at `path`, `None` when there is none.
-    async fn variable(&self, path: &str) -> Result<Option<Variable>, ProviderError> {
+    async fn variable(
+        &self,
+        client: &NomadClient,
+        path: &str,
+    ) -> Result<Option<Variable>, ProviderError> {
         let mut segs = vec!["v1", "var"];
         segs.extend(path.split('/'));
-        match self.client.get::<Variable>(&segs, &[]).await {
+        match client.get::<Variable>(&segs, &[]).await {
             Ok(v) => Ok(Some(v)),
             Err(ProviderError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -211,6 +226,7 @@ impl NomadProvider {
     /// Writes the Variable at `path`; with `create_only`, an existing one is left as it is.
     async fn put_variable(
         &self,
+        client: &NomadClient,
         path: &str,
         items: &BTreeMap<String, String>,
         create_only: bool,
@@ -218,14 +234,13 @@ impl NomadProvider {
         let mut segs = vec!["v1", "var"];
         segs.extend(path.split('/'));
         let body = Variable {
-            namespace: self.client.namespace().unwrap_or_default().to_owned(),
+            namespace: client.namespace().unwrap_or_default().to_owned(),
             path: path.to_owned(),
             items: items.clone(),
             modify_index: 0,
         };
         let query: &[(&str, &str)] = if create_only { &[("cas", "0")] } else { &[] };
-        match self.client.send_json::<_, serde_json::Value>(Method::PUT, &segs, query, &body).await
-        {
+        match client.send_json::<_, serde_json::Value>(Method::PUT, &segs, query, &body).await {
             Ok(_) => Ok(()),
             Err(ProviderError::Conflict(_)) if create_only => Ok(()),
             Err(e) => Err(e),
@@ -233,14 +248,15 @@ impl NomadProvider {
     }
 
     /// Deletes the pod's Variable and its gates, if any.
-    async fn delete_variables(&self, job_id: &str) -> Result<(), ProviderError> {
-        let prefix = job::variable_path(job_id);
-        let vars: Vec<Variable> = self.client.get(&["v1", "vars"], &[("prefix", &prefix)]).await?;
+    async fn delete_variables(&self, r: &JobRef) -> Result<(), ProviderError> {
+        let client = self.at(r);
+        let prefix = job::variable_path(&r.id);
+        let vars: Vec<Variable> = client.get(&["v1", "vars"], &[("prefix", &prefix)]).await?;
         let gate_prefix = format!("{prefix}/");
         for v in vars.iter().filter(|v| v.path == prefix || v.path.starts_with(&gate_prefix)) {
             let mut segs = vec!["v1", "var"];
             segs.extend(v.path.split('/'));
-            match self.client.call::<serde_json::Value>(Method::DELETE, &segs, &[]).await {
+            match client.call::<serde_json::Value>(Method::DELETE, &segs, &[]).await {
                 Ok(_) | Err(ProviderError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -248,19 +264,53 @@ impl NomadProvider {
         Ok(())
     }
 
-    /// The ID of the allocation that stands for job `id` now, if it runs.
-    async fn running_alloc(&self, id: &str) -> Result<String, ProviderError> {
-        let allocs = self.allocations(Some(id)).await?;
+    /// The ID of the allocation that stands for job `r` now, if it runs.
+    async fn running_alloc(&self, r: &JobRef) -> Result<String, ProviderError> {
+        let id = &r.id;
+        let allocs = self.allocations(&self.at(r), Some(id)).await?;
         alloc::current(allocs.iter())
             .filter(|a| a.client_status == "running")
             .map(|a| a.id.clone())
             .ok_or_else(|| ProviderError::NotFound(format!("no running allocation of job {id}")))
     }
 
+    /// The regions to look in: all that Nomad knows (`/v1/regions`).
+    async fn regions(&self) -> Result<Vec<String>, ProviderError> {
+        self.client.get(&["v1", "regions"], &[]).await
+    }
+
+    /// Where job `id` lives: remembered from the last list or create, else searched for in every
+    /// namespace of every region.
+    async fn locate(&self, id: &str) -> Result<Option<JobRef>, ProviderError> {
+        if let Some(r) = self.cluster.read().ok().and_then(|c| c.locations.get(id).cloned()) {
+            return Ok(Some(r));
+        }
+        for region in self.regions().await? {
+            let c = self.client.at(Some("*"), Some(&region));
+            let jobs: Vec<JobStub> = c.get(&["v1", "jobs"], &[("prefix", id)]).await?;
+            if let Some(j) = jobs.into_iter().find(|j| j.id == id) {
+                let r = JobRef {
+                    id: id.to_owned(),
+                    namespace: Some(j.namespace).filter(|n| !n.is_empty()),
+                    region: Some(region),
+                };
+                self.remember_location(&r);
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    fn remember_location(&self, r: &JobRef) {
+        if let Ok(mut c) = self.cluster.write() {
+            c.locations.insert(r.id.clone(), r.clone());
+        }
+    }
+
     /// Only jobs this node owns may be changed: anything else is refused with `Conflict`.
-    async fn owned(&self, id: &str) -> Result<Job, ProviderError> {
-        let job =
-            self.job(id).await?.ok_or_else(|| ProviderError::NotFound(format!("job {id}")))?;
+    async fn owned(&self, r: &JobRef) -> Result<Job, ProviderError> {
+        let id = &r.id;
+        let job = self.job(r).await?.ok_or_else(|| ProviderError::NotFound(format!("job {id}")))?;
         if alloc::owner(&job.meta, &self.settings.node_name).is_none() {
             return Err(ProviderError::Conflict(format!(
                 "job {id} is not owned by node {}",
@@ -320,7 +370,7 @@ impl PodProvider for NomadProvider {
         let pod_job = job::to_job(spec, &self.settings())
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         let job = &pod_job.job;
-        if let Some(existing) = self.job(&job.id).await? {
+        if let Some(existing) = self.job(&pod_job.at).await? {
             match alloc::owner(&existing.meta, &self.settings.node_name) {
                 None => {
                     return Err(ProviderError::Conflict(format!(
@@ -330,24 +380,28 @@ impl PodProvider for NomadProvider {
                 }
                 Some(o) if o.uid == spec.uid && !existing.stop => {
                     debug!(job = %job.id, "job already registered");
+                    self.remember_location(&pod_job.at);
                     return Ok(());
                 }
                 Some(_) => {
                     // A job of an older pod of the same name: its gates must not open the new
                     // pod's init containers.
-                    self.delete_variables(&job.id).await?;
+                    self.delete_variables(&pod_job.at).await?;
                 }
             }
         }
         // The data first (inside `register`): the job's templates wait for it.
-        self.register(&pod_job).await
+        self.register(&pod_job).await?;
+        self.remember_location(&pod_job.at);
+        Ok(())
     }
 
     async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
         let mut pod_job = job::to_job(spec, &self.settings())
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-        let id = pod_job.job.id.clone();
-        let existing = self.owned(&id).await?;
+        let at = pod_job.at.clone();
+        let id = at.id.clone();
+        let existing = self.owned(&at).await?;
         let registered = alloc::images(&existing.meta);
         let changed: Vec<&str> = spec
             .all_containers()
@@ -355,10 +409,10 @@ impl PodProvider for NomadProvider {
             .map(|c| c.name.as_str())
             .collect();
         if !changed.is_empty() {
-            // Nomad replaces the whole allocation when a task's configuration changes: every
-            // container that ran restarts, and its restart count carries on from the old one.
+            // Nomad replaces the whole allocation when the job changes: every container that ran
+            // restarts, and its restart count carries on from the old one.
             let mut bases = alloc::restart_bases(&existing.meta);
-            let allocs = self.allocations(Some(&id)).await?;
+            let allocs = self.allocations(&self.at(&at), Some(&id)).await?;
             if let Some(a) = alloc::current(allocs.iter()) {
                 for (name, ts) in a.task_states.iter().flatten() {
                     let ran = ts.started_at.as_deref().is_some_and(|t| !t.starts_with("0001-"));
@@ -377,8 +431,9 @@ impl PodProvider for NomadProvider {
             info!(job = %id, containers = ?changed, "image changed; registering the job again");
             return self.register(&pod_job).await;
         }
+        let client = self.at(&at);
         let path = job::variable_path(&id);
-        let current = self.variable(&path).await?.map(|v| v.items).unwrap_or_default();
+        let current = self.variable(&client, &path).await?.map(|v| v.items).unwrap_or_default();
         // Keys that disappeared (a key removed from a ConfigMap) stay, empty: the job's templates
         // still name them, and a file whose key is gone is emptied rather than left stale.
         let mut next = pod_job.items;
@@ -389,13 +444,14 @@ impl PodProvider for NomadProvider {
             return Ok(());
         }
         debug!(job = %id, "pod data changed; updating its Variable");
-        self.put_variable(&path, &next, false).await
+        self.put_variable(&client, &path, &next, false).await
     }
 
     async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+        let r = JobRef::parse(id);
         let mut items = BTreeMap::new();
         items.insert("released".to_owned(), "true".to_owned());
-        self.put_variable(&job::gate_path(id, container), &items, true).await
+        self.put_variable(&self.at(&r), &job::gate_path(&r.id, container), &items, true).await
     }
 
     async fn exec(
@@ -404,15 +460,17 @@ impl PodProvider for NomadProvider {
         container: &str,
         command: &[String],
     ) -> Result<i32, ProviderError> {
-        let alloc = self.running_alloc(id).await?;
-        exec::run(&self.client, &alloc, container, command).await
+        let r = JobRef::parse(id);
+        let alloc = self.running_alloc(&r).await?;
+        exec::run(&self.at(&r), &alloc, container, command).await
     }
 
     async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
-        self.owned(id).await?;
-        let alloc = self.running_alloc(id).await?;
+        let r = JobRef::parse(id);
+        self.owned(&r).await?;
+        let alloc = self.running_alloc(&r).await?;
         let _: serde_json::Value = self
-            .client
+            .at(&r)
             .send_json(
                 Method::POST,
                 &["v1", "client", "allocation", &alloc, "restart"],
@@ -431,18 +489,20 @@ impl PodProvider for NomadProvider {
     }
 
     async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
-        self.owned(id).await?;
+        let r = JobRef::parse(id);
+        self.owned(&r).await?;
         let _: serde_json::Value =
-            self.client.call(Method::DELETE, &["v1", "job", id], &[]).await?;
+            self.at(&r).call(Method::DELETE, &["v1", "job", &r.id], &[]).await?;
         Ok(())
     }
 
     async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
-        self.owned(id).await?;
-        for a in self.allocations(Some(id)).await? {
+        let r = JobRef::parse(id);
+        self.owned(&r).await?;
+        let client = self.at(&r);
+        for a in self.allocations(&client, Some(&r.id)).await? {
             if matches!(a.client_status.as_str(), "pending" | "running") {
-                let r: Result<serde_json::Value, _> = self
-                    .client
+                let result: Result<serde_json::Value, _> = client
                     .send_json(
                         Method::POST,
                         &["v1", "client", "allocation", &a.id, "signal"],
@@ -450,7 +510,7 @@ impl PodProvider for NomadProvider {
                         &json!({"Signal": "SIGKILL"}),
                     )
                     .await;
-                match r {
+                match result {
                     Ok(_) | Err(ProviderError::NotFound(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -460,38 +520,62 @@ impl PodProvider for NomadProvider {
     }
 
     async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
-        self.owned(id).await?;
-        self.delete_variables(id).await?;
+        let r = JobRef::parse(id);
+        self.owned(&r).await?;
+        self.delete_variables(&r).await?;
         let _: serde_json::Value =
-            self.client.call(Method::DELETE, &["v1", "job", id], &[("purge", "true")]).await?;
+            self.at(&r).call(Method::DELETE, &["v1", "job", &r.id], &[("purge", "true")]).await?;
         Ok(())
     }
 
     async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
         let id = self.job_id(key);
-        let Some(job) = self.job(&id).await? else { return Ok(None) };
-        let allocs = self.allocations(Some(&id)).await?;
+        let Some(r) = self.locate(&id).await? else { return Ok(None) };
+        let Some(job) = self.job(&r).await? else {
+            // Gone since it was last seen: forget where it was.
+            if let Ok(mut c) = self.cluster.write() {
+                c.locations.remove(&id);
+            }
+            return Ok(None);
+        };
+        let allocs = self.allocations(&self.at(&r), Some(&id)).await?;
         let refs: Vec<&Allocation> = allocs.iter().collect();
-        Ok(self.runtime_pod(&id, job.stop, &job.meta, &refs).await)
+        Ok(self.runtime_pod(&r, job.stop, &job.meta, &refs).await)
     }
 
+    /// Lists every namespace of every region, so pods placed by annotation elsewhere are found.
     async fn list_pods(&self) -> Result<Vec<RuntimePod>, ProviderError> {
-        let jobs: Vec<JobStub> = self
-            .client
-            .get(&["v1", "jobs"], &[("meta", "true"), ("prefix", &self.settings.prefix)])
-            .await?;
-        let allocs = self.allocations(None).await?;
-        let mut by_job: HashMap<&str, Vec<&Allocation>> = HashMap::new();
-        for a in &allocs {
-            by_job.entry(a.job_id.as_str()).or_default().push(a);
-        }
         let mut pods = Vec::new();
-        for j in &jobs {
-            let meta = j.meta.clone().unwrap_or_default();
-            let allocs = by_job.get(j.id.as_str()).map(Vec::as_slice).unwrap_or_default();
-            if let Some(p) = self.runtime_pod(&j.id, j.stop, &meta, allocs).await {
-                pods.push(p);
+        let mut locations = HashMap::new();
+        for region in self.regions().await? {
+            let client = self.client.at(Some("*"), Some(&region));
+            let jobs: Vec<JobStub> = client
+                .get(&["v1", "jobs"], &[("meta", "true"), ("prefix", &self.settings.prefix)])
+                .await?;
+            let allocs = self.allocations(&client, None).await?;
+            let mut by_job: HashMap<(&str, &str), Vec<&Allocation>> = HashMap::new();
+            for a in &allocs {
+                by_job.entry((a.namespace.as_str(), a.job_id.as_str())).or_default().push(a);
             }
+            for j in &jobs {
+                let meta = j.meta.clone().unwrap_or_default();
+                let allocs = by_job
+                    .get(&(j.namespace.as_str(), j.id.as_str()))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let r = JobRef {
+                    id: j.id.clone(),
+                    namespace: Some(j.namespace.clone()).filter(|n| !n.is_empty()),
+                    region: Some(region.clone()),
+                };
+                if let Some(p) = self.runtime_pod(&r, j.stop, &meta, allocs).await {
+                    locations.insert(r.id.clone(), r);
+                    pods.push(p);
+                }
+            }
+        }
+        if let Ok(mut c) = self.cluster.write() {
+            c.locations = locations;
         }
         Ok(pods)
     }
