@@ -18,10 +18,37 @@ use vk_ports::{ClusterError, InputsApi};
 
 type Data = Option<BTreeMap<String, Vec<u8>>>;
 
+/// Services by namespace, shared between passes for [`SERVICES_TTL`]: every pod created reads the
+/// Services of its namespace and of `default`, and a burst of pods needs one list, not hundreds.
+#[derive(Debug, Default)]
+pub struct Services {
+    lists: Mutex<HashMap<String, (std::time::Instant, Vec<ServiceInfo>)>>,
+}
+
+/// How long a list of Services is reused.
+pub const SERVICES_TTL: Duration = Duration::from_secs(10);
+
+impl Services {
+    async fn get<K: InputsApi>(&self, api: &K, ns: &str) -> Result<Vec<ServiceInfo>, ClusterError> {
+        let fresh = {
+            let lists = self.lists.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            lists.get(ns).filter(|(at, _)| at.elapsed() < SERVICES_TTL).map(|(_, l)| l.clone())
+        };
+        if let Some(l) = fresh {
+            return Ok(l);
+        }
+        let list = api.services(ns).await?;
+        let mut lists = self.lists.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        lists.insert(ns.to_owned(), (std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
+}
+
 /// Reads for one pass.
 pub struct Resolver<'a, K> {
     api: &'a K,
     tokens: &'a Tokens,
+    shared_services: &'a Services,
     allocatable: NodeCapacity,
     config_maps: HashMap<(String, String), Data>,
     secrets: HashMap<(String, String), Data>,
@@ -29,11 +56,17 @@ pub struct Resolver<'a, K> {
 }
 
 impl<'a, K: InputsApi> Resolver<'a, K> {
-    /// A resolver with empty caches.
-    pub fn new(api: &'a K, tokens: &'a Tokens, allocatable: NodeCapacity) -> Self {
+    /// A resolver with empty caches for this pass.
+    pub fn new(
+        api: &'a K,
+        tokens: &'a Tokens,
+        services: &'a Services,
+        allocatable: NodeCapacity,
+    ) -> Self {
         Self {
             api,
             tokens,
+            shared_services: services,
             allocatable,
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
@@ -73,7 +106,7 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
         }
         for n in namespaces {
             if !self.services.contains_key(&n) {
-                let list = self.api.services(&n).await?;
+                let list = self.shared_services.get(self.api, &n).await?;
                 self.services.insert(n.clone(), list);
             }
             out.services.extend(self.services[&n].iter().cloned());

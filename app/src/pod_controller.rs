@@ -26,7 +26,7 @@ use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
 use vk_ports::{EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
 
-use crate::inputs::{Resolver, Tokens};
+use crate::inputs::{Resolver, Services, Tokens};
 use crate::prober::Prober;
 use crate::queue::WorkQueue;
 
@@ -65,6 +65,7 @@ pub struct PodController<P, K> {
     state: Mutex<State>,
     queue: Arc<WorkQueue<PodKey>>,
     tokens: Tokens,
+    services: Services,
     prober: Arc<Prober<P>>,
 }
 
@@ -85,6 +86,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             state: Mutex::new(State::default()),
             queue,
             tokens: Tokens::default(),
+            services: Services::default(),
             prober,
         })
     }
@@ -290,7 +292,8 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let allocatable = *self.settings.allocatable.borrow();
-        let mut resolver = Resolver::new(self.api.as_ref(), &self.tokens, allocatable);
+        let mut resolver =
+            Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
         let inputs = resolver
             .inputs(pod)
             .await
@@ -424,7 +427,8 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let allocatable = *self.settings.allocatable.borrow();
-        let mut resolver = Resolver::new(self.api.as_ref(), &self.tokens, allocatable);
+        let mut resolver =
+            Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
         let inputs =
             resolver.inputs(pod).await.map_err(|e| format!("reading the pod's inputs: {e}"))?;
         let spec = match WorkloadSpec::from_pod(pod, &inputs) {
@@ -534,7 +538,8 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 .collect()
         };
         let allocatable = *self.settings.allocatable.borrow();
-        let mut resolver = Resolver::new(self.api.as_ref(), &self.tokens, allocatable);
+        let mut resolver =
+            Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
         for pod in pods {
             let has_files = pod
                 .spec

@@ -54,6 +54,22 @@ pub struct NomadProvider {
     client: NomadClient,
     settings: JobSettings,
     cluster: RwLock<ClusterInfo>,
+    /// What was last written for each job: its images and Variable items. A refresh that computes
+    /// the same makes no request at all.
+    written: std::sync::Mutex<HashMap<String, Written>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Written {
+    images: BTreeMap<String, String>,
+    items: BTreeMap<String, String>,
+}
+
+fn written_of(spec: &WorkloadSpec, pod_job: &job::PodJob) -> Written {
+    Written {
+        images: spec.all_containers().map(|c| (c.name.clone(), c.image.clone())).collect(),
+        items: pod_job.items.clone(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -82,7 +98,12 @@ impl NomadProvider {
             driver_annotation: cfg.driver_annotation,
             mhz_per_core: DEFAULT_MHZ_PER_CORE,
         };
-        Ok(Self { client, settings, cluster: RwLock::new(ClusterInfo::default()) })
+        Ok(Self {
+            client,
+            settings,
+            cluster: RwLock::new(ClusterInfo::default()),
+            written: std::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     /// The job ID used for `key`.
@@ -301,6 +322,16 @@ impl NomadProvider {
         Ok(None)
     }
 
+    fn remember_written(&self, id: &str, w: Written) {
+        if let Ok(mut m) = self.written.lock() {
+            m.insert(id.to_owned(), w);
+        }
+    }
+
+    fn last_written(&self, id: &str) -> Option<Written> {
+        self.written.lock().ok().and_then(|m| m.get(id).cloned())
+    }
+
     fn remember_location(&self, r: &JobRef) {
         if let Ok(mut c) = self.cluster.write() {
             c.locations.insert(r.id.clone(), r.clone());
@@ -393,6 +424,7 @@ impl PodProvider for NomadProvider {
         // The data first (inside `register`): the job's templates wait for it.
         self.register(&pod_job).await?;
         self.remember_location(&pod_job.at);
+        self.remember_written(&job.id, written_of(spec, &pod_job));
         Ok(())
     }
 
@@ -401,6 +433,10 @@ impl PodProvider for NomadProvider {
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         let at = pod_job.at.clone();
         let id = at.id.clone();
+        let now = written_of(spec, &pod_job);
+        if self.last_written(&id).as_ref() == Some(&now) {
+            return Ok(());
+        }
         let existing = self.owned(&at).await?;
         let registered = alloc::images(&existing.meta);
         let changed: Vec<&str> = spec
@@ -429,7 +465,9 @@ impl PodProvider for NomadProvider {
                     .insert(format!("{}{name}", job::META_RESTARTS_PREFIX), n.to_string());
             }
             info!(job = %id, containers = ?changed, "image changed; registering the job again");
-            return self.register(&pod_job).await;
+            self.register(&pod_job).await?;
+            self.remember_written(&id, now);
+            return Ok(());
         }
         let client = self.at(&at);
         let path = job::variable_path(&id);
@@ -440,11 +478,12 @@ impl PodProvider for NomadProvider {
         for k in current.keys() {
             next.entry(k.clone()).or_default();
         }
-        if next == current || next.is_empty() {
-            return Ok(());
+        if next != current && !next.is_empty() {
+            debug!(job = %id, "pod data changed; updating its Variable");
+            self.put_variable(&client, &path, &next, false).await?;
         }
-        debug!(job = %id, "pod data changed; updating its Variable");
-        self.put_variable(&client, &path, &next, false).await
+        self.remember_written(&id, now);
+        Ok(())
     }
 
     async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
@@ -523,6 +562,9 @@ impl PodProvider for NomadProvider {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         self.delete_variables(&r).await?;
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(&r.id);
+        }
         let _: serde_json::Value =
             self.at(&r).call(Method::DELETE, &["v1", "job", &r.id], &[("purge", "true")]).await?;
         Ok(())
