@@ -495,6 +495,21 @@ async fn alloc_file(cx: &Ctx<'_>, alloc: &str, path: &str) -> anyhow::Result<Opt
     Ok(Some(r.text().await?))
 }
 
+/// Waits up to 60 s (a kubelet's bound for volume updates) for file `path` of `alloc` to hold
+/// `want`.
+async fn wait_file(cx: &Ctx<'_>, alloc: &str, path: &str, want: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{path} to hold {want:?}"),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let f = alloc_file(cx, alloc, path).await?;
+            Ok((f.as_deref() == Some(want)).then_some(()))
+        },
+    )
+    .await
+}
+
 /// Waits for `needle` in `task`'s output and returns the output.
 async fn wait_output(
     cx: &Ctx<'_>,
@@ -687,16 +702,7 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
         &kube::api::Patch::Merge(serde_json::json!({"data": {"mode": "slow"}})),
     )
     .await?;
-    wait_for(
-        "the mounted file to change",
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || async {
-            let f = alloc_file(&cx, &alloc, "alloc/volumes/config/mode").await?;
-            Ok((f.as_deref() == Some("slow")).then_some(()))
-        },
-    )
-    .await?;
+    wait_file(&cx, &alloc, "alloc/volumes/config/mode", "slow").await?;
     eprintln!("ConfigMap edit reached the file in {:?}", edited.elapsed());
     let after = cx.pods(ns).get("inputs").await?;
     let restarts: Vec<i32> = after
@@ -708,8 +714,66 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
         .collect();
     ensure!(restarts == [0, 0], "restart counts {restarts:?}");
     ensure!(current_alloc(&cx, &job_id).await? == alloc, "the allocation was replaced");
+    // A Secret edit reaches its files the same way.
+    secrets
+        .patch(
+            "app-secret",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"stringData": {"password": "rotated"}})),
+        )
+        .await?;
+    wait_file(&cx, &alloc, "alloc/volumes/secret/password", "rotated").await?;
     let out = task_stdout(&cx, &alloc, "app").await?;
     ensure!(out.matches("started").count() == 1, "app started again:\n{out}");
+    ensure!(current_alloc(&cx, &job_id).await? == alloc, "the allocation was replaced");
+    Ok(())
+}
+
+/// A projected service-account token is renewed before it expires, as a kubelet renews it (at
+/// 80 % of its life): with the shortest lifetime the API server grants (10 min), the file holds a
+/// new, valid token within 9 minutes, and the container was never restarted.
+async fn token_renewal(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-token", "e2e-token");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let p = pod("token")
+        .namespace(ns)
+        .on_node(node)
+        .container("main", &["sleep", "3600"])
+        .spec(serde_json::json!({
+            "automountServiceAccountToken": false,
+            "volumes": [{"name": "tok", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 600, "audience": "vault"}},
+                {"serviceAccountToken": {"path": "api-token", "expirationSeconds": 600}}
+            ]}}],
+        }))
+        .build();
+    let mut p = p;
+    if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.volume_mounts = Some(vec![serde_json::from_value(
+            serde_json::json!({"name": "tok", "mountPath": "/var/run/secrets/tokens"}),
+        )?]);
+    }
+    cx.create(&p).await?;
+    cx.wait_phase(ns, "token", "Running", Duration::from_secs(30)).await?;
+    let alloc = current_alloc(&cx, &format!("k8s-{ns}_token")).await?;
+    let first =
+        alloc_file(&cx, &alloc, "alloc/volumes/tok/api-token").await?.context("no token")?;
+    ensure!(cx.stack.whoami(&first).await? == format!("system:serviceaccount:{ns}:default"));
+    let started = Instant::now();
+    let renewed =
+        wait_for("a renewed token", Duration::from_secs(540), Duration::from_secs(5), || async {
+            let now = alloc_file(&cx, &alloc, "alloc/volumes/tok/api-token").await?;
+            Ok(now.filter(|t| !t.is_empty() && *t != first))
+        })
+        .await?;
+    eprintln!("token renewed {:?} after the pod ran", started.elapsed());
+    ensure!(
+        cx.stack.whoami(&renewed).await? == format!("system:serviceaccount:{ns}:default"),
+        "the renewed token does not authenticate"
+    );
+    let p = cx.pods(ns).get("token").await?;
+    let c = container_state(&p, "main").context("status")?;
+    ensure!(c.restart_count == 0, "restarted {} times", c.restart_count);
     Ok(())
 }
 
@@ -1234,7 +1298,8 @@ fn main() {
         unsupported_corpus,
         probes,
         lifecycle,
-        nomad_namespace
+        nomad_namespace,
+        token_renewal
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
