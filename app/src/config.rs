@@ -80,8 +80,9 @@ pub struct Cli {
     /// Workers processing pods concurrently.
     #[arg(long, default_value_t = 10)]
     pub pod_sync_workers: usize,
-    /// How often pod statuses are read from the backend (polling; the event stream replaces it later).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How often every workload is listed from the backend: a safety net under the changes the
+    /// backend pushes (Nomad's event stream), which update pod status at once.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,
     /// How often the node status is checked (and written when changed).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

@@ -24,7 +24,7 @@ use vk_domain::runtime::RuntimePod;
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
-use vk_ports::{EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
+use vk_ports::{Change, EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
 
 use crate::inputs::{Resolver, Services, Tokens};
 use crate::prober::Prober;
@@ -67,6 +67,8 @@ pub struct PodController<P, K> {
     tokens: Tokens,
     services: Services,
     prober: Arc<Prober<P>>,
+    /// Wakes the poll at once (the backend's change feed restarted).
+    poll_now: tokio::sync::Notify,
 }
 
 enum Outcome {
@@ -88,6 +90,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             tokens: Tokens::default(),
             services: Services::default(),
             prober,
+            poll_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -101,6 +104,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         tasks.spawn(Arc::clone(&self).watch(cancel.clone()));
         tasks.spawn(Arc::clone(&self).poll(cancel.clone()));
         tasks.spawn(Arc::clone(&self).refresh(cancel.clone()));
+        tasks.spawn(Arc::clone(&self).follow(cancel.clone()));
         for _ in 0..self.settings.workers.max(1) {
             tasks.spawn(Arc::clone(&self).work(cancel.clone()));
         }
@@ -162,6 +166,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = self.poll_now.notified() => {}
             }
             match self.provider.list_pods().await {
                 Ok(list) => {
@@ -188,6 +193,30 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                     }
                     failing = true;
                 }
+            }
+        }
+    }
+
+    /// Follows what the backend pushes: a changed workload is read again and its pod queued at
+    /// once; a restarted feed triggers a full list.
+    async fn follow(self: Arc<Self>, cancel: CancellationToken) {
+        let changes = self.provider.changes();
+        futures::pin_mut!(changes);
+        loop {
+            let change = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = changes.next() => match c { Some(c) => c, None => return },
+            };
+            match change {
+                Change::Pod(key) => match self.provider.get_pod(&key).await {
+                    Ok(fresh) => {
+                        self.remember(&key, fresh);
+                        self.queue.add(key);
+                    }
+                    Err(e) => debug!(pod = %key, error = %e, "reading a changed workload failed"),
+                },
+                Change::Resync => self.poll_now.notify_one(),
+                Change::Node => {}
             }
         }
     }

@@ -63,6 +63,17 @@ impl ProviderError {
     }
 }
 
+/// Something a backend tells without being asked (upstream's `PodNotifier`, generalised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The workload of this pod (or one of its placements) changed: read it again.
+    Pod(PodKey),
+    /// The backend's machines changed (added, drained, down): read the node's capacity again.
+    Node,
+    /// Changes may have been missed (the feed restarted): list everything again.
+    Resync,
+}
+
 /// A backend that runs pods. Implementations must be idempotent: every method may be called again
 /// for the same pod after a crash, a restart or a retry.
 pub trait PodProvider: Send + Sync + 'static {
@@ -159,6 +170,14 @@ pub trait PodProvider: Send + Sync + 'static {
         &self,
         key: &PodKey,
     ) -> impl Future<Output = Result<Option<RuntimePod>, ProviderError>> + Send;
+
+    /// Changes the backend pushes, so the caller need not poll. The stream starts with
+    /// [`Change::Resync`] and says it again whenever it may have missed something; it retries on
+    /// its own and does not end. Backends that cannot push keep the default, a stream that never
+    /// yields: the caller then relies on [`PodProvider::list_pods`] alone.
+    fn changes(&self) -> impl Stream<Item = Change> + Send + 'static {
+        futures::stream::pending()
+    }
 
     /// Every workload this node owns (and only those: workloads recorded for another node are never
     /// returned, so they are never touched).

@@ -1014,6 +1014,35 @@ async fn nomad_namespace(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Status is pushed by Nomad's event stream: with allocation polling set to once an hour, a pod
+/// still reaches Running, then Failed with its exit code, a few seconds after Nomad saw it.
+async fn pushed_status(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-pushed", "e2e-pushed");
+    let _vk = cx.stack.virtual_kubelet(node, &["--status-interval", "1h"])?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    // Let the one poll at start pass, so that what follows can only come from events.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = pod("quick")
+        .namespace(ns)
+        .on_node(node)
+        .restart("Never")
+        .container("main", &["sh", "-c", "sleep 4; exit 4"])
+        .build();
+    let created = Instant::now();
+    cx.create(&p).await?;
+    cx.wait_phase(ns, "quick", "Running", Duration::from_secs(20)).await?;
+    let running = created.elapsed();
+    let failed = cx.wait_phase(ns, "quick", "Failed", Duration::from_secs(20)).await?;
+    let code = container_state(&failed, "main")
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .map(|t| t.exit_code);
+    ensure!(code == Some(4), "exit code {code:?}");
+    println!("pushed: Running after {running:?}, Failed after {:?}", created.elapsed());
+    Ok(())
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1299,7 +1328,8 @@ fn main() {
         probes,
         lifecycle,
         nomad_namespace,
-        token_renewal
+        token_renewal,
+        pushed_status
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -6,12 +6,14 @@
 pub mod alloc;
 pub mod api;
 pub mod client;
+pub mod events;
 pub mod exec;
 pub mod job;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
+use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -19,7 +21,7 @@ use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::RuntimePod;
 use vk_domain::workload::WorkloadSpec;
-use vk_ports::{NodeProvider, PodProvider, ProviderError};
+use vk_ports::{Change, NodeProvider, PodProvider, ProviderError};
 
 use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable};
 use self::client::NomadClient;
@@ -57,6 +59,8 @@ pub struct NomadProvider {
     /// What was last written for each job: its images and Variable items. A refresh that computes
     /// the same makes no request at all.
     written: std::sync::Mutex<HashMap<String, Written>>,
+    /// The pod of each job this node owns, as last seen (for the event stream).
+    keys: std::sync::Arc<RwLock<HashMap<String, PodKey>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +107,7 @@ impl NomadProvider {
             settings,
             cluster: RwLock::new(ClusterInfo::default()),
             written: std::sync::Mutex::new(HashMap::new()),
+            keys: std::sync::Arc::default(),
         })
     }
 
@@ -183,6 +188,9 @@ impl NomadProvider {
         allocs: &[&Allocation],
     ) -> Option<RuntimePod> {
         let owner = alloc::owner(meta, &self.settings.node_name)?;
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(at.id.clone(), owner.key.clone());
+        }
         let bases = alloc::restart_bases(meta);
         let sandbox = match alloc::current(allocs.iter().copied()) {
             Some(a) => {
@@ -425,6 +433,9 @@ impl PodProvider for NomadProvider {
         self.register(&pod_job).await?;
         self.remember_location(&pod_job.at);
         self.remember_written(&job.id, written_of(spec, &pod_job));
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(job.id.clone(), spec.key.clone());
+        }
         Ok(())
     }
 
@@ -583,6 +594,27 @@ impl PodProvider for NomadProvider {
         let allocs = self.allocations(&self.at(&r), Some(&id)).await?;
         let refs: Vec<&Allocation> = allocs.iter().collect();
         Ok(self.runtime_pod(&r, job.stop, &job.meta, &refs).await)
+    }
+
+    /// Follows Nomad's event stream (all namespaces of the client's region): a change to a job of
+    /// this node's prefix, or to one of its allocations, becomes [`Change::Pod`].
+    fn changes(&self) -> impl futures::Stream<Item = Change> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(events::follow(self.client.clone(), self.settings.prefix.clone(), tx));
+        let keys = std::sync::Arc::clone(&self.keys);
+        let prefix = self.settings.prefix.clone();
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+            .filter_map(move |c| {
+                let out = match c {
+                    events::Change::Resync => Some(Change::Resync),
+                    events::Change::Node => Some(Change::Node),
+                    events::Change::Job { job, .. } => {
+                        let known = keys.read().ok().and_then(|k| k.get(&job).cloned());
+                        known.or_else(|| job::key_of(&prefix, &job)).map(Change::Pod)
+                    }
+                };
+                futures::future::ready(out)
+            })
     }
 
     /// Lists every namespace of every region, so pods placed by annotation elsewhere are found.
