@@ -166,19 +166,23 @@ pub const MAX_JOB_ID: usize = 60;
 /// Unambiguous because neither namespaces nor names contain `_` or `~`; stable across restarts, so
 /// registering again never duplicates a job; made of the characters Nomad allows in Variable paths
 /// (`[A-Za-z0-9_~-]`, no `.`), so that the job's tasks can read the Variable at `nomad/jobs/<job>`
-/// through their workload identity. An ID longer than [`MAX_JOB_ID`] keeps its first 43
-/// characters, then `-` and 16 hex digits of an FNV-1a hash of the whole.
+/// through their workload identity. An ID longer than [`MAX_JOB_ID`] keeps its first 42
+/// characters, then `-H` and 16 hex digits of an FNV-1a hash of the whole: the upper-case `H`
+/// never occurs in a namespace or a name, so a hashed ID never equals the ID of another pod.
 pub fn job_id(prefix: &str, key: &PodKey) -> String {
     let raw = format!("{prefix}{}_{}", key.namespace(), key.name().replace('.', "~"));
     if raw.len() <= MAX_JOB_ID {
         return raw;
     }
-    format!("{}-{}", &raw[..MAX_JOB_ID - 17], fnv(&[&raw]))
+    format!("{}-H{}", &raw[..MAX_JOB_ID - 18], fnv(&[&raw]))
 }
 
 /// The pod of job `id`, when the ID is one [`job_id`] makes without hashing.
 pub fn key_of(prefix: &str, id: &str) -> Option<PodKey> {
     let rest = id.strip_prefix(prefix)?;
+    if rest.chars().any(|c| c.is_ascii_uppercase()) {
+        return None;
+    }
     let (ns, name) = rest.split_once('_')?;
     let key = PodKey::new(ns, name.replace('~', ".")).ok()?;
     (job_id(prefix, &key) == id).then_some(key)
@@ -968,6 +972,10 @@ mod tests {
         let k = PodKey::new("team", "web.v1").unwrap();
         assert_eq!(key_of("k8s-", &job_id("k8s-", &k)), Some(k));
         assert_eq!(key_of("k8s-", &x), None, "hashed IDs cannot be read back");
+        // A pod named like a hashed ID gets its own ID.
+        let lookalike =
+            PodKey::new("team", x.strip_prefix("k8s-team_").unwrap().to_lowercase()).unwrap();
+        assert_ne!(job_id("k8s-", &lookalike), x);
         assert_eq!(key_of("k8s-", "other"), None);
     }
 
