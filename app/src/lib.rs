@@ -67,6 +67,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     info!(node = %node.name, nomad = %cli.nomad_addr, "starting virtual-kubelet");
 
     let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
+    let node_changed = Arc::new(tokio::sync::Notify::new());
     let node_task = tokio::spawn(node_controller::run(
         Arc::clone(&provider),
         Arc::new(KubeNodeApi::new(client.clone())),
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
             report_interval: cli.node_status_report_interval,
         },
         capacity_tx,
+        Arc::clone(&node_changed),
         cancel.clone(),
     ));
     let pods = pod_controller::PodController::new(
@@ -87,6 +89,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
             status_interval: cli.status_interval,
             refresh_interval: cli.volume_refresh_interval,
             allocatable: capacity_rx,
+            node_changed,
         },
     );
     let pod_task = tokio::spawn(pods.run(cancel.clone()));

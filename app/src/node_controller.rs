@@ -45,7 +45,8 @@ async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health
 
 /// Registers the node (retrying with backoff until it succeeds or `cancel` fires), then keeps it.
 /// Every capacity read from the backend is also sent on `published` (the pod controller resolves
-/// `resourceFieldRef` limits a container does not set to it).
+/// `resourceFieldRef` limits a container does not set to it). `check_now` asks for a check before
+/// the next tick (the backend's machines changed: Nomad node events).
 /// Returns when `cancel` fires. Errors are logged, never fatal.
 pub async fn run<P: NodeProvider, N: NodeApi>(
     provider: Arc<P>,
@@ -53,6 +54,7 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
     config: NodeConfig,
     timing: Timing,
     published: tokio::sync::watch::Sender<NodeCapacity>,
+    check_now: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
     let (capacity, health) = observe(provider.as_ref()).await;
@@ -86,7 +88,12 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
                     metrics_warn("lease renewal failed", &e);
                 }
             }
-            _ = status_tick.tick() => {
+            _ = async {
+                tokio::select! {
+                    _ = status_tick.tick() => {}
+                    _ = check_now.notified() => {}
+                }
+            } => {
                 let (capacity, health) = observe(provider.as_ref()).await;
                 if let Some(c) = capacity {
                     published.send_replace(c);

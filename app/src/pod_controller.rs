@@ -30,6 +30,9 @@ use crate::inputs::{Resolver, Services, Tokens};
 use crate::prober::Prober;
 use crate::queue::WorkQueue;
 
+/// Histogram: seconds from the backend's change (Nomad's event time) to the pod status written.
+pub const STATUS_PROPAGATION: &str = "vk_status_propagation_seconds";
+
 /// Settings of the pod controller.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -44,6 +47,8 @@ pub struct Settings {
     pub refresh_interval: Duration,
     /// The node's allocatable resources, as the node controller last read them.
     pub allocatable: tokio::sync::watch::Receiver<NodeCapacity>,
+    /// Notified when the backend says its machines changed, so the node is checked at once.
+    pub node_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -55,6 +60,8 @@ struct State {
     backoff: HashMap<PodKey, ExponentialBackoff>,
     /// Events already recorded, by pod UID: `(reason, message)`.
     recorded: HashMap<String, HashSet<(String, String)>>,
+    /// When the backend changed each pod's workload, for changes not yet written as status.
+    changed_at: HashMap<PodKey, Timestamp>,
 }
 
 /// The controller; [`PodController::run`] drives it.
@@ -208,15 +215,25 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 c = changes.next() => match c { Some(c) => c, None => return },
             };
             match change {
-                Change::Pod(key) => match self.provider.get_pod(&key).await {
+                Change::Pod { key, at } => match self.provider.get_pod(&key).await {
                     Ok(fresh) => {
+                        {
+                            let mut st = self.state();
+                            if let Some(at) = at {
+                                // Keep the earliest change not yet written.
+                                st.changed_at.entry(key.clone()).or_insert(at);
+                            }
+                        }
                         self.remember(&key, fresh);
                         self.queue.add(key);
                     }
                     Err(e) => debug!(pod = %key, error = %e, "reading a changed workload failed"),
                 },
-                Change::Resync => self.poll_now.notify_one(),
-                Change::Node => {}
+                Change::Resync => {
+                    self.poll_now.notify_one();
+                    self.settings.node_changed.notify_one();
+                }
+                Change::Node => self.settings.node_changed.notify_one(),
             }
         }
     }
@@ -399,11 +416,17 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         new: k8s_openapi::api::core::v1::PodStatus,
     ) -> Result<(), String> {
         if !status::differs(pod.status.as_ref(), &new) {
+            // A change that shows nothing new is not a propagation to measure.
+            self.state().changed_at.remove(key);
             return Ok(());
         }
         match self.api.update_status(key, &new).await {
             Ok(()) => {
                 debug!(phase = new.phase.as_deref(), "pod status written");
+                if let Some(at) = self.state().changed_at.remove(key) {
+                    let delay = Timestamp::now().duration_since(at).as_secs_f64().max(0.0);
+                    metrics::histogram!(STATUS_PROPAGATION).record(delay);
+                }
                 // Keep the local copy current so the next poll does not write the same again.
                 let mut st = self.state();
                 if let Some(p) = st.pods.get_mut(key).filter(|p| pod::uid(p) == pod::uid(pod)) {

@@ -101,6 +101,7 @@ async fn lease_renews_every_ten_seconds_and_ready_follows_the_backend() {
         config(),
         timing,
         tokio::sync::watch::channel(NodeCapacity::default()).0,
+        Arc::new(tokio::sync::Notify::new()),
         cancel.clone(),
     ));
 
@@ -147,6 +148,7 @@ async fn a_deleted_node_is_registered_again() {
         config(),
         timing,
         tokio::sync::watch::channel(NodeCapacity::default()).0,
+        Arc::new(tokio::sync::Notify::new()),
         cancel.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -298,6 +298,7 @@ impl Harness {
             status_interval: Duration::from_millis(20),
             refresh_interval: Duration::from_secs(3600),
             allocatable: tokio::sync::watch::channel(NodeCapacity::default()).1,
+            node_changed: Arc::new(tokio::sync::Notify::new()),
         };
         let controller = PodController::new(Arc::clone(&provider), Arc::clone(&api), settings);
         let cancel = CancellationToken::new();

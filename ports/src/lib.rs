@@ -66,8 +66,14 @@ impl ProviderError {
 /// Something a backend tells without being asked (upstream's `PodNotifier`, generalised).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The workload of this pod (or one of its placements) changed: read it again.
-    Pod(PodKey),
+    /// The workload of this pod (or one of its placements) changed, at `at` when the backend says:
+    /// read it again.
+    Pod {
+        /// The pod.
+        key: PodKey,
+        /// When the backend made the change.
+        at: Option<Timestamp>,
+    },
     /// The backend's machines changed (added, drained, down): read the node's capacity again.
     Node,
     /// Changes may have been missed (the feed restarted): list everything again.

@@ -1043,6 +1043,78 @@ async fn pushed_status(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM: the process finishes in-flight work and exits 0 well within its grace period, and
+/// deletes nothing: jobs keep running and pods keep their status.
+async fn graceful_shutdown(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-term", "e2e-term");
+    let mut vk = cx.node_and_namespace(node, ns).await?;
+    for i in 0..3 {
+        let p =
+            pod(&format!("p{i}")).namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+        cx.create(&p.build()).await?;
+    }
+    for i in 0..3 {
+        cx.wait_phase(ns, &format!("p{i}"), "Running", Duration::from_secs(30)).await?;
+    }
+    let asked = Instant::now();
+    let status = tokio::task::block_in_place(|| vk.terminate(Duration::from_secs(30)));
+    let status = status.context("still running 30 s after SIGTERM (the grace period)")?;
+    ensure!(status.success(), "exit status {status}");
+    println!("exited 0 {:?} after SIGTERM", asked.elapsed());
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(
+        jobs.len() == 3 && jobs.iter().all(|j| j["Stop"] == false),
+        "jobs after shutdown: {jobs:?}"
+    );
+    for i in 0..3 {
+        let p = cx.pods(ns).get(&format!("p{i}")).await?;
+        ensure!(p.metadata.deletion_timestamp.is_none(), "p{i} is being deleted");
+        ensure!(p.status.and_then(|s| s.phase).as_deref() == Some("Running"), "p{i} not Running");
+    }
+    Ok(())
+}
+
+/// SIGKILL while 50 pods are being created: after a restart exactly 50 jobs exist, one per pod,
+/// and all 50 pods reach Running.
+async fn killed_during_creation(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-crash", "e2e-crash");
+    let vk = cx.node_and_namespace(node, ns).await?;
+    for i in 0..50 {
+        let p = pod(&format!("p{i:02}"))
+            .namespace(ns)
+            .on_node(node)
+            .container("main", &["sleep", "600"]);
+        cx.create(&p.build()).await?;
+    }
+    // Kill it once some, not all, of the jobs exist.
+    wait_for("the first jobs", Duration::from_secs(60), Duration::from_millis(100), || async {
+        Ok((!cx.jobs_of(node).await?.is_empty()).then_some(()))
+    })
+    .await?;
+    drop(vk);
+    let before = cx.jobs_of(node).await?.len();
+    println!("{before} of 50 jobs existed at the kill");
+    let _vk = cx.start_vk(node)?;
+    wait_for("all 50 pods Running", Duration::from_secs(240), Duration::from_secs(1), || async {
+        let pods = cx.pods(ns).list(&ListParams::default()).await?;
+        let running = pods
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        Ok((running == 50).then_some(()))
+    })
+    .await?;
+    let jobs = cx.jobs_of(node).await?;
+    let ids: BTreeSet<String> =
+        jobs.iter().filter_map(|j| j["ID"].as_str().map(str::to_owned)).collect();
+    ensure!(jobs.len() == 50 && ids.len() == 50, "{} jobs, {} distinct", jobs.len(), ids.len());
+    for i in 0..50 {
+        ensure!(ids.contains(&format!("k8s-{ns}_p{i:02}")), "no job for p{i:02}");
+    }
+    Ok(())
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1329,7 +1401,9 @@ fn main() {
         lifecycle,
         nomad_namespace,
         token_renewal,
-        pushed_status
+        pushed_status,
+        graceful_shutdown,
+        killed_during_creation
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

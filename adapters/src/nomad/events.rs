@@ -34,6 +34,9 @@ pub enum Change {
         namespace: String,
         /// Raft index of the change.
         index: u64,
+        /// When Nomad made the change, Unix ns (the allocation's `ModifyTime`, the job's
+        /// `SubmitTime`); 0 when the event does not say.
+        time_ns: i64,
     },
     /// A Nomad node changed (registered, drained, down, up).
     Node,
@@ -97,25 +100,32 @@ pub fn parse_line(line: &str, prefix: &str) -> Line {
     };
     let mut changes = Vec::new();
     for e in events {
-        let job = match e.topic.as_str() {
-            "Allocation" => e.payload["Allocation"]["JobID"].as_str().map(str::to_owned),
-            "Job" => Some(e.key.clone()),
+        let (job, time_ns) = match e.topic.as_str() {
+            "Allocation" => {
+                let a = &e.payload["Allocation"];
+                (a["JobID"].as_str().map(str::to_owned), a["ModifyTime"].as_i64().unwrap_or(0))
+            }
+            "Job" => (Some(e.key.clone()), e.payload["Job"]["SubmitTime"].as_i64().unwrap_or(0)),
             "Node" => {
                 if !changes.contains(&Change::Node) {
                     changes.push(Change::Node);
                 }
                 continue;
             }
-            _ => None,
+            _ => (None, 0),
         };
         if let Some(job) = job.filter(|j| j.starts_with(prefix)) {
-            let c = Change::Job {
-                job,
-                namespace: e.namespace,
-                index: if e.index > 0 { e.index } else { batch.index },
-            };
-            if !changes.contains(&c) {
-                changes.push(c);
+            let index = if e.index > 0 { e.index } else { batch.index };
+            // One change per job and batch: the earliest time, the latest index.
+            match changes.iter_mut().find(|c| matches!(c, Change::Job { job: j, .. } if *j == job))
+            {
+                Some(Change::Job { index: i, time_ns: t, .. }) => {
+                    *i = (*i).max(index);
+                    if *t == 0 || (time_ns > 0 && time_ns < *t) {
+                        *t = time_ns;
+                    }
+                }
+                _ => changes.push(Change::Job { job, namespace: e.namespace, index, time_ns }),
             }
         }
     }
@@ -224,7 +234,9 @@ mod tests {
         assert!(matches!(parse_line(r#"{"Index":3}"#, "k8s-"), Line::Malformed(_)));
         let line = r#"{"Index":42,"Events":[
             {"Topic":"Allocation","Type":"AllocationUpdated","Key":"a1","Namespace":"default","Index":41,
-             "Payload":{"Allocation":{"ID":"a1","JobID":"k8s-ns_web"}}},
+             "Payload":{"Allocation":{"ID":"a1","JobID":"k8s-ns_web","ModifyTime":1700000000000000000}}},
+            {"Topic":"Allocation","Type":"AllocationUpdated","Key":"a1","Namespace":"default","Index":42,
+             "Payload":{"Allocation":{"ID":"a1","JobID":"k8s-ns_web","ModifyTime":1700000000500000000}}},
             {"Topic":"Allocation","Type":"AllocationUpdated","Key":"a2","Namespace":"default","Index":42,
              "Payload":{"Allocation":{"ID":"a2","JobID":"other-job"}}},
             {"Topic":"Job","Type":"JobRegistered","Key":"k8s-ns_db","Namespace":"apps","Index":42,"Payload":{"Job":{}}},

@@ -608,9 +608,17 @@ impl PodProvider for NomadProvider {
                 let out = match c {
                     events::Change::Resync => Some(Change::Resync),
                     events::Change::Node => Some(Change::Node),
-                    events::Change::Job { job, .. } => {
+                    events::Change::Job { job, time_ns, .. } => {
                         let known = keys.read().ok().and_then(|k| k.get(&job).cloned());
-                        known.or_else(|| job::key_of(&prefix, &job)).map(Change::Pod)
+                        let at = (time_ns > 0)
+                            .then(|| {
+                                vk_domain::jiff::Timestamp::from_nanosecond(i128::from(time_ns))
+                                    .ok()
+                            })
+                            .flatten();
+                        known
+                            .or_else(|| job::key_of(&prefix, &job))
+                            .map(|key| Change::Pod { key, at })
                     }
                 };
                 futures::future::ready(out)
