@@ -252,9 +252,15 @@ mod tests {
                     Change::Job {
                         job: "k8s-ns_web".into(),
                         namespace: "default".into(),
-                        index: 41
+                        index: 42,
+                        time_ns: 1_700_000_000_000_000_000
                     },
-                    Change::Job { job: "k8s-ns_db".into(), namespace: "apps".into(), index: 42 },
+                    Change::Job {
+                        job: "k8s-ns_db".into(),
+                        namespace: "apps".into(),
+                        index: 42,
+                        time_ns: 0
+                    },
                     Change::Node,
                 ]
             }
@@ -327,8 +333,12 @@ mod tests {
         .unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         tokio::spawn(follow(client, "k8s-".into(), tx));
-        let job =
-            |j: &str, index| Change::Job { job: j.into(), namespace: "default".into(), index };
+        let job = |j: &str, index| Change::Job {
+            job: j.into(),
+            namespace: "default".into(),
+            index,
+            time_ns: 0,
+        };
         let mut got = Vec::new();
         for _ in 0..6 {
             let c =
