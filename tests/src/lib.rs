@@ -76,6 +76,8 @@ pub struct Stack {
     /// `http://127.0.0.1:<port>` of the Nomad agent.
     pub nomad_addr: String,
     procs: Vec<Process>,
+    /// kube-apiserver's program and arguments, and its place in `procs`, to restart it.
+    apiserver: Option<(PathBuf, Vec<std::ffi::OsString>, usize)>,
 }
 
 fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str) -> String {
@@ -112,6 +114,7 @@ impl Stack {
             peers,
             pki,
             procs: Vec::new(),
+            apiserver: None,
         };
         stack.start_nomad().context("starting Nomad")?;
         stack.start_control_plane().await.context("starting the control plane")?;
@@ -220,6 +223,8 @@ impl Stack {
             .arg("--allow-privileged=true")
             .arg("--profiling=false")
             .arg("--v=1");
+        let args: Vec<std::ffi::OsString> = api.get_args().map(ToOwned::to_owned).collect();
+        self.apiserver = Some((self.peers.kube_apiserver.clone(), args, self.procs.len()));
         self.spawn("kube-apiserver", api)?;
         let url = format!("{}/readyz", self.apiserver_url);
         self.ready("kube-apiserver", &url, Duration::from_secs(120)).await?;
@@ -370,6 +375,24 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await?;
         Ok(Client::try_from(cfg)?)
+    }
+
+    /// Stops kube-apiserver (SIGTERM), keeps it down for `down`, and starts it again with the same
+    /// flags, port and etcd data; returns once it is ready.
+    ///
+    /// # Errors
+    /// It failing to start again or to become ready.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> anyhow::Result<()> {
+        let (program, args, idx) = self.apiserver.clone().context("no kube-apiserver")?;
+        let proc = self.procs.get_mut(idx).context("no kube-apiserver process")?;
+        tokio::task::block_in_place(|| proc.terminate(Duration::from_secs(30)));
+        tokio::time::sleep(down).await;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        let log = self.log("kube-apiserver-restarted");
+        self.procs[idx] = Process::spawn("kube-apiserver", cmd, &log)?;
+        let url = format!("{}/readyz", self.apiserver_url);
+        self.ready("kube-apiserver", &url, Duration::from_secs(120)).await
     }
 
     /// Who the API server says `token` is (a SelfSubjectReview made with that bearer token).

@@ -1115,6 +1115,51 @@ async fn killed_during_creation(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// kube-apiserver restarted (on a stack of its own, down for 15 s): the pod watch resumes, a pod
+/// created afterwards runs, a pod that finished while the API server was down gets its final
+/// status, and no job is duplicated or registered again.
+async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-apiserver", "e2e-apiserver");
+    let mut stack = Stack::start().await?;
+    let _vk = stack.virtual_kubelet(node, &[])?;
+    let version = {
+        let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+        stack.namespace(ns).await?;
+        cx.wait_ready(node, Duration::from_secs(30)).await?;
+        cx.create(
+            &pod("steady").namespace(ns).on_node(node).container("main", &["sleep", "600"]).build(),
+        )
+        .await?;
+        cx.create(
+            &pod("finishes")
+                .namespace(ns)
+                .on_node(node)
+                .restart("Never")
+                .container("main", &["sh", "-c", "sleep 12; exit 0"])
+                .build(),
+        )
+        .await?;
+        cx.wait_phase(ns, "steady", "Running", Duration::from_secs(30)).await?;
+        cx.wait_phase(ns, "finishes", "Running", Duration::from_secs(30)).await?;
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+        job["Version"].clone()
+    };
+    stack.restart_apiserver(Duration::from_secs(15)).await?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    cx.wait_phase(ns, "finishes", "Succeeded", Duration::from_secs(60)).await?;
+    cx.create(
+        &pod("after").namespace(ns).on_node(node).container("main", &["sleep", "600"]).build(),
+    )
+    .await?;
+    cx.wait_phase(ns, "after", "Running", Duration::from_secs(60)).await?;
+    cx.wait_phase(ns, "steady", "Running", Duration::from_secs(10)).await?;
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(jobs.len() == 3, "{} jobs: {jobs:?}", jobs.len());
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+    ensure!(job["Version"] == version, "the steady job was registered again");
+    Ok(())
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1403,7 +1448,8 @@ fn main() {
         token_renewal,
         pushed_status,
         graceful_shutdown,
-        killed_during_creation
+        killed_during_creation,
+        apiserver_restart
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
