@@ -138,6 +138,10 @@ pub struct Cli {
     /// Task driver for pods without the driver annotation.
     #[arg(long, default_value = "docker")]
     pub nomad_driver: String,
+    /// Nomad API requests in flight at most (the event stream and exec sessions not counted);
+    /// 0 for no limit.
+    #[arg(long, default_value_t = 32)]
+    pub nomad_max_requests: usize,
     /// Prefix of the Nomad job IDs (up to 16 of `A-Za-z0-9_~-`, the characters of Nomad
     /// Variable paths).
     #[arg(long, default_value = "k8s-", value_parser = parse_prefix)]
@@ -205,6 +209,7 @@ impl Cli {
                 client_cert: self.nomad_client_cert.clone(),
                 client_key: self.nomad_client_key.clone(),
                 skip_verify: self.nomad_skip_verify,
+                max_concurrent_requests: self.nomad_max_requests,
                 ..ClientConfig::default()
             },
             node_name: self.nodename.clone(),

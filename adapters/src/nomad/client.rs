@@ -30,6 +30,8 @@ pub struct ClientConfig {
     pub skip_verify: bool,
     /// Timeout of each request.
     pub timeout: Duration,
+    /// Requests in flight at most (the event stream and exec sessions not counted); 0: no limit.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +44,7 @@ impl Default for ClientConfig {
             ca_cert: None,
             client_cert: None,
             client_key: None,
+            max_concurrent_requests: 32,
             skip_verify: false,
             timeout: Duration::from_secs(30),
         }
@@ -77,6 +80,7 @@ pub struct NomadClient {
     token: Option<String>,
     namespace: Option<String>,
     region: Option<String>,
+    limit: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl NomadClient {
@@ -129,6 +133,9 @@ impl NomadClient {
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
             region: cfg.region.clone().filter(|r| !r.is_empty()),
+            limit: (cfg.max_concurrent_requests > 0).then(|| {
+                std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests))
+            }),
         })
     }
 
@@ -180,6 +187,14 @@ impl NomadClient {
     /// # Errors
     /// As above, with Nomad's error text.
     pub async fn send(&self, req: RequestBuilder) -> Result<Response, ProviderError> {
+        // At most `max_concurrent_requests` in flight: a burst of pods must not flood Nomad.
+        let _permit = match &self.limit {
+            Some(l) => Some(l.acquire().await.map_err(|e| ProviderError::Unavailable {
+                message: format!("Nomad request limiter closed: {e}"),
+                source: None,
+            })?),
+            None => None,
+        };
         let resp = req.send().await.map_err(|e| ProviderError::Unavailable {
             message: format!("Nomad request failed: {e}"),
             source: Some(Box::new(e)),
@@ -292,5 +307,48 @@ mod tests {
             "http://127.0.0.1:4646/v1/job/k8s-a.b%20c?namespace=apps&region=eu"
         );
         assert_eq!(req.headers()["X-Nomad-Token"], "secret");
+    }
+
+    /// A fake Nomad counts connections open at once: with a limit of 2, five concurrent calls
+    /// never have more than 2 in flight.
+    #[tokio::test]
+    async fn requests_in_flight_are_limited() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(AtomicUsize::new(0));
+        let peak = std::sync::Arc::new(AtomicUsize::new(0));
+        let (o, p) = (open.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let (o, p) = (o.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = sock.read(&mut buf).await;
+                    let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+                        )
+                        .await;
+                });
+            }
+        });
+        let c = NomadClient::new(&ClientConfig {
+            address: format!("http://{addr}"),
+            max_concurrent_requests: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let calls = (0..5).map(|_| c.get::<Vec<serde_json::Value>>(&["v1", "jobs"], &[]));
+        for r in futures::future::join_all(calls).await {
+            assert!(r.unwrap().is_empty());
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
     }
 }
