@@ -1079,11 +1079,14 @@ async fn graceful_shutdown(cx: Ctx<'_>) -> anyhow::Result<()> {
 async fn killed_during_creation(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-crash", "e2e-crash");
     let vk = cx.node_and_namespace(node, ns).await?;
+    // Small requests: fifty pods at Nomad's defaults (100 MHz, 300 MB each) would fill the test
+    // node and starve the other tests' pods.
+    let small = serde_json::json!({"containers": [{
+        "name": "main", "image": "busybox", "command": ["sleep", "600"],
+        "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}}
+    }]});
     for i in 0..50 {
-        let p = pod(&format!("p{i:02}"))
-            .namespace(ns)
-            .on_node(node)
-            .container("main", &["sleep", "600"]);
+        let p = pod(&format!("p{i:02}")).namespace(ns).on_node(node).spec(small.clone());
         cx.create(&p.build()).await?;
     }
     // Kill it once some, not all, of the jobs exist.
