@@ -62,6 +62,8 @@ struct State {
     recorded: HashMap<String, HashSet<(String, String)>>,
     /// When the backend changed each pod's workload, for changes not yet written as status.
     changed_at: HashMap<PodKey, Timestamp>,
+    /// Pods whose workload the backend says changed since it was last read.
+    dirty: HashSet<PodKey>,
 }
 
 /// The controller; [`PodController::run`] drives it.
@@ -215,20 +217,18 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 c = changes.next() => match c { Some(c) => c, None => return },
             };
             match change {
-                Change::Pod { key, at } => match self.provider.get_pod(&key).await {
-                    Ok(fresh) => {
-                        {
-                            let mut st = self.state();
-                            if let Some(at) = at {
-                                // Keep the earliest change not yet written.
-                                st.changed_at.entry(key.clone()).or_insert(at);
-                            }
-                        }
-                        self.remember(&key, fresh);
-                        self.queue.add(key);
+                Change::Pod { key, at } => {
+                    // The workers read it again (once for a burst of changes: the queue holds a
+                    // key once), so a busy feed never waits on the backend here.
+                    let mut st = self.state();
+                    if let Some(at) = at {
+                        // Keep the earliest change not yet written.
+                        st.changed_at.entry(key.clone()).or_insert(at);
                     }
-                    Err(e) => debug!(pod = %key, error = %e, "reading a changed workload failed"),
-                },
+                    st.dirty.insert(key.clone());
+                    drop(st);
+                    self.queue.add(key);
+                }
                 Change::Resync => {
                     self.poll_now.notify_one();
                     self.settings.node_changed.notify_one();
@@ -281,9 +281,20 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             let ctx = Context { now: Timestamp::now(), pods_synced: st.pods_synced };
             (st.pods.get(key).cloned(), st.runtime.get(key).cloned(), ctx)
         };
-        // A pod being deleted is looked at every second until its containers are gone: read its
-        // workload fresh instead of waiting for the next poll.
+        // A pod being deleted is looked at every second until its containers are gone, and a pod
+        // whose workload changed is read again: fresh, instead of waiting for the next poll.
+        let dirty = self.state().dirty.remove(key);
         let runtime = match (&pod, runtime) {
+            (_, _) if dirty => match self.provider.get_pod(key).await {
+                Ok(fresh) => {
+                    self.remember(key, fresh.clone());
+                    fresh
+                }
+                Err(e) => {
+                    self.state().dirty.insert(key.clone());
+                    return Outcome::Retry(e.to_string());
+                }
+            },
             (Some(p), Some(_)) if pod::deletion_deadline(p).is_some() => {
                 match self.provider.get_pod(key).await {
                     Ok(fresh) => {

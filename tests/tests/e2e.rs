@@ -173,7 +173,12 @@ async fn node_lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     );
 
     let leases: Api<Lease> = Api::namespaced(cx.client.clone(), "kube-node-lease");
-    let lease = leases.get(node).await?;
+    // The Node is written first, its Lease right after.
+    let lease =
+        wait_for("the node Lease", Duration::from_secs(10), Duration::from_millis(200), || async {
+            Ok(leases.get_opt(node).await?)
+        })
+        .await?;
     let spec = lease.spec.clone().context("lease spec")?;
     ensure!(
         spec.holder_identity.as_deref() == Some(node) && spec.lease_duration_seconds == Some(40)

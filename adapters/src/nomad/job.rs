@@ -177,17 +177,6 @@ pub fn job_id(prefix: &str, key: &PodKey) -> String {
     format!("{}-H{}", &raw[..MAX_JOB_ID - 18], fnv(&[&raw]))
 }
 
-/// The pod of job `id`, when the ID is one [`job_id`] makes without hashing.
-pub fn key_of(prefix: &str, id: &str) -> Option<PodKey> {
-    let rest = id.strip_prefix(prefix)?;
-    if rest.chars().any(|c| c.is_ascii_uppercase()) {
-        return None;
-    }
-    let (ns, name) = rest.split_once('_')?;
-    let key = PodKey::new(ns, name.replace('~', ".")).ok()?;
-    (job_id(prefix, &key) == id).then_some(key)
-}
-
 /// Whether `prefix` can start job IDs (the characters of Variable paths, at most 16 of them).
 pub fn valid_prefix(prefix: &str) -> bool {
     prefix.len() <= 16
@@ -969,14 +958,10 @@ mod tests {
         assert_ne!(x, y);
         assert_eq!(x, long(&"x".repeat(200)));
         assert!(valid_prefix("k8s-") && !valid_prefix("k8s.") && !valid_prefix(&"p".repeat(17)));
-        let k = PodKey::new("team", "web.v1").unwrap();
-        assert_eq!(key_of("k8s-", &job_id("k8s-", &k)), Some(k));
-        assert_eq!(key_of("k8s-", &x), None, "hashed IDs cannot be read back");
         // A pod named like a hashed ID gets its own ID.
         let lookalike =
             PodKey::new("team", x.strip_prefix("k8s-team_").unwrap().to_lowercase()).unwrap();
         assert_ne!(job_id("k8s-", &lookalike), x);
-        assert_eq!(key_of("k8s-", "other"), None);
     }
 
     #[test]

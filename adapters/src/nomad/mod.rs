@@ -602,12 +602,13 @@ impl PodProvider for NomadProvider {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(events::follow(self.client.clone(), self.settings.prefix.clone(), tx));
         let keys = std::sync::Arc::clone(&self.keys);
-        let prefix = self.settings.prefix.clone();
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
             .filter_map(move |c| {
                 let out = match c {
                     events::Change::Resync => Some(Change::Resync),
                     events::Change::Node => Some(Change::Node),
+                    // Only jobs known to be this node's (listed, or created here): the stream
+                    // carries every node's jobs, and the next list catches anything missed.
                     events::Change::Job { job, time_ns, .. } => {
                         let known = keys.read().ok().and_then(|k| k.get(&job).cloned());
                         let at = (time_ns > 0)
@@ -616,9 +617,7 @@ impl PodProvider for NomadProvider {
                                     .ok()
                             })
                             .flatten();
-                        known
-                            .or_else(|| job::key_of(&prefix, &job))
-                            .map(|key| Change::Pod { key, at })
+                        known.map(|key| Change::Pod { key, at })
                     }
                 };
                 futures::future::ready(out)
