@@ -39,6 +39,9 @@ struct Inner {
     workers: HashMap<WorkerKey, (String, CancellationToken)>,
     /// Results by pod UID and container.
     results: HashMap<(String, String), Results>,
+    /// Container instances restarted for a failed probe (pod UID, container, instance): never
+    /// probed again, even if a stale view shows them running a moment longer.
+    restarted: HashSet<(String, String, String)>,
 }
 
 /// The probe workers of every pod.
@@ -128,8 +131,11 @@ impl<P: PodProvider> Prober<P> {
                     Kind::Liveness => {}
                 }
                 let Some(instance) = instance.clone() else { continue };
+                if inner.restarted.contains(&(uid.clone(), c.name.clone(), instance.clone())) {
+                    continue;
+                }
                 let cancel = CancellationToken::new();
-                inner.workers.insert(wkey, (instance, cancel.clone()));
+                inner.workers.insert(wkey, (instance.clone(), cancel.clone()));
                 let worker = Worker {
                     prober: Arc::clone(self),
                     key: key.clone(),
@@ -140,6 +146,7 @@ impl<P: PodProvider> Prober<P> {
                     kind,
                     probe: p,
                     target: target.clone(),
+                    instance,
                 };
                 let span = info_span!("probe", pod = %key, container = %c.name, kind = ?kind);
                 tokio::spawn(worker.run(cancel).instrument(span));
@@ -162,6 +169,7 @@ impl<P: PodProvider> Prober<P> {
             keep
         });
         inner.results.retain(|(uid, _), _| live.contains(uid));
+        inner.restarted.retain(|(uid, _, _)| live.contains(uid));
     }
 
     fn set(&self, uid: &str, container: &str, kind: Kind, value: bool) {
@@ -199,6 +207,7 @@ struct Worker<P> {
     kind: Kind,
     probe: Probe,
     target: Target,
+    instance: String,
 }
 
 impl<P: PodProvider> Worker<P> {
@@ -260,6 +269,11 @@ impl<P: PodProvider> Worker<P> {
 
     /// Restarts the container, retrying until it is done or the worker is stopped.
     async fn restart(&self, cancel: &CancellationToken) {
+        self.prober.inner().restarted.insert((
+            self.uid.clone(),
+            self.container.clone(),
+            self.instance.clone(),
+        ));
         let mut delay = Duration::from_millis(500);
         loop {
             match self.prober.provider.restart_container(&self.id, &self.container).await {
