@@ -341,6 +341,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         Outcome::Done
     }
 
+    /// A resolver for one pass, sharing this controller's tokens and Services.
+    fn resolver(&self) -> Resolver<'_, K> {
+        let allocatable = *self.settings.allocatable.borrow();
+        Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable)
+    }
+
     async fn create(
         &self,
         key: &PodKey,
@@ -348,9 +354,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         runtime: &mut Option<RuntimePod>,
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
-        let allocatable = *self.settings.allocatable.borrow();
-        let mut resolver =
-            Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
+        let mut resolver = self.resolver();
         let inputs = resolver
             .inputs(pod)
             .await
@@ -489,9 +493,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         runtime: &mut Option<RuntimePod>,
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
-        let allocatable = *self.settings.allocatable.borrow();
-        let mut resolver =
-            Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
+        let mut resolver = self.resolver();
         let inputs =
             resolver.inputs(pod).await.map_err(|e| format!("reading the pod's inputs: {e}"))?;
         let spec = match WorkloadSpec::from_pod(pod, &inputs) {
@@ -600,9 +602,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 .map(|(_, p)| p.clone())
                 .collect()
         };
-        let allocatable = *self.settings.allocatable.borrow();
-        let mut resolver =
-            Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
+        let mut resolver = self.resolver();
         for pod in pods {
             let has_files = pod
                 .spec
