@@ -80,6 +80,14 @@ pub struct Cli {
     /// Workers processing pods concurrently.
     #[arg(long, default_value_t = 10)]
     pub pod_sync_workers: usize,
+    /// API server requests per second (client-side token bucket, as the kubelet's
+    /// `--kube-api-qps`); 0 for no limit.
+    #[arg(long, default_value_t = 50.0)]
+    pub kube_api_qps: f32,
+    /// API server requests admitted at once before `--kube-api-qps` applies (the kubelet's
+    /// `--kube-api-burst`).
+    #[arg(long, default_value_t = 100)]
+    pub kube_api_burst: u32,
     /// How often every workload is listed from the backend: a safety net under the changes the
     /// backend pushes (Nomad's event stream), which update pod status at once.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -42,7 +42,9 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<kube::Client> {
             .await
             .context("no kubeconfig given and no in-cluster configuration")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    let limit =
+        vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
+    Ok(vk_adapters::kube::client(config, limit)?)
 }
 
 /// Runs the virtual kubelet until `cancel` fires, then lets in-flight work finish within

@@ -435,7 +435,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             self.state().changed_at.remove(key);
             return Ok(());
         }
-        match self.api.update_status(key, &new).await {
+        match self.api.update_status(key, pod.status.as_ref(), &new).await {
             Ok(()) => {
                 debug!(phase = new.phase.as_deref(), "pod status written");
                 if let Some(at) = self.state().changed_at.remove(key) {

@@ -207,7 +207,12 @@ impl PodApi for FakeApi {
     fn watch(&self, _node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static {
         self.events_rx.lock().unwrap().take().expect("watched once")
     }
-    async fn update_status(&self, key: &PodKey, status: &PodStatus) -> Result<(), ClusterError> {
+    async fn update_status(
+        &self,
+        key: &PodKey,
+        _old: Option<&PodStatus>,
+        status: &PodStatus,
+    ) -> Result<(), ClusterError> {
         self.statuses.lock().unwrap().push((key.clone(), status.clone()));
         Ok(())
     }

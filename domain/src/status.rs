@@ -284,17 +284,100 @@ pub fn not_found_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
 /// Whether writing `new` would change what the API server holds in `old`, ignoring the
 /// timestamps of conditions (which [`pod_status`] carries over anyway). Used to skip writes.
 pub fn differs(old: Option<&PodStatus>, new: &PodStatus) -> bool {
-    let Some(old) = old else { return true };
-    let strip = |s: &PodStatus| {
-        let mut s = s.clone();
-        for c in s.conditions.iter_mut().flatten() {
-            c.last_transition_time = None;
-            c.last_probe_time = None;
-        }
-        s.conditions.get_or_insert_default().sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
+    patch(old, new).is_some()
+}
+
+/// Fields the kubelet owns that are written as `null` when they become unset, so that an old
+/// `reason`, `message` or IP does not linger after a strategic merge.
+const CLEARED_WHEN_UNSET: [&str; 6] = ["reason", "message", "podIP", "podIPs", "hostIP", "hostIPs"];
+
+/// Lists merged by key in a strategic merge (`patchMergeKey` in `k8s.io/api/core/v1/types.go`)
+/// that this function writes whole, with the `$patch: replace` directive.
+const REPLACED_LISTS: [&str; 2] = ["podIPs", "hostIPs"];
+
+/// The strategic-merge patch body (`{"status": {...}}`) that turns `old` (the status the API server
+/// last showed) into `new`, carrying only what changed, as the kubelet's `PatchPodStatus` does with
+/// a two-way merge patch:
+/// - a top-level field goes in only when its value changed (`null` when it became unset);
+/// - `conditions` merge by `type`: only conditions whose status, reason or message changed go in
+///   (a condition that only got new timestamps does not), a vanished one as `$patch: delete`;
+/// - `podIPs` / `hostIPs` (merged by `ip`) go in whole with `$patch: replace`; the container status
+///   lists have no merge key and are replaced whole by the API server anyway.
+///
+/// `None` when nothing would change, and when `new` would move a pod backwards: a pod that is
+/// `Succeeded` or `Failed` in `old` stays so (a kubelet never leaves a terminal phase,
+/// `pkg/kubelet/status/status_manager.go` `checkContainerStateTransition`).
+pub fn patch(old: Option<&PodStatus>, new: &PodStatus) -> Option<serde_json::Value> {
+    use serde_json::{Map, Value};
+    let terminal = |s: &PodStatus| matches!(s.phase.as_deref(), Some("Succeeded" | "Failed"));
+    if old.is_some_and(|o| terminal(o) && o.phase != new.phase) {
+        return None;
+    }
+    let object = |s: Option<&PodStatus>| match s.map(serde_json::to_value) {
+        Some(Ok(Value::Object(m))) => m,
+        _ => Map::new(),
     };
-    strip(old) != strip(new)
+    let (before, after) = (object(old), object(Some(new)));
+    let mut out = Map::new();
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for key in keys {
+        let (b, a) = (before.get(key), after.get(key));
+        if b == a {
+            continue;
+        }
+        let value = match (key.as_str(), a) {
+            ("conditions", _) => match condition_patch(b, a) {
+                Some(v) => v,
+                None => continue,
+            },
+            (k, Some(Value::Array(items))) if REPLACED_LISTS.contains(&k) => {
+                let mut items = items.clone();
+                items.push(serde_json::json!({ "$patch": "replace" }));
+                Value::Array(items)
+            }
+            (_, Some(v)) => v.clone(),
+            (_, None) => Value::Null,
+        };
+        out.insert(key.clone(), value);
+    }
+    if old.is_none() {
+        for k in CLEARED_WHEN_UNSET {
+            out.entry(k).or_insert(Value::Null);
+        }
+    }
+    (!out.is_empty()).then(|| serde_json::json!({ "status": out }))
+}
+
+/// The `conditions` part of [`patch`]: changed or new conditions whole, vanished ones deleted by
+/// `type`; `None` when they differ only in timestamps.
+fn condition_patch(
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let list = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
+    let (before, after) = (list(before), list(after));
+    let kind = |c: &Value| c.get("type").cloned().unwrap_or(Value::Null);
+    let bare = |c: &Value| {
+        let mut c = c.clone();
+        if let Some(m) = c.as_object_mut() {
+            m.remove("lastTransitionTime");
+            m.remove("lastProbeTime");
+        }
+        c
+    };
+    let mut out = Vec::new();
+    for c in &after {
+        if !before.iter().any(|b| kind(b) == kind(c) && bare(b) == bare(c)) {
+            out.push(c.clone());
+        }
+    }
+    for b in &before {
+        if !after.iter().any(|c| kind(c) == kind(b)) {
+            out.push(serde_json::json!({ "type": kind(b), "$patch": "delete" }));
+        }
+    }
+    (!out.is_empty()).then_some(Value::Array(out))
 }
 
 fn phase(
@@ -598,6 +681,77 @@ mod tests {
         let third = pod_status(&p, Some(&stopped), ts(30));
         assert_eq!(cond(&third, "Ready").last_transition_time, Some(Time(ts(30))));
         assert!(differs(Some(&first), &third));
+    }
+
+    #[test]
+    fn patches_carry_only_what_changed() {
+        let mut p = pod("Always", &["a"]);
+        let sb = sandbox(SandboxState::Running, &[("a", running())]);
+        let first = pod_status(&p, Some(&sb), ts(10));
+
+        // The first write carries everything, and clears what a kubelet owns but did not set.
+        let whole = patch(None, &first).unwrap();
+        assert_eq!(whole["status"]["phase"], "Running");
+        assert_eq!(whole["status"]["reason"], serde_json::Value::Null);
+        assert!(whole["status"]["conditions"].as_array().unwrap().len() >= 4);
+
+        // New timestamps alone are not a change.
+        p.status = Some(first.clone());
+        let again = pod_status(&p, Some(&sb), ts(20));
+        assert_eq!(patch(Some(&first), &again), None);
+
+        // The container stops: the phase holds (Always), Ready and ContainersReady flip, the
+        // container statuses change; nothing else goes in.
+        let stopped = sandbox(SandboxState::Running, &[("a", exited(1))]);
+        let third = pod_status(&p, Some(&stopped), ts(30));
+        let body = patch(Some(&first), &third).unwrap();
+        let status = body["status"].as_object().unwrap();
+        let mut keys: Vec<&str> = status.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["conditions", "containerStatuses"], "{body}");
+        let mut types: Vec<&str> = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        types.sort_unstable();
+        assert_eq!(types, ["ContainersReady", "Ready"]);
+
+        // A field that became unset is cleared; a vanished condition is deleted by type; IP
+        // lists are replaced whole.
+        let mut fourth = third.clone();
+        fourth.message = None;
+        fourth.conditions.as_mut().unwrap().retain(|c| c.type_ != "PodScheduled");
+        fourth.pod_ips = Some(vec![PodIP { ip: "10.0.0.9".into() }]);
+        let mut with_message = third.clone();
+        with_message.message = Some("old".into());
+        let body = patch(Some(&with_message), &fourth).unwrap();
+        assert_eq!(body["status"]["message"], serde_json::Value::Null);
+        assert_eq!(
+            body["status"]["conditions"],
+            serde_json::json!([{ "type": "PodScheduled", "$patch": "delete" }])
+        );
+        assert_eq!(
+            body["status"]["podIPs"],
+            serde_json::json!([{ "ip": "10.0.0.9" }, { "$patch": "replace" }])
+        );
+    }
+
+    #[test]
+    fn terminal_pods_never_move_backwards() {
+        let p = pod("Never", &["a"]);
+        let done =
+            pod_status(&p, Some(&sandbox(SandboxState::Succeeded, &[("a", exited(0))])), ts(1));
+        assert_eq!(done.phase.as_deref(), Some("Succeeded"));
+        let running =
+            pod_status(&p, Some(&sandbox(SandboxState::Running, &[("a", running())])), ts(2));
+        assert_eq!(patch(Some(&done), &running), None);
+        assert!(!differs(Some(&done), &running));
+        // A terminal pod may still gain detail in the same phase.
+        let mut detailed = done.clone();
+        detailed.message = Some("exited".into());
+        assert!(differs(Some(&done), &detailed));
     }
 
     #[test]

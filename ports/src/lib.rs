@@ -295,14 +295,17 @@ pub trait PodApi: Send + Sync + 'static {
     /// does not end.
     fn watch(&self, node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static;
 
-    /// Writes `status` to the pod's status subresource (conditions merge by type).
+    /// Writes `new` to the pod's status subresource as a patch carrying only what differs from
+    /// `old`, the status the API server last showed (`None`: write it whole); see
+    /// `vk_domain::status::patch`. Nothing is sent when nothing differs.
     ///
     /// # Errors
     /// `NotFound` when the pod is gone; `Unavailable` when unreachable.
     fn update_status(
         &self,
         key: &PodKey,
-        status: &PodStatus,
+        old: Option<&PodStatus>,
+        new: &PodStatus,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Deletes the pod object at once (grace 0) if it still has `uid`.

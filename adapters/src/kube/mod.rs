@@ -16,13 +16,25 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{debug, warn};
 use vk_domain::inputs::ServiceInfo;
 use vk_domain::jiff::Timestamp;
 use vk_domain::node::LEASE_NAMESPACE;
 use vk_domain::pod::PodKey;
 use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent};
+
+pub mod rate;
+
+/// A kube client for `config` whose requests pass through `limit` (see [`rate`]).
+///
+/// # Errors
+/// The client cannot be built from `config` (TLS material, proxy settings).
+pub fn client(config: kube::Config, limit: rate::RateLimit) -> Result<Client, kube::Error> {
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&rate::RateLimitLayer::new(limit))
+        .build())
+}
 
 /// Field manager written on server-side applies.
 pub const FIELD_MANAGER: &str = "virtual-kubelet";
@@ -106,18 +118,6 @@ impl KubePodApi {
     }
 }
 
-/// The status as a strategic-merge patch body. Fields the kubelet owns and that are now unset are
-/// written as `null` so that an old `reason`, `message` or IP does not linger.
-fn status_patch(status: &PodStatus) -> Result<Value, ClusterError> {
-    let mut v = serde_json::to_value(status).map_err(|e| ClusterError::Refused(e.to_string()))?;
-    if let Some(obj) = v.as_object_mut() {
-        for k in ["reason", "message", "podIP", "podIPs", "hostIP", "hostIPs"] {
-            obj.entry(k).or_insert(Value::Null);
-        }
-    }
-    Ok(json!({ "status": v }))
-}
-
 impl PodApi for KubePodApi {
     fn watch(&self, node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static {
         let api: Api<Pod> = Api::all(self.client.clone());
@@ -147,9 +147,15 @@ impl PodApi for KubePodApi {
         })
     }
 
-    async fn update_status(&self, key: &PodKey, status: &PodStatus) -> Result<(), ClusterError> {
+    async fn update_status(
+        &self,
+        key: &PodKey,
+        old: Option<&PodStatus>,
+        new: &PodStatus,
+    ) -> Result<(), ClusterError> {
+        let Some(body) = vk_domain::status::patch(old, new) else { return Ok(()) };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
-        let patch = Patch::Strategic(status_patch(status)?);
+        let patch = Patch::Strategic(body);
         api.patch_status(key.name(), &PatchParams::default(), &patch)
             .await
             .map_err(cluster_error)?;
@@ -292,15 +298,6 @@ impl InputsApi for KubePodApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_patches_clear_what_is_unset() {
-        let st = PodStatus { phase: Some("Running".into()), ..Default::default() };
-        let p = status_patch(&st).unwrap();
-        assert_eq!(p["status"]["phase"], "Running");
-        assert_eq!(p["status"]["reason"], Value::Null);
-        assert!(p["status"].as_object().unwrap().contains_key("podIP"));
-    }
 
     #[test]
     fn api_errors_map_to_port_errors() {
