@@ -1,4 +1,5 @@
-//! Nomad's event stream (`GET /v1/event/stream`), followed so that pod status is pushed, not polled.
+//! Nomad's event stream (`GET /v1/event/stream`), followed so that pod status is pushed, not polled;
+//! blocking queries when the stream is refused.
 //!
 //! The stream is newline-delimited JSON: `{}` heartbeats (one at once, then every 30 s) and
 //! `{"Index":N,"Events":[{"Topic","Type","Key","Namespace","FilterKeys","Index","Payload"}]}`
@@ -7,6 +8,23 @@
 //! that fell out of its buffer (`event_buffer_size`, 100 by default), so the caller must list
 //! everything again whenever the stream restarts. A malformed line is logged and skipped; a stream
 //! silent for longer than two heartbeats is treated as broken.
+//!
+//! When Nomad answers the stream request with an HTTP error (403: the ACL token lacks
+//! `namespace:read-job` on every namespace or `node:read`, which the Allocation, Job and Node
+//! topics need; 404, 500 or 501: the agent runs with `enable_event_broker = false`), [`follow`]
+//! falls back to blocking queries for [`STREAM_RETRY`]
+//! (<https://developer.hashicorp.com/nomad/api-docs#blocking-queries>), then tries the stream
+//! again. In that mode it sends [`Change::Resync`] once, then long-polls
+//! `GET /v1/allocations?namespace=*&index=I&wait=W` and
+//! `GET /v1/nodes?index=I&wait=W` side by side, `I` being the last `X-Nomad-Index` answered: an
+//! allocation whose `ModifyIndex` passed `I` becomes [`Change::Job`], a node index that moved
+//! becomes [`Change::Node`], an index that went backwards (Nomad restored a snapshot) a
+//! [`Change::Resync`]. Should Nomad refuse a blocking query too (a 4xx other than 429), that
+//! endpoint is left alone until the stream is tried again: the application's periodic list
+//! (`--status-interval`) is then the only source, plain polling as the last resort. Connection
+//! failures, 5xx and 429 answers to blocking queries are retried with back-off; connection
+//! failures to the stream never switch modes. Like the stream, these long-held requests bypass the
+//! client's bound on requests in flight.
 
 use std::time::Duration;
 
@@ -142,16 +160,65 @@ pub fn take_lines(buf: &mut Vec<u8>) -> Vec<String> {
     out
 }
 
+/// How long [`follow`] relies on blocking queries after Nomad refused the event stream, before it
+/// asks for the stream again.
+pub const STREAM_RETRY: Duration = Duration::from_secs(5 * 60);
+
+/// How long Nomad may hold a blocking query (`wait`; Nomad adds up to `wait / 16` of jitter and
+/// caps it at 5 minutes, `MaxBlockingRPCQueryTime`).
+pub const BLOCKING_WAIT: Duration = Duration::from_secs(60);
+
+/// The durations [`follow`] works with; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// See [`STREAM_RETRY`].
+    stream_retry: Duration,
+    /// See [`BLOCKING_WAIT`].
+    wait: Duration,
+    /// Shortest and longest delay between failed attempts.
+    min_delay: Duration,
+    max_delay: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            stream_retry: STREAM_RETRY,
+            wait: BLOCKING_WAIT,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Timing {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .without_max_times()
+    }
+}
+
 /// Follows the stream until `tx` is closed: sends [`Change::Resync`] after each connection, then
 /// the changes of every batch. Reconnects with exponential back-off (0.5 s to 30 s) and resumes
-/// after the last index seen.
+/// after the last index seen. When Nomad refuses the stream (an HTTP error status), watches
+/// allocations and nodes with blocking queries for [`STREAM_RETRY`] instead (see the module
+/// documentation), then asks for the stream again.
 pub async fn follow(client: NomadClient, prefix: String, tx: mpsc::Sender<Change>) {
+    follow_with(client, prefix, tx, Timing::default()).await;
+}
+
+async fn follow_with(
+    client: NomadClient,
+    prefix: String,
+    tx: mpsc::Sender<Change>,
+    timing: Timing,
+) {
     let mut last_index: u64 = 0;
-    let builder = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times();
+    let builder = timing.backoff();
     let mut backoff = builder.build();
+    let mut warned = Warned::default();
     loop {
         if tx.is_closed() {
             return;
@@ -213,13 +280,243 @@ pub async fn follow(client: NomadClient, prefix: String, tx: mpsc::Sender<Change
                 }
             }
             Ok(resp) => {
-                warn!(status = %resp.status(), "Nomad refused the event stream");
+                let status = resp.status();
+                let retry_in = timing.stream_retry;
+                if warned.stream {
+                    debug!(%status, ?retry_in, "Nomad refused the event stream again");
+                } else {
+                    warn!(
+                        %status,
+                        ?retry_in,
+                        "Nomad refused the event stream; watching with blocking queries until it \
+                         is asked for again"
+                    );
+                    warned.stream = true;
+                }
+                backoff = builder.build();
+                if !watch_blocking(&client, &prefix, &tx, &timing, &mut warned).await {
+                    return;
+                }
+                continue;
             }
             Err(e) => debug!(error = %e, "connecting to Nomad's event stream failed"),
         }
-        let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+        let delay = backoff.next().unwrap_or(timing.max_delay);
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Whether each refusal (of the stream, of each blocking query) was already logged as a warning:
+/// later ones, every [`STREAM_RETRY`], are only debug.
+#[derive(Debug, Default)]
+struct Warned {
+    stream: bool,
+    allocations: bool,
+    nodes: bool,
+}
+
+/// Blocking-query mode, for `timing.stream_retry`: [`Change::Resync`] first, then allocations and
+/// nodes watched side by side. `false` once `tx` is closed.
+async fn watch_blocking(
+    client: &NomadClient,
+    prefix: &str,
+    tx: &mpsc::Sender<Change>,
+    timing: &Timing,
+    warned: &mut Warned,
+) -> bool {
+    if tx.send(Change::Resync).await.is_err() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + timing.stream_retry;
+    let allocations = watch(
+        client,
+        &["v1", "allocations"],
+        tx,
+        timing,
+        |body, after, _| allocation_changes(body, after, prefix),
+        &mut warned.allocations,
+        "pod status comes only from the periodic list (--status-interval)",
+    );
+    let nodes = watch(
+        client,
+        &["v1", "nodes"],
+        tx,
+        timing,
+        |_, after, index| Ok(if index > after { vec![Change::Node] } else { Vec::new() }),
+        &mut warned.nodes,
+        "Nomad node changes are seen only by the periodic node status check",
+    );
+    tokio::select! {
+        () = tx.closed() => false,
+        () = tokio::time::sleep_until(deadline) => true,
+        // Either returns only once `tx` is closed.
+        () = allocations => false,
+        () = nodes => false,
+    }
+}
+
+/// Why a blocking query failed.
+#[derive(Debug)]
+enum QueryError {
+    /// Nomad refused it (a 4xx other than 429): asking again will not help.
+    Refused(reqwest::StatusCode),
+    /// Anything else: worth retrying.
+    Failed(String),
+}
+
+/// One blocking query: `GET segments?namespace=*&index=index&wait=…`, answering the
+/// `X-Nomad-Index` header (at least 1, so that the next query blocks) and the body.
+async fn blocking_get(
+    client: &NomadClient,
+    segments: &[&str],
+    index: u64,
+    wait: Duration,
+) -> Result<(u64, Vec<u8>), QueryError> {
+    let failed = |e: reqwest::Error| QueryError::Failed(e.to_string());
+    let resp = client
+        .at(Some("*"), None)
+        .request(Method::GET, segments)
+        .query(&[("index", index.to_string()), ("wait", format!("{}ms", wait.as_millis()))])
+        // Longer than Nomad may hold the query: `wait` plus its jitter (`wait / 16`), plus slack.
+        .timeout(wait + wait / 16 + Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(failed)?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(
+            if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                QueryError::Refused(status)
+            } else {
+                QueryError::Failed(format!("Nomad answered {status}"))
+            },
+        );
+    }
+    let index = resp
+        .headers()
+        .get("X-Nomad-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| QueryError::Failed("no X-Nomad-Index in Nomad's answer".into()))?;
+    let body = resp.bytes().await.map_err(failed)?;
+    Ok((index.max(1), body.to_vec()))
+}
+
+/// Watches `segments` with blocking queries until `tx` is closed, sending what
+/// `changes(body, previous index, new index)` makes of each answer but the first (which only
+/// sets the index). An index gone backwards starts over with [`Change::Resync`]. When Nomad
+/// refuses the query, logs it (a warning the first time, `fallback` saying what is left) and
+/// waits for `tx` to close.
+async fn watch<F>(
+    client: &NomadClient,
+    segments: &[&str],
+    tx: &mpsc::Sender<Change>,
+    timing: &Timing,
+    changes: F,
+    warned: &mut bool,
+    fallback: &str,
+) where
+    F: Fn(&[u8], u64, u64) -> Result<Vec<Change>, String>,
+{
+    let what = segments.join("/");
+    let builder = timing.backoff();
+    let mut backoff = builder.build();
+    let mut index: u64 = 0;
+    loop {
+        let error = match blocking_get(client, segments, index, timing.wait).await {
+            Ok((new, _)) if new < index => {
+                info!(%what, from = index, to = new, "Nomad's index went backwards; listing again");
+                index = 0;
+                if tx.send(Change::Resync).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok((new, _)) if index == 0 => {
+                // The first answer only sets the index: a Resync was just sent.
+                debug!(%what, index = new, "watching with blocking queries");
+                backoff = builder.build();
+                index = new;
+                continue;
+            }
+            Ok((new, body)) => match changes(&body, index, new) {
+                Ok(found) => {
+                    backoff = builder.build();
+                    index = new;
+                    for c in found {
+                        if tx.send(c).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            },
+            Err(QueryError::Refused(status)) => {
+                if *warned {
+                    debug!(%what, %status, "Nomad refused the blocking query");
+                } else {
+                    warn!(%what, %status, "Nomad refused the blocking query; {fallback}");
+                    *warned = true;
+                }
+                tx.closed().await;
+                return;
+            }
+            Err(QueryError::Failed(e)) => e,
+        };
+        debug!(%what, error = %error, "blocking query failed");
+        tokio::time::sleep(backoff.next().unwrap_or(timing.max_delay)).await;
+    }
+}
+
+/// One allocation of `GET /v1/allocations` (`AllocListStub`), the fields used.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AllocStub {
+    #[serde(rename = "JobID", default)]
+    job_id: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    modify_index: u64,
+    #[serde(default)]
+    modify_time: i64,
+}
+
+/// Reads an answer of `GET /v1/allocations` (a JSON array of allocation stubs: `JobID`,
+/// `Namespace`, `ModifyIndex`, `ModifyTime` in Unix ns) into one [`Change::Job`] per job whose ID
+/// starts with `prefix` and with an allocation modified after index `after`: the latest
+/// `ModifyIndex`, the earliest `ModifyTime` (0 when none says), in the order of first appearance.
+///
+/// # Errors
+/// The reason, when the body is not such an array.
+pub fn allocation_changes(body: &[u8], after: u64, prefix: &str) -> Result<Vec<Change>, String> {
+    let stubs: Vec<AllocStub> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let mut changes = Vec::new();
+    for a in stubs {
+        if a.modify_index <= after || !a.job_id.starts_with(prefix) {
+            continue;
+        }
+        let same = |c: &&mut Change| {
+            matches!(c, Change::Job { job, namespace, .. }
+                if *job == a.job_id && *namespace == a.namespace)
+        };
+        match changes.iter_mut().find(same) {
+            Some(Change::Job { index, time_ns, .. }) => {
+                *index = (*index).max(a.modify_index);
+                if *time_ns == 0 || (a.modify_time > 0 && a.modify_time < *time_ns) {
+                    *time_ns = a.modify_time;
+                }
+            }
+            _ => changes.push(Change::Job {
+                job: a.job_id,
+                namespace: a.namespace,
+                index: a.modify_index,
+                time_ns: a.modify_time,
+            }),
+        }
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]
@@ -370,5 +667,197 @@ mod tests {
             "{}",
             requests[0]
         );
+    }
+
+    #[test]
+    fn allocation_answers_become_job_changes() {
+        let body = br#"[
+            {"ID":"a1","JobID":"k8s-ns_web","Namespace":"default","ModifyIndex":12,"ModifyTime":1700000000500000000},
+            {"ID":"a2","JobID":"k8s-ns_web","Namespace":"default","ModifyIndex":11,"ModifyTime":1700000000000000000},
+            {"ID":"a3","JobID":"k8s-ns_web","Namespace":"apps","ModifyIndex":11},
+            {"ID":"a4","JobID":"k8s-ns_old","Namespace":"default","ModifyIndex":10,"ModifyTime":1},
+            {"ID":"a5","JobID":"other-job","Namespace":"default","ModifyIndex":12,"ModifyTime":1}
+        ]"#;
+        let job = |ns: &str, index, time_ns| Change::Job {
+            job: "k8s-ns_web".into(),
+            namespace: ns.into(),
+            index,
+            time_ns,
+        };
+        assert_eq!(
+            allocation_changes(body, 10, "k8s-").unwrap(),
+            [job("default", 12, 1_700_000_000_000_000_000), job("apps", 11, 0)]
+        );
+        assert_eq!(allocation_changes(body, 12, "k8s-").unwrap(), []);
+        assert_eq!(allocation_changes(b"[]", 0, "k8s-").unwrap(), []);
+        assert!(allocation_changes(b"{\"not\":\"a list\"}", 0, "k8s-").is_err());
+    }
+
+    /// An HTTP/1.1 answer of the fake Nomad, with `X-Nomad-Index` when `index` is given.
+    fn answer(status: &str, index: Option<u64>, body: &str) -> String {
+        let index = index.map(|i| format!("X-Nomad-Index: {i}\r\n")).unwrap_or_default();
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{index}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// A fake Nomad (a raw TCP server): `route` gets the request line of each request and gives
+    /// the whole answer, or `None` to hold the connection open, silent. The request lines are
+    /// sent on the channel returned, with a client of the fake.
+    async fn fake_nomad(
+        mut route: impl FnMut(&str) -> Option<String> + Send + 'static,
+    ) -> (NomadClient, mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (req_tx, req_rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let line =
+                    String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+                let answer = route(&line);
+                let _ = req_tx.send(line);
+                match answer {
+                    Some(a) => {
+                        let _ = sock.write_all(a.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                    }
+                    None => held.push(sock),
+                }
+            }
+        });
+        let client = NomadClient::new(&super::super::client::ClientConfig {
+            address: format!("http://{addr}"),
+            ..Default::default()
+        })
+        .unwrap();
+        (client, req_rx)
+    }
+
+    fn quick(stream_retry: Duration) -> Timing {
+        Timing {
+            stream_retry,
+            wait: Duration::from_secs(1),
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Change>) -> Change {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap()
+    }
+
+    /// The fake Nomad refuses the event stream (403): the follower announces a Resync, takes the
+    /// indexes from the first answers (no change for the allocations already there), then, on the
+    /// blocking queries after them, reports the job whose allocation moved (not the other
+    /// prefix's, nor the one modified before), the node change, and a Resync when the node index
+    /// goes backwards.
+    #[tokio::test]
+    async fn follow_falls_back_to_blocking_queries_when_the_stream_is_refused() {
+        let (mut allocations_listed, mut nodes_listed) = (false, false);
+        let (client, mut req_rx) = fake_nomad(move |line| {
+            let path = line.split_whitespace().nth(1).unwrap_or_default();
+            if path.starts_with("/v1/event/stream") {
+                Some(answer("403 Forbidden", None, "Permission denied"))
+            } else if path.starts_with("/v1/allocations?") {
+                if path.contains("&index=5&") {
+                    Some(answer(
+                        "200 OK",
+                        Some(8),
+                        r#"[{"ID":"a1","JobID":"k8s-ns_a","Namespace":"default","ModifyIndex":8,"ModifyTime":1700000000000000000},
+                            {"ID":"a2","JobID":"other-job","Namespace":"default","ModifyIndex":8,"ModifyTime":1},
+                            {"ID":"a3","JobID":"k8s-ns_b","Namespace":"default","ModifyIndex":3,"ModifyTime":1}]"#,
+                    ))
+                } else if path.contains("&index=0&") && !allocations_listed {
+                    allocations_listed = true;
+                    Some(answer(
+                        "200 OK",
+                        Some(5),
+                        r#"[{"ID":"a0","JobID":"k8s-ns_a","Namespace":"default","ModifyIndex":5,"ModifyTime":1},
+                            {"ID":"a3","JobID":"k8s-ns_b","Namespace":"default","ModifyIndex":3,"ModifyTime":1}]"#,
+                    ))
+                } else {
+                    None
+                }
+            } else if path.starts_with("/v1/nodes?") {
+                if path.contains("&index=4&") {
+                    Some(answer("200 OK", Some(6), "[]"))
+                } else if path.contains("&index=6&") {
+                    Some(answer("200 OK", Some(3), "[]"))
+                } else if path.contains("&index=0&") && !nodes_listed {
+                    nodes_listed = true;
+                    Some(answer("200 OK", Some(4), "[]"))
+                } else {
+                    None
+                }
+            } else {
+                Some(answer("404 Not Found", None, ""))
+            }
+        })
+        .await;
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(follow_with(client, "k8s-".into(), tx, quick(Duration::from_secs(60))));
+        assert_eq!(next(&mut rx).await, Change::Resync);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(next(&mut rx).await);
+        }
+        let job = Change::Job {
+            job: "k8s-ns_a".into(),
+            namespace: "default".into(),
+            index: 8,
+            time_ns: 1_700_000_000_000_000_000,
+        };
+        // Allocations and nodes are watched side by side: only each one's order is certain.
+        assert!(got.contains(&job), "{got:?}");
+        let node = got.iter().position(|c| *c == Change::Node);
+        let resync = got.iter().position(|c| *c == Change::Resync);
+        assert!(matches!((node, resync), (Some(n), Some(r)) if n < r), "{got:?}");
+        let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(more.is_err(), "nothing else: {more:?}");
+
+        let requests: Vec<String> = std::iter::from_fn(|| req_rx.try_recv().ok()).collect();
+        let count = |p: &str| requests.iter().filter(|r| r.contains(p)).count();
+        assert_eq!(count("/v1/event/stream"), 1, "{requests:?}");
+        let blocking = |p: &str, index: &str| {
+            requests.iter().any(|r| r.contains(p) && r.contains(index) && r.contains("&wait="))
+        };
+        assert!(blocking("/v1/allocations?namespace=*&", "&index=5&"), "{requests:?}");
+        assert!(blocking("/v1/nodes?", "&index=4&"), "{requests:?}");
+        assert!(blocking("/v1/nodes?", "&index=6&"), "{requests:?}");
+        // Started over after the index went backwards.
+        assert_eq!(count("/v1/nodes?namespace=*&index=0&"), 2, "{requests:?}");
+    }
+
+    /// When Nomad refuses the blocking queries too, nothing is retried until the stream is asked
+    /// for again, after `stream_retry`; each try of the stream announces a Resync.
+    #[tokio::test]
+    async fn follow_waits_for_the_stream_when_blocking_queries_are_refused() {
+        let (client, mut req_rx) =
+            fake_nomad(|_| Some(answer("403 Forbidden", None, "Permission denied"))).await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let start = tokio::time::Instant::now();
+        tokio::spawn(follow_with(client, "k8s-".into(), tx, quick(Duration::from_millis(400))));
+        assert_eq!(next(&mut rx).await, Change::Resync);
+        assert_eq!(next(&mut rx).await, Change::Resync);
+        assert!(start.elapsed() >= Duration::from_millis(400));
+        let requests: Vec<String> = std::iter::from_fn(|| req_rx.try_recv().ok()).collect();
+        let count = |p: &str| requests.iter().filter(|r| r.contains(p)).count();
+        let streams = count("/v1/event/stream");
+        assert!(streams >= 2, "{requests:?}");
+        assert!(count("/v1/allocations?") <= streams, "{requests:?}");
+        assert!(count("/v1/nodes?") <= streams, "{requests:?}");
+        assert!(count("/v1/allocations?") >= 1, "{requests:?}");
     }
 }
