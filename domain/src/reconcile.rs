@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::pod::{self, RestartPolicy};
-use crate::runtime::RuntimePod;
+use crate::runtime::{RuntimePod, SandboxState};
 
 /// How often to look again at a pod whose containers are being stopped.
 pub const STOP_POLL: Duration = Duration::from_secs(1);
@@ -100,8 +100,10 @@ fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
     match observed {
         // A final status is never rewritten (Kubernetes never moves a pod out of it).
         Some(o) if pod::is_terminal(pod) => {
-            // A pod failed for its deadline still has its workload stopped.
-            if o.stopping || o.is_terminated() { vec![] } else { vec![Stop] }
+            // A pod failed for its deadline still has its workload stopped, and so does one whose
+            // sandbox was lost: the backend may be running a replacement the pod must not have.
+            let lost = o.sandbox.as_ref().is_some_and(|s| s.state == SandboxState::Lost);
+            if o.stopping || (o.is_terminated() && !lost) { vec![] } else { vec![Stop] }
         }
         Some(o) => {
             if let Some(left) = deadline_left(pod, ctx.now) {
@@ -300,6 +302,20 @@ mod tests {
                 "finished",
                 Some(pod("Failed", None)),
                 Some(workload("uid-1", false, Some(Failed))),
+                ctx,
+                vec![],
+            ),
+            (
+                "failed on a lost sandbox: the replacement is stopped",
+                Some(never(pod("Failed", None))),
+                Some(workload("uid-1", false, Some(Lost))),
+                ctx,
+                vec![Stop],
+            ),
+            (
+                "failed on a lost sandbox, stopping",
+                Some(never(pod("Failed", None))),
+                Some(workload("uid-1", true, Some(Lost))),
                 ctx,
                 vec![],
             ),

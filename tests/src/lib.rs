@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -61,6 +61,9 @@ where
     }
 }
 
+/// Fingerprinters that probe cloud metadata endpoints: slow or failing off-cloud.
+const DENIED_FINGERPRINTERS: &str = "env_aws,env_gce,env_azure,env_digitalocean";
+
 /// The local stack.
 pub struct Stack {
     /// Working directory (certificates, data, logs, kubeconfigs).
@@ -78,6 +81,31 @@ pub struct Stack {
     procs: Vec<Process>,
     /// kube-apiserver's program and arguments, and its place in `procs`, to restart it.
     apiserver: Option<(PathBuf, Vec<std::ffi::OsString>, usize)>,
+    /// The main Nomad agent: its configuration and data directory, and its place in `procs`.
+    nomad: Option<NomadAgent>,
+    /// The main agent's RPC port (for extra clients of a server-mode agent).
+    nomad_rpc: u16,
+    /// Whether Nomad runs as `nobody` (see `start_nomad`).
+    nomad_as_nobody: bool,
+}
+
+/// How the stack runs Nomad.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StackOptions {
+    /// Run Nomad as a real server and client (`bootstrap_expect = 1`) whose state survives a
+    /// restart with the same data directory, instead of `-dev` (server state in memory). Needed to
+    /// stop and start Nomad ([`Stack::stop_nomad`]) and to add clients
+    /// ([`Stack::start_nomad_client`]). Heartbeats are short (3 s TTL and grace) so that a client
+    /// that dies is `down` within seconds.
+    pub nomad_server: bool,
+}
+
+#[derive(Debug, Clone)]
+struct NomadAgent {
+    name: String,
+    cfg: PathBuf,
+    data: PathBuf,
+    idx: usize,
 }
 
 fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str) -> String {
@@ -98,6 +126,14 @@ impl Stack {
     /// # Errors
     /// A peer failing to build, start or become ready; the error names its log file.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// As [`Stack::start`], with `options`.
+    ///
+    /// # Errors
+    /// As [`Stack::start`].
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         let peers = tokio::task::spawn_blocking(Peers::ensure).await??;
         let tmp = tempfile::Builder::new().prefix("vk-stack-").tempdir()?;
         let dir = tmp.path().to_owned();
@@ -115,8 +151,11 @@ impl Stack {
             pki,
             procs: Vec::new(),
             apiserver: None,
+            nomad: None,
+            nomad_rpc: 0,
+            nomad_as_nobody: false,
         };
-        stack.start_nomad().context("starting Nomad")?;
+        stack.start_nomad(options.nomad_server).context("starting Nomad")?;
         stack.start_control_plane().await.context("starting the control plane")?;
         stack.wait_nomad().await?;
         Ok(stack)
@@ -271,31 +310,51 @@ impl Stack {
         Ok(())
     }
 
-    fn start_nomad(&mut self) -> anyhow::Result<()> {
+    fn start_nomad(&mut self, server: bool) -> anyhow::Result<()> {
         let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
         self.nomad_addr = format!("http://127.0.0.1:{http}");
-        // Nomad puts `alloc_mounts` beside its data directory: keep both in `nomad/`.
-        let home = self.dir.join("nomad");
-        let data = home.join("data");
-        std::fs::create_dir_all(&data)?;
-        let cfg = self.dir.join("nomad.hcl");
-        std::fs::write(
-            &cfg,
-            format!(
-                "ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
-client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_azure,env_digitalocean\"\n  }}\n}}\n"
-            ),
-        )?;
+        self.nomad_rpc = rpc;
         // Under cgroup v2 a root Nomad agent may fail to create its cgroup (nomad#23476); as an
         // unprivileged user cgroups are simply off, which raw_exec does not need.
         // `VK_NOMAD_AS_NOBODY=1` forces this path (to try it on a cgroup v1 machine).
-        let as_nobody = std::env::var_os("VK_NOMAD_AS_NOBODY").is_some()
+        self.nomad_as_nobody = std::env::var_os("VK_NOMAD_AS_NOBODY").is_some()
             || (running_as_root() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
-        let mut cmd = if as_nobody {
-            // nobody cannot reach the peers cache under /root: run a link (or copy) of the binary
-            // from the stack's own directory, which nobody may read.
+        let mode = if server {
+            "bind_addr = \"127.0.0.1\"\n\
+advertise {\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}\n\
+server {\n  enabled = true\n  bootstrap_expect = 1\n  heartbeat_grace = \"3s\"\n  min_heartbeat_ttl = \"3s\"\n}\n\
+plugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n"
+        } else {
+            ""
+        };
+        let client = if server { "  enabled = true\n" } else { "" };
+        let cfg = format!(
+            "ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{mode}\
+client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n"
+        );
+        let agent = self.nomad_agent("nomad", &cfg)?;
+        let mut cmd = self.nomad_command(&agent);
+        if !server {
+            cmd.args(["-dev", "-bind=127.0.0.1"]);
+        }
+        self.procs.push(Process::spawn_group("nomad", cmd, &self.log("nomad"))?);
+        self.nomad = Some(agent);
+        Ok(())
+    }
+
+    /// Writes agent `name`'s configuration and makes its data directory (`<name>/data`: Nomad puts
+    /// `alloc_mounts` beside its data directory, so both stay in `<name>/`).
+    fn nomad_agent(&self, name: &str, cfg: &str) -> anyhow::Result<NomadAgent> {
+        let home = self.dir.join(name);
+        let data = home.join("data");
+        std::fs::create_dir_all(&data)?;
+        let cfg_path = self.dir.join(format!("{name}.hcl"));
+        std::fs::write(&cfg_path, cfg)?;
+        if self.nomad_as_nobody {
+            // nobody cannot reach the peers cache under /root: it runs a link (or copy) of the
+            // binary from the stack's own directory, which nobody may read.
             let nomad = self.dir.join("nomad-bin");
-            if std::fs::hard_link(&self.peers.nomad, &nomad).is_err() {
+            if !nomad.exists() && std::fs::hard_link(&self.peers.nomad, &nomad).is_err() {
                 std::fs::copy(&self.peers.nomad, &nomad).context("copying the nomad binary")?;
             }
             for (args, path) in [
@@ -307,22 +366,106 @@ client {{\n  options = {{\n    \"fingerprint.denylist\" = \"env_aws,env_gce,env_
                 let ok = Command::new(cmd).args(args).arg(path).status()?.success();
                 anyhow::ensure!(ok, "{cmd} {args:?} {} failed", path.display());
             }
+        }
+        Ok(NomadAgent { name: name.to_owned(), cfg: cfg_path, data, idx: self.procs.len() })
+    }
+
+    fn nomad_command(&self, agent: &NomadAgent) -> Command {
+        let mut cmd = if self.nomad_as_nobody {
             let mut c = Command::new("setpriv");
-            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(&nomad);
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                .arg(self.dir.join("nomad-bin"));
             c
         } else {
             Command::new(&self.peers.nomad)
         };
-        cmd.args(["agent", "-dev", "-bind=127.0.0.1", "-log-level=INFO"])
-            .arg(format!("-config={}", cfg.display()))
-            .arg(format!("-data-dir={}", data.display()))
+        cmd.args(["agent", "-log-level=INFO"])
+            .arg(format!("-config={}", agent.cfg.display()))
+            .arg(format!("-data-dir={}", agent.data.display()))
             // A CA bundle in the environment makes Nomad's AWS fingerprinter refuse to start.
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("NOMAD_ADDR")
             .env_remove("NOMAD_TOKEN");
-        let log = self.log("nomad");
-        self.procs.push(Process::spawn_group("nomad", cmd, &log)?);
+        cmd
+    }
+
+    /// Stops the main Nomad agent (SIGTERM, as an operator's `systemctl stop` does). Its task
+    /// executors, and so the tasks, keep running, as they do on a real client.
+    ///
+    /// # Errors
+    /// The stack runs Nomad in `-dev` mode (its state would be lost), or has no Nomad.
+    pub fn stop_nomad(&mut self) -> anyhow::Result<()> {
+        let agent = self.nomad.clone().context("no Nomad agent")?;
+        ensure!(self.nomad_rpc != 0, "no Nomad agent");
+        let proc = self.procs.get_mut(agent.idx).context("no Nomad process")?;
+        tokio::task::block_in_place(|| proc.terminate(Duration::from_secs(30)));
         Ok(())
+    }
+
+    /// Starts the main Nomad agent again with the same configuration and data directory, and
+    /// waits until its node is ready again.
+    ///
+    /// # Errors
+    /// Nomad failing to start or become ready within 120 s.
+    pub async fn resume_nomad(&mut self) -> anyhow::Result<()> {
+        let agent = self.nomad.clone().context("no Nomad agent")?;
+        let log = self.log("nomad-resumed");
+        self.procs[agent.idx] =
+            Process::spawn_group(&agent.name, self.nomad_command(&agent), &log)?;
+        self.wait_nomad().await
+    }
+
+    /// Starts an extra Nomad client agent named `name` in node pool `pool`, joined to the main
+    /// agent (which must run with [`StackOptions::nomad_server`]); returns its handle for
+    /// [`Stack::kill`]. Waits until the server lists it as ready.
+    ///
+    /// # Errors
+    /// No server-mode agent; the client failing to start or register within 60 s.
+    pub async fn start_nomad_client(&mut self, name: &str, pool: &str) -> anyhow::Result<usize> {
+        let main = self.nomad.clone().context("no Nomad agent")?;
+        let main_cfg = std::fs::read_to_string(&main.cfg)?;
+        ensure!(main_cfg.contains("server {"), "extra clients need a server-mode Nomad");
+        let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
+        let cfg = format!(
+            "name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
+ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
+advertise {{\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}}\n\
+client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [\"127.0.0.1:{server}\"]\n\
+  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n\
+plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
+            server = self.nomad_rpc,
+        );
+        let agent = self.nomad_agent(name, &cfg)?;
+        let idx = agent.idx;
+        let cmd = self.nomad_command(&agent);
+        self.procs.push(Process::spawn_group(name, cmd, &self.log(name))?);
+        let url = format!("{}/v1/nodes", self.nomad_addr);
+        let http = reqwest::Client::new();
+        wait_for(
+            &format!("Nomad client {name} ready"),
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async {
+                let nodes: serde_json::Value = http.get(&url).send().await?.json().await?;
+                let ok = nodes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["Name"] == name && n["Status"] == "ready");
+                Ok(ok.then_some(()))
+            },
+        )
+        .await
+        .with_context(|| format!("Nomad client log: {}", self.log(name).display()))?;
+        Ok(idx)
+    }
+
+    /// SIGKILLs the agent process `idx` (from [`Stack::start_nomad_client`]) alone: its tasks keep
+    /// running, as on a machine cut off from the servers.
+    pub fn kill(&mut self, idx: usize) {
+        if let Some(p) = self.procs.get_mut(idx) {
+            p.kill_leader();
+        }
     }
 
     async fn wait_nomad(&mut self) -> anyhow::Result<()> {

@@ -132,6 +132,12 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGKILL to this process alone (not its group), and reap.
+    pub fn kill_leader(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM (through `kill(1)`, this crate forbids unsafe code), then wait up to `grace` for
     /// the exit; returns the exit status, or `None` if it had to be killed.
     pub fn terminate(&mut self, grace: std::time::Duration) -> Option<std::process::ExitStatus> {

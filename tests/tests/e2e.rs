@@ -16,7 +16,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use vk_tests::fixtures::pod;
-use vk_tests::{Process, Stack, wait_for};
+use vk_tests::{Process, Stack, StackOptions, wait_for};
 
 type Shared = Arc<OnceCell<Result<Stack, String>>>;
 
@@ -1168,6 +1168,134 @@ async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Nomad (a server-mode agent keeping its state on disk) stops for 60 s and starts again with the
+/// same data directory: the node goes Ready=False while it is down and Ready again after; a pod
+/// deleted during the outage keeps its deletionTimestamp until Nomad returns, then its job is
+/// stopped and the pod removed; a pod created during the outage waits Pending, then runs; the pod
+/// that ran throughout keeps its allocation and its job is not registered again.
+async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-outage", "e2e-outage");
+    let mut stack = Stack::start_with(StackOptions { nomad_server: true }).await?;
+    let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
+    let (version, alloc) = {
+        let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+        stack.namespace(ns).await?;
+        cx.wait_ready(node, Duration::from_secs(60)).await?;
+        for name in ["steady", "doomed"] {
+            let p = pod(name).namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+            cx.create(&p.build()).await?;
+        }
+        cx.wait_phase(ns, "steady", "Running", Duration::from_secs(60)).await?;
+        cx.wait_phase(ns, "doomed", "Running", Duration::from_secs(60)).await?;
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+        (job["Version"].clone(), current_alloc(&cx, &format!("k8s-{ns}_steady")).await?)
+    };
+
+    stack.stop_nomad()?;
+    let stopped = std::time::Instant::now();
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cond =
+        wait_for("node NotReady", Duration::from_secs(40), Duration::from_millis(500), || {
+            let cx = &cx;
+            async move {
+                let n = cx.node(node).await?;
+                let c =
+                    n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready"));
+                Ok(c.filter(|c| c.status == "False"))
+            }
+        })
+        .await?;
+    ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "Ready condition {cond:?}");
+    cx.pods(ns).delete("doomed", &Default::default()).await?;
+    let mut born = pod("born").namespace(ns).container("main", &["sleep", "600"]).build();
+    // The scheduler places nothing on a not-ready node: bind it directly, as a kubelet sees it.
+    born.spec.as_mut().context("spec")?.node_name = Some(node.to_owned());
+    cx.create(&born).await?;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(stopped.elapsed())).await;
+    let doomed =
+        cx.pods(ns).get_opt("doomed").await?.context("doomed vanished while Nomad was down")?;
+    ensure!(doomed.metadata.deletion_timestamp.is_some(), "doomed is not being deleted");
+    let born = cx.pods(ns).get("born").await?;
+    let phase = born.status.and_then(|s| s.phase);
+    ensure!(phase.as_deref() == Some("Pending"), "born is {phase:?} while Nomad is down");
+    drop(cx);
+
+    stack.resume_nomad().await?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+    wait_for("doomed removed", Duration::from_secs(60), Duration::from_millis(500), || async {
+        Ok(cx.pods(ns).get_opt("doomed").await?.is_none().then_some(()))
+    })
+    .await?;
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_doomed")).await?;
+    ensure!(job.as_ref().is_none_or(|j| j["Stop"] == true), "doomed's job still runs: {job:?}");
+    cx.wait_phase(ns, "born", "Running", Duration::from_secs(60)).await?;
+    cx.wait_phase(ns, "steady", "Running", Duration::from_secs(10)).await?;
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+    ensure!(job["Version"] == version, "the steady job was registered again");
+    let now = current_alloc(&cx, &format!("k8s-{ns}_steady")).await?;
+    ensure!(now == alloc, "steady moved from allocation {alloc} to {now}");
+    let steady = cx.pods(ns).get("steady").await?;
+    let restarts = container_state(&steady, "main").map(|c| c.restart_count);
+    ensure!(restarts == Some(0), "steady restarted: {restarts:?}");
+    let live = cx.jobs_of(node).await?.into_iter().filter(|j| j["Stop"] != true).count();
+    ensure!(live == 2, "{live} live jobs, want steady and born");
+    Ok(())
+}
+
+/// A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
+/// fails with reason NodeLost and its job is stopped (Nomad's replacement would be a second run);
+/// the `Always` pod follows Nomad's replacement to the other client and runs again there.
+async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-lost", "e2e-lost");
+    let mut stack = Stack::start_with(StackOptions { nomad_server: true }).await?;
+    let doomed_client = stack.start_nomad_client("spare-1", "spare").await?;
+    let _vk = stack.virtual_kubelet(node, &[])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+    for (name, policy) in [("once", "Never"), ("service", "Always")] {
+        let p = pod(name)
+            .namespace(ns)
+            .on_node(node)
+            .restart(policy)
+            .annotation("nomad.hashicorp.com/node-pool", "spare")
+            .container("main", &["sleep", "600"]);
+        cx.create(&p.build()).await?;
+    }
+    cx.wait_phase(ns, "once", "Running", Duration::from_secs(60)).await?;
+    cx.wait_phase(ns, "service", "Running", Duration::from_secs(60)).await?;
+    let first = current_alloc(&cx, &format!("k8s-{ns}_service")).await?;
+    drop(cx);
+
+    stack.start_nomad_client("spare-2", "spare").await?;
+    stack.kill(doomed_client);
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let once = cx.wait_phase(ns, "once", "Failed", Duration::from_secs(90)).await?;
+    let st = once.status.clone().unwrap_or_default();
+    ensure!(st.reason.as_deref() == Some("NodeLost"), "reason {:?}: {:?}", st.reason, st.message);
+    wait_for("once's job stopped", Duration::from_secs(30), Duration::from_millis(500), || async {
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_once")).await?;
+        Ok(job.is_none_or(|j| j["Stop"] == true).then_some(()))
+    })
+    .await?;
+    let moved = wait_for(
+        "service running in a new allocation",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get("service").await?;
+            let id = container_state(&p, "main").and_then(|c| c.container_id).unwrap_or_default();
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            Ok((running && !id.is_empty() && !id.contains(&first)).then_some(id))
+        },
+    )
+    .await?;
+    let now = current_alloc(&cx, &format!("k8s-{ns}_service")).await?;
+    ensure!(moved.contains(&now), "container {moved} is not in allocation {now}");
+    Ok(())
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1457,7 +1585,9 @@ fn main() {
         pushed_status,
         graceful_shutdown,
         killed_during_creation,
-        apiserver_restart
+        apiserver_restart,
+        nomad_outage,
+        lost_allocations
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
@@ -1482,7 +1612,10 @@ fn main() {
                     let _shared;
                     let _exclusive;
                     match name {
-                        "killed_during_creation" | "apiserver_restart" => {
+                        "killed_during_creation"
+                        | "apiserver_restart"
+                        | "nomad_outage"
+                        | "lost_allocations" => {
                             _exclusive = gate.write().await;
                         }
                         "token_renewal" => {}

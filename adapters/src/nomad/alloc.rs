@@ -18,7 +18,8 @@ use vk_domain::runtime::{
 
 use super::api::{Allocation, TaskEvent, TaskState};
 use super::job::{
-    META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTARTS_PREFIX, META_UID,
+    META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTART_POLICY,
+    META_RESTARTS_PREFIX, META_UID,
 };
 
 /// The pod a job belongs to, from its Meta, if it was created by node `node`.
@@ -58,6 +59,25 @@ pub fn current<'a>(allocs: impl IntoIterator<Item = &'a Allocation>) -> Option<&
             .copied()
     };
     newest(true).or_else(|| newest(false))
+}
+
+/// The allocation that stands for the pod of a job with `meta`: as [`current`], except that for a
+/// `restartPolicy: Never` pod ([`META_RESTART_POLICY`]) an allocation Nomad marked `lost` does.
+/// Nomad replaces the allocations of a node that went down whatever the reschedule policy
+/// (the `disconnect` block's default, <https://developer.hashicorp.com/nomad/docs/job-specification/disconnect>);
+/// for a pod that must never restart the replacement would be a second run, so the pod fails
+/// with the lost one (and its job is then stopped, replacement included).
+pub fn current_for<'a>(
+    allocs: impl IntoIterator<Item = &'a Allocation>,
+    meta: &BTreeMap<String, String>,
+) -> Option<&'a Allocation> {
+    let allocs: Vec<&Allocation> = allocs.into_iter().collect();
+    let never = meta.get(META_RESTART_POLICY).is_some_and(|p| p == "Never");
+    let lost = allocs.iter().filter(|a| a.client_status == "lost").min_by_key(|a| a.create_index);
+    match lost {
+        Some(a) if never => Some(a),
+        _ => current(allocs),
+    }
 }
 
 /// The sandbox for `alloc`. `host_ip` is the address of the Nomad node that runs it.
@@ -248,6 +268,22 @@ mod tests {
         assert_eq!(current([&a, &b]).unwrap().id, "b");
         assert_eq!(current([&a]).unwrap().id, "a");
         assert!(current([]).is_none());
+    }
+
+    #[test]
+    fn a_lost_allocation_stands_for_a_never_pod() {
+        let lost = alloc(
+            json!({"ID": "a", "JobID": "j", "DesiredStatus": "stop", "ClientStatus": "lost", "CreateIndex": 5}),
+        );
+        let again = alloc(
+            json!({"ID": "b", "JobID": "j", "DesiredStatus": "run", "ClientStatus": "running", "CreateIndex": 9}),
+        );
+        let meta =
+            |policy: &str| BTreeMap::from([(META_RESTART_POLICY.to_owned(), policy.to_owned())]);
+        assert_eq!(current_for([&lost, &again], &meta("Never")).unwrap().id, "a");
+        assert_eq!(current_for([&lost, &again], &meta("Always")).unwrap().id, "b");
+        assert_eq!(current_for([&lost, &again], &BTreeMap::new()).unwrap().id, "b");
+        assert_eq!(current_for([&again], &meta("Never")).unwrap().id, "b");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub const META_NAMESPACE: &str = "k8s_namespace";
 pub const META_POD: &str = "k8s_pod_name";
 /// Meta key: the pod's UID.
 pub const META_UID: &str = "k8s_pod_uid";
+/// Meta key: the pod's `restartPolicy` (`Always`, `OnFailure`, `Never`).
+pub const META_RESTART_POLICY: &str = "k8s_restart_policy";
 /// Meta key: always `virtual-kubelet`.
 pub const META_MANAGED_BY: &str = "managed_by";
 /// Meta key prefix: `k8s_image_<container>` is the image the container was registered with.
@@ -348,6 +350,12 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
     meta.insert(META_POD.to_owned(), spec.key.name().to_owned());
     meta.insert(META_UID.to_owned(), spec.uid.clone());
     meta.insert(META_MANAGED_BY.to_owned(), "virtual-kubelet".to_owned());
+    let policy = match spec.restart_policy {
+        RestartPolicy::Always => "Always",
+        RestartPolicy::OnFailure => "OnFailure",
+        RestartPolicy::Never => "Never",
+    };
+    meta.insert(META_RESTART_POLICY.to_owned(), policy.to_owned());
     for c in spec.all_containers() {
         meta.insert(format!("{META_IMAGE_PREFIX}{}", c.name), c.image.clone());
     }

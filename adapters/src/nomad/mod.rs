@@ -192,7 +192,7 @@ impl NomadProvider {
             keys.insert(at.id.clone(), owner.key.clone());
         }
         let bases = alloc::restart_bases(meta);
-        let sandbox = match alloc::current(allocs.iter().copied()) {
+        let sandbox = match alloc::current_for(allocs.iter().copied(), meta) {
             Some(a) => {
                 let host_ip = self.host_ip(&a.node_id).await;
                 let mut sb = alloc::sandbox(a, host_ip);
