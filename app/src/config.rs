@@ -88,6 +88,10 @@ pub struct Cli {
     /// `--kube-api-burst`).
     #[arg(long, default_value_t = 100)]
     pub kube_api_burst: u32,
+    /// Where the process's own metrics, `/healthz` and `/readyz` are served (`host:port`, or
+    /// `:port` for every address; upstream virtual-kubelet's flag and default).
+    #[arg(long, default_value = ":10255", value_parser = crate::telemetry::parse_addr)]
+    pub metrics_addr: std::net::SocketAddr,
     /// How often every workload is listed from the backend: a safety net under the changes the
     /// backend pushes (Nomad's event stream), which update pod status at once.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -7,6 +7,7 @@ pub mod node_controller;
 pub mod pod_controller;
 pub mod prober;
 pub mod queue;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -54,6 +55,10 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<kube::Client> {
 /// # Errors
 /// Unusable configuration (kubeconfig, Nomad address or TLS files).
 pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+    let metrics = telemetry::install()?;
+    let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))?;
     let client = kube_client(&cli).await?;
     let provider = match cli.provider {
         Provider::Nomad => Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?),
@@ -94,6 +99,12 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
             node_changed,
         },
     );
+    let ready = {
+        let pods = Arc::clone(&pods);
+        Arc::new(move || pods.synced()) as Arc<dyn Fn() -> bool + Send + Sync>
+    };
+    let metrics_task =
+        tokio::spawn(telemetry::serve(metrics_listener, metrics, ready, cancel.clone()));
     let pod_task = tokio::spawn(pods.run(cancel.clone()));
 
     cancel.cancelled().await;
@@ -101,6 +112,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let all = async {
         let _ = node_task.await;
         let _ = pod_task.await;
+        let _ = metrics_task.await;
     };
     if tokio::time::timeout(cli.shutdown_grace, all).await.is_err() {
         warn!("in-flight work did not finish within the shutdown grace period");

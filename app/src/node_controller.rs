@@ -85,6 +85,7 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
             _ = cancel.cancelled() => return,
             _ = lease_tick.tick() => {
                 if let Err(e) = api.renew_lease(&config.lease(&uid, Timestamp::now())).await {
+                    metrics::counter!(LEASE_RENEW_FAILURES).increment(1);
                     metrics_warn("lease renewal failed", &e);
                 }
             }
@@ -129,6 +130,9 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
         }
     }
 }
+
+/// Counter: node Lease renewals that failed.
+pub const LEASE_RENEW_FAILURES: &str = "vk_lease_renew_failures_total";
 
 fn metrics_warn(what: &str, e: &ClusterError) {
     warn!(error = %e, kind = e.kind(), "{what}");

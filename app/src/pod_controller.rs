@@ -32,6 +32,15 @@ use crate::queue::WorkQueue;
 
 /// Histogram: seconds from the backend's change (Nomad's event time) to the pod status written.
 pub const STATUS_PROPAGATION: &str = "vk_status_propagation_seconds";
+/// Counter: reconcile steps done, labelled `operation` and `result` (`ok`, `error`).
+pub const POD_OPERATIONS: &str = "vk_pod_operations_total";
+/// Histogram: seconds one reconcile of one pod took.
+pub const RECONCILE_DURATION: &str = "vk_reconcile_duration_seconds";
+/// Gauge: pods bound to the node, labelled `phase`.
+pub const PODS: &str = "vk_pods";
+
+/// The phases `vk_pods` always reports (0 when no pod is in them).
+const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
 
 /// Settings of the pod controller.
 #[derive(Debug, Clone)]
@@ -161,6 +170,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                     }
                 }
             };
+            self.record_phases();
             for k in keys {
                 self.queue.add(k);
             }
@@ -192,6 +202,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                         st.runtime_synced = true;
                         st.pods.keys().chain(st.runtime.keys()).cloned().collect()
                     };
+                    self.record_phases();
                     for k in keys {
                         self.queue.add(k);
                     }
@@ -270,8 +281,34 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         }
     }
 
-    /// One reconcile of one pod key.
+    /// True once both the pods bound to the node and the backend's workloads were listed.
+    pub fn synced(&self) -> bool {
+        let st = self.state();
+        st.pods_synced && st.runtime_synced
+    }
+
+    /// Sets `vk_pods{phase}` from the pods known now.
+    fn record_phases(&self) {
+        let mut counts = [0usize; PHASES.len()];
+        for p in self.state().pods.values() {
+            let phase = pod::phase(p);
+            let i = PHASES.iter().position(|ph| *ph == phase).unwrap_or(0);
+            counts[i] += 1;
+        }
+        for (phase, n) in PHASES.iter().zip(counts) {
+            metrics::gauge!(PODS, "phase" => *phase).set(n as f64);
+        }
+    }
+
+    /// One reconcile of one pod key, timed.
     async fn sync(&self, key: &PodKey) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.sync_steps(key).await;
+        metrics::histogram!(RECONCILE_DURATION).record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn sync_steps(&self, key: &PodKey) -> Outcome {
         let (pod, runtime, ctx) = {
             let st = self.state();
             if !st.runtime_synced {
@@ -309,6 +346,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         let steps = plan(pod.as_ref(), runtime.as_ref(), ctx);
         let mut runtime = runtime;
         for step in steps {
+            let operation = operation_name(&step);
             let r = match step {
                 Step::Create => self.create(key, pod.as_ref(), &mut runtime).await,
                 Step::SyncStatus => self.sync_status(key, pod.as_ref(), runtime.as_ref()).await,
@@ -334,6 +372,11 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 Step::UpdateWorkload => self.update_workload(key, pod.as_ref(), &mut runtime).await,
                 Step::FailDeadline => self.fail_deadline(key, pod.as_ref(), runtime.as_ref()).await,
             };
+            if let Some(operation) = operation {
+                let result = if r.is_ok() { "ok" } else { "error" };
+                metrics::counter!(POD_OPERATIONS, "operation" => operation, "result" => result)
+                    .increment(1);
+            }
             if let Err(why) = r {
                 return Outcome::Retry(why);
             }
@@ -447,6 +490,8 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 if let Some(p) = st.pods.get_mut(key).filter(|p| pod::uid(p) == pod::uid(pod)) {
                     p.status = Some(new);
                 }
+                drop(st);
+                self.record_phases();
                 Ok(())
             }
             Err(vk_ports::ClusterError::NotFound(_)) => Ok(()),
@@ -693,4 +738,21 @@ impl Op {
             Op::Purge => "workload purged",
         }
     }
+}
+
+/// The `operation` label of a step that does something (`None` for waiting and keeping).
+fn operation_name(step: &Step) -> Option<&'static str> {
+    Some(match step {
+        Step::Create => "create",
+        Step::SyncStatus => "sync_status",
+        Step::Stop => "stop",
+        Step::Kill => "kill",
+        Step::Purge { .. } => "purge",
+        Step::DeleteObject => "delete_object",
+        Step::MarkLost => "mark_lost",
+        Step::StartContainer(_) => "start_container",
+        Step::UpdateWorkload => "update_workload",
+        Step::FailDeadline => "fail_deadline",
+        Step::RequeueAfter(_) | Step::KeepFinal => return None,
+    })
 }

@@ -620,6 +620,8 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
                 "127.0.0.1",
             ])
             .args(["--kubelet-port", &free_port()?.to_string()])
+            // Many virtual kubelets run side by side: none may take the default metrics port.
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
             .args(extra)
             .env("RUST_LOG", "info,vk_app=debug,vk_adapters=debug")
             .env_remove("KUBECONFIG")

@@ -1296,6 +1296,79 @@ async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process's own metrics after a pod's life (created, Running, deleted): the series of
+/// `vk_app::telemetry` are served on `--metrics-addr`, with `/healthz` and `/readyz`.
+async fn process_metrics(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-metrics", "e2e-metrics");
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let _vk = cx.stack.virtual_kubelet(node, &["--metrics-addr", &addr])?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let get = |path: &'static str| {
+        let url = format!("http://{addr}{path}");
+        let http = cx.http.clone();
+        async move {
+            let r = http.get(url).send().await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
+        }
+    };
+    ensure!(get("/healthz").await?.0 == 200, "/healthz");
+    wait_for("/readyz 200", Duration::from_secs(30), Duration::from_millis(250), || async {
+        Ok((get("/readyz").await?.0 == 200).then_some(()))
+    })
+    .await?;
+    let p = pod("measured").namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+    cx.create(&p.grace(1).build()).await?;
+    cx.wait_phase(ns, "measured", "Running", Duration::from_secs(30)).await?;
+    let running = get("/metrics").await?.1;
+    let pods_running = sample(&running, "vk_pods", &[("phase", "Running")]);
+    ensure!(pods_running == Some(1.0), "vk_pods Running {pods_running:?}:\n{running}");
+    cx.pods(ns).delete("measured", &Default::default()).await?;
+    wait_for("measured gone", Duration::from_secs(30), Duration::from_millis(250), || async {
+        Ok(cx.pods(ns).get_opt("measured").await?.is_none().then_some(()))
+    })
+    .await?;
+    let text = get("/metrics").await?.1;
+    let ops = |op| sample(&text, "vk_pod_operations_total", &[("operation", op), ("result", "ok")]);
+    ensure!(ops("create") == Some(1.0), "create {:?}:\n{text}", ops("create"));
+    // Deleting the object is idempotent and may be repeated when a requeue meets the watch's
+    // Deleted event; creating it twice would be a bug.
+    for op in ["stop", "sync_status", "delete_object"] {
+        ensure!(ops(op).is_some_and(|n| n >= 1.0), "{op}: {:?}", ops(op));
+    }
+    for (name, labels) in [
+        ("vk_reconcile_duration_seconds_count", &[][..]),
+        ("vk_status_propagation_seconds_count", &[][..]),
+        (
+            "vk_nomad_requests_total",
+            &[("endpoint", "/v1/jobs"), ("method", "PUT"), ("code", "200")][..],
+        ),
+        (
+            "vk_nomad_request_duration_seconds_count",
+            &[("endpoint", "/v1/job/:id"), ("method", "DELETE")][..],
+        ),
+    ] {
+        let v = sample(&text, name, labels);
+        ensure!(v.is_some_and(|n| n >= 1.0), "{name} {labels:?}: {v:?}\n{text}");
+    }
+    let pods_running = sample(&text, "vk_pods", &[("phase", "Running")]);
+    ensure!(pods_running == Some(0.0), "vk_pods Running after the delete: {pods_running:?}");
+    ensure!(!text.contains("k8s-e2e-metrics_measured"), "a job ID became a label:\n{text}");
+    Ok(())
+}
+
+/// The value of the Prometheus sample `name` carrying every label of `labels` (in any order).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        let ok =
+            metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        ok.then(|| value.parse().ok()).flatten()
+    })
+}
+
 fn p_sa_volume(p: &Pod) -> Option<String> {
     p.spec
         .as_ref()?
@@ -1587,7 +1660,8 @@ fn main() {
         killed_during_creation,
         apiserver_restart,
         nomad_outage,
-        lost_allocations
+        lost_allocations,
+        process_metrics
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -195,7 +195,19 @@ impl NomadClient {
             })?),
             None => None,
         };
-        let resp = req.send().await.map_err(|e| ProviderError::Unavailable {
+        let (http, built) = req.build_split();
+        let request =
+            built.map_err(|e| ProviderError::InvalidInput(format!("a Nomad request: {e}")))?;
+        let (endpoint, method) = (endpoint(request.url().path()), request.method().to_string());
+        let started = std::time::Instant::now();
+        let sent = http.execute(request).await;
+        let code =
+            sent.as_ref().map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
+        metrics::counter!(REQUESTS, "endpoint" => endpoint.clone(), "method" => method.clone(), "code" => code)
+            .increment(1);
+        metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint, "method" => method)
+            .record(started.elapsed().as_secs_f64());
+        let resp = sent.map_err(|e| ProviderError::Unavailable {
             message: format!("Nomad request failed: {e}"),
             source: Some(Box::new(e)),
         })?;
@@ -259,6 +271,37 @@ impl NomadClient {
     }
 }
 
+/// Counter: Nomad API requests, labelled `endpoint` (see [`endpoint`]), `method` and `code` (the
+/// HTTP status, or `error` when no answer came).
+pub const REQUESTS: &str = "vk_nomad_requests_total";
+/// Histogram: seconds until Nomad's answer headers, labelled `endpoint` and `method`.
+pub const REQUEST_DURATION: &str = "vk_nomad_request_duration_seconds";
+
+/// The route template of a Nomad API path, so that metric labels do not grow with job and
+/// allocation IDs: `/v1/job/k8s-ns_web/allocations` -> `/v1/job/:id/allocations`,
+/// `/v1/var/nomad/jobs/x` -> `/v1/var/:path`, `/v1/client/fs/logs/<alloc>` ->
+/// `/v1/client/fs/logs/:id` (routes of Nomad's `command/agent/http.go`).
+pub fn endpoint(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let tail = |rest: &[&str]| rest.iter().map(|s| format!("/{s}")).collect::<String>();
+    match segs.as_slice() {
+        ["v1", "var", _, ..] => "/v1/var/:path".to_owned(),
+        ["v1", "client", "fs", op, _, ..] => format!("/v1/client/fs/{op}/:id"),
+        ["v1", "client", "allocation", _, rest @ ..] => {
+            format!("/v1/client/allocation/:id{}", tail(rest))
+        }
+        ["v1", item, _, rest @ ..]
+            if matches!(
+                *item,
+                "job" | "allocation" | "node" | "evaluation" | "deployment" | "namespace"
+            ) =>
+        {
+            format!("/v1/{item}/:id{}", tail(rest))
+        }
+        _ => format!("/{}", segs.join("/")),
+    }
+}
+
 async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ProviderError> {
     let bytes = resp.bytes().await.map_err(|e| ProviderError::Unavailable {
         message: format!("reading Nomad's answer: {e}"),
@@ -272,6 +315,22 @@ async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ProviderError>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_are_route_templates() {
+        for (path, want) in [
+            ("/v1/jobs", "/v1/jobs"),
+            ("/v1/job/k8s-ns_web", "/v1/job/:id"),
+            ("/v1/job/k8s-ns_web/allocations", "/v1/job/:id/allocations"),
+            ("/v1/var/nomad/jobs/k8s-ns_web", "/v1/var/:path"),
+            ("/v1/client/fs/logs/0b7c", "/v1/client/fs/logs/:id"),
+            ("/v1/client/allocation/0b7c/exec", "/v1/client/allocation/:id/exec"),
+            ("/v1/node/9f/allocations", "/v1/node/:id/allocations"),
+            ("/v1/agent/self", "/v1/agent/self"),
+        ] {
+            assert_eq!(super::endpoint(path), want, "{path}");
+        }
+    }
+
     use super::*;
 
     #[test]

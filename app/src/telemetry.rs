@@ -1,0 +1,101 @@
+//! The process's own metrics, served in the Prometheus text format with `/healthz` and `/readyz`
+//! on `--metrics-addr` (upstream virtual-kubelet's flag and default `:10255`, which upstream
+//! never served).
+//!
+//! Series (names are `vk_`-prefixed; durations in seconds):
+//! - `vk_pod_operations_total{operation, result}`: reconcile steps done, by step (`create`,
+//!   `sync_status`, `stop`, `kill`, `purge`, `delete_object`, `mark_lost`, `start_container`,
+//!   `update_workload`, `fail_deadline`) and `result` (`ok`, `error`);
+//! - `vk_reconcile_duration_seconds`: one reconcile of one pod, histogram;
+//! - `vk_pods{phase}`: pods bound to the node by phase (`Pending`, `Running`, `Succeeded`,
+//!   `Failed`, `Unknown`);
+//! - `vk_status_propagation_seconds`: Nomad's event time to the pod status written, histogram;
+//! - `vk_nomad_requests_total{endpoint, method, code}` and
+//!   `vk_nomad_request_duration_seconds{endpoint, method}`: Nomad API calls (endpoint as a route
+//!   template such as `/v1/job/:id`; `code` is the HTTP status or `error` when no answer came);
+//! - `vk_lease_renew_failures_total`: node Lease renewals that failed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Seconds buckets for the latency histograms: 1 ms to 60 s.
+const BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+/// Installs the global Prometheus recorder (histograms as buckets for every `*_seconds` series).
+///
+/// # Errors
+/// A recorder is already installed (twice in one process).
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// Parses `--metrics-addr`: `host:port`, or `:port` for every address (Go's notation, as
+/// upstream's flag takes it).
+///
+/// # Errors
+/// Not an address and port.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    full.parse().map_err(|e| format!("{s:?} is not host:port or :port ({e})"))
+}
+
+/// Serves `/metrics`, `/healthz` (200 while the process runs) and `/readyz` (200 once `ready`
+/// says so, 503 before) on `listener` until `cancel` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    cancel: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/metrics", get(|State((h, _)): State<Shared>| async move { h.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State((_, ready)): State<Shared>| async move {
+                if ready() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "pods and workloads not listed yet")
+                }
+            }),
+        )
+        .with_state((handle, ready));
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving metrics, /healthz and /readyz");
+    }
+    if let Err(e) =
+        axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+    {
+        warn!(error = %e, "the metrics server stopped");
+    }
+}
+
+type Shared = (PrometheusHandle, Arc<dyn Fn() -> bool + Send + Sync>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_follow_the_go_notation() {
+        assert_eq!(parse_addr(":10255").unwrap(), "0.0.0.0:10255".parse().unwrap());
+        assert_eq!(parse_addr("127.0.0.1:9").unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert!(parse_addr("10255").is_err());
+        assert!(parse_addr("localhost").is_err());
+    }
+}
