@@ -8,12 +8,15 @@
 pub mod env;
 pub mod error;
 pub mod inputs;
+pub mod kubelet_auth;
+pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod quantity;
 pub mod reconcile;
 pub mod runtime;
+pub mod stats;
 pub mod status;
 pub mod volume;
 pub mod workload;

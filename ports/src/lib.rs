@@ -12,14 +12,19 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use bytes::Bytes;
 use futures::Stream;
+use futures::channel::mpsc;
 use vk_domain::inputs::ServiceInfo;
 use vk_domain::jiff::Timestamp;
+use vk_domain::kubelet_auth::{NodeAccess, UserInfo};
+use vk_domain::logs::LogOptions;
 use vk_domain::k8s_openapi::api::coordination::v1::Lease;
 use vk_domain::k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus};
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::RuntimePod;
+use vk_domain::stats::Usage;
 use vk_domain::workload::WorkloadSpec;
 
 pub use vk_domain;
@@ -191,6 +196,125 @@ pub trait PodProvider: Send + Sync + 'static {
     /// # Errors
     /// [`ProviderError::Unavailable`] when the backend cannot be reached.
     fn list_pods(&self) -> impl Future<Output = Result<Vec<RuntimePod>, ProviderError>> + Send;
+
+    /// The output of container `container` of workload `id` (`kubectl logs`; upstream's
+    /// `GetContainerLogs`), with every option of `opts` applied: the stream(s), `previous`, `since`,
+    /// `tail_lines`, `timestamps`, `limit_bytes`, and with `follow` a stream that goes on until the
+    /// container stops or the receiver is dropped. Bytes are the container's own output, lines
+    /// ending in `\n`, prefixed when `opts.timestamps` asks.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or container (or no previous instance for
+    /// `previous`), `Unsupported` when the backend keeps no logs (the default), `Unavailable` when
+    /// the backend cannot be reached. Errors after the first byte end the stream with an `Err` item.
+    fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> impl Future<Output = Result<ByteStream, ProviderError>> + Send {
+        let _ = (id, container, opts);
+        async { Err(ProviderError::Unsupported("this backend keeps no container logs".into())) }
+    }
+
+    /// Runs `command` in container `container` of workload `id` with its standard streams wired to
+    /// `io` (`kubectl exec`; upstream's `RunInContainer`) and returns its exit code once it ends.
+    /// `io.stdin` ending is the command's stdin reaching EOF; with `io.tty` the command gets a
+    /// terminal, sized by `io.resize`, and its stderr is merged into stdout.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or container running, `InvalidInput` when the
+    /// command cannot start, `Unsupported` when the backend cannot exec (the default),
+    /// `Unavailable` when the backend cannot be reached or the session broke.
+    fn exec_stream(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+        io: ExecIo,
+    ) -> impl Future<Output = Result<i32, ProviderError>> + Send {
+        let _ = (id, container, command, io);
+        async { Err(ProviderError::Unsupported("this backend cannot exec".into())) }
+    }
+
+    /// Attaches `io` to the running process of container `container` of workload `id`
+    /// (`kubectl attach`; upstream's `AttachToContainer`) until it stops or the client goes away.
+    ///
+    /// # Errors
+    /// `Unsupported` when the backend cannot attach at all (the default) or cannot give the
+    /// process what `io` asks (for example stdin), saying which; otherwise as
+    /// [`PodProvider::exec_stream`].
+    fn attach(
+        &self,
+        id: &str,
+        container: &str,
+        io: ExecIo,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        let _ = (id, container, io);
+        async { Err(ProviderError::Unsupported("this backend cannot attach".into())) }
+    }
+
+    /// A byte stream to TCP port `port` of workload `id`, as seen from inside the pod
+    /// (`kubectl port-forward`; upstream's `PortForward`).
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or nothing listens there, `Unsupported` when the
+    /// backend cannot forward (the default), `Unavailable` when it cannot be reached.
+    fn port_forward(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<Duplex, ProviderError>> + Send {
+        let _ = (id, port);
+        async { Err(ProviderError::Unsupported("this backend cannot forward ports".into())) }
+    }
+
+    /// Resource usage of the node and of every running pod this node owns, sampled now
+    /// (`/stats/summary` and `/metrics/resource`; upstream's `GetStatsSummary` and
+    /// `GetMetricsResource`).
+    ///
+    /// # Errors
+    /// `Unsupported` when the backend reports no usage (the default), `Unavailable` when it cannot
+    /// be reached.
+    fn usage(&self) -> impl Future<Output = Result<Usage, ProviderError>> + Send {
+        async { Err(ProviderError::Unsupported("this backend reports no resource usage".into())) }
+    }
+}
+
+/// A stream of bytes from a backend (log output). Ends when the source does.
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
+
+/// A bidirectional byte stream (a forwarded port): bytes written reach the pod's port.
+pub type Duplex = Box<dyn Connection>;
+
+/// What a [`Duplex`] is: an async read and write byte stream.
+pub trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Connection for T {}
+
+/// A terminal size in character cells (`remotecommand.TerminalSize`, JSON `{"Width":..,"Height":..}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Columns.
+    pub width: u16,
+    /// Rows.
+    pub height: u16,
+}
+
+/// The standard streams of an exec or attach session (upstream's `AttachIO`). A stream the client
+/// did not ask for is `None`. Channels are bounded, so a slow client slows the command down rather
+/// than filling memory; a send failing means the client went away.
+#[derive(Debug)]
+pub struct ExecIo {
+    /// The client's stdin; the channel closing is EOF.
+    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    /// Where the command's stdout goes.
+    pub stdout: Option<mpsc::Sender<Bytes>>,
+    /// Where the command's stderr goes (never with `tty`).
+    pub stderr: Option<mpsc::Sender<Bytes>>,
+    /// Whether the command gets a terminal.
+    pub tty: bool,
+    /// Terminal size changes (with `tty`), the first one before or soon after the start.
+    pub resize: Option<mpsc::Receiver<TerminalSize>>,
 }
 
 /// A backend's view of the node it makes up.
@@ -378,4 +502,37 @@ pub trait InputsApi: Send + Sync + 'static {
         audience: &str,
         expiration_seconds: i64,
     ) -> impl Future<Output = Result<(String, Timestamp), ClusterError>> + Send;
+}
+
+/// A decision on a [`NodeAccess`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allowed or not.
+    pub allowed: bool,
+    /// The authorizer's reason, when it gave one (shown to a client refused with 403).
+    pub reason: String,
+}
+
+/// The API server's reviews, as a kubelet with `--authentication-token-webhook` and
+/// `--authorization-mode=Webhook` uses them for its own API.
+pub trait AccessReview: Send + Sync + 'static {
+    /// Who bearer token `token` belongs to (a TokenReview); `None` when it is not valid.
+    ///
+    /// # Errors
+    /// `Unavailable` when the API server cannot be reached; `Refused` when this node may not
+    /// create TokenReviews.
+    fn authenticate(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<UserInfo>, ClusterError>> + Send;
+
+    /// Whether `user` may do `access` (a SubjectAccessReview).
+    ///
+    /// # Errors
+    /// As [`AccessReview::authenticate`].
+    fn authorize(
+        &self,
+        user: &UserInfo,
+        access: &NodeAccess,
+    ) -> impl Future<Output = Result<Decision, ClusterError>> + Send;
 }
