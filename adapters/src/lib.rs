@@ -4,4 +4,5 @@
 //! - [`kube`]: the Kubernetes API (kube-rs).
 
 pub mod kube;
+pub mod kubelet;
 pub mod nomad;
