@@ -55,6 +55,27 @@ pub struct Cli {
     /// Port of the kubelet API, published in the node status.
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Address the kubelet API listens on (its port is `--kubelet-port`).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub kubelet_address: std::net::IpAddr,
+    /// Serving certificate (PEM) of the kubelet API (the kubelet's `--tls-cert-file`; upstream's
+    /// `APISERVER_CERT_LOCATION`). Without it, a self-signed certificate for the node's name and
+    /// InternalIP is made at start.
+    #[arg(long, env = "APISERVER_CERT_LOCATION", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Key (PEM) of `--tls-cert-file` (upstream's `APISERVER_KEY_LOCATION`).
+    #[arg(long, env = "APISERVER_KEY_LOCATION", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) client certificates are verified against (the kubelet's
+    /// `--client-ca-file`; upstream's `APISERVER_CA_CERT_LOCATION`). Without it, the CA the
+    /// kubeconfig trusts for the API server is used, which signs the API server's kubelet client
+    /// certificate in most clusters.
+    #[arg(long, env = "APISERVER_CA_CERT_LOCATION")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Let requests without credentials through as `system:anonymous` (still authorized by a
+    /// SubjectAccessReview). Off by default: they get 401.
+    #[arg(long, default_value_t = false)]
+    pub anonymous_auth: bool,
     /// Maximum number of pods (capacity.pods).
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use vk_adapters::kube::review::KubeAccessReview;
 use vk_adapters::kube::{KubeNodeApi, KubePodApi};
+use vk_adapters::kubelet::server as kubelet;
 use vk_adapters::nomad::NomadProvider;
 use vk_ports::NodeProvider;
 
@@ -31,7 +33,9 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-async fn kube_client(cli: &Cli) -> anyhow::Result<kube::Client> {
+/// A kube client for the kubeconfig (or in-cluster configuration), and the CA certificates (DER)
+/// it trusts for the API server.
+async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, Vec<Vec<u8>>)> {
     let config = match &cli.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -45,7 +49,56 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<kube::Client> {
     };
     let limit =
         vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
-    Ok(vk_adapters::kube::client(config, limit)?)
+    let roots = config.root_cert.clone().unwrap_or_default();
+    Ok((vk_adapters::kube::client(config, limit)?, roots))
+}
+
+/// The kubelet API's settings: serving certificate from files or self-signed, client CA from
+/// `--client-ca-file` or the kubeconfig's CA.
+fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubelet::Settings> {
+    let cert = match (&cli.tls_cert_file, &cli.tls_private_key_file) {
+        (Some(c), Some(k)) => kubelet::ServingCert {
+            cert_pem: std::fs::read_to_string(c)
+                .with_context(|| format!("reading --tls-cert-file {}", c.display()))?,
+            key_pem: std::fs::read_to_string(k)
+                .with_context(|| format!("reading --tls-private-key-file {}", k.display()))?,
+        },
+        _ => {
+            let ips: Vec<std::net::IpAddr> = cli.internal_ip.parse().into_iter().collect();
+            kubelet::self_signed(&cli.nodename, &ips)?
+        }
+    };
+    let mut settings = kubelet::Settings::new(&cli.nodename, cert);
+    settings.client_ca = match &cli.client_ca_file {
+        Some(f) => {
+            let pem = std::fs::read(f)
+                .with_context(|| format!("reading --client-ca-file {}", f.display()))?;
+            kubelet::pem_certificates(&pem)
+                .with_context(|| format!("--client-ca-file {}", f.display()))?
+        }
+        None => kube_roots,
+    };
+    settings.anonymous = cli.anonymous_auth;
+    kubelet::check(&settings)?;
+    Ok(settings)
+}
+
+/// The pod controller as the kubelet API's pod index.
+struct Index<P, K>(Arc<pod_controller::PodController<P, K>>);
+
+impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> kubelet::PodIndex
+    for Index<P, K>
+{
+    fn pod(
+        &self,
+        key: &vk_domain::pod::PodKey,
+    ) -> Option<(k8s_openapi::api::core::v1::Pod, Option<String>)> {
+        self.0.pod(key)
+    }
+
+    fn pods(&self) -> Vec<(k8s_openapi::api::core::v1::Pod, bool)> {
+        self.0.pods()
+    }
 }
 
 /// Runs the virtual kubelet until `cancel` fires, then lets in-flight work finish within
@@ -59,7 +112,12 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
         .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))?;
-    let client = kube_client(&cli).await?;
+    let (client, kube_roots) = kube_client(&cli).await?;
+    let kubelet_settings = kubelet_settings(&cli, kube_roots)?;
+    let kubelet_addr = std::net::SocketAddr::new(cli.kubelet_address, cli.kubelet_port);
+    let kubelet_listener = tokio::net::TcpListener::bind(kubelet_addr)
+        .await
+        .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))?;
     let provider = match cli.provider {
         Provider::Nomad => Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?),
     };
@@ -88,8 +146,8 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         cancel.clone(),
     ));
     let pods = pod_controller::PodController::new(
-        provider,
-        Arc::new(KubePodApi::new(client, &node.name)),
+        Arc::clone(&provider),
+        Arc::new(KubePodApi::new(client.clone(), &node.name)),
         pod_controller::Settings {
             node_name: node.name.clone(),
             workers: cli.pod_sync_workers,
@@ -105,6 +163,22 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     };
     let metrics_task =
         tokio::spawn(telemetry::serve(metrics_listener, metrics, ready, cancel.clone()));
+    let api = kubelet::Kubelet::new(
+        provider,
+        Arc::new(KubeAccessReview::new(client)),
+        Arc::new(Index(Arc::clone(&pods))),
+        kubelet_settings,
+    );
+    let kubelet_task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                kubelet::serve(kubelet_listener, api, async move { cancel.cancelled().await }).await
+            {
+                warn!(error = %e, "the kubelet API stopped");
+            }
+        })
+    };
     let pod_task = tokio::spawn(pods.run(cancel.clone()));
 
     cancel.cancelled().await;
@@ -113,6 +187,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         let _ = node_task.await;
         let _ = pod_task.await;
         let _ = metrics_task.await;
+        let _ = kubelet_task.await;
     };
     if tokio::time::timeout(cli.shutdown_grace, all).await.is_err() {
         warn!("in-flight work did not finish within the shutdown grace period");

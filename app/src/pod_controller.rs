@@ -281,6 +281,22 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         }
     }
 
+    /// The pod with `key` bound to this node, with its workload's ID when the backend has one.
+    pub fn pod(&self, key: &PodKey) -> Option<(Pod, Option<String>)> {
+        let st = self.state();
+        let pod = st.pods.get(key)?.clone();
+        Some((pod, st.runtime.get(key).map(|r| r.id.clone())))
+    }
+
+    /// Every pod bound to this node, with whether its workload runs now.
+    pub fn pods(&self) -> Vec<(Pod, bool)> {
+        let st = self.state();
+        st.pods
+            .iter()
+            .map(|(k, p)| (p.clone(), st.runtime.get(k).is_some_and(|r| !r.is_terminated())))
+            .collect()
+    }
+
     /// True once both the pods bound to the node and the backend's workloads were listed.
     pub fn synced(&self) -> bool {
         let st = self.state();

@@ -25,6 +25,7 @@ use vk_domain::pod::PodKey;
 use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent};
 
 pub mod rate;
+pub mod review;
 
 /// A kube client for `config` whose requests pass through `limit` (see [`rate`]).
 ///

@@ -1,0 +1,606 @@
+//! The kubelet's HTTPS server: TLS with optional client certificates, the kubelet's
+//! authentication and authorization, and the routes (`pkg/kubelet/server/server.go`).
+//!
+//! - TLS: the serving certificate from files, or a self-signed one made at start for the node's
+//!   name and addresses ([`self_signed`]), as a kubelet without `--tls-cert-file` does. Client
+//!   certificates are requested but not required, so that bearer-token clients (metrics-server)
+//!   can connect; when one is presented it must chain to the client CA.
+//! - Authentication: a verified client certificate (user = CN, groups = O), else a bearer token
+//!   through a TokenReview, else `system:anonymous` when anonymous access is enabled; otherwise
+//!   401. Authorization: SubjectAccessReviews on `nodes/<subresource>`
+//!   ([`vk_domain::kubelet_auth::access_for`]); 403 when denied. Both results are cached
+//!   (the kubelet's webhook cache TTLs: tokens 2 min, allowed 5 min, denied 30 s).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use k8s_openapi::api::core::v1::Pod;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+use vk_domain::jiff::Timestamp;
+use vk_domain::kubelet_auth::{NodeAccess, UserInfo, access_for};
+use vk_domain::logs::LogOptions;
+use vk_domain::pod::PodKey;
+use vk_domain::stats::{self, CpuCounters};
+use vk_ports::{AccessReview, PodProvider, ProviderError};
+
+use super::streaming;
+
+/// A serving certificate chain and its key, PEM.
+#[derive(Clone)]
+pub struct ServingCert {
+    /// The certificate chain, PEM (leaf first).
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert").finish_non_exhaustive()
+    }
+}
+
+/// Errors setting the server up. Requests never fail the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The certificate, key or client CA could not be used.
+    #[error("kubelet TLS: {0}")]
+    Tls(String),
+    /// The listener failed.
+    #[error("kubelet listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A self-signed serving certificate for `node_name` and `addresses` (the subject alternative
+/// names a kubelet without `--tls-cert-file` puts in its own: the hostname and the node's IPs),
+/// valid for a year.
+///
+/// # Errors
+/// [`ServerError::Tls`] when key generation or signing fails.
+pub fn self_signed(node_name: &str, addresses: &[IpAddr]) -> Result<ServingCert, ServerError> {
+    let tls = |e: rcgen::Error| ServerError::Tls(e.to_string());
+    let mut names = vec![node_name.to_owned()];
+    names.extend(addresses.iter().map(ToString::to_string));
+    let mut params = rcgen::CertificateParams::new(names).map_err(tls)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{node_name}@virtual-kubelet"));
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = params.not_before + Duration::from_secs(20 * 365 * 24 * 3600);
+    let key = rcgen::KeyPair::generate().map_err(tls)?;
+    let cert = params.self_signed(&key).map_err(tls)?;
+    Ok(ServingCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// How the server authenticates and authorizes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name: authorization is asked for `nodes/<name>`.
+    pub node_name: String,
+    /// The serving certificate.
+    pub cert: ServingCert,
+    /// CA certificates (DER) that client certificates must chain to; empty: client
+    /// certificates are not asked for.
+    pub client_ca: Vec<Vec<u8>>,
+    /// Let unauthenticated requests through as `system:anonymous` (then authorized as such).
+    pub anonymous: bool,
+    /// How long a TokenReview answer is reused (the kubelet's
+    /// `--authentication-token-webhook-cache-ttl`, 2 min).
+    pub token_ttl: Duration,
+    /// How long an allowed SubjectAccessReview is reused (5 min).
+    pub allowed_ttl: Duration,
+    /// How long a denied one is reused (30 s).
+    pub denied_ttl: Duration,
+}
+
+impl Settings {
+    /// Settings with the kubelet's cache TTLs, no client CA and no anonymous access.
+    pub fn new(node_name: &str, cert: ServingCert) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            cert,
+            client_ca: Vec::new(),
+            anonymous: false,
+            token_ttl: Duration::from_secs(120),
+            allowed_ttl: Duration::from_secs(300),
+            denied_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The pods bound to this node as the application knows them (from its pod watch and the
+/// backend), which the server reads to answer requests.
+pub trait PodIndex: Send + Sync + 'static {
+    /// The pod with `key` bound to this node, and its backend workload ID once it has one.
+    fn pod(&self, key: &PodKey) -> Option<(Pod, Option<String>)>;
+    /// Every pod bound to this node, with whether its workload runs (has a live sandbox).
+    fn pods(&self) -> Vec<(Pod, bool)>;
+}
+
+struct Cache<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+    fn new() -> Self {
+        Self { entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        let map = self.entries.lock().ok()?;
+        map.get(k).filter(|(until, _)| *until > Instant::now()).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, k: K, v: V, ttl: Duration) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= 4096 {
+                let now = Instant::now();
+                map.retain(|_, (until, _)| *until > now);
+                if map.len() >= 4096 {
+                    map.clear();
+                }
+            }
+            map.insert(k, (Instant::now() + ttl, v));
+        }
+    }
+}
+
+/// The kubelet API over provider `P`, reviews `A` and pod index `I`.
+pub struct Kubelet<P, A, I> {
+    pub(crate) provider: Arc<P>,
+    access: Arc<A>,
+    pub(crate) index: Arc<I>,
+    settings: Settings,
+    tokens: Cache<String, Option<UserInfo>>,
+    decisions: Cache<(String, Vec<String>, &'static str, &'static str), bool>,
+    cpu: Mutex<CpuCounters>,
+}
+
+impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
+    /// The API with these parts.
+    pub fn new(provider: Arc<P>, access: Arc<A>, index: Arc<I>, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            access,
+            index,
+            settings,
+            tokens: Cache::new(),
+            decisions: Cache::new(),
+            cpu: Mutex::new(CpuCounters::default()),
+        })
+    }
+
+    /// The routes, with authentication and authorization in front of every one.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/pods", get(pods::<P, A, I>))
+            .route("/pods/", get(pods::<P, A, I>))
+            .route("/runningpods/", get(running_pods::<P, A, I>))
+            .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs::<P, A, I>))
+            .route("/stats/summary", get(stats_summary::<P, A, I>))
+            .route("/stats/summary/", get(stats_summary::<P, A, I>))
+            .route("/metrics/resource", get(metrics_resource::<P, A, I>))
+            .route("/exec/{ns}/{pod}/{container}", any(streaming::exec::<P, A, I>))
+            .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec_uid::<P, A, I>))
+            .route("/attach/{ns}/{pod}/{container}", any(streaming::attach::<P, A, I>))
+            .route("/attach/{ns}/{pod}/{uid}/{container}", any(streaming::attach_uid::<P, A, I>))
+            .route("/portForward/{ns}/{pod}", any(streaming::port_forward::<P, A, I>))
+            .route("/portForward/{ns}/{pod}/{uid}", any(streaming::port_forward_uid::<P, A, I>))
+            .layer(axum::middleware::from_fn_with_state(Arc::clone(self), guard::<P, A, I>))
+            .with_state(Arc::clone(self))
+    }
+
+    async fn user_for_token(&self, token: &str) -> Result<Option<UserInfo>, Response> {
+        if let Some(u) = self.tokens.get(&token.to_owned()) {
+            return Ok(u);
+        }
+        match self.access.authenticate(token).await {
+            Ok(u) => {
+                self.tokens.put(token.to_owned(), u.clone(), self.settings.token_ttl);
+                Ok(u)
+            }
+            Err(e) => {
+                warn!(error = %e, "TokenReview failed");
+                Err(plain(StatusCode::UNAUTHORIZED, "Unauthorized"))
+            }
+        }
+    }
+
+    async fn allowed(&self, user: &UserInfo, access: &NodeAccess) -> Result<bool, Response> {
+        let key = (user.username.clone(), user.groups.clone(), access.verb, access.subresource);
+        if let Some(d) = self.decisions.get(&key) {
+            return Ok(d);
+        }
+        match self.access.authorize(user, access).await {
+            Ok(d) => {
+                let ttl =
+                    if d.allowed { self.settings.allowed_ttl } else { self.settings.denied_ttl };
+                self.decisions.put(key, d.allowed, ttl);
+                Ok(d.allowed)
+            }
+            Err(e) => {
+                warn!(error = %e, "SubjectAccessReview failed");
+                Err(plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Authorization error (user={}): {e}", user.username),
+                ))
+            }
+        }
+    }
+
+    /// The pod `ns/name` and its workload ID, or the error response (404 for an unknown pod,
+    /// 400 for a pod whose workload is not created yet), after checking that `container`, when
+    /// given, is one of its containers (404 otherwise).
+    pub(crate) fn workload(
+        &self,
+        ns: &str,
+        name: &str,
+        container: Option<&str>,
+    ) -> Result<String, Response> {
+        let key = PodKey::new(ns, name)
+            .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("invalid pod name: {e}")))?;
+        let Some((pod, id)) = self.index.pod(&key) else {
+            return Err(plain(StatusCode::NOT_FOUND, format!("pod \"{ns}/{name}\" not found")));
+        };
+        if let Some(c) = container {
+            let spec = pod.spec.as_ref();
+            let known = spec.is_some_and(|s| {
+                s.containers.iter().any(|x| x.name == c)
+                    || s.init_containers.iter().flatten().any(|x| x.name == c)
+            });
+            if !known {
+                return Err(plain(
+                    StatusCode::NOT_FOUND,
+                    format!("container \"{c}\" not found in pod \"{ns}/{name}\""),
+                ));
+            }
+        }
+        id.ok_or_else(|| {
+            plain(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container {:?} in pod \"{ns}/{name}\" is waiting to start: ContainerCreating",
+                    container.unwrap_or_default()
+                ),
+            )
+        })
+    }
+
+    async fn usage(&self) -> Result<stats::Usage, Response> {
+        let mut usage = self.provider.usage().await.map_err(provider_response)?;
+        if let Ok(mut cpu) = self.cpu.lock() {
+            cpu.fill(&mut usage);
+        }
+        Ok(usage)
+    }
+}
+
+/// Who a verified client certificate names, set per connection.
+#[derive(Clone, Default)]
+struct ClientCert(Option<UserInfo>);
+
+/// The user a DER certificate names: CN as the user, O values as groups.
+pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let username = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let groups =
+        subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
+    Some(UserInfo { username, groups, ..UserInfo::default() })
+}
+
+/// A plain-text response, as the kubelet writes its errors.
+pub(crate) fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut r = (code, msg.into()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// The HTTP answer for a provider error.
+pub(crate) fn provider_response(e: ProviderError) -> Response {
+    let code = match &e {
+        ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
+        ProviderError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        ProviderError::Conflict(_) => StatusCode::CONFLICT,
+        ProviderError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        ProviderError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    plain(code, e.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn guard<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let cert = req.extensions().get::<ClientCert>().and_then(|c| c.0.clone());
+    let user = match cert {
+        Some(u) => u,
+        None => match bearer(req.headers()) {
+            Some(token) => match k.user_for_token(token).await {
+                Ok(Some(u)) => u,
+                Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
+                Err(r) => return r,
+            },
+            None if k.settings.anonymous => UserInfo::anonymous(),
+            None => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        },
+    };
+    let accesses = access_for(req.method().as_str(), req.uri().path(), &k.settings.node_name);
+    for a in &accesses {
+        match k.allowed(&user, a).await {
+            Ok(true) => {
+                debug!(user = %user.username, verb = a.verb, subresource = a.subresource, path = req.uri().path(), "kubelet API request");
+                return next.run(req).await;
+            }
+            Ok(false) => {}
+            Err(r) => return r,
+        }
+    }
+    let a = accesses.first();
+    plain(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
+            user.username,
+            a.map_or("get", |a| a.verb),
+            a.map_or("proxy", |a| a.subresource)
+        ),
+    )
+}
+
+fn pod_list(items: Vec<Pod>) -> Response {
+    let body = serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": items,
+    });
+    axum::Json(body).into_response()
+}
+
+async fn pods<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+) -> Response {
+    pod_list(k.index.pods().into_iter().map(|(p, _)| p).collect())
+}
+
+async fn running_pods<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+) -> Response {
+    // The kubelet's /runningpods/ lists what its runtime runs, as bare pods: name, namespace,
+    // UID and containers.
+    let items = k
+        .index
+        .pods()
+        .into_iter()
+        .filter(|(_, running)| *running)
+        .map(|(p, _)| Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: p.metadata.name,
+                namespace: p.metadata.namespace,
+                uid: p.metadata.uid,
+                ..Default::default()
+            },
+            spec: p.spec.map(|s| k8s_openapi::api::core::v1::PodSpec {
+                containers: s
+                    .containers
+                    .into_iter()
+                    .map(|c| k8s_openapi::api::core::v1::Container {
+                        name: c.name,
+                        image: c.image,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            status: None,
+        })
+        .collect();
+    pod_list(items)
+}
+
+/// The decoded pairs of a query string.
+pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+async fn container_logs<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let pairs = query_pairs(q.as_deref());
+    let opts = match LogOptions::from_query(
+        pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+        Timestamp::now(),
+    ) {
+        Ok(o) => o,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid log options: {e}")),
+    };
+    let id = match k.workload(&ns, &pod, Some(&container)) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match k.provider.logs(&id, &container, &opts).await {
+        Ok(stream) => {
+            let guard = streaming::OpenStream::new("logs");
+            let stream = futures::StreamExt::map(stream, move |item| {
+                let _keep = &guard;
+                item.map_err(std::io::Error::other)
+            });
+            let mut r = Response::new(Body::from_stream(stream));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        Err(e) => provider_response(e),
+    }
+}
+
+async fn stats_summary<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+) -> Response {
+    match k.usage().await {
+        Ok(u) => axum::Json(stats::summary(&k.settings.node_name, &u)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn metrics_resource<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+) -> Response {
+    match k.usage().await {
+        Ok(u) => {
+            let mut r = stats::resource_metrics(&u).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Err(r) => r,
+    }
+}
+
+fn tls_config(settings: &Settings) -> Result<rustls::ServerConfig, ServerError> {
+    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(settings.cert.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&format!("serving certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls("serving certificate: no certificate in the PEM".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(settings.cert.key_pem.as_bytes())
+        .map_err(|e| tls(&format!("serving key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?;
+    let builder = match settings.client_ca.as_slice() {
+        [] => builder.with_no_client_auth(),
+        cas => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in cas {
+                roots
+                    .add(CertificateDer::from(c.clone()))
+                    .map_err(|e| tls(&format!("client CA: {e}")))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| tls(&format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| tls(&e))?;
+    // Upgrades (exec, attach, port-forward) are HTTP/1.1, which is all the API server needs.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificates (DER) of a PEM bundle.
+///
+/// # Errors
+/// [`ServerError::Tls`] when the PEM is malformed or holds no certificate.
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, ServerError> {
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls("no certificate in the PEM".into()));
+    }
+    Ok(certs)
+}
+
+/// Checks the TLS material of `settings` (so that bad files stop the process at start).
+///
+/// # Errors
+/// [`ServerError::Tls`] naming the certificate, key or client CA that cannot be used.
+pub fn check(settings: &Settings) -> Result<(), ServerError> {
+    tls_config(settings).map(|_| ())
+}
+
+/// Serves `kubelet` on `listener` until `shutdown` resolves. Connections already open finish on
+/// their own (streams end with their sessions).
+///
+/// # Errors
+/// [`ServerError::Tls`] when the TLS material cannot be used.
+pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
+    listener: TcpListener,
+    kubelet: Arc<Kubelet<P, A, I>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&kubelet.settings)?));
+    let app = kubelet.router();
+    info!(addr = ?listener.local_addr().ok(), "serving the kubelet API");
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "kubelet API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| user_from_certificate(c.as_ref()));
+            let svc = TowerToHyperService::new(app.layer(Extension(ClientCert(user))));
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .http1_only()
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await;
+            if let Err(e) = conn {
+                debug!(%peer, error = %e, "kubelet API connection ended");
+            }
+        });
+    }
+}
+
+/// Whether `method` may start a streaming session (the kubelet accepts GET and POST).
+pub(crate) fn streaming_method(m: &Method) -> bool {
+    m == Method::GET || m == Method::POST
+}
