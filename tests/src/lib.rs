@@ -561,6 +561,13 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
         Ok(v["status"]["userInfo"]["username"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// The API server's kubelet client certificate and key (`--kubelet-client-certificate`,
+    /// CN `kube-apiserver-kubelet-client`), to call a kubelet as the API server does.
+    pub fn kubelet_client_identity(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join("pki");
+        (dir.join("apiserver-kubelet-client.crt"), dir.join("apiserver-kubelet-client.key"))
+    }
+
     /// Runs kubectl with the admin kubeconfig; returns stdout.
     ///
     /// # Errors

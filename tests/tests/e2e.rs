@@ -18,6 +18,10 @@ use tokio::sync::OnceCell;
 use vk_tests::fixtures::pod;
 use vk_tests::{Process, Stack, StackOptions, wait_for};
 
+#[path = "e2e/kubelet.rs"]
+mod kubelet;
+use kubelet::{kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security};
+
 type Shared = Arc<OnceCell<Result<Stack, String>>>;
 
 struct Ctx<'a> {
@@ -1661,7 +1665,11 @@ fn main() {
         apiserver_restart,
         nomad_outage,
         lost_allocations,
-        process_metrics
+        process_metrics,
+        kubelet_logs,
+        kubelet_exec,
+        kubelet_port_forward,
+        kubelet_security
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -1,0 +1,314 @@
+//! End-to-end tests of the kubelet API (port 10250): `kubectl logs`, `exec`, `port-forward` and
+//! `top` through the real kube-apiserver, kube-rs clients (WebSocket), and the kubelet's own
+//! authentication and authorization called directly.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use futures::{SinkExt as _, StreamExt as _};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::AttachParams;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use vk_tests::fixtures::pod;
+use vk_tests::{free_port, wait_for};
+
+use super::Ctx;
+
+/// The numbers of the `line-N` lines of `text`, in order.
+fn numbers(text: &str) -> Vec<u64> {
+    text.lines().filter_map(|l| l.strip_prefix("line-")?.trim().parse().ok()).collect()
+}
+
+fn consecutive(n: &[u64]) -> bool {
+    n.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+/// A pod printing `line-1` .. `line-10` at once, then one more line a second.
+fn talker(ns: &str, node: &str) -> Pod {
+    pod("talker")
+        .namespace(ns)
+        .on_node(node)
+        .container(
+            "main",
+            &[
+                "sh",
+                "-c",
+                "i=1; while [ $i -le 10 ]; do echo line-$i; i=$((i+1)); done; \
+                 while true; do sleep 1; echo line-$i; i=$((i+1)); done",
+            ],
+        )
+        .grace(1)
+        .build()
+}
+
+/// `kubectl logs` returns the pod's output; `--tail=3` the last three lines; `--limit-bytes=5`
+/// five bytes; `-f` streams lines written after it started.
+pub async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-logs", "e2e-logs");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    cx.create(&talker(ns, node)).await?;
+    cx.wait_phase(ns, "talker", "Running", Duration::from_secs(30)).await?;
+    let whole = wait_for("ten lines logged", Duration::from_secs(30), Duration::from_millis(500), || async {
+        let out = cx.stack.kubectl(&["logs", "-n", ns, "talker"]).unwrap_or_default();
+        Ok((numbers(&out).len() >= 12).then_some(out))
+    })
+    .await?;
+    let all = numbers(&whole);
+    ensure!(all.first() == Some(&1) && consecutive(&all), "kubectl logs:\n{whole}");
+
+    let tail = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=3"])?;
+    let t = numbers(&tail);
+    ensure!(t.len() == 3 && consecutive(&t) && t[0] >= all[all.len() - 1].saturating_sub(2), "--tail=3:\n{tail}");
+    ensure!(tail.lines().count() == 3, "--tail=3 gave more than lines:\n{tail:?}");
+
+    let limited = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--limit-bytes=5"])?;
+    ensure!(limited == "line-", "--limit-bytes=5: {limited:?}");
+
+    let with_time = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--timestamps", "--tail=1"])?;
+    let (stamp, rest) = with_time.split_once(' ').context("no timestamp")?;
+    ensure!(stamp.parse::<k8s_openapi::jiff::Timestamp>().is_ok() && rest.starts_with("line-"), "--timestamps: {with_time:?}");
+
+    // -f: lines written after the command started arrive while it runs.
+    let mut child = Command::new(&cx.stack.peers.kubectl)
+        .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
+        .args(["logs", "-f", "-n", ns, "talker", "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = *numbers(&cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=1"])?).first().context("no last line")?;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.last().is_none_or(|n| *n < start + 3) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(line)) => seen.extend(numbers(&line)),
+            Ok(None) => bail!("kubectl logs -f ended; saw {seen:?}"),
+            Err(_) => bail!("kubectl logs -f: no new lines after line-{start} within 30 s; saw {seen:?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ensure!(consecutive(&seen), "kubectl logs -f skipped or repeated lines: {seen:?}");
+    Ok(())
+}
+
+/// `kubectl exec` runs a command and passes its exit code; `-i` passes stdin; kube-rs (translated
+/// to SPDY by the API server) gets output and a terminal that resizes.
+pub async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-exec", "e2e-exec");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let p = pod("shell").namespace(ns).on_node(node).container("main", &["sleep", "600"]).grace(1);
+    cx.create(&p.build()).await?;
+    cx.wait_phase(ns, "shell", "Running", Duration::from_secs(30)).await?;
+
+    let out = cx.stack.kubectl(&["exec", "-n", ns, "shell", "--", "sh", "-c", "echo out; echo err >&2"])?;
+    ensure!(out == "out\n", "kubectl exec stdout: {out:?}");
+
+    let status = Command::new(&cx.stack.peers.kubectl)
+        .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
+        .args(["exec", "-n", ns, "shell", "--", "sh", "-c", "exit 7"])
+        .output()?;
+    ensure!(status.status.code() == Some(7), "kubectl exec exit 7 gave {:?}: {}", status.status, String::from_utf8_lossy(&status.stderr));
+
+    let mut child = Command::new(&cx.stack.peers.kubectl)
+        .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
+        .args(["exec", "-i", "-n", ns, "shell", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        stdin.write_all(b"hello from stdin\n")?;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    ensure!(out.status.success(), "kubectl exec -i: {:?}", out.status);
+    ensure!(String::from_utf8_lossy(&out.stdout) == "HELLO FROM STDIN\n", "kubectl exec -i: {:?}", out.stdout);
+
+    // kube-rs: plain output, then a terminal resized to 120x40.
+    let pods: Api<Pod> = cx.pods(ns);
+    let mut run = pods
+        .exec("shell", ["sh", "-c", "echo kube-rs"], &AttachParams::default().stderr(false))
+        .await?;
+    let mut got = String::new();
+    run.stdout().context("no stdout")?.read_to_string(&mut got).await?;
+    ensure!(got == "kube-rs\n", "kube-rs exec: {got:?}");
+    let status = run.take_status().context("no status")?.await;
+    ensure!(status.as_ref().and_then(|s| s.status.as_deref()) == Some("Success"), "kube-rs status {status:?}");
+
+    let mut tty = pods
+        .exec(
+            "shell",
+            ["sh", "-c", "sleep 2; stty size"],
+            &AttachParams::interactive_tty(),
+        )
+        .await?;
+    let mut resize = tty.terminal_size().context("no resize channel")?;
+    resize.send(kube::api::TerminalSize { width: 120, height: 40 }).await?;
+    let mut stdin = tty.stdin().context("no stdin")?;
+    let mut stdout = tty.stdout().context("no stdout")?;
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stdout.read_to_string(&mut text)).await;
+    let _ = stdin.shutdown().await;
+    ensure!(read.is_ok(), "the tty session did not end; got {text:?}");
+    ensure!(text.trim() == "40 120", "stty size in a 120x40 terminal: {text:?}");
+    Ok(())
+}
+
+/// `kubectl port-forward` (SPDY) and kube-rs port-forward (WebSocket passed through) carry an
+/// HTTP request to a server in the pod.
+pub async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-pf", "e2e-pf");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let port = free_port()?;
+    let p = pod("web")
+        .namespace(ns)
+        .on_node(node)
+        .container(
+            "main",
+            &["/usr/bin/python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"],
+        )
+        .grace(1)
+        .build();
+    cx.create(&p).await?;
+    cx.wait_phase(ns, "web", "Running", Duration::from_secs(30)).await?;
+    let url_ok = |local: u16| {
+        let http = cx.http.clone();
+        async move {
+            let r = http.get(format!("http://127.0.0.1:{local}/")).send().await?;
+            anyhow::Ok(r.status().as_u16() == 200 && r.text().await?.contains("Directory listing"))
+        }
+    };
+    // The server may take a moment to listen.
+    let local = free_port()?;
+    let mut child = Command::new(&cx.stack.peers.kubectl)
+        .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
+        .args(["port-forward", "-n", ns, "pod/web", &format!("{local}:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = wait_for("an HTTP answer through kubectl port-forward", Duration::from_secs(30), Duration::from_millis(500), || async {
+        Ok(url_ok(local).await.unwrap_or(false).then_some(()))
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result?;
+
+    let mut pf = cx.pods(ns).portforward("web", &[port]).await?;
+    let mut s = pf.take_stream(port).context("no stream")?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(answer.starts_with("HTTP/1.0 200") && answer.contains("Directory listing"), "kube-rs port-forward: {answer:.200}");
+    drop(s);
+    pf.abort();
+    Ok(())
+}
+
+/// The kubelet's authentication and authorization, called directly: no credentials 401; a
+/// ServiceAccount without rights 403 on exec, logs and stats; one granted `nodes/stats` 200 on
+/// stats and 403 on exec; the API server's client certificate everything. Unknown pods and
+/// containers 404, bad log options 400; `/stats/summary` valid stats/v1alpha1.
+pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-authz", "e2e-authz");
+    let port = free_port()?;
+    let _vk = cx.stack.virtual_kubelet(node, &["--kubelet-port", &port.to_string()])?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    cx.create(&talker(ns, node)).await?;
+    cx.wait_phase(ns, "talker", "Running", Duration::from_secs(30)).await?;
+
+    cx.stack.kubectl(&["create", "serviceaccount", "-n", ns, "nobody"])?;
+    cx.stack.kubectl(&["create", "serviceaccount", "-n", ns, "stats-reader"])?;
+    cx.stack.kubectl(&["create", "clusterrole", "e2e-node-stats", "--verb=get", "--resource=nodes/stats"])?;
+    cx.stack.kubectl(&["create", "clusterrolebinding", "e2e-node-stats", "--clusterrole=e2e-node-stats", &format!("--serviceaccount={ns}:stats-reader")])?;
+    let nobody = cx.stack.kubectl(&["create", "token", "-n", ns, "nobody"])?;
+    let reader = cx.stack.kubectl(&["create", "token", "-n", ns, "stats-reader"])?;
+
+    let base = format!("https://127.0.0.1:{port}");
+    let anon = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+    let (cert, key) = cx.stack.kubelet_client_identity();
+    let mut pem = std::fs::read(cert)?;
+    pem.extend(std::fs::read(key)?);
+    let apiserver = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .build()?;
+    let exec = format!("/exec/{ns}/talker/main?command=true&output=1");
+    let logs = format!("/containerLogs/{ns}/talker/main?tailLines=2");
+    let call = |client: &reqwest::Client, method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = client.request(method, format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t.trim());
+        }
+        async move {
+            let r = r.send().await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
+        }
+    };
+    use reqwest::Method;
+    let status = |r: anyhow::Result<(u16, String)>| r.map(|(s, _)| s);
+
+    // The server is up once the node is Ready; no credentials: 401.
+    ensure!(status(call(&anon, Method::GET, "/stats/summary", None).await)? == 401, "anonymous stats");
+    ensure!(status(call(&anon, Method::POST, &exec, None).await)? == 401, "anonymous exec");
+    ensure!(status(call(&anon, Method::GET, "/stats/summary", Some("not-a-token")).await)? == 401, "bad token");
+    // No rights: 403 everywhere.
+    for (m, path) in [(Method::POST, exec.as_str()), (Method::GET, logs.as_str()), (Method::GET, "/stats/summary")] {
+        let (s, body) = call(&anon, m.clone(), path, Some(&nobody)).await?;
+        ensure!(s == 403 && body.contains("system:serviceaccount:e2e-authz:nobody"), "nobody {m} {path}: {s} {body}");
+    }
+    // nodes/stats only.
+    let (s, body) = call(&anon, Method::GET, "/stats/summary", Some(&reader)).await?;
+    ensure!(s == 200, "stats-reader stats: {s} {body}");
+    ensure!(status(call(&anon, Method::POST, &exec, Some(&reader)).await)? == 403, "stats-reader exec");
+    ensure!(status(call(&anon, Method::GET, &logs, Some(&reader)).await)? == 403, "stats-reader logs");
+    // The API server's client certificate: everything.
+    let (s, body) = call(&apiserver, Method::GET, &logs, None).await?;
+    ensure!(s == 200 && numbers(&body).len() == 2, "apiserver logs: {s} {body}");
+    let (s, body) = call(&apiserver, Method::POST, &exec, None).await?;
+    ensure!(s == 400 && body.contains("Upgrade"), "apiserver exec without an upgrade: {s} {body}");
+    let (s, body) = call(&apiserver, Method::GET, "/pods", None).await?;
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    ensure!(s == 200 && list["items"].as_array().is_some_and(|i| i.iter().any(|p| p["metadata"]["name"] == "talker")), "/pods: {s} {body:.300}");
+    ensure!(status(call(&apiserver, Method::GET, "/healthz", None).await)? == 200, "/healthz");
+    ensure!(status(call(&apiserver, Method::GET, "/runningpods/", None).await)? == 200, "/runningpods/");
+    // Errors a client can act on.
+    for (path, want) in [
+        (format!("/containerLogs/{ns}/nope/main"), 404),
+        (format!("/containerLogs/{ns}/talker/nope"), 404),
+        (format!("/containerLogs/{ns}/talker/main?tailLines=-1"), 400),
+        (format!("/containerLogs/{ns}/talker/main?sinceSeconds=0"), 400),
+    ] {
+        let (s, body) = call(&apiserver, Method::GET, &path, None).await?;
+        ensure!(s == want, "{path}: {s} (want {want}) {body}");
+    }
+    // /stats/summary and /metrics/resource describe the running pod.
+    let summary = wait_for("the pod in /stats/summary", Duration::from_secs(30), Duration::from_secs(1), || async {
+        let (s, body) = call(&apiserver, Method::GET, "/stats/summary", None).await?;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let has = v["pods"].as_array().is_some_and(|ps| ps.iter().any(|p| p["podRef"]["name"] == "talker" && p["containers"][0]["cpu"]["usageCoreNanoSeconds"].as_u64().is_some_and(|n| n > 0)));
+        Ok((s == 200 && has).then_some(body))
+    })
+    .await?;
+    cx.stack.check_stats_summary(&summary)?;
+    let (s, metrics) = call(&apiserver, Method::GET, "/metrics/resource", None).await?;
+    let line = format!("container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}");
+    ensure!(s == 200 && metrics.contains(&line), "/metrics/resource: {s}\n{metrics}");
+    ensure!(metrics.contains(&format!("container_memory_working_set_bytes{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}")), "no memory sample:\n{metrics}");
+    Ok(())
+}
