@@ -30,7 +30,7 @@ impl AccessReview for KubeAccessReview {
     async fn authenticate(&self, token: &str) -> Result<Option<UserInfo>, ClusterError> {
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: None },
+            spec: TokenReviewSpec { token: token.to_owned(), audiences: None },
             ..TokenReview::default()
         };
         let out = api.create(&PostParams::default(), &review).await.map_err(cluster_error)?;
@@ -58,8 +58,7 @@ impl AccessReview for KubeAccessReview {
                 user: Some(user.username.clone()),
                 uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
                 groups: Some(user.groups.clone()),
-                extra: (!user.extra.is_empty())
-                    .then(|| user.extra.clone().into_iter().collect()),
+                extra: (!user.extra.is_empty()).then(|| user.extra.clone().into_iter().collect()),
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some(access.verb.to_owned()),
                     resource: Some("nodes".into()),

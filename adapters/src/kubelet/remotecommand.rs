@@ -149,7 +149,12 @@ mod tests {
 
     #[test]
     fn streams_from_the_query() {
-        let e = Expect::from_query([("command", "sh"), ("stdin", "1"), ("stdout", "1"), ("stderr", "1")]);
+        let e = Expect::from_query([
+            ("command", "sh"),
+            ("stdin", "1"),
+            ("stdout", "1"),
+            ("stderr", "1"),
+        ]);
         assert_eq!(e, Expect { stdin: true, stdout: true, stderr: true, tty: false });
         let t = Expect::from_query([("output", "1"), ("error", "1"), ("tty", "true")]);
         assert_eq!(t, Expect { stdin: false, stdout: true, stderr: false, tty: true });
@@ -165,12 +170,16 @@ mod tests {
         let seven = s(Version::V4, Outcome::Exited(7)).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&seven).unwrap_or_default();
         assert_eq!(v["reason"], "NonZeroExitCode");
-        assert_eq!(v["details"]["causes"][0], serde_json::json!({"reason": "ExitCode", "message": "7"}));
+        assert_eq!(
+            v["details"]["causes"][0],
+            serde_json::json!({"reason": "ExitCode", "message": "7"})
+        );
         let wrapped = s(Version::V5, Outcome::Exited(-1)).unwrap_or_default();
         assert!(wrapped.contains(r#""message":"255""#), "{wrapped}");
         assert_eq!(s(Version::V1, Outcome::Exited(0)), None);
         assert!(s(Version::V3, Outcome::Failed("boom".into())).is_some_and(|m| m == "boom"));
-        let failed = s(Version::V4, Outcome::Failed("no such container".into())).unwrap_or_default();
+        let failed =
+            s(Version::V4, Outcome::Failed("no such container".into())).unwrap_or_default();
         assert!(failed.contains("InternalError") && failed.contains("no such container"));
     }
 

@@ -11,6 +11,9 @@
 //!   ([`vk_domain::kubelet_auth::access_for`]); 403 when denied. Both results are cached
 //!   (the kubelet's webhook cache TTLs: tokens 2 min, allowed 5 min, denied 30 s).
 
+// Handlers answer errors with the HTTP response itself (axum's idiom); boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -77,7 +80,9 @@ pub fn self_signed(node_name: &str, addresses: &[IpAddr]) -> Result<ServingCert,
     let mut names = vec![node_name.to_owned()];
     names.extend(addresses.iter().map(ToString::to_string));
     let mut params = rcgen::CertificateParams::new(names).map_err(tls)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{node_name}@virtual-kubelet"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{node_name}@virtual-kubelet"));
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = params.not_before + Duration::from_secs(20 * 365 * 24 * 3600);
     let key = rcgen::KeyPair::generate().map_err(tls)?;
@@ -306,7 +311,8 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
 /// A plain-text response, as the kubelet writes its errors.
 pub(crate) fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
     let mut r = (code, msg.into()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -450,8 +456,7 @@ async fn container_logs<P: PodProvider, A: AccessReview, I: PodIndex>(
                 item.map_err(std::io::Error::other)
             });
             let mut r = Response::new(Body::from_stream(stream));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
         }
         Err(e) => provider_response(e),
@@ -507,11 +512,13 @@ fn tls_config(settings: &Settings) -> Result<rustls::ServerConfig, ServerError> 
                     .add(CertificateDer::from(c.clone()))
                     .map_err(|e| tls(&format!("client CA: {e}")))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| tls(&format!("client CA: {e}")))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls(&format!("client CA: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -573,15 +580,15 @@ pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let user = tls
                 .get_ref()
                 .1
@@ -603,4 +610,243 @@ pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
 /// Whether `method` may start a streaming session (the kubelet accepts GET and POST).
 pub(crate) fn streaming_method(m: &Method) -> bool {
     m == Method::GET || m == Method::POST
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower::ServiceExt as _;
+    use vk_ports::{ClusterError, Decision};
+
+    use super::*;
+
+    struct Provider;
+    impl PodProvider for Provider {
+        async fn create_pod(
+            &self,
+            _: &vk_domain::workload::WorkloadSpec,
+        ) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn update_pod(
+            &self,
+            _: &vk_domain::workload::WorkloadSpec,
+        ) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn start_container(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn exec(&self, _: &str, _: &str, _: &[String]) -> Result<i32, ProviderError> {
+            Ok(0)
+        }
+        async fn restart_container(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn stop_pod(&self, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn kill_pod(&self, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn purge_pod(&self, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn get_pod(
+            &self,
+            _: &PodKey,
+        ) -> Result<Option<vk_domain::runtime::RuntimePod>, ProviderError> {
+            Ok(None)
+        }
+        async fn list_pods(&self) -> Result<Vec<vk_domain::runtime::RuntimePod>, ProviderError> {
+            Ok(Vec::new())
+        }
+        async fn logs(
+            &self,
+            id: &str,
+            container: &str,
+            opts: &LogOptions,
+        ) -> Result<vk_ports::ByteStream, ProviderError> {
+            let text = format!("{id}/{container} tail={:?}\n", opts.tail_lines);
+            Ok(Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(text))])))
+        }
+    }
+
+    /// Tokens "alice" and "stats" name those users ("down": the API server is unreachable).
+    /// alice may use nodes/proxy except with `create`; stats may get nodes/stats only.
+    #[derive(Default)]
+    struct Reviews {
+        sars: AtomicUsize,
+    }
+    impl AccessReview for Reviews {
+        async fn authenticate(&self, token: &str) -> Result<Option<UserInfo>, ClusterError> {
+            Ok(match token {
+                "alice" | "stats" => {
+                    Some(UserInfo { username: token.into(), ..UserInfo::default() })
+                }
+                "down" => return Err(ClusterError::Unavailable("no API server".into())),
+                _ => None,
+            })
+        }
+        async fn authorize(
+            &self,
+            user: &UserInfo,
+            access: &NodeAccess,
+        ) -> Result<Decision, ClusterError> {
+            self.sars.fetch_add(1, Ordering::SeqCst);
+            let allowed = match user.username.as_str() {
+                "alice" => access.subresource == "proxy" && access.verb != "create",
+                "stats" => access.subresource == "stats",
+                "cert-user" => true,
+                _ => false,
+            };
+            assert_eq!(access.node, "vk");
+            Ok(Decision { allowed, reason: String::new() })
+        }
+    }
+
+    struct Index;
+    impl PodIndex for Index {
+        fn pod(&self, key: &PodKey) -> Option<(Pod, Option<String>)> {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": key.name(), "namespace": key.namespace()},
+                "spec": {"containers": [{"name": "main"}]},
+            }))
+            .ok()?;
+            match key.name() {
+                "web" => Some((pod, Some("job-web".into()))),
+                "new" => Some((pod, None)),
+                _ => None,
+            }
+        }
+        fn pods(&self) -> Vec<(Pod, bool)> {
+            Vec::new()
+        }
+    }
+
+    fn kubelet(anonymous: bool) -> (Arc<Kubelet<Provider, Reviews, Index>>, Arc<Reviews>) {
+        let reviews = Arc::new(Reviews::default());
+        let cert = ServingCert { cert_pem: String::new(), key_pem: String::new() };
+        let mut settings = Settings::new("vk", cert);
+        settings.anonymous = anonymous;
+        (Kubelet::new(Arc::new(Provider), Arc::clone(&reviews), Arc::new(Index), settings), reviews)
+    }
+
+    async fn call(
+        k: &Arc<Kubelet<Provider, Reviews, Index>>,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        cert: Option<&str>,
+    ) -> (u16, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        if let Some(cn) = cert {
+            req.extensions_mut()
+                .insert(ClientCert(Some(UserInfo { username: cn.into(), ..UserInfo::default() })));
+        }
+        let resp = k.router().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_requests_get_401_unless_anonymous_is_on() {
+        let (k, _) = kubelet(false);
+        assert_eq!(call(&k, Method::GET, "/healthz", None, None).await.0, 401);
+        assert_eq!(call(&k, Method::GET, "/stats/summary", Some("bogus"), None).await.0, 401);
+        assert_eq!(call(&k, Method::GET, "/stats/summary", Some("down"), None).await.0, 401);
+        let (k, _) = kubelet(true);
+        let (s, body) = call(&k, Method::GET, "/healthz", None, None).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (
+                403,
+                "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource=healthz)"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn authorization_follows_the_kubelet_mapping() {
+        let (k, reviews) = kubelet(false);
+        let logs = "/containerLogs/ns/web/main?tailLines=2";
+        let (s, body) = call(&k, Method::GET, logs, Some("alice"), None).await;
+        assert_eq!((s, body.as_str()), (200, "job-web/main tail=Some(2)\n"));
+        // SPDY exec is a POST: create nodes/proxy, which alice lacks.
+        let (s, body) =
+            call(&k, Method::POST, "/exec/ns/web/main?command=true&output=1", Some("alice"), None)
+                .await;
+        assert_eq!(s, 403, "{body}");
+        assert!(body.contains("verb=create") && body.contains("subresource=proxy"), "{body}");
+        // WebSocket exec is a GET: allowed, then refused for want of an upgrade.
+        let (s, body) =
+            call(&k, Method::GET, "/exec/ns/web/main?command=true&output=1", Some("alice"), None)
+                .await;
+        assert_eq!((s, body.as_str()), (400, "Upgrade request required"));
+        // /pods: nodes/pods denied, then the proxy fallback allowed.
+        assert_eq!(call(&k, Method::GET, "/pods", Some("alice"), None).await.0, 200);
+        assert_eq!(call(&k, Method::GET, "/stats/summary", Some("alice"), None).await.0, 403);
+        assert_eq!(
+            call(&k, Method::GET, "/stats/summary", Some("stats"), None).await.0,
+            501,
+            "stats allowed; the fake provider has none"
+        );
+        assert_eq!(call(&k, Method::GET, logs, Some("stats"), None).await.0, 403);
+        // Decisions are cached.
+        let before = reviews.sars.load(Ordering::SeqCst);
+        assert_eq!(call(&k, Method::GET, logs, Some("alice"), None).await.0, 200);
+        assert_eq!(reviews.sars.load(Ordering::SeqCst), before);
+        // A verified client certificate needs no token.
+        assert_eq!(call(&k, Method::GET, logs, None, Some("cert-user")).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_named() {
+        let (k, _) = kubelet(false);
+        let get = |p: &'static str| {
+            let k = Arc::clone(&k);
+            async move { call(&k, Method::GET, p, None, Some("cert-user")).await }
+        };
+        let (s, body) = get("/containerLogs/ns/gone/main").await;
+        assert_eq!((s, body.as_str()), (404, "pod \"ns/gone\" not found"));
+        assert_eq!(get("/containerLogs/ns/web/other").await.0, 404);
+        assert_eq!(get("/containerLogs/ns/new/main").await.0, 400, "not created yet");
+        let (s, body) = get("/containerLogs/ns/web/main?limitBytes=0").await;
+        assert_eq!(s, 400);
+        assert!(body.contains("limitBytes"), "{body}");
+        let (s, body) = get("/exec/ns/web/main?output=1").await;
+        assert_eq!(
+            (s, body.as_str()),
+            (400, "you must specify at least one command for the container")
+        );
+        assert_eq!(get("/attach/ns/web/main?tty=1&stdin=0").await.0, 400, "no stream at all");
+        assert_eq!(get("/portForward/ns/gone").await.0, 404);
+        assert_eq!(get("/nowhere").await.0, 404);
+    }
+
+    #[test]
+    fn certificates_name_users_and_groups() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let user = user_from_certificate(cert.der()).unwrap();
+        assert_eq!(user.username, "kube-apiserver-kubelet-client");
+        assert_eq!(user.groups, ["system:masters"]);
+        let own = self_signed("vk", &["10.0.0.5".parse().unwrap()]).unwrap();
+        let mut settings = Settings::new("vk", own.clone());
+        assert!(check(&settings).is_ok());
+        settings.client_ca = pem_certificates(own.cert_pem.as_bytes()).unwrap();
+        assert!(check(&settings).is_ok());
+        settings.cert.key_pem = "junk".into();
+        assert!(matches!(check(&settings), Err(ServerError::Tls(_))));
+    }
 }

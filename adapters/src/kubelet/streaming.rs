@@ -2,6 +2,9 @@
 //! WebSocket (`pkg/kubelet/server/server.go`, `httpstream.Handshake`, `wsstream`), then a session
 //! between the transport and the provider.
 
+// Handlers answer errors with the HTTP response itself (axum's idiom); boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,7 +253,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
             let Some(protocol) = wsstream::negotiate(&offered, wsstream::Kind::RemoteCommand)
             else {
                 return plain(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::FORBIDDEN,
                     format!("no supported WebSocket subprotocol among {offered:?}"),
                 );
             };
@@ -265,10 +268,12 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
                     Err(e) => return warn!(error = %e, "WebSocket upgrade failed"),
                 };
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                let (exec_io, finisher) = wsstream::serve_remotecommand(ws, protocol, expect);
-                let outcome = run(exec_io).await;
-                if let Err(e) = finisher.finish(&outcome).await {
-                    debug!(error = %e, "ending the WebSocket session");
+                match wsstream::serve_remotecommand(ws, protocol, expect).await {
+                    Ok((exec_io, finisher)) => {
+                        let outcome = run(exec_io).await;
+                        finisher.finish(&outcome).await;
+                    }
+                    Err(e) => debug!(error = %e, "WebSocket client gone before the session"),
                 }
             });
             response
@@ -349,7 +354,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
             let offered = header_values(req.headers(), "Sec-WebSocket-Protocol");
             let Some(protocol) = wsstream::negotiate(&offered, wsstream::Kind::PortForward) else {
                 return plain(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::FORBIDDEN,
                     format!("no supported WebSocket subprotocol among {offered:?}"),
                 );
             };
@@ -365,9 +370,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
                 };
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
                 let _open = OpenStream::new("portforward");
-                if let Err(e) = wsstream::serve_portforward(ws, protocol, ports, dial).await {
-                    debug!(error = %e, "port-forward session ended");
-                }
+                wsstream::serve_portforward(ws, protocol, ports, dial).await;
             });
             response
         }

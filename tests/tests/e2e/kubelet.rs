@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use futures::{SinkExt as _, StreamExt as _};
+use futures::SinkExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::AttachParams;
@@ -51,17 +51,25 @@ pub async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
     let _vk = cx.node_and_namespace(node, ns).await?;
     cx.create(&talker(ns, node)).await?;
     cx.wait_phase(ns, "talker", "Running", Duration::from_secs(30)).await?;
-    let whole = wait_for("ten lines logged", Duration::from_secs(30), Duration::from_millis(500), || async {
-        let out = cx.stack.kubectl(&["logs", "-n", ns, "talker"]).unwrap_or_default();
-        Ok((numbers(&out).len() >= 12).then_some(out))
-    })
+    let whole = wait_for(
+        "ten lines logged",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let out = cx.stack.kubectl(&["logs", "-n", ns, "talker"]).unwrap_or_default();
+            Ok((numbers(&out).len() >= 12).then_some(out))
+        },
+    )
     .await?;
     let all = numbers(&whole);
     ensure!(all.first() == Some(&1) && consecutive(&all), "kubectl logs:\n{whole}");
 
     let tail = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=3"])?;
     let t = numbers(&tail);
-    ensure!(t.len() == 3 && consecutive(&t) && t[0] >= all[all.len() - 1].saturating_sub(2), "--tail=3:\n{tail}");
+    ensure!(
+        t.len() == 3 && consecutive(&t) && t[0] >= all[all.len() - 1].saturating_sub(2),
+        "--tail=3:\n{tail}"
+    );
     ensure!(tail.lines().count() == 3, "--tail=3 gave more than lines:\n{tail:?}");
 
     let limited = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--limit-bytes=5"])?;
@@ -69,7 +77,10 @@ pub async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     let with_time = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--timestamps", "--tail=1"])?;
     let (stamp, rest) = with_time.split_once(' ').context("no timestamp")?;
-    ensure!(stamp.parse::<k8s_openapi::jiff::Timestamp>().is_ok() && rest.starts_with("line-"), "--timestamps: {with_time:?}");
+    ensure!(
+        stamp.parse::<k8s_openapi::jiff::Timestamp>().is_ok() && rest.starts_with("line-"),
+        "--timestamps: {with_time:?}"
+    );
 
     // -f: lines written after the command started arrive while it runs.
     let mut child = Command::new(&cx.stack.peers.kubectl)
@@ -88,14 +99,18 @@ pub async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
             }
         }
     });
-    let start = *numbers(&cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=1"])?).first().context("no last line")?;
+    let start = *numbers(&cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=1"])?)
+        .first()
+        .context("no last line")?;
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while seen.last().is_none_or(|n| *n < start + 3) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(line)) => seen.extend(numbers(&line)),
             Ok(None) => bail!("kubectl logs -f ended; saw {seen:?}"),
-            Err(_) => bail!("kubectl logs -f: no new lines after line-{start} within 30 s; saw {seen:?}"),
+            Err(_) => {
+                bail!("kubectl logs -f: no new lines after line-{start} within 30 s; saw {seen:?}")
+            }
         }
     }
     let _ = child.kill();
@@ -113,14 +128,28 @@ pub async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     cx.create(&p.build()).await?;
     cx.wait_phase(ns, "shell", "Running", Duration::from_secs(30)).await?;
 
-    let out = cx.stack.kubectl(&["exec", "-n", ns, "shell", "--", "sh", "-c", "echo out; echo err >&2"])?;
+    let out = cx.stack.kubectl(&[
+        "exec",
+        "-n",
+        ns,
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ])?;
     ensure!(out == "out\n", "kubectl exec stdout: {out:?}");
 
     let status = Command::new(&cx.stack.peers.kubectl)
         .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
         .args(["exec", "-n", ns, "shell", "--", "sh", "-c", "exit 7"])
         .output()?;
-    ensure!(status.status.code() == Some(7), "kubectl exec exit 7 gave {:?}: {}", status.status, String::from_utf8_lossy(&status.stderr));
+    ensure!(
+        status.status.code() == Some(7),
+        "kubectl exec exit 7 gave {:?}: {}",
+        status.status,
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     let mut child = Command::new(&cx.stack.peers.kubectl)
         .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
@@ -135,7 +164,11 @@ pub async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     }
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
     ensure!(out.status.success(), "kubectl exec -i: {:?}", out.status);
-    ensure!(String::from_utf8_lossy(&out.stdout) == "HELLO FROM STDIN\n", "kubectl exec -i: {:?}", out.stdout);
+    ensure!(
+        String::from_utf8_lossy(&out.stdout) == "HELLO FROM STDIN\n",
+        "kubectl exec -i: {:?}",
+        out.stdout
+    );
 
     // kube-rs: plain output, then a terminal resized to 120x40.
     let pods: Api<Pod> = cx.pods(ns);
@@ -146,21 +179,21 @@ pub async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     run.stdout().context("no stdout")?.read_to_string(&mut got).await?;
     ensure!(got == "kube-rs\n", "kube-rs exec: {got:?}");
     let status = run.take_status().context("no status")?.await;
-    ensure!(status.as_ref().and_then(|s| s.status.as_deref()) == Some("Success"), "kube-rs status {status:?}");
+    ensure!(
+        status.as_ref().and_then(|s| s.status.as_deref()) == Some("Success"),
+        "kube-rs status {status:?}"
+    );
 
     let mut tty = pods
-        .exec(
-            "shell",
-            ["sh", "-c", "sleep 2; stty size"],
-            &AttachParams::interactive_tty(),
-        )
+        .exec("shell", ["sh", "-c", "sleep 2; stty size"], &AttachParams::interactive_tty())
         .await?;
     let mut resize = tty.terminal_size().context("no resize channel")?;
     resize.send(kube::api::TerminalSize { width: 120, height: 40 }).await?;
     let mut stdin = tty.stdin().context("no stdin")?;
     let mut stdout = tty.stdout().context("no stdout")?;
     let mut text = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), stdout.read_to_string(&mut text)).await;
+    let read =
+        tokio::time::timeout(Duration::from_secs(20), stdout.read_to_string(&mut text)).await;
     let _ = stdin.shutdown().await;
     ensure!(read.is_ok(), "the tty session did not end; got {text:?}");
     ensure!(text.trim() == "40 120", "stty size in a 120x40 terminal: {text:?}");
@@ -199,9 +232,12 @@ pub async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let result = wait_for("an HTTP answer through kubectl port-forward", Duration::from_secs(30), Duration::from_millis(500), || async {
-        Ok(url_ok(local).await.unwrap_or(false).then_some(()))
-    })
+    let result = wait_for(
+        "an HTTP answer through kubectl port-forward",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async { Ok(url_ok(local).await.unwrap_or(false).then_some(())) },
+    )
     .await;
     let _ = child.kill();
     let _ = child.wait();
@@ -213,7 +249,10 @@ pub async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await??;
     let answer = String::from_utf8_lossy(&answer);
-    ensure!(answer.starts_with("HTTP/1.0 200") && answer.contains("Directory listing"), "kube-rs port-forward: {answer:.200}");
+    ensure!(
+        answer.starts_with("HTTP/1.0 200") && answer.contains("Directory listing"),
+        "kube-rs port-forward: {answer:.200}"
+    );
     drop(s);
     pf.abort();
     Ok(())
@@ -234,8 +273,20 @@ pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     cx.stack.kubectl(&["create", "serviceaccount", "-n", ns, "nobody"])?;
     cx.stack.kubectl(&["create", "serviceaccount", "-n", ns, "stats-reader"])?;
-    cx.stack.kubectl(&["create", "clusterrole", "e2e-node-stats", "--verb=get", "--resource=nodes/stats"])?;
-    cx.stack.kubectl(&["create", "clusterrolebinding", "e2e-node-stats", "--clusterrole=e2e-node-stats", &format!("--serviceaccount={ns}:stats-reader")])?;
+    cx.stack.kubectl(&[
+        "create",
+        "clusterrole",
+        "e2e-node-stats",
+        "--verb=get",
+        "--resource=nodes/stats",
+    ])?;
+    cx.stack.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-node-stats",
+        "--clusterrole=e2e-node-stats",
+        &format!("--serviceaccount={ns}:stats-reader"),
+    ])?;
     let nobody = cx.stack.kubectl(&["create", "token", "-n", ns, "nobody"])?;
     let reader = cx.stack.kubectl(&["create", "token", "-n", ns, "stats-reader"])?;
 
@@ -250,33 +301,53 @@ pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
         .build()?;
     let exec = format!("/exec/{ns}/talker/main?command=true&output=1");
     let logs = format!("/containerLogs/{ns}/talker/main?tailLines=2");
-    let call = |client: &reqwest::Client, method: reqwest::Method, path: &str, token: Option<&str>| {
-        let mut r = client.request(method, format!("{base}{path}"));
-        if let Some(t) = token {
-            r = r.bearer_auth(t.trim());
-        }
-        async move {
-            let r = r.send().await?;
-            anyhow::Ok((r.status().as_u16(), r.text().await?))
-        }
-    };
+    let call =
+        |client: &reqwest::Client, method: reqwest::Method, path: &str, token: Option<&str>| {
+            let mut r = client.request(method, format!("{base}{path}"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t.trim());
+            }
+            async move {
+                let r = r.send().await?;
+                anyhow::Ok((r.status().as_u16(), r.text().await?))
+            }
+        };
     use reqwest::Method;
     let status = |r: anyhow::Result<(u16, String)>| r.map(|(s, _)| s);
 
     // The server is up once the node is Ready; no credentials: 401.
-    ensure!(status(call(&anon, Method::GET, "/stats/summary", None).await)? == 401, "anonymous stats");
+    ensure!(
+        status(call(&anon, Method::GET, "/stats/summary", None).await)? == 401,
+        "anonymous stats"
+    );
     ensure!(status(call(&anon, Method::POST, &exec, None).await)? == 401, "anonymous exec");
-    ensure!(status(call(&anon, Method::GET, "/stats/summary", Some("not-a-token")).await)? == 401, "bad token");
+    ensure!(
+        status(call(&anon, Method::GET, "/stats/summary", Some("not-a-token")).await)? == 401,
+        "bad token"
+    );
     // No rights: 403 everywhere.
-    for (m, path) in [(Method::POST, exec.as_str()), (Method::GET, logs.as_str()), (Method::GET, "/stats/summary")] {
+    for (m, path) in [
+        (Method::POST, exec.as_str()),
+        (Method::GET, logs.as_str()),
+        (Method::GET, "/stats/summary"),
+    ] {
         let (s, body) = call(&anon, m.clone(), path, Some(&nobody)).await?;
-        ensure!(s == 403 && body.contains("system:serviceaccount:e2e-authz:nobody"), "nobody {m} {path}: {s} {body}");
+        ensure!(
+            s == 403 && body.contains("system:serviceaccount:e2e-authz:nobody"),
+            "nobody {m} {path}: {s} {body}"
+        );
     }
     // nodes/stats only.
     let (s, body) = call(&anon, Method::GET, "/stats/summary", Some(&reader)).await?;
     ensure!(s == 200, "stats-reader stats: {s} {body}");
-    ensure!(status(call(&anon, Method::POST, &exec, Some(&reader)).await)? == 403, "stats-reader exec");
-    ensure!(status(call(&anon, Method::GET, &logs, Some(&reader)).await)? == 403, "stats-reader logs");
+    ensure!(
+        status(call(&anon, Method::POST, &exec, Some(&reader)).await)? == 403,
+        "stats-reader exec"
+    );
+    ensure!(
+        status(call(&anon, Method::GET, &logs, Some(&reader)).await)? == 403,
+        "stats-reader logs"
+    );
     // The API server's client certificate: everything.
     let (s, body) = call(&apiserver, Method::GET, &logs, None).await?;
     ensure!(s == 200 && numbers(&body).len() == 2, "apiserver logs: {s} {body}");
@@ -284,9 +355,18 @@ pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(s == 400 && body.contains("Upgrade"), "apiserver exec without an upgrade: {s} {body}");
     let (s, body) = call(&apiserver, Method::GET, "/pods", None).await?;
     let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    ensure!(s == 200 && list["items"].as_array().is_some_and(|i| i.iter().any(|p| p["metadata"]["name"] == "talker")), "/pods: {s} {body:.300}");
+    ensure!(
+        s == 200
+            && list["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|p| p["metadata"]["name"] == "talker")),
+        "/pods: {s} {body:.300}"
+    );
     ensure!(status(call(&apiserver, Method::GET, "/healthz", None).await)? == 200, "/healthz");
-    ensure!(status(call(&apiserver, Method::GET, "/runningpods/", None).await)? == 200, "/runningpods/");
+    ensure!(
+        status(call(&apiserver, Method::GET, "/runningpods/", None).await)? == 200,
+        "/runningpods/"
+    );
     // Errors a client can act on.
     for (path, want) in [
         (format!("/containerLogs/{ns}/nope/main"), 404),
@@ -298,16 +378,30 @@ pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
         ensure!(s == want, "{path}: {s} (want {want}) {body}");
     }
     // /stats/summary and /metrics/resource describe the running pod.
-    let summary = wait_for("the pod in /stats/summary", Duration::from_secs(30), Duration::from_secs(1), || async {
-        let (s, body) = call(&apiserver, Method::GET, "/stats/summary", None).await?;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let has = v["pods"].as_array().is_some_and(|ps| ps.iter().any(|p| p["podRef"]["name"] == "talker" && p["containers"][0]["cpu"]["usageCoreNanoSeconds"].as_u64().is_some_and(|n| n > 0)));
-        Ok((s == 200 && has).then_some(body))
-    })
+    let summary = wait_for(
+        "the pod in /stats/summary",
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        || async {
+            let (s, body) = call(&apiserver, Method::GET, "/stats/summary", None).await?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let has = v["pods"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["podRef"]["name"] == "talker"
+                        && p["containers"][0]["cpu"]["usageCoreNanoSeconds"]
+                            .as_u64()
+                            .is_some_and(|n| n > 0)
+                })
+            });
+            Ok((s == 200 && has).then_some(body))
+        },
+    )
     .await?;
     cx.stack.check_stats_summary(&summary)?;
     let (s, metrics) = call(&apiserver, Method::GET, "/metrics/resource", None).await?;
-    let line = format!("container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}");
+    let line = format!(
+        "container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}"
+    );
     ensure!(s == 200 && metrics.contains(&line), "/metrics/resource: {s}\n{metrics}");
     ensure!(metrics.contains(&format!("container_memory_working_set_bytes{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}")), "no memory sample:\n{metrics}");
     Ok(())
