@@ -110,13 +110,11 @@ impl LogOptions {
                     }
                     o.tail_lines = Some(n.unsigned_abs());
                 }
-                "tail" => {
-                    // The legacy parameter: a number or "all".
-                    if v != "all" && !v.is_empty() {
-                        let n = integer("tail", v)?;
-                        if n >= 0 {
-                            o.tail_lines = Some(n.unsigned_abs());
-                        }
+                // The legacy parameter: a number or "all" (ignored, as is empty).
+                "tail" if v != "all" && !v.is_empty() => {
+                    let n = integer("tail", v)?;
+                    if n >= 0 {
+                        o.tail_lines = Some(n.unsigned_abs());
                     }
                 }
                 "limitBytes" => {
