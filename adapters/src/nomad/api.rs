@@ -327,6 +327,9 @@ pub struct Allocation {
     /// Resources allocated (with `resources=true` or on a full allocation).
     #[serde(default)]
     pub allocated_resources: Option<AllocatedResources>,
+    /// The allocation this one replaced (full allocation only, `omitempty`: empty when none).
+    #[serde(rename = "PreviousAllocation", default)]
+    pub previous_allocation: String,
 }
 
 /// `api.AllocatedResources`.

@@ -81,6 +81,7 @@ pub struct NomadClient {
     namespace: Option<String>,
     region: Option<String>,
     limit: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    timeout: Duration,
 }
 
 impl NomadClient {
@@ -136,6 +137,7 @@ impl NomadClient {
             limit: (cfg.max_concurrent_requests > 0).then(|| {
                 std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests))
             }),
+            timeout: cfg.timeout,
         })
     }
 
@@ -253,6 +255,29 @@ impl NomadClient {
         query: &[(&str, &str)],
     ) -> Result<T, ProviderError> {
         self.call(Method::GET, segments, query).await
+    }
+
+    /// GET `segments` with `query` (a blocking query: `index` and `wait`), decoding JSON and
+    /// returning the `X-Nomad-Index` header with it (0 when absent). The request's timeout leaves
+    /// room for a `wait` of up to 30 s beyond the client's own.
+    ///
+    /// # Errors
+    /// As [`NomadClient::call`].
+    pub async fn get_indexed<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<(T, u64), ProviderError> {
+        let req = self.request(Method::GET, segments).query(query);
+        let timeout = self.timeout + Duration::from_secs(30);
+        let resp = self.send(req.timeout(timeout)).await?;
+        let index = resp
+            .headers()
+            .get("X-Nomad-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((decode(resp).await?, index))
     }
 
     /// Sends `body` as JSON with `method`, decoding the JSON answer.

@@ -8,7 +8,11 @@ pub mod api;
 pub mod client;
 pub mod events;
 pub mod exec;
+#[cfg(test)]
+mod fake;
 pub mod job;
+pub mod logs;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -17,11 +21,14 @@ use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::json;
 use tracing::{debug, info, warn};
+use vk_domain::jiff::Timestamp;
+use vk_domain::logs::LogOptions;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
-use vk_domain::runtime::RuntimePod;
+use vk_domain::runtime::{ContainerState, RuntimePod, SandboxState};
+use vk_domain::stats::{PodUsage, Usage};
 use vk_domain::workload::WorkloadSpec;
-use vk_ports::{Change, NodeProvider, PodProvider, ProviderError};
+use vk_ports::{ByteStream, Change, Duplex, ExecIo, NodeProvider, PodProvider, ProviderError};
 
 use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable};
 use self::client::NomadClient;
@@ -303,6 +310,55 @@ impl NomadProvider {
             .ok_or_else(|| ProviderError::NotFound(format!("no running allocation of job {id}")))
     }
 
+    /// The allocation that stands for job `r` now, whatever its status.
+    async fn current_alloc(&self, r: &JobRef) -> Result<Allocation, ProviderError> {
+        let allocs = self.allocations(&self.at(r), Some(&r.id)).await?;
+        alloc::current(allocs.iter())
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound(format!("no allocation of job {}", r.id)))
+    }
+
+    /// The pod of job `job` as last seen (`namespace/name`), else the job ID, for messages.
+    fn pod_name(&self, job: &str) -> String {
+        let key = self.keys.read().ok().and_then(|k| k.get(job).cloned());
+        key.map_or_else(|| job.to_owned(), |k| k.to_string())
+    }
+
+    /// Which allocation holds the output `previous=true` asks for: the current one when the task
+    /// restarted in place (restarts append to the same files, so this is its whole log, the
+    /// running instance's output included), else the allocation the current one replaced
+    /// (`PreviousAllocation`, set when Nomad rescheduled or replaced it for a new job version).
+    async fn previous_alloc(
+        &self,
+        client: &NomadClient,
+        current: Allocation,
+        container: &str,
+    ) -> Result<Allocation, ProviderError> {
+        let restarts =
+            current.task_states.as_ref().and_then(|s| s.get(container)).map(|t| t.restarts);
+        if restarts.unwrap_or(0) > 0 {
+            return Ok(current);
+        }
+        let pod = self.pod_name(&current.job_id);
+        let not_found = || {
+            ProviderError::NotFound(format!(
+                "previous terminated container {container:?} in pod {pod:?} not found"
+            ))
+        };
+        let full: Allocation = client.get(&["v1", "allocation", &current.id], &[]).await?;
+        if full.previous_allocation.is_empty() {
+            return Err(not_found());
+        }
+        match client.get::<Allocation>(&["v1", "allocation", &full.previous_allocation], &[]).await
+        {
+            Ok(prev) if prev.task_states.as_ref().is_some_and(|s| s.contains_key(container)) => {
+                Ok(prev)
+            }
+            Ok(_) | Err(ProviderError::NotFound(_)) => Err(not_found()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The regions to look in: all that Nomad knows (`/v1/regions`).
     async fn regions(&self) -> Result<Vec<String>, ProviderError> {
         self.client.get(&["v1", "regions"], &[]).await
@@ -365,10 +421,7 @@ impl NomadProvider {
 /// (MiB to bytes, less what Nomad reserves).
 pub fn capacity_of(nodes: &[NodeStub]) -> NodeCapacity {
     let mut cap = NodeCapacity::default();
-    let usable = nodes
-        .iter()
-        .filter(|n| n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain);
-    for n in usable {
+    for n in nodes.iter().filter(|n| usable(n)) {
         let Some(r) = &n.node_resources else { continue };
         let reserved = n.reserved_resources.clone().unwrap_or_default();
         let shares = u64::try_from(r.cpu.cpu_shares).unwrap_or(0).max(1);
@@ -379,6 +432,11 @@ pub fn capacity_of(nodes: &[NodeStub]) -> NodeCapacity {
         cap.ephemeral_storage_bytes += mib(r.disk.disk_mb - reserved.disk.disk_mb);
     }
     cap
+}
+
+/// The Nomad nodes that make up this node: `ready`, `eligible` and not draining.
+pub fn usable(n: &NodeStub) -> bool {
+    n.status == "ready" && n.scheduling_eligibility == "eligible" && !n.drain
 }
 
 /// MHz per core over all nodes (total `CpuShares` / total cores), the factor that turns
@@ -660,6 +718,183 @@ impl PodProvider for NomadProvider {
         }
         Ok(pods)
     }
+
+    /// Reads the task's log files through `/v1/client/fs/logs` ([`logs`] says what is exact and
+    /// what is approximated). `previous` reads the whole log of the task when it restarted in
+    /// place, else the log of the allocation the current one replaced, and never follows.
+    async fn logs(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<ByteStream, ProviderError> {
+        let r = JobRef::parse(id);
+        let client = self.at(&r);
+        let current = self.current_alloc(&r).await?;
+        if !current.task_states.as_ref().is_some_and(|s| s.contains_key(container)) {
+            return Err(ProviderError::NotFound(format!(
+                "container {container:?} not found in pod {:?}",
+                self.pod_name(&r.id)
+            )));
+        }
+        let mut opts = opts.clone();
+        let alloc = if opts.previous {
+            opts.follow = false;
+            self.previous_alloc(&client, current, container).await?
+        } else {
+            current
+        };
+        logs::logs(logs::Target { client, alloc, task: container.to_owned() }, &opts).await
+    }
+
+    async fn exec_stream(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+        io: ExecIo,
+    ) -> Result<i32, ProviderError> {
+        let r = JobRef::parse(id);
+        let alloc = self.running_alloc(&r).await?;
+        exec::stream(&self.at(&r), &alloc, container, command, io).await
+    }
+
+    /// Streams what the task writes from now on (`/v1/client/fs/logs` following from the end):
+    /// Nomad gives no access to a running task's stdin, and no terminal (with `io.tty`, stderr goes
+    /// to stdout, as a terminal would merge them).
+    async fn attach(&self, id: &str, container: &str, io: ExecIo) -> Result<(), ProviderError> {
+        if io.stdin.is_some() {
+            return Err(ProviderError::Unsupported(
+                "Nomad cannot attach stdin to a running task; use kubectl exec".into(),
+            ));
+        }
+        let r = JobRef::parse(id);
+        let current = self.current_alloc(&r).await?;
+        let running = current
+            .task_states
+            .as_ref()
+            .and_then(|s| s.get(container))
+            .is_some_and(|t| t.state == "running");
+        if current.client_status != "running" || !running {
+            return Err(ProviderError::NotFound(format!(
+                "container {container:?} of pod {:?} is not running",
+                self.pod_name(&r.id)
+            )));
+        }
+        let stderr = match io.stderr {
+            Some(e) => Some(e),
+            None if io.tty => io.stdout.clone(),
+            None => None,
+        };
+        let target =
+            logs::Target { client: self.at(&r), alloc: current, task: container.to_owned() };
+        logs::attach(target, io.stdout, stderr).await
+    }
+
+    /// Connects to the pod's IP as its status reports it (the allocation's network IP, else its
+    /// node's address) at `port`, or at the host port Nomad mapped `port` to (`To` → `Value`).
+    async fn port_forward(&self, id: &str, port: u16) -> Result<Duplex, ProviderError> {
+        let r = JobRef::parse(id);
+        let allocs = self.allocations(&self.at(&r), Some(&r.id)).await?;
+        let Some(a) = alloc::current(allocs.iter()).filter(|a| a.client_status == "running") else {
+            return Err(ProviderError::NotFound(format!(
+                "pod {:?} has no running allocation",
+                self.pod_name(&r.id)
+            )));
+        };
+        let host_ip = self.host_ip(&a.node_id).await;
+        let sandbox = alloc::sandbox(a, host_ip);
+        let Some(ip) = sandbox.pod_ip.or(sandbox.host_ip) else {
+            return Err(ProviderError::Unavailable {
+                message: format!("allocation {} has no address yet", a.id),
+                source: None,
+            });
+        };
+        let target = sandbox.ports.get(&port).copied().unwrap_or(port);
+        let connect = tokio::net::TcpStream::connect((ip.as_str(), target));
+        match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+            Ok(Ok(sock)) => Ok(Box::new(sock)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(ProviderError::Unavailable {
+                    message: format!(
+                        "nothing listens on port {port} of pod {:?} ({ip}:{target}): connection \
+                         refused",
+                        self.pod_name(&r.id)
+                    ),
+                    source: Some(Box::new(e)),
+                })
+            }
+            Ok(Err(e)) => Err(ProviderError::Unavailable {
+                message: format!("connecting to {ip}:{target}: {e}"),
+                source: Some(Box::new(e)),
+            }),
+            Err(_) => Err(ProviderError::Unavailable {
+                message: format!("connecting to {ip}:{target} timed out"),
+                source: None,
+            }),
+        }
+    }
+
+    /// Samples every running allocation this node owns (`/v1/client/allocation/<id>/stats`) and
+    /// the Nomad nodes behind it (`/v1/client/stats?node_id=`), all at once under the client's
+    /// request limit ([`stats`] says how the figures map). An allocation or node whose sample
+    /// fails is left out (it may just have stopped).
+    async fn usage(&self) -> Result<Usage, ProviderError> {
+        let pods = self.list_pods().await?;
+        let nodes = self.nodes().await?;
+        let now = Timestamp::now();
+        let running: Vec<&RuntimePod> = pods
+            .iter()
+            .filter(|p| p.sandbox.as_ref().is_some_and(|s| s.state == SandboxState::Running))
+            .collect();
+        let samples = futures::future::join_all(running.iter().map(|p| {
+            let client = self.at(&JobRef::parse(&p.id));
+            let alloc = p.sandbox.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+            async move {
+                client
+                    .get::<stats::AllocStats>(&["v1", "client", "allocation", &alloc, "stats"], &[])
+                    .await
+            }
+        }));
+        let hosts =
+            futures::future::join_all(nodes.iter().filter(|n| usable(n)).map(|n| async move {
+                let query = [("node_id", n.id.as_str())];
+                self.client.get::<stats::HostStats>(&["v1", "client", "stats"], &query).await
+            }));
+        let (samples, hosts) = futures::future::join(samples, hosts).await;
+        let mut usage = Usage::default();
+        for (p, sample) in running.iter().zip(samples) {
+            let Some(sb) = p.sandbox.as_ref() else { continue };
+            let sample = match sample {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(alloc = %sb.id, error = %e, "no stats for an allocation");
+                    continue;
+                }
+            };
+            let containers = sb
+                .containers
+                .iter()
+                .filter_map(|(name, c)| {
+                    let ContainerState::Running { started_at } = &c.state else { return None };
+                    let task = sample.tasks.get(name)?;
+                    Some(stats::container_usage(name, *started_at, task, now))
+                })
+                .collect();
+            usage.pods.push(PodUsage {
+                key: p.owner.key.clone(),
+                uid: p.owner.uid.clone(),
+                start_time: sb.created_at,
+                containers,
+            });
+        }
+        let hosts: Vec<stats::HostStats> = hosts
+            .into_iter()
+            .filter_map(|h| h.map_err(|e| debug!(error = %e, "no stats for a Nomad node")).ok())
+            .collect();
+        usage.node = stats::node_usage(&hosts, self.settings().mhz_per_core, now);
+        Ok(usage)
+    }
 }
 
 impl NodeProvider for NomadProvider {
@@ -717,5 +952,314 @@ mod tests {
         assert_eq!(regex_escape("k8s-"), "k8s-");
         assert_eq!(regex_escape("a.b*"), "a\\.b\\*");
         assert_eq!(quote("^k8s\\-"), "\"^k8s\\\\-\"");
+    }
+
+    use super::fake::{self, Reply};
+    use futures::SinkExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn provider(addr: &str) -> NomadProvider {
+        NomadProvider::new(ProviderConfig {
+            client: ClientConfig { address: addr.to_owned(), ..Default::default() },
+            node_name: "vk".into(),
+            job_prefix: "k8s-".into(),
+            datacenters: vec!["dc1".into()],
+            default_driver: "raw_exec".into(),
+            driver_annotation: "vk/driver".into(),
+        })
+        .unwrap()
+    }
+
+    /// An allocation list of job `k8s-ns_p` with one allocation `a2` of task `c`.
+    fn allocs(status: &str, task: &str, restarts: u64, extra: &str) -> String {
+        format!(
+            r#"[{{"ID":"a2","JobID":"k8s-ns_p","Namespace":"default","NodeID":"n1","DesiredStatus":"run",
+                 "ClientStatus":"{status}","CreateIndex":9,"CreateTime":1795267000000000000,
+                 "TaskStates":{{"c":{{"State":"{task}","Restarts":{restarts},"StartedAt":"2026-11-21T13:00:00Z",
+                   "Events":[{{"Type":"Started","Time":1795267001000000000}}]}}}}{extra}}}]"#
+        )
+    }
+
+    #[tokio::test]
+    async fn previous_logs_come_from_the_replaced_allocation() {
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.contains("/v1/allocations") {
+                Reply::Json(allocs("running", "running", 0, ""))
+            } else if line.contains("/v1/allocation/a2") {
+                Reply::Json(r#"{"ID":"a2","JobID":"k8s-ns_p","PreviousAllocation":"a1"}"#.into())
+            } else if line.contains("/v1/allocation/a1") {
+                Reply::Json(
+                    r#"{"ID":"a1","JobID":"k8s-ns_p","TaskStates":{"c":{"State":"dead"}}}"#.into(),
+                )
+            } else if line.contains("/fs/ls/a1") {
+                Reply::Json("[]".into())
+            } else if line.contains("/fs/logs/a1") {
+                Reply::Json(
+                    r#"{"Data":"b2xkCg==","File":"alloc/logs/c.stdout.0","Offset":4}"#.into(),
+                )
+            } else {
+                Reply::Status(404, "unexpected".into())
+            }
+        })
+        .await;
+        let p = provider(&addr);
+        let opts = LogOptions {
+            previous: true,
+            follow: true,
+            stream: vk_domain::logs::LogStream::Stdout,
+            ..Default::default()
+        };
+        let mut s = p.logs("k8s-ns_p", "c", &opts).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b.unwrap());
+        }
+        assert_eq!(out, b"old\n");
+        let read = fake::drain(&mut reqs).into_iter().find(|r| r.contains("/fs/logs/")).unwrap();
+        assert_eq!(fake::param(&read, "follow").as_deref(), Some("false"), "a terminated instance");
+    }
+
+    #[tokio::test]
+    async fn previous_logs_need_a_previous_instance() {
+        let (addr, _reqs) = fake::fake_nomad(|line| {
+            if line.contains("/v1/allocations") {
+                Reply::Json(allocs("running", "running", 0, ""))
+            } else {
+                Reply::Json(r#"{"ID":"a2","JobID":"k8s-ns_p"}"#.into())
+            }
+        })
+        .await;
+        let p = provider(&addr);
+        let opts = LogOptions { previous: true, ..Default::default() };
+        let err = p.logs("k8s-ns_p", "c", &opts).await.err().unwrap();
+        assert!(
+            matches!(&err, ProviderError::NotFound(m) if m.contains("previous terminated container \"c\"")),
+            "{err}"
+        );
+        let err = p.logs("k8s-ns_p", "nope", &LogOptions::default()).await.err().unwrap();
+        assert!(matches!(err, ProviderError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn attach_refuses_stdin_and_stopped_tasks() {
+        let (addr, _reqs) =
+            fake::fake_nomad(|_| Reply::Json(allocs("running", "dead", 0, ""))).await;
+        let p = provider(&addr);
+        let (_tx, rx) = futures::channel::mpsc::channel(1);
+        let io = ExecIo { stdin: Some(rx), stdout: None, stderr: None, tty: false, resize: None };
+        let err = p.attach("k8s-ns_p", "c", io).await.err().unwrap();
+        assert!(
+            matches!(&err, ProviderError::Unsupported(m) if m.contains("kubectl exec")),
+            "{err}"
+        );
+        let (tx, _rx) = futures::channel::mpsc::channel(1);
+        let io = ExecIo { stdin: None, stdout: Some(tx), stderr: None, tty: false, resize: None };
+        let err = p.attach("k8s-ns_p", "c", io).await.err().unwrap();
+        assert!(matches!(&err, ProviderError::NotFound(m) if m.contains("not running")), "{err}");
+    }
+
+    /// The pod IP of a raw_exec allocation is its network's IP; a mapped port goes to its host
+    /// port, another to itself; a closed port is `Unavailable`, no running allocation `NotFound`.
+    #[tokio::test]
+    async fn port_forward_reaches_the_pod_ip() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_port = echo.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = echo.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let running = allocs(
+            "running",
+            "running",
+            0,
+            &format!(
+                r#","AllocatedResources":{{"Shared":{{"Networks":[{{"Mode":"host","IP":"127.0.0.1",
+                    "DynamicPorts":[{{"Label":"c_80","Value":{echo_port},"To":80}}]}}]}}}}"#
+            ),
+        );
+        let (addr, _reqs) = fake::fake_nomad(move |line| {
+            if line.contains("/v1/allocations") {
+                if line.contains("k8s-ns_gone") {
+                    Reply::Json(allocs("complete", "dead", 0, ""))
+                } else {
+                    Reply::Json(running.clone())
+                }
+            } else {
+                Reply::Json("[]".into())
+            }
+        })
+        .await;
+        let p = provider(&addr);
+        for port in [80, echo_port] {
+            let mut conn = p.port_forward("k8s-ns_p", port).await.unwrap();
+            conn.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+        }
+        let err = p.port_forward("k8s-ns_p", closed).await.err().unwrap();
+        assert!(
+            matches!(&err, ProviderError::Unavailable { message, .. } if message.contains("connection refused")),
+            "{err}"
+        );
+        let err = p.port_forward("k8s-ns_gone", 80).await.err().unwrap();
+        assert!(matches!(err, ProviderError::NotFound(_)), "{err}");
+    }
+
+    /// Usage: the running allocation's task stats, the node's host stats over the usable nodes.
+    #[tokio::test]
+    async fn usage_samples_running_pods_and_usable_nodes() {
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.contains("/v1/regions") {
+                Reply::Json(r#"["global"]"#.into())
+            } else if line.contains("/v1/jobs") {
+                Reply::Json(
+                    r#"[{"ID":"k8s-ns_p","Namespace":"default","Meta":{"k8s_node_name":"vk","k8s_namespace":"ns","k8s_pod_name":"p","k8s_pod_uid":"u1"}}]"#
+                        .into(),
+                )
+            } else if line.contains("/v1/allocations") {
+                Reply::Json(allocs("running", "running", 0, ""))
+            } else if line.contains("/v1/nodes") {
+                Reply::Json(
+                    r#"[{"ID":"n1","Address":"127.0.0.1","Status":"ready","SchedulingEligibility":"eligible",
+                         "NodeResources":{"Cpu":{"CpuShares":4000,"TotalCpuCores":2},"Memory":{"MemoryMB":100}}},
+                        {"ID":"n2","Status":"down","SchedulingEligibility":"eligible"}]"#
+                        .into(),
+                )
+            } else if line.contains("/v1/client/allocation/a2/stats") {
+                Reply::Json(
+                    r#"{"Tasks":{"c":{"ResourceUsage":{"CpuStats":{"Percent":50.0},"MemoryStats":{"RSS":4096,"Measured":["RSS"]}},"Timestamp":1795267043570297226}},"Timestamp":1795267043570297226}"#
+                        .into(),
+                )
+            } else if line.contains("/v1/client/stats") {
+                Reply::Json(
+                    r#"{"CPUTicksConsumed":1000.0,"Memory":{"Used":1000,"Available":3000},"Uptime":10,"Timestamp":1795267043705832091}"#
+                        .into(),
+                )
+            } else {
+                Reply::Status(404, "unexpected".into())
+            }
+        })
+        .await;
+        let p = provider(&addr);
+        let u = p.usage().await.unwrap();
+        assert_eq!(u.pods.len(), 1);
+        let pod = &u.pods[0];
+        assert_eq!((pod.key.to_string().as_str(), pod.uid.as_str()), ("ns/p", "u1"));
+        let c = &pod.containers[0];
+        assert_eq!(c.name, "c");
+        assert_eq!(c.cpu.as_ref().map(|c| c.nano_cores), Some(500_000_000));
+        assert_eq!(c.memory.as_ref().map(|m| m.working_set_bytes), Some(4096));
+        assert_eq!(c.start_time, Timestamp::from_nanosecond(1_795_267_001_000_000_000).ok());
+        assert_eq!(
+            u.node.cpu.map(|c| c.nano_cores),
+            Some(500_000_000),
+            "1000 MHz at 2000 MHz/core"
+        );
+        assert_eq!(u.node.memory.map(|m| m.working_set_bytes), Some(1000));
+        let host_reqs: Vec<String> =
+            fake::drain(&mut reqs).into_iter().filter(|r| r.contains("/v1/client/stats")).collect();
+        assert_eq!(host_reqs.len(), 1, "only the ready node");
+        assert_eq!(fake::param(&host_reqs[0], "node_id").as_deref(), Some("n1"));
+    }
+
+    /// An interactive exec: terminal size, stdin and its end reach Nomad as frames; stdout and
+    /// stderr come back on their channels; the exit code is returned.
+    #[tokio::test]
+    async fn exec_stream_pumps_both_ways() {
+        use tokio_tungstenite::tungstenite::Message;
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (addr, mut reqs) = fake::fake_nomad(move |line| {
+            if line.contains("/v1/allocations") {
+                return Reply::Json(allocs("running", "running", 0, ""));
+            }
+            let seen_tx = seen_tx.clone();
+            Reply::Ws(Box::new(move |mut sock, head| {
+                tokio::spawn(async move {
+                    let key = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ").or(l.strip_prefix("sec-websocket-key: ")))
+                        .unwrap()
+                        .trim()
+                        .to_owned();
+                    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                    sock.write_all(
+                        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes(),
+                    )
+                    .await
+                    .unwrap();
+                    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                        sock,
+                        tokio_tungstenite::tungstenite::protocol::Role::Server,
+                        None,
+                    )
+                    .await;
+                    while let Some(Ok(Message::Text(t))) = ws.next().await {
+                        let t = t.as_str().to_owned();
+                        let _ = seen_tx.send(t.clone());
+                        if t.contains("close") {
+                            break;
+                        }
+                    }
+                    for f in [
+                        r#"{"stdout":{"data":"b3V0"}}"#,
+                        r#"{"stderr":{"data":"ZXJy"}}"#,
+                        r#"{"stdout":{"close":true}}"#,
+                        r#"{"exited":true,"result":{"exit_code":3}}"#,
+                    ] {
+                        ws.send(Message::text(f)).await.unwrap();
+                    }
+                    while ws.next().await.is_some() {}
+                });
+            }))
+        })
+        .await;
+        let p = provider(&addr);
+        let (mut in_tx, in_rx) = futures::channel::mpsc::channel(4);
+        let (mut size_tx, size_rx) = futures::channel::mpsc::channel(4);
+        let (out_tx, mut out_rx) = futures::channel::mpsc::channel(4);
+        let (err_tx, mut err_rx) = futures::channel::mpsc::channel(4);
+        size_tx.send(vk_ports::TerminalSize { width: 80, height: 24 }).await.unwrap();
+        in_tx.send(bytes::Bytes::from_static(b"hi")).await.unwrap();
+        drop(in_tx);
+        let io = ExecIo {
+            stdin: Some(in_rx),
+            stdout: Some(out_tx),
+            stderr: Some(err_tx),
+            tty: false,
+            resize: Some(size_rx),
+        };
+        let cmd = vec!["sh".to_owned(), "-c".to_owned(), "cat".to_owned()];
+        let code = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            p.exec_stream("k8s-ns_p", "c", &cmd, io),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(code, 3);
+        assert_eq!(out_rx.next().await.as_deref(), Some(&b"out"[..]));
+        assert_eq!(err_rx.next().await.as_deref(), Some(&b"err"[..]));
+        let seen: Vec<String> = std::iter::from_fn(|| seen_rx.try_recv().ok()).collect();
+        assert!(seen.contains(&r#"{"tty_size":{"height":24,"width":80}}"#.to_owned()), "{seen:?}");
+        assert!(seen.contains(&r#"{"stdin":{"data":"aGk="}}"#.to_owned()), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some(r#"{"stdin":{"close":true}}"#));
+        let exec = fake::drain(&mut reqs).into_iter().find(|r| r.contains("/exec")).unwrap();
+        assert_eq!(fake::param(&exec, "command").as_deref(), Some(r#"["sh","-c","cat"]"#));
+        assert_eq!(fake::param(&exec, "tty").as_deref(), Some("false"));
+        assert_eq!(fake::param(&exec, "task").as_deref(), Some("c"));
     }
 }

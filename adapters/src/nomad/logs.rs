@@ -1,0 +1,1236 @@
+//! Container logs and attach over Nomad's `GET /v1/client/fs/logs/<alloc>` (`client/fs_endpoint.go`).
+//!
+//! **Wire.** Without `plain=true` the body is concatenated JSON `StreamFrame`s with no delimiter:
+//! `{"Data":"<base64>","File":"alloc/logs/<task>.<type>.<n>","Offset":<end offset in File>,
+//! "FileEvent":"file deleted"|"file truncated"}`, `Data` at most 64 KiB, batched over 200 ms, and
+//! an empty `{}` heartbeat after every second without data. [`decode`] and [`FrameDecoder`] read
+//! them incrementally; nothing in them panics on any input ([`fuzz_decode`] is the fuzz oracle).
+//! `follow=true` never ends on Nomad's side, even after the task died: the end of the container
+//! instance is watched with blocking queries on `/v1/allocation/<alloc>`.
+//!
+//! **What Nomad keeps.** logmon writes raw bytes into rotated files `alloc/logs/<task>.stdout.<n>`
+//! and `.stderr.<n>` (restarts in place append to the same files), with no time and no line
+//! framing, and keeps the last `LogConfig.MaxFiles` files. So, faithfully: the bytes, the streams
+//! apart, `tail_lines` (by probing ever larger ends, [`TAIL_BYTES_PER_LINE`]), `limit_bytes`
+//! (on the output, timestamps included, as the kubelet's limited writer; it may cut a line), and
+//! `follow` (until the instance ends or the receiver is dropped). Approximated, because no time is
+//! stored:
+//! - **times** ([`Times`]): every byte gets an *upper bound* of the time it was written: the
+//!   modification time of its file (`/v1/client/fs/ls/<alloc>?path=alloc/logs`, read once when the
+//!   request starts) for bytes the file already held then, else the time the bytes were read from
+//!   Nomad (followed output, or output written during the request). Timestamps are therefore never
+//!   earlier than the truth; all lines of one historical file carry that file's time.
+//! - **`timestamps`**: each line is prefixed with the time of the bytes that start it
+//!   ([`vk_domain::logs::timestamp_prefix`]).
+//! - **`since`**: bytes whose time is before `since` are dropped, so a whole file is skipped when
+//!   its last write was before `since`; a file written across `since` is kept whole. No line
+//!   written at or after `since` is ever lost; some older lines of that file may be shown.
+//! - **`stream=All`**: stdout, then stderr (the order of lines between the two files is not
+//!   stored); with `follow`, the historical part so, then both as they arrive, a line at a time
+//!   (a partial line waits until its newline, Nomad's next heartbeat, or 16 KiB). `tail_lines`
+//!   counts over that concatenation: the last lines of stderr, then the rest from stdout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use reqwest::Method;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+use vk_domain::jiff::Timestamp;
+use vk_domain::logs::{LogOptions, LogStream, tail_start, timestamp_prefix};
+use vk_ports::{ByteStream, ProviderError};
+
+use super::api::Allocation;
+use super::client::NomadClient;
+
+/// Bytes asked for per wanted line on the first tail probe (the Nomad CLI's `bytesToLines`); the
+/// request doubles until the lines are found or the whole log came back.
+pub const TAIL_BYTES_PER_LINE: u64 = 120;
+
+/// A frame that is still incomplete beyond this many bytes is taken as garbage (a real one holds
+/// at most 64 KiB of data, about 88 KiB of base64).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A partial line of a merged follow is sent without its newline once this long.
+const MAX_PARTIAL_LINE: usize = 16 << 10;
+
+/// Nomad sends a heartbeat every second: this long without any byte means the stream broke.
+const SILENCE: Duration = Duration::from_secs(30);
+
+/// After the container instance ended, how long readers wait for Nomad to send what is left
+/// (they stop earlier at Nomad's next heartbeat, which says it has caught up).
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// One `StreamFrame` of the logs body.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frame {
+    /// The bytes (decoded from `Data`'s base64).
+    pub data: Vec<u8>,
+    /// `File`: the path of the file they come from, `alloc/logs/<task>.<type>.<n>`.
+    pub file: String,
+    /// `Offset`: the offset in `file` just after `data`, bytes.
+    pub offset: u64,
+    /// `FileEvent`: `file deleted` or `file truncated`, else empty.
+    pub file_event: String,
+}
+
+/// What [`decode`] found at the start of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A frame with data or a file event.
+    Frame(Frame),
+    /// `{}` (or an object with none of the frame's fields): Nomad's once-a-second keep-alive.
+    Heartbeat,
+    /// Bytes that are no frame (skipped): not JSON, a JSON object of the wrong shape, or bad base64.
+    Garbage,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawFrame {
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    file_event: Option<String>,
+}
+
+/// Decodes the item at the start of `buf`, returning it and how many bytes it took (always at
+/// least 1), or `None` when `buf` holds only whitespace or the beginning of a frame (read more).
+/// Leading whitespace is taken with the item. Bytes before the next `{` are one
+/// [`Item::Garbage`]; so is a `{` starting invalid JSON (just that byte), a complete JSON value
+/// that is not a frame, and a frame still incomplete after [`MAX_FRAME`] bytes.
+pub fn decode(buf: &[u8]) -> Option<(Item, usize)> {
+    let ws = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let rest = buf.get(ws..)?;
+    let first = *rest.first()?;
+    if first != b'{' {
+        let skip = rest.iter().position(|b| *b == b'{').unwrap_or(rest.len());
+        return Some((Item::Garbage, ws + skip));
+    }
+    let mut frames = serde_json::Deserializer::from_slice(rest).into_iter::<RawFrame>();
+    match frames.next()? {
+        Ok(raw) => {
+            let used = ws + frames.byte_offset();
+            Some((item_of(raw), used.max(1)))
+        }
+        Err(e) if e.is_eof() => (rest.len() > MAX_FRAME).then_some((Item::Garbage, ws + 1)),
+        Err(_) => {
+            // A complete value of the wrong shape is skipped whole; broken JSON one byte at a time
+            // (the next call skips to the following `{`).
+            let mut any =
+                serde_json::Deserializer::from_slice(rest).into_iter::<serde::de::IgnoredAny>();
+            match any.next() {
+                Some(Ok(_)) => Some((Item::Garbage, ws + any.byte_offset().max(1))),
+                Some(Err(e)) if e.is_eof() && rest.len() <= MAX_FRAME => None,
+                _ => Some((Item::Garbage, ws + 1)),
+            }
+        }
+    }
+}
+
+fn item_of(raw: RawFrame) -> Item {
+    let text = raw.data.unwrap_or_default();
+    let Ok(data) = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) else {
+        return Item::Garbage;
+    };
+    let file = raw.file.unwrap_or_default();
+    let file_event = raw.file_event.unwrap_or_default();
+    if data.is_empty() && file.is_empty() && file_event.is_empty() {
+        return Item::Heartbeat;
+    }
+    let offset = u64::try_from(raw.offset.unwrap_or(0)).unwrap_or(0);
+    Item::Frame(Frame { data, file, offset, file_event })
+}
+
+/// [`decode`] over bytes arriving in pieces.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// Appends bytes read from the body.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete item, `None` until more bytes arrive.
+    pub fn next_item(&mut self) -> Option<Item> {
+        let (item, used) = decode(&self.buf)?;
+        self.buf.drain(..used.min(self.buf.len()));
+        Some(item)
+    }
+
+    /// Bytes held, waiting for the rest of a frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// The fuzz oracle of the decoder: `data` is decoded whole, byte by byte, and in two pieces split
+/// where its first byte says; every way must give the same frames and heartbeats. Panics (through
+/// `assert_eq!`, the fuzzer's signal) when they differ; [`decode`] itself never panics.
+pub fn fuzz_decode(data: &[u8]) {
+    fn run(pieces: &[&[u8]]) -> Vec<Item> {
+        let mut d = FrameDecoder::default();
+        let mut out = Vec::new();
+        for p in pieces {
+            d.push(p);
+            while let Some(item) = d.next_item() {
+                if item != Item::Garbage {
+                    out.push(item);
+                }
+            }
+        }
+        out
+    }
+    if data.len() > 4 * MAX_FRAME {
+        return;
+    }
+    let whole = run(&[data]);
+    let bytes: Vec<&[u8]> = data.chunks(1).collect();
+    assert_eq!(run(&bytes), whole, "byte by byte");
+    let at = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
+    let (a, b) = data.split_at(at);
+    assert_eq!(run(&[a, b]), whole, "split at {at}");
+}
+
+/// One log file of the listing (`/v1/client/fs/ls/<alloc>?path=alloc/logs`, `AllocFileInfo`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FileInfo {
+    /// File name (`<task>.<type>.<n>`).
+    pub name: String,
+    /// A directory.
+    #[serde(default)]
+    pub is_dir: bool,
+    /// Size, bytes.
+    #[serde(default)]
+    pub size: i64,
+    /// Last modification, RFC 3339.
+    #[serde(default)]
+    pub mod_time: String,
+}
+
+/// Upper bounds of the times log bytes were written (see the module docs): each file's size and
+/// modification time when the request started.
+#[derive(Debug, Clone, Default)]
+pub struct Times {
+    files: HashMap<String, (u64, Timestamp)>,
+}
+
+impl Times {
+    /// From a listing of `alloc/logs`.
+    pub fn new(listing: &[FileInfo]) -> Self {
+        let files = listing
+            .iter()
+            .filter(|f| !f.is_dir)
+            .filter_map(|f| {
+                let t: Timestamp = f.mod_time.parse().ok()?;
+                Some((f.name.clone(), (u64::try_from(f.size).unwrap_or(0), t)))
+            })
+            .collect();
+        Self { files }
+    }
+
+    /// The parts of `frame`'s data with their time: the file's modification time for bytes it held
+    /// at the listing, `now` for those written since (or for a file not listed).
+    pub fn stamp<'a>(&self, frame: &'a Frame, now: Timestamp) -> Vec<(&'a [u8], Timestamp)> {
+        let name = frame.file.rsplit('/').next().unwrap_or_default();
+        let len = frame.data.len();
+        let start = frame.offset.saturating_sub(u64::try_from(len).unwrap_or(u64::MAX));
+        let Some(&(size, mtime)) = self.files.get(name) else {
+            return vec![(frame.data.as_slice(), now)];
+        };
+        let old = usize::try_from(size.saturating_sub(start)).unwrap_or(usize::MAX).min(len);
+        let (a, b) = frame.data.split_at(old);
+        [(a, mtime), (b, now)].into_iter().filter(|(d, _)| !d.is_empty()).collect()
+    }
+}
+
+/// Log files of `task`'s `kind` (`stdout`/`stderr`) in a listing, oldest first: `(index, size,
+/// modification time)`.
+pub fn log_files(listing: &[FileInfo], task: &str, kind: &str) -> Vec<(u64, u64, Timestamp)> {
+    let prefix = format!("{task}.{kind}.");
+    let mut files: Vec<(u64, u64, Timestamp)> = listing
+        .iter()
+        .filter(|f| !f.is_dir)
+        .filter_map(|f| {
+            let idx = f.name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((idx, u64::try_from(f.size).unwrap_or(0), f.mod_time.parse().ok()?))
+        })
+        .collect();
+    files.sort_by_key(|f| f.0);
+    files
+}
+
+/// Where a read starts for `since`: `origin=start&offset=<n>` counts bytes across the files from
+/// the oldest kept (Nomad's `findClosest`), so this is the size of the files last written before
+/// `since`. `None` when every file was (nothing to show until new output).
+pub fn since_offset(files: &[(u64, u64, Timestamp)], since: Timestamp) -> Option<u64> {
+    let mut skipped = 0u64;
+    for (_, size, mtime) in files {
+        if *mtime >= since {
+            return Some(skipped);
+        }
+        skipped = skipped.saturating_add(*size);
+    }
+    None
+}
+
+/// The `origin=start` offset of position `offset` in file `file` (a frame's `File`/`Offset`).
+pub fn absolute(files: &[(u64, u64, Timestamp)], file: &str, offset: u64) -> u64 {
+    let idx = file.rsplit('.').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX);
+    files.iter().filter(|f| f.0 < idx).map(|f| f.1).fold(offset, u64::saturating_add)
+}
+
+/// The `origin=start` offset of the current end of the log (the size of its files). Nomad's
+/// `origin=end&offset=0` is not that: it means the start of the newest file (`findClosest`).
+pub fn total(files: &[(u64, u64, Timestamp)]) -> u64 {
+    files.iter().map(|f| f.1).fold(0, u64::saturating_add)
+}
+
+/// Lines in `buf` (a final line without newline counts).
+pub fn count_lines(buf: &[u8]) -> u64 {
+    let n = buf.iter().filter(|b| **b == b'\n').count();
+    let n = u64::try_from(n).unwrap_or(u64::MAX);
+    if buf.last().is_some_and(|b| *b != b'\n') { n + 1 } else { n }
+}
+
+/// Turns bytes of one stream into output: timestamps at line starts and, for a merged follow,
+/// whole lines only.
+#[derive(Debug)]
+pub struct Lines {
+    timestamps: bool,
+    whole_lines: bool,
+    at_line_start: bool,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// With `timestamps`, each line starts with its time; with `whole_lines`, [`Lines::take`]
+    /// keeps a partial line back.
+    pub fn new(timestamps: bool, whole_lines: bool) -> Self {
+        Self { timestamps, whole_lines, at_line_start: true, buf: Vec::new() }
+    }
+
+    /// Adds bytes written at `at`.
+    pub fn push(&mut self, data: &[u8], at: Timestamp) {
+        for piece in data.split_inclusive(|b| *b == b'\n') {
+            if self.at_line_start && self.timestamps {
+                self.buf.extend_from_slice(timestamp_prefix(at).as_bytes());
+            }
+            self.buf.extend_from_slice(piece);
+            self.at_line_start = piece.ends_with(b"\n");
+        }
+    }
+
+    /// What may be sent now: everything, or (with `whole_lines`, unless `all`) up to the last
+    /// newline, or everything once the partial line is longer than 16 KiB.
+    pub fn take(&mut self, all: bool) -> Vec<u8> {
+        if all || !self.whole_lines || self.buf.len() > MAX_PARTIAL_LINE {
+            return std::mem::take(&mut self.buf);
+        }
+        match self.buf.iter().rposition(|b| *b == b'\n') {
+            Some(i) => {
+                let rest = self.buf.split_off(i + 1);
+                std::mem::replace(&mut self.buf, rest)
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Cuts the output after `limit_bytes`.
+#[derive(Debug)]
+struct Limit(Option<u64>);
+
+impl Limit {
+    /// The part of `data` to send; `done` once the limit is reached.
+    fn cut(&mut self, mut data: Vec<u8>) -> (Vec<u8>, bool) {
+        let Some(left) = self.0 else { return (data, false) };
+        let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        if n >= left {
+            data.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            self.0 = Some(0);
+            return (data, true);
+        }
+        self.0 = Some(left - n);
+        (data, false)
+    }
+}
+
+/// What to read: one task of one allocation.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// A client in the allocation's namespace and region.
+    pub client: NomadClient,
+    /// The allocation as listed (its task states say which instance runs).
+    pub alloc: Allocation,
+    /// The task (container) name.
+    pub task: String,
+}
+
+/// Where one stream's read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// `origin=start&offset=n`.
+    Start(u64),
+    /// `origin=end&offset=n`.
+    End(u64),
+}
+
+#[derive(Debug)]
+enum Ev {
+    Data(usize, Vec<u8>, Timestamp),
+    Idle(usize),
+    Done(usize),
+    Failed(ProviderError),
+}
+
+const KINDS: [&str; 2] = ["stdout", "stderr"];
+
+fn kinds(stream: LogStream) -> Vec<usize> {
+    match stream {
+        LogStream::All => vec![0, 1],
+        LogStream::Stdout => vec![0],
+        LogStream::Stderr => vec![1],
+    }
+}
+
+fn unavailable(message: String) -> ProviderError {
+    ProviderError::Unavailable { message, source: None }
+}
+
+/// Opens one logs request and returns its body.
+async fn open(
+    t: &Target,
+    kind: usize,
+    from: From,
+    follow: bool,
+) -> Result<reqwest::Response, ProviderError> {
+    let (origin, offset) = match from {
+        From::Start(n) => ("start", n),
+        From::End(n) => ("end", n),
+    };
+    let req = t
+        .client
+        .request(Method::GET, &["v1", "client", "fs", "logs", &t.alloc.id])
+        .query(&[
+            ("task", t.task.as_str()),
+            ("type", KINDS[kind]),
+            ("follow", if follow { "true" } else { "false" }),
+            ("origin", origin),
+            ("offset", &offset.to_string()),
+        ])
+        // Streams last as long as they last; silence is checked instead.
+        .timeout(Duration::from_secs(365 * 24 * 3600));
+    t.client.send(req).await
+}
+
+/// Reads a whole non-following request into frames.
+async fn fetch(t: &Target, kind: usize, from: From) -> Result<Vec<Frame>, ProviderError> {
+    let resp = open(t, kind, from, false).await?;
+    let mut body = resp.bytes_stream();
+    let mut dec = FrameDecoder::default();
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(SILENCE, body.next()).await {
+            Err(_) => return Err(unavailable("Nomad's log stream went silent".into())),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(unavailable(format!("reading Nomad's logs: {e}"))),
+            Ok(Some(Ok(chunk))) => {
+                dec.push(&chunk);
+                while let Some(item) = dec.next_item() {
+                    if let Item::Frame(f) = item {
+                        frames.push(f);
+                    }
+                }
+            }
+        }
+    }
+    Ok(frames)
+}
+
+/// The last `lines` lines of one stream: frames whose data begins at the tail, and how many lines
+/// they hold. Asks Nomad for the last `lines × 120` bytes, doubling until enough lines came or
+/// fewer bytes than asked (the whole log).
+async fn tail(t: &Target, kind: usize, lines: u64) -> Result<(Vec<Frame>, u64), ProviderError> {
+    let mut want = lines.saturating_mul(TAIL_BYTES_PER_LINE).max(1024);
+    loop {
+        let frames = fetch(t, kind, From::End(want)).await?;
+        let buf: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+        let complete = u64::try_from(buf.len()).unwrap_or(u64::MAX) < want;
+        if let Some(cut) = tail_start(&buf, lines, complete) {
+            let got = count_lines(&buf[cut..]);
+            return Ok((drop_prefix(frames, cut), got));
+        }
+        want = want.saturating_mul(2);
+    }
+}
+
+/// `frames` without their first `n` data bytes.
+fn drop_prefix(frames: Vec<Frame>, mut n: usize) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for mut f in frames {
+        if n >= f.data.len() {
+            n -= f.data.len();
+            // Keep an emptied frame: its File/Offset still say where the read ended.
+            f.data.clear();
+        } else {
+            f.data.drain(..n);
+            n = 0;
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// Reads one opened stream into `tx` until Nomad ends it, the receiver goes, or (after `ending`
+/// turned true) Nomad's next heartbeat or [`DRAIN`].
+async fn reader(
+    resp: reqwest::Response,
+    kind: usize,
+    times: Arc<Times>,
+    since: Option<Timestamp>,
+    tx: mpsc::Sender<Ev>,
+    mut ending: watch::Receiver<bool>,
+) {
+    let mut body = resp.bytes_stream();
+    let mut dec = FrameDecoder::default();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    'read: loop {
+        if deadline.is_none() && *ending.borrow() {
+            deadline = Some(tokio::time::Instant::now() + DRAIN);
+        }
+        let drained = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let chunk = tokio::select! {
+            c = tokio::time::timeout(SILENCE, body.next()) => c,
+            r = ending.changed(), if deadline.is_none() => {
+                if r.is_err() {
+                    // The producer is gone.
+                    return;
+                }
+                continue;
+            }
+            () = drained => break,
+        };
+        let chunk = match chunk {
+            Err(_) => {
+                let e = unavailable("Nomad's log stream went silent".into());
+                let _ = tx.send(Ev::Failed(e)).await;
+                return;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let e = unavailable(format!("reading Nomad's logs: {e}"));
+                let _ = tx.send(Ev::Failed(e)).await;
+                return;
+            }
+            Ok(Some(Ok(c))) => c,
+        };
+        dec.push(&chunk);
+        while let Some(item) = dec.next_item() {
+            match item {
+                Item::Frame(f) => {
+                    if !f.file_event.is_empty() {
+                        debug!(file = %f.file, event = %f.file_event, "log file event");
+                    }
+                    for (data, at) in times.stamp(&f, Timestamp::now()) {
+                        if since.is_some_and(|s| at < s) {
+                            continue;
+                        }
+                        if tx.send(Ev::Data(kind, data.to_vec(), at)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Item::Heartbeat if deadline.is_some() => break 'read,
+                Item::Heartbeat => {
+                    if tx.send(Ev::Idle(kind)).await.is_err() {
+                        return;
+                    }
+                }
+                Item::Garbage => debug!("skipping bytes of Nomad's log stream that are no frame"),
+            }
+        }
+    }
+    let _ = tx.send(Ev::Done(kind)).await;
+}
+
+/// Resolves when the instance of `t.task` that ran when `t.alloc` was listed is over: the task is
+/// not running any more, restarted, or the allocation is gone. Blocking queries on
+/// `/v1/allocation/<id>` (10 s each); a failed query is retried after a second.
+pub async fn instance_ended(t: &Target) {
+    let key = |a: &Allocation| {
+        a.task_states.as_ref().and_then(|s| s.get(&t.task)).map(|ts| {
+            let started =
+                ts.events.iter().flatten().rev().find(|e| e.type_ == "Started").map(|e| e.time);
+            (ts.state.clone(), ts.restarts, started)
+        })
+    };
+    let first = key(&t.alloc);
+    if first.as_ref().is_none_or(|k| k.0 != "running") {
+        return;
+    }
+    let mut index = 0u64;
+    loop {
+        let wait = [("index", index.to_string()), ("wait", "10s".to_owned())];
+        let q: Vec<(&str, &str)> = wait.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match t.client.get_indexed::<Allocation>(&["v1", "allocation", &t.alloc.id], &q).await {
+            Ok((a, i)) => {
+                let now = key(&a);
+                let over = matches!(a.client_status.as_str(), "complete" | "failed" | "lost");
+                if over || now.as_ref().is_none_or(|k| k.0 != "running") || now != first {
+                    return;
+                }
+                // An index that went backwards (a new leader) starts over.
+                index = if i < index { 0 } else { i };
+            }
+            Err(ProviderError::NotFound(_)) => return,
+            Err(e) => {
+                debug!(error = %e, "watching an allocation for the end of a followed log");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The output of `t.task` as `opts` asks (see the module docs for what is exact and what is not).
+/// With `opts.follow` the stream goes on until the instance ends or the receiver is dropped.
+///
+/// # Errors
+/// Before the first byte: as [`NomadClient::send`] (`NotFound` for an unknown allocation or a task
+/// that has not started, with Nomad's message). Later errors end the stream with an `Err` item.
+pub async fn logs(t: Target, opts: &LogOptions) -> Result<ByteStream, ProviderError> {
+    let kinds = kinds(opts.stream);
+    // Heads: the tails of the streams, read before anything else (stderr first: `tail_lines`
+    // counts over stdout-then-stderr).
+    let mut heads: HashMap<usize, Vec<Frame>> = HashMap::new();
+    if let Some(n) = opts.tail_lines {
+        let mut left = n;
+        for &k in kinds.iter().rev() {
+            let (frames, got) = if left == 0 && !opts.follow {
+                (Vec::new(), 0)
+            } else {
+                tail(&t, k, left.max(1)).await?
+            };
+            let frames = if left == 0 { drop_all(frames) } else { frames };
+            left = left.saturating_sub(got);
+            heads.insert(k, frames);
+        }
+    }
+    let listing: Vec<FileInfo> =
+        t.client.get(&["v1", "client", "fs", "ls", &t.alloc.id], &[("path", "alloc/logs")]).await?;
+    let times = Arc::new(Times::new(&listing));
+    // Where each stream's read starts (`None`: no read, the head is all).
+    let mut starts: HashMap<usize, Option<From>> = HashMap::new();
+    for &k in &kinds {
+        let files = log_files(&listing, &t.task, KINDS[k]);
+        let start = match heads.get(&k) {
+            Some(frames) if opts.follow => Some(match frames.last() {
+                Some(f) => From::Start(absolute(&files, &f.file, f.offset)),
+                // The log was empty: all of it is new.
+                None => From::Start(0),
+            }),
+            Some(_) => None,
+            None => match opts.since {
+                None => Some(From::Start(0)),
+                Some(s) => match since_offset(&files, s) {
+                    Some(o) => Some(From::Start(o)),
+                    None if opts.follow => Some(From::Start(total(&files))),
+                    None => None,
+                },
+            },
+        };
+        starts.insert(k, start);
+    }
+    // Every read is opened here, so that Nomad's refusal (404: not started yet) is the answer.
+    let mut reads = Vec::new();
+    for &k in &kinds {
+        if let Some(from) = starts.get(&k).copied().flatten() {
+            reads.push((k, open(&t, k, from, opts.follow).await?));
+        }
+    }
+    let (out, rx) = mpsc::channel::<Result<Bytes, ProviderError>>(16);
+    let job = Produce { t, opts: opts.clone(), kinds, heads, reads, times };
+    tokio::spawn(job.run(out));
+    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })))
+}
+
+fn drop_all(frames: Vec<Frame>) -> Vec<Frame> {
+    let n = frames.iter().map(|f| f.data.len()).sum();
+    drop_prefix(frames, n)
+}
+
+struct Produce {
+    t: Target,
+    opts: LogOptions,
+    kinds: Vec<usize>,
+    heads: HashMap<usize, Vec<Frame>>,
+    reads: Vec<(usize, reqwest::Response)>,
+    times: Arc<Times>,
+}
+
+impl Produce {
+    async fn run(self, out: mpsc::Sender<Result<Bytes, ProviderError>>) {
+        let Produce { t, opts, kinds, heads, mut reads, times } = self;
+        let merged = opts.follow && kinds.len() > 1;
+        let mut lines: Vec<Lines> = (0..2).map(|_| Lines::new(opts.timestamps, merged)).collect();
+        let mut limit = Limit(opts.limit_bytes);
+        // Sends `data`; returns once the limit is reached or the receiver is gone.
+        macro_rules! emit {
+            ($data:expr) => {{
+                let data: Vec<u8> = $data;
+                if !data.is_empty() {
+                    let (data, full) = limit.cut(data);
+                    if out.send(Ok(Bytes::from(data))).await.is_err() || full {
+                        return;
+                    }
+                }
+            }};
+        }
+        let now = Timestamp::now();
+        for &k in &kinds {
+            for f in heads.get(&k).into_iter().flatten() {
+                for (data, at) in times.stamp(f, now) {
+                    if opts.since.is_none_or(|s| at >= s) {
+                        lines[k].push(data, at);
+                    }
+                }
+            }
+            emit!(lines[k].take(!merged));
+        }
+        let (ending_tx, ending) = watch::channel(false);
+        let (tx, mut rx) = mpsc::channel::<Ev>(16);
+        let spawn = |(k, resp): (usize, reqwest::Response)| {
+            let times = Arc::clone(&times);
+            tokio::spawn(reader(resp, k, times, opts.since, tx.clone(), ending.clone()));
+        };
+        // Following, the streams are read together; otherwise one after the other.
+        let mut running = 0usize;
+        while !reads.is_empty() && (opts.follow || running == 0) {
+            spawn(reads.remove(0));
+            running += 1;
+        }
+        let ended = instance_ended(&t);
+        tokio::pin!(ended);
+        let mut ended_seen = !opts.follow;
+        while running > 0 {
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                () = &mut ended, if !ended_seen => {
+                    ended_seen = true;
+                    let _ = ending_tx.send(true);
+                    continue;
+                }
+            };
+            match ev {
+                None => break,
+                Some(Ev::Data(k, data, at)) => {
+                    lines[k].push(&data, at);
+                    emit!(lines[k].take(false));
+                }
+                Some(Ev::Idle(k)) => emit!(lines[k].take(true)),
+                Some(Ev::Done(k)) => {
+                    emit!(lines[k].take(true));
+                    running -= 1;
+                    if !reads.is_empty() {
+                        spawn(reads.remove(0));
+                        running += 1;
+                    }
+                }
+                Some(Ev::Failed(e)) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        for k in kinds {
+            emit!(lines[k].take(true));
+        }
+    }
+}
+
+/// Streams the output `t.task` writes from now on into `stdout` and `stderr` (the channels the
+/// client asked for), until the instance ends or every channel given is dropped (`kubectl attach`
+/// without stdin). "Now" is the end of the log files as listed (`/v1/client/fs/ls`) just before
+/// the reads open: output written in between is included.
+///
+/// # Errors
+/// As [`logs`]; a stream breaking later is `Unavailable`.
+pub async fn attach(
+    t: Target,
+    stdout: Option<futures::channel::mpsc::Sender<Bytes>>,
+    stderr: Option<futures::channel::mpsc::Sender<Bytes>>,
+) -> Result<(), ProviderError> {
+    use futures::SinkExt as _;
+    let mut outs = [stdout, stderr];
+    let listing: Vec<FileInfo> =
+        t.client.get(&["v1", "client", "fs", "ls", &t.alloc.id], &[("path", "alloc/logs")]).await?;
+    let mut reads = Vec::new();
+    for (k, out) in outs.iter().enumerate() {
+        if out.is_some() {
+            let end = total(&log_files(&listing, &t.task, KINDS[k]));
+            reads.push((k, open(&t, k, From::Start(end), true).await?));
+        }
+    }
+    let (ending_tx, ending) = watch::channel(false);
+    let (tx, mut rx) = mpsc::channel::<Ev>(16);
+    let mut running = 0usize;
+    for (k, resp) in reads {
+        let times = Arc::new(Times::default());
+        tokio::spawn(reader(resp, k, times, None, tx.clone(), ending.clone()));
+        running += 1;
+    }
+    drop(tx);
+    let ended = instance_ended(&t);
+    tokio::pin!(ended);
+    let mut ended_seen = false;
+    while running > 0 {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            () = &mut ended, if !ended_seen => {
+                ended_seen = true;
+                let _ = ending_tx.send(true);
+                continue;
+            }
+        };
+        match ev {
+            None => break,
+            Some(Ev::Data(k, data, _)) => {
+                let gone = match outs.get_mut(k).and_then(Option::as_mut) {
+                    Some(o) => o.send(Bytes::from(data)).await.is_err(),
+                    None => true,
+                };
+                if gone {
+                    outs[k] = None;
+                    if outs.iter().all(Option::is_none) {
+                        return Ok(());
+                    }
+                }
+            }
+            Some(Ev::Idle(_)) => {}
+            Some(Ev::Done(_)) => running -= 1,
+            Some(Ev::Failed(e)) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(data: &str, file: &str, offset: u64) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+        format!(r#"{{"Data":"{b64}","File":"{file}","Offset":{offset}}}"#)
+    }
+
+    fn all(buf: &[u8]) -> Vec<Item> {
+        let mut d = FrameDecoder::default();
+        d.push(buf);
+        std::iter::from_fn(|| d.next_item()).collect()
+    }
+
+    fn f(data: &str, file: &str, offset: u64) -> Item {
+        Item::Frame(Frame {
+            data: data.as_bytes().to_vec(),
+            file: file.into(),
+            offset,
+            file_event: String::new(),
+        })
+    }
+
+    #[test]
+    fn frames_heartbeats_and_file_events_are_decoded() {
+        let body = format!(
+            "{}{{}}{}\n{{\"File\":\"alloc/logs/c.stdout.0\",\"Offset\":0,\"FileEvent\":\"file truncated\"}}",
+            frame("out 1\n", "alloc/logs/c.stdout.0", 6),
+            frame("out 2\n", "alloc/logs/c.stdout.0", 12),
+        );
+        assert_eq!(
+            all(body.as_bytes()),
+            vec![
+                f("out 1\n", "alloc/logs/c.stdout.0", 6),
+                Item::Heartbeat,
+                f("out 2\n", "alloc/logs/c.stdout.0", 12),
+                Item::Frame(Frame {
+                    data: vec![],
+                    file: "alloc/logs/c.stdout.0".into(),
+                    offset: 0,
+                    file_event: "file truncated".into()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn split_frames_wait_for_their_rest() {
+        let body = format!("{}{{}}", frame("hello\n", "alloc/logs/c.stderr.3", 99));
+        for at in 0..body.len() {
+            let mut d = FrameDecoder::default();
+            d.push(&body.as_bytes()[..at]);
+            let mut got: Vec<Item> = std::iter::from_fn(|| d.next_item()).collect();
+            d.push(&body.as_bytes()[at..]);
+            got.extend(std::iter::from_fn(|| d.next_item()));
+            assert_eq!(got, vec![f("hello\n", "alloc/logs/c.stderr.3", 99), Item::Heartbeat]);
+            assert_eq!(d.pending(), 0);
+        }
+        assert_eq!(decode(b"  "), None);
+        assert_eq!(decode(b"{\"Data\":\"aGk"), None);
+    }
+
+    #[test]
+    fn garbage_is_skipped_up_to_the_next_frame() {
+        let good = frame("ok\n", "alloc/logs/c.stdout.0", 3);
+        let body = format!(
+            "Unexpected EOF{good}{{\"Data\":\"!!notbase64\"}}{{\"Offset\":\"x\",\"a\":{{}}}}{{]{good}[1,2]"
+        );
+        let frames: Vec<Item> =
+            all(body.as_bytes()).into_iter().filter(|i| *i != Item::Garbage).collect();
+        assert_eq!(frames, vec![f("ok\n", "alloc/logs/c.stdout.0", 3); 2]);
+        // An unterminated object longer than any frame is given up.
+        let mut big = b"{\"Data\":\"".to_vec();
+        big.resize(MAX_FRAME + 10, b'A');
+        assert_eq!(decode(&big), Some((Item::Garbage, 1)));
+        for input in [
+            &b"{"[..],
+            b"}",
+            b"{}}",
+            b"\xff\xfe{",
+            b"{\"Data\":null}",
+            b"{\"Offset\":-5,\"File\":\"x\"}",
+        ] {
+            fuzz_decode(input);
+        }
+    }
+
+    #[test]
+    fn fuzz_oracle_holds_on_samples() {
+        let good = frame("a\nb", "alloc/logs/c.stdout.1", 7);
+        for s in [
+            format!("{good}{good}"),
+            format!("x{{{good}"),
+            format!("{{\"Data\":\"YQ==\"{good}"),
+            format!("{good}{{\"File\":"),
+            "{\"a\":[1,{\"b\":2}]}{}".to_owned(),
+        ] {
+            fuzz_decode(s.as_bytes());
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn listing() -> Vec<FileInfo> {
+        serde_json::from_str(
+            r#"[{"Name":".c.stdout.fifo","IsDir":false,"Size":0,"ModTime":"2026-11-21T10:00:00Z"},
+                {"Name":"c.stdout.1","IsDir":false,"Size":20,"ModTime":"2026-11-21T10:02:00Z"},
+                {"Name":"c.stdout.0","IsDir":false,"Size":100,"ModTime":"2026-11-21T10:01:00Z"},
+                {"Name":"c.stderr.0","IsDir":false,"Size":5,"ModTime":"2026-11-21T10:03:00Z"}]"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn bytes_get_their_files_time_or_the_read_time() {
+        let times = Times::new(&listing());
+        let now = ts("2026-11-21T11:00:00Z");
+        let fr = Frame {
+            data: b"0123456789".to_vec(),
+            file: "alloc/logs/c.stdout.1".into(),
+            offset: 25,
+            file_event: String::new(),
+        };
+        // Bytes 15..20 were in the file at the listing, 20..25 came since.
+        assert_eq!(
+            times.stamp(&fr, now),
+            vec![(&b"01234"[..], ts("2026-11-21T10:02:00Z")), (&b"56789"[..], now)]
+        );
+        let unknown = Frame { file: "alloc/logs/c.stdout.2".into(), ..fr.clone() };
+        assert_eq!(times.stamp(&unknown, now), vec![(&b"0123456789"[..], now)]);
+        let files = log_files(&listing(), "c", "stdout");
+        assert_eq!(files.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), vec![(0, 100), (1, 20)]);
+        assert_eq!(since_offset(&files, ts("2026-11-21T10:00:30Z")), Some(0));
+        assert_eq!(since_offset(&files, ts("2026-11-21T10:01:30Z")), Some(100));
+        assert_eq!(since_offset(&files, ts("2026-11-21T10:05:00Z")), None);
+        assert_eq!(absolute(&files, "alloc/logs/c.stdout.1", 7), 107);
+        assert_eq!(absolute(&files, "alloc/logs/c.stdout.0", 7), 7);
+    }
+
+    #[test]
+    fn lines_get_timestamps_and_merged_streams_whole_lines() {
+        let t1 = ts("2026-11-21T10:00:00Z");
+        let t2 = ts("2026-11-21T10:00:01.5Z");
+        let mut l = Lines::new(true, false);
+        l.push(b"a\nb", t1);
+        l.push(b"c\nd\n", t2);
+        assert_eq!(
+            String::from_utf8(l.take(false)).unwrap(),
+            "2026-11-21T10:00:00.000000000Z a\n2026-11-21T10:00:00.000000000Z bc\n\
+             2026-11-21T10:00:01.500000000Z d\n"
+        );
+        let mut m = Lines::new(false, true);
+        m.push(b"one\ntw", t1);
+        assert_eq!(m.take(false), b"one\n");
+        assert_eq!(m.take(false), b"");
+        m.push(b"o\n", t1);
+        assert_eq!(m.take(false), b"two\n");
+        m.push(b"partial", t1);
+        assert_eq!(m.take(true), b"partial");
+        m.push(&vec![b'x'; MAX_PARTIAL_LINE + 1], t1);
+        assert_eq!(m.take(false).len(), MAX_PARTIAL_LINE + 1);
+        assert_eq!(count_lines(b"a\nb"), 2);
+        assert_eq!(count_lines(b"a\nb\n"), 2);
+        assert_eq!(count_lines(b""), 0);
+        let mut lim = Limit(Some(5));
+        assert_eq!(lim.cut(b"abc".to_vec()), (b"abc".to_vec(), false));
+        assert_eq!(lim.cut(b"defg".to_vec()), (b"de".to_vec(), true));
+    }
+
+    use super::super::fake::{self, Reply};
+
+    fn target(addr: &str) -> Target {
+        let alloc: Allocation = serde_json::from_value(serde_json::json!({
+            "ID": "a1", "JobID": "k8s-ns_p", "ClientStatus": "running",
+            "TaskStates": {"c": {"State": "running", "Events": [{"Type": "Started", "Time": 5}]}}
+        }))
+        .unwrap();
+        Target { client: fake::client(addr), alloc, task: "c".into() }
+    }
+
+    async fn collect(s: ByteStream) -> Result<Vec<u8>, ProviderError> {
+        let mut s = s;
+        let mut out = Vec::new();
+        let all = async {
+            while let Some(item) = s.next().await {
+                out.extend_from_slice(&item?);
+            }
+            Ok::<(), ProviderError>(())
+        };
+        tokio::time::timeout(Duration::from_secs(10), all).await.unwrap()?;
+        Ok(out)
+    }
+
+    const LS: &str = r#"[{"Name":"c.stdout.0","IsDir":false,"Size":4,"ModTime":"2026-11-21T10:00:00Z"},
+        {"Name":"c.stderr.0","IsDir":false,"Size":4,"ModTime":"2026-11-21T10:00:05Z"}]"#;
+
+    /// Not following, stream All: stdout, then stderr, each line stamped with its file's time,
+    /// and bytes written after the listing with the time they were read.
+    #[tokio::test]
+    async fn all_streams_one_after_the_other_with_timestamps() {
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.contains("/fs/ls/a1") {
+                return Reply::Json(LS.into());
+            }
+            match fake::param(line, "type").as_deref() {
+                Some("stdout") => {
+                    Reply::Json(format!("{}{{}}", frame("a\nb\n", "alloc/logs/c.stdout.0", 4)))
+                }
+                Some("stderr") => Reply::Json(format!(
+                    "{}{}",
+                    frame("e\n", "alloc/logs/c.stderr.0", 2),
+                    frame("f\n", "alloc/logs/c.stderr.0", 6)
+                )),
+                _ => Reply::Status(404, "no".into()),
+            }
+        })
+        .await;
+        let opts = LogOptions { timestamps: true, ..Default::default() };
+        let out = collect(logs(target(&addr), &opts).await.unwrap()).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert_eq!(lines[0], "2026-11-21T10:00:00.000000000Z a");
+        assert_eq!(lines[1], "2026-11-21T10:00:00.000000000Z b");
+        assert_eq!(lines[2], "2026-11-21T10:00:05.000000000Z e");
+        assert!(lines[3].ends_with("Z f") && lines[3].starts_with("20"), "{}", lines[3]);
+        let reqs = fake::drain(&mut reqs);
+        let logs: Vec<&String> = reqs.iter().filter(|r| r.contains("/fs/logs/")).collect();
+        assert_eq!(logs.len(), 2);
+        for r in logs {
+            assert_eq!(fake::param(r, "follow").as_deref(), Some("false"));
+            assert_eq!(fake::param(r, "origin").as_deref(), Some("start"));
+            assert_eq!(fake::param(r, "task").as_deref(), Some("c"));
+        }
+    }
+
+    /// `tail_lines` asks for the last 1024 bytes, then 2048, until the lines are there; stderr
+    /// (empty) first, then stdout for the lines still wanted.
+    #[tokio::test]
+    async fn tails_double_the_bytes_asked_until_the_lines_are_found() {
+        let log: String = (0..10).map(|i| format!("{i}{}\n", "x".repeat(298))).collect();
+        assert_eq!(log.len(), 3000);
+        let (addr, mut reqs) = fake::fake_nomad(move |line| {
+            if line.contains("/fs/ls/a1") {
+                return Reply::Json("[]".into());
+            }
+            let want: usize = fake::param(line, "offset").unwrap().parse().unwrap();
+            match fake::param(line, "type").as_deref() {
+                Some("stdout") => {
+                    let tail = &log[log.len().saturating_sub(want)..];
+                    Reply::Json(frame(tail, "alloc/logs/c.stdout.0", 3000))
+                }
+                _ => Reply::Json("{}".into()),
+            }
+        })
+        .await;
+        let opts = LogOptions { tail_lines: Some(5), ..Default::default() };
+        let out = collect(logs(target(&addr), &opts).await.unwrap()).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let firsts: String = out.lines().map(|l| &l[..1]).collect();
+        assert_eq!(firsts, "56789");
+        let asked: Vec<(String, String)> = fake::drain(&mut reqs)
+            .iter()
+            .filter(|r| r.contains("/fs/logs/"))
+            .map(|r| (fake::param(r, "type").unwrap(), fake::param(r, "offset").unwrap()))
+            .collect();
+        let asked: Vec<(&str, &str)> =
+            asked.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(asked, vec![("stderr", "1024"), ("stdout", "1024"), ("stdout", "2048")]);
+    }
+
+    /// `since` skips the files last written before it (the read starts after them), and
+    /// `limit_bytes` cuts the output.
+    #[tokio::test]
+    async fn since_skips_old_files_and_limit_cuts() {
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.contains("/fs/ls/a1") {
+                return Reply::Json(
+                    r#"[{"Name":"c.stdout.0","Size":10,"ModTime":"2026-11-21T10:00:00Z"},
+                        {"Name":"c.stdout.1","Size":6,"ModTime":"2026-11-21T10:05:00Z"}]"#
+                        .into(),
+                );
+            }
+            Reply::Json(frame("later\n", "alloc/logs/c.stdout.1", 6))
+        })
+        .await;
+        let opts = LogOptions {
+            since: Some(ts("2026-11-21T10:03:00Z")),
+            limit_bytes: Some(3),
+            stream: LogStream::Stdout,
+            ..Default::default()
+        };
+        let out = collect(logs(target(&addr), &opts).await.unwrap()).await.unwrap();
+        assert_eq!(out, b"lat");
+        let read = fake::drain(&mut reqs).into_iter().find(|r| r.contains("/fs/logs/")).unwrap();
+        assert_eq!(fake::param(&read, "origin").as_deref(), Some("start"));
+        assert_eq!(fake::param(&read, "offset").as_deref(), Some("10"));
+        assert_eq!(fake::param(&read, "type").as_deref(), Some("stdout"));
+    }
+
+    /// Nomad's 404 for a task that has not started is the answer, before any byte.
+    #[tokio::test]
+    async fn refusals_come_before_the_stream() {
+        let (addr, _reqs) = fake::fake_nomad(|line| {
+            if line.contains("/fs/ls/") {
+                return Reply::Json("[]".into());
+            }
+            Reply::Status(404, "task \"c\" not started yet. No logs available".into())
+        })
+        .await;
+        let err = logs(target(&addr), &LogOptions::default()).await.err().unwrap();
+        assert!(matches!(&err, ProviderError::NotFound(m) if m.contains("not started")), "{err}");
+    }
+
+    /// Following both streams: lines are merged as they come; once the allocation says the task
+    /// is dead, each stream ends at Nomad's next heartbeat, and so does the output.
+    #[tokio::test]
+    async fn follow_merges_lines_and_ends_with_the_instance() {
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.contains("/fs/ls/a1") {
+                return Reply::Json("[]".into());
+            }
+            if line.contains("/v1/allocation/a1") {
+                let state = if fake::param(line, "index").as_deref() == Some("0") {
+                    "running"
+                } else {
+                    "dead"
+                };
+                return Reply::Json(format!(
+                    r#"{{"ID":"a1","JobID":"j","ClientStatus":"running","TaskStates":{{"c":{{"State":"{state}","Events":[{{"Type":"Started","Time":5}}]}}}}}}"#
+                ));
+            }
+            let ms = Duration::from_millis;
+            match fake::param(line, "type").as_deref() {
+                Some("stdout") => Reply::Stream(
+                    vec![
+                        (ms(0), frame("x1\npart", "alloc/logs/c.stdout.0", 8)),
+                        (ms(150), frame("ial\n", "alloc/logs/c.stdout.0", 12)),
+                        (ms(400), "{}".into()),
+                    ],
+                    true,
+                ),
+                _ => Reply::Stream(
+                    vec![(ms(50), frame("e1\n", "alloc/logs/c.stderr.0", 3)), (ms(450), "{}".into())],
+                    true,
+                ),
+            }
+        })
+        .await;
+        let opts = LogOptions { follow: true, ..Default::default() };
+        let out = collect(logs(target(&addr), &opts).await.unwrap()).await.unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "x1\ne1\npartial\n");
+        let reqs = fake::drain(&mut reqs);
+        assert!(reqs.iter().any(|r| r.contains("/v1/allocation/a1") && r.contains("index=7")));
+        assert!(
+            reqs.iter()
+                .filter(|r| r.contains("/fs/logs/"))
+                .all(|r| fake::param(r, "follow").as_deref() == Some("true"))
+        );
+    }
+
+    /// Attach follows from the end into the channels until the instance ends.
+    #[tokio::test]
+    async fn attach_streams_new_output_until_the_task_ends() {
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.contains("/fs/ls/a1") {
+                return Reply::Json(LS.into());
+            }
+            if line.contains("/v1/allocation/a1") {
+                let state = if fake::param(line, "index").as_deref() == Some("0") { "running" } else { "dead" };
+                return Reply::Json(format!(
+                    r#"{{"ID":"a1","JobID":"j","ClientStatus":"running","TaskStates":{{"c":{{"State":"{state}"}}}}}}"#
+                ));
+            }
+            let ms = Duration::from_millis;
+            Reply::Stream(
+                vec![(ms(0), frame("now\n", "alloc/logs/c.stdout.0", 4)), (ms(200), "{}".into())],
+                true,
+            )
+        })
+        .await;
+        let (tx, mut rx) = futures::channel::mpsc::channel(4);
+        let mut t = target(&addr);
+        t.alloc.task_states = serde_json::from_str(r#"{"c":{"State":"running"}}"#).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), attach(t, Some(tx), None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rx.next().await.as_deref(), Some(&b"now\n"[..]));
+        let read = fake::drain(&mut reqs).into_iter().find(|r| r.contains("/fs/logs/")).unwrap();
+        // From the end of the files listed (4 bytes of stdout): Nomad's `origin=end&offset=0`
+        // would be the start of the newest file.
+        assert_eq!(fake::param(&read, "origin").as_deref(), Some("start"));
+        assert_eq!(fake::param(&read, "offset").as_deref(), Some("4"));
+        assert_eq!(fake::param(&read, "type").as_deref(), Some("stdout"));
+    }
+}
