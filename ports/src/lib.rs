@@ -258,8 +258,9 @@ pub trait PodProvider: Send + Sync + 'static {
     /// (`kubectl port-forward`; upstream's `PortForward`).
     ///
     /// # Errors
-    /// `NotFound` when there is no such workload or nothing listens there, `Unsupported` when the
-    /// backend cannot forward (the default), `Unavailable` when it cannot be reached.
+    /// `NotFound` when there is no such workload or it has no running sandbox, `Unsupported` when
+    /// the backend cannot forward (the default), `Unavailable` when the backend cannot be reached
+    /// or nothing accepts connections on that port (refused, with the address in the message).
     fn port_forward(
         &self,
         id: &str,
