@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Builds the real test peers (etcd, the Kubernetes control plane and kubectl, the Nomad agent) from
-# their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod.
+# Builds the real test peers (etcd, the Kubernetes control plane and kubectl, the Nomad agent,
+# metrics-server, and the small `statscheck` helper that strictly decodes a kubelet /stats/summary
+# document with the upstream Go types) from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod.
 #
 # Binaries go to a cache outside the checkout:
 #   ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/<peer>-<version>/
 # A peer whose binaries are all there is not built again. Go's module and build caches stay in their
 # usual places ($GOMODCACHE, $GOCACHE), also outside the checkout.
 #
-# Usage: scripts/peers.sh [etcd|kubernetes|nomad]...   (no argument: all three)
-#        scripts/peers.sh --dir                          (print the cache root and exit)
+# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server]...   (no argument: all of them)
+#        scripts/peers.sh --dir                                         (print the cache root and exit)
 set -euo pipefail
 
 ETCD_VERSION=v3.6.14
 K8S_VERSION=v1.36.3
 NOMAD_VERSION=v1.11.3
+# v0.8.1 is not served by the module proxy reachable here; v0.9.0 is built against k8s.io/* v0.36.
+METRICS_SERVER_VERSION=v0.9.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
@@ -68,7 +71,7 @@ k8s_ldflags() {
 }
 
 peers=("$@")
-((${#peers[@]})) || peers=(etcd nomad kubernetes)
+((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server)
 for p in "${peers[@]}"; do
   case $p in
     etcd) build etcd "$ETCD_VERSION" etcd 0 "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
@@ -78,8 +81,14 @@ for p in "${peers[@]}"; do
         kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
         kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
         kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
-        kubectl=k8s.io/kubernetes/cmd/kubectl
+        kubectl=k8s.io/kubernetes/cmd/kubectl \
+        statscheck=./statscheck
       ;;
-    *) echo "peers: unknown peer '$p' (etcd, kubernetes, nomad)" >&2; exit 2 ;;
+    metrics-server)
+      build metrics-server "$METRICS_SERVER_VERSION" metrics-server 0 \
+        "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+        metrics-server=sigs.k8s.io/metrics-server/cmd/metrics-server
+      ;;
+    *) echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server)" >&2; exit 2 ;;
   esac
 done

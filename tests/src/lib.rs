@@ -87,6 +87,9 @@ pub struct Stack {
     nomad_rpc: u16,
     /// Whether Nomad runs as `nobody` (see `start_nomad`).
     nomad_as_nobody: bool,
+    /// metrics-server, once [`Stack::start_metrics_server`] started it (the lock also makes
+    /// concurrent callers wait for one start).
+    metrics_server: tokio::sync::Mutex<Option<Process>>,
 }
 
 /// How the stack runs Nomad.
@@ -106,6 +109,129 @@ struct NomadAgent {
     cfg: PathBuf,
     data: PathBuf,
     idx: usize,
+}
+
+/// The front proxy's client certificate CN (kube-apiserver's `--requestheader-allowed-names`).
+const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
+/// The APIService metrics-server serves.
+pub const METRICS_APISERVICE: &str = "v1beta1.metrics.k8s.io";
+
+/// metrics-server's objects, as in its own manifests (`manifests/base`): ServiceAccount, RBAC,
+/// Service and APIService. The Service is an ExternalName one for `localhost`, which the
+/// aggregator's (default) cluster-IP resolution dials as `https://localhost:<APIService port>`:
+/// there is no kube-proxy here, and endpoint routing (`--enable-aggregator-routing`) would need
+/// a non-loopback endpoint address, as Endpoints/EndpointSlice validation refuses 127.0.0.0/8.
+fn metrics_server_manifest(port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: metrics-server
+  namespace: kube-system
+  labels: {{k8s-app: metrics-server}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:aggregated-metrics-reader
+  labels:
+    k8s-app: metrics-server
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+    rbac.authorization.k8s.io/aggregate-to-edit: "true"
+    rbac.authorization.k8s.io/aggregate-to-admin: "true"
+rules:
+- apiGroups: ["metrics.k8s.io"]
+  resources: ["pods", "nodes"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:metrics-server
+  labels: {{k8s-app: metrics-server}}
+rules:
+- apiGroups: [""]
+  resources: ["nodes/metrics"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["pods", "nodes"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: metrics-server-auth-reader
+  namespace: kube-system
+  labels: {{k8s-app: metrics-server}}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: extension-apiserver-authentication-reader
+subjects:
+- kind: ServiceAccount
+  name: metrics-server
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: metrics-server:system:auth-delegator
+  labels: {{k8s-app: metrics-server}}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:auth-delegator
+subjects:
+- kind: ServiceAccount
+  name: metrics-server
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:metrics-server
+  labels: {{k8s-app: metrics-server}}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:metrics-server
+subjects:
+- kind: ServiceAccount
+  name: metrics-server
+  namespace: kube-system
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: metrics-server
+  namespace: kube-system
+  labels: {{k8s-app: metrics-server}}
+spec:
+  type: ExternalName
+  externalName: localhost
+  ports:
+  - name: https
+    port: {port}
+    protocol: TCP
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: {METRICS_APISERVICE}
+  labels: {{k8s-app: metrics-server}}
+spec:
+  service:
+    name: metrics-server
+    namespace: kube-system
+    port: {port}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+"#
+    )
 }
 
 fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str) -> String {
@@ -154,6 +280,7 @@ impl Stack {
             nomad: None,
             nomad_rpc: 0,
             nomad_as_nobody: false,
+            metrics_server: tokio::sync::Mutex::new(None),
         };
         stack.start_nomad(options.nomad_server).context("starting Nomad")?;
         stack.start_control_plane().await.context("starting the control plane")?;
@@ -173,11 +300,13 @@ impl Stack {
 
     /// Where each peer's log is, one per line, for failure messages.
     pub fn logs(&self) -> String {
-        self.procs
-            .iter()
-            .map(|p| format!("  {}: {}", p.name, p.log.display()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut logs: Vec<String> =
+            self.procs.iter().map(|p| format!("  {}: {}", p.name, p.log.display())).collect();
+        let ms = self.log("metrics-server");
+        if ms.exists() {
+            logs.push(format!("  metrics-server: {}", ms.display()));
+        }
+        logs.join("\n")
     }
 
     async fn ready(&mut self, name: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -235,6 +364,11 @@ impl Stack {
             &["system:masters"],
         )?;
         let admin = self.pki.client("admin", "admin", &["system:masters"])?;
+        // The front proxy's own CA and client identity, with which kube-apiserver's aggregator
+        // calls aggregated API servers (metrics-server); they trust these X-Remote-* headers from
+        // a client certificate of that CA with that name only.
+        let front_proxy_ca = Pki::new(&self.dir.join("pki").join("front-proxy"))?;
+        let front_proxy = front_proxy_ca.client("front-proxy-client", FRONT_PROXY_CLIENT, &[])?;
         std::fs::write(
             &self.admin_kubeconfig,
             kubeconfig(&self.apiserver_url, &self.pki.ca_path, &admin.cert, &admin.key, "admin"),
@@ -259,6 +393,17 @@ impl Stack {
             .arg(format!("--kubelet-client-certificate={}", kubelet_client.cert.display()))
             .arg(format!("--kubelet-client-key={}", kubelet_client.key.display()))
             .arg("--endpoint-reconciler-type=none")
+            .arg(format!("--requestheader-client-ca-file={}", front_proxy_ca.ca_path.display()))
+            .arg(format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"))
+            .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
+            .arg("--requestheader-group-headers=X-Remote-Group")
+            .arg("--requestheader-username-headers=X-Remote-User")
+            .arg(format!("--proxy-client-cert-file={}", front_proxy.cert.display()))
+            .arg(format!("--proxy-client-key-file={}", front_proxy.key.display()))
+            // Aggregated API servers are reached through ExternalName services (there is no
+            // kube-proxy for cluster IPs, and endpoint routing refuses loopback endpoints): see
+            // `start_metrics_server`. So the default cluster-IP resolution stays.
+            .arg("--enable-aggregator-routing=false")
             .arg("--allow-privileged=true")
             .arg("--profiling=false")
             .arg("--v=1");
@@ -282,6 +427,8 @@ impl Stack {
             // A node that stops renewing its Lease goes Unknown after this long (default 50 s).
             .arg("--node-monitor-grace-period=20s")
             .arg("--node-monitor-period=2s")
+            // The HPA controller (in the default controller set) acts every 5 s (default 15 s).
+            .arg("--horizontal-pod-autoscaler-sync-period=5s")
             .arg("--v=1");
         self.spawn("kube-controller-manager", kcm)?;
 
@@ -568,6 +715,97 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
         (dir.join("apiserver-kubelet-client.crt"), dir.join("apiserver-kubelet-client.key"))
     }
 
+    /// Starts metrics-server (once: later calls return at once while it runs) as the
+    /// `kube-system/metrics-server` ServiceAccount, with the objects its manifests make (RBAC, a
+    /// Service, the `v1beta1.metrics.k8s.io` APIService), scraping the nodes' kubelet endpoints
+    /// (`--kubelet-use-node-status-port`, `InternalIP` first, TLS unverified) every 10 s. Returns
+    /// once the APIService is Available and `/apis/metrics.k8s.io/v1beta1/nodes` answers.
+    ///
+    /// # Errors
+    /// kubectl failing, metrics-server exiting, or it not being available within 120 s; the
+    /// error names its log.
+    pub async fn start_metrics_server(&self) -> anyhow::Result<()> {
+        let mut slot = self.metrics_server.lock().await;
+        if let Some(p) = slot.as_mut()
+            && p.exited().is_none()
+        {
+            return Ok(());
+        }
+        let port = free_port()?;
+        let manifest = self.dir.join("metrics-server.yaml");
+        std::fs::write(&manifest, metrics_server_manifest(port))?;
+        self.kubectl(&["apply", "-f", &manifest.display().to_string()])?;
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            "metrics-server",
+            "--namespace=kube-system",
+            "--duration=48h",
+        ])?;
+        let kubeconfig = self.dir.join("metrics-server.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+users:\n- name: metrics-server\n  user:\n    token: {token}\n\
+contexts:\n- name: local\n  context:\n    cluster: local\n    user: metrics-server\ncurrent-context: local\n",
+                server = self.apiserver_url,
+                ca = self.pki.ca_path.display(),
+                token = token.trim(),
+            ),
+        )?;
+        let kc = kubeconfig.display();
+        let mut cmd = Command::new(&self.peers.metrics_server);
+        cmd.arg(format!("--secure-port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--cert-dir={}", self.dir.join("metrics-server").display()))
+            .arg(format!("--kubeconfig={kc}"))
+            .arg(format!("--authentication-kubeconfig={kc}"))
+            .arg(format!("--authorization-kubeconfig={kc}"))
+            .arg("--kubelet-insecure-tls")
+            .arg("--kubelet-use-node-status-port")
+            .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
+            .arg("--metric-resolution=10s")
+            // It must be shorter than the resolution (default 10 s: metrics-server refuses it).
+            .arg("--kubelet-request-timeout=5s")
+            .arg("--v=2")
+            .env_remove("KUBECONFIG");
+        let log = self.log("metrics-server");
+        let proc = slot.insert(Process::spawn("metrics-server", cmd, &log)?);
+        let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Available")].message}"#;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = proc.exited() {
+                bail!(
+                    "metrics-server exited ({status}); its log ({}) ends with:\n{}",
+                    log.display(),
+                    proc.tail(20)
+                );
+            }
+            let available =
+                self.kubectl(&["get", "apiservice", METRICS_APISERVICE, "-o", jsonpath]);
+            let served = match &available {
+                Ok(a) if a.starts_with("True") => {
+                    self.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes"])
+                }
+                Ok(a) => Err(anyhow::anyhow!("APIService Available: {a}")),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            };
+            let last = match served {
+                Ok(_) => return Ok(()),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "metrics-server not serving {METRICS_APISERVICE} after 120 s (last: {last}); \
+its log: {}",
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Runs kubectl with the admin kubeconfig; returns stdout.
     ///
     /// # Errors
@@ -666,6 +904,9 @@ pub fn virtual_kubelet_bin() -> anyhow::Result<PathBuf> {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if let Some(mut p) = self.metrics_server.get_mut().take() {
+            p.kill();
+        }
         // Stop in reverse order: schedulers and controllers before the API server and etcd.
         while let Some(mut p) = self.procs.pop() {
             p.kill();

@@ -1,7 +1,8 @@
 //! The real peers' binaries, built by `scripts/peers.sh` into a cache outside the checkout.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
@@ -20,6 +21,12 @@ pub struct Peers {
     pub kubectl: PathBuf,
     /// nomad.
     pub nomad: PathBuf,
+    /// metrics-server.
+    pub metrics_server: PathBuf,
+    /// `statscheck`: strictly decodes a `/stats/summary` document (stdin) into the upstream
+    /// `k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary` and checks the fields consumers need; see
+    /// [`Peers::check_stats_summary`].
+    pub statscheck: PathBuf,
 }
 
 /// The repository root (where `scripts/peers.sh` is).
@@ -51,6 +58,8 @@ impl Peers {
             kube_scheduler: k8s.join("kube-scheduler"),
             kubectl: k8s.join("kubectl"),
             nomad: root.join("nomad-v1.11.3/nomad"),
+            metrics_server: root.join("metrics-server-v0.9.0/metrics-server"),
+            statscheck: k8s.join("statscheck"),
         };
         for p in [
             &peers.etcd,
@@ -59,11 +68,44 @@ impl Peers {
             &peers.kube_scheduler,
             &peers.kubectl,
             &peers.nomad,
+            &peers.metrics_server,
+            &peers.statscheck,
         ] {
             if !p.is_file() {
                 bail!("peer binary {} is missing after scripts/peers.sh", p.display());
             }
         }
         Ok(peers)
+    }
+
+    /// Runs `statscheck` on `summary` (a kubelet `/stats/summary` JSON document): it must decode
+    /// strictly (no unknown fields) into the upstream Go type, and carry `node.nodeName`, each
+    /// pod's `podRef` name/namespace/uid, and each container's name, `startTime`, `cpu.time`,
+    /// `cpu.usageCoreNanoSeconds`, `memory.time` and `memory.workingSetBytes`. With `node_usage`
+    /// the node's CPU and memory usage are required too. Returns its report (`ok: ...`).
+    ///
+    /// # Errors
+    /// The document failing the check, with every problem statscheck printed.
+    pub fn check_stats_summary(&self, summary: &[u8], node_usage: bool) -> anyhow::Result<String> {
+        let mut cmd = Command::new(&self.statscheck);
+        if node_usage {
+            cmd.arg("-node-usage");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", self.statscheck.display()))?;
+        child.stdin.take().context("statscheck stdin")?.write_all(summary)?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "the stats summary fails statscheck ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     }
 }

@@ -16,7 +16,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use vk_tests::fixtures::pod;
-use vk_tests::{Process, Stack, StackOptions, wait_for};
+use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
@@ -1629,6 +1629,63 @@ async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()
     Ok(())
 }
 
+/// metrics-server (a real one, from its Go module) runs against the stack as its ServiceAccount:
+/// its APIService becomes Available through the aggregator and the metrics API answers. No node
+/// need be listed (the nodes here may have no kubelet endpoint serving metrics).
+async fn metrics_server_serves(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    cx.stack.start_metrics_server().await?;
+    println!("metrics-server available after {:?}", started.elapsed());
+    // A second call finds it running.
+    cx.stack.start_metrics_server().await?;
+    let available = cx.stack.kubectl(&[
+        "get",
+        "apiservice",
+        METRICS_APISERVICE,
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Available")].status}"#,
+    ])?;
+    ensure!(available == "True", "APIService {METRICS_APISERVICE} Available: {available:?}");
+    for (path, kind) in [
+        ("/apis/metrics.k8s.io/v1beta1/pods", "PodMetricsList"),
+        ("/apis/metrics.k8s.io/v1beta1/nodes", "NodeMetricsList"),
+    ] {
+        let body: Value = serde_json::from_str(&cx.stack.kubectl(&["get", "--raw", path])?)
+            .with_context(|| format!("GET {path}"))?;
+        ensure!(body["kind"] == kind, "GET {path}: {body}");
+    }
+    // The checker for kubelet summaries that later tests use: a complete summary passes, an
+    // unknown field or a missing required field fails.
+    let peers = &cx.stack.peers;
+    let t = "2026-01-01T00:00:00Z";
+    let mut summary = serde_json::json!({
+        "node": {"nodeName": "n", "startTime": t},
+        "pods": [{
+            "podRef": {"name": "p", "namespace": "ns", "uid": "u"},
+            "startTime": t,
+            "containers": [{
+                "name": "c", "startTime": t,
+                "cpu": {"time": t, "usageNanoCores": 1, "usageCoreNanoSeconds": 2},
+                "memory": {"time": t, "workingSetBytes": 3}
+            }]
+        }]
+    });
+    let ok = peers.check_stats_summary(summary.to_string().as_bytes(), false)?;
+    ensure!(ok.starts_with("ok:"), "{ok}");
+    summary["pods"][0]["containers"][0]["memory"] = serde_json::json!({"time": t});
+    summary["node"]["bogus"] = serde_json::json!(1);
+    let failure = |s: &Value| match peers.check_stats_summary(s.to_string().as_bytes(), false) {
+        Ok(ok) => format!("unexpectedly passed: {ok}"),
+        Err(e) => format!("{e:#}"),
+    };
+    let e = failure(&summary);
+    ensure!(e.contains("unknown field \"bogus\""), "{e}");
+    summary["node"].as_object_mut().context("node")?.remove("bogus");
+    let e = failure(&summary);
+    ensure!(e.contains("containers[0](c).memory.workingSetBytes"), "{e}");
+    Ok(())
+}
+
 type TestFn = for<'a> fn(
     Ctx<'a>,
 ) -> std::pin::Pin<
@@ -1669,7 +1726,8 @@ fn main() {
         kubelet_logs,
         kubelet_exec,
         kubelet_port_forward,
-        kubelet_security
+        kubelet_security,
+        metrics_server_serves
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
