@@ -20,7 +20,9 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
-use kubelet::{kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security};
+use kubelet::{
+    kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security, kubelet_top_and_hpa,
+};
 
 type Shared = Arc<OnceCell<Result<Stack, String>>>;
 
@@ -1727,6 +1729,7 @@ fn main() {
         kubelet_exec,
         kubelet_port_forward,
         kubelet_security,
+        kubelet_top_and_hpa,
         metrics_server_serves
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
@@ -1755,7 +1758,8 @@ fn main() {
                         "killed_during_creation"
                         | "apiserver_restart"
                         | "nomad_outage"
-                        | "lost_allocations" => {
+                        | "lost_allocations"
+                        | "kubelet_top_and_hpa" => {
                             _exclusive = gate.write().await;
                         }
                         "token_renewal" => {}

@@ -46,7 +46,7 @@ fn talker(ns: &str, node: &str) -> Pod {
 
 /// `kubectl logs` returns the pod's output; `--tail=3` the last three lines; `--limit-bytes=5`
 /// five bytes; `-f` streams lines written after it started.
-pub async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-logs", "e2e-logs");
     let _vk = cx.node_and_namespace(node, ns).await?;
     cx.create(&talker(ns, node)).await?;
@@ -121,7 +121,7 @@ pub async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
 
 /// `kubectl exec` runs a command and passes its exit code; `-i` passes stdin; kube-rs (translated
 /// to SPDY by the API server) gets output and a terminal that resizes.
-pub async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-exec", "e2e-exec");
     let _vk = cx.node_and_namespace(node, ns).await?;
     let p = pod("shell").namespace(ns).on_node(node).container("main", &["sleep", "600"]).grace(1);
@@ -202,7 +202,7 @@ pub async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
 
 /// `kubectl port-forward` (SPDY) and kube-rs port-forward (WebSocket passed through) carry an
 /// HTTP request to a server in the pod.
-pub async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-pf", "e2e-pf");
     let _vk = cx.node_and_namespace(node, ns).await?;
     let port = free_port()?;
@@ -262,7 +262,7 @@ pub async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// ServiceAccount without rights 403 on exec, logs and stats; one granted `nodes/stats` 200 on
 /// stats and 403 on exec; the API server's client certificate everything. Unknown pods and
 /// containers 404, bad log options 400; `/stats/summary` valid stats/v1alpha1.
-pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-authz", "e2e-authz");
     let port = free_port()?;
     let _vk = cx.stack.virtual_kubelet(node, &["--kubelet-port", &port.to_string()])?;
@@ -397,7 +397,7 @@ pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
         },
     )
     .await?;
-    cx.stack.check_stats_summary(&summary)?;
+    cx.stack.peers.check_stats_summary(summary.as_bytes(), true)?;
     let (s, metrics) = call(&apiserver, Method::GET, "/metrics/resource", None).await?;
     let line = format!(
         "container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}"
@@ -405,4 +405,79 @@ pub async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(s == 200 && metrics.contains(&line), "/metrics/resource: {s}\n{metrics}");
     ensure!(metrics.contains(&format!("container_memory_working_set_bytes{{container=\"main\",namespace=\"{ns}\",pod=\"talker\"}}")), "no memory sample:\n{metrics}");
     Ok(())
+}
+
+/// metrics-server scrapes `/metrics/resource`: `kubectl top pod` shows a pod of the node, and an
+/// HPA on a Deployment whose pod burns CPU scales it up.
+pub(crate) async fn kubelet_top_and_hpa(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-top", "e2e-top");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    cx.stack.start_metrics_server().await?;
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "burner", "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "burner"}},
+            "template": {
+                "metadata": {"labels": {"app": "burner"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "burn",
+                        "image": "busybox:1.36",
+                        // Lowest priority: it takes only the CPU nobody else wants.
+                        "command": ["nice", "-n", "19", "sh", "-c", "while :; do :; done"],
+                        "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}},
+                    }],
+                },
+            },
+        },
+    });
+    let hpa = serde_json::json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "burner", "namespace": ns},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "burner"},
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        },
+    });
+    let file = cx.stack.dir.join("e2e-top.json");
+    std::fs::write(&file, serde_json::to_vec(&json_list(&[deployment, hpa]))?)?;
+    cx.stack.kubectl(&["apply", "-f", &file.display().to_string()])?;
+    let top = wait_for("kubectl top pod", Duration::from_secs(120), Duration::from_secs(3), || async {
+        let out = cx.stack.kubectl(&["top", "pod", "-n", ns, "--no-headers"]).unwrap_or_default();
+        Ok(out.contains("burner-").then_some(out))
+    })
+    .await;
+    let result = async {
+        let top = top?;
+        println!("kubectl top pod:\n{top}");
+        let millicores: u64 = top
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.strip_suffix('m'))
+            .and_then(|c| c.parse().ok())
+            .context("no CPU figure")?;
+        ensure!(millicores > 0, "kubectl top pod: {top}");
+        wait_for("the HPA scales to 2", Duration::from_secs(120), Duration::from_secs(2), || async {
+            let r = cx.stack.kubectl(&["get", "deployment", "-n", ns, "burner", "-o", "jsonpath={.spec.replicas}"])?;
+            Ok((r.trim() == "2").then_some(()))
+        })
+        .await
+    }
+    .await;
+    // Stop burning whatever happened.
+    let _ = cx.stack.kubectl(&["delete", "-n", ns, "hpa,deployment", "burner", "--wait=false"]);
+    result
+}
+
+fn json_list(items: &[serde_json::Value]) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
