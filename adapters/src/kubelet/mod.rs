@@ -10,3 +10,4 @@
 //!   asks for, and the Status that ends a session.
 
 pub mod remotecommand;
+pub mod spdy;
