@@ -451,11 +451,13 @@ pub(crate) async fn kubelet_top_and_hpa(cx: Ctx<'_>) -> anyhow::Result<()> {
     let file = cx.stack.dir.join("e2e-top.json");
     std::fs::write(&file, serde_json::to_vec(&json_list(&[deployment, hpa]))?)?;
     cx.stack.kubectl(&["apply", "-f", &file.display().to_string()])?;
-    let top = wait_for("kubectl top pod", Duration::from_secs(120), Duration::from_secs(3), || async {
-        let out = cx.stack.kubectl(&["top", "pod", "-n", ns, "--no-headers"]).unwrap_or_default();
-        Ok(out.contains("burner-").then_some(out))
-    })
-    .await;
+    let top =
+        wait_for("kubectl top pod", Duration::from_secs(120), Duration::from_secs(3), || async {
+            let out =
+                cx.stack.kubectl(&["top", "pod", "-n", ns, "--no-headers"]).unwrap_or_default();
+            Ok(out.contains("burner-").then_some(out))
+        })
+        .await;
     let result = async {
         let top = top?;
         println!("kubectl top pod:\n{top}");
@@ -466,10 +468,23 @@ pub(crate) async fn kubelet_top_and_hpa(cx: Ctx<'_>) -> anyhow::Result<()> {
             .and_then(|c| c.parse().ok())
             .context("no CPU figure")?;
         ensure!(millicores > 0, "kubectl top pod: {top}");
-        wait_for("the HPA scales to 2", Duration::from_secs(120), Duration::from_secs(2), || async {
-            let r = cx.stack.kubectl(&["get", "deployment", "-n", ns, "burner", "-o", "jsonpath={.spec.replicas}"])?;
-            Ok((r.trim() == "2").then_some(()))
-        })
+        wait_for(
+            "the HPA scales to 2",
+            Duration::from_secs(120),
+            Duration::from_secs(2),
+            || async {
+                let r = cx.stack.kubectl(&[
+                    "get",
+                    "deployment",
+                    "-n",
+                    ns,
+                    "burner",
+                    "-o",
+                    "jsonpath={.spec.replicas}",
+                ])?;
+                Ok((r.trim() == "2").then_some(()))
+            },
+        )
         .await
     }
     .await;
