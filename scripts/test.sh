@@ -13,5 +13,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Unit tests first; the end-to-end tests last (they run the virtual-kubelet binary: build it).
 cargo test --workspace --locked --exclude vk-tests
+# The decoders of untrusted bytes (SPDY frames, WebSocket channels, Nomad log frames), fuzzed for a
+# bounded time: a crash fails the run.
+scripts/fuzz.sh 30
 cargo build --locked -p vk-app --bin virtual-kubelet
 cargo test --locked -p vk-tests --test e2e
