@@ -22,6 +22,7 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 mod kubelet;
 use kubelet::{
     kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security, kubelet_top_and_hpa,
+    kubelet_websocket_exec,
 };
 
 type Shared = Arc<OnceCell<Result<Stack, String>>>;
@@ -1730,6 +1731,7 @@ fn main() {
         kubelet_port_forward,
         kubelet_security,
         kubelet_top_and_hpa,
+        kubelet_websocket_exec,
         metrics_server_serves
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.

@@ -496,3 +496,125 @@ pub(crate) async fn kubelet_top_and_hpa(cx: Ctx<'_>) -> anyhow::Result<()> {
 fn json_list(items: &[serde_json::Value]) -> serde_json::Value {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
+
+/// What a WebSocket exec client (one the API server passes through: kube-rs before 0.99, Python,
+/// JavaScript) sees from the kubelet port directly, as the API server's client certificate: per
+/// channel output and the v4 Status with the exit code, for `v4.channel.k8s.io`,
+/// `v5.channel.k8s.io` (with its stream-close message) and `v4.base64.channel.k8s.io`.
+pub(crate) async fn kubelet_websocket_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::Message;
+    let (node, ns) = ("vk-ws", "e2e-ws");
+    let port = free_port()?;
+    let _vk = cx.stack.virtual_kubelet(node, &["--kubelet-port", &port.to_string()])?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let p = pod("shell").namespace(ns).on_node(node).container("main", &["sleep", "600"]).grace(1);
+    cx.create(&p.build()).await?;
+    cx.wait_phase(ns, "shell", "Running", Duration::from_secs(30)).await?;
+    let (cert, key) = cx.stack.kubelet_client_identity();
+    let mut pem = std::fs::read(cert)?;
+    pem.extend(std::fs::read(key)?);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .build()?;
+
+    for protocol in ["v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io"] {
+        let base64 = protocol.contains("base64");
+        let url = format!(
+            "https://127.0.0.1:{port}/exec/{ns}/shell/main?command=sh&command=-c&command=head%20-n%201%3B%20echo%20err%20%3E%262%3B%20exit%203&input=1&output=1&error=1"
+        );
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let resp = client
+            .get(url)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", &key)
+            .header("Sec-WebSocket-Protocol", protocol)
+            .send()
+            .await?;
+        ensure!(
+            resp.status() == reqwest::StatusCode::SWITCHING_PROTOCOLS,
+            "{protocol}: {}",
+            resp.status()
+        );
+        let chosen = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        ensure!(chosen.as_deref() == Some(protocol), "{protocol}: server chose {chosen:?}");
+        let io = resp.upgrade().await?;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let frame = |channel: u8, data: &[u8]| {
+            if base64 {
+                use base64::Engine as _;
+                let mut t = String::from(char::from(b'0' + channel));
+                t.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+                Message::text(t)
+            } else {
+                let mut b = vec![channel];
+                b.extend_from_slice(data);
+                Message::binary(b)
+            }
+        };
+        ws.send(frame(0, b"through stdin\n")).await?;
+        if protocol.starts_with("v5") {
+            // v5's stream-close message: stdin ends (the command reads one line anyway).
+            ws.send(Message::binary(vec![255, 0])).await?;
+        }
+        let mut channels: [Vec<u8>; 4] = Default::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let msg =
+                match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut ws)).await {
+                    Ok(Some(m)) => m?,
+                    Ok(None) => break,
+                    Err(_) => bail!("{protocol}: no end within 20 s; got {channels:?}"),
+                };
+            let bytes: Vec<u8> = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) if base64 => {
+                    use base64::Engine as _;
+                    let t = t.as_str();
+                    let (c, rest) = t.split_at(1);
+                    let mut v = vec![c.as_bytes()[0] - b'0'];
+                    v.extend(base64::engine::general_purpose::STANDARD.decode(rest)?);
+                    v
+                }
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if let Some((&c, data)) = bytes.split_first()
+                && usize::from(c) < channels.len()
+            {
+                channels[usize::from(c)].extend_from_slice(data);
+            }
+        }
+        ensure!(
+            channels[1] == b"through stdin\n",
+            "{protocol}: stdout {:?}",
+            String::from_utf8_lossy(&channels[1])
+        );
+        ensure!(
+            channels[2] == b"err\n",
+            "{protocol}: stderr {:?}",
+            String::from_utf8_lossy(&channels[2])
+        );
+        let status: serde_json::Value = serde_json::from_slice(&channels[3])?;
+        ensure!(
+            status["reason"] == "NonZeroExitCode"
+                && status["details"]["causes"][0]["message"] == "3",
+            "{protocol}: status {status}"
+        );
+        let _ = ws.close(None).await;
+    }
+    Ok(())
+}
