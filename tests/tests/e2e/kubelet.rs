@@ -500,7 +500,7 @@ fn json_list(items: &[serde_json::Value]) -> serde_json::Value {
 /// What a WebSocket exec client (one the API server passes through: kube-rs before 0.99, Python,
 /// JavaScript) sees from the kubelet port directly, as the API server's client certificate: per
 /// channel output and the v4 Status with the exit code, for `v4.channel.k8s.io`,
-/// `v5.channel.k8s.io` (with its stream-close message) and `v4.base64.channel.k8s.io`.
+/// `v5.channel.k8s.io` (stdin, then its stream-close message) and `v4.base64.channel.k8s.io`.
 pub(crate) async fn kubelet_websocket_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::Message;
     let (node, ns) = ("vk-ws", "e2e-ws");
@@ -522,8 +522,18 @@ pub(crate) async fn kubelet_websocket_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     for protocol in ["v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io"] {
         let base64 = protocol.contains("base64");
+        // Nomad reports a command's exit only once its stdin is closed (its executor waits for
+        // the stdin copy), and only v5 can close stdin without closing the connection: before v5
+        // the command gets no stdin.
+        let v5 = protocol.starts_with("v5");
         let url = format!(
-            "https://127.0.0.1:{port}/exec/{ns}/shell/main?command=sh&command=-c&command=head%20-n%201%3B%20echo%20err%20%3E%262%3B%20exit%203&input=1&output=1&error=1"
+            "https://127.0.0.1:{port}/exec/{ns}/shell/main?command=sh&command=-c&command={}&input={}&output=1&error=1",
+            if v5 {
+                "head%20-n%201%3B%20echo%20err%20%3E%262%3B%20exit%203"
+            } else {
+                "echo%20through%20stdin%3B%20echo%20err%20%3E%262%3B%20exit%203"
+            },
+            u8::from(v5),
         );
         let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
         let resp = client
@@ -565,9 +575,9 @@ pub(crate) async fn kubelet_websocket_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
                 Message::binary(b)
             }
         };
-        ws.send(frame(0, b"through stdin\n")).await?;
-        if protocol.starts_with("v5") {
-            // v5's stream-close message: stdin ends (the command reads one line anyway).
+        if v5 {
+            ws.send(frame(0, b"through stdin\n")).await?;
+            // v5's stream-close message: stdin ends.
             ws.send(Message::binary(vec![255, 0])).await?;
         }
         let mut channels: [Vec<u8>; 4] = Default::default();
