@@ -40,9 +40,14 @@ pub struct Cli {
     /// Name of the Node to register.
     #[arg(long, env = "DEFAULT_NODE_NAME", default_value = "virtual-kubelet")]
     pub nodename: String,
-    /// Kubeconfig file; in-cluster configuration (or $KUBECONFIG, ~/.kube/config) when absent.
+    /// Kubeconfig file. Without it: the in-cluster configuration when `KUBERNETES_SERVICE_HOST`
+    /// is set, else `~/.kube/config`.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Where the in-cluster configuration reads the service account's `token`, `ca.crt` and
+    /// `namespace` (the directory Kubernetes mounts in every pod).
+    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
+    pub service_account_dir: PathBuf,
     /// Operating system reported by the node.
     #[arg(long, default_value = "linux")]
     pub os: String,

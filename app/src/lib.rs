@@ -36,21 +36,49 @@ pub fn init_tracing(cli: &Cli) {
 /// A kube client for the kubeconfig (or in-cluster configuration), and the CA certificates (DER)
 /// it trusts for the API server.
 async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, Vec<Vec<u8>>)> {
-    let config = match &cli.kubeconfig {
-        Some(path) => {
+    let config = match (&cli.kubeconfig, in_cluster(cli)?) {
+        (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await?
         }
-        None => kube::Config::infer()
+        (None, Some(config)) => config,
+        (None, None) => kube::Config::infer()
             .await
-            .context("no kubeconfig given and no in-cluster configuration")?,
+            .context("no kubeconfig given, KUBERNETES_SERVICE_HOST unset and no ~/.kube/config")?,
     };
     let limit =
         vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
     let roots = config.root_cert.clone().unwrap_or_default();
     Ok((vk_adapters::kube::client(config, limit)?, roots))
+}
+
+/// The in-cluster configuration, as client-go's `rest.InClusterConfig`: the API server at
+/// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, the service account's `token`
+/// (re-read as the kubelet rotates it) and `ca.crt` from `--service-account-dir`. `None` when
+/// `KUBERNETES_SERVICE_HOST` is unset (not running in a pod).
+fn in_cluster(cli: &Cli) -> anyhow::Result<Option<kube::Config>> {
+    let (Ok(host), Ok(port)) =
+        (std::env::var("KUBERNETES_SERVICE_HOST"), std::env::var("KUBERNETES_SERVICE_PORT"))
+    else {
+        return Ok(None);
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let url: http::Uri = format!("https://{host}:{port}")
+        .parse()
+        .with_context(|| format!("KUBERNETES_SERVICE_HOST {host:?} / _PORT {port:?}"))?;
+    let dir = &cli.service_account_dir;
+    let ca = dir.join("ca.crt");
+    let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+    let mut config = kube::Config::new(url);
+    config.root_cert =
+        Some(kubelet::pem_certificates(&pem).with_context(|| format!("reading {}", ca.display()))?);
+    config.auth_info.token_file = Some(dir.join("token").display().to_string());
+    config.default_namespace = std::fs::read_to_string(dir.join("namespace"))
+        .map(|ns| ns.trim().to_owned())
+        .unwrap_or_else(|_| "default".into());
+    Ok(Some(config))
 }
 
 /// The kubelet API's settings: serving certificate from files or self-signed, client CA from
@@ -101,13 +129,36 @@ impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> kubele
     }
 }
 
-/// Runs the virtual kubelet until `cancel` fires, then lets in-flight work finish within
-/// `--shutdown-grace`. Nothing is deleted on shutdown: pods keep running on the backend and are
-/// adopted by the next start.
+/// Runs the virtual kubelet with the provider `--provider` names until `cancel` fires, then lets
+/// in-flight work finish within `--shutdown-grace`. Nothing is deleted on shutdown: pods keep
+/// running on the backend and are adopted by the next start.
 ///
 /// # Errors
 /// Unusable configuration (kubeconfig, Nomad address or TLS files).
 pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+    match cli.provider {
+        Provider::Nomad => {
+            let provider = Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?);
+            run_with_provider(cli, provider, cancel).await
+        }
+    }
+}
+
+/// Runs the virtual kubelet on `provider` (any backend implementing the ports) until `cancel`
+/// fires: registers the node, keeps its Lease and status, runs the pods bound to it, serves the
+/// kubelet API and the process metrics. This is the entry point for other providers (see the
+/// README's "Write your own provider"); `cli.provider` is not looked at.
+///
+/// # Errors
+/// Unusable configuration (kubeconfig, TLS files) or ports that cannot be bound.
+pub async fn run_with_provider<P>(
+    cli: Cli,
+    provider: Arc<P>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()>
+where
+    P: vk_ports::PodProvider + NodeProvider,
+{
     let metrics = telemetry::install()?;
     let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
@@ -118,18 +169,15 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let kubelet_listener = tokio::net::TcpListener::bind(kubelet_addr)
         .await
         .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))?;
-    let provider = match cli.provider {
-        Provider::Nomad => Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?),
-    };
     let runtime_version = match provider.runtime_version().await {
         Ok(v) => v,
         Err(e) => {
-            warn!(error = %e, "Nomad unreachable at start; it is retried in the background");
-            "nomad://unknown".into()
+            warn!(error = %e, "the backend is unreachable at start; it is retried in the background");
+            "unknown".into()
         }
     };
     let node = cli.node_config(runtime_version);
-    info!(node = %node.name, nomad = %cli.nomad_addr, "starting virtual-kubelet");
+    info!(node = %node.name, runtime = %node.runtime_version, "starting virtual-kubelet");
 
     let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
     let node_changed = Arc::new(tokio::sync::Notify::new());
