@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::Taint;
 use vk_adapters::nomad::{ClientConfig, ProviderConfig};
@@ -31,84 +32,98 @@ pub enum LogFormat {
 }
 
 /// `virtual-kubelet`: a Kubernetes node whose pods run on HashiCorp Nomad.
+///
+/// Every setting is read from, in rising precedence: its default, the TOML file of `--config`
+/// (provider settings in its `[nomad]` table), the TOML file of `--provider-config` (provider
+/// settings at its top level), the environment, and the command line. See [`load`].
 #[derive(Debug, Clone, Parser)]
 #[command(name = "virtual-kubelet", version, about, args_override_self = true)]
 pub struct Cli {
-    /// Backend that runs the pods.
-    #[arg(long, value_enum)]
+    /// TOML file with settings (keys as in `[file: ...]` below; provider settings in a `[nomad]`
+    /// table).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// TOML file with the provider's settings at its top level (upstream virtual-kubelet's
+    /// `--provider-config`); it wins over the `[nomad]` table of `--config`.
+    #[arg(long)]
+    pub provider_config: Option<PathBuf>,
+    /// Backend that runs the pods: `nomad`, or `memory` (pods Running at once, nothing run; for
+    /// demos, tests and benchmarks).
+    #[arg(long, value_enum, default_value = "nomad")]
     pub provider: Provider,
     /// Name of the Node to register.
-    #[arg(long, env = "DEFAULT_NODE_NAME", default_value = "virtual-kubelet")]
+    #[arg(long, default_value = "virtual-kubelet")]
     pub nodename: String,
     /// Kubeconfig file. Without it: the in-cluster configuration when `KUBERNETES_SERVICE_HOST`
     /// is set, else `~/.kube/config`.
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Where the in-cluster configuration reads the service account's `token`, `ca.crt` and
     /// `namespace` (the directory Kubernetes mounts in every pod).
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
     pub service_account_dir: PathBuf,
-    /// Operating system reported by the node.
+    /// Operating system reported by the node (kubernetes.io/os).
     #[arg(long, default_value = "linux")]
     pub os: String,
     /// Architecture reported by the node (kubernetes.io/arch).
     #[arg(long, default_value = std::env::consts::ARCH)]
     pub arch: String,
     /// The node's InternalIP: where the API server reaches this kubelet.
-    #[arg(long, env = "VKUBELET_POD_IP", default_value = "127.0.0.1")]
-    pub internal_ip: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub internal_ip: std::net::IpAddr,
     /// Port of the kubelet API, published in the node status.
-    #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
+    #[arg(long, default_value_t = 10250, value_parser = clap::value_parser!(u16).range(1..))]
     pub kubelet_port: u16,
     /// Address the kubelet API listens on (its port is `--kubelet-port`).
     #[arg(long, default_value = "0.0.0.0")]
     pub kubelet_address: std::net::IpAddr,
-    /// Serving certificate (PEM) of the kubelet API (the kubelet's `--tls-cert-file`; upstream's
-    /// `APISERVER_CERT_LOCATION`). Without it, a self-signed certificate for the node's name and
-    /// InternalIP is made at start.
-    #[arg(long, env = "APISERVER_CERT_LOCATION", requires = "tls_private_key_file")]
+    /// Serving certificate (PEM) of the kubelet API (the kubelet's `--tls-cert-file`). Without it,
+    /// a self-signed certificate for the node's name and InternalIP is made at start.
+    #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,
-    /// Key (PEM) of `--tls-cert-file` (upstream's `APISERVER_KEY_LOCATION`).
-    #[arg(long, env = "APISERVER_KEY_LOCATION", requires = "tls_cert_file")]
+    /// Key (PEM) of `--tls-cert-file`.
+    #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
     /// CA bundle (PEM) client certificates are verified against (the kubelet's
-    /// `--client-ca-file`; upstream's `APISERVER_CA_CERT_LOCATION`). Without it, the CA the
-    /// kubeconfig trusts for the API server is used, which signs the API server's kubelet client
-    /// certificate in most clusters.
-    #[arg(long, env = "APISERVER_CA_CERT_LOCATION")]
+    /// `--client-ca-file`). Without it, the CA the kubeconfig trusts for the API server is used,
+    /// which signs the API server's kubelet client certificate in most clusters.
+    #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
     /// Let requests without credentials through as `system:anonymous` (still authorized by a
     /// SubjectAccessReview). Off by default: they get 401.
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub anonymous_auth: bool,
     /// Maximum number of pods (capacity.pods).
-    #[arg(long, default_value_t = 110)]
+    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pods: u32,
-    /// Extra node label, `key=value`; repeatable.
+    /// Extra node label, `key=value`; repeatable (comma-separated in the environment).
     #[arg(long = "node-label", value_parser = parse_label)]
     pub node_labels: Vec<(String, String)>,
     /// Add `kubernetes.io/role=agent` (refused by NodeRestriction for system:node identities).
-    #[arg(long)]
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub role_label: bool,
     /// Register the node without a taint.
-    #[arg(long)]
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub disable_taint: bool,
     /// Taint key.
-    #[arg(long, env = "VKUBELET_TAINT_KEY", default_value = "virtual-kubelet.io/provider")]
+    #[arg(long, default_value = "virtual-kubelet.io/provider")]
     pub taint_key: String,
-    /// Taint value (the provider's name by default).
-    #[arg(long, env = "VKUBELET_TAINT_VALUE")]
+    /// Taint value (the provider's name when unset).
+    #[arg(long)]
     pub taint_value: Option<String>,
     /// Taint effect.
-    #[arg(long, env = "VKUBELET_TAINT_EFFECT", default_value = "NoSchedule",
+    #[arg(long, default_value = "NoSchedule",
           value_parser = ["NoSchedule", "PreferNoSchedule", "NoExecute"])]
     pub taint_effect: String,
     /// Workers processing pods concurrently.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = parse_workers)]
     pub pod_sync_workers: usize,
     /// API server requests per second (client-side token bucket, as the kubelet's
     /// `--kube-api-qps`); 0 for no limit.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = parse_qps)]
     pub kube_api_qps: f32,
     /// API server requests admitted at once before `--kube-api-qps` applies (the kubelet's
     /// `--kube-api-burst`).
@@ -118,57 +133,63 @@ pub struct Cli {
     /// `:port` for every address; upstream virtual-kubelet's flag and default).
     #[arg(long, default_value = ":10255", value_parser = crate::telemetry::parse_addr)]
     pub metrics_addr: std::net::SocketAddr,
-    /// How often every workload is listed from the backend: a safety net under the changes the
-    /// backend pushes (Nomad's event stream), which update pod status at once.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub status_interval: Duration,
+    /// How often every workload is listed from the backend (upstream's full resync): a safety
+    /// net under the changes the backend pushes (Nomad's event stream), which update pod status
+    /// at once.
+    #[arg(long, alias = "status-interval", default_value = "30s", value_parser = parse_period)]
+    pub full_resync_period: Duration,
     /// How often the node status is checked (and written when changed).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_period)]
     pub node_status_interval: Duration,
     /// How often the node status is written even when unchanged.
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = parse_period)]
     pub node_status_report_interval: Duration,
+    /// How long the start may take (pods listed from the API server and workloads from the
+    /// backend) before the process gives up with exit code 1; 0 waits forever (upstream's flag).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub startup_timeout: Duration,
     /// How long in-flight work may take to finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-    /// Annotation whose value chooses the task driver of one pod (read before
-    /// `nomad.hashicorp.com/driver`).
-    #[arg(long, default_value = "virtual-kubelet.io/nomad-driver")]
-    pub driver_annotation: String,
     /// How often the files of running pods' ConfigMap, Secret, downward API and projected volumes
     /// are brought up to date.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = parse_period)]
     pub volume_refresh_interval: Duration,
-    /// Log level (overridden by RUST_LOG).
-    #[arg(long, default_value = "info")]
+    /// Log level or `tracing` filter directives (`RUST_LOG` wins when set).
+    #[arg(long, default_value = "info", value_parser = parse_filter)]
     pub log_level: String,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Nomad address, with or without scheme.
-    #[arg(long, env = "NOMAD_ADDR", default_value = "http://127.0.0.1:4646")]
+    /// Nomad address, with or without scheme (`host:port` is taken as http).
+    #[arg(long, default_value = "http://127.0.0.1:4646", value_parser = parse_nomad_addr)]
     pub nomad_addr: String,
     /// Nomad ACL token.
-    #[arg(long, env = "NOMAD_TOKEN", hide_env_values = true)]
-    pub nomad_token: Option<String>,
-    /// Nomad namespace jobs are registered in.
-    #[arg(long, env = "NOMAD_NAMESPACE")]
+    #[arg(long)]
+    pub nomad_token: Option<Redacted>,
+    /// Nomad namespace jobs are registered in (the agent's default when unset).
+    #[arg(long)]
     pub nomad_namespace: Option<String>,
-    /// Nomad region.
-    #[arg(long, env = "NOMAD_REGION")]
+    /// Nomad region (the agent's when unset).
+    #[arg(long)]
     pub nomad_region: Option<String>,
     /// CA certificate (PEM) for Nomad's TLS.
-    #[arg(long, env = "NOMAD_CACERT")]
+    #[arg(long)]
     pub nomad_cacert: Option<PathBuf>,
     /// Client certificate (PEM) for Nomad's mutual TLS.
-    #[arg(long, env = "NOMAD_CLIENT_CERT")]
+    #[arg(long)]
     pub nomad_client_cert: Option<PathBuf>,
     /// Client key (PEM) for Nomad's mutual TLS.
-    #[arg(long, env = "NOMAD_CLIENT_KEY")]
+    #[arg(long)]
     pub nomad_client_key: Option<PathBuf>,
+    /// Name Nomad's certificate is verified against (and sent as SNI), when it differs from the
+    /// address's host.
+    #[arg(long)]
+    pub nomad_tls_server_name: Option<String>,
     /// Do not verify Nomad's certificate.
-    #[arg(long, env = "NOMAD_SKIP_VERIFY")]
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub nomad_skip_verify: bool,
     /// Datacenters jobs may be placed in, comma-separated.
     #[arg(long, default_value = "*", value_delimiter = ',')]
@@ -184,6 +205,61 @@ pub struct Cli {
     /// Variable paths).
     #[arg(long, default_value = "k8s-", value_parser = parse_prefix)]
     pub job_prefix: String,
+    /// Annotation whose value chooses the task driver of one pod (read before
+    /// `nomad.hashicorp.com/driver`).
+    #[arg(long, default_value = "virtual-kubelet.io/nomad-driver")]
+    pub driver_annotation: String,
+}
+
+/// A secret setting (the Nomad token): its `Debug` never shows the value, so printing the
+/// settings never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 worker is needed".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_qps(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(q) if q.is_finite() && q >= 0.0 => Ok(q),
+        Ok(_) => Err("must be a number of requests per second, 0 or more".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A period that drives a loop: a duration above zero.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+}
+
+fn parse_nomad_addr(s: &str) -> Result<String, String> {
+    vk_adapters::nomad::client::parse_address(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -197,6 +273,454 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
     Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Settings of the provider: the `[nomad]` table of `--config` and the top level of
+/// `--provider-config` hold them, under their flag's name without `nomad-`.
+const PROVIDER_SETTINGS: [&str; 14] = [
+    "nomad_addr",
+    "nomad_token",
+    "nomad_namespace",
+    "nomad_region",
+    "nomad_cacert",
+    "nomad_client_cert",
+    "nomad_client_key",
+    "nomad_tls_server_name",
+    "nomad_skip_verify",
+    "nomad_datacenters",
+    "nomad_driver",
+    "nomad_max_requests",
+    "job_prefix",
+    "driver_annotation",
+];
+
+/// Environment variables with the names upstream virtual-kubelet and Nomad give them; every
+/// other setting `s` is read from `VK_<S>` (upper case).
+const ENV_NAMES: [(&str, &str); 19] = [
+    ("nodename", "DEFAULT_NODE_NAME"),
+    ("kubeconfig", "KUBECONFIG"),
+    ("internal_ip", "VKUBELET_POD_IP"),
+    ("kubelet_port", "KUBELET_PORT"),
+    ("tls_cert_file", "APISERVER_CERT_LOCATION"),
+    ("tls_private_key_file", "APISERVER_KEY_LOCATION"),
+    ("client_ca_file", "APISERVER_CA_CERT_LOCATION"),
+    ("taint_key", "VKUBELET_TAINT_KEY"),
+    ("taint_value", "VKUBELET_TAINT_VALUE"),
+    ("taint_effect", "VKUBELET_TAINT_EFFECT"),
+    ("nomad_addr", "NOMAD_ADDR"),
+    ("nomad_token", "NOMAD_TOKEN"),
+    ("nomad_namespace", "NOMAD_NAMESPACE"),
+    ("nomad_region", "NOMAD_REGION"),
+    ("nomad_cacert", "NOMAD_CACERT"),
+    ("nomad_client_cert", "NOMAD_CLIENT_CERT"),
+    ("nomad_client_key", "NOMAD_CLIENT_KEY"),
+    ("nomad_skip_verify", "NOMAD_SKIP_VERIFY"),
+    ("nomad_tls_server_name", "NOMAD_TLS_SERVER_NAME"),
+];
+
+/// Settings read from the command line only (they say where the others are).
+const FLAG_ONLY: [&str; 4] = ["config", "provider_config", "help", "version"];
+
+/// The environment variable setting `id` is read from.
+pub fn env_name(id: &str) -> String {
+    ENV_NAMES
+        .iter()
+        .find(|(k, _)| *k == id)
+        .map_or_else(|| format!("VK_{}", id.to_uppercase()), |(_, e)| (*e).to_owned())
+}
+
+/// The key of setting `id` in the `--config` file: `nomad.<name>` for provider settings.
+pub fn file_key(id: &str) -> String {
+    if PROVIDER_SETTINGS.contains(&id) {
+        format!("nomad.{}", id.strip_prefix("nomad_").unwrap_or(id))
+    } else {
+        id.to_owned()
+    }
+}
+
+/// The process environment, or any map standing in for it (tests pass their own instead of
+/// changing the process's).
+#[derive(Debug, Clone, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// The process's environment (variables whose name or value is not UTF-8 are left out).
+    pub fn from_process() -> Self {
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for Env {
+    fn from(vars: [(&str, &str); N]) -> Self {
+        Self(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The command line.
+    Flag,
+    /// This environment variable.
+    Env(String),
+    /// The TOML file of `--config`.
+    File(PathBuf),
+    /// The TOML file of `--provider-config`.
+    ProviderFile(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("the command line"),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::File(path) | Origin::ProviderFile(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// A setting refused, named with its value and where that came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key} = {value:?} (from {origin}): {reason}")]
+pub struct Invalid {
+    /// The setting: its key (`nomad.addr`), flag (`--nomad-addr`) or variable (`NOMAD_ADDR`), as
+    /// it was given.
+    pub key: String,
+    /// The value given (`<redacted>` for the Nomad token).
+    pub value: String,
+    /// Where it came from.
+    pub origin: Origin,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Why [`load`] returned no settings.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `--help` or `--version` was asked for (the text is in the error), or a flag is unknown
+    /// or malformed (clap's message names it).
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+    /// A setting is refused.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+impl LoadError {
+    /// Exit code 78 (`EX_CONFIG` of sysexits.h) for an invalid configuration, from any source.
+    pub const EXIT_CODE: u8 = 78;
+
+    /// Prints the error (or the help or version text) and exits: 0 for `--help` and
+    /// `--version`, [`LoadError::EXIT_CODE`] otherwise.
+    pub fn exit(self) -> ! {
+        match self {
+            LoadError::Flags(e)
+                if matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) =>
+            {
+                e.exit()
+            }
+            LoadError::Flags(e) => {
+                let _ = e.print();
+            }
+            LoadError::Invalid(e) => eprintln!("virtual-kubelet: {e}"),
+        }
+        std::process::exit(i32::from(Self::EXIT_CODE))
+    }
+}
+
+/// The command with its help completed: every setting says its environment variable and file key
+/// (`[env: NOMAD_ADDR] [file: nomad.addr]`).
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let ids: Vec<String> = cmd
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .filter(|id| !FLAG_ONLY.contains(&id.as_str()))
+        .collect();
+    for id in ids {
+        let more = format!("[env: {}] [file: {}]", env_name(&id), file_key(&id));
+        cmd = cmd.mut_arg(&id, |a| {
+            let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+            let a = a.help(format!("{help} {more}"));
+            match a.get_long_help().map(ToString::to_string) {
+                Some(long) => a.long_help(format!("{long}\n{more}")),
+                None => a,
+            }
+        });
+    }
+    cmd
+}
+
+/// Reads the settings: defaults < `--config` < `--provider-config` < `env` < `args` (the first
+/// of `args` is the program name). Every value, wherever it comes from, goes through the flag's
+/// own parser, and files named by a setting must exist, so that a bad value stops the process
+/// before anything starts.
+///
+/// # Errors
+/// - [`LoadError::Flags`] for `--help`, `--version`, an unknown flag or a bad value on the command
+///   line;
+/// - [`LoadError::Invalid`] for a bad value from a file or the environment (naming its key or
+///   variable, the value and the file), an unreadable or malformed file, an unknown key in a
+///   file, a certificate without its key, or a file setting naming a file that does not exist.
+pub fn load<I, T>(args: I, env: &Env) -> Result<Cli, LoadError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cmd = command();
+    let matches = cmd.clone().try_get_matches_from(args)?;
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    // Layer by layer, lowest first: each value replaces the one below.
+    let mut values: BTreeMap<String, (Vec<String>, Origin)> = BTreeMap::new();
+    if let Some(path) = matches.get_one::<PathBuf>("config") {
+        for (id, vals) in read_file(path, false)? {
+            values.insert(id, (vals, Origin::File(path.clone())));
+        }
+    }
+    if let Some(path) = matches.get_one::<PathBuf>("provider_config") {
+        for (id, vals) in read_file(path, true)? {
+            values.insert(id, (vals, Origin::ProviderFile(path.clone())));
+        }
+    }
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if FLAG_ONLY.contains(&id) {
+            continue;
+        }
+        if given(id) {
+            let raw = matches
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            values.insert(id.to_owned(), (raw, Origin::Flag));
+        } else if let Some(v) = env.get(&env_name(id)) {
+            let vals = if arg.get_action().takes_values()
+                && matches!(arg.get_action(), clap::ArgAction::Append)
+            {
+                v.split(',').map(str::to_owned).collect()
+            } else {
+                vec![v.to_owned()]
+            };
+            values.insert(id.to_owned(), (vals, Origin::Env(env_name(id))));
+        }
+    }
+    // Every value through its flag's parser, so the error names where it came from.
+    let mut argv = vec!["virtual-kubelet".to_owned()];
+    for (id, flag) in [("config", "--config"), ("provider_config", "--provider-config")] {
+        if let Some(path) = matches.get_one::<PathBuf>(id) {
+            argv.push(format!("{flag}={}", path.display()));
+        }
+    }
+    for (id, (vals, origin)) in &values {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == id.as_str()) else {
+            continue;
+        };
+        let long = arg.get_long().unwrap_or(id.as_str());
+        for v in vals {
+            if *origin != Origin::Flag {
+                cmd.clone()
+                    .try_get_matches_from(["virtual-kubelet".to_owned(), format!("--{long}={v}")])
+                    .map_err(|e| invalid(id, v, origin, &clap_reason(&e)))?;
+            }
+            argv.push(format!("--{long}={v}"));
+        }
+    }
+    let cli = Cli::try_parse_from(&argv).map_err(|e| Invalid {
+        key: "(settings)".into(),
+        value: argv[1..].join(" "),
+        origin: Origin::Flag,
+        reason: clap_reason(&e),
+    })?;
+    check(&cli, &values)?;
+    Ok(cli)
+}
+
+/// Checks across settings, and that files named by settings exist.
+fn check(cli: &Cli, values: &BTreeMap<String, (Vec<String>, Origin)>) -> Result<(), Invalid> {
+    let origin = |id: &str| values.get(id).map_or(Origin::Flag, |(_, o)| o.clone());
+    let files = [
+        ("kubeconfig", &cli.kubeconfig),
+        ("tls_cert_file", &cli.tls_cert_file),
+        ("tls_private_key_file", &cli.tls_private_key_file),
+        ("client_ca_file", &cli.client_ca_file),
+        ("nomad_cacert", &cli.nomad_cacert),
+        ("nomad_client_cert", &cli.nomad_client_cert),
+        ("nomad_client_key", &cli.nomad_client_key),
+    ];
+    for (id, path) in files {
+        if let Some(p) = path
+            && !p.is_file()
+        {
+            return Err(invalid(id, &p.display().to_string(), &origin(id), "no such file"));
+        }
+    }
+    let pairs = [
+        (
+            "tls_cert_file",
+            cli.tls_cert_file.is_some(),
+            "tls_private_key_file",
+            cli.tls_private_key_file.is_some(),
+        ),
+        (
+            "nomad_client_cert",
+            cli.nomad_client_cert.is_some(),
+            "nomad_client_key",
+            cli.nomad_client_key.is_some(),
+        ),
+    ];
+    for (a, has_a, b, has_b) in pairs {
+        if has_a != has_b {
+            let (set, unset) = if has_a { (a, b) } else { (b, a) };
+            let value = values.get(set).map(|(v, _)| v.join(",")).unwrap_or_default();
+            return Err(invalid(
+                set,
+                &value,
+                &origin(set),
+                &format!("needs {} too", key_for(unset, &origin(set))),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `id` as its origin names it: the flag, the variable or the file key.
+fn key_for(id: &str, origin: &Origin) -> String {
+    match origin {
+        Origin::Flag => format!("--{}", id.replace('_', "-")),
+        Origin::Env(_) => env_name(id),
+        Origin::File(_) => file_key(id),
+        Origin::ProviderFile(_) => file_key(id).trim_start_matches("nomad.").to_owned(),
+    }
+}
+
+fn invalid(id: &str, value: &str, origin: &Origin, reason: &str) -> Invalid {
+    let value = if id == "nomad_token" { "<redacted>".to_owned() } else { value.to_owned() };
+    Invalid { key: key_for(id, origin), value, origin: origin.clone(), reason: reason.to_owned() }
+}
+
+/// The reason in a clap error, without its "error:" prefix and usage hints.
+fn clap_reason(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The settings of a TOML file as (setting, values). `provider`: the file is
+/// `--provider-config`, whose top level holds the provider's settings.
+fn read_file(
+    path: &std::path::Path,
+    provider: bool,
+) -> Result<Vec<(String, Vec<String>)>, Invalid> {
+    let key = if provider { "--provider-config" } else { "--config" };
+    let refuse = |value: String, reason: String| Invalid {
+        key: key.to_owned(),
+        value,
+        origin: Origin::Flag,
+        reason,
+    };
+    let table = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+        .build()
+        .and_then(|c| c.try_deserialize::<config::Map<String, config::Value>>())
+        .map_err(|e| refuse(path.display().to_string(), e.to_string()))?;
+    let mut out = Vec::new();
+    let origin = if provider {
+        Origin::ProviderFile(path.to_path_buf())
+    } else {
+        Origin::File(path.to_path_buf())
+    };
+    let mut take = |file_key: String, id: String, value: config::Value| -> Result<(), Invalid> {
+        let known = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .any(|a| a.get_id() == id.as_str())
+            && !FLAG_ONLY.contains(&id.as_str())
+            && PROVIDER_SETTINGS.contains(&id.as_str())
+                == (provider || file_key.starts_with("nomad."));
+        if !known {
+            return Err(Invalid {
+                key: file_key,
+                value: value.to_string(),
+                origin: origin.clone(),
+                reason: "unknown setting".into(),
+            });
+        }
+        let vals =
+            strings(value).map_err(|(value, reason)| invalid(&id, &value, &origin, &reason))?;
+        out.push((id, vals));
+        Ok(())
+    };
+    for (k, v) in table {
+        if provider {
+            take(k.clone(), provider_id(&k), v)?;
+        } else if k == "nomad" {
+            let inner = v.clone().into_table().map_err(|_| Invalid {
+                key: k.clone(),
+                value: v.to_string(),
+                origin: origin.clone(),
+                reason: "must be a table of the provider's settings".into(),
+            })?;
+            for (k2, v2) in inner {
+                take(format!("nomad.{k2}"), provider_id(&k2), v2)?;
+            }
+        } else {
+            take(k.clone(), k, v)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The setting a provider key names (`addr` -> `nomad_addr`, `job_prefix` -> `job_prefix`).
+fn provider_id(key: &str) -> String {
+    if PROVIDER_SETTINGS.contains(&key) { key.to_owned() } else { format!("nomad_{key}") }
+}
+
+/// A TOML value as the strings a flag would take: scalars as they read, arrays one value per
+/// element, a table as `key=value` pairs (node labels).
+fn strings(value: config::Value) -> Result<Vec<String>, (String, String)> {
+    use config::ValueKind;
+    let shown = value.to_string();
+    match value.kind {
+        ValueKind::Array(items) => items
+            .into_iter()
+            .map(|v| match v.kind {
+                ValueKind::Array(_) | ValueKind::Table(_) | ValueKind::Nil => {
+                    Err((shown.clone(), "must be a list of strings".to_owned()))
+                }
+                _ => Ok(v.to_string()),
+            })
+            .collect(),
+        ValueKind::Table(t) => t
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .map(|(k, v)| match v.kind {
+                ValueKind::Array(_) | ValueKind::Table(_) | ValueKind::Nil => {
+                    Err((shown.clone(), "must be a table of key = \"value\"".to_owned()))
+                }
+                _ => Ok(format!("{k}={v}")),
+            })
+            .collect(),
+        ValueKind::Nil => Err((shown, "has no value".into())),
+        _ => Ok(vec![shown]),
+    }
 }
 
 impl Cli {
@@ -219,7 +743,7 @@ impl Cli {
             }),
             kubelet_port: self.kubelet_port,
             max_pods: self.max_pods,
-            internal_ip: self.internal_ip.clone(),
+            internal_ip: self.internal_ip.to_string(),
             hostname: self.nodename.clone(),
             kubelet_version: format!("{KUBERNETES_VERSION}-vk-nomad-{}", env!("CARGO_PKG_VERSION")),
             runtime_version,
@@ -240,13 +764,14 @@ impl Cli {
         ProviderConfig {
             client: ClientConfig {
                 address: self.nomad_addr.clone(),
-                token: self.nomad_token.clone(),
+                token: self.nomad_token.clone().map(|t| t.0),
                 namespace: self.nomad_namespace.clone(),
                 region: self.nomad_region.clone(),
                 ca_cert: self.nomad_cacert.clone(),
                 client_cert: self.nomad_client_cert.clone(),
                 client_key: self.nomad_client_key.clone(),
                 skip_verify: self.nomad_skip_verify,
+                tls_server_name: self.nomad_tls_server_name.clone(),
                 max_concurrent_requests: self.nomad_max_requests,
                 ..ClientConfig::default()
             },
@@ -263,13 +788,42 @@ impl Cli {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("virtual-kubelet").chain(args.iter().copied()))
+    fn load_with(args: &[&str], env: &Env) -> Result<Cli, LoadError> {
+        load(std::iter::once("virtual-kubelet").chain(args.iter().copied()), env)
+    }
+
+    fn ok(args: &[&str], env: &Env) -> Cli {
+        match load_with(args, env) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn refused(args: &[&str], env: &Env) -> Invalid {
+        match load_with(args, env) {
+            Err(LoadError::Invalid(e)) => e,
+            Err(LoadError::Flags(e)) => panic!("a flag error instead: {e}"),
+            Ok(cli) => panic!("accepted: {cli:?}"),
+        }
+    }
+
+    /// A TOML file in a directory kept as long as the returned guard.
+    fn toml(text: &str) -> (tempfile::TempDir, PathBuf, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vk.toml");
+        std::fs::write(&path, text).unwrap();
+        let shown = path.display().to_string();
+        (dir, path, shown)
     }
 
     #[test]
     fn defaults_follow_upstream() {
-        let cli = parse(&["--provider", "nomad", "--nodename", "vk"]).unwrap();
+        let cli = ok(&[], &Env::default());
+        assert_eq!(cli.provider, Provider::Nomad);
+        assert_eq!(cli.nodename, "virtual-kubelet");
+        assert_eq!(cli.metrics_addr, "0.0.0.0:10255".parse().unwrap());
+        assert_eq!(cli.full_resync_period, Duration::from_secs(30));
+        assert_eq!(cli.startup_timeout, Duration::ZERO);
         let node = cli.node_config("nomad://1.11.3".into());
         let taint = node.taint.unwrap();
         assert_eq!(
@@ -278,31 +832,355 @@ mod tests {
         );
         assert_eq!(node.kubelet_port, 10250);
         assert!(node.kubelet_version.starts_with("v1.36.3-vk-nomad-"));
-        assert_eq!(cli.nomad().job_prefix, "k8s-");
+        let nomad = cli.nomad();
+        assert_eq!(nomad.job_prefix, "k8s-");
+        assert_eq!(nomad.client.address, "http://127.0.0.1:4646");
+        assert_eq!(nomad.datacenters, ["*"]);
     }
 
     #[test]
-    fn taint_can_be_disabled_and_labels_added() {
-        let cli = parse(&[
-            "--provider",
-            "nomad",
-            "--disable-taint",
-            "--node-label",
-            "a=b",
-            "--role-label",
-        ])
-        .unwrap();
+    fn flags_and_upstream_aliases() {
+        let cli = ok(
+            &[
+                "--disable-taint",
+                "--node-label",
+                "a=b",
+                "--node-label=c=d",
+                "--role-label",
+                "--status-interval",
+                "5s",
+                "--nomad-datacenters",
+                "dc1,dc2",
+            ],
+            &Env::default(),
+        );
         let node = cli.node_config(String::new());
         assert!(node.taint.is_none());
-        assert_eq!(node.labels["a"], "b");
+        assert_eq!((node.labels["a"].as_str(), node.labels["c"].as_str()), ("b", "d"));
         assert!(node.role_label);
+        assert_eq!(cli.full_resync_period, Duration::from_secs(5));
+        assert_eq!(cli.nomad_datacenters, ["dc1", "dc2"]);
     }
 
     #[test]
-    fn bad_values_are_refused() {
-        assert!(parse(&["--provider", "docker"]).is_err());
-        assert!(parse(&["--provider", "nomad", "--taint-effect", "Sometimes"]).is_err());
-        assert!(parse(&["--provider", "nomad", "--node-label", "novalue"]).is_err());
-        assert!(parse(&["--provider", "nomad", "--status-interval", "soon"]).is_err());
+    fn every_upstream_and_nomad_variable_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, "x").unwrap();
+            p.display().to_string()
+        };
+        let (kc, cert, key, ca, ncert, nkey, nca) = (
+            file("kc"),
+            file("cert"),
+            file("key"),
+            file("ca"),
+            file("ncert"),
+            file("nkey"),
+            file("nca"),
+        );
+        let env = Env::from([
+            ("DEFAULT_NODE_NAME", "vk-env"),
+            ("KUBECONFIG", kc.as_str()),
+            ("VKUBELET_POD_IP", "10.1.2.3"),
+            ("KUBELET_PORT", "11250"),
+            ("APISERVER_CERT_LOCATION", cert.as_str()),
+            ("APISERVER_KEY_LOCATION", key.as_str()),
+            ("APISERVER_CA_CERT_LOCATION", ca.as_str()),
+            ("VKUBELET_TAINT_KEY", "example.com/nomad"),
+            ("VKUBELET_TAINT_VALUE", "yes"),
+            ("VKUBELET_TAINT_EFFECT", "NoExecute"),
+            ("NOMAD_ADDR", "nomad.example:4646"),
+            ("NOMAD_TOKEN", "s3cr3t"),
+            ("NOMAD_NAMESPACE", "apps"),
+            ("NOMAD_REGION", "eu"),
+            ("NOMAD_CACERT", nca.as_str()),
+            ("NOMAD_CLIENT_CERT", ncert.as_str()),
+            ("NOMAD_CLIENT_KEY", nkey.as_str()),
+            ("NOMAD_SKIP_VERIFY", "1"),
+            ("NOMAD_TLS_SERVER_NAME", "server.eu.nomad"),
+        ]);
+        let cli = ok(&[], &env);
+        assert_eq!(cli.nodename, "vk-env");
+        assert_eq!(cli.kubeconfig.as_deref(), Some(std::path::Path::new(&kc)));
+        assert_eq!(cli.internal_ip.to_string(), "10.1.2.3");
+        assert_eq!(cli.kubelet_port, 11250);
+        assert_eq!(cli.tls_cert_file.as_deref(), Some(std::path::Path::new(&cert)));
+        assert_eq!(cli.tls_private_key_file.as_deref(), Some(std::path::Path::new(&key)));
+        assert_eq!(cli.client_ca_file.as_deref(), Some(std::path::Path::new(&ca)));
+        let taint = cli.node_config(String::new()).taint.unwrap();
+        assert_eq!(
+            (taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
+            ("example.com/nomad", Some("yes"), "NoExecute")
+        );
+        let nomad = cli.nomad().client;
+        assert_eq!(nomad.address, "nomad.example:4646");
+        assert_eq!(nomad.token.as_deref(), Some("s3cr3t"));
+        assert_eq!(nomad.namespace.as_deref(), Some("apps"));
+        assert_eq!(nomad.region.as_deref(), Some("eu"));
+        assert_eq!(nomad.ca_cert.as_deref(), Some(std::path::Path::new(&nca)));
+        assert_eq!(nomad.client_cert.as_deref(), Some(std::path::Path::new(&ncert)));
+        assert_eq!(nomad.client_key.as_deref(), Some(std::path::Path::new(&nkey)));
+        assert!(nomad.skip_verify);
+        assert_eq!(nomad.tls_server_name.as_deref(), Some("server.eu.nomad"));
+        // The token never shows in the settings' Debug.
+        assert!(!format!("{cli:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn other_settings_have_vk_variables() {
+        let env = Env::from([
+            ("VK_POD_SYNC_WORKERS", "3"),
+            ("VK_NOMAD_DATACENTERS", "dc1,dc2"),
+            ("VK_NODE_LABELS", "a=b,c=d"),
+            ("VK_PROVIDER", "nomad"),
+            ("VK_DISABLE_TAINT", "true"),
+            ("VK_FULL_RESYNC_PERIOD", "2m"),
+            ("VK_METRICS_ADDR", ":9100"),
+        ]);
+        let cli = ok(&[], &env);
+        assert_eq!(cli.pod_sync_workers, 3);
+        assert_eq!(cli.nomad_datacenters, ["dc1", "dc2"]);
+        assert_eq!(cli.node_labels, [("a".into(), "b".into()), ("c".into(), "d".into())]);
+        assert!(cli.disable_taint);
+        assert_eq!(cli.full_resync_period, Duration::from_secs(120));
+        assert_eq!(cli.metrics_addr.port(), 9100);
+    }
+
+    #[test]
+    fn layers_in_order_defaults_file_provider_file_env_flags() {
+        let (_d1, config, config_s) = toml(
+            r#"
+            nodename = "from-file"
+            kubelet_port = 1111
+            max_pods = 20
+            pod_sync_workers = 4
+            disable_taint = true
+            node_labels = { tier = "edge", zone = "a" }
+            [nomad]
+            addr = "http://file:4646"
+            driver = "exec"
+            datacenters = ["dc1", "dc2"]
+            region = "file-region"
+            "#,
+        );
+        let (_d2, provider, provider_s) = toml(
+            r#"
+            addr = "http://provider-file:4646"
+            region = "provider-region"
+            job_prefix = "pf-"
+            "#,
+        );
+        let env = Env::from([
+            ("KUBELET_PORT", "2222"),
+            ("VK_MAX_PODS", "30"),
+            ("NOMAD_REGION", "env-region"),
+        ]);
+        let cli = ok(
+            &["--config", &config_s, "--provider-config", &provider_s, "--kubelet-port", "3333"],
+            &env,
+        );
+        assert_eq!(cli.config.as_deref(), Some(config.as_path()));
+        assert_eq!(cli.provider_config.as_deref(), Some(provider.as_path()));
+        assert_eq!(cli.nodename, "from-file", "file over default");
+        assert_eq!(cli.pod_sync_workers, 4, "file over default");
+        assert!(cli.disable_taint, "file over default");
+        assert_eq!(cli.max_pods, 30, "environment over file");
+        assert_eq!(cli.kubelet_port, 3333, "flag over environment over file");
+        assert_eq!(cli.node_labels, [("tier".into(), "edge".into()), ("zone".into(), "a".into())]);
+        let nomad = cli.nomad();
+        assert_eq!(nomad.client.address, "http://provider-file:4646", "provider file over [nomad]");
+        assert_eq!(nomad.client.region.as_deref(), Some("env-region"), "environment over files");
+        assert_eq!(nomad.default_driver, "exec");
+        assert_eq!(nomad.datacenters, ["dc1", "dc2"]);
+        assert_eq!(nomad.job_prefix, "pf-");
+        // A flag turns a file's true back to false.
+        let cli = ok(&["--config", &config_s, "--disable-taint=false"], &Env::default());
+        assert!(!cli.disable_taint);
+    }
+
+    #[test]
+    fn every_invalid_value_is_named_with_its_origin() {
+        let env = |k: &str, v: &str| Env::from([(k, v)]);
+        let e = |k: &str| Origin::Env(k.to_owned());
+        for (vars, key, value, reason) in [
+            (env("KUBELET_PORT", "abc"), "KUBELET_PORT", "abc", "invalid digit"),
+            (env("KUBELET_PORT", "0"), "KUBELET_PORT", "0", "not in 1..=65535"),
+            (env("VK_POD_SYNC_WORKERS", "0"), "VK_POD_SYNC_WORKERS", "0", "at least 1"),
+            (env("VK_MAX_PODS", "-1"), "VK_MAX_PODS", "-1", "not in 1.."),
+            (
+                env("VKUBELET_TAINT_EFFECT", "Sometimes"),
+                "VKUBELET_TAINT_EFFECT",
+                "Sometimes",
+                "possible values",
+            ),
+            (env("VK_PROVIDER", "docker"), "VK_PROVIDER", "docker", "possible values"),
+            (env("VK_FULL_RESYNC_PERIOD", "0s"), "VK_FULL_RESYNC_PERIOD", "0s", "longer than 0"),
+            (env("VK_SHUTDOWN_GRACE", "soon"), "VK_SHUTDOWN_GRACE", "soon", "expected number"),
+            (env("VK_LOG_LEVEL", "info,a=[b"), "VK_LOG_LEVEL", "info,a=[b", "invalid"),
+            (env("VK_LOG_FORMAT", "xml"), "VK_LOG_FORMAT", "xml", "possible values"),
+            (env("VKUBELET_POD_IP", "node-1"), "VKUBELET_POD_IP", "node-1", "invalid IP address"),
+            (env("VK_METRICS_ADDR", "10255"), "VK_METRICS_ADDR", "10255", "not host:port"),
+            (env("VK_KUBELET_ADDRESS", "any"), "VK_KUBELET_ADDRESS", "any", "invalid IP address"),
+            (env("VK_JOB_PREFIX", "a.b"), "VK_JOB_PREFIX", "a.b", "up to 16"),
+            (env("VK_KUBE_API_QPS", "NaN"), "VK_KUBE_API_QPS", "NaN", "0 or more"),
+            (env("VK_KUBE_API_BURST", "lots"), "VK_KUBE_API_BURST", "lots", "invalid digit"),
+            (env("VK_NODE_LABELS", "a=b,c"), "VK_NODE_LABELS", "c", "not key=value"),
+            (
+                env("NOMAD_ADDR", "unix:///run/nomad.sock"),
+                "NOMAD_ADDR",
+                "unix:///run/nomad.sock",
+                "http or https",
+            ),
+            (env("NOMAD_SKIP_VERIFY", "maybe"), "NOMAD_SKIP_VERIFY", "maybe", "invalid value"),
+            (env("VK_NOMAD_MAX_REQUESTS", "-2"), "VK_NOMAD_MAX_REQUESTS", "-2", "invalid digit"),
+            (
+                env("KUBECONFIG", "/nonexistent/kubeconfig"),
+                "KUBECONFIG",
+                "/nonexistent/kubeconfig",
+                "no such file",
+            ),
+            (
+                env("APISERVER_CA_CERT_LOCATION", "/nonexistent/ca"),
+                "APISERVER_CA_CERT_LOCATION",
+                "/nonexistent/ca",
+                "no such file",
+            ),
+            (
+                env("NOMAD_CACERT", "/nonexistent/ca"),
+                "NOMAD_CACERT",
+                "/nonexistent/ca",
+                "no such file",
+            ),
+        ] {
+            let got = refused(&[], &vars);
+            assert_eq!(
+                (got.key.as_str(), got.value.as_str(), &got.origin),
+                (key, value, &e(key)),
+                "{got}"
+            );
+            assert!(got.reason.contains(reason), "{key}: {got}");
+            assert!(got.to_string().contains(key) && got.to_string().contains(value), "{got}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key() {
+        let (_d, cert, cert_s) = toml("not read");
+        let got = refused(&[], &Env::from([("APISERVER_CERT_LOCATION", cert_s.as_str())]));
+        assert_eq!(got.key, "APISERVER_CERT_LOCATION");
+        assert_eq!(got.value, cert.display().to_string());
+        assert!(got.reason.contains("needs APISERVER_KEY_LOCATION"), "{got}");
+        let got = refused(&["--nomad-client-key", &cert_s], &Env::default());
+        assert_eq!(got.key, "--nomad-client-key");
+        assert!(got.reason.contains("needs --nomad-client-cert"), "{got}");
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        // A value of the wrong kind, in each file.
+        let (_d, _p, config) = toml("kubelet_port = 70000\n");
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!((got.key.as_str(), got.value.as_str()), ("kubelet_port", "70000"), "{got}");
+        assert!(
+            matches!(got.origin, Origin::File(_)) && got.to_string().contains(&config),
+            "{got}"
+        );
+        let (_d, _p, config) = toml("[nomad]\naddr = \"unix:///x\"\n");
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!((got.key.as_str(), got.value.as_str()), ("nomad.addr", "unix:///x"), "{got}");
+        let (_d, _p, provider) = toml("max_requests = \"many\"\n");
+        let got = refused(&["--provider-config", &provider], &Env::default());
+        assert_eq!((got.key.as_str(), got.value.as_str()), ("max_requests", "many"), "{got}");
+        assert!(matches!(got.origin, Origin::ProviderFile(_)), "{got}");
+        // Unknown keys, at each level.
+        for (text, key) in [
+            ("nodenam = \"x\"\n", "nodenam"),
+            ("[nomad]\nadress = \"x\"\n", "nomad.adress"),
+            ("addr = \"x\"\n", "addr"),
+            ("config = \"other.toml\"\n", "config"),
+        ] {
+            let (_d, _p, config) = toml(text);
+            let got = refused(&["--config", &config], &Env::default());
+            assert_eq!((got.key.as_str(), got.reason.as_str()), (key, "unknown setting"), "{got}");
+        }
+        let (_d, _p, provider) = toml("nodename = \"x\"\n");
+        let got = refused(&["--provider-config", &provider], &Env::default());
+        assert_eq!((got.key.as_str(), got.reason.as_str()), ("nodename", "unknown setting"));
+        // Shapes a setting cannot take.
+        let (_d, _p, config) = toml("nomad = 3\n");
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!(got.key, "nomad");
+        let (_d, _p, config) = toml("node_labels = { a = { b = \"c\" } }\n");
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!(got.key, "node_labels");
+        assert!(got.reason.contains("key = \"value\""), "{got}");
+        // The token is never shown, even refused.
+        let (_d, _p, config) = toml("[nomad]\ntoken = [\"s3cr3t\", [1]]\n");
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!((got.key.as_str(), got.value.as_str()), ("nomad.token", "<redacted>"));
+        // Not TOML, and no file at all.
+        let (_d, _p, config) = toml("nodename = \n");
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!((got.key.as_str(), got.value.as_str()), ("--config", config.as_str()));
+        let got = refused(&["--config", "/nonexistent/vk.toml"], &Env::default());
+        assert_eq!((got.key.as_str(), got.value.as_str()), ("--config", "/nonexistent/vk.toml"));
+    }
+
+    #[test]
+    fn bad_flags_are_clap_errors_naming_the_flag() {
+        for (args, flag) in [
+            (&["--provider", "docker"][..], "--provider"),
+            (&["--taint-effect", "Sometimes"][..], "--taint-effect"),
+            (&["--node-label", "novalue"][..], "--node-label"),
+            (&["--full-resync-period", "soon"][..], "--full-resync-period"),
+            (&["--pod-sync-workers", "0"][..], "--pod-sync-workers"),
+            (&["--no-such-flag"][..], "--no-such-flag"),
+        ] {
+            match load_with(args, &Env::default()) {
+                Err(LoadError::Flags(e)) => {
+                    assert!(e.to_string().contains(flag), "{flag}: {e}");
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// Every setting, its default and its environment variable, in `--help` and in the README's
+    /// table (so neither can fall behind the code).
+    #[test]
+    fn help_and_readme_list_every_setting() {
+        let help = command().render_long_help().to_string();
+        let readme = include_str!("../../README.md");
+        for arg in command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let long = format!("--{}", arg.get_long().unwrap_or(id));
+            assert!(help.contains(&long), "{long} missing from --help");
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{long}`")))
+                .unwrap_or_else(|| panic!("no README configuration row starts with `{long}`"));
+            if !FLAG_ONLY.contains(&id) {
+                let env = env_name(id);
+                assert!(help.contains(&format!("[env: {env}]")), "{env} missing from --help");
+                assert!(row.contains(&format!("`{env}`")), "README row of {long} lacks `{env}`");
+                assert!(
+                    row.contains(&format!("`{}`", file_key(id))),
+                    "README row of {long} lacks its file key"
+                );
+            }
+            for default in arg.get_default_values() {
+                let d = default.to_string_lossy();
+                if id != "arch" {
+                    assert!(
+                        row.contains(&format!("`{d}`")),
+                        "README row of {long} lacks its default `{d}`"
+                    );
+                }
+            }
+        }
     }
 }

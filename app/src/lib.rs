@@ -92,7 +92,7 @@ fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubel
                 .with_context(|| format!("reading --tls-private-key-file {}", k.display()))?,
         },
         _ => {
-            let ips: Vec<std::net::IpAddr> = cli.internal_ip.parse().into_iter().collect();
+            let ips = vec![cli.internal_ip];
             kubelet::self_signed(&cli.nodename, &ips)?
         }
     };
@@ -129,17 +129,33 @@ impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> kubele
     }
 }
 
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration cannot be used (a file named by a setting is unreadable or malformed, no
+    /// API server credentials): found before any port is bound.
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// Running failed: a port could not be bound, or the start took longer than
+    /// `--startup-timeout`.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
 /// Runs the virtual kubelet with the provider `--provider` names until `cancel` fires, then lets
 /// in-flight work finish within `--shutdown-grace`. Nothing is deleted on shutdown: pods keep
 /// running on the backend and are adopted by the next start.
 ///
 /// # Errors
-/// Unusable configuration (kubeconfig, Nomad address or TLS files).
-pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+/// As [`run_with_provider`]; [`RunError::Config`] too when the provider's settings are unusable
+/// (Nomad address or TLS files).
+pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<(), RunError> {
     match cli.provider {
         Provider::Nomad => {
-            let provider = Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?);
-            run_with_provider(cli, provider, cancel).await
+            let provider = NomadProvider::new(cli.nomad())
+                .context("Nomad settings")
+                .map_err(RunError::Config)?;
+            run_with_provider(cli, Arc::new(provider), cancel).await
         }
     }
 }
@@ -150,25 +166,29 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 /// README's "Write your own provider"); `cli.provider` is not looked at.
 ///
 /// # Errors
-/// Unusable configuration (kubeconfig, TLS files) or ports that cannot be bound.
+/// [`RunError::Config`]: the kubeconfig or in-cluster credentials, or the kubelet API's TLS files,
+/// cannot be used (nothing is bound yet). [`RunError::Failed`]: a port cannot be bound, or the
+/// start takes longer than `--startup-timeout`.
 pub async fn run_with_provider<P>(
     cli: Cli,
     provider: Arc<P>,
     cancel: CancellationToken,
-) -> anyhow::Result<()>
+) -> Result<(), RunError>
 where
     P: vk_ports::PodProvider + NodeProvider,
 {
-    let metrics = telemetry::install()?;
+    let (client, kube_roots) = kube_client(&cli).await.map_err(RunError::Config)?;
+    let kubelet_settings = kubelet_settings(&cli, kube_roots).map_err(RunError::Config)?;
+    let metrics = telemetry::install().map_err(RunError::Failed)?;
     let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
-        .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))?;
-    let (client, kube_roots) = kube_client(&cli).await?;
-    let kubelet_settings = kubelet_settings(&cli, kube_roots)?;
+        .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))
+        .map_err(RunError::Failed)?;
     let kubelet_addr = std::net::SocketAddr::new(cli.kubelet_address, cli.kubelet_port);
     let kubelet_listener = tokio::net::TcpListener::bind(kubelet_addr)
         .await
-        .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))?;
+        .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))
+        .map_err(RunError::Failed)?;
     let runtime_version = match provider.runtime_version().await {
         Ok(v) => v,
         Err(e) => {
@@ -199,7 +219,7 @@ where
         pod_controller::Settings {
             node_name: node.name.clone(),
             workers: cli.pod_sync_workers,
-            status_interval: cli.status_interval,
+            status_interval: cli.full_resync_period,
             refresh_interval: cli.volume_refresh_interval,
             allocatable: capacity_rx,
             node_changed,
@@ -227,9 +247,10 @@ where
             }
         })
     };
-    let pod_task = tokio::spawn(pods.run(cancel.clone()));
+    let pod_task = tokio::spawn(Arc::clone(&pods).run(cancel.clone()));
 
-    cancel.cancelled().await;
+    let outcome = started(&cli, &pods, &cancel).await;
+    cancel.cancel();
     info!(grace = ?cli.shutdown_grace, "shutting down: finishing in-flight work");
     let all = async {
         let _ = node_task.await;
@@ -241,6 +262,36 @@ where
         warn!("in-flight work did not finish within the shutdown grace period");
     }
     info!("stopped");
+    outcome
+}
+
+/// Waits for `cancel`; gives up with [`RunError::Failed`] when the pods and workloads are not
+/// listed within `--startup-timeout` (0: no limit).
+async fn started<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi>(
+    cli: &Cli,
+    pods: &pod_controller::PodController<P, K>,
+    cancel: &CancellationToken,
+) -> Result<(), RunError> {
+    if !cli.startup_timeout.is_zero() {
+        let synced = async {
+            while !pods.synced() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            done = tokio::time::timeout(cli.startup_timeout, synced) => {
+                if done.is_err() {
+                    return Err(RunError::Failed(anyhow::anyhow!(
+                        "not started within --startup-timeout {:?}: the pods or the backend's workloads are not listed yet",
+                        cli.startup_timeout
+                    )));
+                }
+                info!("started");
+            }
+        }
+    }
+    cancel.cancelled().await;
     Ok(())
 }
 

@@ -1,19 +1,28 @@
-//! `virtual-kubelet --provider nomad`: parse flags, set up tracing, run.
+//! `virtual-kubelet --provider nomad`: read the settings, set up tracing, run.
+//!
+//! Exit codes: 0 after a clean shutdown, 78 (`EX_CONFIG`) for an invalid configuration (from
+//! flags, environment or files, reported before any port is bound), 1 when running failed.
 
-use clap::Parser;
-use vk_app::config::Cli;
+use vk_app::RunError;
+use vk_app::config::{Env, LoadError};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match vk_app::config::load(std::env::args_os(), &Env::from_process()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     vk_app::init_tracing(&cli);
     let cancel = vk_app::shutdown_on_signals();
     match vk_app::run(cli, cancel).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        Err(RunError::Config(e)) => {
+            tracing::error!(error = format!("{e:#}"), "invalid configuration");
+            std::process::ExitCode::from(LoadError::EXIT_CODE)
+        }
+        Err(RunError::Failed(e)) => {
             tracing::error!(error = format!("{e:#}"), "virtual-kubelet failed");
-            // 78 (EX_CONFIG): the configuration is unusable.
-            std::process::ExitCode::from(78)
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct ClientConfig {
     pub client_key: Option<PathBuf>,
     /// `NOMAD_SKIP_VERIFY`: do not verify Nomad's certificate.
     pub skip_verify: bool,
+    /// `NOMAD_TLS_SERVER_NAME`: the name Nomad's certificate is verified against and sent as SNI,
+    /// when it differs from the address's host (Nomad's servers present `server.<region>.nomad`).
+    /// Requests still go to the address's host: it is resolved once, when the client is built.
+    pub tls_server_name: Option<String>,
     /// Timeout of each request.
     pub timeout: Duration,
     /// Requests in flight at most (the event stream and exec sessions not counted); 0: no limit.
@@ -46,6 +50,7 @@ impl Default for ClientConfig {
             client_key: None,
             max_concurrent_requests: 32,
             skip_verify: false,
+            tls_server_name: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -72,6 +77,46 @@ pub enum ConfigError {
     },
 }
 
+/// Parses `NOMAD_ADDR` as Nomad's CLI does: `http://host:port`, `https://host:port`, or
+/// `host:port` (taken as http).
+///
+/// # Errors
+/// [`ConfigError::Address`] when it is not a URL or its scheme is neither http nor https.
+pub fn parse_address(address: &str) -> Result<Url, ConfigError> {
+    let raw = address.trim();
+    let with_scheme = if raw.contains("://") { raw.to_owned() } else { format!("http://{raw}") };
+    let base = Url::parse(&with_scheme)
+        .map_err(|e| ConfigError::Address { address: address.to_owned(), reason: e.to_string() })?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(ConfigError::Address {
+            address: address.to_owned(),
+            reason: "the scheme must be http or https".into(),
+        });
+    }
+    if base.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::Address { address: address.to_owned(), reason: "no host".into() });
+    }
+    Ok(base)
+}
+
+/// Points `base` at `name` and pins `name` to the addresses `base`'s host resolves to now, so
+/// TLS verifies (and sends as SNI) `name` while the connection goes where the address says.
+fn with_server_name(
+    b: reqwest::ClientBuilder,
+    base: &mut Url,
+    name: &str,
+) -> Result<reqwest::ClientBuilder, String> {
+    use std::net::ToSocketAddrs as _;
+    let host = base.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let port = base.port_or_known_default().unwrap_or(4646);
+    let addrs: Vec<std::net::SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .collect();
+    base.set_host(Some(name)).map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+    Ok(b.resolve_to_addrs(name, &addrs))
+}
+
 /// An HTTP client bound to one Nomad address, namespace and region.
 #[derive(Debug, Clone)]
 pub struct NomadClient {
@@ -90,19 +135,7 @@ impl NomadClient {
     /// # Errors
     /// [`ConfigError`] when the address or a TLS file is unusable.
     pub fn new(cfg: &ClientConfig) -> Result<Self, ConfigError> {
-        let raw = cfg.address.trim();
-        let with_scheme =
-            if raw.contains("://") { raw.to_owned() } else { format!("http://{raw}") };
-        let base = Url::parse(&with_scheme).map_err(|e| ConfigError::Address {
-            address: cfg.address.clone(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ConfigError::Address {
-                address: cfg.address.clone(),
-                reason: "the scheme must be http or https".into(),
-            });
-        }
+        let mut base = parse_address(&cfg.address)?;
         let read = |p: &PathBuf| {
             std::fs::read(p)
                 .map_err(|e| ConfigError::Tls { path: p.clone(), reason: e.to_string() })
@@ -112,6 +145,10 @@ impl NomadClient {
             .connect_timeout(Duration::from_secs(5))
             .http1_only()
             .danger_accept_invalid_certs(cfg.skip_verify);
+        if let Some(name) = cfg.tls_server_name.as_deref().filter(|n| !n.is_empty()) {
+            b = with_server_name(b, &mut base, name)
+                .map_err(|reason| ConfigError::Address { address: cfg.address.clone(), reason })?;
+        }
         if let Some(ca) = &cfg.ca_cert {
             let cert = reqwest::Certificate::from_pem(&read(ca)?)
                 .map_err(|e| ConfigError::Tls { path: ca.clone(), reason: e.to_string() })?;
@@ -373,6 +410,74 @@ mod tests {
             NomadClient::new(&ClientConfig { address: "unix:///x".into(), ..Default::default() })
                 .unwrap_err();
         assert!(matches!(err, ConfigError::Address { .. }), "{err}");
+    }
+
+    /// `NOMAD_TLS_SERVER_NAME`: a certificate for `server.global.nomad` only is accepted on
+    /// `https://127.0.0.1:<port>` with the name, refused without it.
+    #[tokio::test]
+    async fn tls_server_name_is_verified_instead_of_the_host() {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["server.global.nomad".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let mut buf = [0u8; 1024];
+                        let _ = tls.read(&mut buf).await;
+                        let body = "\"127.0.0.1:4647\"";
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tls.write_all(resp.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("vk-tls-name-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let config = |name: Option<&str>| ClientConfig {
+            address: format!("https://127.0.0.1:{port}"),
+            ca_cert: Some(ca_file.clone()),
+            tls_server_name: name.map(str::to_owned),
+            ..Default::default()
+        };
+        let leader = |c: NomadClient| async move {
+            c.request(Method::GET, &["v1", "status", "leader"]).send().await
+        };
+        let named = NomadClient::new(&config(Some("server.global.nomad"))).unwrap();
+        let resp = leader(named).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "\"127.0.0.1:4647\"");
+        let unnamed = NomadClient::new(&config(None)).unwrap();
+        let err = leader(unnamed).await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
