@@ -7,6 +7,7 @@
 
 pub mod fixtures;
 pub mod peers;
+pub mod deploy;
 pub mod pki;
 pub mod process;
 
