@@ -225,7 +225,10 @@ mod tests {
         let want: Vec<Permission> = role.iter().filter(|p| **p != gone).cloned().collect();
         assert_eq!(left, want);
         let whole = cluster_role("x", &role, None);
-        assert_eq!(cluster_role_permissions(&serde_json::to_string(&whole).unwrap()).unwrap(), role);
+        assert_eq!(
+            cluster_role_permissions(&serde_json::to_string(&whole).unwrap()).unwrap(),
+            role
+        );
     }
 
     #[test]
