@@ -23,8 +23,9 @@ pub enum Check {
     NodeRegistered,
     /// The node's Lease exists in `kube-node-lease`.
     Lease,
-    /// The node's `Ready` condition is `True`.
-    NodeReady,
+    /// The node's `Ready` condition is `True` with a heartbeat written after the Node was
+    /// created: a status write, not the status the Node was created with.
+    NodeStatus,
     /// `/readyz` answers 200: the pod watch listed the pods (and Nomad its jobs).
     PodsListed,
     /// A pod created after that (ConfigMap and Secret env, service links, the projected
@@ -50,7 +51,7 @@ impl Check {
     pub const ALL: [Check; 11] = [
         Check::NodeRegistered,
         Check::Lease,
-        Check::NodeReady,
+        Check::NodeStatus,
         Check::PodsListed,
         Check::PodRunning,
         Check::Event,
@@ -66,7 +67,7 @@ impl Check {
         match self {
             Check::NodeRegistered => "node registered",
             Check::Lease => "lease",
-            Check::NodeReady => "node ready",
+            Check::NodeStatus => "node status",
             Check::PodsListed => "pods listed",
             Check::PodRunning => "pod running",
             Check::Event => "event",
@@ -108,7 +109,7 @@ impl std::fmt::Display for Permission {
 pub const ABLATIONS: &[(&str, &str, &str, Check)] = &[
     ("", "nodes", "create", Check::NodeRegistered),
     ("", "nodes", "get", Check::LeaseAfterRestart),
-    ("", "nodes/status", "patch", Check::NodeReady),
+    ("", "nodes/status", "patch", Check::NodeStatus),
     ("coordination.k8s.io", "leases", "create", Check::Lease),
     ("coordination.k8s.io", "leases", "patch", Check::Lease),
     ("", "pods", "list", Check::PodsListed),
