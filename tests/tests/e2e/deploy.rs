@@ -175,6 +175,11 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
     let outcomes =
         futures::future::join_all(instances.iter().map(|i| scenario(&cx, i, &caller_token))).await;
     println!("{} virtual kubelets ran their checks in {:?}", instances.len(), t0.elapsed());
+    // Their processes are gone: remove their Nodes (metrics-server and `kubectl top node` in other
+    // tests would otherwise meet 18 unreachable kubelets).
+    let mut delete = vec!["delete", "node", "--ignore-not-found", "--wait=false"];
+    delete.extend(instances.iter().map(|i| i.node.as_str()));
+    cx.stack.kubectl(&delete)?;
 
     let mut errors = Vec::new();
     for (i, outcome) in instances.iter().zip(outcomes) {
@@ -419,7 +424,9 @@ async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Res
     }
 
     check!(Check::NodeRegistered, 20, || async { Ok(nodes.get_opt(&i.node).await?.map(|_| ())) });
-    check!(Check::Lease, 20, || async { Ok(leases.get_opt(&i.node).await?.map(|_| ())) });
+    let first_renewal = check!(Check::Lease, 20, || async {
+        Ok(leases.get_opt(&i.node).await?.map(|l| l.spec.and_then(|s| s.renew_time)))
+    });
     check!(Check::NodeStatus, 20, || async {
         let Some(n) = nodes.get_opt(&i.node).await? else { return Ok(None) };
         let created = n.metadata.creation_timestamp.clone().map(|t| t.0);
@@ -462,6 +469,12 @@ async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Res
     });
     if i.without.is_none() {
         control_extras(cx, i, &running, &logs).await?;
+        // The Lease is renewed (every 10 s), not only created.
+        wait_for("the Lease renewed", Duration::from_secs(20), every, || async {
+            let now = leases.get(&i.node).await?.spec.and_then(|s| s.renew_time);
+            Ok((now.as_ref().map(|t| t.0) > first_renewal.as_ref().map(|t| t.0)).then_some(()))
+        })
+        .await?;
     }
 
     let kubelet = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
@@ -493,7 +506,8 @@ async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Res
 }
 
 /// What only the control checks: the pod's environment, its projected token authenticating as
-/// the pod's ServiceAccount, and `kubectl exec` through the API server.
+/// the pod's ServiceAccount, and `kubectl exec` through the API server. (The caller then waits
+/// for the Lease to be renewed.)
 async fn control_extras(
     cx: &Ctx<'_>,
     i: &Instance,
