@@ -51,9 +51,10 @@ impl Instance {
         let kubelet = self.kubelet_port.to_string();
         let metrics = format!("127.0.0.1:{}", self.metrics_port);
         args.extend(["--kubelet-port", &kubelet, "--metrics-addr", &metrics]);
-        // The status is written every 3 s even when unchanged (default 1 min), so that the
-        // `node status` check sees a heartbeat written after the create within seconds.
-        args.extend(["--node-status-report-interval", "3s"]);
+        // The status is checked every 2 s (default 10 s) and written every 3 s even when
+        // unchanged (default 1 min), so that the `node status` check sees a heartbeat written
+        // after the create within seconds.
+        args.extend(["--node-status-interval", "2s", "--node-status-report-interval", "3s"]);
         cx.stack.virtual_kubelet_in_cluster(
             &self.node,
             &self.sa_dir,
