@@ -5,6 +5,7 @@
 //! Used by the end-to-end tests (`tests/e2e.rs`) and by the README's run command
 //! (`cargo run -p vk-tests --bin local-stack`).
 
+pub mod deploy;
 pub mod fixtures;
 pub mod peers;
 pub mod pki;
@@ -851,28 +852,87 @@ its log: {}",
     /// # Errors
     /// The binary missing or not starting.
     pub fn virtual_kubelet(&self, node: &str, extra: &[&str]) -> anyhow::Result<Process> {
-        let bin = virtual_kubelet_bin()?;
         let kubeconfig = self.node_kubeconfig(node)?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = self.virtual_kubelet_command(node)?;
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["--nomad-addr", &self.nomad_addr])
+            .args(extra);
+        let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
+        Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
+    }
+
+    /// Starts `virtual-kubelet --provider nomad` as node `node` the way it runs in a pod: no
+    /// kubeconfig, `KUBERNETES_SERVICE_HOST`/`_PORT` naming the API server and the ServiceAccount
+    /// files in `sa_dir` (see [`Stack::service_account_dir`]); Nomad's address as `NOMAD_ADDR` (as
+    /// the Deployment's Secret gives it), raw_exec and free ports as [`Stack::virtual_kubelet`],
+    /// then `extra` flags (later flags override earlier ones) and `env` (which may replace
+    /// `NOMAD_ADDR`). `log` names the log file (`logs/virtual-kubelet-<log>.log`).
+    ///
+    /// # Errors
+    /// The binary missing or not starting.
+    pub fn virtual_kubelet_in_cluster(
+        &self,
+        node: &str,
+        sa_dir: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+        log: &str,
+    ) -> anyhow::Result<Process> {
+        let port = self.apiserver_url.rsplit(':').next().unwrap_or_default().to_owned();
+        let mut cmd = self.virtual_kubelet_command(node)?;
+        cmd.arg(format!("--service-account-dir={}", sa_dir.display()))
+            .args(extra)
+            .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env("KUBERNETES_SERVICE_PORT", port)
+            .env("NOMAD_ADDR", &self.nomad_addr)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let path = self.dir.join("logs").join(format!("virtual-kubelet-{log}.log"));
+        Process::spawn(&format!("virtual-kubelet-{log}"), cmd, &path)
+    }
+
+    /// The command line shared by [`Stack::virtual_kubelet`] and
+    /// [`Stack::virtual_kubelet_in_cluster`]: node name, raw_exec, free ports, debug logs; nothing inherited that would choose the API server or Nomad (`KUBECONFIG` would
+    /// win over the in-cluster configuration, `KUBERNETES_SERVICE_*` over `~/.kube/config`).
+    fn virtual_kubelet_command(&self, node: &str) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(virtual_kubelet_bin()?);
         cmd.args(["--provider", "nomad", "--nodename", node])
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                "--nomad-addr",
-                &self.nomad_addr,
-                "--nomad-driver",
-                "raw_exec",
-                "--internal-ip",
-                "127.0.0.1",
-            ])
+            .args(["--nomad-driver", "raw_exec", "--internal-ip", "127.0.0.1"])
             .args(["--kubelet-port", &free_port()?.to_string()])
             // Many virtual kubelets run side by side: none may take the default metrics port.
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
-            .args(extra)
             .env("RUST_LOG", "info,vk_app=debug,vk_adapters=debug")
             .env_remove("KUBECONFIG")
-            .env_remove("NOMAD_ADDR");
-        let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
-        Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env_remove("NOMAD_ADDR")
+            .env_remove("NOMAD_TOKEN");
+        Ok(cmd)
+    }
+
+    /// A directory laid out as Kubernetes mounts a ServiceAccount in a pod: `token` (a
+    /// TokenRequest for `namespace/service_account`, valid 1 h, from `kubectl create token`),
+    /// `ca.crt` (the cluster CA) and `namespace`. Returns its path (under the stack directory).
+    ///
+    /// # Errors
+    /// kubectl refusing (no such ServiceAccount) or a write failing.
+    pub fn service_account_dir(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            service_account,
+            &format!("--namespace={namespace}"),
+            "--duration=1h",
+        ])?;
+        let dir = self.dir.join("serviceaccounts").join(format!("{namespace}-{service_account}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("token"), token.trim())?;
+        std::fs::copy(&self.pki.ca_path, dir.join("ca.crt"))?;
+        std::fs::write(dir.join("namespace"), namespace)?;
+        Ok(dir)
     }
 }
 

@@ -18,8 +18,11 @@ use tokio::sync::OnceCell;
 use vk_tests::fixtures::pod;
 use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
+use deploy::in_cluster_rbac;
 use kubelet::{
     kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security, kubelet_top_and_hpa,
     kubelet_websocket_exec,
@@ -1732,7 +1735,8 @@ fn main() {
         kubelet_security,
         kubelet_top_and_hpa,
         kubelet_websocket_exec,
-        metrics_server_serves
+        metrics_server_serves,
+        in_cluster_rbac
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
@@ -1752,7 +1756,7 @@ fn main() {
             let gate = Arc::clone(&gate);
             Trial::test(name, move || {
                 rt.block_on(async {
-                    // The heavy tests (fifty pods; a second stack) run alone, so that they do not
+                    // The heavy tests (fifty pods; a second stack; eighteen nodes) run alone, so that they do not
                     // starve the others' timings on a 2-core machine; the token test only sleeps.
                     let _shared;
                     let _exclusive;
@@ -1761,7 +1765,8 @@ fn main() {
                         | "apiserver_restart"
                         | "nomad_outage"
                         | "lost_allocations"
-                        | "kubelet_top_and_hpa" => {
+                        | "kubelet_top_and_hpa"
+                        | "in_cluster_rbac" => {
                             _exclusive = gate.write().await;
                         }
                         "token_renewal" => {}

@@ -1,0 +1,548 @@
+//! End-to-end test of the deployment manifests (`deploy/`): applied with `kubectl apply -k` to the
+//! real API server, then the binary run as their ServiceAccount with the in-cluster
+//! configuration, and once per ClusterRole permission with a copy of the role lacking it.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use base64::Engine as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+use vk_tests::deploy::{self, Check, Permission};
+use vk_tests::{Process, free_port, wait_for};
+
+use super::{Ctx, alloc_file, current_alloc, p_sa_volume};
+
+/// Namespace of the kustomization's objects (ServiceAccounts, Secret, Deployment) in this test.
+const DEPLOY_NS: &str = "e2e-deploy";
+/// Namespace of the pods the nodes run.
+const PODS_NS: &str = "e2e-rbac";
+/// The ServiceAccount, ClusterRole(Binding), Secret and Deployment names in `deploy/`.
+const NAME: &str = "virtual-kubelet-nomad";
+/// The node name the test's overlay gives the Deployment.
+const CONTROL_NODE: &str = "vk-deploy";
+
+/// One virtual kubelet of the test: the Deployment's own ServiceAccount (the control), or one
+/// whose ClusterRole lacks `without`.
+struct Instance {
+    node: String,
+    pod: String,
+    sa_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    kubelet_port: u16,
+    metrics_port: u16,
+    /// The permission removed and the check that must be the first to fail; `None`: the control.
+    without: Option<(Permission, Check)>,
+}
+
+impl Instance {
+    fn log_name(&self) -> String {
+        self.node.clone()
+    }
+
+    fn start(&self, cx: &Ctx<'_>) -> anyhow::Result<Process> {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let kubelet = self.kubelet_port.to_string();
+        let metrics = format!("127.0.0.1:{}", self.metrics_port);
+        args.extend(["--kubelet-port", &kubelet, "--metrics-addr", &metrics]);
+        // The status is checked every 2 s (default 10 s) and written every 3 s even when
+        // unchanged (default 1 min), so that the `node status` check sees a heartbeat written
+        // after the create within seconds.
+        args.extend(["--node-status-interval", "2s", "--node-status-report-interval", "3s"]);
+        cx.stack.virtual_kubelet_in_cluster(
+            &self.node,
+            &self.sa_dir,
+            &args,
+            &self.env,
+            &self.log_name(),
+        )
+    }
+
+    fn log(&self, cx: &Ctx<'_>) -> String {
+        let path =
+            cx.stack.dir.join("logs").join(format!("virtual-kubelet-{}.log", self.log_name()));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
+/// What one instance went through: the checks passed (with when), and the first that failed.
+#[derive(Debug, Default)]
+struct Outcome {
+    passed: Vec<(Check, Duration)>,
+    failed: Option<(Check, String)>,
+}
+
+/// `deploy/` applied through a kustomize overlay (its own namespace, the stack's Nomad address in
+/// the Secret, the node name in the Deployment, and the Deployment scaled to 0: its image cannot
+/// run here, but the API server validates and stores it), then the binary run as the Deployment
+/// would run it (its args and its Secret as environment) with the kustomization's ServiceAccount
+/// token as its in-cluster identity: every check of [`Check`] passes, plus the pod's environment
+/// (ConfigMap, Secret, service links), its projected token authenticating, and `kubectl exec`.
+/// Beside it, one virtual kubelet per permission of the ClusterRole, bound to a copy lacking
+/// that permission: the first check to fail is the one `deploy::ABLATIONS` names, and the
+/// API server's refusals in the process's log are of that verb on that resource and of nothing
+/// else (the control's log has none).
+pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (deployment, secret) = apply_deploy(&cx).await?;
+    println!("deploy/ applied in {:?}", started.elapsed());
+
+    cx.stack.namespace(PODS_NS).await?;
+    let caller_token = inputs_and_identities(&cx).await?;
+
+    // The Deployment's container as a kubelet would start it.
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default().to_owned();
+        if let Some(v) = e["value"].as_str() {
+            vars.push((name, v.to_owned()));
+        } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
+            vars.push((name, "127.0.0.1".into()));
+        } else {
+            bail!("the Deployment's env {e} is not handled by this test");
+        }
+    }
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .context("the Deployment's container has no args")?
+        .iter()
+        .map(|a| expand(a.as_str().unwrap_or_default(), &vars))
+        .collect();
+    ensure!(
+        args.windows(2).any(|w| w[0] == "--nodename" && w[1] == CONTROL_NODE),
+        "the Deployment does not name node {CONTROL_NODE}: {args:?}"
+    );
+    ensure!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"] == NAME,
+        "the Deployment's pods do not run as {NAME}"
+    );
+    let mut env = vars.clone();
+    env.extend(secret);
+
+    let permissions = deploy::cluster_role_permissions(&std::fs::read_to_string(
+        deploy::deploy_dir().join("clusterrole.yaml"),
+    )?)?;
+    let mut instances = vec![Instance {
+        node: CONTROL_NODE.into(),
+        pod: "p-control".into(),
+        sa_dir: cx.stack.service_account_dir(DEPLOY_NS, NAME)?,
+        args,
+        env,
+        kubelet_port: free_port()?,
+        metrics_port: free_port()?,
+        without: None,
+    }];
+    let mut objects = Vec::new();
+    for (perm, check) in deploy::ablations() {
+        let name = format!("vk-no-{}", perm.slug());
+        objects.push(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": DEPLOY_NS}}));
+        objects.push(deploy::cluster_role(&name, &permissions, Some(&perm)));
+        objects.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": DEPLOY_NS}],
+        }));
+        instances.push(Instance {
+            node: name.clone(),
+            pod: format!("p-{}", perm.slug()),
+            sa_dir: PathBuf::new(),
+            args: vec!["--nodename".into(), name.clone()],
+            env: Vec::new(),
+            kubelet_port: free_port()?,
+            metrics_port: free_port()?,
+            without: Some((perm, check)),
+        });
+    }
+    let list = cx.stack.dir.join("rbac-ablations.json");
+    std::fs::write(
+        &list,
+        json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string(),
+    )?;
+    cx.stack.kubectl(&["apply", "-f", &list.display().to_string()])?;
+    for i in instances.iter_mut().filter(|i| i.without.is_some()) {
+        i.sa_dir = cx.stack.service_account_dir(DEPLOY_NS, &i.node)?;
+    }
+
+    let t0 = Instant::now();
+    let outcomes =
+        futures::future::join_all(instances.iter().map(|i| scenario(&cx, i, &caller_token))).await;
+    println!("{} virtual kubelets ran their checks in {:?}", instances.len(), t0.elapsed());
+    // Their processes are gone: remove their Nodes (metrics-server and `kubectl top node` in other
+    // tests would otherwise meet 18 unreachable kubelets).
+    let mut delete = vec!["delete", "node", "--ignore-not-found", "--wait=false"];
+    delete.extend(instances.iter().map(|i| i.node.as_str()));
+    cx.stack.kubectl(&delete)?;
+
+    let mut errors = Vec::new();
+    for (i, outcome) in instances.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                errors.push(format!("{}: {e:#}", i.node));
+                continue;
+            }
+        };
+        let passed: Vec<String> = outcome
+            .passed
+            .iter()
+            .map(|(c, d)| format!("{} {:.1}s", c.name(), d.as_secs_f64()))
+            .collect();
+        match (&i.without, &outcome.failed) {
+            (None, None) => {
+                println!("control ({}): {}", i.node, passed.join(", "));
+                let refused = refusals(&i.log(&cx));
+                if !refused.is_empty() {
+                    errors.push(format!("the control was refused {refused:?}"));
+                }
+            }
+            (None, Some((c, e))) => errors.push(format!("control: {} failed: {e}", c.name())),
+            (Some((perm, want)), Some((got, e))) => {
+                let refused = refusals(&i.log(&cx));
+                let own = (perm.verb.clone(), perm.resource.clone());
+                println!(
+                    "without {perm}: `{}` failed ({e}); passed before: {}; refusals logged: {refused:?}",
+                    got.name(),
+                    passed.join(", ")
+                );
+                if got != want {
+                    errors.push(format!(
+                        "without {perm}: `{}` failed first, not `{}` ({e})",
+                        got.name(),
+                        want.name()
+                    ));
+                }
+                // The API server refused that verb on that resource, and nothing else.
+                if refused.iter().collect::<Vec<_>>() != [&own] {
+                    errors.push(format!(
+                        "without {perm}: the refusals in the log of {} are {refused:?}",
+                        i.node
+                    ));
+                }
+            }
+            (Some((perm, want)), None) => errors.push(format!(
+                "without {perm}: every check passed (`{}` should have failed)",
+                want.name()
+            )),
+        }
+    }
+    ensure!(errors.is_empty(), "{}", errors.join("\n"));
+    println!("in all {:?}", started.elapsed());
+    Ok(())
+}
+
+/// The (verb, resource) pairs of the API server's RBAC refusals in a log: its messages read
+/// `... cannot <verb> resource "<resource>" in API group ...` (quotes escaped or not).
+fn refusals(log: &str) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in log.split("cannot ").skip(1) {
+        let mut words = part.splitn(3, ' ');
+        let (Some(verb), Some("resource"), Some(rest)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let rest = rest.trim_start_matches(['\\', '"']);
+        let resource: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '/' || *c == '.')
+            .collect();
+        out.insert((verb.to_owned(), resource));
+    }
+    out
+}
+
+/// `$(VAR)` references in a container argument replaced from `vars`, as the kubelet does.
+fn expand(arg: &str, vars: &[(String, String)]) -> String {
+    vars.iter().fold(arg.to_owned(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+}
+
+/// `kubectl apply -k` of an overlay of `deploy/`; returns the Deployment as the API server
+/// stored it and the Secret's data (decoded) as environment variables.
+async fn apply_deploy(cx: &Ctx<'_>) -> anyhow::Result<(Value, Vec<(String, String)>)> {
+    let overlay = cx.stack.dir.join("deploy-overlay");
+    std::fs::create_dir_all(&overlay)?;
+    // kustomize takes bases by relative path only.
+    let base = relative(&overlay.canonicalize()?, &deploy::deploy_dir().canonicalize()?);
+    let patch = |ops: Value| serde_json::to_string(&ops);
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [base.display().to_string()],
+        "namespace": DEPLOY_NS,
+        "replicas": [{"name": NAME, "count": 0}],
+        "patches": [
+            {"target": {"kind": "Secret", "name": NAME}, "patch": patch(json!([
+                {"op": "replace", "path": "/stringData/NOMAD_ADDR", "value": cx.stack.nomad_addr}
+            ]))?},
+            {"target": {"kind": "Deployment", "name": NAME}, "patch": patch(json!([
+                {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "NODE_NAME"},
+                {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": CONTROL_NODE}
+            ]))?},
+        ],
+    });
+    // JSON is YAML.
+    std::fs::write(overlay.join("kustomization.yaml"), kustomization.to_string())?;
+    let applied = cx.stack.kubectl(&["apply", "-k", &overlay.display().to_string()])?;
+    for kind in [
+        "namespace/e2e-deploy",
+        "serviceaccount/virtual-kubelet-nomad",
+        "clusterrole.rbac.authorization.k8s.io/virtual-kubelet-nomad",
+        "clusterrolebinding.rbac.authorization.k8s.io/virtual-kubelet-nomad",
+        "secret/virtual-kubelet-nomad",
+        "deployment.apps/virtual-kubelet-nomad",
+    ] {
+        ensure!(applied.contains(kind), "{kind} not applied:\n{applied}");
+    }
+    let deployment: Value = serde_json::from_str(&cx.stack.kubectl(&[
+        "get",
+        "deployment",
+        NAME,
+        "-n",
+        DEPLOY_NS,
+        "-o",
+        "json",
+    ])?)?;
+    ensure!(deployment["spec"]["replicas"] == 0, "replicas: {}", deployment["spec"]["replicas"]);
+    let secret: Value = serde_json::from_str(
+        &cx.stack.kubectl(&["get", "secret", NAME, "-n", DEPLOY_NS, "-o", "json"])?,
+    )?;
+    let mut env = Vec::new();
+    for (k, v) in secret["data"].as_object().context("the Secret has no data")? {
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?;
+        env.push((k.clone(), String::from_utf8(bytes)?));
+    }
+    ensure!(
+        env.iter().any(|(k, v)| k == "NOMAD_ADDR" && *v == cx.stack.nomad_addr),
+        "the Secret does not give NOMAD_ADDR: {env:?}"
+    );
+    Ok((deployment, env))
+}
+
+/// `to` relative to directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let f: Vec<Component> = from.components().collect();
+    let t: Vec<Component> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// What the pods read (a ConfigMap, a Secret, a Service for service links), and a ServiceAccount
+/// allowed to call kubelet APIs (`system:kubelet-api-admin`) for the TokenReview check; returns
+/// its token.
+async fn inputs_and_identities(cx: &Ctx<'_>) -> anyhow::Result<String> {
+    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config", "namespace": PODS_NS},
+         "data": {"mode": "fast"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret", "namespace": PODS_NS},
+         "stringData": {"password": "s3cr3t"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": PODS_NS},
+         "spec": {"ports": [{"port": 80}]}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "kubelet-caller", "namespace": DEPLOY_NS}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "e2e-deploy-kubelet-caller"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin"},
+         "subjects": [{"kind": "ServiceAccount", "name": "kubelet-caller", "namespace": DEPLOY_NS}]},
+    ]});
+    let path = cx.stack.dir.join("rbac-inputs.json");
+    std::fs::write(&path, objects.to_string())?;
+    cx.stack.kubectl(&["apply", "-f", &path.display().to_string()])?;
+    let token = cx.stack.kubectl(&["create", "token", "kubelet-caller", "-n", DEPLOY_NS])?;
+    Ok(token.trim().to_owned())
+}
+
+/// The pod each node runs: env from the ConfigMap and the Secret, two optional ConfigMaps that do
+/// not exist (the same Event reason twice), service links (on by default), and the projected
+/// service-account token volume the API server adds.
+fn test_pod(name: &str, node: &str) -> anyhow::Result<Pod> {
+    let script = "echo \"MODE=$MODE\"; echo \"PASS=$PASS\"; \
+        echo \"KUBERNETES_SERVICE_HOST=$KUBERNETES_SERVICE_HOST\"; \
+        echo \"WEB_SERVICE_PORT=$WEB_SERVICE_PORT\"; echo started; sleep 3600";
+    let optional = |n: &str| {
+        json!({"name": format!("OPT_{n}"), "valueFrom": {"configMapKeyRef":
+            {"name": format!("absent-{n}"), "key": "k", "optional": true}}})
+    };
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": PODS_NS},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                "env": [
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "mode"}}},
+                    {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}},
+                    optional("1"), optional("2"),
+                ],
+            }],
+        },
+    }))?)
+}
+
+/// Runs the checks in order on one instance; stops at the first that fails (an ablated instance
+/// then stops). Errors are for what is not a check (kubectl refusing to create the pod, the
+/// control's extra assertions).
+async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let start = Instant::now();
+    let mut vk = i.start(cx)?;
+    let leases: Api<Lease> = Api::namespaced(cx.client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(cx.client.clone());
+    let pods = cx.pods(PODS_NS);
+    let every = Duration::from_millis(300);
+    macro_rules! check {
+        ($check:expr, $timeout:expr, $probe:expr) => {{
+            let what = format!("{} `{}`", i.node, $check.name());
+            match wait_for(&what, Duration::from_secs($timeout), every, $probe).await {
+                Ok(v) => {
+                    out.passed.push(($check, start.elapsed()));
+                    v
+                }
+                Err(e) => {
+                    out.failed = Some(($check, format!("{e:#}")));
+                    return Ok(out);
+                }
+            }
+        }};
+    }
+
+    check!(Check::NodeRegistered, 20, || async { Ok(nodes.get_opt(&i.node).await?.map(|_| ())) });
+    let first_renewal = check!(Check::Lease, 20, || async {
+        Ok(leases.get_opt(&i.node).await?.map(|l| l.spec.and_then(|s| s.renew_time)))
+    });
+    check!(Check::NodeStatus, 20, || async {
+        let Some(n) = nodes.get_opt(&i.node).await? else { return Ok(None) };
+        let created = n.metadata.creation_timestamp.clone().map(|t| t.0);
+        let ready = n.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| {
+            c.type_ == "Ready"
+                && c.status == "True"
+                && c.last_heartbeat_time.as_ref().map(|t| t.0) > created
+        });
+        Ok(ready.map(|_| ()))
+    });
+    let readyz = format!("http://127.0.0.1:{}/readyz", i.metrics_port);
+    check!(Check::PodsListed, 20, || async {
+        Ok(cx.http.get(&readyz).send().await?.status().is_success().then_some(()))
+    });
+
+    pods.create(&PostParams::default(), &test_pod(&i.pod, &i.node)?).await?;
+    let running = check!(Check::PodRunning, 60, || async {
+        let p = pods.get(&i.pod).await?;
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        Ok((phase == "Running").then_some(p))
+    });
+
+    let events: Api<K8sEvent> = Api::namespaced(cx.client.clone(), PODS_NS);
+    let event = || async {
+        let list = events.list(&ListParams::default()).await?;
+        anyhow::Ok(list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(i.pod.as_str())
+                && e.reason.as_deref() == Some("OptionalConfigMapNotFound")
+        }))
+    };
+    check!(Check::Event, 20, || async { Ok(event().await?.map(|_| ())) });
+    check!(Check::EventSeries, 15, || async {
+        let count = event().await?.and_then(|e| e.series).map(|s| s.count);
+        Ok((count >= Some(2)).then_some(()))
+    });
+
+    let logs = check!(Check::Logs, 20, || async {
+        let out = cx.stack.kubectl(&["logs", "-n", PODS_NS, &i.pod])?;
+        Ok(out.contains("started").then_some(out))
+    });
+    if i.without.is_none() {
+        control_extras(cx, i, &running, &logs).await?;
+        // The Lease is renewed (every 10 s), not only created.
+        wait_for("the Lease renewed", Duration::from_secs(20), every, || async {
+            let now = leases.get(&i.node).await?.spec.and_then(|s| s.renew_time);
+            Ok((now.as_ref().map(|t| t.0) > first_renewal.as_ref().map(|t| t.0)).then_some(()))
+        })
+        .await?;
+    }
+
+    let kubelet = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+    let url = format!("https://127.0.0.1:{}/pods", i.kubelet_port);
+    check!(Check::TokenReview, 15, || async {
+        let r = kubelet.get(&url).bearer_auth(caller_token).send().await?;
+        let status = r.status();
+        ensure!(status.is_success(), "GET /pods with a bearer token: {status}");
+        Ok(Some(()))
+    });
+
+    cx.stack.kubectl(&["delete", "pod", "-n", PODS_NS, &i.pod, "--wait=false"])?;
+    check!(Check::PodDeleted, 30, || async {
+        Ok(pods.get_opt(&i.pod).await?.is_none().then_some(()))
+    });
+
+    // A restart finds its Node registered: it must read it back (its UID owns the Lease).
+    vk.kill();
+    cx.stack.kubectl(&["delete", "lease", "-n", "kube-node-lease", &i.node])?;
+    let restarted = Instant::now();
+    let _vk = i.start(cx)?;
+    check!(Check::LeaseAfterRestart, 25, || async {
+        Ok(leases.get_opt(&i.node).await?.map(|_| ()))
+    });
+    if i.without.is_none() {
+        println!("control: the Lease was back {:?} after the restart", restarted.elapsed());
+    }
+    Ok(out)
+}
+
+/// What only the control checks: the pod's environment, its projected token authenticating as
+/// the pod's ServiceAccount, and `kubectl exec` through the API server. (The caller then waits
+/// for the Lease to be renewed.)
+async fn control_extras(
+    cx: &Ctx<'_>,
+    i: &Instance,
+    running: &Pod,
+    logs: &str,
+) -> anyhow::Result<()> {
+    let svc: Value = serde_json::from_str(
+        &cx.stack.kubectl(&["get", "service", "web", "-n", PODS_NS, "-o", "json"])?,
+    )?;
+    ensure!(svc["spec"]["clusterIP"].is_string(), "service web has no clusterIP");
+    for want in
+        ["MODE=fast", "PASS=s3cr3t", "KUBERNETES_SERVICE_HOST=10.96.0.1", "WEB_SERVICE_PORT=80"]
+    {
+        ensure!(logs.lines().any(|l| l == want), "{want} not in the pod's output:\n{logs}");
+    }
+    let volume = p_sa_volume(running).context("no kube-api-access volume")?;
+    let alloc = current_alloc(cx, &format!("k8s-{PODS_NS}_{}", i.pod)).await?;
+    let token = alloc_file(cx, &alloc, &format!("alloc/volumes/{volume}/token"))
+        .await?
+        .context("no token file")?;
+    let who = cx.stack.whoami(&token).await?;
+    ensure!(who == format!("system:serviceaccount:{PODS_NS}:default"), "the pod's token is {who}");
+    let exec = cx.stack.kubectl(&[
+        "exec",
+        "-n",
+        PODS_NS,
+        &i.pod,
+        "-c",
+        "main",
+        "--",
+        "sh",
+        "-c",
+        "echo exec-$((6*7))",
+    ])?;
+    ensure!(exec.trim() == "exec-42", "kubectl exec: {exec:?}");
+    Ok(())
+}
