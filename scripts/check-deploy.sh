@@ -23,13 +23,29 @@ trap 'rm -rf "$tmp"' EXIT
 
 # A project name, so nothing depends on the checkout's directory name; no daemon is asked.
 compose() { "$bin/docker-compose" --project-name vk-nomad -f docker-compose.yml "$@"; }
-echo "check-deploy: $("$bin/docker-compose" version)"
+"$bin/docker-compose" version
 compose config --quiet
 compose config --format json >"$tmp/model.json"
 # The address variables reach both the network and the flag.
 VK_SUBNET=10.99.0.0/24 VK_IP=10.99.0.7 compose config --format json >"$tmp/model-env.json"
 "$vk" --help >"$tmp/help.txt"
 "$bin/dockerfilecheck" Dockerfile >"$tmp/image.json"
+
+# The checkers bite: a lint finding, a parse error and a Compose schema error each fail.
+must_fail() {
+  if "$@" >"$tmp/out" 2>&1; then
+    echo "check-deploy: accepted, should not have: $*" >&2
+    exit 1
+  fi
+  echo "check-deploy: rejected as it should: $(tail -n 1 "$tmp/out")"
+}
+printf 'FROM busybox:1.36 as build\n' >"$tmp/Dockerfile.casing"
+must_fail "$bin/dockerfilecheck" "$tmp/Dockerfile.casing"
+printf 'FROM busybox:1.36\nFROBNICATE x\n' >"$tmp/Dockerfile.parse"
+must_fail "$bin/dockerfilecheck" "$tmp/Dockerfile.parse"
+printf 'services:\n  a:\n    image: busybox\n    restart: sometimes\n    networks: {default: {ipv4_addr: x}}\n' \
+  >"$tmp/compose.bad.yml"
+must_fail "$bin/docker-compose" --project-name bad -f "$tmp/compose.bad.yml" config --quiet
 
 python3 - "$tmp" "$PWD" <<'EOF'
 import ipaddress, json, re, sys

@@ -1,7 +1,8 @@
 // Wrapper module that pins the Compose implementation (docker/compose v2, the `docker-compose`
-// binary) used by scripts/check-deploy.sh to validate docker-compose.yml (built by scripts/peers.sh).
-// Compose's own go.mod has exclude directives, so `go install github.com/docker/compose/v2/cmd@v`
-// cannot work: they are repeated here.
+// binary) used by scripts/check-deploy.sh to validate docker-compose.yml, and holds
+// `dockerfilecheck`, which lints the Dockerfile with the BuildKit frontend compose pins (both built
+// by scripts/peers.sh). Compose's own go.mod has exclude directives, so
+// `go install github.com/docker/compose/v2/cmd@v` cannot work: they are repeated here.
 module local/composepeer
 
 go 1.24.9

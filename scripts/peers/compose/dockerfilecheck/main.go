@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/client/llb/sourceresolver"
 	"github.com/moby/buildkit/frontend/dockerfile/dockerfile2llb"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -51,11 +52,20 @@ func run() error {
 		return err
 	}
 	ctx := context.Background()
+	// Where lint findings point: the Dockerfile as a local source, as `docker build` names it.
+	src := llb.Local("dockerfile")
+	srcDef, err := src.Marshal(ctx)
+	if err != nil {
+		return err
+	}
+	sourceMap := llb.NewSourceMap(&src, path, "Dockerfile", dt)
+	sourceMap.Definition = srcDef
 	platform := ocispecs.Platform{OS: "linux", Architecture: "amd64"}
 	opt := func() dockerfile2llb.ConvertOpt {
 		return dockerfile2llb.ConvertOpt{
 			Config:         dockerui.Config{},
 			MetaResolver:   offline{},
+			SourceMap:      sourceMap,
 			TargetPlatform: &platform,
 		}
 	}
