@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds the real test peers (etcd, the Kubernetes control plane and kubectl, the Nomad agent,
-# metrics-server, and the small `statscheck` helper that strictly decodes a kubelet /stats/summary
-# document with the upstream Go types) from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod.
+# metrics-server, the small `statscheck` helper that strictly decodes a kubelet /stats/summary
+# document with the upstream Go types, and, for scripts/check-deploy.sh, the `docker-compose`
+# binary and the small `dockerfilecheck` helper that lints the Dockerfile with BuildKit's frontend)
+# from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod.
 #
 # Binaries go to a cache outside the checkout:
 #   ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/<peer>-<version>/
 # A peer whose binaries are all there is not built again. Go's module and build caches stay in their
 # usual places ($GOMODCACHE, $GOCACHE), also outside the checkout.
 #
-# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server]...   (no argument: all of them)
-#        scripts/peers.sh --dir                                         (print the cache root and exit)
+# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose]...   (no argument: all)
+#        scripts/peers.sh --dir                                                 (print the cache root)
 set -euo pipefail
 
 ETCD_VERSION=v3.6.14
@@ -17,6 +19,7 @@ K8S_VERSION=v1.36.3
 NOMAD_VERSION=v1.11.3
 # v0.8.1 is not served by the module proxy reachable here; v0.9.0 is built against k8s.io/* v0.36.
 METRICS_SERVER_VERSION=v0.9.0
+COMPOSE_VERSION=v2.40.3
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
@@ -71,7 +74,7 @@ k8s_ldflags() {
 }
 
 peers=("$@")
-((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server)
+((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose)
 for p in "${peers[@]}"; do
   case $p in
     etcd) build etcd "$ETCD_VERSION" etcd 0 "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
@@ -89,6 +92,18 @@ for p in "${peers[@]}"; do
         "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
         metrics-server=sigs.k8s.io/metrics-server/cmd/metrics-server
       ;;
-    *) echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server)" >&2; exit 2 ;;
+    compose)
+      # docker-compose with the version flag of compose's Makefile (`make binary`), without its
+      # `e2e` build tag (test hooks only); dockerfilecheck parses and lints the Dockerfile with the
+      # BuildKit frontend that compose pins.
+      build compose "$COMPOSE_VERSION" compose 0 \
+        "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
+        docker-compose=github.com/docker/compose/v2/cmd \
+        dockerfilecheck=./dockerfilecheck
+      ;;
+    *)
+      echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server, compose)" >&2
+      exit 2
+      ;;
   esac
 done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's test command, and what CI runs (.ci/run): formatting, lints, unit tests and the
-# end-to-end tests on the real peers (built first if missing). Build output stays outside the
-# checkout: $CARGO_TARGET_DIR (default ~/.cache/vk-nomad/target), the Go caches, and the peers in
-# ~/.cache/vk-nomad/peers.
+# The README's test command, and what CI runs (.ci/run): formatting, lints, unit tests, the
+# Dockerfile and docker-compose.yml checks, and the end-to-end tests on the real peers (built first
+# if missing). Build output stays outside the checkout: $CARGO_TARGET_DIR (default
+# ~/.cache/vk-nomad/target), the Go caches, and the peers in ~/.cache/vk-nomad/peers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/target}
@@ -17,4 +17,6 @@ cargo test --workspace --locked --exclude vk-tests
 # bounded time: a crash fails the run.
 scripts/fuzz.sh 30
 cargo build --locked -p vk-app --bin virtual-kubelet
+# The Dockerfile and docker-compose.yml, checked without a Docker engine (see the script).
+scripts/check-deploy.sh "$CARGO_TARGET_DIR/debug/virtual-kubelet"
 cargo test --locked -p vk-tests --test e2e
