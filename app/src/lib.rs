@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use vk_adapters::kube::review::KubeAccessReview;
 use vk_adapters::kube::{KubeNodeApi, KubePodApi};
 use vk_adapters::kubelet::server as kubelet;
+use vk_adapters::memory::{MemoryConfig, MemoryProvider};
 use vk_adapters::nomad::NomadProvider;
 use vk_ports::NodeProvider;
 
@@ -140,6 +141,10 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         Provider::Nomad => {
             let provider = Arc::new(NomadProvider::new(cli.nomad()).context("Nomad settings")?);
             run_with_provider(cli, provider, cancel).await
+        }
+        Provider::Memory => {
+            let config = MemoryConfig::new(&cli.nodename, &cli.internal_ip);
+            run_with_provider(cli, Arc::new(MemoryProvider::new(config)), cancel).await
         }
     }
 }
