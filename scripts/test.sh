@@ -17,4 +17,6 @@ cargo test --workspace --locked --exclude vk-tests
 # bounded time: a crash fails the run.
 scripts/fuzz.sh 30
 cargo build --locked -p vk-app --bin virtual-kubelet
+# The example provider (examples/timer-provider) runs in the end-to-end tests too.
+cargo build --locked -p vk-example-provider
 cargo test --locked -p vk-tests --test e2e

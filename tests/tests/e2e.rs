@@ -20,10 +20,13 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
+#[path = "e2e/providers.rs"]
+mod providers;
 use kubelet::{
     kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security, kubelet_top_and_hpa,
     kubelet_websocket_exec,
 };
+use providers::{example_provider, memory_provider};
 
 type Shared = Arc<OnceCell<Result<Stack, String>>>;
 
@@ -1732,7 +1735,9 @@ fn main() {
         kubelet_security,
         kubelet_top_and_hpa,
         kubelet_websocket_exec,
-        metrics_server_serves
+        metrics_server_serves,
+        memory_provider,
+        example_provider
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
