@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
+use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{WatchEvent, WatchParams};
 use serde_json::json;
 use vk_tests::fixtures::pod;
 use vk_tests::{Process, free_port, virtual_kubelet_bin, wait_for};
@@ -45,26 +47,44 @@ async fn check_node(
     Ok(n)
 }
 
-/// Deletes pod `ns/name` (default grace) and waits until the object is gone; returns how long.
-async fn delete_and_wait(
+/// Deletes pod `ns/name` (default grace), watching it until the object is gone (within
+/// `within`); returns how long that took and the exit code container `main` last showed.
+async fn delete_and_watch(
     cx: &Ctx<'_>,
     ns: &str,
     name: &str,
     within: Duration,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Option<i32>)> {
+    let pods = cx.pods(ns);
+    let rv = pods.get(name).await?.metadata.resource_version.unwrap_or_default();
+    let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(30);
+    let mut events = pods.watch(&params, &rv).await?.boxed();
     let started = Instant::now();
     cx.stack.kubectl(&["delete", "pod", "-n", ns, name, "--wait=false"])?;
-    wait_for(&format!("pod {ns}/{name} gone"), within, Duration::from_millis(100), || async {
-        Ok(cx.pods(ns).get_opt(name).await?.is_none().then_some(()))
-    })
-    .await?;
-    Ok(started.elapsed())
+    let mut exit_code = None;
+    let watch = async {
+        while let Some(ev) = events.try_next().await? {
+            match ev {
+                WatchEvent::Modified(p) => {
+                    let ended = container_state(&p, "main").and_then(|c| c.state?.terminated);
+                    exit_code = ended.map(|t| t.exit_code).or(exit_code);
+                }
+                WatchEvent::Deleted(_) => return anyhow::Ok(()),
+                _ => {}
+            }
+        }
+        anyhow::bail!("the watch ended before {ns}/{name} was deleted")
+    };
+    tokio::time::timeout(within, watch)
+        .await
+        .with_context(|| format!("{ns}/{name} not gone within {within:?}"))??;
+    Ok((started.elapsed(), exit_code))
 }
 
 /// `--provider memory`: the node registers with upstream mock's capacity, a pod is Running at once
 /// with every container running and ready, `/stats/summary` passes statscheck and
 /// `/metrics/resource` has the pod's containers, `kubectl logs` shows the canned line, and a
-/// deletion removes the pod at once.
+/// deletion ends the containers with exit code 0 and removes the pod at once.
 pub(crate) async fn memory_provider(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-memory", "e2e-memory");
     let port = free_port()?;
@@ -158,9 +178,10 @@ pub(crate) async fn memory_provider(cx: Ctx<'_>) -> anyhow::Result<()> {
     );
     ensure!(metrics.contains(&memory), "no 64Mi working set for main:\n{metrics}");
 
-    let took = delete_and_wait(&cx, ns, "busy", Duration::from_secs(10)).await?;
+    let (took, exit_code) = delete_and_watch(&cx, ns, "busy", Duration::from_secs(10)).await?;
     println!("memory pod gone {took:?} after the delete");
     ensure!(took < Duration::from_secs(5), "deletion took {took:?}");
+    ensure!(exit_code == Some(0), "main ended with {exit_code:?}");
     Ok(())
 }
 
@@ -183,8 +204,9 @@ fn example_provider_process(cx: &Ctx<'_>, node: &str) -> anyhow::Result<Process>
 }
 
 /// The example provider: its node registers and is Ready; a pod whose container "runs" 3 s is
-/// Running, then Succeeded with exit code 0 after 3 s; a long one is Running and a deletion
-/// removes it; a `restartPolicy: Always` pod is refused with `ProviderFailed`.
+/// Running, then Succeeded with exit code 0 after 3 s; a long one is Running and a deletion ends
+/// it with exit code 143 and removes it; a `restartPolicy: Always` pod is refused with
+/// `ProviderFailed`.
 pub(crate) async fn example_provider(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-example", "e2e-example");
     let _vk = example_provider_process(&cx, node)?;
@@ -216,8 +238,9 @@ pub(crate) async fn example_provider(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(ran == 3, "short ran {ran} s");
 
     cx.wait_phase(ns, "long", "Running", Duration::from_secs(20)).await?;
-    let took = delete_and_wait(&cx, ns, "long", Duration::from_secs(20)).await?;
+    let (took, exit_code) = delete_and_watch(&cx, ns, "long", Duration::from_secs(20)).await?;
     println!("example pod gone {took:?} after the delete");
+    ensure!(exit_code == Some(143), "long ended with {exit_code:?}");
 
     let always: Pod = pod("forever")
         .namespace(ns)
