@@ -14,6 +14,9 @@
 //! cumulative CPU counter grows at that rate from its start. Logs are one canned line per
 //! container. Pod IPs come from 198.18.0.0/15 (RFC 2544's benchmarking range) and reach nothing;
 //! exec, attach and port-forward are refused as `Unsupported`, so exec and HTTP probes fail.
+//!
+//! The node's capacity is [`MemoryConfig::capacity`]; [`parse_upstream_mock_config`] reads it (and
+//! `pods`) from upstream mock's `--provider-config` JSON, for a caller that offers that flag.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,6 +29,7 @@ use vk_domain::jiff::Timestamp;
 use vk_domain::logs::{LogOptions, LogStream};
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
+use vk_domain::quantity;
 use vk_domain::runtime::{
     ContainerRuntimeStatus, ContainerState, PodOwner, RuntimePod, Sandbox, SandboxState,
     Termination,
@@ -69,6 +73,60 @@ impl MemoryConfig {
             capacity: Self::DEFAULT_CAPACITY,
         }
     }
+}
+
+/// What upstream mock's `--provider-config` file gives a node (`provider/mock/mock.go`,
+/// `MockConfig`): its capacity and its `pods`, which the caller applies as the node's `--max-pods`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamMockConfig {
+    /// CPU, memory and ephemeral storage; values the file leaves out keep the defaults.
+    pub capacity: NodeCapacity,
+    /// `pods`, when the file gives it.
+    pub pods: Option<u32>,
+}
+
+/// Reads upstream mock's provider configuration: a JSON object keyed by node name, each entry with
+/// optional quantity strings `cpu`, `memory`, `ephemeral-storage` (upstream has no such key; kept
+/// for symmetry with the node's resources) and `pods`, as
+/// `{"vk": {"cpu": "20", "memory": "100Gi", "pods": "20"}}`. A node absent from the file gets
+/// [`MemoryConfig::DEFAULT_CAPACITY`], as upstream; other keys (upstream's `nvidia.com/gpu`, ...)
+/// are ignored.
+///
+/// # Errors
+/// The text not being such a JSON object, or a value that is not a valid quantity (the message
+/// names the node and key).
+pub fn parse_upstream_mock_config(
+    node_name: &str,
+    json: &str,
+) -> Result<UpstreamMockConfig, String> {
+    let all: HashMap<String, HashMap<String, serde_json::Value>> =
+        serde_json::from_str(json).map_err(|e| format!("provider config: {e}"))?;
+    let mut out = UpstreamMockConfig { capacity: MemoryConfig::DEFAULT_CAPACITY, pods: None };
+    let Some(entry) = all.get(node_name) else { return Ok(out) };
+    for (key, value) in entry {
+        let field = format!("provider config {node_name:?}.{key}");
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            other => return Err(format!("{field}: {other} is not a quantity")),
+        };
+        let err = |e: vk_domain::error::Unsupported| e.to_string();
+        match key.as_str() {
+            "cpu" => out.capacity.cpu_millis = quantity::cpu_millis(&field, &text).map_err(err)?,
+            "memory" => out.capacity.memory_bytes = quantity::bytes(&field, &text).map_err(err)?,
+            "ephemeral-storage" => {
+                out.capacity.ephemeral_storage_bytes =
+                    quantity::bytes(&field, &text).map_err(err)?;
+            }
+            "pods" => {
+                let n = quantity::bytes(&field, &text).map_err(err)?;
+                out.pods =
+                    Some(u32::try_from(n).map_err(|_| format!("{field}: {text} is too many"))?);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// One pod as the provider keeps it: its runtime view and what its usage is made of.
@@ -727,6 +785,35 @@ mod tests {
         }
         assert_eq!(changes.next().await, Some(Change::Resync));
         assert!(matches!(changes.next().await, Some(Change::Pod { .. })));
+    }
+
+    #[test]
+    fn upstream_mock_config_is_read() {
+        let json = r#"{"vk": {"cpu": "4", "memory": "8Gi", "pods": "30", "nvidia.com/gpu": "1"},
+                       "other": {"cpu": "1"}}"#;
+        let c = parse_upstream_mock_config("vk", json).unwrap();
+        assert_eq!(
+            c,
+            UpstreamMockConfig {
+                capacity: NodeCapacity {
+                    cpu_millis: 4000,
+                    memory_bytes: 8 << 30,
+                    ephemeral_storage_bytes: 100 << 30,
+                },
+                pods: Some(30),
+            }
+        );
+        let partial = parse_upstream_mock_config("vk", r#"{"vk": {"cpu": 2}}"#).unwrap();
+        assert_eq!((partial.capacity.cpu_millis, partial.capacity.memory_bytes), (2000, 100 << 30));
+        let absent = parse_upstream_mock_config("elsewhere", json).unwrap();
+        assert_eq!(
+            absent,
+            UpstreamMockConfig { capacity: MemoryConfig::DEFAULT_CAPACITY, pods: None }
+        );
+        let bad = parse_upstream_mock_config("vk", r#"{"vk": {"memory": "lots"}}"#).unwrap_err();
+        assert!(bad.contains(r#""vk".memory"#), "{bad}");
+        assert!(parse_upstream_mock_config("vk", "[]").is_err());
+        assert!(parse_upstream_mock_config("vk", r#"{"vk": {"pods": "1e12"}}"#).is_err());
     }
 
     #[tokio::test]
