@@ -19,4 +19,6 @@ scripts/fuzz.sh 30
 cargo build --locked -p vk-app --bin virtual-kubelet
 # The Dockerfile and docker-compose.yml, checked without a Docker engine (see the script).
 scripts/check-deploy.sh "$CARGO_TARGET_DIR/debug/virtual-kubelet"
+# The example provider (examples/timer-provider) runs in the end-to-end tests too.
+cargo build --locked -p vk-example-provider
 cargo test --locked -p vk-tests --test e2e

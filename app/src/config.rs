@@ -20,6 +20,9 @@ pub const KUBERNETES_VERSION: &str = "v1.36.3";
 pub enum Provider {
     /// HashiCorp Nomad.
     Nomad,
+    /// Pods kept in this process's memory, Running at once (upstream's `mock`; for benchmarks and
+    /// trials, see `vk_adapters::memory`).
+    Memory,
 }
 
 /// Log line format.
@@ -728,6 +731,7 @@ impl Cli {
     pub fn node_config(&self, runtime_version: String) -> NodeConfig {
         let provider = match self.provider {
             Provider::Nomad => "nomad",
+            Provider::Memory => "memory",
         };
         NodeConfig {
             name: self.nodename.clone(),

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use vk_adapters::kube::review::KubeAccessReview;
 use vk_adapters::kube::{KubeNodeApi, KubePodApi};
 use vk_adapters::kubelet::server as kubelet;
+use vk_adapters::memory::{MemoryConfig, MemoryProvider};
 use vk_adapters::nomad::NomadProvider;
 use vk_ports::NodeProvider;
 
@@ -156,6 +157,10 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<(), RunError> {
                 .context("Nomad settings")
                 .map_err(RunError::Config)?;
             run_with_provider(cli, Arc::new(provider), cancel).await
+        }
+        Provider::Memory => {
+            let config = MemoryConfig::new(&cli.nodename, &cli.internal_ip);
+            run_with_provider(cli, Arc::new(MemoryProvider::new(config)), cancel).await
         }
     }
 }

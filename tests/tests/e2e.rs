@@ -23,10 +23,13 @@ mod deploy;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
 use deploy::in_cluster_rbac;
+#[path = "e2e/providers.rs"]
+mod providers;
 use kubelet::{
     kubelet_exec, kubelet_logs, kubelet_port_forward, kubelet_security, kubelet_top_and_hpa,
     kubelet_websocket_exec,
 };
+use providers::{example_provider, memory_provider};
 
 type Shared = Arc<OnceCell<Result<Stack, String>>>;
 
@@ -1736,7 +1739,9 @@ fn main() {
         kubelet_top_and_hpa,
         kubelet_websocket_exec,
         metrics_server_serves,
-        in_cluster_rbac
+        in_cluster_rbac,
+        memory_provider,
+        example_provider
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
