@@ -552,6 +552,12 @@ where
     Ok(cli)
 }
 
+/// [`load`] from the process's arguments and environment; on an error prints it and exits (0 for
+/// `--help` and `--version`, 78 otherwise; see [`LoadError::exit`]). For `main` functions.
+pub fn load_from_process() -> Cli {
+    load(std::env::args_os(), &Env::from_process()).unwrap_or_else(|e| e.exit())
+}
+
 /// Checks across settings, and that files named by settings exist.
 fn check(cli: &Cli, values: &BTreeMap<String, (Vec<String>, Origin)>) -> Result<(), Invalid> {
     let origin = |id: &str| values.get(id).map_or(Origin::Flag, |(_, o)| o.clone());

@@ -119,11 +119,22 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Token {
     value: String,
     issued: Timestamp,
     expires: Timestamp,
+}
+
+/// Never shows the token itself.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("issued", &self.issued)
+            .field("expires", &self.expires)
+            .finish()
+    }
 }
 
 /// Service-account tokens by pod UID and token spec.
@@ -197,5 +208,16 @@ mod tests {
         let long = Token { value: "x".into(), issued: t0, expires: at(7 * 24 * 3600) };
         assert!(!needs_renewal(&long, at(23 * 3600)));
         assert!(needs_renewal(&long, at(24 * 3600)), "never older than a day");
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let tokens = Tokens::default();
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let spec = TokenSpec { audience: String::new(), expiration_seconds: 3600 };
+        let token = Token { value: "eyJ-bound-token".into(), issued: t0, expires: t0 };
+        tokens.lock().insert(("uid".into(), spec), token);
+        let shown = format!("{tokens:?}");
+        assert!(shown.contains("<redacted>") && !shown.contains("eyJ-bound-token"), "{shown}");
     }
 }

@@ -23,11 +23,16 @@ use vk_ports::NodeProvider;
 
 use crate::config::{Cli, LogFormat, Provider};
 
-/// Sets up `tracing` once: level from `RUST_LOG` or `--log-level`, text or JSON lines on stderr.
+/// Sets up `tracing` once: level from `RUST_LOG` or `--log-level`, text or JSON lines on stderr
+/// (text coloured only when stderr is a terminal, so that log files hold plain text).
 pub fn init_tracing(cli: &Cli) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -159,7 +164,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<(), RunError> {
             run_with_provider(cli, Arc::new(provider), cancel).await
         }
         Provider::Memory => {
-            let config = MemoryConfig::new(&cli.nodename, &cli.internal_ip);
+            let config = MemoryConfig::new(&cli.nodename, cli.internal_ip.to_string());
             run_with_provider(cli, Arc::new(MemoryProvider::new(config)), cancel).await
         }
     }

@@ -4,14 +4,11 @@
 //! flags, environment or files, reported before any port is bound), 1 when running failed.
 
 use vk_app::RunError;
-use vk_app::config::{Env, LoadError};
+use vk_app::config::LoadError;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = match vk_app::config::load(std::env::args_os(), &Env::from_process()) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
+    let cli = vk_app::config::load_from_process();
     vk_app::init_tracing(&cli);
     let cancel = vk_app::shutdown_on_signals();
     match vk_app::run(cli, cancel).await {

@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, warn};
 use vk_domain::jiff::Timestamp;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::{self, PodKey};
@@ -38,6 +38,37 @@ pub const POD_OPERATIONS: &str = "vk_pod_operations_total";
 pub const RECONCILE_DURATION: &str = "vk_reconcile_duration_seconds";
 /// Gauge: pods bound to the node, labelled `phase`.
 pub const PODS: &str = "vk_pods";
+
+/// The span of one operation on one pod, named `$name`, with the fields every pod operation
+/// carries, in text and JSON logs alike: `namespace` and `pod` (the pod's), and `job`, the
+/// workload ID the [`PodProvider`] calls take (for Nomad the job ID, with `@<namespace>[@<region>]`
+/// when the pod's annotations place it elsewhere). `job = <id>` gives it when known; otherwise it
+/// is empty until [`record_job`] fills it in (once the backend was read, or after a create).
+/// Further fields follow. The span is a root: a probe worker started during a sync outlives it.
+macro_rules! pod_span {
+    (@span $name:literal, $key:expr, $job:expr $(, $($field:tt)*)?) => {{
+        let key: &::vk_domain::pod::PodKey = $key;
+        ::tracing::info_span!(
+            parent: None,
+            $name,
+            namespace = %key.namespace(),
+            pod = %key.name(),
+            job = $job
+            $(, $($field)*)?
+        )
+    }};
+    ($name:literal, $key:expr, job = $job:expr $(, $($field:tt)*)?) => {
+        $crate::pod_controller::pod_span!(
+            @span $name, $key, ::tracing::field::display($job) $(, $($field)*)?
+        )
+    };
+    ($name:literal, $key:expr $(, $($field:tt)*)?) => {
+        $crate::pod_controller::pod_span!(
+            @span $name, $key, ::tracing::field::Empty $(, $($field)*)?
+        )
+    };
+}
+pub(crate) use pod_span;
 
 /// The phases `vk_pods` always reports (0 when no pod is in them).
 const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
@@ -73,6 +104,8 @@ struct State {
     changed_at: HashMap<PodKey, Timestamp>,
     /// Pods whose workload the backend says changed since it was last read.
     dirty: HashSet<PodKey>,
+    /// The workload ID recorded into the `job` field of each pod's running `sync_pod` span.
+    span_job: HashMap<PodKey, String>,
 }
 
 /// The controller; [`PodController::run`] drives it.
@@ -255,8 +288,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 _ = cancel.cancelled() => return,
                 k = self.queue.next() => match k { Some(k) => k, None => return },
             };
-            let span = info_span!("sync_pod", pod = %key);
-            let outcome = self.sync(&key).instrument(span).await;
+            let span = pod_span!("sync_pod", &key);
+            let outcome = self.sync(&key).instrument(span.clone()).await;
+            self.state().span_job.remove(&key);
             match outcome {
                 Outcome::Done => {
                     self.state().backoff.remove(&key);
@@ -273,7 +307,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                         });
                         b.next().unwrap_or(Duration::from_secs(60))
                     };
-                    debug!(pod = %key, retry_in = ?delay, %why, "sync failed; retrying");
+                    span.in_scope(|| debug!(retry_in = ?delay, %why, "sync failed; retrying"));
                     self.queue.add_after(key.clone(), delay);
                 }
             }
@@ -359,6 +393,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             }
             (_, r) => r,
         };
+        self.record_job(key, runtime.as_ref());
         let steps = plan(pod.as_ref(), runtime.as_ref(), ctx);
         let mut runtime = runtime;
         for step in steps {
@@ -370,10 +405,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 Step::Kill => self.on_workload(key, &mut runtime, Op::Kill).await,
                 Step::Purge { stale } => {
                     if stale {
-                        info!(
-                            job = runtime.as_ref().map(|r| r.id.as_str()),
-                            "purging a workload whose pod is gone"
-                        );
+                        info!("purging a workload whose pod is gone");
                     }
                     self.on_workload(key, &mut runtime, Op::Purge).await
                 }
@@ -443,7 +475,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             }
         };
         match self.provider.create_pod(&spec).await {
-            Ok(()) => info!("workload created"),
+            Ok(()) => {}
             Err(
                 e @ (ProviderError::InvalidInput(_)
                 | ProviderError::Unsupported(_)
@@ -455,9 +487,33 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         }
         // Read it back at once so the status says what was placed.
         let fresh = self.provider.get_pod(key).await.map_err(|e| e.to_string())?;
+        self.replace_runtime(key, runtime, fresh);
+        info!("workload created");
+        self.sync_status(key, Some(pod), runtime.as_ref()).await
+    }
+
+    /// Records the workload ID into the `job` field of the current `sync_pod` span of `key` (see
+    /// [`pod_span!`]), unless that ID is already there: text logs append a recorded field, so
+    /// each ID is recorded once.
+    fn record_job(&self, key: &PodKey, runtime: Option<&RuntimePod>) {
+        let Some(r) = runtime else { return };
+        let mut st = self.state();
+        if st.span_job.get(key) != Some(&r.id) {
+            st.span_job.insert(key.clone(), r.id.clone());
+            Span::current().record("job", tracing::field::display(&r.id));
+        }
+    }
+
+    /// Remembers `fresh` as the workload of `key` and makes it the one this pass works on.
+    fn replace_runtime(
+        &self,
+        key: &PodKey,
+        runtime: &mut Option<RuntimePod>,
+        fresh: Option<RuntimePod>,
+    ) {
+        self.record_job(key, fresh.as_ref());
         self.remember(key, fresh.clone());
         *runtime = fresh;
-        self.sync_status(key, Some(pod), runtime.as_ref()).await
     }
 
     fn remember(&self, key: &PodKey, runtime: Option<RuntimePod>) {
@@ -524,7 +580,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         if same {
             return Ok(());
         }
-        warn!(%message, "the pod cannot be run");
+        warn!("the pod cannot be run: {message}");
         if let Err(e) =
             self.api.record_event(pod, EventType::Warning, "ProviderCreateFailed", message).await
         {
@@ -537,7 +593,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     async fn mark_lost(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let message = "the pod's Nomad job is gone from the backend";
-        warn!(message, "marking the pod failed");
+        warn!("marking the pod failed: {message}");
         if let Err(e) =
             self.api.record_event(pod, EventType::Warning, "ProviderPodNotFound", message).await
         {
@@ -573,8 +629,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             Err(e) => return Err(format!("updating the workload: {e}")),
         }
         let fresh = self.provider.get_pod(key).await.map_err(|e| e.to_string())?;
-        self.remember(key, fresh.clone());
-        *runtime = fresh;
+        self.replace_runtime(key, runtime, fresh);
         Ok(())
     }
 
@@ -621,11 +676,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         if !fresh {
             return;
         }
+        // The event's message goes into the line's text: a `message` field would collide with it.
         if type_ == EventType::Warning {
-            warn!(reason, message, "pod event");
+            warn!(reason, "pod event: {message}");
         }
-        if let Err(e) = self.api.record_event(pod, type_, reason, message).await {
-            warn!(error = %e, "recording the event failed");
+        match self.api.record_event(pod, type_, reason, message).await {
+            Ok(()) => debug!(reason, "event recorded"),
+            Err(e) => warn!(error = %e, "recording the event failed"),
         }
     }
 
@@ -645,7 +702,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
 
     /// One refresh round; reads are shared between pods.
     pub async fn refresh_once(&self) {
-        let pods: Vec<Pod> = {
+        let pods: Vec<(Pod, String)> = {
             let mut st = self.state();
             let live: HashSet<String> = st.pods.values().map(|p| pod::uid(p).to_owned()).collect();
             self.tokens.retain(&live);
@@ -660,11 +717,11 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                             r.owner.uid == pod::uid(p) && !r.stopping && !r.is_terminated()
                         })
                 })
-                .map(|(_, p)| p.clone())
+                .filter_map(|(k, p)| Some((p.clone(), st.runtime.get(k)?.id.clone())))
                 .collect()
         };
         let mut resolver = self.resolver();
-        for pod in pods {
+        for (pod, job) in pods {
             let has_files = pod
                 .spec
                 .iter()
@@ -677,7 +734,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 Ok(k) => k,
                 Err(_) => continue,
             };
-            let span = info_span!("refresh_pod", pod = %key);
+            let span = pod_span!("refresh_pod", &key, job = job);
             async {
                 let inputs = match resolver.inputs(&pod).await {
                     Ok(i) => i,
@@ -693,8 +750,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 if !spec.volumes.iter().any(|v| matches!(v.source, Source::Files(_))) {
                     return;
                 }
-                if let Err(e) = self.provider.update_pod(&spec).await {
-                    warn!(error = %e, "updating the pod's files failed");
+                match self.provider.update_pod(&spec).await {
+                    Ok(()) => debug!("pod files brought up to date"),
+                    Err(e) => warn!(error = %e, "updating the pod's files failed"),
                 }
             }
             .instrument(span)
@@ -718,13 +776,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             Ok(()) | Err(ProviderError::NotFound(_)) => {}
             Err(e) => return Err(format!("{op:?} {id}: {e}")),
         }
-        info!(job = %id, "{}", op.done());
+        info!("{}", op.done());
         let fresh = match op {
             Op::Purge => None,
             _ => self.provider.get_pod(key).await.map_err(|e| e.to_string())?,
         };
-        self.remember(key, fresh.clone());
-        *runtime = fresh;
+        self.replace_runtime(key, runtime, fresh);
         Ok(())
     }
 

@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, warn};
 use vk_domain::pod::{self, PodKey};
 use vk_domain::probe::{self, Handler, Kind, Probe, State};
 use vk_domain::runtime::{ContainerState, Sandbox};
 use vk_ports::PodProvider;
 
+use crate::pod_controller::pod_span;
 use crate::queue::WorkQueue;
 
 type WorkerKey = (String, String, Kind);
@@ -148,7 +149,7 @@ impl<P: PodProvider> Prober<P> {
                     target: target.clone(),
                     instance,
                 };
-                let span = info_span!("probe", pod = %key, container = %c.name, kind = ?kind);
+                let span = pod_span!("probe", key, job = id, container = %c.name, kind = ?kind);
                 tokio::spawn(worker.run(cancel).instrument(span));
             }
             let r = inner.results.get(&rkey).copied().unwrap_or_default();

@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// One piece of an environment value, command or argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One piece of an environment value, command or argument. Its `Debug` never shows Secret text.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Segment {
     /// Text known now that may be shown (pod spec, ConfigMap data, downward API, service links).
     Text(String),
@@ -24,6 +24,18 @@ pub enum Segment {
     /// The value of the environment variable of that name at run time: what `$(NAME)` in a command
     /// or argument becomes when that variable is not plain text.
     EnvRef(String),
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Self::Secret(_) => f.write_str("Secret(<redacted>)"),
+            Self::PodIp => f.write_str("PodIp"),
+            Self::HostIp => f.write_str("HostIp"),
+            Self::EnvRef(n) => f.debug_tuple("EnvRef").field(n).finish(),
+        }
+    }
 }
 
 /// A value made of [`Segment`]s, concatenated.
@@ -265,6 +277,13 @@ pub fn duplicates(vars: &[EnvVar]) -> BTreeSet<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_secret_segments() {
+        let v = Value(vec![Segment::Text("user=".into()), Segment::Secret("hunter2".into())]);
+        let shown = format!("{v:?}");
+        assert_eq!(shown, r#"Value([Text("user="), Secret(<redacted>)])"#);
+    }
 
     fn env(pairs: &[(&str, Value)]) -> impl Fn(&str) -> Option<Value> {
         let m: BTreeMap<String, Value> =

@@ -56,8 +56,9 @@ pub struct ServiceInfo {
     pub ports: Vec<(String, i32, String)>,
 }
 
-/// What was read for a pod's [`References`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What was read for a pod's [`References`]. Its `Debug` names Secret keys and token specs but
+/// never shows their values.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Inputs {
     /// ConfigMap data and binaryData by name; `None` when the ConfigMap does not exist.
     pub config_maps: BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>,
@@ -69,6 +70,24 @@ pub struct Inputs {
     pub tokens: BTreeMap<TokenSpec, String>,
     /// The node's allocatable resources, the value of `limits.*` a container does not set.
     pub node_allocatable: NodeCapacity,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets: BTreeMap<&String, Option<Vec<&String>>> = self
+            .secrets
+            .iter()
+            .map(|(name, data)| (name, data.as_ref().map(|d| d.keys().collect())))
+            .collect();
+        let tokens: Vec<&TokenSpec> = self.tokens.keys().collect();
+        f.debug_struct("Inputs")
+            .field("config_maps", &self.config_maps)
+            .field("secrets (keys, values redacted)", &secrets)
+            .field("services", &self.services)
+            .field("tokens (redacted)", &tokens)
+            .field("node_allocatable", &self.node_allocatable)
+            .finish()
+    }
 }
 
 /// The ConfigMaps, Secrets and tokens `pod` reads, from `env`, `envFrom` and volumes of every
@@ -511,4 +530,24 @@ fn mandatory_reason(kind: &str, key: bool) -> &'static str {
 pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
     let spec = pod.spec.as_ref()?;
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_names_secret_keys_and_hides_values_and_tokens() {
+        let mut inputs = Inputs::default();
+        inputs.secrets.insert("db".into(), Some([("password".into(), b"hunter2".to_vec())].into()));
+        inputs.secrets.insert("gone".into(), None);
+        let spec = TokenSpec { audience: "api".into(), expiration_seconds: 3600 };
+        inputs.tokens.insert(spec, "eyJ-token".into());
+        let shown = format!("{inputs:?}");
+        assert!(shown.contains(r#""db": Some(["password"])"#), "{shown}");
+        assert!(shown.contains(r#""gone": None"#), "{shown}");
+        assert!(shown.contains("audience: \"api\""), "{shown}");
+        assert!(!shown.contains("hunter2") && !shown.contains("104, 117"), "{shown}");
+        assert!(!shown.contains("eyJ-token"), "{shown}");
+    }
 }

@@ -44,8 +44,9 @@ pub enum Source {
     Files(Vec<File>),
 }
 
-/// A file of a ConfigMap, Secret, downward API or projected volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A file of a ConfigMap, Secret, downward API or projected volume. Its `Debug` shows the data
+/// only when it is not `secret`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct File {
     /// Path relative to the volume's root (no `..`, not absolute).
     pub path: String,
@@ -55,6 +56,19 @@ pub struct File {
     pub mode: u32,
     /// From a Secret or a token: must only be written where Secret data may be.
     pub secret: bool,
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("File");
+        d.field("path", &self.path);
+        if self.secret {
+            d.field("data", &format_args!("<redacted {} bytes>", self.data.len()));
+        } else {
+            d.field("data", &String::from_utf8_lossy(&self.data));
+        }
+        d.field("mode", &format_args!("{:o}", self.mode)).field("secret", &self.secret).finish()
+    }
 }
 
 /// A container's `volumeMounts[]` entry.
@@ -449,4 +463,20 @@ fn downward_file(
         mode: item.mode.map_or(default_mode, mode),
         secret: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_data_of_secret_files() {
+        let file =
+            |secret| File { path: "p".into(), data: b"hunter2".to_vec(), mode: 0o600, secret };
+        assert_eq!(
+            format!("{:?}", file(true)),
+            r#"File { path: "p", data: <redacted 7 bytes>, mode: 600, secret: true }"#
+        );
+        assert!(format!("{:?}", file(false)).contains(r#"data: "hunter2""#));
+    }
 }

@@ -588,7 +588,7 @@ async fn wait_event(cx: &Ctx<'_>, ns: &str, pod: &str, reason: &str) -> anyhow::
 async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     let (node, ns) = ("vk-inputs", "e2e-inputs");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    let vk = cx.node_and_namespace(node, ns).await?;
     let cms: Api<ConfigMap> = Api::namespaced(cx.client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), ns);
     cms.create(
@@ -744,6 +744,13 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let out = task_stdout(&cx, &alloc, "app").await?;
     ensure!(out.matches("started").count() == 1, "app started again:\n{out}");
     ensure!(current_alloc(&cx, &job_id).await? == alloc, "the allocation was replaced");
+    // The virtual kubelet's debug log names the pod's spans, but neither Secret value nor the token.
+    let log = std::fs::read_to_string(&vk.log)?;
+    let span = format!("sync_pod{{namespace={ns} pod=inputs job={job_id}}}");
+    ensure!(log.contains(&span), "no {span} in {}", vk.log.display());
+    for (what, secret) in [("Secret", "s3cr3t"), ("token", token.trim())] {
+        ensure!(!log.contains(secret), "the {what} is in {}", vk.log.display());
+    }
     Ok(())
 }
 

@@ -219,8 +219,9 @@ pub struct Template {
     pub right_delim: String,
 }
 
-/// `api.Variable` (`PUT /v1/var/:path`, `GET /v1/var/:path`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `api.Variable` (`PUT /v1/var/:path`, `GET /v1/var/:path`). Its items hold Secret data and
+/// tokens: `Debug` shows their keys only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Variable {
     /// Nomad namespace.
@@ -234,6 +235,27 @@ pub struct Variable {
     /// Server-set index for check-and-set.
     #[serde(default, skip_serializing)]
     pub modify_index: u64,
+}
+
+impl std::fmt::Debug for Variable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variable")
+            .field("namespace", &self.namespace)
+            .field("path", &self.path)
+            .field("items", &RedactedItems(&self.items))
+            .field("modify_index", &self.modify_index)
+            .finish()
+    }
+}
+
+/// Variable items as `Debug` shows them: each key, its value `<redacted>` (values are Secret data
+/// and tokens as often as not).
+pub(crate) struct RedactedItems<'a>(pub(crate) &'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for RedactedItems<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.keys().map(|k| (k, format_args!("<redacted>")))).finish()
+    }
 }
 
 /// `api.Resources`.
@@ -506,6 +528,18 @@ pub struct NodeReservedCpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variable_debug_shows_keys_not_values() {
+        let v = Variable {
+            path: "nomad/jobs/k8s-ns_a".into(),
+            items: [("e_PASSWORD_0".to_owned(), "hunter2".to_owned())].into(),
+            ..Default::default()
+        };
+        let shown = format!("{v:?}");
+        assert!(shown.contains("e_PASSWORD_0") && shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn nulls_read_as_empty() {

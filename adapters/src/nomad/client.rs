@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vk_ports::ProviderError;
 
-/// How to reach Nomad, with the names of Nomad's own environment (`api.DefaultConfig`).
-#[derive(Debug, Clone, PartialEq)]
+/// How to reach Nomad, with the names of Nomad's own environment (`api.DefaultConfig`). Its
+/// `Debug` shows whether a token is set, never the token.
+#[derive(Clone, PartialEq)]
 pub struct ClientConfig {
     /// `NOMAD_ADDR`: `http://host:port`, `https://host:port`, or `host:port` (taken as http).
     pub address: String,
@@ -36,6 +37,29 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Requests in flight at most (the event stream and exec sessions not counted); 0: no limit.
     pub max_concurrent_requests: usize,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("address", &self.address)
+            .field("token", &redacted(self.token.as_deref()))
+            .field("namespace", &self.namespace)
+            .field("region", &self.region)
+            .field("ca_cert", &self.ca_cert)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("skip_verify", &self.skip_verify)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("timeout", &self.timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .finish()
+    }
+}
+
+/// `Some("<redacted>")` for a set secret, so that `Debug` says whether it is set but not what it is.
+fn redacted(secret: Option<&str>) -> Option<&'static str> {
+    secret.map(|_| "<redacted>")
 }
 
 impl Default for ClientConfig {
@@ -117,8 +141,9 @@ fn with_server_name(
     Ok(b.resolve_to_addrs(name, &addrs))
 }
 
-/// An HTTP client bound to one Nomad address, namespace and region.
-#[derive(Debug, Clone)]
+/// An HTTP client bound to one Nomad address, namespace and region. Its `Debug` never shows the
+/// token.
+#[derive(Clone)]
 pub struct NomadClient {
     http: reqwest::Client,
     base: Url,
@@ -127,6 +152,18 @@ pub struct NomadClient {
     region: Option<String>,
     limit: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for NomadClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NomadClient")
+            .field("base", &self.base.as_str())
+            .field("token", &redacted(self.token.as_deref()))
+            .field("namespace", &self.namespace)
+            .field("region", &self.region)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NomadClient {
@@ -496,6 +533,18 @@ mod tests {
             "http://127.0.0.1:4646/v1/job/k8s-a.b%20c?namespace=apps&region=eu"
         );
         assert_eq!(req.headers()["X-Nomad-Token"], "secret");
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let cfg = ClientConfig { token: Some("s3cr3t-acl-token".into()), ..Default::default() };
+        let client = NomadClient::new(&cfg).unwrap();
+        for shown in [format!("{cfg:?}"), format!("{client:?}"), format!("{client:#?}")] {
+            assert!(!shown.contains("s3cr3t-acl-token"), "{shown}");
+            assert!(shown.contains("<redacted>"), "that a token is set still shows: {shown}");
+        }
+        let none = format!("{:?}", ClientConfig::default());
+        assert!(none.contains("token: None"), "{none}");
     }
 
     /// A fake Nomad counts connections open at once: with a limit of 2, five concurrent calls

@@ -145,8 +145,9 @@ pub struct JobSettings {
     pub mhz_per_core: u64,
 }
 
-/// A pod as Nomad objects: the job, and the items of its Variable.
-#[derive(Debug, Clone, PartialEq)]
+/// A pod as Nomad objects: the job, and the items of its Variable. `Debug` shows the items' keys,
+/// never their values.
+#[derive(Clone, PartialEq)]
 pub struct PodJob {
     /// Where the job goes (namespace and region only when the pod's annotations choose them).
     pub at: JobRef,
@@ -531,6 +532,17 @@ fn volume_dir(volume: &str) -> String {
 /// template when the task starts: `${` becomes `$${` and `%{` becomes `%%{`.
 pub fn hcl_escape(s: &str) -> String {
     s.replace("${", "$${").replace("%{", "%%{")
+}
+
+impl std::fmt::Debug for PodJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodJob")
+            .field("at", &self.at)
+            .field("job", &self.job)
+            .field("items", &super::api::RedactedItems(&self.items))
+            .field("gated", &self.gated)
+            .finish()
+    }
 }
 
 struct Builder<'a> {

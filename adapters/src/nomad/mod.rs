@@ -70,10 +70,20 @@ pub struct NomadProvider {
     keys: std::sync::Arc<RwLock<HashMap<String, PodKey>>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 struct Written {
     images: BTreeMap<String, String>,
     items: BTreeMap<String, String>,
+}
+
+/// The items are the pod's Variable: keys only.
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Written")
+            .field("images", &self.images)
+            .field("items", &api::RedactedItems(&self.items))
+            .finish()
+    }
 }
 
 fn written_of(spec: &WorkloadSpec, pod_job: &job::PodJob) -> Written {

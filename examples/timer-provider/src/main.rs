@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use clap::Parser as _;
 use vk_ports::vk_domain::{jiff::SignedDuration, jiff::Timestamp, node::NodeCapacity, runtime::*};
 use vk_ports::vk_domain::{pod::PodKey, pod::RestartPolicy, workload::WorkloadSpec};
 use vk_ports::{NodeProvider, PodProvider, ProviderError};
@@ -127,8 +126,8 @@ impl NodeProvider for Timers {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = vk_app::config::Cli::parse();
+    let cli = vk_app::config::load_from_process();
     vk_app::init_tracing(&cli);
     let timers = Timers { node: cli.nodename.clone(), pods: Mutex::default() };
-    vk_app::run_with_provider(cli, Arc::new(timers), vk_app::shutdown_on_signals()).await
+    Ok(vk_app::run_with_provider(cli, Arc::new(timers), vk_app::shutdown_on_signals()).await?)
 }

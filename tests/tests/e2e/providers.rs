@@ -192,7 +192,7 @@ fn example_provider_process(cx: &Ctx<'_>, node: &str) -> anyhow::Result<Process>
     ensure!(bin.is_file(), "{} missing: run `cargo build -p vk-example-provider`", bin.display());
     let kubeconfig = cx.stack.node_kubeconfig(node)?;
     let mut cmd = Command::new(bin);
-    cmd.args(["--provider", "memory", "--taint-value", "timer", "--nodename", node])
+    cmd.args(["--taint-value", "timer", "--nodename", node])
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(["--internal-ip", "127.0.0.1", "--status-interval", "1s"])
         .args(["--kubelet-port", &free_port()?.to_string()])
