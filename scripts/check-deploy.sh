@@ -130,7 +130,7 @@ known = set(re.findall(r"(--[a-z0-9-]+)", help_text))
 unknown = [a.split("=")[0] for a in args if a.split("=")[0] not in known]
 check(not unknown, f"virtual-kubelet knows the flags passed (unknown: {unknown})")
 # (within the --internal-ip entry: no other flag's line in between)
-check(re.search(r"--internal-ip <\w+>(?:(?!\n +--).)*\[env: VKUBELET_POD_IP=", help_text, re.S)
+check(re.search(r"--internal-ip <\w+>(?:(?!\n +--).)*\[env: VKUBELET_POD_IP[]=]", help_text, re.S)
       is not None,
       "VKUBELET_POD_IP sets --internal-ip")
 
