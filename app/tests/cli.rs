@@ -3,6 +3,8 @@
 //! code"). Each case holds the metrics port itself: a process that tried to bind before checking
 //! its configuration would fail with exit code 1 instead of 78.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
