@@ -123,6 +123,7 @@ pub fn decode(buf: &[u8]) -> Option<(Item, usize)> {
             Some((item_of(raw), used.max(1)))
         }
         Err(e) if e.is_eof() => (rest.len() > MAX_FRAME).then_some((Item::Garbage, ws + 1)),
+        Err(_) if rest.len() <= MAX_FRAME && cut_in_a_number(rest) => None,
         Err(_) => {
             // A complete value of the wrong shape is skipped whole; broken JSON one byte at a time
             // (the next call skips to the following `{`).
@@ -135,6 +136,18 @@ pub fn decode(buf: &[u8]) -> Option<(Item, usize)> {
             }
         }
     }
+}
+
+/// `rest` ends inside a number (`1.`, `1e`, `1e+`, `-`), which serde_json calls invalid rather
+/// than cut short: it is incomplete when a digit more makes it so.
+fn cut_in_a_number(rest: &[u8]) -> bool {
+    if !matches!(rest.last(), Some(b'.' | b'e' | b'E' | b'+' | b'-')) {
+        return false;
+    }
+    let mut more = rest.to_vec();
+    more.push(b'0');
+    let mut any = serde_json::Deserializer::from_slice(&more).into_iter::<serde::de::IgnoredAny>();
+    matches!(any.next(), Some(Err(e)) if e.is_eof())
 }
 
 fn item_of(raw: RawFrame) -> Item {
@@ -837,6 +850,19 @@ pub async fn attach(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzzer: a number cut after its `.` (or `e`, `+`, `-`) is the frame's
+    /// beginning, not garbage; read whole or byte by byte, the same heartbeat.
+    #[test]
+    fn a_number_cut_short_waits_for_the_rest() {
+        assert_eq!(decode(b"{\"A\": 1."), None);
+        assert_eq!(decode(b"{\"A\": 1e"), None);
+        assert_eq!(decode(b"{\"A\": -"), None);
+        assert_eq!(decode(b"{\"A\": 1.5}"), Some((Item::Heartbeat, 10)));
+        assert_eq!(decode(b"{\"A\": 1.x}").map(|(i, _)| i), Some(Item::Garbage));
+        let crash = b"\r\x8c||\0\0y{ \"Dat*a\"\t \n\r:\r   88888888888.88}}}7642.9\0y{ \"Dat*a\" : 8.87.9400\r%\r\n";
+        fuzz_decode(crash);
+    }
 
     fn frame(data: &str, file: &str, offset: u64) -> String {
         let b64 = base64::engine::general_purpose::STANDARD.encode(data);
