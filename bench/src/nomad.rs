@@ -12,20 +12,18 @@
 //! pod, the time the watch saw it Running minus the time of its task's `Started` event in Nomad
 //! (which also holds the Nomad client's batching of allocation updates, up to 200 ms).
 
-use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
-use kube::runtime::watcher;
 use serde_json::Value;
 use vk_tests::{Process, Stack, free_port, wait_for};
 
-use crate::scale::{bound_pod, create_all, remove_pods};
+use crate::scale::{bound_pod, create_and_watch, remove_pods};
 
 /// One run of ours through Nomad.
 #[derive(Debug, Clone, Default)]
@@ -176,10 +174,6 @@ pub(crate) async fn wait_running(
     .await
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 /// One P4 run of ours with `n` pods in `ns` as `node`; returns the run and the job our kubelet
 /// registered for the first pod (the template of Nomad alone). Jobs are purged afterwards.
 ///
@@ -216,46 +210,10 @@ async fn measure_ours(
 ) -> anyhow::Result<(OursRun, Value)> {
     api.create(&PostParams::default(), &bound_pod("canary", ns, node)?).await?;
     wait_running(api, "canary", Duration::from_secs(90)).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, f64)>();
-    let watch_api = api.clone();
-    let watch = tokio::spawn(async move {
-        let mut events =
-            std::pin::pin!(watcher(watch_api, watcher::Config::default().labels("app=bench")));
-        while let Some(ev) = events.next().await {
-            if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                && let Some(name) = p.metadata.name
-            {
-                let _ = tx.send((name, Instant::now(), unix_now()));
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let pods: Vec<Pod> =
-        (0..n).map(|i| bound_pod(&format!("p{i:05}"), ns, node)).collect::<anyhow::Result<_>>()?;
-    let t0 = Instant::now();
-    let creating = {
-        let api = api.clone();
-        tokio::spawn(async move { create_all(&api, pods).await })
-    };
-    let mut seen: HashMap<String, (Instant, f64)> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while seen.len() < n {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((name, at, wall))) if name != "canary" => {
-                seen.entry(name).or_insert((at, wall));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
-    watch.abort();
-    creating.await??;
-    let seconds = (seen.len() == n).then(|| {
-        seen.values().map(|(t, _)| t.duration_since(t0).as_secs_f64()).fold(0.0, f64::max)
-    });
+    let seen = create_and_watch(api, ns, node, n, limit).await?;
+    let seconds = seen.all_running();
     let mut outside = Vec::new();
-    for (name, (_, wall)) in &seen {
+    for (name, (_, wall)) in &seen.first_running {
         let alloc = nomad.alloc_of(&format!("k8s-{ns}_{name}")).await?;
         let started = alloc["TaskStates"]["main"]["Events"]
             .as_array()

@@ -10,7 +10,7 @@
 //! process is then stopped and the pods removed at once (grace 0).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -141,8 +141,57 @@ async fn measure(
     })
     .await?;
 
+    let seen = create_and_watch(api, ns, node, n, limit).await?;
+    let seconds = seen.all_running();
+    let (create_seconds, running) = (seen.create_seconds, seen.first_running.len());
+    tokio::time::sleep(settle).await;
+    let stats = kubelets::proc_stats(proc.pid())?;
+    Ok(ScaleRun { n, seconds, running, create_seconds, stats })
+}
+
+/// When the pods of one run were first seen Running.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    /// Pods created.
+    pub(crate) n: usize,
+    /// When the first create was sent.
+    pub(crate) t0: Instant,
+    /// From `t0` to the last create answered, seconds.
+    pub(crate) create_seconds: f64,
+    /// Per pod name: when the watch saw it Running, and the same as Unix seconds.
+    pub(crate) first_running: HashMap<String, (Instant, f64)>,
+}
+
+impl Observed {
+    /// From the first create to the last pod Running, seconds; `None` unless all were.
+    pub(crate) fn all_running(&self) -> Option<f64> {
+        (self.first_running.len() == self.n).then(|| {
+            self.first_running
+                .values()
+                .map(|(t, _)| t.duration_since(self.t0).as_secs_f64())
+                .fold(0.0, f64::max)
+        })
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Opens a watch on the `app=bench` pods of `api`, then creates `n` bound pods `p00000`... on
+/// `node` (50 at a time) and waits until each was seen Running, for at most `limit`.
+///
+/// # Errors
+/// A create refused.
+pub(crate) async fn create_and_watch(
+    api: &Api<Pod>,
+    ns: &str,
+    node: &str,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<Observed> {
     // The watch first, so no transition is missed; then the clock.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, f64)>();
     let watch_api = api.clone();
     let watch = tokio::spawn(async move {
         let cfg = watcher::Config::default().labels("app=bench");
@@ -152,7 +201,7 @@ async fn measure(
                 && is_running(&p)
                 && let Some(name) = p.metadata.name
             {
-                let _ = tx.send((name, Instant::now()));
+                let _ = tx.send((name, Instant::now(), unix_now()));
             }
         }
     });
@@ -168,12 +217,12 @@ async fn measure(
             anyhow::Ok(t0.elapsed().as_secs_f64())
         })
     };
-    let mut seen: HashMap<String, Instant> = HashMap::new();
+    let mut first_running = HashMap::new();
     let deadline = tokio::time::Instant::now() + limit;
-    while seen.len() < n {
+    while first_running.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((name, at))) if name != "canary" => {
-                seen.entry(name).or_insert(at);
+            Ok(Some((name, at, wall))) if name != "canary" => {
+                first_running.entry(name).or_insert((at, wall));
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
@@ -181,12 +230,7 @@ async fn measure(
     }
     watch.abort();
     let create_seconds = creating.await??;
-    let seconds = (seen.len() == n)
-        .then(|| seen.values().map(|t| t.duration_since(t0).as_secs_f64()))
-        .map(|it| it.fold(0.0, f64::max));
-    tokio::time::sleep(settle).await;
-    let stats = kubelets::proc_stats(proc.pid())?;
-    Ok(ScaleRun { n, seconds, running: seen.len(), create_seconds, stats })
+    Ok(Observed { n, t0, create_seconds, first_running })
 }
 
 /// The median of `xs` (the mean of the middle two for an even count); `None` when empty.
