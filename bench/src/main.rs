@@ -106,6 +106,8 @@ pub(crate) struct Plan {
     pub(crate) settle: Duration,
     /// Pods of P4 (and P3).
     pub(crate) p4_pods: usize,
+    /// Pods created one at a time after P4's burst, for P3 without a queue.
+    pub(crate) p3_calm_pods: usize,
     /// Runs of each side of P4.
     pub(crate) p4_repeats: usize,
     /// Bytes the P5 pod writes.
@@ -129,6 +131,7 @@ impl Plan {
                 limit: Duration::from_secs(120),
                 settle: Duration::from_secs(1),
                 p4_pods: 3,
+                p3_calm_pods: 2,
                 p4_repeats: 1,
                 p5_bytes: 1 << 20,
                 p5_repeats: 1,
@@ -144,6 +147,7 @@ impl Plan {
                 limit: Duration::from_secs(600),
                 settle: Duration::from_secs(5),
                 p4_pods: 100,
+                p3_calm_pods: 20,
                 p4_repeats: 2,
                 p5_bytes: 100_000_000,
                 p5_repeats: 3,
@@ -247,6 +251,7 @@ async fn run(size: Size, only: &[Bench], out: &std::path::Path) -> anyhow::Resul
                 &ns,
                 &format!("b-nomad-{r}"),
                 plan.limit,
+                plan.p3_calm_pods,
             )
             .await
             {

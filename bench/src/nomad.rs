@@ -32,8 +32,13 @@ pub(crate) struct OursRun {
     pub(crate) seconds: Option<f64>,
     /// Per pod: Nomad task `Started` to seen Running in the API, seconds.
     pub(crate) outside: Vec<f64>,
-    /// The `/metrics` text at the end.
+    /// The `/metrics` text after the burst.
     pub(crate) metrics: String,
+    /// Per pod created one at a time after the burst: Nomad task `Started` to seen Running in the
+    /// API (polled every 20 ms), seconds.
+    pub(crate) calm_outside: Vec<f64>,
+    /// The `/metrics` text after the pods created one at a time.
+    pub(crate) calm_metrics: String,
 }
 
 /// Nomad's HTTP API at `addr`.
@@ -186,12 +191,13 @@ pub(crate) async fn run_ours(
     ns: &str,
     node: &str,
     limit: Duration,
+    calm: usize,
 ) -> anyhow::Result<(OursRun, Value)> {
     let client = stack.client().await?;
     stack.namespace(ns).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let (mut proc, metrics_addr) = start_ours(stack, node)?;
-    let result = measure_ours(nomad, &api, n, ns, node, limit, &metrics_addr).await;
+    let result = measure_ours(nomad, &api, n, ns, node, limit, calm, &metrics_addr).await;
     proc.kill();
     remove_pods(&client, ns).await?;
     nomad.purge(&format!("k8s-{ns}_")).await?;
@@ -206,6 +212,7 @@ async fn measure_ours(
     ns: &str,
     node: &str,
     limit: Duration,
+    calm: usize,
     metrics_addr: &str,
 ) -> anyhow::Result<(OursRun, Value)> {
     api.create(&PostParams::default(), &bound_pod("canary", ns, node)?).await?;
@@ -214,21 +221,50 @@ async fn measure_ours(
     let seconds = seen.all_running();
     let mut outside = Vec::new();
     for (name, (_, wall)) in &seen.first_running {
-        let alloc = nomad.alloc_of(&format!("k8s-{ns}_{name}")).await?;
-        let started = alloc["TaskStates"]["main"]["Events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|e| e["Type"] == "Started")
-            .and_then(|e| e["Time"].as_i64());
-        if let Some(ns_time) = started {
-            #[allow(clippy::cast_precision_loss)]
-            outside.push(wall - ns_time as f64 / 1e9);
+        if let Some(started) = started_at(nomad, &format!("k8s-{ns}_{name}")).await? {
+            outside.push(wall - started);
         }
     }
-    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics")).await?.text().await?;
+    let scrape = || async {
+        anyhow::Ok(reqwest::get(format!("http://{metrics_addr}/metrics")).await?.text().await?)
+    };
+    let metrics = scrape().await?;
+    // One pod at a time: the delay with no queue of work in front of it.
+    let mut calm_outside = Vec::new();
+    for i in 0..calm {
+        let name = format!("s{i:03}");
+        api.create(&PostParams::default(), &bound_pod(&name, ns, node)?).await?;
+        let seen = wait_for(
+            &format!("{name} Running"),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || async {
+                let p = api.get_opt(&name).await?;
+                let running = p.and_then(|p| p.status?.phase).as_deref() == Some("Running");
+                Ok(running.then(crate::scale::unix_now))
+            },
+        )
+        .await?;
+        if let Some(started) = started_at(nomad, &format!("k8s-{ns}_{name}")).await? {
+            calm_outside.push(seen - started);
+        }
+    }
+    let calm_metrics = scrape().await?;
     let template = nomad.get(&format!("/v1/job/k8s-{ns}_p00000")).await?;
-    Ok((OursRun { seconds, outside, metrics }, template))
+    Ok((OursRun { seconds, outside, metrics, calm_outside, calm_metrics }, template))
+}
+
+/// When the task `main` of `job`'s first allocation started (its `Started` event), Unix seconds.
+async fn started_at(nomad: &Nomad, job: &str) -> anyhow::Result<Option<f64>> {
+    let alloc = nomad.alloc_of(job).await?;
+    let started = alloc["TaskStates"]["main"]["Events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["Type"] == "Started")
+        .and_then(|e| e["Time"].as_i64());
+    #[allow(clippy::cast_precision_loss)]
+    Ok(started.map(|ns| ns as f64 / 1e9))
 }
 
 /// One P4 run of Nomad alone: `n` copies of `template` registered as `<prefix><i>`, 10 at a
@@ -312,9 +348,9 @@ async fn measure_alone(
     Ok(seconds)
 }
 
-/// The `q` quantile (0..1) of histogram `name` in Prometheus text `metrics`, interpolated
-/// linearly inside its bucket as Prometheus' `histogram_quantile` does; `None` without samples.
-pub(crate) fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+/// The cumulative buckets `(le, count)` of histogram `name` in Prometheus text `metrics`,
+/// sorted by `le`.
+pub(crate) fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
     let bucket = format!("{name}_bucket{{");
     let mut buckets: Vec<(f64, f64)> = metrics
         .lines()
@@ -327,13 +363,30 @@ pub(crate) fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f6
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// `after - before`, bucket by bucket (the samples recorded between two scrapes).
+pub(crate) fn bucket_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let old = before.iter().find(|(l, _)| l.total_cmp(&le).is_eq()).map_or(0.0, |b| b.1);
+            (le, n - old)
+        })
+        .collect()
+}
+
+/// The `q` quantile (0..1) of cumulative `buckets`, interpolated linearly inside its bucket as
+/// Prometheus' `histogram_quantile` does; `None` without samples.
+pub(crate) fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
     }
     let rank = q * total;
     let mut prev = (0.0, 0.0);
-    for &(le, count) in &buckets {
+    for &(le, count) in buckets {
         if count >= rank {
             if le.is_infinite() {
                 return Some(prev.0);

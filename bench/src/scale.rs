@@ -24,7 +24,7 @@ use vk_tests::{Stack, wait_for};
 use crate::kubelets::{self, Contender, ProcStats};
 
 /// What one run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ScaleRun {
     /// Pods.
     pub(crate) n: usize,
@@ -38,6 +38,9 @@ pub(crate) struct ScaleRun {
     pub(crate) create_seconds: f64,
     /// /proc after the settling time.
     pub(crate) stats: ProcStats,
+    /// API server requests from the first create to the last Running, by `VERB resource`
+    /// (every client's: the benchmark's own `n` creates and its watch included).
+    pub(crate) requests: HashMap<String, f64>,
 }
 
 /// The pod the benchmarks bind: one container (`sleep 3600`, 10m CPU and 16Mi requested, so a
@@ -109,7 +112,7 @@ pub(crate) async fn run(
     stack.namespace(ns).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut proc = kubelets::start(stack, who, node)?;
-    let result = measure(&api, who, n, ns, node, limit, settle, &mut proc).await;
+    let result = measure(stack, &api, who, n, ns, node, limit, settle, &mut proc).await;
     proc.kill();
     remove_pods(&client, ns).await?;
     result
@@ -118,6 +121,7 @@ pub(crate) async fn run(
 
 #[allow(clippy::too_many_arguments)]
 async fn measure(
+    stack: &Stack,
     api: &Api<Pod>,
     who: Contender,
     n: usize,
@@ -141,12 +145,46 @@ async fn measure(
     })
     .await?;
 
+    let before = api_requests(stack)?;
     let seen = create_and_watch(api, ns, node, n, limit).await?;
+    let mut requests = api_requests(stack)?;
+    for (k, v) in &before {
+        if let Some(after) = requests.get_mut(k) {
+            *after -= v;
+        }
+    }
+    requests.retain(|_, v| *v > 0.0);
     let seconds = seen.all_running();
     let (create_seconds, running) = (seen.create_seconds, seen.first_running.len());
     tokio::time::sleep(settle).await;
     let stats = kubelets::proc_stats(proc.pid())?;
-    Ok(ScaleRun { n, seconds, running, create_seconds, stats })
+    Ok(ScaleRun { n, seconds, running, create_seconds, stats, requests })
+}
+
+/// The API server's `apiserver_request_total` from its `/metrics`, summed over codes and scopes,
+/// by `VERB resource` or `VERB resource/subresource`.
+///
+/// # Errors
+/// kubectl failing.
+pub(crate) fn api_requests(stack: &Stack) -> anyhow::Result<HashMap<String, f64>> {
+    let text = stack.kubectl(&["get", "--raw", "/metrics"])?;
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else { continue };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let labels: HashMap<&str, &str> = labels
+            .split("\",")
+            .filter_map(|kv| kv.split_once("=\""))
+            .map(|(k, v)| (k, v.trim_end_matches('"')))
+            .collect();
+        let get = |k: &str| labels.get(k).copied().unwrap_or_default();
+        let key = match get("subresource") {
+            "" => format!("{} {}", get("verb"), get("resource")),
+            sub => format!("{} {}/{sub}", get("verb"), get("resource")),
+        };
+        *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(out)
 }
 
 /// When the pods of one run were first seen Running.
@@ -174,7 +212,8 @@ impl Observed {
     }
 }
 
-fn unix_now() -> f64 {
+/// Now, Unix seconds.
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct StreamRuns {
     pub(crate) kubectl_exec: Vec<f64>,
     /// `nomad alloc exec true`, seconds.
     pub(crate) nomad_exec: Vec<f64>,
+    /// `kubectl get pod`, seconds: kubectl's start and one API server round trip, no kubelet.
+    pub(crate) kubectl_get: Vec<f64>,
 }
 
 fn timed(mut cmd: Command) -> anyhow::Result<(u64, f64)> {
@@ -121,6 +123,7 @@ async fn measure(
         runs.kubectl_exec.push(timed(kubectl(&["exec", "talker", "--", "true"]))?.1);
         runs.nomad_exec
             .push(timed(nomad_cli(&["alloc", "exec", "-task", "main", &alloc_id, "true"]))?.1);
+        runs.kubectl_get.push(timed(kubectl(&["get", "pod", "talker", "-o", "name"]))?.1);
     }
     Ok(runs)
 }
