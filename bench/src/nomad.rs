@@ -37,6 +37,10 @@ pub(crate) struct OursRun {
     /// Per pod created one at a time after the burst: Nomad task `Started` to seen Running in the
     /// API (polled every 20 ms), seconds.
     pub(crate) calm_outside: Vec<f64>,
+    /// Per pod created one at a time: Nomad's own share of `calm_outside`, from the task's
+    /// `Started` event to the allocation's `ModifyTime` (the server's record of the client's
+    /// update, read at once), seconds.
+    pub(crate) calm_nomad_share: Vec<f64>,
     /// The `/metrics` text after the pods created one at a time.
     pub(crate) calm_metrics: String,
 }
@@ -230,7 +234,7 @@ async fn measure_ours(
     };
     let metrics = scrape().await?;
     // One pod at a time: the delay with no queue of work in front of it.
-    let mut calm_outside = Vec::new();
+    let (mut calm_outside, mut calm_nomad_share) = (Vec::new(), Vec::new());
     for i in 0..calm {
         let name = format!("s{i:03}");
         api.create(&PostParams::default(), &bound_pod(&name, ns, node)?).await?;
@@ -245,13 +249,22 @@ async fn measure_ours(
             },
         )
         .await?;
-        if let Some(started) = started_at(nomad, &format!("k8s-{ns}_{name}")).await? {
+        let job = format!("k8s-{ns}_{name}");
+        if let Some(started) = started_at(nomad, &job).await? {
             calm_outside.push(seen - started);
+            let alloc = nomad.alloc_of(&job).await?;
+            #[allow(clippy::cast_precision_loss)]
+            if let Some(modified) = alloc["ModifyTime"].as_i64() {
+                calm_nomad_share.push(modified as f64 / 1e9 - started);
+            }
         }
     }
     let calm_metrics = scrape().await?;
     let template = nomad.get(&format!("/v1/job/k8s-{ns}_p00000")).await?;
-    Ok((OursRun { seconds, outside, metrics, calm_outside, calm_metrics }, template))
+    Ok((
+        OursRun { seconds, outside, metrics, calm_outside, calm_nomad_share, calm_metrics },
+        template,
+    ))
 }
 
 /// When the task `main` of `job`'s first allocation started (its `Started` event), Unix seconds.
