@@ -238,7 +238,7 @@ are meaningful. Nothing here is asserted by a test.\n",
             let _ = writeln!(o, "- {k}: {v}");
         }
         o.push_str(
-            "\n## How to reproduce\n\n```sh\nbench/run.sh                                  # everything at issue 7's sizes (about 30 min), writes BENCHMARKS.md\n\
+            "\n## How to reproduce\n\n```sh\nbench/run.sh                                  # everything at issue 7's sizes (about 16 min on 2 cores), writes BENCHMARKS.md\n\
 bench/run.sh --only P1,P2 --out /tmp/bench.md   # some benchmarks, elsewhere\nbench/run.sh --size tiny --out /tmp/bench.md    # what CI runs (scripts/test.sh)\n```\n\n\
 `bench/run.sh` builds `virtual-kubelet` and `vk-bench` in release mode and the peers \
 (`scripts/peers.sh`, which also builds upstream virtual-kubelet v1.13.0 from its module), then runs \
