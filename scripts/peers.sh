@@ -3,14 +3,16 @@
 # metrics-server, the small `statscheck` helper that strictly decodes a kubelet /stats/summary
 # document with the upstream Go types, and, for scripts/check-deploy.sh, the `docker-compose`
 # binary and the small `dockerfilecheck` helper that lints the Dockerfile with BuildKit's frontend)
-# from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod.
+# from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod;
+# and, for the benchmarks (bench/), upstream virtual-kubelet with its mock provider.
 #
 # Binaries go to a cache outside the checkout:
 #   ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/<peer>-<version>/
 # A peer whose binaries are all there is not built again. Go's module and build caches stay in their
 # usual places ($GOMODCACHE, $GOCACHE), also outside the checkout.
 #
-# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose]...   (no argument: all)
+# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose|virtual-kubelet-upstream]...
+#        (no argument: all)
 #        scripts/peers.sh --dir                                                 (print the cache root)
 set -euo pipefail
 
@@ -20,6 +22,9 @@ NOMAD_VERSION=v1.11.3
 # v0.8.1 is not served by the module proxy reachable here; v0.9.0 is built against k8s.io/* v0.36.
 METRICS_SERVER_VERSION=v0.9.0
 COMPOSE_VERSION=v2.40.3
+# Upstream virtual-kubelet, the reference of the benchmarks: `cmd/virtual-kubelet` of this release
+# registers the `mock` provider only.
+VK_UPSTREAM_VERSION=v1.13.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
@@ -74,7 +79,7 @@ k8s_ldflags() {
 }
 
 peers=("$@")
-((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose)
+((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose virtual-kubelet-upstream)
 for p in "${peers[@]}"; do
   case $p in
     etcd) build etcd "$ETCD_VERSION" etcd 0 "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
@@ -101,8 +106,15 @@ for p in "${peers[@]}"; do
         docker-compose=github.com/docker/compose/v2/cmd \
         dockerfilecheck=./dockerfilecheck
       ;;
+    virtual-kubelet-upstream)
+      # The version variables of upstream's Makefile (`VERSION`, `BUILD_TIME`).
+      build virtual-kubelet-upstream "$VK_UPSTREAM_VERSION" virtual-kubelet-upstream 0 \
+        "-s -w -X main.buildVersion=$VK_UPSTREAM_VERSION -X main.buildTime=1970-01-01T00:00:00Z" \
+        virtual-kubelet=github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet
+      ;;
     *)
-      echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server, compose)" >&2
+      echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server, compose," \
+        "virtual-kubelet-upstream)" >&2
       exit 2
       ;;
   esac

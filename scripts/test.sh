@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs (.ci/run): formatting, lints, unit tests, the
-# Dockerfile and docker-compose.yml checks, and the end-to-end tests on the real peers (built first
-# if missing). Build output stays outside the checkout: $CARGO_TARGET_DIR (default
-# ~/.cache/vk-nomad/target), the Go caches, and the peers in ~/.cache/vk-nomad/peers.
+# Dockerfile and docker-compose.yml checks, the end-to-end tests on the real peers (built first
+# if missing), and the benchmarks at a tiny size. Build output stays outside the checkout:
+# $CARGO_TARGET_DIR (default ~/.cache/vk-nomad/target), the Go caches, and the peers in
+# ~/.cache/vk-nomad/peers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/target}
@@ -22,3 +23,8 @@ scripts/check-deploy.sh "$CARGO_TARGET_DIR/debug/virtual-kubelet"
 # The example provider (examples/timer-provider) runs in the end-to-end tests too.
 cargo build --locked -p vk-example-provider
 cargo test --locked -p vk-tests --test e2e
+# The benchmarks at a tiny size (10 pods, one run each, about a minute): the harness keeps working;
+# no timing is asserted, and the report goes to a temporary file, not BENCHMARKS.md.
+bench_out=$(mktemp --suffix=.md)
+VK_BENCH_PROFILE=debug bench/run.sh --size tiny --out "$bench_out"
+rm -f "$bench_out"

@@ -27,6 +27,9 @@ pub struct Peers {
     /// `k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary` and checks the fields consumers need; see
     /// [`Peers::check_stats_summary`].
     pub statscheck: PathBuf,
+    /// Upstream virtual-kubelet v1.13.0 (`cmd/virtual-kubelet`, whose only provider is `mock`): the
+    /// reference of the benchmarks (`bench/`).
+    pub virtual_kubelet_upstream: PathBuf,
 }
 
 /// The repository root (where `scripts/peers.sh` is).
@@ -60,6 +63,7 @@ impl Peers {
             nomad: root.join("nomad-v1.11.3/nomad"),
             metrics_server: root.join("metrics-server-v0.9.0/metrics-server"),
             statscheck: k8s.join("statscheck"),
+            virtual_kubelet_upstream: root.join("virtual-kubelet-upstream-v1.13.0/virtual-kubelet"),
         };
         for p in [
             &peers.etcd,
@@ -70,6 +74,7 @@ impl Peers {
             &peers.nomad,
             &peers.metrics_server,
             &peers.statscheck,
+            &peers.virtual_kubelet_upstream,
         ] {
             if !p.is_file() {
                 bail!("peer binary {} is missing after scripts/peers.sh", p.display());

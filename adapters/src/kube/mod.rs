@@ -57,6 +57,16 @@ pub fn cluster_error(e: kube::Error) -> ClusterError {
     }
 }
 
+/// A watched pod without what the virtual kubelet never reads: `metadata.managedFields`, the
+/// server-side apply bookkeeping of every writer (the creator's and this kubelet's status
+/// manager's entries), often as large as the spec. Watched pods are held for as long as they are
+/// bound, so this is most of a pod's memory here; client-go informers drop it the same way with a
+/// transform (`cache.TransformStripManagedFields`). Found by the benchmarks (`bench/`, P2).
+fn slim(mut pod: Pod) -> Pod {
+    pod.metadata.managed_fields = None;
+    pod
+}
+
 /// [`NodeApi`] over a kube client.
 #[derive(Clone)]
 pub struct KubeNodeApi {
@@ -126,14 +136,14 @@ impl PodApi for KubePodApi {
         let mut buffer: Vec<Pod> = Vec::new();
         watcher(api, cfg).default_backoff().filter_map(move |ev| {
             let out = match ev {
-                Ok(watcher::Event::Apply(p)) => Some(PodWatchEvent::Applied(p)),
-                Ok(watcher::Event::Delete(p)) => Some(PodWatchEvent::Deleted(p)),
+                Ok(watcher::Event::Apply(p)) => Some(PodWatchEvent::Applied(slim(p))),
+                Ok(watcher::Event::Delete(p)) => Some(PodWatchEvent::Deleted(slim(p))),
                 Ok(watcher::Event::Init) => {
                     buffer.clear();
                     None
                 }
                 Ok(watcher::Event::InitApply(p)) => {
-                    buffer.push(p);
+                    buffer.push(slim(p));
                     None
                 }
                 Ok(watcher::Event::InitDone) => {
@@ -299,6 +309,22 @@ impl InputsApi for KubePodApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watched_pods_lose_managed_fields_only() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"a": "b"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap_or_default();
+        assert!(pod.metadata.managed_fields.is_some());
+        let mut want = pod.clone();
+        want.metadata.managed_fields = None;
+        assert_eq!(slim(pod), want);
+    }
 
     #[test]
     fn api_errors_map_to_port_errors() {
