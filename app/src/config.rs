@@ -656,10 +656,9 @@ fn read_file(
     } else {
         Origin::File(path.to_path_buf())
     };
+    let cmd = <Cli as clap::CommandFactory>::command();
     let mut take = |file_key: String, id: String, value: config::Value| -> Result<(), Invalid> {
-        let known = <Cli as clap::CommandFactory>::command()
-            .get_arguments()
-            .any(|a| a.get_id() == id.as_str())
+        let known = cmd.get_arguments().any(|a| a.get_id() == id.as_str())
             && !FLAG_ONLY.contains(&id.as_str())
             && PROVIDER_SETTINGS.contains(&id.as_str())
                 == (provider || file_key.starts_with("nomad."));
