@@ -7,6 +7,8 @@
 #        VK_BENCH_PROFILE=debug bench/run.sh --size tiny ...   (reuse a debug build, as CI does)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# vk-bench finds the repository (scripts/peers.sh, BENCHMARKS.md) here, not where it was compiled.
+export VK_REPO_ROOT=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/target}
 profile=${VK_BENCH_PROFILE:-release}
 flags=(--locked)

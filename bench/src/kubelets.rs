@@ -51,7 +51,9 @@ impl Contender {
 /// Workers of the tuned contenders, and of the floor's concurrent patches.
 pub(crate) const TUNED_WORKERS: &str = "50";
 
-/// Starts `who` as node `node`. The kubelets run with their own log level defaults (info).
+/// Starts `who` as node `node`. The kubelets run with their own log level defaults (info); ours
+/// takes `VK_BENCH_LOG` as its `RUST_LOG` when set (to profile a run: its log is in the stack's
+/// `logs/bench-<node>.log`, kept with `VK_KEEP_STACK=1`).
 ///
 /// # Errors
 /// A binary missing, a kubeconfig or config file not written, or the process not starting.
@@ -67,6 +69,9 @@ pub(crate) fn start(stack: &Stack, who: Contender, node: &str) -> anyhow::Result
                 .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
                 .env_remove("RUST_LOG")
                 .env_remove("KUBECONFIG");
+            if let Ok(filter) = std::env::var("VK_BENCH_LOG") {
+                cmd.env("RUST_LOG", filter);
+            }
             if who == Contender::OursTuned {
                 cmd.args(["--kube-api-qps", "0", "--pod-sync-workers", TUNED_WORKERS]);
             }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// The `deploy/` directory of this repository (the kustomization applied by `kubectl apply -k`).
 pub fn deploy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy")
+    crate::peers::repo_root().join("deploy")
 }
 
 /// The checks of the `in_cluster_rbac` end-to-end test, in the order it makes them on one

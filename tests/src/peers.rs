@@ -32,9 +32,27 @@ pub struct Peers {
     pub virtual_kubelet_upstream: PathBuf,
 }
 
-/// The repository root (where `scripts/peers.sh` is).
+/// The repository root: the first directory holding `scripts/peers.sh` above `VK_REPO_ROOT`, the
+/// running package's `CARGO_MANIFEST_DIR` (cargo sets it for `cargo test` and `cargo run`) or the
+/// working directory, in that order; else where this crate was compiled.
+///
+/// Found at run time because build caches are shared between checkouts: cargo does not rebuild a
+/// workspace member that moved, so a path baked in at compile time can name another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+    let starts = [
+        std::env::var_os("VK_REPO_ROOT").map(PathBuf::from),
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+    ];
+    starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| {
+            start.ancestors().find(|d| d.join("scripts/peers.sh").is_file()).map(Path::to_owned)
+        })
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+        })
 }
 
 impl Peers {

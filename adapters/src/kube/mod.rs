@@ -165,6 +165,7 @@ impl PodApi for KubePodApi {
         new: &PodStatus,
     ) -> Result<(), ClusterError> {
         let Some(body) = vk_domain::status::patch(old, new) else { return Ok(()) };
+        tracing::trace!(patch = %body, "patching the pod status");
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
         let patch = Patch::Strategic(body);
         api.patch_status(key.name(), &PatchParams::default(), &patch)
