@@ -235,7 +235,7 @@ fn started_at(state: &ContainerState) -> Option<Timestamp> {
 fn end(pod: &mut RuntimePod, exit_code: i32, now: Timestamp) {
     pod.stopping = true;
     let Some(sandbox) = pod.sandbox.as_mut().filter(|s| !s.is_terminal()) else { return };
-    for c in sandbox.containers.values_mut() {
+    for (_, c) in sandbox.containers.iter_mut() {
         if let ContainerState::Running { started_at } = c.state {
             c.state = terminated(started_at, exit_code, now);
         }
@@ -273,7 +273,7 @@ impl PodProvider for MemoryProvider {
             }
             let ip = pod_ip(st.ips);
             st.ips = st.ips.wrapping_add(1);
-            let mut containers = std::collections::BTreeMap::new();
+            let mut containers = vk_domain::runtime::LiteMap::new();
             for c in &spec.init_containers {
                 let mut status = running(spec, c, now);
                 if !c.sidecar {
@@ -576,7 +576,7 @@ mod tests {
     }
 
     fn state<'a>(pod: &'a RuntimePod, container: &str) -> &'a ContainerState {
-        &pod.sandbox.as_ref().unwrap().containers[container].state
+        &pod.sandbox.as_ref().unwrap().containers.get(container).unwrap().state
     }
 
     #[tokio::test]
@@ -610,7 +610,7 @@ mod tests {
         assert!(
             matches!(state(&pod, "setup"), ContainerState::Terminated(t) if t.exit_code == 0 && t.reason == "Completed")
         );
-        assert_eq!(pod.images["proxy"], "envoy:1");
+        assert_eq!(pod.images.get("proxy").unwrap(), "envoy:1");
 
         // The same pod again changes nothing; another pod gets the next address.
         p.create_pod(&spec("web", "u1", json!({}))).await.unwrap();
@@ -657,7 +657,7 @@ mod tests {
         p.create_pod(&spec("web", "u1", json!({}))).await.unwrap();
         p.restart_container("ns/web", "app").await.unwrap();
         let pod = p.get_pod(&key("web")).await.unwrap().unwrap();
-        let app = &pod.sandbox.as_ref().unwrap().containers["app"];
+        let app = &pod.sandbox.as_ref().unwrap().containers.get("app").unwrap();
         assert_eq!(app.restart_count, 1);
         assert_eq!(
             app.last_termination.as_ref().map(|t| (t.exit_code, t.signal)),
@@ -691,9 +691,15 @@ mod tests {
         assert!(matches!(changes.next().await, Some(Change::Pod { .. })));
         assert!(futures::poll!(changes.next()).is_pending());
         let pod = p.get_pod(&key("web")).await.unwrap().unwrap();
-        assert_eq!(pod.images["app"], "busybox:2");
+        assert_eq!(pod.images.get("app").unwrap(), "busybox:2");
         let containers = &pod.sandbox.as_ref().unwrap().containers;
-        assert_eq!((containers["app"].restart_count, containers["side"].restart_count), (1, 0));
+        assert_eq!(
+            (
+                containers.get("app").unwrap().restart_count,
+                containers.get("side").unwrap().restart_count
+            ),
+            (1, 0)
+        );
     }
 
     #[tokio::test]

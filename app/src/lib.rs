@@ -126,11 +126,11 @@ impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> kubele
     fn pod(
         &self,
         key: &vk_domain::pod::PodKey,
-    ) -> Option<(k8s_openapi::api::core::v1::Pod, Option<String>)> {
+    ) -> Option<(Arc<k8s_openapi::api::core::v1::Pod>, Option<String>)> {
         self.0.pod(key)
     }
 
-    fn pods(&self) -> Vec<(k8s_openapi::api::core::v1::Pod, bool)> {
+    fn pods(&self) -> Vec<(Arc<k8s_openapi::api::core::v1::Pod>, bool)> {
         self.0.pods()
     }
 }

@@ -93,7 +93,9 @@ pub struct Settings {
 
 #[derive(Default)]
 struct State {
-    pods: HashMap<PodKey, Pod>,
+    /// The pods bound to the node as last watched (or as last written); shared, not copied, with
+    /// the workers and the kubelet API, since a `Pod` is large (2.4 KB inline before its strings).
+    pods: HashMap<PodKey, Arc<Pod>>,
     runtime: HashMap<PodKey, RuntimePod>,
     pods_synced: bool,
     runtime_synced: bool,
@@ -175,7 +177,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 match ev {
                     PodWatchEvent::Applied(p) => match PodKey::of(&p) {
                         Ok(k) => {
-                            st.pods.insert(k.clone(), p);
+                            st.pods.insert(k.clone(), Arc::new(p));
                             vec![k]
                         }
                         Err(_) => vec![],
@@ -191,7 +193,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                         let mut keys: HashSet<PodKey> = st.pods.keys().cloned().collect();
                         st.pods = list
                             .into_iter()
-                            .filter_map(|p| Some((PodKey::of(&p).ok()?, p)))
+                            .filter_map(|p| Some((PodKey::of(&p).ok()?, Arc::new(p))))
                             .collect();
                         keys.extend(st.pods.keys().cloned());
                         keys.extend(st.runtime.keys().cloned());
@@ -316,18 +318,18 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     }
 
     /// The pod with `key` bound to this node, with its workload's ID when the backend has one.
-    pub fn pod(&self, key: &PodKey) -> Option<(Pod, Option<String>)> {
+    pub fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)> {
         let st = self.state();
         let pod = st.pods.get(key)?.clone();
         Some((pod, st.runtime.get(key).map(|r| r.id.clone())))
     }
 
     /// Every pod bound to this node, with whether its workload runs now.
-    pub fn pods(&self) -> Vec<(Pod, bool)> {
+    pub fn pods(&self) -> Vec<(Arc<Pod>, bool)> {
         let st = self.state();
         st.pods
             .iter()
-            .map(|(k, p)| (p.clone(), st.runtime.get(k).is_some_and(|r| !r.is_terminated())))
+            .map(|(k, p)| (Arc::clone(p), st.runtime.get(k).is_some_and(|r| !r.is_terminated())))
             .collect()
     }
 
@@ -394,13 +396,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             (_, r) => r,
         };
         self.record_job(key, runtime.as_ref());
-        let steps = plan(pod.as_ref(), runtime.as_ref(), ctx);
+        let steps = plan(pod.as_deref(), runtime.as_ref(), ctx);
         let mut runtime = runtime;
         for step in steps {
             let operation = operation_name(&step);
             let r = match step {
-                Step::Create => self.create(key, pod.as_ref(), &mut runtime).await,
-                Step::SyncStatus => self.sync_status(key, pod.as_ref(), runtime.as_ref()).await,
+                Step::Create => self.create(key, pod.as_deref(), &mut runtime).await,
+                Step::SyncStatus => self.sync_status(key, pod.as_deref(), runtime.as_ref()).await,
                 Step::Stop => self.on_workload(key, &mut runtime, Op::Stop).await,
                 Step::Kill => self.on_workload(key, &mut runtime, Op::Kill).await,
                 Step::Purge { stale } => {
@@ -409,16 +411,20 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                     }
                     self.on_workload(key, &mut runtime, Op::Purge).await
                 }
-                Step::DeleteObject => self.delete_object(key, pod.as_ref()).await,
+                Step::DeleteObject => self.delete_object(key, pod.as_deref()).await,
                 Step::RequeueAfter(d) => {
                     self.queue.add_after(key.clone(), d);
                     Ok(())
                 }
                 Step::KeepFinal => Ok(()),
-                Step::MarkLost => self.mark_lost(key, pod.as_ref()).await,
+                Step::MarkLost => self.mark_lost(key, pod.as_deref()).await,
                 Step::StartContainer(name) => self.start_container(runtime.as_ref(), &name).await,
-                Step::UpdateWorkload => self.update_workload(key, pod.as_ref(), &mut runtime).await,
-                Step::FailDeadline => self.fail_deadline(key, pod.as_ref(), runtime.as_ref()).await,
+                Step::UpdateWorkload => {
+                    self.update_workload(key, pod.as_deref(), &mut runtime).await
+                }
+                Step::FailDeadline => {
+                    self.fail_deadline(key, pod.as_deref(), runtime.as_ref()).await
+                }
             };
             if let Some(operation) = operation {
                 let result = if r.is_ok() { "ok" } else { "error" };
@@ -560,7 +566,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 // Keep the local copy current so the next poll does not write the same again.
                 let mut st = self.state();
                 if let Some(p) = st.pods.get_mut(key).filter(|p| pod::uid(p) == pod::uid(pod)) {
-                    p.status = Some(new);
+                    Arc::make_mut(p).status = Some(new);
                 }
                 drop(st);
                 self.record_phases();
@@ -702,7 +708,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
 
     /// One refresh round; reads are shared between pods.
     pub async fn refresh_once(&self) {
-        let pods: Vec<(Pod, String)> = {
+        let pods: Vec<(Arc<Pod>, String)> = {
             let mut st = self.state();
             let live: HashSet<String> = st.pods.values().map(|p| pod::uid(p).to_owned()).collect();
             self.tokens.retain(&live);
@@ -717,7 +723,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                             r.owner.uid == pod::uid(p) && !r.stopping && !r.is_terminated()
                         })
                 })
-                .filter_map(|(k, p)| Some((p.clone(), st.runtime.get(k)?.id.clone())))
+                .filter_map(|(k, p)| Some((Arc::clone(p), st.runtime.get(k)?.id.clone())))
                 .collect()
         };
         let mut resolver = self.resolver();

@@ -52,8 +52,10 @@ impl Contender {
 pub(crate) const TUNED_WORKERS: &str = "50";
 
 /// Starts `who` as node `node`. The kubelets run with their own log level defaults (info); ours
-/// takes `VK_BENCH_LOG` as its `RUST_LOG` when set (to profile a run: its log is in the stack's
-/// `logs/bench-<node>.log`, kept with `VK_KEEP_STACK=1`).
+/// takes `VK_BENCH_LOG` as its `RUST_LOG` when set (its log is in the stack's
+/// `logs/bench-<node>.log`, kept with `VK_KEEP_STACK=1`), and runs under the command line in
+/// `VK_BENCH_WRAP` when set (a profiler, such as `heaptrack -o /tmp/ht`; its figures then measure
+/// the wrapper too).
 ///
 /// # Errors
 /// A binary missing, a kubeconfig or config file not written, or the process not starting.
@@ -61,7 +63,17 @@ pub(crate) fn start(stack: &Stack, who: Contender, node: &str) -> anyhow::Result
     let log = stack.dir.join("logs").join(format!("bench-{node}.log"));
     let cmd = match who {
         Contender::Ours | Contender::OursTuned => {
-            let mut cmd = Command::new(vk_tests::virtual_kubelet_bin()?);
+            let bin = vk_tests::virtual_kubelet_bin()?;
+            // VK_BENCH_WRAP: a command line to run ours under (a profiler), for a look inside.
+            let wrap = std::env::var("VK_BENCH_WRAP").unwrap_or_default();
+            let mut cmd = match wrap.split_whitespace().collect::<Vec<_>>().split_first() {
+                Some((program, args)) => {
+                    let mut cmd = Command::new(program);
+                    cmd.args(args).arg(bin);
+                    cmd
+                }
+                None => Command::new(bin),
+            };
             cmd.args(["--provider", "memory", "--nodename", node])
                 .arg(format!("--kubeconfig={}", stack.node_kubeconfig(node)?.display()))
                 .args(["--internal-ip", "127.0.0.1", "--max-pods", "100000"])

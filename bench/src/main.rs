@@ -61,6 +61,10 @@ struct Cli {
     /// Where the report is written.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// P1, P2 and P7 only with these contenders, by the slug in their node names (`ours`,
+    /// `ourst`, `up`, `upt`, `floor`), comma-separated: for a profile, not for a report.
+    #[arg(long, value_delimiter = ',')]
+    contenders: Vec<String>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -169,10 +173,15 @@ fn main() -> anyhow::Result<()> {
     } else {
         cli.only.clone()
     };
-    rt.block_on(run(cli.size, &only, &out))
+    rt.block_on(run(cli.size, &only, &cli.contenders, &out))
 }
 
-async fn run(size: Size, only: &[Bench], out: &std::path::Path) -> anyhow::Result<()> {
+async fn run(
+    size: Size,
+    only: &[Bench],
+    contenders: &[String],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let plan = Plan::of(size);
     let started = Instant::now();
     let stack = Stack::start().await?;
@@ -209,7 +218,7 @@ async fn run(size: Size, only: &[Bench], out: &std::path::Path) -> anyhow::Resul
                     Contender::UpstreamTuned => r > 0 || !plan.upstream_tuned_sizes.contains(&n),
                     _ => false,
                 };
-                if skip {
+                if skip || !(contenders.is_empty() || contenders.iter().any(|c| c == who.slug())) {
                     continue;
                 }
                 let node = format!("b-{}-{n}-{r}", who.slug());

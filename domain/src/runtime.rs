@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
+pub use litemap::LiteMap;
 
 use crate::pod::PodKey;
 
@@ -19,8 +20,10 @@ pub struct RuntimePod {
     pub stopping: bool,
     /// The current sandbox (for Nomad, the newest allocation), if one was placed yet.
     pub sandbox: Option<Sandbox>,
-    /// The image each container runs, as registered (empty when the backend does not say).
-    pub images: BTreeMap<String, String>,
+    /// The image each container runs, as registered (empty when the backend does not say). A
+    /// sorted vector ([`LiteMap`]), not a `BTreeMap`, whose first node holds room for eleven
+    /// entries: a pod has a container or two, and every pod's runtime view is held in memory.
+    pub images: LiteMap<String, String>,
 }
 
 impl RuntimePod {
@@ -54,8 +57,9 @@ pub struct Sandbox {
     pub pod_ip: Option<String>,
     /// The IP address of the machine that runs it (`status.hostIP`), once known.
     pub host_ip: Option<String>,
-    /// The containers by name; a container of the pod missing here has not been created yet.
-    pub containers: BTreeMap<String, ContainerRuntimeStatus>,
+    /// The containers by name; a container of the pod missing here has not been created yet. A
+    /// sorted vector, as [`RuntimePod::images`] (a `BTreeMap` would take about 3 KB a pod here).
+    pub containers: LiteMap<String, ContainerRuntimeStatus>,
     /// A human-readable note from the backend (for Nomad, the allocation's client description).
     pub message: Option<String>,
     /// Where a container port is reached on `pod_ip` when the backend maps it (for Nomad, the

@@ -549,7 +549,6 @@ fn condition(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use k8s_openapi::api::core::v1::{Container, PodSpec};
 
@@ -606,10 +605,7 @@ mod tests {
             created_at: Some(ts(0)),
             pod_ip: Some("10.0.0.7".into()),
             host_ip: Some("10.0.0.1".into()),
-            containers: cs
-                .iter()
-                .map(|(n, c)| ((*n).to_owned(), c.clone()))
-                .collect::<BTreeMap<_, _>>(),
+            containers: cs.iter().map(|(n, c)| ((*n).to_owned(), c.clone())).collect(),
             message: None,
             ports: Default::default(),
         }

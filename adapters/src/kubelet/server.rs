@@ -129,10 +129,11 @@ impl Settings {
 /// The pods bound to this node as the application knows them (from its pod watch and the
 /// backend), which the server reads to answer requests.
 pub trait PodIndex: Send + Sync + 'static {
-    /// The pod with `key` bound to this node, and its backend workload ID once it has one.
-    fn pod(&self, key: &PodKey) -> Option<(Pod, Option<String>)>;
+    /// The pod with `key` bound to this node, and its backend workload ID once it has one. Shared
+    /// with the index, which keeps it.
+    fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)>;
     /// Every pod bound to this node, with whether its workload runs (has a live sandbox).
-    fn pods(&self) -> Vec<(Pod, bool)>;
+    fn pods(&self) -> Vec<(Arc<Pod>, bool)>;
 }
 
 struct Cache<K, V> {
@@ -388,7 +389,7 @@ fn pod_list(items: Vec<Pod>) -> Response {
 async fn pods<P: PodProvider, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
-    pod_list(k.index.pods().into_iter().map(|(p, _)| p).collect())
+    pod_list(k.index.pods().into_iter().map(|(p, _)| Arc::unwrap_or_clone(p)).collect())
 }
 
 async fn running_pods<P: PodProvider, A: AccessReview, I: PodIndex>(
@@ -401,7 +402,8 @@ async fn running_pods<P: PodProvider, A: AccessReview, I: PodIndex>(
         .pods()
         .into_iter()
         .filter(|(_, running)| *running)
-        .map(|(p, _)| Pod {
+        .map(|(p, _)| Arc::unwrap_or_clone(p))
+        .map(|p| Pod {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: p.metadata.name,
                 namespace: p.metadata.namespace,
@@ -709,19 +711,19 @@ mod tests {
 
     struct Index;
     impl PodIndex for Index {
-        fn pod(&self, key: &PodKey) -> Option<(Pod, Option<String>)> {
+        fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)> {
             let pod: Pod = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": key.name(), "namespace": key.namespace()},
                 "spec": {"containers": [{"name": "main"}]},
             }))
             .ok()?;
             match key.name() {
-                "web" => Some((pod, Some("job-web".into()))),
-                "new" => Some((pod, None)),
+                "web" => Some((Arc::new(pod), Some("job-web".into()))),
+                "new" => Some((Arc::new(pod), None)),
                 _ => None,
             }
         }
-        fn pods(&self) -> Vec<(Pod, bool)> {
+        fn pods(&self) -> Vec<(Arc<Pod>, bool)> {
             Vec::new()
         }
     }

@@ -33,7 +33,7 @@ pub fn owner(meta: &BTreeMap<String, String>, node: &str) -> Option<PodOwner> {
 }
 
 /// The image of each container as the job was registered (`k8s_image_<container>` Meta).
-pub fn images(meta: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn images(meta: &BTreeMap<String, String>) -> vk_domain::runtime::LiteMap<String, String> {
     meta.iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(META_IMAGE_PREFIX)?.to_owned(), v.clone())))
         .collect()
@@ -257,7 +257,7 @@ mod tests {
         .collect();
         let images = images(&meta);
         assert_eq!(images.len(), 2);
-        assert_eq!(images["side-car"], "envoy");
+        assert_eq!(images.get("side-car").unwrap(), "envoy");
         assert_eq!(restart_bases(&meta).into_iter().collect::<Vec<_>>(), [("web".to_owned(), 2)]);
     }
 
@@ -304,12 +304,15 @@ mod tests {
         assert_eq!(s.state, SandboxState::Failed);
         assert_eq!(s.pod_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(s.host_ip.as_deref(), Some("10.1.1.1"));
-        let ContainerState::Terminated(t) = &s.containers["main"].state else {
+        let ContainerState::Terminated(t) = &s.containers.get("main").unwrap().state else {
             panic!("not terminated")
         };
         assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
         assert_eq!(t.started_at, Some(Timestamp::from_second(1_700_000_001).unwrap()));
-        assert_eq!(s.containers["main"].container_id.as_deref(), Some("nomad://a1/main"));
+        assert_eq!(
+            s.containers.get("main").unwrap().container_id.as_deref(),
+            Some("nomad://a1/main")
+        );
     }
 
     #[test]
@@ -318,7 +321,7 @@ mod tests {
             let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
                 "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
                     {"Type": "Terminated", "Time": 1, "Details": details}]}}}));
-            match sandbox(&a, None).containers["t"].state.clone() {
+            match sandbox(&a, None).containers.get("t").unwrap().state.clone() {
                 ContainerState::Terminated(t) => t,
                 other => panic!("{other:?}"),
             }
@@ -330,7 +333,9 @@ mod tests {
         let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
             "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
                 {"Type": "Driver Failure", "Time": 1, "DisplayMessage": "failed to launch command", "FailsTask": true}]}}}));
-        let ContainerState::Terminated(t) = sandbox(&a, None).containers["t"].state.clone() else {
+        let ContainerState::Terminated(t) =
+            sandbox(&a, None).containers.get("t").unwrap().state.clone()
+        else {
             panic!()
         };
         assert_eq!((t.exit_code, t.reason.as_str()), (128, "StartError"));
@@ -352,7 +357,7 @@ mod tests {
             "n": {"State": "pending", "Events": [{"Type": "Received", "Time": 1, "DisplayMessage": "Task received by client"}]}
         }}));
         let s = sandbox(&a, None);
-        let r = &s.containers["r"];
+        let r = &s.containers.get("r").unwrap();
         assert_eq!(
             r.state,
             ContainerState::Running {
@@ -362,10 +367,10 @@ mod tests {
         assert_eq!(r.restart_count, 2);
         assert_eq!(r.last_termination.as_ref().unwrap().exit_code, 1);
         assert!(
-            matches!(&s.containers["w"].state, ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
+            matches!(&s.containers.get("w").unwrap().state, ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
         );
         assert!(
-            matches!(&s.containers["n"].state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating")
+            matches!(&s.containers.get("n").unwrap().state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating")
         );
     }
 }

@@ -49,7 +49,13 @@ fn view(t: &Timed, now: Timestamp) -> RuntimePod {
         ports: Default::default(),
     };
     let (id, stopping) = (t.owner.key.to_string(), t.stopped.is_some());
-    RuntimePod { owner: t.owner.clone(), id, stopping, sandbox: Some(sandbox), images: [].into() }
+    RuntimePod {
+        owner: t.owner.clone(),
+        id,
+        stopping,
+        sandbox: Some(sandbox),
+        images: Default::default(),
+    }
 }
 
 struct Timers {
