@@ -273,7 +273,8 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                     }
                     st.dirty.insert(key.clone());
                     drop(st);
-                    self.queue.add(key);
+                    // Ahead of new pods: a status is waiting to be written.
+                    self.queue.add_urgent(key);
                 }
                 Change::Resync => {
                     self.poll_now.notify_one();

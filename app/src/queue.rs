@@ -1,5 +1,10 @@
 //! A work queue of keys, as client-go's workqueue: a key is queued at most once, is processed by
 //! one worker at a time, and a key added while it is processed is processed again afterwards.
+//!
+//! Keys come in two lanes: [`WorkQueue::add_urgent`] (a change the backend reported, whose status
+//! is waiting to be written) is served before [`WorkQueue::add`] (a new pod to create, a periodic
+//! resync), so that under a burst of new pods the status of those already placed is not written
+//! behind every create (the benchmarks' P3, `bench/`).
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -11,46 +16,76 @@ use tokio::sync::mpsc;
 /// The queue; clone the `Arc` to share it between producers and workers.
 #[derive(Debug)]
 pub struct WorkQueue<K> {
-    tx: mpsc::UnboundedSender<K>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<K>>,
+    normal: mpsc::UnboundedSender<K>,
+    urgent: mpsc::UnboundedSender<K>,
+    rx: tokio::sync::Mutex<Lanes<K>>,
     sets: Mutex<Sets<K>>,
 }
 
 #[derive(Debug)]
+struct Lanes<K> {
+    normal: mpsc::UnboundedReceiver<K>,
+    urgent: mpsc::UnboundedReceiver<K>,
+}
+
+/// A key may sit in both lanes (queued, then made urgent); `queued` says whether it still waits,
+/// so whichever copy comes out second is skipped.
+#[derive(Debug)]
 struct Sets<K> {
     queued: HashSet<K>,
+    /// Queued keys that are in the urgent lane.
+    urgent: HashSet<K>,
     active: HashSet<K>,
-    dirty: HashSet<K>,
+    /// Active keys added again, to queue when done; `true` when one of those adds was urgent.
+    dirty: std::collections::HashMap<K, bool>,
 }
 
 impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     /// An empty queue.
     pub fn new() -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (normal, normal_rx) = mpsc::unbounded_channel();
+        let (urgent, urgent_rx) = mpsc::unbounded_channel();
         Arc::new(Self {
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
+            normal,
+            urgent,
+            rx: tokio::sync::Mutex::new(Lanes { normal: normal_rx, urgent: urgent_rx }),
             sets: Mutex::new(Sets {
                 queued: HashSet::new(),
+                urgent: HashSet::new(),
                 active: HashSet::new(),
-                dirty: HashSet::new(),
+                dirty: std::collections::HashMap::new(),
             }),
         })
     }
 
     /// Queues `key` unless it is queued already; a key being processed is queued again when done.
     pub fn add(&self, key: K) {
+        self.push(key, false);
+    }
+
+    /// As [`WorkQueue::add`], in the lane served first; a key already waiting in the other lane
+    /// moves up (it is still processed once).
+    pub fn add_urgent(&self, key: K) {
+        self.push(key, true);
+    }
+
+    fn push(&self, key: K, urgent: bool) {
         let Ok(mut s) = self.sets.lock() else { return };
-        if s.queued.contains(&key) {
+        if s.active.contains(&key) {
+            *s.dirty.entry(key).or_insert(false) |= urgent;
             return;
         }
-        if s.active.contains(&key) {
-            s.dirty.insert(key);
+        let waiting = s.queued.contains(&key);
+        if waiting && (!urgent || s.urgent.contains(&key)) {
             return;
         }
         s.queued.insert(key.clone());
+        if urgent {
+            s.urgent.insert(key.clone());
+        }
         drop(s);
-        let _ = self.tx.send(key);
+        let lane = if urgent { &self.urgent } else { &self.normal };
+        let _ = lane.send(key);
     }
 
     /// Queues `key` after `delay`.
@@ -62,27 +97,40 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         });
     }
 
-    /// Waits for the next key and marks it active. Call [`WorkQueue::done`] when finished with it.
+    /// Waits for the next key, urgent ones first, and marks it active. Call [`WorkQueue::done`]
+    /// when finished with it.
     pub async fn next(&self) -> Option<K> {
-        let key = self.rx.lock().await.recv().await?;
-        if let Ok(mut s) = self.sets.lock() {
-            s.queued.remove(&key);
+        let mut lanes = self.rx.lock().await;
+        let Lanes { normal, urgent } = &mut *lanes;
+        loop {
+            let key = tokio::select! {
+                biased;
+                Some(k) = urgent.recv() => k,
+                k = normal.recv() => k?,
+            };
+            let Ok(mut s) = self.sets.lock() else { return Some(key) };
+            // The second copy of a key that was in both lanes: already handed out.
+            if !s.queued.remove(&key) {
+                continue;
+            }
+            s.urgent.remove(&key);
             s.active.insert(key.clone());
+            return Some(key);
         }
-        Some(key)
     }
 
-    /// Marks `key` finished; it is queued again if it was added meanwhile.
+    /// Marks `key` finished; it is queued again (in the lane it was last added to with the
+    /// higher priority) if it was added meanwhile.
     pub fn done(&self, key: &K) {
         let again = match self.sets.lock() {
             Ok(mut s) => {
                 s.active.remove(key);
                 s.dirty.remove(key)
             }
-            Err(_) => false,
+            Err(_) => None,
         };
-        if again {
-            self.add(key.clone());
+        if let Some(urgent) = again {
+            self.push(key.clone(), urgent);
         }
     }
 
@@ -118,6 +166,38 @@ mod tests {
         q.done(&"a");
         assert_eq!(q.next().await.unwrap(), "a");
         q.done(&"a");
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn urgent_keys_go_first_and_once() {
+        let q = WorkQueue::new();
+        q.add("a");
+        q.add("b");
+        q.add("c");
+        q.add_urgent("c");
+        q.add_urgent("d");
+        q.add_urgent("d");
+        assert_eq!(q.len(), 4);
+        let mut order = Vec::new();
+        while !q.is_empty() {
+            let k = q.next().await.unwrap();
+            q.done(&k);
+            order.push(k);
+        }
+        // "c" moved up and is not handed out a second time from the normal lane.
+        assert_eq!(order, ["c", "d", "a", "b"]);
+        // An urgent add while active comes back urgent, ahead of what was queued meanwhile.
+        q.add("x");
+        let x = q.next().await.unwrap();
+        q.add("y");
+        q.add_urgent("x");
+        q.add("x");
+        q.done(&x);
+        assert_eq!(q.next().await.unwrap(), "x");
+        q.done(&"x");
+        assert_eq!(q.next().await.unwrap(), "y");
+        q.done(&"y");
         assert!(q.is_empty());
     }
 
