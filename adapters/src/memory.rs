@@ -273,7 +273,9 @@ impl PodProvider for MemoryProvider {
             }
             let ip = pod_ip(st.ips);
             st.ips = st.ips.wrapping_add(1);
-            let mut containers = vk_domain::runtime::LiteMap::new();
+            let mut containers = vk_domain::runtime::LiteMap::with_capacity(
+                spec.init_containers.len() + spec.containers.len(),
+            );
             for c in &spec.init_containers {
                 let mut status = running(spec, c, now);
                 if !c.sidecar {
