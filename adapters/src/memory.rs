@@ -146,7 +146,9 @@ pub struct MemoryProvider {
 
 #[derive(Default)]
 struct State {
-    pods: HashMap<PodKey, Entry>,
+    /// Boxed: an `Entry` is 352 bytes inline, and a hash table keeps up to twice as many slots
+    /// as entries.
+    pods: HashMap<PodKey, Box<Entry>>,
     /// Pod IPs handed out so far (the next one is derived from it).
     ips: u32,
 }
@@ -323,7 +325,7 @@ impl PodProvider for MemoryProvider {
                     (c.name.clone(), millis.saturating_mul(1_000_000), bytes)
                 })
                 .collect();
-            st.pods.insert(spec.key.clone(), Entry { runtime, usage });
+            st.pods.insert(spec.key.clone(), Box::new(Entry { runtime, usage }));
         }
         self.notify(&spec.key);
         Ok(())

@@ -2,6 +2,7 @@
 //! of adapters into them. `main.rs` only parses flags and calls [`run`].
 
 pub mod config;
+mod held_pod;
 pub mod inputs;
 pub mod node_controller;
 pub mod pod_controller;
