@@ -6,11 +6,12 @@
 //! `metadata.managedFields`, which the watch drops) is about 3 KB. The controller holds every pod
 //! bound to the node for as long as it is bound, and reads one whole only when a worker syncs it,
 //! the kubelet API serves it, or the volume refresh reads its volumes: so it keeps the JSON, and
-//! decodes it then (some 10 µs for a one-container pod). The fields read for every pod on every
-//! event (the phase for `vk_pods`, the UID, whether it is terminal, being deleted or has volume
-//! files) are kept decoded beside it.
+//! decodes it then. The fields read for every pod on every event (the phase for `vk_pods`, the
+//! UID, whether it is terminal, being deleted or has volume files) are kept decoded beside it.
 //!
-//! Measured by `bench/` (P2, P7): resident memory per pod went from about 13 KB to about 8 KB.
+//! Measured by `bench/` (P2, 1,000 pods, memory provider): the process's anonymous memory went
+//! from 16.5 MB to 8.8 MB, and its CPU time did not grow (1.6 s before, 1.4 s after: a decode
+//! per sync costs less than the copies and frees of the large structs it replaces).
 
 use std::sync::Arc;
 

@@ -327,7 +327,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     }
 
     /// Every pod bound to this node, with whether its workload runs now. Each is decoded for
-    /// the call (about 10 µs for a one-container pod).
+    /// the call.
     pub fn pods(&self) -> Vec<(Arc<Pod>, bool)> {
         let st = self.state();
         st.pods
