@@ -201,11 +201,11 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             .route("/stats/summary/", get(stats_summary::<P, A, I>))
             .route("/metrics/resource", get(metrics_resource::<P, A, I>))
             .route("/exec/{ns}/{pod}/{container}", any(streaming::exec::<P, A, I>))
-            .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec_uid::<P, A, I>))
+            .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec::<P, A, I>))
             .route("/attach/{ns}/{pod}/{container}", any(streaming::attach::<P, A, I>))
-            .route("/attach/{ns}/{pod}/{uid}/{container}", any(streaming::attach_uid::<P, A, I>))
+            .route("/attach/{ns}/{pod}/{uid}/{container}", any(streaming::attach::<P, A, I>))
             .route("/portForward/{ns}/{pod}", any(streaming::port_forward::<P, A, I>))
-            .route("/portForward/{ns}/{pod}/{uid}", any(streaming::port_forward_uid::<P, A, I>))
+            .route("/portForward/{ns}/{pod}/{uid}", any(streaming::port_forward::<P, A, I>))
             .layer(axum::middleware::from_fn_with_state(Arc::clone(self), guard::<P, A, I>))
             .with_state(Arc::clone(self))
     }
@@ -831,6 +831,33 @@ mod tests {
         assert_eq!(get("/attach/ns/web/main?tty=1&stdin=0").await.0, 400, "no stream at all");
         assert_eq!(get("/portForward/ns/gone").await.0, 404);
         assert_eq!(get("/nowhere").await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn the_uid_segment_is_taken_and_the_pod_found_by_name() {
+        // `/exec|attach/{ns}/{pod}/{uid}/{container}` and `/portForward/{ns}/{pod}/{uid}` are the
+        // same handlers as without the UID; the last segment is the container, the UID is not
+        // compared (the kubelet's `FindPod` looks by full name).
+        let (k, _) = kubelet(false);
+        let get = |p: &'static str| {
+            let k = Arc::clone(&k);
+            async move { call(&k, Method::GET, p, None, Some("cert-user")).await }
+        };
+        for path in [
+            "/exec/ns/web/any-uid/main?command=true&output=1",
+            "/attach/ns/web/any-uid/main?output=1",
+        ] {
+            assert_eq!(get(path).await, (400, "Upgrade request required".to_owned()), "{path}");
+        }
+        let (s, body) = get("/exec/ns/web/any-uid/other?command=true&output=1").await;
+        assert_eq!((s, body.as_str()), (404, "container \"other\" not found in pod \"ns/web\""));
+        let (s, body) = get("/attach/ns/gone/any-uid/main?output=1").await;
+        assert_eq!((s, body.as_str()), (404, "pod \"ns/gone\" not found"));
+        assert_eq!(
+            get("/portForward/ns/web/any-uid").await,
+            (400, "Upgrade request required".to_owned())
+        );
+        assert_eq!(get("/portForward/ns/gone/any-uid").await.0, 404);
     }
 
     #[test]

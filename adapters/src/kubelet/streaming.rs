@@ -135,55 +135,52 @@ enum Command {
     Attach,
 }
 
-/// `GET|POST /exec/{ns}/{pod}/{container}`.
+/// The path of `/exec` and `/attach`: `{ns}/{pod}/{container}` or `{ns}/{pod}/{uid}/{container}`.
+/// The UID is taken and not compared, as the kubelet does: it finds the pod by namespace and name
+/// (`kubecontainer.Pods.FindPod` looks by full name whenever there is one).
+#[derive(serde::Deserialize)]
+pub(crate) struct ContainerPath {
+    ns: String,
+    pod: String,
+    container: String,
+}
+
+/// The path of `/portForward`: `{ns}/{pod}` or `{ns}/{pod}/{uid}` (the UID as in
+/// [`ContainerPath`]).
+#[derive(serde::Deserialize)]
+pub(crate) struct PodPath {
+    ns: String,
+    pod: String,
+}
+
+/// `GET|POST /exec/{ns}/{pod}[/{uid}]/{container}`.
 pub(crate) async fn exec<P: PodProvider, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
+    Path(path): Path<ContainerPath>,
     RawQuery(q): RawQuery,
     req: Request,
 ) -> Response {
-    remote_command(k, Command::Exec, &ns, &pod, &container, q.as_deref(), req)
+    remote_command(k, Command::Exec, &path, q.as_deref(), req)
 }
 
-/// `GET|POST /exec/{ns}/{pod}/{uid}/{container}`.
-pub(crate) async fn exec_uid<P: PodProvider, A: AccessReview, I: PodIndex>(
-    State(k): State<Arc<Kubelet<P, A, I>>>,
-    Path((ns, pod, _uid, container)): Path<(String, String, String, String)>,
-    RawQuery(q): RawQuery,
-    req: Request,
-) -> Response {
-    remote_command(k, Command::Exec, &ns, &pod, &container, q.as_deref(), req)
-}
-
-/// `GET|POST /attach/{ns}/{pod}/{container}`.
+/// `GET|POST /attach/{ns}/{pod}[/{uid}]/{container}`.
 pub(crate) async fn attach<P: PodProvider, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
+    Path(path): Path<ContainerPath>,
     RawQuery(q): RawQuery,
     req: Request,
 ) -> Response {
-    remote_command(k, Command::Attach, &ns, &pod, &container, q.as_deref(), req)
-}
-
-/// `GET|POST /attach/{ns}/{pod}/{uid}/{container}`.
-pub(crate) async fn attach_uid<P: PodProvider, A: AccessReview, I: PodIndex>(
-    State(k): State<Arc<Kubelet<P, A, I>>>,
-    Path((ns, pod, _uid, container)): Path<(String, String, String, String)>,
-    RawQuery(q): RawQuery,
-    req: Request,
-) -> Response {
-    remote_command(k, Command::Attach, &ns, &pod, &container, q.as_deref(), req)
+    remote_command(k, Command::Attach, &path, q.as_deref(), req)
 }
 
 fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
     k: Arc<Kubelet<P, A, I>>,
     what: Command,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    path: &ContainerPath,
     query: Option<&str>,
     mut req: Request,
 ) -> Response {
+    let ContainerPath { ns, pod, container } = path;
     if !streaming_method(req.method()) {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
     }
@@ -282,20 +279,10 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
     }
 }
 
-/// `GET|POST /portForward/{ns}/{pod}`.
+/// `GET|POST /portForward/{ns}/{pod}[/{uid}]`.
 pub(crate) async fn port_forward<P: PodProvider, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
-    Path((ns, pod)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-    req: Request,
-) -> Response {
-    forward(k, &ns, &pod, q.as_deref(), req)
-}
-
-/// `GET|POST /portForward/{ns}/{pod}/{uid}`.
-pub(crate) async fn port_forward_uid<P: PodProvider, A: AccessReview, I: PodIndex>(
-    State(k): State<Arc<Kubelet<P, A, I>>>,
-    Path((ns, pod, _uid)): Path<(String, String, String)>,
+    Path(PodPath { ns, pod }): Path<PodPath>,
     RawQuery(q): RawQuery,
     req: Request,
 ) -> Response {
