@@ -14,11 +14,10 @@
 // Handlers answer errors with the HTTP response itself (axum's idiom); boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -136,33 +135,20 @@ pub trait PodIndex: Send + Sync + 'static {
     fn pods(&self) -> Vec<(Arc<Pod>, bool)>;
 }
 
-struct Cache<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+/// Entries each answer cache holds at most (least recently used first out).
+const CACHE_ENTRIES: u64 = 4096;
+
+/// A bounded cache whose entries live `ttl` from their insertion (moka's `time_to_live`).
+fn cache<K, V>(ttl: Duration) -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(ttl).build()
 }
 
-impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
-    fn new() -> Self {
-        Self { entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, k: &K) -> Option<V> {
-        let map = self.entries.lock().ok()?;
-        map.get(k).filter(|(until, _)| *until > Instant::now()).map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, k: K, v: V, ttl: Duration) {
-        if let Ok(mut map) = self.entries.lock() {
-            if map.len() >= 4096 {
-                let now = Instant::now();
-                map.retain(|_, (until, _)| *until > now);
-                if map.len() >= 4096 {
-                    map.clear();
-                }
-            }
-            map.insert(k, (Instant::now() + ttl, v));
-        }
-    }
-}
+/// A SubjectAccessReview's question, as cached: user, groups, verb and subresource.
+type Question = (String, Vec<String>, &'static str, &'static str);
 
 /// The kubelet API over provider `P`, reviews `A` and pod index `I`.
 pub struct Kubelet<P, A, I> {
@@ -170,8 +156,12 @@ pub struct Kubelet<P, A, I> {
     access: Arc<A>,
     pub(crate) index: Arc<I>,
     settings: Settings,
-    tokens: Cache<String, Option<UserInfo>>,
-    decisions: Cache<(String, Vec<String>, &'static str, &'static str), bool>,
+    /// TokenReview answers by token, for `token_ttl`.
+    tokens: moka::sync::Cache<String, Option<UserInfo>>,
+    /// Questions allowed, for `allowed_ttl`, and denied, for `denied_ttl` (the kubelet's webhook
+    /// authorizer keeps the two apart the same way).
+    allowed: moka::sync::Cache<Question, ()>,
+    denied: moka::sync::Cache<Question, ()>,
     cpu: Mutex<CpuCounters>,
 }
 
@@ -182,9 +172,10 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             provider,
             access,
             index,
+            tokens: cache(settings.token_ttl),
+            allowed: cache(settings.allowed_ttl),
+            denied: cache(settings.denied_ttl),
             settings,
-            tokens: Cache::new(),
-            decisions: Cache::new(),
             cpu: Mutex::new(CpuCounters::default()),
         })
     }
@@ -211,12 +202,12 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
     }
 
     async fn user_for_token(&self, token: &str) -> Result<Option<UserInfo>, Response> {
-        if let Some(u) = self.tokens.get(&token.to_owned()) {
+        if let Some(u) = self.tokens.get(token) {
             return Ok(u);
         }
         match self.access.authenticate(token).await {
             Ok(u) => {
-                self.tokens.put(token.to_owned(), u.clone(), self.settings.token_ttl);
+                self.tokens.insert(token.to_owned(), u.clone());
                 Ok(u)
             }
             Err(e) => {
@@ -228,14 +219,16 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
 
     async fn allowed(&self, user: &UserInfo, access: &NodeAccess) -> Result<bool, Response> {
         let key = (user.username.clone(), user.groups.clone(), access.verb, access.subresource);
-        if let Some(d) = self.decisions.get(&key) {
-            return Ok(d);
+        if self.allowed.contains_key(&key) {
+            return Ok(true);
+        }
+        if self.denied.contains_key(&key) {
+            return Ok(false);
         }
         match self.access.authorize(user, access).await {
             Ok(d) => {
-                let ttl =
-                    if d.allowed { self.settings.allowed_ttl } else { self.settings.denied_ttl };
-                self.decisions.put(key, d.allowed, ttl);
+                let answers = if d.allowed { &self.allowed } else { &self.denied };
+                answers.insert(key, ());
                 Ok(d.allowed)
             }
             Err(e) => {
@@ -807,6 +800,32 @@ mod tests {
         assert_eq!(reviews.sars.load(Ordering::SeqCst), before);
         // A verified client certificate needs no token.
         assert_eq!(call(&k, Method::GET, logs, None, Some("cert-user")).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn answers_are_kept_for_their_own_time() {
+        // Allowed and denied answers live for their TTLs (the kubelet's 5 min and 30 s, short
+        // here), each counted from when it was given.
+        let reviews = Arc::new(Reviews::default());
+        let cert = ServingCert { cert_pem: String::new(), key_pem: String::new() };
+        let mut settings = Settings::new("vk", cert);
+        settings.allowed_ttl = Duration::from_secs(60);
+        settings.denied_ttl = Duration::from_millis(200);
+        let k = Kubelet::new(Arc::new(Provider), Arc::clone(&reviews), Arc::new(Index), settings);
+        let sars = || reviews.sars.load(Ordering::SeqCst);
+        let allowed = "/containerLogs/ns/web/main";
+        let denied = "/stats/summary";
+        assert_eq!(call(&k, Method::GET, allowed, Some("alice"), None).await.0, 200);
+        assert_eq!(call(&k, Method::GET, denied, Some("alice"), None).await.0, 403);
+        assert_eq!(sars(), 2);
+        assert_eq!(call(&k, Method::GET, allowed, Some("alice"), None).await.0, 200);
+        assert_eq!(call(&k, Method::GET, denied, Some("alice"), None).await.0, 403);
+        assert_eq!(sars(), 2, "both answers cached");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(call(&k, Method::GET, allowed, Some("alice"), None).await.0, 200);
+        assert_eq!(sars(), 2, "the allowed answer is still cached");
+        assert_eq!(call(&k, Method::GET, denied, Some("alice"), None).await.0, 403);
+        assert_eq!(sars(), 3, "the denied answer expired and was asked again");
     }
 
     #[tokio::test]
