@@ -1,6 +1,6 @@
-//! End-to-end tests of the kubelet API (port 10250): `kubectl logs`, `exec`, `port-forward` and
-//! `top` through the real kube-apiserver, kube-rs clients (WebSocket), and the kubelet's own
-//! authentication and authorization called directly.
+//! End-to-end tests of the kubelet API (port 10250): `kubectl logs`, `attach`, `exec`,
+//! `port-forward` and `top` through the real kube-apiserver, kube-rs clients (WebSocket), and the
+//! kubelet's own authentication and authorization called directly.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -45,7 +45,8 @@ fn talker(ns: &str, node: &str) -> Pod {
 }
 
 /// `kubectl logs` returns the pod's output; `--tail=3` the last three lines; `--limit-bytes=5`
-/// five bytes; `-f` streams lines written after it started.
+/// five bytes; `-f` streams lines written after it started. `kubectl attach` streams what is
+/// written from then on; `kubectl attach -i` is refused with the reason.
 pub(crate) async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-logs", "e2e-logs");
     let _vk = cx.node_and_namespace(node, ns).await?;
@@ -83,40 +84,94 @@ pub(crate) async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
     );
 
     // -f: lines written after the command started arrive while it runs.
-    let mut child = Command::new(&cx.stack.peers.kubectl)
-        .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
-        .args(["logs", "-f", "-n", ns, "talker", "--tail=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let start = *numbers(&cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=1"])?)
-        .first()
-        .context("no last line")?;
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.last().is_none_or(|n| *n < start + 3) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(line)) => seen.extend(numbers(&line)),
-            Ok(None) => bail!("kubectl logs -f ended; saw {seen:?}"),
-            Err(_) => {
-                bail!("kubectl logs -f: no new lines after line-{start} within 30 s; saw {seen:?}")
-            }
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut follow = Streamed::start(&cx, &["logs", "-f", "-n", ns, "talker", "--tail=1"])?;
+    let start = last_line(&cx, ns)?;
+    let seen = follow.numbers_up_to(start + 3, "kubectl logs -f").await?;
     ensure!(consecutive(&seen), "kubectl logs -f skipped or repeated lines: {seen:?}");
+
+    // kubectl attach: what the container writes from then on, nothing written before.
+    let before = last_line(&cx, ns)?;
+    let mut attached = Streamed::start(&cx, &["attach", "-n", ns, "talker", "-c", "main"])?;
+    let seen = attached.numbers_up_to(before + 3, "kubectl attach").await?;
+    ensure!(
+        seen.first().is_some_and(|n| *n > before) && consecutive(&seen),
+        "kubectl attach after line-{before} gave {seen:?}"
+    );
+    // With -i: refused, saying why (Nomad has no stdin to give a running task).
+    let kubectl = cx.stack.peers.kubectl.clone();
+    let kubeconfig = format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display());
+    let args = ["attach", "-i", "-n", ns, "talker", "-c", "main"].map(str::to_owned);
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            Command::new(kubectl).arg(kubeconfig).args(args).stdin(Stdio::piped()).output()
+        }),
+    )
+    .await
+    .context("kubectl attach -i did not end within 30 s")???;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("Nomad cannot attach stdin to a running task"),
+        "kubectl attach -i: {} {stderr}",
+        out.status
+    );
     Ok(())
+}
+
+/// The number of the last line `talker` logged.
+fn last_line(cx: &Ctx<'_>, ns: &str) -> anyhow::Result<u64> {
+    let tail = cx.stack.kubectl(&["logs", "-n", ns, "talker", "--tail=1"])?;
+    numbers(&tail).first().copied().context("no last line")
+}
+
+/// A kubectl that streams lines (`logs -f`, `attach`), read as they come; killed when dropped.
+struct Streamed {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Streamed {
+    fn start(cx: &Ctx<'_>, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(&cx.stack.peers.kubectl)
+            .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The `line-N` numbers printed until one reaches `last`, within 30 s.
+    async fn numbers_up_to(&mut self, last: u64, what: &str) -> anyhow::Result<Vec<u64>> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while seen.last().is_none_or(|n| *n < last) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => seen.extend(numbers(&line)),
+                Ok(None) => bail!("{what} ended; saw {seen:?}"),
+                Err(_) => bail!("{what}: no line-{last} within 30 s; saw {seen:?}"),
+            }
+        }
+        Ok(seen)
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `kubectl exec` runs a command and passes its exit code; `-i` passes stdin; kube-rs (translated
