@@ -17,7 +17,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use vk_domain::pod;
 
-/// The phases, in the order of the index [`HeldPod::phase`] keeps: `vk_pods`' label values.
+/// The phases, in the order of the index [`HeldPod::phase_index`] gives: `vk_pods`' label values.
 pub(crate) const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
 
 /// One pod as the controller holds it: its JSON and a few fields kept decoded.
@@ -87,9 +87,16 @@ impl HeldPod {
         &self.uid
     }
 
-    /// `status.phase` as `vk_pods` counts it: one of [`PHASES`], `Pending` before any was written.
-    pub(crate) fn phase(&self) -> &'static str {
-        PHASES[usize::from(self.phase)]
+    /// The whole pod, decoded, or `None` with the error logged (for readers that skip a pod they
+    /// cannot read rather than fail: the kubelet API and the volume refresh).
+    pub(crate) fn pod_or_log(&self) -> Option<Arc<Pod>> {
+        self.pod().inspect_err(|e| tracing::error!("{e}")).ok()
+    }
+
+    /// `status.phase` as `vk_pods` counts it, as its index in [`PHASES`] (`Pending`, 0, before
+    /// any was written).
+    pub(crate) fn phase_index(&self) -> usize {
+        usize::from(self.phase)
     }
 
     /// `status.phase` is `Succeeded` or `Failed`.
@@ -201,7 +208,7 @@ mod tests {
         let held = HeldPod::new(pod.clone());
         assert_eq!(*held.pod().unwrap(), pod);
         assert_eq!(held.uid(), "6f1c-uid");
-        assert_eq!(held.phase(), "Running");
+        assert_eq!(PHASES[held.phase_index()], "Running");
         assert!(held.is_deleting());
         assert!(!held.is_terminal());
         assert!(held.has_files());
@@ -211,7 +218,7 @@ mod tests {
     fn the_fields_kept_decoded_follow_the_pod() {
         let mut pod = Pod::default();
         let held = HeldPod::new(pod.clone());
-        assert_eq!((held.uid(), held.phase()), ("", "Pending"));
+        assert_eq!((held.uid(), PHASES[held.phase_index()]), ("", "Pending"));
         assert!(!held.is_terminal() && !held.is_deleting() && !held.has_files());
 
         for (phase, counted, terminal) in [
@@ -224,7 +231,7 @@ mod tests {
         ] {
             pod.status.get_or_insert_default().phase = Some(phase.into());
             let held = HeldPod::new(pod.clone());
-            assert_eq!(held.phase(), counted, "{phase}");
+            assert_eq!(PHASES[held.phase_index()], counted, "{phase}");
             assert_eq!(held.is_terminal(), terminal, "{phase}");
         }
 

@@ -44,7 +44,7 @@ pub const PODS: &str = "vk_pods";
 /// carries, in text and JSON logs alike: `namespace` and `pod` (the pod's), and `job`, the
 /// workload ID the [`PodProvider`] calls take (for Nomad the job ID, with `@<namespace>[@<region>]`
 /// when the pod's annotations place it elsewhere). `job = <id>` gives it when known; otherwise it
-/// is empty until [`record_job`] fills it in (once the backend was read, or after a create).
+/// is empty until `PodController::record_job` fills it in (once the backend was read, or after a create).
 /// Further fields follow. The span is a root: a probe worker started during a sync outlives it.
 macro_rules! pod_span {
     (@span $name:literal, $key:expr, $job:expr $(, $($field:tt)*)?) => {{
@@ -322,7 +322,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// The pod with `key` bound to this node, with its workload's ID when the backend has one.
     pub fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)> {
         let st = self.state();
-        let pod = st.pods.get(key)?.pod().inspect_err(|e| tracing::error!("{e}")).ok()?;
+        let pod = st.pods.get(key)?.pod_or_log()?;
         Some((pod, st.runtime.get(key).map(|r| r.id.clone())))
     }
 
@@ -333,7 +333,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         st.pods
             .iter()
             .filter_map(|(k, p)| {
-                let pod = p.pod().inspect_err(|e| tracing::error!("{e}")).ok()?;
+                let pod = p.pod_or_log()?;
                 Some((pod, st.runtime.get(k).is_some_and(|r| !r.is_terminated())))
             })
             .collect()
@@ -349,9 +349,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     fn record_phases(&self) {
         let mut counts = [0usize; PHASES.len()];
         for p in self.state().pods.values() {
-            let phase = p.phase();
-            let i = PHASES.iter().position(|ph| *ph == phase).unwrap_or(0);
-            counts[i] += 1;
+            if let Some(n) = counts.get_mut(p.phase_index()) {
+                *n += 1;
+            }
         }
         for (phase, n) in PHASES.iter().zip(counts) {
             metrics::gauge!(PODS, "phase" => *phase).set(n as f64);
@@ -742,7 +742,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                         })
                 })
                 .filter_map(|(k, p)| {
-                    let pod = p.pod().inspect_err(|e| tracing::error!("{e}")).ok()?;
+                    let pod = p.pod_or_log()?;
                     Some((pod, st.runtime.get(k)?.id.clone()))
                 })
                 .collect()
