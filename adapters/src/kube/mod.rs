@@ -60,41 +60,10 @@ pub fn cluster_error(e: kube::Error) -> ClusterError {
 /// A watched pod without what the virtual kubelet never reads: `metadata.managedFields`, the
 /// server-side apply bookkeeping of every writer (the creator's and this kubelet's status
 /// manager's entries), often as large as the spec. Watched pods are held for as long as they are
-/// bound, so this is most of a pod's memory here; client-go informers drop it the same way with a
-/// transform (`cache.TransformStripManagedFields`). Its lists are also cut to their length: serde
-/// grows a list by doubling as it reads it, so one container status took room for four (about
-/// 3 KB of a pod's 16 at 1,000 pods). Both found by the benchmarks (`bench/`, P2).
+/// bound, so this was most of a pod's memory here (found by the benchmarks, `bench/`, P2);
+/// client-go informers drop it the same way with a transform (`cache.TransformStripManagedFields`).
 fn slim(mut pod: Pod) -> Pod {
-    fn fit<T>(list: &mut Option<Vec<T>>) {
-        if let Some(l) = list {
-            l.shrink_to_fit();
-        }
-    }
     pod.metadata.managed_fields = None;
-    fit(&mut pod.metadata.owner_references);
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.containers.shrink_to_fit();
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-            fit(&mut c.args);
-            fit(&mut c.command);
-            fit(&mut c.env);
-            fit(&mut c.env_from);
-            fit(&mut c.ports);
-            fit(&mut c.volume_mounts);
-        }
-        fit(&mut spec.init_containers);
-        fit(&mut spec.tolerations);
-        fit(&mut spec.volumes);
-        fit(&mut spec.image_pull_secrets);
-    }
-    if let Some(status) = pod.status.as_mut() {
-        fit(&mut status.conditions);
-        fit(&mut status.container_statuses);
-        fit(&mut status.init_container_statuses);
-        fit(&mut status.ephemeral_container_statuses);
-        fit(&mut status.pod_ips);
-        fit(&mut status.host_ips);
-    }
     pod
 }
 
@@ -356,37 +325,6 @@ mod tests {
         let mut want = pod.clone();
         want.metadata.managed_fields = None;
         assert_eq!(slim(pod), want);
-    }
-
-    #[test]
-    fn watched_pods_hold_lists_no_larger_than_they_are() {
-        // Read from text, as the watch reads it.
-        let body = serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
-            "spec": {"containers": [{"name": "c", "image": "i", "args": ["a"]}],
-                "tolerations": [{"key": "a"}, {"key": "b"}, {"key": "c"}]},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true,
-                    "restartCount": 0}]},
-        });
-        let pod: Pod = serde_json::from_str(&body.to_string()).unwrap_or_default();
-        // As deserialized: serde grows lists as it reads them.
-        assert!(
-            pod.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|l| l.capacity() > l.len())
-        );
-        let want = pod.clone();
-        let slim = slim(pod);
-        assert_eq!(slim, want);
-        let spec = slim.spec.as_ref().unwrap_or_else(|| unreachable!());
-        let status = slim.status.as_ref().unwrap_or_else(|| unreachable!());
-        assert_eq!(spec.containers.capacity(), 1);
-        assert_eq!(spec.containers[0].args.as_ref().map(Vec::capacity), Some(1));
-        assert_eq!(spec.tolerations.as_ref().map(Vec::capacity), Some(3));
-        assert_eq!(status.conditions.as_ref().map(Vec::capacity), Some(1));
-        assert_eq!(status.container_statuses.as_ref().map(Vec::capacity), Some(1));
     }
 
     #[test]
