@@ -124,6 +124,8 @@ check(nomad["command"][:2] == ["agent", "-dev"] and nomad.get("network_mode") ==
       and binds(nomad).get("/var/run/docker.sock", {}).get("source") == "/var/run/docker.sock"
       and binds(nomad).get("/tmp", {}).get("source") == "/tmp" and nomad.get("privileged"),
       "nomad: dev agent on the host network with the Docker socket and /tmp")
+check((nomad.get("environment") or {}).get("CHECKPOINT_DISABLE") == "1",
+      "nomad: no update check at start (CHECKPOINT_DISABLE)")
 
 # Every flag given to the virtual kubelet, and VKUBELET_POD_IP, are the binary's.
 known = set(re.findall(r"(--[a-z0-9-]+)", help_text))

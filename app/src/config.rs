@@ -9,8 +9,11 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::Taint;
+use vk_adapters::nomad::job;
+use vk_adapters::nomad::policy::{NomadGrant, NomadPolicy};
 use vk_adapters::nomad::{ClientConfig, ProviderConfig};
 use vk_domain::node::NodeConfig;
+use vk_domain::policy::{HostPattern, NamespaceSelector, ProbeGrant, Rule, Rules};
 
 /// The Kubernetes version this kubelet speaks (the API it was built and tested against).
 pub const KUBERNETES_VERSION: &str = "v1.36.3";
@@ -212,6 +215,65 @@ pub struct Cli {
     /// `nomad.hashicorp.com/driver`).
     #[arg(long, default_value = "virtual-kubelet.io/nomad-driver")]
     pub driver_annotation: String,
+    /// Task drivers pods of every namespace may choose by annotation besides `--nomad-driver`,
+    /// comma-separated (`docker`, `raw_exec`, `exec`). Empty: none. `raw_exec` runs a pod's
+    /// command on the Nomad client, unconfined, as the agent's user.
+    #[arg(long, value_delimiter = ',', value_parser = parse_driver)]
+    pub allowed_drivers: Vec<String>,
+    /// Nomad namespaces pods may choose by annotation besides `--nomad-namespace`,
+    /// comma-separated. Empty: none.
+    #[arg(long, value_delimiter = ',', value_parser = parse_nomad_name)]
+    pub allowed_nomad_namespaces: Vec<String>,
+    /// Nomad regions pods may choose by annotation besides `--nomad-region`, comma-separated.
+    /// Empty: none.
+    #[arg(long, value_delimiter = ',', value_parser = parse_nomad_name)]
+    pub allowed_regions: Vec<String>,
+    /// Nomad node pools pods may choose by annotation, comma-separated. Empty: none (jobs go to
+    /// the Nomad namespace's default pool).
+    #[arg(long, value_delimiter = ',', value_parser = parse_node_pool)]
+    pub allowed_node_pools: Vec<String>,
+    /// Group network modes pods may choose by annotation besides `host`, comma-separated
+    /// (`bridge`, `none`, `cni/<name>`). Empty: none.
+    #[arg(long, value_delimiter = ',', value_parser = parse_network_mode)]
+    pub allowed_network_modes: Vec<String>,
+    /// Datacenters (Nomad patterns, `*` any run of characters) pods may name by annotation
+    /// besides those of `--nomad-datacenters`, comma-separated. Empty: none.
+    #[arg(long, value_delimiter = ',', value_parser = parse_datacenter)]
+    pub allowed_datacenters: Vec<String>,
+    /// The highest Nomad job priority pods may choose by annotation (1 to 100). Nomad's default,
+    /// 50, keeps pods from pre-empting other Nomad work; lower priorities are always allowed.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub max_priority: u8,
+    /// Directory on the Nomad clients holding `Localhost` seccomp profiles (the kubelet's
+    /// `<root-dir>/seccomp`): a pod's `localhostProfile` is a path inside it.
+    #[arg(long, default_value = "/var/lib/kubelet/seccomp", value_parser = parse_absolute)]
+    pub seccomp_profile_root: String,
+    /// Hosts a probe's `httpGet.host` or `tcpSocket.host` may name, comma-separated: addresses,
+    /// networks (`10.0.0.0/8`) or DNS names. Empty (default): probes reach only the pod.
+    /// Loopback, link-local, unspecified and multicast addresses are refused here and never dialled.
+    #[arg(long, value_delimiter = ',', value_parser = HostPattern::parse)]
+    pub allowed_probe_hosts: Vec<HostPattern>,
+    /// TOML file of rules that widen what pods may choose for some Kubernetes namespaces,
+    /// selected by name or label selector (see the README's "Security model").
+    #[arg(long)]
+    pub policy_file: Option<PathBuf>,
+    /// The policy file's rules, read by [`load`] (not a flag).
+    #[arg(skip)]
+    pub policy_rules: Vec<PolicyRule>,
+}
+
+/// A rule of `--policy-file`: what the pods of the namespaces it selects may choose, besides what
+/// the settings allow every namespace.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PolicyRule {
+    /// Its name, shown in refusals.
+    pub name: String,
+    /// The namespaces it selects.
+    pub namespaces: NamespaceSelector,
+    /// What it allows on the Nomad side.
+    pub nomad: NomadGrant,
+    /// The hosts probes may name.
+    pub probes: ProbeGrant,
 }
 
 /// A secret setting (the Nomad token): its `Debug` never shows the value, so printing the
@@ -273,6 +335,37 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
+/// `s` when `valid`, else why not: `"x" is not <what>`.
+fn accept(s: &str, valid: bool, what: &str) -> Result<String, String> {
+    if valid { Ok(s.to_owned()) } else { Err(format!("{s:?} is not {what}")) }
+}
+
+fn parse_driver(s: &str) -> Result<String, String> {
+    let ok = matches!(s, "docker" | "raw_exec" | "exec");
+    accept(s, ok, "a task driver this node configures (docker, raw_exec, exec)")
+}
+
+fn parse_nomad_name(s: &str) -> Result<String, String> {
+    let ok = job::valid_nomad_name(s);
+    accept(s, ok, "a Nomad namespace or region name (letters, digits and '-')")
+}
+
+fn parse_node_pool(s: &str) -> Result<String, String> {
+    accept(s, job::valid_node_pool(s), "a Nomad node pool name")
+}
+
+fn parse_network_mode(s: &str) -> Result<String, String> {
+    accept(s, job::valid_network_mode(s), "a network mode (host, bridge, none, cni/<name>)")
+}
+
+fn parse_datacenter(s: &str) -> Result<String, String> {
+    accept(s, job::valid_datacenter(s), "a Nomad datacenter name or pattern")
+}
+
+fn parse_absolute(s: &str) -> Result<String, String> {
+    accept(s, s.starts_with('/') && !s.split('/').any(|p| p == ".."), "an absolute path")
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
     Ok((k.to_owned(), v.to_owned()))
@@ -280,7 +373,15 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 /// Settings of the provider: the `[nomad]` table of `--config` and the top level of
 /// `--provider-config` hold them, under their flag's name without `nomad-`.
-const PROVIDER_SETTINGS: [&str; 14] = [
+const PROVIDER_SETTINGS: [&str; 22] = [
+    "allowed_drivers",
+    "allowed_nomad_namespaces",
+    "allowed_regions",
+    "allowed_node_pools",
+    "allowed_network_modes",
+    "allowed_datacenters",
+    "max_priority",
+    "seccomp_profile_root",
     "nomad_addr",
     "nomad_token",
     "nomad_namespace",
@@ -322,7 +423,7 @@ const ENV_NAMES: [(&str, &str); 19] = [
 ];
 
 /// Settings read from the command line only (they say where the others are).
-const FLAG_ONLY: [&str; 4] = ["config", "provider_config", "help", "version"];
+const FLAG_ONLY: [&str; 5] = ["config", "provider_config", "help", "version", "policy_rules"];
 
 /// The environment variable setting `id` is read from.
 pub fn env_name(id: &str) -> String {
@@ -542,13 +643,19 @@ where
             argv.push(format!("--{long}={v}"));
         }
     }
-    let cli = Cli::try_parse_from(&argv).map_err(|e| Invalid {
+    let mut cli = Cli::try_parse_from(&argv).map_err(|e| Invalid {
         key: "(settings)".into(),
         value: argv[1..].join(" "),
         origin: Origin::Flag,
         reason: clap_reason(&e),
     })?;
     check(&cli, &values)?;
+    if let Some(path) = &cli.policy_file {
+        let origin = values.get("policy_file").map_or(Origin::Flag, |(_, o)| o.clone());
+        cli.policy_rules = read_policy_file(path).map_err(|reason| {
+            invalid("policy_file", &path.display().to_string(), &origin, &reason)
+        })?;
+    }
     Ok(cli)
 }
 
@@ -569,6 +676,7 @@ fn check(cli: &Cli, values: &BTreeMap<String, (Vec<String>, Origin)>) -> Result<
         ("nomad_cacert", &cli.nomad_cacert),
         ("nomad_client_cert", &cli.nomad_client_cert),
         ("nomad_client_key", &cli.nomad_client_key),
+        ("policy_file", &cli.policy_file),
     ];
     for (id, path) in files {
         if let Some(p) = path
@@ -695,6 +803,117 @@ fn read_file(
     Ok(out)
 }
 
+/// The rules of a policy file (TOML, one `[[rule]]` table each):
+///
+/// ```toml
+/// [[rule]]
+/// name = "infra"                          # shown in refusals
+/// namespaces = ["infra"]                  # Kubernetes namespaces by name, and/or
+/// selector = { matchLabels = { "example.com/trust" = "high" } }   # a metav1.LabelSelector
+/// allowed_drivers = ["raw_exec"]          # every key of a flag `--allowed-*`, and max_priority
+/// max_priority = 80
+/// ```
+///
+/// # Errors
+/// A message naming the rule and the key: unreadable or malformed file, an unknown key, a rule
+/// without a name or selecting nothing, a value its flag would refuse.
+fn read_policy_file(path: &std::path::Path) -> Result<Vec<PolicyRule>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        rule: Vec<RawRule>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawRule {
+        name: String,
+        #[serde(default)]
+        namespaces: Vec<String>,
+        selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+        #[serde(default)]
+        allowed_drivers: Vec<String>,
+        #[serde(default)]
+        allowed_nomad_namespaces: Vec<String>,
+        #[serde(default)]
+        allowed_regions: Vec<String>,
+        #[serde(default)]
+        allowed_node_pools: Vec<String>,
+        #[serde(default)]
+        allowed_network_modes: Vec<String>,
+        #[serde(default)]
+        allowed_datacenters: Vec<String>,
+        max_priority: Option<u8>,
+        #[serde(default)]
+        allowed_probe_hosts: Vec<String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let file: File = toml::from_str(&text).map_err(|e| e.to_string())?;
+    let mut names = std::collections::BTreeSet::new();
+    file.rule
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |key: &str| format!("rule {} ({:?}): {key}", i + 1, r.name);
+            if r.name.trim().is_empty() {
+                return Err(format!("rule {}: name is empty", i + 1));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(format!("{}: a rule of that name comes earlier", at("name")));
+            }
+            let each = |key: &str,
+                        vals: &[String],
+                        parse: fn(&str) -> Result<String, String>|
+             -> Result<Vec<String>, String> {
+                vals.iter().map(|v| parse(v).map_err(|e| format!("{}: {e}", at(key)))).collect()
+            };
+            let namespaces = NamespaceSelector {
+                names: r.namespaces.iter().cloned().collect(),
+                labels: r.selector.clone(),
+            };
+            namespaces.check().map_err(|e| format!("{}: {e}", at("namespaces, selector")))?;
+            if let Some(p) = r.max_priority.filter(|p| !(1..=100).contains(p)) {
+                return Err(format!("{}: {p} is not a priority (1 to 100)", at("max_priority")));
+            }
+            Ok(PolicyRule {
+                name: r.name.clone(),
+                namespaces,
+                nomad: NomadGrant {
+                    drivers: each("allowed_drivers", &r.allowed_drivers, parse_driver)?,
+                    namespaces: each(
+                        "allowed_nomad_namespaces",
+                        &r.allowed_nomad_namespaces,
+                        parse_nomad_name,
+                    )?,
+                    regions: each("allowed_regions", &r.allowed_regions, parse_nomad_name)?,
+                    node_pools: each("allowed_node_pools", &r.allowed_node_pools, parse_node_pool)?,
+                    network_modes: each(
+                        "allowed_network_modes",
+                        &r.allowed_network_modes,
+                        parse_network_mode,
+                    )?,
+                    datacenters: each(
+                        "allowed_datacenters",
+                        &r.allowed_datacenters,
+                        parse_datacenter,
+                    )?,
+                    max_priority: r.max_priority,
+                },
+                probes: ProbeGrant {
+                    hosts: r
+                        .allowed_probe_hosts
+                        .iter()
+                        .map(|h| {
+                            HostPattern::parse(h)
+                                .map_err(|e| format!("{}: {e}", at("allowed_probe_hosts")))
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
+            })
+        })
+        .collect()
+}
+
 /// The setting a provider key names (`addr` -> `nomad_addr`, `job_prefix` -> `job_prefix`).
 fn provider_id(key: &str) -> String {
     if PROVIDER_SETTINGS.contains(&key) { key.to_owned() } else { format!("nomad_{key}") }
@@ -789,7 +1008,56 @@ impl Cli {
             datacenters: self.nomad_datacenters.clone(),
             default_driver: self.nomad_driver.clone(),
             driver_annotation: self.driver_annotation.clone(),
+            policy: self.nomad_policy(),
+            seccomp_profile_root: self.seccomp_profile_root.clone(),
         }
+    }
+
+    /// What pods may choose on the Nomad side: the `--allowed-*` settings and `--max-priority`
+    /// for every namespace, widened by the policy file's rules.
+    pub fn nomad_policy(&self) -> NomadPolicy {
+        Rules {
+            base: NomadGrant {
+                drivers: self.allowed_drivers.clone(),
+                namespaces: self.allowed_nomad_namespaces.clone(),
+                regions: self.allowed_regions.clone(),
+                node_pools: self.allowed_node_pools.clone(),
+                network_modes: self.allowed_network_modes.clone(),
+                datacenters: self.allowed_datacenters.clone(),
+                max_priority: Some(self.max_priority),
+            },
+            rules: self
+                .policy_rules
+                .iter()
+                .map(|r| Rule {
+                    name: r.name.clone(),
+                    namespaces: r.namespaces.clone(),
+                    grant: r.nomad.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The hosts probes may name: `--allowed-probe-hosts` for every namespace, widened by the
+    /// policy file's rules.
+    pub fn probe_policy(&self) -> Rules<ProbeGrant> {
+        Rules {
+            base: ProbeGrant { hosts: self.allowed_probe_hosts.clone() },
+            rules: self
+                .policy_rules
+                .iter()
+                .map(|r| Rule {
+                    name: r.name.clone(),
+                    namespaces: r.namespaces.clone(),
+                    grant: r.probes.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether pods' namespace labels must be read: some policy-file rule selects by label.
+    pub fn policy_uses_labels(&self) -> bool {
+        self.policy_rules.iter().any(|r| r.namespaces.labels.is_some())
     }
 }
 

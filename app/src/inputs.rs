@@ -18,29 +18,45 @@ use vk_ports::{ClusterError, InputsApi};
 
 type Data = Option<BTreeMap<String, Vec<u8>>>;
 
-/// Services by namespace, shared between passes for [`SERVICES_TTL`]: every pod created reads the
-/// Services of its namespace and of `default`, and a burst of pods needs one list, not hundreds.
-#[derive(Debug, Default)]
-pub struct Services {
-    lists: Mutex<HashMap<String, (std::time::Instant, Vec<ServiceInfo>)>>,
+/// What is read per namespace, shared between passes for [`SHARED_TTL`]: every pod created reads
+/// the Services of its namespace and of `default` (and, when the operator's policy selects
+/// namespaces by label, its Namespace's labels), and a burst of pods needs one read, not hundreds.
+#[derive(Debug)]
+pub struct PerNamespace<T> {
+    reads: Mutex<HashMap<String, (std::time::Instant, T)>>,
 }
 
-/// How long a list of Services is reused.
-pub const SERVICES_TTL: Duration = Duration::from_secs(10);
+impl<T> Default for PerNamespace<T> {
+    fn default() -> Self {
+        Self { reads: Mutex::new(HashMap::new()) }
+    }
+}
 
-impl Services {
-    async fn get<K: InputsApi>(&self, api: &K, ns: &str) -> Result<Vec<ServiceInfo>, ClusterError> {
+/// The Services of each namespace.
+pub type Services = PerNamespace<Vec<ServiceInfo>>;
+
+/// The labels of each Namespace.
+pub type NamespaceLabels = PerNamespace<BTreeMap<String, String>>;
+
+/// How long a namespace's Services or labels are reused.
+pub const SHARED_TTL: Duration = Duration::from_secs(10);
+
+impl<T: Clone> PerNamespace<T> {
+    async fn get<F>(&self, ns: &str, read: F) -> Result<T, ClusterError>
+    where
+        F: std::future::Future<Output = Result<T, ClusterError>>,
+    {
         let fresh = {
-            let lists = self.lists.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            lists.get(ns).filter(|(at, _)| at.elapsed() < SERVICES_TTL).map(|(_, l)| l.clone())
+            let reads = self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            reads.get(ns).filter(|(at, _)| at.elapsed() < SHARED_TTL).map(|(_, v)| v.clone())
         };
-        if let Some(l) = fresh {
-            return Ok(l);
+        if let Some(v) = fresh {
+            return Ok(v);
         }
-        let list = api.services(ns).await?;
-        let mut lists = self.lists.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        lists.insert(ns.to_owned(), (std::time::Instant::now(), list.clone()));
-        Ok(list)
+        let value = read.await?;
+        let mut reads = self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads.insert(ns.to_owned(), (std::time::Instant::now(), value.clone()));
+        Ok(value)
     }
 }
 
@@ -49,6 +65,8 @@ pub struct Resolver<'a, K> {
     api: &'a K,
     tokens: &'a Tokens,
     shared_services: &'a Services,
+    /// The labels of pods' namespaces, read only when the policy needs them (`None`).
+    namespace_labels: Option<&'a NamespaceLabels>,
     allocatable: NodeCapacity,
     config_maps: HashMap<(String, String), Data>,
     secrets: HashMap<(String, String), Data>,
@@ -67,11 +85,19 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
             api,
             tokens,
             shared_services: services,
+            namespace_labels: None,
             allocatable,
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
             services: HashMap::new(),
         }
+    }
+
+    /// Also reads the labels of each pod's Namespace (shared through `labels`), for the
+    /// operator's policy rules that select namespaces by label.
+    pub fn with_namespace_labels(mut self, labels: &'a NamespaceLabels) -> Self {
+        self.namespace_labels = Some(labels);
+        self
     }
 
     /// Everything `pod` references.
@@ -106,10 +132,13 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
         }
         for n in namespaces {
             if !self.services.contains_key(&n) {
-                let list = self.shared_services.get(self.api, &n).await?;
+                let list = self.shared_services.get(&n, self.api.services(&n)).await?;
                 self.services.insert(n.clone(), list);
             }
             out.services.extend(self.services[&n].iter().cloned());
+        }
+        if let Some(shared) = self.namespace_labels {
+            out.namespace_labels = Some(shared.get(&ns, self.api.namespace_labels(&ns)).await?);
         }
         for spec in refs.tokens {
             let token = self.tokens.get(self.api, pod, &spec).await?;

@@ -234,6 +234,8 @@ where
             refresh_interval: cli.volume_refresh_interval,
             allocatable: capacity_rx,
             node_changed,
+            probe_policy: Arc::new(cli.probe_policy()),
+            namespace_labels: cli.policy_uses_labels(),
         },
     );
     let ready = {

@@ -19,6 +19,7 @@ use tracing::{Instrument, Span, debug, info, warn};
 use vk_domain::jiff::Timestamp;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::{self, PodKey};
+use vk_domain::policy::{ProbeGrant, Rules};
 use vk_domain::reconcile::{Context, Step, plan};
 use vk_domain::runtime::RuntimePod;
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
@@ -27,7 +28,7 @@ use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
 use vk_ports::{Change, EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
 
 use crate::held_pod::{HeldPod, PHASES};
-use crate::inputs::{Resolver, Services, Tokens};
+use crate::inputs::{NamespaceLabels, Resolver, Services, Tokens};
 use crate::prober::Prober;
 use crate::queue::WorkQueue;
 
@@ -87,6 +88,11 @@ pub struct Settings {
     pub allocatable: tokio::sync::watch::Receiver<NodeCapacity>,
     /// Notified when the backend says its machines changed, so the node is checked at once.
     pub node_changed: Arc<tokio::sync::Notify>,
+    /// The hosts the operator lets probes name (`--allowed-probe-hosts` and the policy file).
+    pub probe_policy: Arc<Rules<ProbeGrant>>,
+    /// Read each pod's Namespace labels before creating it: the operator's policy selects
+    /// namespaces by label.
+    pub namespace_labels: bool,
 }
 
 #[derive(Default)]
@@ -119,6 +125,7 @@ pub struct PodController<P, K> {
     queue: Arc<WorkQueue<PodKey>>,
     tokens: Tokens,
     services: Services,
+    namespace_labels: NamespaceLabels,
     prober: Arc<Prober<P>>,
     /// Wakes the poll at once (the backend's change feed restarted).
     poll_now: tokio::sync::Notify,
@@ -133,7 +140,11 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// Builds the controller.
     pub fn new(provider: Arc<P>, api: Arc<K>, settings: Settings) -> Arc<Self> {
         let queue = WorkQueue::new();
-        let prober = Prober::new(Arc::clone(&provider), Arc::clone(&queue));
+        let prober = Prober::new(
+            Arc::clone(&provider),
+            Arc::clone(&queue),
+            Arc::clone(&settings.probe_policy),
+        );
         Arc::new(Self {
             provider,
             api,
@@ -142,6 +153,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             queue,
             tokens: Tokens::default(),
             services: Services::default(),
+            namespace_labels: NamespaceLabels::default(),
             prober,
             poll_now: tokio::sync::Notify::new(),
         })
@@ -451,7 +463,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// A resolver for one pass, sharing this controller's tokens and Services.
     fn resolver(&self) -> Resolver<'_, K> {
         let allocatable = *self.settings.allocatable.borrow();
-        Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable)
+        let r = Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
+        if self.settings.namespace_labels {
+            r.with_namespace_labels(&self.namespace_labels)
+        } else {
+            r
+        }
     }
 
     async fn create(
@@ -468,6 +485,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             .map_err(|e| format!("reading the pod's ConfigMaps, Secrets and tokens: {e}"))?;
         let spec = match WorkloadSpec::from_pod(pod, &inputs) {
             Ok(Translated { spec, notices }) => {
+                // What the operator did not allow is refused before the backend sees the pod.
+                if let Err(refused) =
+                    vk_domain::policy::check_probes(&spec, &self.settings.probe_policy)
+                {
+                    return self.report_failure(key, pod, &refused.to_string()).await;
+                }
                 for n in notices {
                     self.event_once(pod, EventType::Warning, n.reason, &n.message).await;
                 }

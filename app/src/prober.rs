@@ -2,9 +2,15 @@
 //! runs them (`pkg/kubelet/prober`): one worker per container instance and probe, results kept
 //! here and laid over the runtime's view when the pod status is computed.
 //!
-//! - httpGet and tcpSocket reach the pod's address (`status.podIP`, or the probe's `host`) on the
-//!   container port, through the backend's port mapping when it has one; exec runs the command in
-//!   the container through the backend ([`PodProvider::exec`]).
+//! - httpGet and tcpSocket reach the pod's address (`status.podIP`) on the container port,
+//!   through the backend's port mapping when it has one; exec runs the command in the container
+//!   through the backend ([`PodProvider::exec`]).
+//! - A probe's `host` other than the pod's address is dialled only when the operator's policy
+//!   allows it ([`vk_domain::policy`]; the pod was refused at creation otherwise, this is the
+//!   second line) and never when it is, or resolves to, a loopback, link-local, unspecified or
+//!   multicast address. Redirects are followed as the kubelet follows them
+//!   (`probe/http.RedirectChecker` with `followNonLocalRedirects` false): to the same host name
+//!   only, 10 at most; a redirect elsewhere is not followed and the 3xx answer counts as success.
 //! - A readiness change queues the pod at once, so its `Ready` condition follows without waiting
 //!   for a poll. Liveness and startup failures past `failureThreshold` restart the container
 //!   ([`PodProvider::restart_container`]); the probes of the new instance start from scratch.
@@ -19,6 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 use vk_domain::pod::{self, PodKey};
+use vk_domain::policy::{ProbeGrant, Rules};
 use vk_domain::probe::{self, Handler, Kind, Probe, State};
 use vk_domain::runtime::{ContainerState, Sandbox};
 use vk_ports::PodProvider;
@@ -50,7 +57,51 @@ pub struct Prober<P> {
     provider: Arc<P>,
     queue: Arc<WorkQueue<PodKey>>,
     http: reqwest::Client,
+    policy: Arc<Rules<ProbeGrant>>,
     inner: Mutex<Inner>,
+}
+
+/// Name resolution for probes: a name is dialled only at addresses a probe may reach.
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let ok = allowed_addresses(&host, 0).await?;
+            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The addresses `host` resolves to that a probe may dial.
+async fn allowed_addresses(
+    host: &str,
+    port: u16,
+) -> Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let ok: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await?
+        .filter(|a| !vk_domain::policy::never_dialled(a.ip()))
+        .collect();
+    if ok.is_empty() {
+        return Err(format!("{host} resolves to no address a probe may dial").into());
+    }
+    Ok(ok)
+}
+
+/// The kubelet's redirect rule for probes: the same host name only, at most 10 redirects.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same =
+            attempt.previous().first().and_then(|u| u.host_str()) == attempt.url().host_str();
+        if !same {
+            attempt.stop()
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("stopped after 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Where a probe connects.
@@ -61,15 +112,30 @@ struct Target {
 }
 
 impl<P: PodProvider> Prober<P> {
-    /// A prober that queues pod keys on `queue` when a result changes.
-    pub fn new(provider: Arc<P>, queue: Arc<WorkQueue<PodKey>>) -> Arc<Self> {
-        // Like the kubelet: certificates are not verified, redirects are followed.
+    /// A prober that queues pod keys on `queue` when a result changes; probes name only the
+    /// hosts `policy` allows besides the pod's address.
+    pub fn new(
+        provider: Arc<P>,
+        queue: Arc<WorkQueue<PodKey>>,
+        policy: Arc<Rules<ProbeGrant>>,
+    ) -> Arc<Self> {
+        // Like the kubelet: certificates are not verified, redirects are followed to the same
+        // host only; names resolve only to addresses a probe may dial.
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
             .user_agent("kube-probe/1.36")
+            .redirect(redirect_policy())
+            .dns_resolver(Arc::new(GuardedResolver))
+            .no_proxy()
             .build()
             .unwrap_or_default();
-        Arc::new(Self { provider, queue, http, inner: Mutex::new(Inner::default()) })
+        Arc::new(Self { provider, queue, http, policy, inner: Mutex::new(Inner::default()) })
+    }
+
+    /// Whether a probe of a pod at `pod_ip` may dial `host`: the pod's own address always, any
+    /// other only if some grant of the policy allows it and it is not an address never dialled.
+    fn may_dial(&self, host: &str, pod_ip: Option<&str>) -> bool {
+        pod_ip == Some(host) || vk_domain::policy::probe_host_allowed(host, self.policy.all())
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -299,25 +365,43 @@ impl<P: PodProvider> Worker<P> {
     /// One probe, bounded by `timeoutSeconds`.
     async fn check(&self) -> bool {
         let timeout = self.probe.timeout;
-        let addr = |host: &Option<String>, port: u16| {
-            let host = host.clone().or_else(|| self.target.ip.clone())?;
-            let port = self.target.ports.get(&port).copied().unwrap_or(port);
-            Some(if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            })
+        let pod_ip = self.target.ip.as_deref();
+        // (host, port) to dial: the pod's address through the backend's port mapping, or a
+        // `host` the policy allows, at the port as written.
+        let addr = |host: &Option<String>, port: u16| -> Option<(String, u16)> {
+            match host.as_deref().filter(|h| Some(*h) != pod_ip) {
+                None => {
+                    let port = self.target.ports.get(&port).copied().unwrap_or(port);
+                    Some((pod_ip?.to_owned(), port))
+                }
+                Some(h) if self.prober.may_dial(h, pod_ip) => Some((h.to_owned(), port)),
+                Some(h) => {
+                    debug!(host = h, "the probe's host is not allowed; the probe fails");
+                    None
+                }
+            }
+        };
+        let join = |host: &str, port: u16| {
+            if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
         };
         let result = match &self.probe.handler {
             Handler::Tcp { host, port } => {
-                let Some(a) = addr(host, *port) else { return false };
-                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
+                let Some((h, p)) = addr(host, *port) else { return false };
+                let dial = async {
+                    let targets =
+                        if h.parse::<std::net::IpAddr>().is_ok() || Some(h.as_str()) == pod_ip {
+                            vec![join(&h, p).parse::<std::net::SocketAddr>().ok()?]
+                        } else {
+                            allowed_addresses(&h, p).await.ok()?
+                        };
+                    tokio::net::TcpStream::connect(&targets[..]).await.ok()
+                };
+                tokio::time::timeout(timeout, dial).await.is_ok_and(|c| c.is_some())
             }
             Handler::Http { https, host, port, path, headers } => {
-                let Some(a) = addr(host, *port) else { return false };
+                let Some((h, p)) = addr(host, *port) else { return false };
                 let scheme = if *https { "https" } else { "http" };
+                let a = join(&h, p);
                 let mut req =
                     self.prober.http.get(format!("{scheme}://{a}{path}")).timeout(timeout);
                 for (k, v) in headers {

@@ -70,6 +70,9 @@ pub struct Inputs {
     pub tokens: BTreeMap<TokenSpec, String>,
     /// The node's allocatable resources, the value of `limits.*` a container does not set.
     pub node_allocatable: NodeCapacity,
+    /// The labels of the pod's Namespace, when the operator's policy selects namespaces by label
+    /// (`None`: not read).
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -86,6 +89,7 @@ impl std::fmt::Debug for Inputs {
             .field("services", &self.services)
             .field("tokens (redacted)", &tokens)
             .field("node_allocatable", &self.node_allocatable)
+            .field("namespace_labels", &self.namespace_labels)
             .finish()
     }
 }

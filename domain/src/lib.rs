@@ -7,15 +7,18 @@
 
 pub mod env;
 pub mod error;
+pub mod image;
 pub mod inputs;
 pub mod kubelet_auth;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod policy;
 pub mod probe;
 pub mod quantity;
 pub mod reconcile;
 pub mod runtime;
+pub mod security;
 pub mod stats;
 pub mod status;
 pub mod volume;

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::env::{self, EnvVar, Value};
 use crate::error::{Missing, Notice, Unsupported};
@@ -18,6 +18,7 @@ use crate::inputs::{self, EnvError, Inputs};
 use crate::pod::{self, PodKey, RestartPolicy};
 use crate::probe::{self, Probe};
 use crate::quantity;
+use crate::security::{self, Security};
 use crate::volume::{self, Mount, Volume};
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -49,6 +50,9 @@ pub struct WorkloadSpec {
     pub containers: Vec<ContainerSpec>,
     /// `spec.volumes`, resolved.
     pub volumes: Vec<Volume>,
+    /// The labels of the pod's Namespace, when they were read (the operator's policy selects
+    /// namespaces by label: see [`crate::policy`]).
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 /// One container of the pod.
@@ -72,12 +76,8 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// `volumeMounts`.
     pub mounts: Vec<Mount>,
-    /// `securityContext.runAsUser` (container, else pod).
-    pub run_as_user: Option<i64>,
-    /// `securityContext.runAsGroup` (container, else pod).
-    pub run_as_group: Option<i64>,
-    /// `securityContext.privileged`.
-    pub privileged: bool,
+    /// The pod's and the container's `securityContext`, merged as the kubelet merges them.
+    pub security: Security,
     /// An init container with `restartPolicy: Always` (a native sidecar).
     pub sidecar: bool,
     /// `readinessProbe`, run by the virtual kubelet.
@@ -225,6 +225,7 @@ impl WorkloadSpec {
             init_containers,
             containers,
             volumes,
+            namespace_labels: inputs.namespace_labels.clone(),
         };
         Ok(Translated { spec, notices })
     }
@@ -272,15 +273,11 @@ fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
     if let Some((field, _, why)) = unsupported.iter().find(|(_, set, _)| *set) {
         return Err(Unsupported::new(*field, *why));
     }
-    if let Some(sc) = &spec.security_context {
-        for (field, v) in [("runAsUser", sc.run_as_user), ("runAsGroup", sc.run_as_group)] {
-            if v.is_some_and(|v| v < 0) {
-                return Err(Unsupported::new(
-                    format!("spec.securityContext.{field}"),
-                    "must not be negative",
-                ));
-            }
-        }
+    if spec.host_users == Some(false) {
+        return Err(Unsupported::new(
+            "spec.hostUsers",
+            "user namespaces are not supported: the pod would run with the host's user IDs",
+        ));
     }
     Ok(())
 }
@@ -296,6 +293,14 @@ fn container(
 ) -> Result<ContainerSpec, Refusal> {
     let image = c.image.clone().filter(|i| !i.trim().is_empty());
     let image = image.ok_or_else(|| Unsupported::new(format!("{field}.image"), "no image"))?;
+    // The kubelet's InvalidImageName: a reference that does not parse never reaches a runtime
+    // (nor a backend's configuration, where `${...}` could be interpolated).
+    crate::image::check_reference(&image).map_err(|why| {
+        Unsupported::new(
+            format!("{field}.image"),
+            format!("{image:?} is not a valid image reference: {why}"),
+        )
+    })?;
     if c.name.is_empty() {
         return Err(Unsupported::new(format!("{field}.name"), "the container has no name").into());
     }
@@ -319,27 +324,7 @@ fn container(
         return Err(Unsupported::new(format!("{field}.{name}"), "not supported yet").into());
     }
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let sc: Option<&SecurityContext> = c.security_context.as_ref();
-    let pick = |own: Option<i64>, pod: Option<i64>| own.or(pod);
-    let run_as_user = pick(sc.and_then(|s| s.run_as_user), pod_sc.and_then(|s| s.run_as_user));
-    let run_as_group = pick(sc.and_then(|s| s.run_as_group), pod_sc.and_then(|s| s.run_as_group));
-    for (name, v) in [("runAsUser", run_as_user), ("runAsGroup", run_as_group)] {
-        if v.is_some_and(|v| v < 0) {
-            return Err(Unsupported::new(
-                format!("{field}.securityContext.{name}"),
-                "must not be negative",
-            )
-            .into());
-        }
-    }
-    let non_root = sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root));
-    if non_root == Some(true) && run_as_user == Some(0) {
-        return Err(Unsupported::new(
-            format!("{field}.securityContext.runAsNonRoot"),
-            "runAsNonRoot is set but runAsUser is 0",
-        )
-        .into());
-    }
+    let security = security::merge(pod_sc, c.security_context.as_ref(), field)?;
     let env = inputs::container_env(pod, field, c, inputs, notices)?;
     let expand_all = |list: &Option<Vec<String>>| {
         list.iter().flatten().map(|a| env::expand_arg(a, &env)).collect::<Vec<Value>>()
@@ -436,9 +421,7 @@ fn container(
         ports,
         resources,
         mounts,
-        run_as_user,
-        run_as_group,
-        privileged: sc.and_then(|s| s.privileged) == Some(true),
+        security,
         sidecar,
     })
 }
@@ -568,7 +551,7 @@ mod tests {
                 memory_limit_bytes: Some(128 << 20)
             }
         );
-        assert_eq!(c.run_as_user, Some(1000));
+        assert_eq!(c.security.run_as_user, Some(1000));
     }
 
     #[test]
@@ -843,7 +826,7 @@ mod tests {
         assert_eq!(w.restart_policy, RestartPolicy::Always);
         assert_eq!(w.termination_grace, DEFAULT_GRACE);
         assert_eq!(w.active_deadline, None);
-        assert_eq!(w.containers[0].run_as_user, None);
+        assert_eq!(w.containers[0].security, Security::default());
     }
 
     /// The shared corpus (`tests/corpus/unsupported.json`): every case the domain refuses names

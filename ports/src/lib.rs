@@ -490,6 +490,16 @@ pub trait InputsApi: Send + Sync + 'static {
         namespace: &str,
     ) -> impl Future<Output = Result<Vec<ServiceInfo>, ClusterError>> + Send;
 
+    /// The labels of Namespace `namespace` (empty when it has none or does not exist), for the
+    /// operator's policy rules that select namespaces by label.
+    ///
+    /// # Errors
+    /// As [`InputsApi::config_map`].
+    fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>> + Send;
+
     /// A token for service account `service_account` of the pod's namespace, bound to `pod`
     /// (TokenRequest with `boundObjectRef`), for `audience` (empty: the API server's) and
     /// `expiration_seconds`. Returns the token and when it expires.

@@ -29,7 +29,8 @@ pub enum Check {
     /// `/readyz` answers 200: the pod watch listed the pods (and Nomad its jobs).
     PodsListed,
     /// A pod created after that (ConfigMap and Secret env, service links, the projected
-    /// service-account token volume) reaches phase `Running`.
+    /// service-account token volume, and a Nomad priority that only a policy-file rule selecting
+    /// its namespace by label allows) reaches phase `Running`.
     PodRunning,
     /// A Warning Event (`OptionalConfigMapNotFound`) is recorded for it.
     Event,
@@ -120,6 +121,7 @@ pub const ABLATIONS: &[(&str, &str, &str, Check)] = &[
     ("events.k8s.io", "events", "patch", Check::EventSeries),
     ("", "configmaps", "get", Check::PodRunning),
     ("", "secrets", "get", Check::PodRunning),
+    ("", "namespaces", "get", Check::PodRunning),
     ("", "services", "list", Check::PodRunning),
     ("", "serviceaccounts/token", "create", Check::PodRunning),
     ("authentication.k8s.io", "tokenreviews", "create", Check::TokenReview),

@@ -65,6 +65,11 @@ where
 /// Fingerprinters that probe cloud metadata endpoints: slow or failing off-cloud.
 const DENIED_FINGERPRINTERS: &str = "env_aws,env_gce,env_azure,env_digitalocean";
 
+/// The first line of every Nomad agent's configuration here: no look-up of
+/// `checkpoint-api.hashicorp.com` at start (a DNS query leaving the machine; the tests send
+/// nothing beyond 127.0.0.1 and what they made).
+pub const NO_UPDATE_CHECK: &str = "disable_update_check = true\n";
+
 /// The local stack.
 pub struct Stack {
     /// Working directory (certificates, data, logs, kubeconfigs).
@@ -477,7 +482,7 @@ plugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n"
         };
         let client = if server { "  enabled = true\n" } else { "" };
         let cfg = format!(
-            "ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{mode}\
+            "{NO_UPDATE_CHECK}ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{mode}\
 client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n"
         );
         let agent = self.nomad_agent("nomad", &cfg)?;
@@ -575,7 +580,7 @@ client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FING
         ensure!(main_cfg.contains("server {"), "extra clients need a server-mode Nomad");
         let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
         let cfg = format!(
-            "name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
+            "{NO_UPDATE_CHECK}name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
 ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
 advertise {{\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}}\n\
 client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [\"127.0.0.1:{server}\"]\n\
@@ -620,6 +625,14 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
         let url = format!("{}/v1/nodes", self.nomad_addr);
         self.ready("nomad", &url, Duration::from_secs(60)).await?;
         let http = reqwest::Client::new();
+        // The agent was told not to look up checkpoint-api.hashicorp.com.
+        let agent: serde_json::Value =
+            http.get(format!("{}/v1/agent/self", self.nomad_addr)).send().await?.json().await?;
+        ensure!(
+            agent["config"]["DisableUpdateCheck"] == serde_json::Value::Bool(true),
+            "the Nomad agent checks for updates: {}",
+            agent["config"]["DisableUpdateCheck"]
+        );
         wait_for(
             "a ready Nomad node with raw_exec",
             Duration::from_secs(60),

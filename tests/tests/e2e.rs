@@ -47,7 +47,17 @@ impl Ctx<'_> {
     /// Starts a virtual kubelet as `node`, makes namespace `ns`, and waits for the node to be
     /// Ready (within 30 s).
     async fn node_and_namespace(&self, node: &str, ns: &str) -> anyhow::Result<Process> {
-        let vk = self.start_vk(node)?;
+        self.node_and_namespace_with(node, ns, &[]).await
+    }
+
+    /// [`Ctx::node_and_namespace`] with `extra` flags.
+    async fn node_and_namespace_with(
+        &self,
+        node: &str,
+        ns: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Process> {
+        let vk = self.stack.virtual_kubelet(node, extra)?;
         self.stack.namespace(ns).await?;
         self.wait_ready(node, Duration::from_secs(30)).await?;
         Ok(vk)
@@ -428,7 +438,8 @@ async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// Warning Event, while a good pod beside it runs.
 async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-bad", "e2e-bad");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    // The operator lets pods choose docker besides the node's raw_exec.
+    let _vk = cx.node_and_namespace_with(node, ns, &["--allowed-drivers", "docker"]).await?;
     let bad = pod("bad")
         .namespace(ns)
         .on_node(node)
@@ -1002,7 +1013,9 @@ async fn nomad_namespace(cx: Ctx<'_>) -> anyhow::Result<()> {
         .send()
         .await?;
     ensure!(r.status().is_success(), "creating the Nomad namespace: {}", r.status());
-    let vk = cx.node_and_namespace(node, ns).await?;
+    // The operator lets pods choose that namespace and name the region.
+    let allow = ["--allowed-nomad-namespaces", "apps", "--allowed-regions", "global"];
+    let vk = cx.node_and_namespace_with(node, ns, &allow).await?;
     let p = pod("placed")
         .namespace(ns)
         .on_node(node)
@@ -1019,7 +1032,7 @@ async fn nomad_namespace(cx: Ctx<'_>) -> anyhow::Result<()> {
     let version = job["Version"].clone();
     // A restart finds it again: no second job, the same version, still Running.
     drop(vk);
-    let _vk = cx.start_vk(node)?;
+    let _vk = cx.stack.virtual_kubelet(node, &allow)?;
     cx.wait_ready(node, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let again = cx.nomad(&format!("/v1/job/{id}?namespace=apps")).await?.context("job gone")?;
@@ -1270,7 +1283,7 @@ async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-lost", "e2e-lost");
     let mut stack = Stack::start_with(StackOptions { nomad_server: true }).await?;
     let doomed_client = stack.start_nomad_client("spare-1", "spare").await?;
-    let _vk = stack.virtual_kubelet(node, &[])?;
+    let _vk = stack.virtual_kubelet(node, &["--allowed-node-pools", "spare"])?;
     let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
     stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(60)).await?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+    ConfigMap, Namespace, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
 };
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
@@ -266,6 +266,15 @@ impl InputsApi for KubePodApi {
                 }
             })
             .collect())
+    }
+
+    async fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> Result<BTreeMap<String, String>, ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = api.get_opt(namespace).await.map_err(cluster_error)?;
+        Ok(ns.and_then(|n| n.metadata.labels).unwrap_or_default())
     }
 
     async fn request_token(

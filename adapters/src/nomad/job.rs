@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 use vk_domain::env::{EnvVar, Segment, Value as EnvValue};
 use vk_domain::error::Unsupported;
 use vk_domain::pod::{PodKey, RestartPolicy};
+use vk_domain::security::{Profile, Security};
 use vk_domain::volume::Source;
 use vk_domain::workload::{ContainerSpec, WorkloadSpec};
 
@@ -41,6 +42,7 @@ use super::api::{
     Job, Lifecycle, Network, Port, ReschedulePolicy, Resources, RestartPolicy as NomadRestart,
     Task, TaskGroup, Template,
 };
+use super::policy::{Check, NomadPolicy, Own};
 
 /// Meta key: the Kubernetes node (virtual kubelet) that owns the job.
 pub const META_NODE: &str = "k8s_node_name";
@@ -116,7 +118,7 @@ impl JobRef {
 
 /// Nomad's names for namespaces and regions: letters, digits and `-`, 1 to 128 of them
 /// (`structs.validNamespaceName`).
-fn valid_nomad_name(s: &str) -> bool {
+pub fn valid_nomad_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
@@ -143,7 +145,15 @@ pub struct JobSettings {
     pub driver_annotation: String,
     /// MHz per CPU core of the Nomad nodes, to convert millicores.
     pub mhz_per_core: u64,
+    /// What pods may choose by annotation ([`NomadPolicy`]).
+    pub policy: std::sync::Arc<NomadPolicy>,
+    /// Directory on the Nomad clients holding `Localhost` seccomp profiles (the kubelet's
+    /// `<root-dir>/seccomp`); a pod's `localhostProfile` is a path inside it.
+    pub seccomp_profile_root: String,
 }
+
+/// The group network mode a pod gets when it does not choose one.
+pub const DEFAULT_NETWORK_MODE: &str = "host";
 
 /// A pod as Nomad objects: the job, and the items of its Variable. `Debug` shows the items' keys,
 /// never their values.
@@ -169,15 +179,33 @@ pub const MAX_JOB_ID: usize = 60;
 /// Unambiguous because neither namespaces nor names contain `_` or `~`; stable across restarts, so
 /// registering again never duplicates a job; made of the characters Nomad allows in Variable paths
 /// (`[A-Za-z0-9_~-]`, no `.`), so that the job's tasks can read the Variable at `nomad/jobs/<job>`
-/// through their workload identity. An ID longer than [`MAX_JOB_ID`] keeps its first 42
-/// characters, then `-H` and 16 hex digits of an FNV-1a hash of the whole: the upper-case `H`
-/// never occurs in a namespace or a name, so a hashed ID never equals the ID of another pod.
+/// through their workload identity. An ID longer than [`MAX_JOB_ID`] keeps its first 26
+/// characters, then `-H` and the first 32 hex digits (128 bits) of the SHA-256 of the whole: the
+/// upper-case `H` never occurs in a namespace or a name, so a hashed ID never equals the ID of
+/// another pod, and two hashed IDs are equal only if SHA-256 collides on 128 bits, which nobody
+/// can bring about. (Before, 42 characters and a 64-bit FNV-1a hash were kept: [`legacy_job_id`].
+/// FNV is not collision-resistant; two pod names sharing one ID can be computed in a minute.)
 pub fn job_id(prefix: &str, key: &PodKey) -> String {
-    let raw = format!("{prefix}{}_{}", key.namespace(), key.name().replace('.', "~"));
+    let raw = raw_job_id(prefix, key);
     if raw.len() <= MAX_JOB_ID {
         return raw;
     }
-    format!("{}-H{}", &raw[..MAX_JOB_ID - 18], fnv(&[&raw]))
+    let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
+    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-H{hex}", &raw[..MAX_JOB_ID - 34])
+}
+
+/// The ID jobs of pods with long names were registered under before [`job_id`] hashed with
+/// SHA-256 (the first 42 characters, `-H`, 16 hex digits of FNV-1a): `None` when the ID is not
+/// hashed at all. Only looked up, to adopt a job registered by an older version, and then only
+/// when the job's Meta names the very pod; never registered.
+pub fn legacy_job_id(prefix: &str, key: &PodKey) -> Option<String> {
+    let raw = raw_job_id(prefix, key);
+    (raw.len() > MAX_JOB_ID).then(|| format!("{}-H{}", &raw[..MAX_JOB_ID - 18], fnv(&[&raw])))
+}
+
+fn raw_job_id(prefix: &str, key: &PodKey) -> String {
+    format!("{prefix}{}_{}", key.namespace(), key.name().replace('.', "~"))
 }
 
 /// Whether `prefix` can start job IDs (the characters of Variable paths, at most 16 of them).
@@ -210,10 +238,44 @@ struct Placement {
     network_mode: String,
 }
 
+/// Reads what the pod's annotations choose, checks each value's syntax, then checks it against
+/// the operator's policy for the pod's namespace.
 fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsupported> {
     let ann = |k: &str| spec.annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let field = |k: &str| format!("metadata.annotations[{k}]");
-    let driver = ann(&s.driver_annotation).or_else(|| ann(ANN_DRIVER)).unwrap_or(&s.default_driver);
+    let ns = spec.key.namespace();
+    let applicable = s.policy.for_namespace(ns, spec.namespace_labels.as_ref());
+    let check = Check {
+        namespace: ns,
+        applicable: &applicable,
+        own: Own {
+            driver: &s.default_driver,
+            namespace: s.namespace.as_deref(),
+            region: s.region.as_deref(),
+            datacenters: &s.datacenters,
+            network_mode: DEFAULT_NETWORK_MODE,
+        },
+    };
+    let (driver_key, driver) = match ann(&s.driver_annotation) {
+        Some(d) => (s.driver_annotation.as_str(), d),
+        None => match ann(ANN_DRIVER) {
+            Some(d) => (ANN_DRIVER, d),
+            None => ("", s.default_driver.as_str()),
+        },
+    };
+    if !matches!(driver, "docker" | "raw_exec" | "exec") {
+        return Err(Unsupported::new(
+            if driver_key.is_empty() {
+                "metadata.annotations".to_owned()
+            } else {
+                field(driver_key)
+            },
+            format!("Nomad task driver {driver:?} is not supported (docker, raw_exec, exec are)"),
+        ));
+    }
+    if !driver_key.is_empty() {
+        check.driver(driver_key, driver)?;
+    }
     let datacenters = match ann(ANN_DATACENTERS) {
         None => s.datacenters.clone(),
         Some(v) => {
@@ -225,21 +287,26 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
                     format!("{v:?} names no datacenter"),
                 ));
             }
+            if let Some(bad) = list.iter().find(|d| !valid_datacenter(d)) {
+                return Err(Unsupported::new(
+                    field(ANN_DATACENTERS),
+                    format!("{bad:?} is not a valid Nomad datacenter name"),
+                ));
+            }
+            check.datacenters(ANN_DATACENTERS, &list)?;
             list
         }
     };
     let node_pool = match ann(ANN_NODE_POOL) {
         None => None,
         Some(p) => {
-            // Nomad's node pool names: `^[a-zA-Z0-9-_]{1,128}$` (`structs.validNodePoolName`).
-            let ok = p.len() <= 128
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
+            if !valid_node_pool(p) {
                 return Err(Unsupported::new(
                     field(ANN_NODE_POOL),
                     format!("{p:?} is not a valid Nomad node pool name"),
                 ));
             }
+            check.node_pool(ANN_NODE_POOL, p)?;
             Some(p.to_owned())
         }
     };
@@ -255,18 +322,21 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
                     format!("{n} is out of range (1 to 100)"),
                 ));
             }
+            check.priority(ANN_PRIORITY, n)?;
             Some(n)
         }
     };
     let network_mode = match ann(ANN_NETWORK_MODE) {
-        None => "host".to_owned(),
-        Some(m @ ("host" | "bridge" | "none")) => m.to_owned(),
-        Some(m) if m.strip_prefix("cni/").is_some_and(|n| !n.is_empty()) => m.to_owned(),
+        None => DEFAULT_NETWORK_MODE.to_owned(),
         Some(m) => {
-            return Err(Unsupported::new(
-                field(ANN_NETWORK_MODE),
-                format!("network mode {m:?} is not one of host, bridge, none, cni/<name>"),
-            ));
+            if !valid_network_mode(m) {
+                return Err(Unsupported::new(
+                    field(ANN_NETWORK_MODE),
+                    format!("network mode {m:?} is not one of host, bridge, none, cni/<name>"),
+                ));
+            }
+            check.network_mode(ANN_NETWORK_MODE, m)?;
+            m.to_owned()
         }
     };
     let mut location = [None, None];
@@ -277,6 +347,11 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
                     field(key),
                     format!("{v:?} is not a valid Nomad {what} name (letters, digits and '-')"),
                 ));
+            }
+            if i == 0 {
+                check.namespace(key, v)?;
+            } else {
+                check.region(key, v)?;
             }
             location[i] = Some(v.to_owned());
         }
@@ -299,6 +374,30 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
     })
 }
 
+/// Nomad's group network modes: `host`, `bridge`, `none`, `cni/<name>` (a CNI network name:
+/// letters, digits, `.`, `_`, `-`).
+pub fn valid_network_mode(m: &str) -> bool {
+    matches!(m, "host" | "bridge" | "none")
+        || m.strip_prefix("cni/").is_some_and(|n| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+}
+
+/// Nomad's node pool names: `^[a-zA-Z0-9-_]{1,128}$` (`structs.validNodePoolName`).
+pub fn valid_node_pool(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 128
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A Nomad datacenter name or pattern: letters, digits, `-`, `_`, `.` and the wildcard `*`.
+pub fn valid_datacenter(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 128
+        && d.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'))
+}
+
 /// Translates `spec` into the job to register and the items of its Variable.
 ///
 /// # Errors
@@ -307,15 +406,6 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
 /// an exec-style driver, or a security setting cannot be given to that driver.
 pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupported> {
     let place = placement(spec, s)?;
-    if !matches!(place.driver.as_str(), "docker" | "raw_exec" | "exec") {
-        return Err(Unsupported::new(
-            "metadata.annotations",
-            format!(
-                "Nomad task driver {:?} is not supported (docker, raw_exec, exec are)",
-                place.driver
-            ),
-        ));
-    }
     let id = job_id(&s.prefix, &spec.key);
     let mut b = Builder {
         id: id.clone(),
@@ -528,10 +618,51 @@ fn volume_dir(volume: &str) -> String {
     format!("../alloc/volumes/{volume}")
 }
 
-/// Escapes text for a string of a task's driver configuration, which Nomad evaluates as an HCL2
-/// template when the task starts: `${` becomes `$${` and `%{` becomes `%%{`.
-pub fn hcl_escape(s: &str) -> String {
-    s.replace("${", "$${").replace("%{", "%%{")
+/// A piece of one string of a task's driver configuration: text to pass through as is, or a task
+/// environment variable for Nomad to interpolate when the task starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Literal text.
+    Text(&'a str),
+    /// `${NAME}`: the task environment's `NAME` (a name [`is_interpolable`] accepts).
+    Var(&'a str),
+}
+
+/// One string of a task's driver configuration, written for Nomad, which reads every such string
+/// as an HCL2 template when the task starts (`hclutils.ParseHclInterface`: JSON syntax, whose
+/// strings are templates). The text is joined first and escaped once, so escapes cannot be split
+/// across pieces: `${` becomes `$${` and `%{` becomes `%%{` (HCL's template escapes), and a run of
+/// `$` right before a variable, which HCL would read as the escape `$${`, is written as the
+/// template expression `${"$$"}`. For any pieces, HCL evaluates the result to the text with each
+/// variable's value in its place (property-tested against `hcl-rs`, and end to end on Nomad).
+pub fn hcl_template(pieces: &[Piece<'_>]) -> String {
+    fn escape(out: &mut String, text: &str) {
+        out.push_str(&text.replace("${", "$${").replace("%{", "%%{"));
+    }
+    let mut out = String::new();
+    let mut text = String::new();
+    for p in pieces {
+        match p {
+            Piece::Text(t) => text.push_str(t),
+            Piece::Var(name) => {
+                let kept = text.trim_end_matches('$');
+                escape(&mut out, kept);
+                let dollars = text.len() - kept.len();
+                if dollars > 0 {
+                    out.push_str(&format!("${{\"{}\"}}", "$".repeat(dollars)));
+                }
+                out.push_str(&format!("${{{name}}}"));
+                text.clear();
+            }
+        }
+    }
+    escape(&mut out, &text);
+    out
+}
+
+/// Plain text for a string of a task's driver configuration: [`hcl_template`] of the text alone.
+pub fn hcl_text(s: &str) -> String {
+    hcl_template(&[Piece::Text(s)])
 }
 
 impl std::fmt::Debug for PodJob {
@@ -584,10 +715,9 @@ impl Builder<'_> {
         }
         let command = self.args(field, "command", &c.command)?;
         let args = self.args(field, "args", &c.args)?;
-        let user: String;
-        match driver.as_str() {
+        let user = match driver.as_str() {
             "docker" => {
-                config.insert("image".into(), json!(c.image));
+                config.insert("image".into(), json!(hcl_text(&c.image)));
                 if !command.is_empty() {
                     config.insert("entrypoint".into(), json!(command));
                 }
@@ -595,37 +725,42 @@ impl Builder<'_> {
                     config.insert("args".into(), json!(args));
                 }
                 if let Some(w) = &c.working_dir {
-                    config.insert("work_dir".into(), json!(hcl_escape(w)));
+                    config.insert("work_dir".into(), json!(hcl_text(w)));
                 }
                 if !labels.is_empty() {
                     config.insert("ports".into(), Value::Array(labels));
                 }
-                if c.privileged {
-                    config.insert("privileged".into(), json!(true));
-                }
                 let mut binds = Vec::new();
-                for m in &c.mounts {
+                for (i, m) in c.mounts.iter().enumerate() {
+                    // Docker splits a bind at ':' (source:target:mode).
+                    for (name, v) in
+                        [("mountPath", Some(&m.mount_path)), ("subPath", m.sub_path.as_ref())]
+                    {
+                        if let Some(v) = v.filter(|v| v.contains(':')) {
+                            return Err(Unsupported::new(
+                                format!("{field}.volumeMounts[{i}].{name}"),
+                                format!(
+                                    "{v:?} contains ':', which the docker driver reads as a separator"
+                                ),
+                            ));
+                        }
+                    }
                     let mut host = volume_dir(&m.volume);
                     if let Some(sub) = &m.sub_path {
                         host = format!("{host}/{sub}");
                     }
                     let ro = if m.read_only { ":ro" } else { "" };
-                    binds.push(format!("{host}:{}{ro}", m.mount_path));
+                    binds.push(hcl_text(&format!("{host}:{}{ro}", m.mount_path)));
                 }
                 if !binds.is_empty() {
                     config.insert("volumes".into(), json!(binds));
                 }
-                user = match (c.run_as_user, c.run_as_group) {
-                    (Some(u), Some(g)) => format!("{u}:{g}"),
-                    (Some(u), None) => u.to_string(),
-                    (None, Some(_)) => {
-                        return Err(Unsupported::new(
-                            format!("{field}.securityContext.runAsGroup"),
-                            "runAsGroup without runAsUser cannot be given to the docker driver",
-                        ));
-                    }
-                    (None, None) => String::new(),
-                };
+                docker_security(
+                    field,
+                    &c.security,
+                    &self.settings.seccomp_profile_root,
+                    &mut config,
+                )?
             }
             "raw_exec" | "exec" => {
                 let mut argv = command.into_iter().chain(args);
@@ -641,37 +776,9 @@ impl Builder<'_> {
                     config.insert("args".into(), json!(rest));
                 }
                 if let Some(w) = &c.working_dir {
-                    config.insert("work_dir".into(), json!(hcl_escape(w)));
+                    config.insert("work_dir".into(), json!(hcl_text(w)));
                 }
-                if c.privileged {
-                    return Err(Unsupported::new(
-                        format!("{field}.securityContext.privileged"),
-                        format!("privileged containers need the docker driver, not {driver}"),
-                    ));
-                }
-                if c.run_as_group.is_some() {
-                    return Err(Unsupported::new(
-                        format!("{field}.securityContext.runAsGroup"),
-                        format!(
-                            "the {driver} driver runs a task with its user's primary group; runAsGroup cannot be honoured"
-                        ),
-                    ));
-                }
-                // These drivers look the user up by name on the client (a uid is refused):
-                // only the two uids with a name on every Linux system can be given.
-                user = match c.run_as_user {
-                    None => String::new(),
-                    Some(0) => "root".into(),
-                    Some(65534) => "nobody".into(),
-                    Some(u) => {
-                        return Err(Unsupported::new(
-                            format!("{field}.securityContext.runAsUser"),
-                            format!(
-                                "the {driver} driver takes a user name, and uid {u} has no name known on every Nomad client (0 and 65534 do; the docker driver takes any uid)"
-                            ),
-                        ));
-                    }
-                };
+                exec_security(field, &driver, &c.security, &mut config)?
             }
             other => {
                 return Err(Unsupported::new(
@@ -679,28 +786,42 @@ impl Builder<'_> {
                     format!("Nomad task driver {other:?} is not supported"),
                 ));
             }
-        }
+        };
         let templates = self.templates(field, c)?;
         let (env, _) = split_env(&c.env);
         let r = &c.resources;
-        let cpu_millis = r.cpu_request_millis.or(r.cpu_limit_millis);
+        let (cpu_field, cpu_millis) = match (r.cpu_request_millis, r.cpu_limit_millis) {
+            (Some(m), _) => ("requests", Some(m)),
+            (None, m) => ("limits", m),
+        };
         let mem_bytes = r.memory_request_bytes.or(r.memory_limit_bytes);
         let mib = |b: u64| i64::try_from(b.div_ceil(1 << 20).max(10)).unwrap_or(i64::MAX);
         let memory_mb = mem_bytes.map(mib);
         let memory_max_mb =
             r.memory_limit_bytes.map(mib).filter(|max| memory_mb.is_some_and(|m| *max > m));
         let mhz = self.settings.mhz_per_core;
+        let cpu = match cpu_millis {
+            None => None,
+            Some(m) => Some(
+                m.checked_mul(mhz)
+                    .map(|v| v.div_ceil(1000).max(1))
+                    .and_then(|v| i64::try_from(v).ok())
+                    .ok_or_else(|| {
+                        Unsupported::new(
+                            format!("{field}.resources.{cpu_field}.cpu"),
+                            format!(
+                                "{m} millicores at {mhz} MHz per core is beyond any Nomad node"
+                            ),
+                        )
+                    })?,
+            ),
+        };
         Ok(Task {
             name: c.name.clone(),
             driver,
             config,
             env,
-            resources: Resources {
-                cpu: cpu_millis
-                    .map(|m| i64::try_from((m * mhz).div_ceil(1000).max(1)).unwrap_or(i64::MAX)),
-                memory_mb,
-                memory_max_mb,
-            },
+            resources: Resources { cpu, memory_mb, memory_max_mb },
             kill_timeout: ns(self.spec.termination_grace),
             kill_signal: "SIGTERM".into(),
             meta: BTreeMap::new(),
@@ -712,19 +833,18 @@ impl Builder<'_> {
     }
 
     /// A command or argument list: text as is; a `$(VAR)` whose variable is not plain text becomes
-    /// Nomad's `${VAR}`, interpolated from the task's environment at start.
+    /// Nomad's `${VAR}`, interpolated from the task's environment at start. Each argument is
+    /// written once, whole, by [`hcl_template`].
     fn args(&self, field: &str, what: &str, list: &[EnvValue]) -> Result<Vec<String>, Unsupported> {
         list.iter()
             .enumerate()
             .map(|(i, v)| {
-                let mut out = String::new();
+                let mut pieces = Vec::new();
                 for seg in &v.0 {
                     match seg {
-                        // Driver configuration is an HCL2 template at task start: `${` and
-                        // `%{` are written with its escapes so text passes through as is.
-                        Segment::Text(t) => out.push_str(&hcl_escape(t)),
+                        Segment::Text(t) => pieces.push(Piece::Text(t)),
                         Segment::EnvRef(name) if is_interpolable(name) => {
-                            out.push_str(&format!("${{{name}}}"));
+                            pieces.push(Piece::Var(name));
                         }
                         Segment::EnvRef(name) => {
                             return Err(Unsupported::new(
@@ -741,7 +861,7 @@ impl Builder<'_> {
                         }
                     }
                 }
-                Ok(out)
+                Ok(hcl_template(&pieces))
             })
             .collect()
     }
@@ -845,6 +965,18 @@ impl Builder<'_> {
                 }),
                 Source::Files(files) => {
                     for f in files {
+                        // Nomad replaces `${name}` in a template's destination with the task's
+                        // environment or the node's attributes, and has no escape for it.
+                        if f.path.contains("${") {
+                            let i = self.spec.volumes.iter().position(|v| v.name == vol.name);
+                            return Err(Unsupported::new(
+                                format!("spec.volumes[{}]", i.unwrap_or_default()),
+                                format!(
+                                    "file path {:?} of volume {:?} contains \"${{\", which Nomad would replace in a file's destination",
+                                    f.path, vol.name
+                                ),
+                            ));
+                        }
                         let key = file_key(&vol.name, &f.path);
                         self.items.insert(
                             key.clone(),
@@ -868,6 +1000,228 @@ impl Builder<'_> {
         }
         Ok(out)
     }
+}
+
+/// A capability as Nomad's drivers take it: `NET_ADMIN` or `CAP_NET_ADMIN` becomes `net_admin`,
+/// `ALL` becomes `all`.
+fn capability(field: &str, c: &str) -> Result<String, Unsupported> {
+    let name = c.strip_prefix("CAP_").unwrap_or(c);
+    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+        return Err(Unsupported::new(field.to_owned(), format!("{c:?} is not a capability name")));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// The container's security context on the docker driver (Nomad's `drivers/docker` options):
+/// `privileged`, `cap_add`/`cap_drop`, `readonly_rootfs`, `security_opt` (`no-new-privileges`,
+/// `seccomp=unconfined` or `seccomp=<root>/<localhostProfile>` (a file the Nomad client reads),
+/// `apparmor=unconfined` or `apparmor=<profile>`, `label=user:...` and friends for SELinux), and
+/// `group_add` for `supplementalGroups` and `fsGroup`. `seccompProfile` unset or
+/// `RuntimeDefault` keeps Docker's default profile (stricter than the kubelet's default,
+/// `Unconfined`); `appArmorProfile` unset or `RuntimeDefault` keeps Docker's `docker-default`.
+/// Returns the task's `user` (`uid[:gid]`).
+///
+/// Refused: `runAsNonRoot` without a non-zero `runAsUser` (the image's user is not known here, so
+/// it cannot be checked), `runAsGroup` without `runAsUser`, `procMount: Unmasked`,
+/// `supplementalGroupsPolicy: Strict` (Docker adds the image's groups), `sysctls`.
+fn docker_security(
+    field: &str,
+    sec: &Security,
+    seccomp_root: &str,
+    config: &mut Map<String, Value>,
+) -> Result<String, Unsupported> {
+    let f = |name: &str| format!("{field}.securityContext.{name}");
+    common_refusals(field, sec)?;
+    if sec.supplemental_groups_strict {
+        return Err(Unsupported::new(
+            "spec.securityContext.supplementalGroupsPolicy",
+            "Strict cannot be honoured by the docker driver, which adds the groups of the image's user",
+        ));
+    }
+    if sec.privileged {
+        config.insert("privileged".into(), json!(true));
+    }
+    for (key, name, caps) in [
+        ("cap_add", "capabilities.add", &sec.capabilities_add),
+        ("cap_drop", "capabilities.drop", &sec.capabilities_drop),
+    ] {
+        if !caps.is_empty() {
+            let list =
+                caps.iter().map(|c| capability(&f(name), c)).collect::<Result<Vec<_>, _>>()?;
+            config.insert(key.into(), json!(list));
+        }
+    }
+    if sec.read_only_root_filesystem {
+        config.insert("readonly_rootfs".into(), json!(true));
+    }
+    let mut opts = Vec::new();
+    if sec.allow_privilege_escalation == Some(false) {
+        opts.push("no-new-privileges".to_owned());
+    }
+    match &sec.seccomp {
+        None | Some(Profile::RuntimeDefault) => {}
+        Some(Profile::Unconfined) => opts.push("seccomp=unconfined".into()),
+        Some(Profile::Localhost(p)) => {
+            opts.push(format!("seccomp={}/{p}", seccomp_root.trim_end_matches('/')));
+        }
+    }
+    match &sec.app_armor {
+        None | Some(Profile::RuntimeDefault) => {}
+        Some(Profile::Unconfined) => opts.push("apparmor=unconfined".into()),
+        Some(Profile::Localhost(p)) => opts.push(format!("apparmor={p}")),
+    }
+    if let Some(l) = &sec.se_linux {
+        for (part, v) in
+            [("user", &l.user), ("role", &l.role), ("type", &l.type_), ("level", &l.level)]
+        {
+            if let Some(v) = v {
+                opts.push(format!("label={part}:{v}"));
+            }
+        }
+    }
+    if !opts.is_empty() {
+        config.insert(
+            "security_opt".into(),
+            json!(opts.iter().map(|o| hcl_text(o)).collect::<Vec<_>>()),
+        );
+    }
+    let mut groups: Vec<String> = sec.supplemental_groups.iter().map(ToString::to_string).collect();
+    if let Some(g) = sec.fs_group.map(|g| g.to_string()).filter(|g| !groups.contains(g)) {
+        groups.push(g);
+    }
+    if !groups.is_empty() {
+        config.insert("group_add".into(), json!(groups));
+    }
+    if sec.run_as_non_root && sec.run_as_user.is_none_or(|u| u <= 0) {
+        return Err(Unsupported::new(
+            sec.field("runAsNonRoot", field),
+            "runAsNonRoot cannot be verified against the image's user here; set runAsUser to a non-zero uid",
+        ));
+    }
+    match (sec.run_as_user, sec.run_as_group) {
+        (Some(u), Some(g)) => Ok(format!("{u}:{g}")),
+        (Some(u), None) => Ok(u.to_string()),
+        (None, Some(_)) => Err(Unsupported::new(
+            sec.field("runAsGroup", field),
+            "runAsGroup without runAsUser cannot be given to the docker driver",
+        )),
+        (None, None) => Ok(String::new()),
+    }
+}
+
+/// What no driver here can honour.
+fn common_refusals(field: &str, sec: &Security) -> Result<(), Unsupported> {
+    if sec.proc_mount_unmasked {
+        return Err(Unsupported::new(
+            format!("{field}.securityContext.procMount"),
+            "Unmasked cannot be honoured by Nomad's drivers",
+        ));
+    }
+    if let Some((name, _)) = sec.sysctls.first() {
+        return Err(Unsupported::new(
+            "spec.securityContext.sysctls",
+            format!("sysctl {name:?} cannot be set: pod sysctls are not supported"),
+        ));
+    }
+    Ok(())
+}
+
+/// The container's security context on the exec-style drivers, which run the command directly
+/// (`raw_exec`: on the host, as the Nomad agent's user unless `runAsUser` says otherwise; `exec`:
+/// in a chroot with its own namespaces). What they cannot honour is refused, naming the field:
+/// `privileged`, `runAsGroup`, a `runAsUser` other than 0 and 65534 (they take a user name),
+/// `runAsNonRoot` without `runAsUser: 65534`, capabilities on `raw_exec` (on `exec`: `cap_add` and
+/// `cap_drop`), `readOnlyRootFilesystem`, `allowPrivilegeEscalation: false`, a seccomp or AppArmor
+/// profile other than `Unconfined`, `seLinuxOptions`, `supplementalGroups` and `fsGroup`.
+/// Returns the task's `user`.
+fn exec_security(
+    field: &str,
+    driver: &str,
+    sec: &Security,
+    config: &mut Map<String, Value>,
+) -> Result<String, Unsupported> {
+    let f = |name: &str| format!("{field}.securityContext.{name}");
+    let refuse = |name: String, what: &str| {
+        Err(Unsupported::new(
+            name,
+            format!(
+                "{what} cannot be honoured by the {driver} driver (the docker driver honours it)"
+            ),
+        ))
+    };
+    common_refusals(field, sec)?;
+    if sec.privileged {
+        return refuse(f("privileged"), "a privileged container");
+    }
+    if sec.run_as_group.is_some() {
+        return Err(Unsupported::new(
+            sec.field("runAsGroup", field),
+            format!(
+                "the {driver} driver runs a task with its user's primary group; runAsGroup cannot be honoured"
+            ),
+        ));
+    }
+    for (key, name, caps) in [
+        ("cap_add", "capabilities.add", &sec.capabilities_add),
+        ("cap_drop", "capabilities.drop", &sec.capabilities_drop),
+    ] {
+        if caps.is_empty() {
+            continue;
+        }
+        if driver != "exec" {
+            return refuse(f(name), "a capability set");
+        }
+        let list = caps.iter().map(|c| capability(&f(name), c)).collect::<Result<Vec<_>, _>>()?;
+        config.insert(key.into(), json!(list));
+    }
+    if sec.read_only_root_filesystem {
+        return refuse(f("readOnlyRootFilesystem"), "a read-only root filesystem");
+    }
+    if sec.allow_privilege_escalation == Some(false) {
+        return refuse(
+            f("allowPrivilegeEscalation"),
+            "no_new_privs (allowPrivilegeEscalation: false)",
+        );
+    }
+    if sec.seccomp.as_ref().is_some_and(|p| *p != Profile::Unconfined) {
+        return refuse(sec.field("seccompProfile", field), "a seccomp profile");
+    }
+    if sec.app_armor.as_ref().is_some_and(|p| *p != Profile::Unconfined) {
+        return refuse(sec.field("appArmorProfile", field), "an AppArmor profile");
+    }
+    if sec.se_linux.is_some() {
+        return refuse(sec.field("seLinuxOptions", field), "an SELinux label");
+    }
+    if !sec.supplemental_groups.is_empty() || sec.supplemental_groups_strict {
+        return refuse("spec.securityContext.supplementalGroups".into(), "supplementary groups");
+    }
+    if sec.fs_group.is_some() {
+        return refuse("spec.securityContext.fsGroup".into(), "fsGroup");
+    }
+    // These drivers look the user up by name on the client (a uid is refused): only the two uids
+    // with a name on every Linux system can be given.
+    let user = match sec.run_as_user {
+        None => String::new(),
+        Some(0) => "root".into(),
+        Some(65534) => "nobody".into(),
+        Some(u) => {
+            return Err(Unsupported::new(
+                sec.field("runAsUser", field),
+                format!(
+                    "the {driver} driver takes a user name, and uid {u} has no name known on every Nomad client (0 and 65534 do; the docker driver takes any uid)"
+                ),
+            ));
+        }
+    };
+    if sec.run_as_non_root && user != "nobody" {
+        return Err(Unsupported::new(
+            sec.field("runAsNonRoot", field),
+            format!(
+                "without runAsUser the {driver} driver runs the task as the Nomad agent's user, which may be root; set runAsUser: 65534"
+            ),
+        ));
+    }
+    Ok(user)
 }
 
 /// Whether Nomad can interpolate `${name}` for this variable name.
@@ -901,6 +1255,7 @@ mod tests {
     use vk_domain::k8s_openapi::api::core::v1::Pod;
 
     use super::*;
+    use crate::nomad::policy::NomadGrant;
 
     fn settings() -> JobSettings {
         JobSettings {
@@ -912,6 +1267,8 @@ mod tests {
             default_driver: "docker".into(),
             driver_annotation: "virtual-kubelet.io/nomad-driver".into(),
             mhz_per_core: 2000,
+            policy: std::sync::Arc::new(NomadPolicy::default()),
+            seccomp_profile_root: "/var/lib/kubelet/seccomp".into(),
         }
     }
 
@@ -937,9 +1294,44 @@ mod tests {
         annotations: serde_json::Value,
         spec: serde_json::Value,
     ) -> Result<PodJob, Unsupported> {
+        translate_with(&settings(), annotations, spec)
+    }
+
+    fn translate_with(
+        s: &JobSettings,
+        annotations: serde_json::Value,
+        spec: serde_json::Value,
+    ) -> Result<PodJob, Unsupported> {
         let p = pod_json(annotations, spec);
         let w = WorkloadSpec::from_pod(&p, &inputs()).unwrap().spec;
-        to_job(&w, &settings())
+        to_job(&w, s)
+    }
+
+    /// Settings whose policy lets pods choose what the placement tests choose.
+    fn permissive() -> JobSettings {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        JobSettings {
+            policy: std::sync::Arc::new(NomadPolicy {
+                base: NomadGrant {
+                    drivers: owned(&["raw_exec", "exec", "docker"]),
+                    namespaces: owned(&["apps"]),
+                    regions: owned(&["eu-west"]),
+                    node_pools: owned(&["gpu"]),
+                    network_modes: owned(&["bridge", "cni/mynet"]),
+                    datacenters: owned(&["*"]),
+                    max_priority: Some(100),
+                },
+                rules: Vec::new(),
+            }),
+            ..settings()
+        }
+    }
+
+    fn translate_permissive(
+        annotations: serde_json::Value,
+        spec: serde_json::Value,
+    ) -> Result<PodJob, Unsupported> {
+        translate_with(&permissive(), annotations, spec)
     }
 
     fn web(restart: &str) -> serde_json::Value {
@@ -1019,7 +1411,7 @@ mod tests {
     #[test]
     fn raw_exec_runs_command_and_args() {
         let ann = json!({"virtual-kubelet.io/nomad-driver": "raw_exec"});
-        let job = translate(ann, web("Never")).unwrap().job;
+        let job = translate_permissive(ann, web("Never")).unwrap().job;
         let t = &job.task_groups[0].tasks[0];
         assert_eq!(t.config["command"], json!("nginx"));
         assert_eq!(t.config["args"], json!(["-g", "daemon off;"]));
@@ -1181,7 +1573,7 @@ mod tests {
     #[test]
     fn annotations_choose_placement() {
         let c = json!({"containers": [{"name": "c", "image": "i"}]});
-        let job = translate(
+        let job = translate_permissive(
             json!({
                 ANN_DATACENTERS: "dc1, dc2",
                 ANN_NODE_POOL: "gpu",
@@ -1198,17 +1590,17 @@ mod tests {
         assert_eq!(job.priority, Some(70));
         assert_eq!(job.task_groups[0].networks[0].mode, "cni/mynet");
         assert_eq!(job.task_groups[0].tasks[0].driver, "exec");
-        let plain = translate(json!({}), c.clone()).unwrap().job;
+        let plain = translate_permissive(json!({}), c.clone()).unwrap().job;
         assert_eq!((plain.datacenters.as_slice(), plain.priority), (&["*".to_owned()][..], None));
         // The configured annotation wins over the generic one.
-        let both = translate(
+        let both = translate_permissive(
             json!({ANN_DRIVER: "exec", "virtual-kubelet.io/nomad-driver": "docker"}),
             c.clone(),
         )
         .unwrap()
         .job;
         assert_eq!(both.task_groups[0].tasks[0].driver, "docker");
-        let host = translate(
+        let host = translate_permissive(
             json!({ANN_NETWORK_MODE: "bridge"}),
             json!({"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}),
         );
@@ -1219,12 +1611,13 @@ mod tests {
     fn users_follow_the_driver() {
         let spec = |sc: serde_json::Value| json!({"containers": [{"name": "c", "image": "i", "command": ["id"], "securityContext": sc}]});
         let docker =
-            translate(json!({}), spec(json!({"runAsUser": 1000, "runAsGroup": 3000}))).unwrap();
+            translate_permissive(json!({}), spec(json!({"runAsUser": 1000, "runAsGroup": 3000})))
+                .unwrap();
         assert_eq!(docker.job.task_groups[0].tasks[0].user, "1000:3000");
         let raw = json!({ANN_DRIVER: "raw_exec"});
-        let r = translate(raw.clone(), spec(json!({"runAsUser": 65534}))).unwrap();
+        let r = translate_permissive(raw.clone(), spec(json!({"runAsUser": 65534}))).unwrap();
         assert_eq!(r.job.task_groups[0].tasks[0].user, "nobody");
-        let err = translate(raw, spec(json!({"runAsUser": 1000}))).unwrap_err();
+        let err = translate_permissive(raw, spec(json!({"runAsUser": 1000}))).unwrap_err();
         assert_eq!(err.field, "spec.containers[0].securityContext.runAsUser");
     }
 
@@ -1234,7 +1627,7 @@ mod tests {
     fn the_unsupported_corpus_names_each_field() {
         let corpus: Vec<serde_json::Value> =
             serde_json::from_str(include_str!("../../../tests/corpus/unsupported.json")).unwrap();
-        let mut s = settings();
+        let mut s = permissive();
         s.default_driver = "raw_exec".into();
         let mut n = 0;
         for case in corpus.iter().filter(|c| c["adapter"] == json!(true)) {
@@ -1261,12 +1654,450 @@ mod tests {
         assert!(n >= 10, "{n}");
     }
 
+    /// What Nomad makes of a driver configuration string: HCL2 template evaluation (`hcl-rs`,
+    /// an implementation independent of ours) with the task's environment as variables.
+    fn nomad_reads(template: &str, vars: &[(&str, &str)]) -> String {
+        use hcl::eval::{Context, Evaluate as _};
+        let t: hcl::template::Template =
+            template.parse().unwrap_or_else(|e| panic!("{template:?} does not parse: {e}"));
+        let mut ctx = Context::new();
+        for (k, v) in vars {
+            ctx.declare_var(*k, *v);
+        }
+        // What a leak would look like: node attributes Nomad offers to templates.
+        ctx.declare_var("attr", hcl::value!({ "unique" = { "hostname" = "NODE-HOSTNAME" } }));
+        t.evaluate(&ctx).unwrap_or_else(|e| panic!("{template:?} does not evaluate: {e}"))
+    }
+
     #[test]
-    fn driver_text_is_escaped_for_hcl() {
-        assert_eq!(hcl_escape("a ${b} %{c} $d $$e"), "a $${b} %%{c} $d $$e");
-        let spec = json!({"containers": [{"name": "c", "image": "i", "command": ["echo", "${HOME}", "100%{x}"]}]});
-        let job = translate(json!({ANN_DRIVER: "raw_exec"}), spec).unwrap().job;
-        assert_eq!(job.task_groups[0].tasks[0].config["args"], json!(["$${HOME}", "100%%{x}"]));
+    fn escapes_cannot_be_split_across_pieces() {
+        // `$$$(X)` with a plain X: Kubernetes gives "$" then X's text; escaped piece by piece,
+        // "$" + "{attr.unique.hostname}" was `${attr.unique.hostname}`, interpolated by Nomad.
+        let spec = json!({"containers": [{"name": "c", "image": "i",
+        "command": ["echo"], "args": ["$$$(X)", "${HOME}", "100%{x}", "$$$(PASS)", "a$$$$$(PASS)b"],
+        "env": [
+            {"name": "X", "value": "{attr.unique.hostname}"},
+            {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}
+        ]}]});
+        let job = translate(json!({}), spec).unwrap().job;
+        let args = job.task_groups[0].tasks[0].config["args"].clone();
+        let args: Vec<String> = serde_json::from_value(args).unwrap();
+        let read: Vec<String> = args.iter().map(|a| nomad_reads(a, &[("PASS", "pw")])).collect();
+        assert_eq!(read, ["${attr.unique.hostname}", "${HOME}", "100%{x}", "$pw", "a$$pwb"]);
+        assert_eq!(args[3], "${\"$\"}${PASS}");
+        // The image never reaches the job unless it parses as a reference (the kubelet's
+        // InvalidImageName), so `${...}` cannot be in it; it is escaped all the same.
+        let p = pod_json(
+            json!({}),
+            json!({"containers": [{"name": "c", "image": "reg.example/${attr.unique.hostname}"}]}),
+        );
+        let refused = WorkloadSpec::from_pod(&p, &inputs()).map(|_| ()).unwrap_err();
+        assert!(refused.to_string().starts_with("spec.containers[0].image: "), "{refused}");
+    }
+
+    fn piece() -> impl proptest::strategy::Strategy<Value = (bool, String)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            // Text dense in what HCL treats specially, and text of any kind.
+            "[$%{}~\"\\\\\n⟦⟧a-c ]{0,10}".prop_map(|t| (false, t)),
+            any::<String>().prop_map(|t| (false, t)),
+            "[A-Z_][A-Z0-9_]{0,4}".prop_map(|n| (true, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// For any text and variables, Nomad's reading of [`hcl_template`]'s output is the text
+        /// with each variable's value in its place.
+        #[test]
+        fn any_text_and_variables_reach_the_task_as_written(
+            pieces in proptest::collection::vec(piece(), 0..8)
+        ) {
+            let value = |name: &str| format!("<{name}>");
+            let ps: Vec<Piece<'_>> = pieces
+                .iter()
+                .map(|(var, t)| if *var { Piece::Var(t) } else { Piece::Text(t) })
+                .collect();
+            let expected: String = pieces
+                .iter()
+                .map(|(var, t)| if *var { value(t) } else { t.clone() })
+                .collect();
+            let values: Vec<(String, String)> =
+                pieces.iter().filter(|(v, _)| *v).map(|(_, n)| (n.clone(), value(n))).collect();
+            let vars: Vec<(&str, &str)> =
+                values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            proptest::prop_assert_eq!(nomad_reads(&hcl_template(&ps), &vars), expected);
+        }
+    }
+
+    fn pod_with_labels(
+        annotations: serde_json::Value,
+        spec: serde_json::Value,
+        labels: Option<&[(&str, &str)]>,
+    ) -> WorkloadSpec {
+        let mut w = WorkloadSpec::from_pod(&pod_json(annotations, spec), &inputs()).unwrap().spec;
+        w.namespace_labels =
+            labels.map(|l| l.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        w
+    }
+
+    #[test]
+    fn a_fresh_install_lets_pods_choose_nothing() {
+        let c = json!({"containers": [{"name": "c", "image": "i", "command": ["true"]}]});
+        let mut s = settings();
+        s.datacenters = vec!["dc1".into()];
+        s.namespace = Some("k8s".into());
+        s.region = Some("global".into());
+        let cases = [
+            (
+                ANN_DRIVER,
+                "raw_exec",
+                "task driver \"raw_exec\" is not allowed in namespace \"team-a\" (allowed: \"docker\"; set by --allowed-drivers",
+            ),
+            ("virtual-kubelet.io/nomad-driver", "exec", "task driver \"exec\""),
+            (
+                ANN_NAMESPACE,
+                "default",
+                "Nomad namespace \"default\" is not allowed in namespace \"team-a\" (allowed: \"k8s\"; set by --allowed-nomad-namespaces",
+            ),
+            (ANN_REGION, "eu-west", "(allowed: \"global\"; set by --allowed-regions"),
+            (
+                ANN_NODE_POOL,
+                "gpu",
+                "node pool \"gpu\" is not allowed in namespace \"team-a\" (allowed: none; set by --allowed-node-pools",
+            ),
+            (
+                ANN_PRIORITY,
+                "51",
+                "priority 51 is not allowed in namespace \"team-a\" (1 to 50; set by --max-priority",
+            ),
+            (ANN_PRIORITY, "100", "priority 100"),
+            (
+                ANN_NETWORK_MODE,
+                "bridge",
+                "network mode \"bridge\" is not allowed in namespace \"team-a\" (allowed: \"host\"; set by --allowed-network-modes",
+            ),
+            (
+                ANN_DATACENTERS,
+                "dc2",
+                "datacenter \"dc2\" is not allowed in namespace \"team-a\" (allowed: \"dc1\"; set by --nomad-datacenters, --allowed-datacenters",
+            ),
+            (ANN_DATACENTERS, "dc1,*", "datacenter \"*\""),
+        ];
+        for (key, value, want) in cases {
+            let err = translate_with(&s, json!({key: value}), c.clone()).map(|_| ()).unwrap_err();
+            assert_eq!(err.field, format!("metadata.annotations[{key}]"), "{key}={value}");
+            assert!(err.reason.contains(want), "{key}={value}: {err}");
+            assert!(
+                err.reason.contains("no policy-file rule selects namespace \"team-a\""),
+                "{err}"
+            );
+        }
+        // What the pod would get anyway may be named; a lower priority is always allowed.
+        for (key, value) in [
+            (ANN_DRIVER, "docker"),
+            (ANN_NAMESPACE, "k8s"),
+            (ANN_REGION, "global"),
+            (ANN_NETWORK_MODE, "host"),
+            (ANN_DATACENTERS, "dc1"),
+            (ANN_PRIORITY, "50"),
+            (ANN_PRIORITY, "1"),
+        ] {
+            assert!(translate_with(&s, json!({key: value}), c.clone()).is_ok(), "{key}={value}");
+        }
+        // Without --nomad-namespace, Nomad's own "default" is the operator's.
+        assert!(translate(json!({ANN_NAMESPACE: "default"}), c.clone()).is_ok());
+    }
+
+    #[test]
+    fn policy_file_rules_widen_the_grant_for_the_namespaces_they_select() {
+        use vk_domain::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        use vk_domain::policy::{NamespaceSelector, Rule};
+        let c = json!({"containers": [{"name": "c", "image": "i", "command": ["true"]}]});
+        let mut s = settings();
+        let trusted = LabelSelector {
+            match_labels: Some([("trust".to_owned(), "high".to_owned())].into()),
+            ..Default::default()
+        };
+        s.policy = std::sync::Arc::new(NomadPolicy {
+            base: NomadGrant { max_priority: Some(50), ..NomadGrant::default() },
+            rules: vec![
+                Rule {
+                    name: "team-a may exec".into(),
+                    namespaces: NamespaceSelector {
+                        names: ["team-a".to_owned()].into(),
+                        labels: None,
+                    },
+                    grant: NomadGrant { drivers: vec!["exec".into()], ..NomadGrant::default() },
+                },
+                Rule {
+                    name: "trusted".into(),
+                    namespaces: NamespaceSelector {
+                        names: Default::default(),
+                        labels: Some(trusted),
+                    },
+                    grant: NomadGrant {
+                        drivers: vec!["raw_exec".into()],
+                        max_priority: Some(80),
+                        node_pools: vec!["gpu".into()],
+                        ..NomadGrant::default()
+                    },
+                },
+            ],
+        });
+        let high = Some(&[("trust", "high")][..]);
+        let job =
+            |ann: serde_json::Value, labels| to_job(&pod_with_labels(ann, c.clone(), labels), &s);
+        assert!(job(json!({ANN_DRIVER: "exec"}), None).is_ok(), "selected by name");
+        let err = job(json!({ANN_DRIVER: "raw_exec"}), None).unwrap_err();
+        assert!(
+            err.reason.contains("(allowed: \"docker\", \"exec\"; ")
+                && err
+                    .reason
+                    .contains("policy-file rules \"team-a may exec\" select namespace \"team-a\""),
+            "{err}"
+        );
+        assert!(job(json!({ANN_DRIVER: "raw_exec"}), high).is_ok(), "selected by label");
+        assert!(job(json!({ANN_PRIORITY: "80", ANN_NODE_POOL: "gpu"}), high).is_ok());
+        let err = job(json!({ANN_PRIORITY: "81"}), high).unwrap_err();
+        assert!(err.reason.contains("1 to 80") && err.reason.contains("\"trusted\""), "{err}");
+        assert!(job(json!({ANN_DRIVER: "raw_exec"}), Some(&[("trust", "low")][..])).is_err());
+    }
+
+    #[test]
+    fn security_contexts_map_to_docker_options() {
+        let spec = |pod_sc: serde_json::Value, sc: serde_json::Value| json!({"securityContext": pod_sc, "containers": [{"name": "c", "image": "i", "securityContext": sc}]});
+        let t = translate(
+            json!({}),
+            spec(
+                json!({"fsGroup": 2000, "supplementalGroups": [3000, 2000],
+                       "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/audit.json"},
+                       "seLinuxOptions": {"level": "s0:c123,c456", "type": "spc_t"}}),
+                json!({"runAsUser": 1000, "runAsNonRoot": true, "privileged": false,
+                       "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                       "capabilities": {"add": ["NET_BIND_SERVICE", "CAP_SYS_TIME"], "drop": ["ALL"]},
+                       "appArmorProfile": {"type": "Localhost", "localhostProfile": "k8s-apparmor-example"}}),
+            ),
+        )
+        .unwrap()
+        .job;
+        let task = &job_task(&t);
+        assert_eq!(task.user, "1000");
+        assert_eq!(task.config["cap_add"], json!(["net_bind_service", "sys_time"]));
+        assert_eq!(task.config["cap_drop"], json!(["all"]));
+        assert_eq!(task.config["readonly_rootfs"], json!(true));
+        assert_eq!(
+            task.config["security_opt"],
+            json!([
+                "no-new-privileges",
+                "seccomp=/var/lib/kubelet/seccomp/profiles/audit.json",
+                "apparmor=k8s-apparmor-example",
+                "label=type:spc_t",
+                "label=level:s0:c123,c456"
+            ])
+        );
+        assert_eq!(task.config["group_add"], json!(["3000", "2000"]));
+        assert!(!task.config.contains_key("privileged"));
+        let plain = translate(json!({}), spec(json!({}), json!({}))).unwrap().job;
+        let plain = job_task(&plain);
+        for k in
+            ["cap_add", "cap_drop", "readonly_rootfs", "security_opt", "group_add", "privileged"]
+        {
+            assert!(!plain.config.contains_key(k), "{k} set without being asked");
+        }
+        let unconfined = translate(
+            json!({}),
+            spec(json!({}), json!({"seccompProfile": {"type": "Unconfined"}, "appArmorProfile": {"type": "Unconfined"}, "privileged": true})),
+        )
+        .unwrap()
+        .job;
+        let u = job_task(&unconfined);
+        assert_eq!(u.config["security_opt"], json!(["seccomp=unconfined", "apparmor=unconfined"]));
+        assert_eq!(u.config["privileged"], json!(true));
+        let runtime_default = translate(
+            json!({}),
+            spec(json!({"seccompProfile": {"type": "RuntimeDefault"}}), json!({})),
+        )
+        .unwrap()
+        .job;
+        assert!(
+            !job_task(&runtime_default).config.contains_key("security_opt"),
+            "Docker's default profile"
+        );
+        for (pod_sc, sc, field) in [
+            (json!({"runAsNonRoot": true}), json!({}), "spec.securityContext.runAsNonRoot"),
+            (
+                json!({}),
+                json!({"runAsNonRoot": true}),
+                "spec.containers[0].securityContext.runAsNonRoot",
+            ),
+            (
+                json!({}),
+                json!({"procMount": "Unmasked"}),
+                "spec.containers[0].securityContext.procMount",
+            ),
+            (
+                json!({"supplementalGroupsPolicy": "Strict"}),
+                json!({}),
+                "spec.securityContext.supplementalGroupsPolicy",
+            ),
+            (
+                json!({"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}),
+                json!({}),
+                "spec.securityContext.sysctls",
+            ),
+            (json!({"runAsGroup": 5}), json!({}), "spec.securityContext.runAsGroup"),
+            (
+                json!({}),
+                json!({"capabilities": {"add": ["NET ADMIN"]}}),
+                "spec.containers[0].securityContext.capabilities.add",
+            ),
+        ] {
+            let err =
+                translate(json!({}), spec(pod_sc.clone(), sc.clone())).map(|_| ()).unwrap_err();
+            assert_eq!(err.field, field, "{pod_sc} {sc}");
+        }
+    }
+
+    fn job_task(job: &Job) -> Task {
+        job.task_groups[0].tasks[0].clone()
+    }
+
+    #[test]
+    fn what_the_exec_drivers_cannot_honour_is_refused() {
+        let spec = |pod_sc: serde_json::Value, sc: serde_json::Value| json!({"securityContext": pod_sc, "containers": [{"name": "c", "image": "i", "command": ["id"], "securityContext": sc}]});
+        let cases = [
+            (
+                json!({}),
+                json!({"capabilities": {"add": ["NET_ADMIN"]}}),
+                "spec.containers[0].securityContext.capabilities.add",
+            ),
+            (
+                json!({}),
+                json!({"capabilities": {"drop": ["ALL"]}}),
+                "spec.containers[0].securityContext.capabilities.drop",
+            ),
+            (
+                json!({}),
+                json!({"readOnlyRootFilesystem": true}),
+                "spec.containers[0].securityContext.readOnlyRootFilesystem",
+            ),
+            (
+                json!({}),
+                json!({"allowPrivilegeEscalation": false}),
+                "spec.containers[0].securityContext.allowPrivilegeEscalation",
+            ),
+            (
+                json!({"seccompProfile": {"type": "RuntimeDefault"}}),
+                json!({}),
+                "spec.securityContext.seccompProfile",
+            ),
+            (
+                json!({}),
+                json!({"appArmorProfile": {"type": "RuntimeDefault"}}),
+                "spec.containers[0].securityContext.appArmorProfile",
+            ),
+            (
+                json!({"seLinuxOptions": {"level": "s0"}}),
+                json!({}),
+                "spec.securityContext.seLinuxOptions",
+            ),
+            (
+                json!({"supplementalGroups": [5]}),
+                json!({}),
+                "spec.securityContext.supplementalGroups",
+            ),
+            (json!({"fsGroup": 5}), json!({}), "spec.securityContext.fsGroup"),
+            (json!({"runAsNonRoot": true}), json!({}), "spec.securityContext.runAsNonRoot"),
+            (
+                json!({}),
+                json!({"runAsNonRoot": true, "runAsUser": 1000}),
+                "spec.containers[0].securityContext.runAsUser",
+            ),
+            (
+                json!({}),
+                json!({"privileged": true}),
+                "spec.containers[0].securityContext.privileged",
+            ),
+        ];
+        for driver in ["raw_exec", "exec"] {
+            for (pod_sc, sc, field) in &cases {
+                if driver == "exec" && field.contains("capabilities") {
+                    continue;
+                }
+                let r = translate_permissive(
+                    json!({ANN_DRIVER: driver}),
+                    spec(pod_sc.clone(), sc.clone()),
+                );
+                match r {
+                    Err(e) => assert_eq!(e.field, *field, "{driver}: {pod_sc} {sc}"),
+                    Ok(_) => panic!("{driver} accepted {pod_sc} {sc}"),
+                }
+            }
+        }
+        // exec honours capabilities; both honour what they can.
+        let exec = translate_permissive(
+            json!({ANN_DRIVER: "exec"}),
+            spec(json!({"seccompProfile": {"type": "Unconfined"}}), json!({"runAsUser": 65534, "runAsNonRoot": true, "capabilities": {"add": ["NET_RAW"], "drop": ["ALL"]}})),
+        )
+        .unwrap()
+        .job;
+        let t = job_task(&exec);
+        assert_eq!(
+            (t.user.as_str(), &t.config["cap_add"], &t.config["cap_drop"]),
+            ("nobody", &json!(["net_raw"]), &json!(["all"]))
+        );
+    }
+
+    /// Two pod names whose IDs collided under the FNV-1a scheme, found by a parallel collision
+    /// search (2^32 hashes, a minute on two cores): the old ID let one pod take the other's job.
+    #[test]
+    fn a_forged_collision_of_the_old_hash_gives_two_ids_now() {
+        let a = PodKey::new("e2e-hostile", "forged-fnv-collision-of-two-pod-names-eiep25qr3dq4j")
+            .unwrap();
+        let b = PodKey::new("e2e-hostile", "forged-fnv-collision-of-two-pod-names-ncdlgzluhxobq")
+            .unwrap();
+        assert_eq!(fnv(&[&raw_job_id("k8s-", &a)]), "395d6f58a8095121");
+        assert_eq!(legacy_job_id("k8s-", &a), legacy_job_id("k8s-", &b), "the collision");
+        let (ia, ib) = (job_id("k8s-", &a), job_id("k8s-", &b));
+        assert_ne!(ia, ib);
+        assert_eq!((ia.len(), ib.len()), (MAX_JOB_ID, MAX_JOB_ID));
+        assert!(ia.starts_with("k8s-e2e-hostile_forged-fnv-H"), "{ia}");
+        assert!(ia.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '~')));
+        assert_eq!(legacy_job_id("k8s-", &PodKey::new("a", "short").unwrap()), None);
+    }
+
+    #[test]
+    fn huge_quantities_are_refused_naming_the_field() {
+        for (res, field) in [
+            (json!({"requests": {"cpu": "1e15"}}), "spec.containers[0].resources.requests.cpu"),
+            (json!({"limits": {"cpu": "1e15"}}), "spec.containers[0].resources.limits.cpu"),
+        ] {
+            let spec = json!({"containers": [{"name": "c", "image": "i", "resources": res}]});
+            let err = translate(json!({}), spec).map(|_| ()).unwrap_err();
+            assert_eq!(err.field, field);
+            assert!(err.reason.contains("beyond any Nomad node"), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_paths_nomad_would_interpolate_and_binds_docker_would_split_are_refused() {
+        let spec = json!({"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "info", "mountPath": "/info"}]}],
+                          "volumes": [{"name": "info", "downwardAPI": {"items": [{"path": "x${attr.unique.hostname}", "fieldRef": {"fieldPath": "metadata.name"}}]}}]});
+        let err = translate(json!({}), spec).map(|_| ()).unwrap_err();
+        assert_eq!(err.field, "spec.volumes[0]");
+        for (m, field) in [
+            (
+                json!({"name": "s", "mountPath": "/a:/b"}),
+                "spec.containers[0].volumeMounts[0].mountPath",
+            ),
+            (
+                json!({"name": "s", "mountPath": "/a", "subPath": "x:y"}),
+                "spec.containers[0].volumeMounts[0].subPath",
+            ),
+        ] {
+            let spec = json!({"containers": [{"name": "c", "image": "i", "volumeMounts": [m]}], "volumes": [{"name": "s", "emptyDir": {}}]});
+            assert_eq!(translate(json!({}), spec).map(|_| ()).unwrap_err().field, field);
+        }
     }
 
     #[test]
@@ -1288,11 +2119,12 @@ mod tests {
     fn namespace_and_region_annotations_place_the_job() {
         let c = json!({"containers": [{"name": "c", "image": "i"}]});
         let pj =
-            translate(json!({ANN_NAMESPACE: "apps", ANN_REGION: "eu-west"}), c.clone()).unwrap();
+            translate_permissive(json!({ANN_NAMESPACE: "apps", ANN_REGION: "eu-west"}), c.clone())
+                .unwrap();
         assert_eq!(pj.job.namespace.as_deref(), Some("apps"));
         assert_eq!(pj.job.region.as_deref(), Some("eu-west"));
         assert_eq!(pj.at.encode(), "k8s-team-a_web@apps@eu-west");
-        let plain = translate(json!({}), c.clone()).unwrap();
+        let plain = translate_permissive(json!({}), c.clone()).unwrap();
         assert_eq!(plain.at, JobRef::local("k8s-team-a_web"));
         assert_eq!(plain.at.encode(), "k8s-team-a_web");
         for r in [
@@ -1303,7 +2135,7 @@ mod tests {
         ] {
             assert_eq!(JobRef::parse(&r.encode()), r);
         }
-        let err = translate(json!({ANN_REGION: "eu west"}), c).unwrap_err();
+        let err = translate_permissive(json!({ANN_REGION: "eu west"}), c).unwrap_err();
         assert_eq!(err.field, format!("metadata.annotations[{ANN_REGION}]"));
     }
 }

@@ -12,6 +12,7 @@ pub mod exec;
 mod fake;
 pub mod job;
 pub mod logs;
+pub mod policy;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -55,6 +56,10 @@ pub struct ProviderConfig {
     pub default_driver: String,
     /// Annotation choosing a pod's driver, read before `nomad.hashicorp.com/driver`.
     pub driver_annotation: String,
+    /// What pods may choose by annotation, per Kubernetes namespace.
+    pub policy: policy::NomadPolicy,
+    /// Directory on the Nomad clients holding `Localhost` seccomp profiles.
+    pub seccomp_profile_root: String,
 }
 
 /// Runs pods as Nomad jobs and reports the Nomad cluster as one node.
@@ -118,6 +123,8 @@ impl NomadProvider {
             default_driver: cfg.default_driver,
             driver_annotation: cfg.driver_annotation,
             mhz_per_core: DEFAULT_MHZ_PER_CORE,
+            policy: std::sync::Arc::new(cfg.policy),
+            seccomp_profile_root: cfg.seccomp_profile_root,
         };
         Ok(Self {
             client,
@@ -412,6 +419,28 @@ impl NomadProvider {
         }
     }
 
+    /// The pod of job `id`, if the job exists and its Meta names pod `key`.
+    async fn get_job_pod(
+        &self,
+        key: &PodKey,
+        id: &str,
+    ) -> Result<Option<RuntimePod>, ProviderError> {
+        let Some(r) = self.locate(id).await? else { return Ok(None) };
+        let Some(job) = self.job(&r).await? else {
+            // Gone since it was last seen: forget where it was.
+            if let Ok(mut c) = self.cluster.write() {
+                c.locations.remove(id);
+            }
+            return Ok(None);
+        };
+        if alloc::owner(&job.meta, &self.settings.node_name).is_some_and(|o| o.key != *key) {
+            return Ok(None);
+        }
+        let allocs = self.allocations(&self.at(&r), Some(id)).await?;
+        let refs: Vec<&Allocation> = allocs.iter().collect();
+        Ok(self.runtime_pod(&r, job.stop, &job.meta, &refs).await)
+    }
+
     /// Only jobs this node owns may be changed: anything else is refused with `Conflict`.
     async fn owned(&self, r: &JobRef) -> Result<Job, ProviderError> {
         let id = &r.id;
@@ -483,6 +512,14 @@ impl PodProvider for NomadProvider {
                     return Err(ProviderError::Conflict(format!(
                         "Nomad job {} exists and is not owned by node {}",
                         job.id, self.settings.node_name
+                    )));
+                }
+                // Another pod's job under the same ID: never replaced (job IDs of long names are
+                // hashed; a collision must not let one pod take another's job).
+                Some(o) if o.key != spec.key => {
+                    return Err(ProviderError::Conflict(format!(
+                        "Nomad job {} belongs to pod {}, not to {}",
+                        job.id, o.key, spec.key
                     )));
                 }
                 Some(o) if o.uid == spec.uid && !existing.stop => {
@@ -650,18 +687,15 @@ impl PodProvider for NomadProvider {
     }
 
     async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
-        let id = self.job_id(key);
-        let Some(r) = self.locate(&id).await? else { return Ok(None) };
-        let Some(job) = self.job(&r).await? else {
-            // Gone since it was last seen: forget where it was.
-            if let Ok(mut c) = self.cluster.write() {
-                c.locations.remove(&id);
+        // The job's ID, or the one an older version registered a long-named pod under.
+        let ids =
+            std::iter::once(self.job_id(key)).chain(job::legacy_job_id(&self.settings.prefix, key));
+        for id in ids {
+            if let Some(p) = self.get_job_pod(key, &id).await? {
+                return Ok(Some(p));
             }
-            return Ok(None);
-        };
-        let allocs = self.allocations(&self.at(&r), Some(&id)).await?;
-        let refs: Vec<&Allocation> = allocs.iter().collect();
-        Ok(self.runtime_pod(&r, job.stop, &job.meta, &refs).await)
+        }
+        Ok(None)
     }
 
     /// Follows Nomad's event stream (all namespaces of the client's region): a change to a job of
@@ -976,6 +1010,8 @@ mod tests {
             datacenters: vec!["dc1".into()],
             default_driver: "raw_exec".into(),
             driver_annotation: "vk/driver".into(),
+            policy: policy::NomadPolicy::default(),
+            seccomp_profile_root: "/var/lib/kubelet/seccomp".into(),
         })
         .unwrap()
     }
@@ -988,6 +1024,83 @@ mod tests {
                  "TaskStates":{{"c":{{"State":"{task}","Restarts":{restarts},"StartedAt":"2026-11-21T13:00:00Z",
                    "Events":[{{"Type":"Started","Time":1795267001000000000}}]}}}}{extra}}}]"#
         )
+    }
+
+    fn meta(ns: &str, pod: &str) -> String {
+        format!(
+            r#"{{"k8s_node_name":"vk","k8s_namespace":"{ns}","k8s_pod_name":"{pod}","k8s_pod_uid":"u-{pod}","k8s_restart_policy":"Never"}}"#
+        )
+    }
+
+    fn spec_of(ns: &str, name: &str) -> WorkloadSpec {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name, "uid": format!("u-{name}")},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        }))
+        .unwrap();
+        WorkloadSpec::from_pod(&pod, &vk_domain::inputs::Inputs::default()).unwrap().spec
+    }
+
+    /// A job under the ID a pod maps to that belongs to another pod (IDs of long names are
+    /// hashed) is never replaced or stopped: the create is a conflict.
+    #[tokio::test]
+    async fn another_pods_job_under_the_same_id_is_never_replaced() {
+        let spec = spec_of("team", "web");
+        let (addr, mut reqs) = fake::fake_nomad(|line| {
+            if line.starts_with("GET /v1/job/k8s-team_web") {
+                Reply::Json(format!(
+                    r#"{{"ID":"k8s-team_web","Name":"k8s-team_web","Type":"batch","Meta":{}}}"#,
+                    meta("other", "db")
+                ))
+            } else {
+                Reply::Status(500, "unexpected".into())
+            }
+        })
+        .await;
+        let p = provider(&addr);
+        let err = p.create_pod(&spec).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Conflict(m) if m.contains("belongs to pod other/db")),
+            "{err:?}"
+        );
+        let sent = fake::drain(&mut reqs);
+        assert!(sent.iter().all(|r| r.starts_with("GET ")), "{sent:?}");
+    }
+
+    /// A job an older version registered under the FNV-hashed ID is adopted when its Meta names
+    /// the pod, and ignored when it names another pod (a forged collision).
+    #[tokio::test]
+    async fn jobs_under_the_legacy_id_are_adopted_only_for_their_own_pod() {
+        let name = "forged-fnv-collision-of-two-pod-names-eiep25qr3dq4j";
+        let key = PodKey::new("e2e-hostile", name).unwrap();
+        let legacy = job::legacy_job_id("k8s-", &key).unwrap();
+        for (owner, adopted) in
+            [(name, true), ("forged-fnv-collision-of-two-pod-names-ncdlgzluhxobq", false)]
+        {
+            let legacy_id = legacy.clone();
+            let job_meta = meta("e2e-hostile", owner);
+            let (addr, _reqs) = fake::fake_nomad(move |line| {
+                if line.contains("/v1/regions") {
+                    Reply::Json(r#"["global"]"#.into())
+                } else if line.starts_with("GET /v1/jobs?") && line.contains(&legacy_id) {
+                    Reply::Json(format!(r#"[{{"ID":"{legacy_id}","Namespace":"default"}}]"#))
+                } else if line.starts_with("GET /v1/jobs?") {
+                    Reply::Json("[]".into())
+                } else if line.starts_with(&format!("GET /v1/job/{legacy_id}")) {
+                    Reply::Json(format!(
+                        r#"{{"ID":"{legacy_id}","Name":"{legacy_id}","Type":"batch","Meta":{job_meta}}}"#
+                    ))
+                } else if line.contains("/v1/allocations") {
+                    Reply::Json("[]".into())
+                } else {
+                    Reply::Status(404, "no such job".into())
+                }
+            })
+            .await;
+            let got = provider(&addr).get_pod(&key).await.unwrap();
+            let id = got.map(|p| JobRef::parse(&p.id).id);
+            assert_eq!(id, adopted.then(|| legacy.clone()), "{owner}");
+        }
     }
 
     #[tokio::test]

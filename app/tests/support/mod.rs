@@ -178,6 +178,7 @@ pub struct FakeApi {
     pub recorded: Mutex<Vec<(String, String)>>,
     pub config_maps: Mutex<HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
     pub secrets: Mutex<HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
+    pub namespace_labels: Mutex<HashMap<String, std::collections::BTreeMap<String, String>>>,
 }
 
 /// The service-account token every TokenRequest of [`FakeApi`] answers.
@@ -254,6 +255,12 @@ impl InputsApi for FakeApi {
     async fn services(&self, _namespace: &str) -> Result<Vec<ServiceInfo>, ClusterError> {
         Ok(vec![])
     }
+    async fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClusterError> {
+        Ok(self.namespace_labels.lock().unwrap().get(namespace).cloned().unwrap_or_default())
+    }
     async fn request_token(
         &self,
         _pod: &Pod,
@@ -302,16 +309,27 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(provider: FakeProvider) -> Self {
+        Self::start_with(provider, FakeApi::new(), |_| {})
+    }
+
+    /// Starts with `api` (set up beforehand) and the settings as `adjust` leaves them.
+    pub fn start_with(
+        provider: FakeProvider,
+        api: Arc<FakeApi>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
         let provider = Arc::new(provider);
-        let api = FakeApi::new();
-        let settings = Settings {
+        let mut settings = Settings {
             node_name: "vk".into(),
             workers: 2,
             status_interval: Duration::from_millis(20),
             refresh_interval: Duration::from_secs(3600),
             allocatable: tokio::sync::watch::channel(NodeCapacity::default()).1,
             node_changed: Arc::new(tokio::sync::Notify::new()),
+            probe_policy: Arc::default(),
+            namespace_labels: false,
         };
+        adjust(&mut settings);
         let controller = PodController::new(Arc::clone(&provider), Arc::clone(&api), settings);
         let cancel = CancellationToken::new();
         tokio::spawn(Arc::clone(&controller).run(cancel.clone()));

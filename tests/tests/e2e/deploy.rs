@@ -94,6 +94,16 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
     println!("deploy/ applied in {:?}", started.elapsed());
 
     cx.stack.namespace(PODS_NS).await?;
+    // The pods' namespace is selected by label by a rule of the policy file every instance
+    // reads: their Nomad priority (70, above the default limit of 50) is allowed only so.
+    cx.stack.kubectl(&["label", "namespace", PODS_NS, "e2e.vk/policy=widened", "--overwrite"])?;
+    let policy = cx.stack.dir.join("rbac-policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"widened by label\"\n\
+         selector = { matchLabels = { \"e2e.vk/policy\" = \"widened\" } }\nmax_priority = 80\n",
+    )?;
+    let policy_args = ["--policy-file".to_owned(), policy.display().to_string()];
     let caller_token = inputs_and_identities(&cx).await?;
 
     // The Deployment's container as a kubelet would start it.
@@ -109,7 +119,7 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
             bail!("the Deployment's env {e} is not handled by this test");
         }
     }
-    let args: Vec<String> = container["args"]
+    let mut args: Vec<String> = container["args"]
         .as_array()
         .context("the Deployment's container has no args")?
         .iter()
@@ -123,6 +133,7 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
         deployment["spec"]["template"]["spec"]["serviceAccountName"] == NAME,
         "the Deployment's pods do not run as {NAME}"
     );
+    args.extend(policy_args.iter().cloned());
     let mut env = vars.clone();
     env.extend(secret);
 
@@ -155,7 +166,7 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
             node: name.clone(),
             pod: format!("p-{}", perm.slug()),
             sa_dir: PathBuf::new(),
-            args: vec!["--nodename".into(), name.clone()],
+            args: [vec!["--nodename".into(), name.clone()], policy_args.to_vec()].concat(),
             env: Vec::new(),
             kubelet_port: free_port()?,
             metrics_port: free_port()?,
@@ -380,7 +391,8 @@ fn test_pod(name: &str, node: &str) -> anyhow::Result<Pod> {
     };
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": PODS_NS},
+        "metadata": {"name": name, "namespace": PODS_NS,
+                     "annotations": {"nomad.hashicorp.com/priority": "70"}},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": node},
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
@@ -524,6 +536,12 @@ async fn control_extras(
     {
         ensure!(logs.lines().any(|l| l == want), "{want} not in the pod's output:\n{logs}");
     }
+    let job = cx.nomad(&format!("/v1/job/k8s-{PODS_NS}_{}", i.pod)).await?.context("no job")?;
+    ensure!(
+        job["Priority"] == 70,
+        "the job's priority is {}, not the 70 the rule allows",
+        job["Priority"]
+    );
     let volume = p_sa_volume(running).context("no kube-api-access volume")?;
     let alloc = current_alloc(cx, &format!("k8s-{PODS_NS}_{}", i.pod)).await?;
     let token = alloc_file(cx, &alloc, &format!("alloc/volumes/{volume}/token"))
