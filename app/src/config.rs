@@ -1423,6 +1423,117 @@ mod tests {
         }
     }
 
+    /// The policy's settings: a fresh install allows nothing; each flag, variable and file key
+    /// widens the base grant; bad values are refused naming where they came from.
+    #[test]
+    fn policy_settings_start_closed_and_are_checked() {
+        let none = ok(&[], &Env::default());
+        let p = none.nomad_policy();
+        assert_eq!(p.base, NomadGrant { max_priority: Some(50), ..NomadGrant::default() });
+        assert!(p.rules.is_empty() && none.probe_policy().base.hosts.is_empty());
+        assert!(!none.policy_uses_labels());
+        assert_eq!(none.seccomp_profile_root, "/var/lib/kubelet/seccomp");
+        let (_d, path, _) = toml("[nomad]\nallowed_drivers = [\"exec\"]\nmax_priority = 70\n");
+        let env = Env::from([
+            ("VK_ALLOWED_NODE_POOLS", "gpu,spot"),
+            ("VK_ALLOWED_PROBE_HOSTS", "10.0.0.0/8,db.internal"),
+        ]);
+        let cli =
+            ok(&["--config", path.to_str().unwrap(), "--allowed-network-modes", "bridge"], &env);
+        let g = cli.nomad_policy().base;
+        assert_eq!(g.drivers, ["exec"]);
+        assert_eq!(g.max_priority, Some(70));
+        assert_eq!(g.node_pools, ["gpu", "spot"]);
+        assert_eq!(g.network_modes, ["bridge"]);
+        assert_eq!(cli.probe_policy().base.hosts.len(), 2);
+        for (flag, value, reason) in [
+            ("--allowed-drivers", "qemu", "not a task driver"),
+            ("--allowed-nomad-namespaces", "a/b", "not a Nomad namespace"),
+            ("--allowed-node-pools", "pool one", "not a Nomad node pool"),
+            ("--allowed-network-modes", "overlay", "not a network mode"),
+            ("--allowed-datacenters", "dc 1", "not a Nomad datacenter"),
+            ("--max-priority", "101", "101"),
+            ("--allowed-probe-hosts", "169.254.169.254", "never probed"),
+            ("--allowed-probe-hosts", "127.0.0.0/8", "never probed"),
+            ("--seccomp-profile-root", "profiles", "not an absolute path"),
+        ] {
+            let env = Env::from([(env_name(&flag[2..].replace('-', "_")).as_str(), value)]);
+            let e = refused(&[], &env);
+            assert!(e.reason.contains(reason), "{flag}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_policy_file_holds_rules_by_name_and_label() {
+        let (_d, path, shown) = toml(
+            r#"
+[[rule]]
+name = "infra"
+namespaces = ["infra", "ops"]
+allowed_drivers = ["raw_exec"]
+allowed_probe_hosts = ["10.1.0.0/16"]
+
+[[rule]]
+name = "trusted"
+selector = { matchLabels = { "example.com/trust" = "high" }, matchExpressions = [{ key = "tier", operator = "In", values = ["a"] }] }
+allowed_nomad_namespaces = ["trusted"]
+max_priority = 80
+"#,
+        );
+        let cli = ok(&["--policy-file", &shown], &Env::default());
+        assert!(cli.policy_uses_labels());
+        let p = cli.nomad_policy();
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rules[0].grant.drivers, ["raw_exec"]);
+        assert_eq!(p.rules[1].grant.max_priority, Some(80));
+        let labels: BTreeMap<String, String> = [
+            ("example.com/trust".to_owned(), "high".to_owned()),
+            ("tier".to_owned(), "a".to_owned()),
+        ]
+        .into();
+        let applicable = p.for_namespace("web", Some(&labels));
+        assert_eq!(applicable.rules, ["trusted"]);
+        assert_eq!(p.for_namespace("ops", None).rules, ["infra"]);
+        assert_eq!(cli.probe_policy().for_namespace("infra", None).grants.len(), 2);
+        drop(path);
+        for (text, reason) in [
+            (
+                "[[rule]]\nname = \"x\"\nallowed_drivers = [\"docker\"]\n",
+                "namespace names or a label selector",
+            ),
+            (
+                "[[rule]]\nname = \"x\"\nnamespaces = [\"a\"]\nallowed_drivers = [\"qemu\"]\n",
+                "rule 1 (\"x\"): allowed_drivers: \"qemu\"",
+            ),
+            ("[[rule]]\nname = \"x\"\nnamespaces = [\"a\"]\nmax_priority = 0\n", "max_priority: 0"),
+            (
+                "[[rule]]\nname = \"x\"\nnamespaces = [\"a\"]\nallowed_probe_hosts = [\"localhost\"]\n",
+                "allowed_probe_hosts",
+            ),
+            ("[[rule]]\nname = \"x\"\nselector = {}\n", "every namespace"),
+            (
+                "[[rule]]\nname = \"x\"\nselector = { matchExpressions = [{ key = \"a\", operator = \"Gt\", values = [\"1\"] }] }\n",
+                "not a selector operator",
+            ),
+            (
+                "[[rule]]\nname = \"x\"\nnamespaces = [\"a\"]\nallowed_drivrs = [\"exec\"]\n",
+                "unknown field",
+            ),
+            (
+                "[[rule]]\nname = \"x\"\nnamespaces = [\"a\"]\n[[rule]]\nname = \"x\"\nnamespaces = [\"b\"]\n",
+                "comes earlier",
+            ),
+            ("rule = 3\n", "invalid type"),
+        ] {
+            let (_d, _path, shown) = toml(text);
+            let e = refused(&["--policy-file", &shown], &Env::default());
+            assert_eq!((e.key.as_str(), e.value.as_str()), ("--policy-file", shown.as_str()));
+            assert!(e.reason.contains(reason), "{text}: {e}");
+        }
+        let missing = refused(&["--policy-file", "/nonexistent/policy.toml"], &Env::default());
+        assert!(missing.reason.contains("no such file"), "{missing}");
+    }
+
     /// Every setting, its default and its environment variable, in `--help` and in the README's
     /// table (so neither can fall behind the code).
     #[test]

@@ -515,11 +515,11 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         };
         match self.provider.create_pod(&spec).await {
             Ok(()) => {}
-            Err(
-                e @ (ProviderError::InvalidInput(_)
-                | ProviderError::Unsupported(_)
-                | ProviderError::Conflict(_)),
-            ) => {
+            // The backend's refusal as it words it (`<field>: <reason>`), as the domain's.
+            Err(ProviderError::InvalidInput(why) | ProviderError::Unsupported(why)) => {
+                return self.report_failure(key, pod, &why).await;
+            }
+            Err(e @ ProviderError::Conflict(_)) => {
                 return self.report_failure(key, pod, &e.to_string()).await;
             }
             Err(e) => return Err(e.to_string()),

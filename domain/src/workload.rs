@@ -200,6 +200,7 @@ impl WorkloadSpec {
             .enumerate()
             .map(|(i, c)| build(format!("spec.containers[{i}]"), c, false))
             .collect::<Result<Vec<_>, _>>()?;
+        admit(&init_containers, &containers, &inputs.node_allocatable)?;
         let grace = spec
             .termination_grace_period_seconds
             .map_or(DEFAULT_GRACE, |s| Duration::from_secs(s.max(0).unsigned_abs()));
@@ -234,6 +235,57 @@ impl WorkloadSpec {
     pub fn all_containers(&self) -> impl Iterator<Item = &ContainerSpec> {
         self.init_containers.iter().chain(self.containers.iter())
     }
+}
+
+/// The kubelet's admission of a pod's requests against the node's allocatable resources
+/// (`lifecycle.PredicateAdmitHandler`, failures `OutOfcpu` and `OutOfmemory`), for the one pod
+/// alone: a pod requesting more than the whole node offers can never run, and is refused rather
+/// than left for the backend to hold pending forever. The pod's request is the kubelet's: the
+/// larger of the sum over app containers (and sidecars) and the largest init container. Skipped
+/// while the node's allocatable is not known yet (all zero).
+fn admit(
+    init: &[ContainerSpec],
+    app: &[ContainerSpec],
+    node: &crate::node::NodeCapacity,
+) -> Result<(), Unsupported> {
+    if node.cpu_millis == 0 && node.memory_bytes == 0 {
+        return Ok(());
+    }
+    type Request = fn(&Resources) -> Option<u64>;
+    let checks: [(&str, Request, u64, &str); 2] = [
+        ("cpu", |r| r.cpu_request_millis.or(r.cpu_limit_millis), node.cpu_millis, "millicores"),
+        ("memory", |r| r.memory_request_bytes.or(r.memory_limit_bytes), node.memory_bytes, "bytes"),
+    ];
+    for (name, request, offered, unit) in checks {
+        let running = app.iter().chain(init.iter().filter(|c| c.sidecar));
+        let sum =
+            running.clone().filter_map(|c| request(&c.resources)).fold(0u64, u64::saturating_add);
+        let largest_init =
+            init.iter().filter(|c| !c.sidecar).filter_map(|c| request(&c.resources)).max();
+        let pod = sum.max(largest_init.unwrap_or(0));
+        if pod > offered {
+            // Name the largest single request, the one to lower.
+            let field = app
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (request(&c.resources), format!("spec.containers[{i}]")))
+                .chain(
+                    init.iter()
+                        .enumerate()
+                        .map(|(i, c)| (request(&c.resources), format!("spec.initContainers[{i}]"))),
+                )
+                .max_by_key(|(r, _)| *r)
+                .map(|(_, f)| f)
+                .unwrap_or_default();
+            return Err(Unsupported::new(
+                format!("{field}.resources.requests.{name}"),
+                format!(
+                    "the pod requests {pod} {unit} of {name}, more than the node offers in all ({offered}; the kubelet's OutOf{name})"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
@@ -827,6 +879,39 @@ mod tests {
         assert_eq!(w.termination_grace, DEFAULT_GRACE);
         assert_eq!(w.active_deadline, None);
         assert_eq!(w.containers[0].security, Security::default());
+    }
+
+    #[test]
+    fn a_pod_larger_than_the_whole_node_is_not_admitted() {
+        let spec = |init_mem: &str, a: &str, b: &str| {
+            json!({
+                "initContainers": [{"name": "i", "image": "i", "resources": {"requests": {"memory": init_mem}}}],
+                "containers": [
+                    {"name": "a", "image": "i", "resources": {"requests": {"memory": a, "cpu": "1"}}},
+                    {"name": "b", "image": "i", "resources": {"requests": {"memory": b}}}
+                ]
+            })
+        };
+        // The node offers 8 GiB and 4 cores (inputs()).
+        assert!(WorkloadSpec::from_pod(&pod(spec("8Gi", "4Gi", "4Gi")), &inputs()).is_ok());
+        let err = |s| match WorkloadSpec::from_pod(&pod(s), &inputs()) {
+            Err(Refusal::Unsupported(u)) => u,
+            other => panic!("{other:?}"),
+        };
+        let sum = err(spec("1Gi", "4Gi", "5Gi"));
+        assert_eq!(
+            sum.field, "spec.containers[1].resources.requests.memory",
+            "the largest request"
+        );
+        assert!(sum.reason.contains("requests 9663676416 bytes of memory"), "{sum}");
+        let init = err(spec("9Gi", "1Gi", "1Gi"));
+        assert_eq!(init.field, "spec.initContainers[0].resources.requests.memory");
+        let mut unknown = inputs();
+        unknown.node_allocatable = NodeCapacity::default();
+        assert!(
+            WorkloadSpec::from_pod(&pod(spec("9Gi", "9Gi", "9Gi")), &unknown).is_ok(),
+            "not judged before the node's allocatable is known"
+        );
     }
 
     /// The shared corpus (`tests/corpus/unsupported.json`): every case the domain refuses names

@@ -20,9 +20,12 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
 #[path = "e2e/deploy.rs"]
 mod deploy;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
 use deploy::in_cluster_rbac;
+use hostile::hostile_corpus;
 #[path = "e2e/providers.rs"]
 mod providers;
 use kubelet::{
@@ -1741,6 +1744,7 @@ fn main() {
         pod_inputs_and_volumes,
         missing_inputs,
         unsupported_corpus,
+        hostile_corpus,
         probes,
         lifecycle,
         nomad_namespace,
