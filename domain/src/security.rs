@@ -93,24 +93,6 @@ impl Security {
             .cloned()
             .unwrap_or_else(|| format!("{container}.securityContext.{name}"))
     }
-
-    /// Whether the container asks for nothing beyond a user and group: no capability, profile,
-    /// label, read-only root, `no_new_privs`, groups or sysctls.
-    pub fn is_plain(&self) -> bool {
-        !self.privileged
-            && self.allow_privilege_escalation != Some(false)
-            && !self.read_only_root_filesystem
-            && self.capabilities_add.is_empty()
-            && self.capabilities_drop.is_empty()
-            && self.seccomp.is_none()
-            && self.app_armor.is_none()
-            && self.se_linux.is_none()
-            && !self.proc_mount_unmasked
-            && self.supplemental_groups.is_empty()
-            && !self.supplemental_groups_strict
-            && self.fs_group.is_none()
-            && self.sysctls.is_empty()
-    }
 }
 
 /// Merges the pod's and the container's `securityContext` as the kubelet does, and checks it.
@@ -333,7 +315,7 @@ mod tests {
             "spec.containers[0].securityContext.capabilities"
         );
         let plain = merge(None, None, "spec.containers[0]").unwrap();
-        assert!(plain.is_plain() && plain == Security::default());
+        assert_eq!(plain, Security::default());
     }
 
     #[test]

@@ -399,6 +399,9 @@ fn test_pod(name: &str, node: &str) -> anyhow::Result<Pod> {
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                // Small, so that nineteen of them fit on the shared dev agent beside what the
+                // other tests left running (Nomad's default is 100 MHz and 300 MB a task).
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
                 "env": [
                     {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "mode"}}},
                     {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}},

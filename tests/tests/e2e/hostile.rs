@@ -186,6 +186,12 @@ pub(crate) async fn hostile_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
         cx.stack.dir.join("logs").join(format!("virtual-kubelet-{node}.log")),
     )?;
     ensure!(!log.contains("panicked"), "the virtual kubelet panicked");
+    // Give the shared Nomad agent its capacity back for the tests that follow.
+    cx.stack.kubectl(&["delete", "pods", "--all", "-n", ns, "--wait=false"])?;
+    wait_for("the jobs purged", Duration::from_secs(60), Duration::from_millis(500), || async {
+        Ok(cx.jobs_of(node).await?.is_empty().then_some(()))
+    })
+    .await?;
     drop(vk);
     Ok(())
 }
