@@ -1476,47 +1476,13 @@ async fn unsupported_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
     let cases: Vec<&Value> = corpus.iter().filter(|c| c["unit_only"] != true).collect();
     ensure!(cases.len() >= 30, "only {} cases", cases.len());
     for (i, case) in cases.iter().enumerate() {
-        let mut container =
-            serde_json::json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
-        for (k, v) in case["container"].as_object().into_iter().flatten() {
-            if v.is_null() {
-                container.as_object_mut().context("container")?.remove(k);
-            } else {
-                container[k] = v.clone();
-            }
-        }
-        // Bound directly (no scheduler): some cases (claims, unknown resources) are never
-        // schedulable, and what is tested is the node's answer.
-        let mut spec = serde_json::json!({"containers": [container], "nodeName": node});
-        for (k, v) in case["spec"].as_object().into_iter().flatten() {
-            spec[k] = v.clone();
-        }
-        let mut b = pod(&format!("case-{i}")).namespace(ns).spec(spec);
-        for (k, v) in case["annotations"].as_object().into_iter().flatten() {
-            b = b.annotation(k, v.as_str().unwrap_or_default());
-        }
-        cx.create(&b.build()).await.with_context(|| format!("case {:?}", case["case"]))?;
+        cx.create(&corpus_pod(case, &format!("case-{i}"), ns, node)?)
+            .await
+            .with_context(|| format!("case {:?}", case["case"]))?;
     }
     for (i, case) in cases.iter().enumerate() {
         let name = format!("case-{i}");
-        let st = wait_for(
-            &format!("ProviderFailed for {:?}", case["case"]),
-            Duration::from_secs(60),
-            Duration::from_millis(500),
-            || async {
-                let p = cx.pods(ns).get(&name).await?;
-                Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
-            },
-        )
-        .await?;
-        let msg = st.message.unwrap_or_default();
-        let field = case["field"].as_str().unwrap_or_default();
-        let want = case["message"].as_str().unwrap_or_default();
-        ensure!(
-            msg.contains(field) && msg.contains(want),
-            "{:?}: message {msg:?} lacks {field:?} or {want:?}",
-            case["case"]
-        );
+        provider_failed_as_the_case_says(&cx, ns, &name, case).await?;
         ensure!(
             cx.nomad(&format!("/v1/job/k8s-{ns}_{name}")).await?.is_none(),
             "a job exists for {:?}",
@@ -1529,6 +1495,60 @@ async fn unsupported_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
     .await?;
     cx.wait_phase(ns, "good", "Running", Duration::from_secs(30)).await?;
     Ok(())
+}
+
+/// A corpus case (`tests/corpus/*.json`) as pod `name`: one `main` container running
+/// `sleep 3600` merged with the case's `container` (a `null` removes a field), `spec` and
+/// `annotations`, bound to `node` directly (no scheduler: some cases are never schedulable, and
+/// what is tested is the node's answer).
+fn corpus_pod(case: &Value, name: &str, ns: &str, node: &str) -> anyhow::Result<Pod> {
+    let mut container =
+        serde_json::json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
+    for (k, v) in case["container"].as_object().into_iter().flatten() {
+        if v.is_null() {
+            container.as_object_mut().context("container")?.remove(k);
+        } else {
+            container[k] = v.clone();
+        }
+    }
+    let mut spec = serde_json::json!({"containers": [container], "nodeName": node});
+    for (k, v) in case["spec"].as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    let mut b = pod(name).namespace(ns).spec(spec);
+    for (k, v) in case["annotations"].as_object().into_iter().flatten() {
+        b = b.annotation(k, v.as_str().unwrap_or_default());
+    }
+    Ok(b.build())
+}
+
+/// Waits (60 s) for pod `name` to be `ProviderFailed` with a message that starts with the case's
+/// `field` and holds its `message`; returns the message.
+async fn provider_failed_as_the_case_says(
+    cx: &Ctx<'_>,
+    ns: &str,
+    name: &str,
+    case: &Value,
+) -> anyhow::Result<String> {
+    let st = wait_for(
+        &format!("ProviderFailed for {:?}", case["case"]),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get(name).await?;
+            Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
+        },
+    )
+    .await?;
+    let msg = st.message.unwrap_or_default();
+    let field = case["field"].as_str().unwrap_or_default();
+    let want = case["message"].as_str().unwrap_or_default();
+    ensure!(
+        msg.starts_with(&format!("{field}: ")) && msg.contains(want),
+        "{:?}: message {msg:?} lacks {field:?} or {want:?}",
+        case["case"]
+    );
+    Ok(msg)
 }
 
 /// Nomad unreachable: the node registers NotReady with reason NomadUnreachable, and a pod bound to

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use vk_tests::fixtures::pod;
 use vk_tests::wait_for;
 
-use super::{Ctx, container_state, current_alloc, events_of};
+use super::{
+    Ctx, container_state, corpus_pod, current_alloc, events_of, provider_failed_as_the_case_says,
+};
 
 /// Every refusal the API server accepts ends `ProviderFailed` with a message naming its field
 /// and reason and a `ProviderCreateFailed` Warning Event, and no job is registered for it; every
@@ -47,20 +49,9 @@ pub(crate) async fn hostile_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
         .collect();
     ensure!(refused.len() >= 40, "only {} refusals run end to end", refused.len());
     for (i, case) in refused.iter().enumerate() {
-        let mut container =
-            json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
-        for (k, v) in case["container"].as_object().into_iter().flatten() {
-            container[k] = v.clone();
-        }
-        let mut spec = json!({"containers": [container], "nodeName": node});
-        for (k, v) in case["spec"].as_object().into_iter().flatten() {
-            spec[k] = v.clone();
-        }
-        let mut b = pod(&format!("refused-{i}")).namespace(ns).spec(spec);
-        for (k, v) in case["annotations"].as_object().into_iter().flatten() {
-            b = b.annotation(k, v.as_str().unwrap_or_default());
-        }
-        cx.create(&b.build()).await.with_context(|| format!("case {}", case["case"]))?;
+        cx.create(&corpus_pod(case, &format!("refused-{i}"), ns, node)?)
+            .await
+            .with_context(|| format!("case {}", case["case"]))?;
     }
     let verbatim = corpus["verbatim"].as_array().context("verbatim")?;
     for (i, case) in verbatim.iter().enumerate() {
@@ -97,26 +88,8 @@ pub(crate) async fn hostile_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     for (i, case) in refused.iter().enumerate() {
         let name = format!("refused-{i}");
-        let st = wait_for(
-            &format!("ProviderFailed for {}", case["case"]),
-            Duration::from_secs(60),
-            Duration::from_millis(500),
-            || async {
-                let p = cx.pods(ns).get(&name).await?;
-                Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
-            },
-        )
-        .await?;
-        let msg = st.message.unwrap_or_default();
-        let (field, want) = (
-            case["field"].as_str().unwrap_or_default(),
-            case["message"].as_str().unwrap_or_default(),
-        );
-        ensure!(
-            msg.starts_with(&format!("{field}: ")) && msg.contains(want),
-            "{}: message {msg:?} lacks {field:?} or {want:?}",
-            case["case"]
-        );
+        provider_failed_as_the_case_says(&cx, ns, &name, case).await?;
+        let field = case["field"].as_str().unwrap_or_default();
         let events = events_of(&cx, ns, &name).await?;
         ensure!(
             events.iter().any(|e| e.reason.as_deref() == Some("ProviderCreateFailed")
