@@ -68,18 +68,21 @@ pub struct Resolver<'a, K> {
     /// The labels of pods' namespaces, read only when the policy needs them (`None`).
     namespace_labels: Option<&'a NamespaceLabels>,
     allocatable: NodeCapacity,
+    node_os: &'a str,
     config_maps: HashMap<(String, String), Data>,
     secrets: HashMap<(String, String), Data>,
     services: HashMap<String, Vec<ServiceInfo>>,
 }
 
 impl<'a, K: InputsApi> Resolver<'a, K> {
-    /// A resolver with empty caches for this pass.
+    /// A resolver with empty caches for this pass, for a node offering `allocatable` and running
+    /// `node_os` (both handed to the pod's translation with its inputs).
     pub fn new(
         api: &'a K,
         tokens: &'a Tokens,
         services: &'a Services,
         allocatable: NodeCapacity,
+        node_os: &'a str,
     ) -> Self {
         Self {
             api,
@@ -87,6 +90,7 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
             shared_services: services,
             namespace_labels: None,
             allocatable,
+            node_os,
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
             services: HashMap::new(),
@@ -107,7 +111,11 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
     pub async fn inputs(&mut self, pod: &Pod) -> Result<Inputs, ClusterError> {
         let refs = inputs::references(pod);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let mut out = Inputs { node_allocatable: self.allocatable, ..Inputs::default() };
+        let mut out = Inputs {
+            node_allocatable: self.allocatable,
+            node_os: self.node_os.to_owned(),
+            ..Inputs::default()
+        };
         for name in refs.config_maps {
             let key = (ns.clone(), name.clone());
             if !self.config_maps.contains_key(&key) {

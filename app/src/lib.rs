@@ -236,6 +236,7 @@ where
             node_changed,
             probe_policy: Arc::new(cli.probe_policy()),
             namespace_labels: cli.policy_uses_labels(),
+            node_os: cli.os.clone(),
         },
     );
     let ready = {

@@ -93,6 +93,8 @@ pub struct Settings {
     /// Read each pod's Namespace labels before creating it: the operator's policy selects
     /// namespaces by label.
     pub namespace_labels: bool,
+    /// The node's operating system (`kubernetes.io/os`): pods for another are rejected.
+    pub node_os: String,
 }
 
 #[derive(Default)]
@@ -463,7 +465,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// A resolver for one pass, sharing this controller's tokens and Services.
     fn resolver(&self) -> Resolver<'_, K> {
         let allocatable = *self.settings.allocatable.borrow();
-        let r = Resolver::new(self.api.as_ref(), &self.tokens, &self.services, allocatable);
+        let r = Resolver::new(
+            self.api.as_ref(),
+            &self.tokens,
+            &self.services,
+            allocatable,
+            &self.settings.node_os,
+        );
         if self.settings.namespace_labels {
             r.with_namespace_labels(&self.namespace_labels)
         } else {
@@ -498,6 +506,19 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             }
             Err(Refusal::Unsupported(unsupported)) => {
                 return self.report_failure(key, pod, &unsupported.to_string()).await;
+            }
+            Err(Refusal::Rejected(rejected)) => {
+                // As the kubelet's admission: Failed with its reason, an Event, never started.
+                let message = format!("Pod was rejected: {}", rejected.message);
+                warn!(reason = rejected.reason, "{message}");
+                self.event_once(pod, EventType::Warning, rejected.reason, &message).await;
+                let st = status::rejected_status(
+                    pod,
+                    rejected.reason,
+                    &rejected.message,
+                    Timestamp::now(),
+                );
+                return self.write_status(key, pod, st).await;
             }
             Err(Refusal::Missing(missing)) => {
                 // As a kubelet: the container waits in CreateContainerConfigError (env) or

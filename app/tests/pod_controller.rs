@@ -77,6 +77,57 @@ async fn untranslatable_pods_are_reported_once() {
     assert!(h.provider.calls().is_empty());
 }
 
+/// The kubelet's admission: a pod for another OS is Failed with the kubelet's reason and message
+/// (whatever its restart policy), with an Event, once; an explicit root user with
+/// `runAsNonRoot` leaves the container waiting in CreateContainerConfigError with an Event
+/// `Failed`; the backend sees neither.
+#[tokio::test]
+async fn admission_rejections_and_container_config_errors_are_the_kubelets() {
+    let h = Harness::start(FakeProvider::default());
+    let windows = pod("win", "u1", "Pending", json!({"os": {"name": "windows"}}));
+    let root = pod(
+        "root",
+        "u2",
+        "Pending",
+        json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 0}}),
+    );
+    h.api.send(PodWatchEvent::Relisted(vec![windows, root]));
+    h.until("both reported", |h| {
+        !h.api.statuses_of(&key("win")).is_empty() && !h.api.statuses_of(&key("root")).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let win = h.api.statuses_of(&key("win"));
+    assert_eq!(win.len(), 1, "written once: {win:?}");
+    assert_eq!(
+        (win[0].phase.as_deref(), win[0].reason.as_deref(), win[0].message.as_deref()),
+        (
+            Some("Failed"),
+            Some("PodOSNotSupported"),
+            Some("Pod was rejected: Failed to admit pod as the OS field doesn't match node OS")
+        )
+    );
+    let root = h.api.statuses_of(&key("root"));
+    let waiting = root[0].container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .clone()
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("CreateContainerConfigError"));
+    assert!(waiting.message.unwrap().starts_with("container's runAsUser breaks non-root policy"));
+    assert_eq!(root[0].phase.as_deref(), Some("Pending"));
+    let events: Vec<String> =
+        h.api.recorded.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
+    assert!(
+        events.iter().filter(|r| *r == "PodOSNotSupported").count() == 1
+            && events.contains(&"Failed".to_owned()),
+        "{events:?}"
+    );
+    assert!(h.provider.calls().is_empty(), "{:?}", h.provider.calls());
+}
+
 #[tokio::test]
 async fn a_never_pod_whose_workload_vanished_fails_with_not_found() {
     let h = Harness::start(FakeProvider::default());

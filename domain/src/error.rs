@@ -69,3 +69,23 @@ impl Notice {
         Self { reason, message: message.into() }
     }
 }
+
+/// A pod the kubelet's admission rejects (`lifecycle.PodAdmitResult`): it is never started, its
+/// phase is `Failed` with `reason` and the message `Pod was rejected: <message>`, and a Warning
+/// Event of that reason is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Rejection {
+    /// The kubelet's reason: `PodOSNotSupported`, `PodOSSelectorNodeLabelDoesNotMatch`,
+    /// `OutOfcpu`, `OutOfmemory`.
+    pub reason: &'static str,
+    /// The kubelet's message, without `Pod was rejected: `.
+    pub message: String,
+}
+
+impl Rejection {
+    /// Builds a rejection.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}

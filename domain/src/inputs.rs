@@ -70,6 +70,8 @@ pub struct Inputs {
     pub tokens: BTreeMap<TokenSpec, String>,
     /// The node's allocatable resources, the value of `limits.*` a container does not set.
     pub node_allocatable: NodeCapacity,
+    /// The node's operating system (`kubernetes.io/os`, `--os`); empty is `linux`.
+    pub node_os: String,
     /// The labels of the pod's Namespace, when the operator's policy selects namespaces by label
     /// (`None`: not read).
     pub namespace_labels: Option<BTreeMap<String, String>>,
@@ -195,11 +197,13 @@ pub fn field_ref(pod: &Pod, field: &str, sel: &ObjectFieldSelector) -> Result<Va
 }
 
 /// The value of a `resourceFieldRef` for `container` (`ExtractContainerResourceValue`): the
-/// request or limit divided by `divisor` (default 1) and rounded up; a limit the container does
-/// not set is the node's allocatable amount, a request it does not set is 0.
+/// request or limit divided by `divisor` and rounded up; a divisor left out, which the API server
+/// stores as `"0"`, is 1 (one core, one byte); a limit the container does not set is the node's
+/// allocatable amount, a request it does not set is 0.
 ///
 /// # Errors
-/// [`Unsupported`] on `field` for an unknown resource, a malformed quantity or a zero divisor.
+/// [`Unsupported`] on `field` for an unknown resource, a malformed quantity, or a divisor smaller
+/// than the unit the resource is read in (below one millicore or one byte).
 pub fn resource_field_ref(
     field: &str,
     container: &Container,
@@ -218,7 +222,10 @@ pub fn resource_field_ref(
     let parse =
         |f: &str, q: &str| Quantity::parse(q).map_err(|e| Unsupported::new(f.to_owned(), e));
     let divisor_text = sel.divisor.as_ref().map_or("1", |d| d.0.as_str()).to_owned();
-    let divisor = parse(&format!("{field}.divisor"), &divisor_text)?;
+    let mut divisor = parse(&format!("{field}.divisor"), &divisor_text)?;
+    if divisor.is_zero() {
+        divisor = parse(&format!("{field}.divisor"), "1")?;
+    }
     let (kind, name) = sel.resource.split_once('.').ok_or_else(|| {
         Unsupported::new(
             format!("{field}.resource"),
@@ -539,6 +546,41 @@ pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kubelet's `ExtractContainerResourceValue`: the API server stores a divisor left out
+    /// as `"0"`, which means 1; a limit not set is the node's allocatable; values round up.
+    #[test]
+    fn resource_field_refs_divide_as_the_kubelet_does() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+        }))
+        .unwrap_or_default();
+        let node =
+            NodeCapacity { cpu_millis: 2500, memory_bytes: 8 << 30, ephemeral_storage_bytes: 0 };
+        let value = |resource: &str, divisor: Option<&str>| {
+            let sel = ResourceFieldSelector {
+                container_name: None,
+                resource: resource.into(),
+                divisor: divisor
+                    .map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())),
+            };
+            resource_field_ref("env[0].valueFrom.resourceFieldRef", &c, &sel, &node)
+        };
+        for (resource, divisor, want) in [
+            ("requests.cpu", Some("0"), "1"),
+            ("requests.cpu", None, "1"),
+            ("requests.cpu", Some("1m"), "250"),
+            ("limits.cpu", Some("0"), "3"),
+            ("limits.cpu", Some("1m"), "2500"),
+            ("requests.memory", Some("0"), "33554432"),
+            ("limits.memory", Some("1Mi"), "64"),
+            ("limits.memory", Some("1Gi"), "1"),
+            ("requests.ephemeral-storage", Some("0"), "0"),
+        ] {
+            assert_eq!(value(resource, divisor).as_deref(), Ok(want), "{resource} / {divisor:?}");
+        }
+    }
 
     #[test]
     fn debug_names_secret_keys_and_hides_values_and_tokens() {

@@ -72,6 +72,11 @@ impl Quantity {
         Ok(q)
     }
 
+    /// Whether the quantity is zero (`"0"`, `"0m"`, `"0Ki"`).
+    pub fn is_zero(&self) -> bool {
+        self.mantissa == 0
+    }
+
     /// The value in units of `10^unit_exp10`, rounded up: `to_units(-3)` gives milli-units
     /// (millicores for CPU), `to_units(0)` whole units (bytes for memory).
     ///

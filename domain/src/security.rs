@@ -102,8 +102,7 @@ impl Security {
 /// (`spec.securityContext.runAsUser`), whichever the value came from.
 ///
 /// # Errors
-/// [`Unsupported`] for a negative uid or gid, `runAsNonRoot` with `runAsUser: 0`, a profile of an
-/// unknown type, a `Localhost` profile without its name or with a seccomp path that is absolute or
+/// [`Unsupported`] for a negative uid or gid, a profile of an unknown type, a `Localhost` profile without its name or with a seccomp path that is absolute or
 /// has a `..` segment, or a `procMount` other than `Default` and `Unmasked`.
 pub fn merge(
     pod: Option<&PodSecurityContext>,
@@ -129,12 +128,6 @@ pub fn merge(
     }
     let c_non_root = c.and_then(|s| s.run_as_non_root);
     let run_as_non_root = c_non_root.or(pod.and_then(|s| s.run_as_non_root)) == Some(true);
-    if run_as_non_root && run_as_user == Some(0) {
-        return Err(Unsupported::new(
-            from(c_non_root.is_some(), "runAsNonRoot"),
-            "runAsNonRoot is set but runAsUser is 0",
-        ));
-    }
     let c_seccomp = c.and_then(|s| s.seccomp_profile.as_ref());
     let seccomp = match c_seccomp.or(pod.and_then(|s| s.seccomp_profile.as_ref())) {
         None => None,
@@ -323,11 +316,6 @@ mod tests {
         let cases = [
             (json!({}), json!({"runAsUser": -1}), "spec.containers[0].securityContext.runAsUser"),
             (json!({"runAsGroup": -2}), json!({}), "spec.securityContext.runAsGroup"),
-            (
-                json!({"runAsNonRoot": true}),
-                json!({"runAsUser": 0}),
-                "spec.securityContext.runAsNonRoot",
-            ),
             (
                 json!({}),
                 json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "../../etc/shadow"}}),

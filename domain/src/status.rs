@@ -31,8 +31,16 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
     let previous = pod.status.as_ref();
 
     let terminal_sandbox = sandbox.is_some_and(Sandbox::is_terminal);
+    let has_init = !init_containers.is_empty();
     let runtime = |name: &str| {
-        let rt = sandbox.and_then(|s| s.containers.get(name)).cloned().unwrap_or_default();
+        let mut rt = sandbox.and_then(|s| s.containers.get(name)).cloned().unwrap_or_default();
+        // The kubelet's default state of a container not created yet is `ContainerCreating`, or
+        // `PodInitializing` in a pod with init containers (`convertToAPIContainerStatuses`).
+        if has_init
+            && matches!(&rt.state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating")
+        {
+            rt.state = ContainerState::Waiting { reason: "PodInitializing".into(), message: None };
+        }
         if terminal_sandbox { settle(rt) } else { rt }
     };
     let init_statuses: Vec<ContainerStatus> = init_containers
@@ -250,6 +258,20 @@ pub fn provider_failed_status(pod: &Pod, message: &str, now: Timestamp) -> PodSt
         phase: Some(phase.to_owned()),
         reason: Some(REASON_PROVIDER_FAILED.to_owned()),
         message: Some(message.to_owned()),
+        conditions: Some(vec![condition(previous, "PodScheduled", true, None, None, now)]),
+        qos_class: previous.and_then(|p| p.qos_class.clone()),
+        ..PodStatus::default()
+    }
+}
+
+/// The status of a pod the kubelet's admission rejected (`kubelet.rejectPod`): `Failed`, with the
+/// rejection's reason and the message `Pod was rejected: <message>`.
+pub fn rejected_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> PodStatus {
+    let previous = pod.status.as_ref();
+    PodStatus {
+        phase: Some("Failed".to_owned()),
+        reason: Some(reason.to_owned()),
+        message: Some(format!("Pod was rejected: {message}")),
         conditions: Some(vec![condition(previous, "PodScheduled", true, None, None, now)]),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
         ..PodStatus::default()
@@ -846,6 +868,45 @@ mod tests {
         assert_eq!(
             app.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
             Some("PodInitializing")
+        );
+        // An init container not started yet waits in PodInitializing too, as the kubelet's
+        // default state in a pod with init containers; a reason of the backend's is kept.
+        let side = &st.init_container_statuses.as_ref().unwrap()[1];
+        assert_eq!(
+            side.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+            Some("PodInitializing")
+        );
+        let backoff = ContainerRuntimeStatus {
+            state: ContainerState::Waiting { reason: "CrashLoopBackOff".into(), message: None },
+            ..Default::default()
+        };
+        let st = pod_status(
+            &with_init("Always"),
+            Some(&sandbox(S::Pending, &[("init", backoff), ("side", waiting.clone())])),
+            ts(3),
+        );
+        let init = &st.init_container_statuses.as_ref().unwrap()[0];
+        assert_eq!(
+            init.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        let plain = pod_status(
+            &pod("Always", &["app"]),
+            Some(&sandbox(S::Pending, &[("app", waiting.clone())])),
+            ts(3),
+        );
+        assert_eq!(
+            plain.container_statuses.as_ref().unwrap()[0]
+                .state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("ContainerCreating"),
+            "without init containers"
         );
         // Init failed with restartPolicy Never: Failed; the app container never ran.
         let st = pod_status(

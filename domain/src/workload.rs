@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::env::{self, EnvVar, Value};
-use crate::error::{Missing, Notice, Unsupported};
+use crate::error::{Missing, Notice, Rejection, Unsupported};
 use crate::inputs::{self, EnvError, Inputs};
 use crate::pod::{self, PodKey, RestartPolicy};
 use crate::probe::{self, Probe};
@@ -120,9 +120,13 @@ pub enum Refusal {
     /// The pod can never run as written; its status says so (`ProviderFailed`).
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
-    /// Something it needs is missing now; it waits and is tried again.
+    /// Something it needs is missing now, or a container's configuration cannot be made (the
+    /// kubelet's `CreateContainerConfigError`); it waits and is tried again.
     #[error(transparent)]
     Missing(#[from] Missing),
+    /// The kubelet's admission rejects it: `Failed` with the kubelet's reason, never started.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
 }
 
 impl From<EnvError> for Refusal {
@@ -160,7 +164,12 @@ impl WorkloadSpec {
     ///   containers, volume types other than configMap, secret, downwardAPI, emptyDir and projected,
     ///   probes and lifecycle hooks, an unknown downward API path, a malformed quantity, port or
     ///   path, or a pod without a name, UID or containers;
-    /// - [`Refusal::Missing`] when a mandatory ConfigMap, Secret, key or token is absent.
+    /// - [`Refusal::Missing`] when a mandatory ConfigMap, Secret, key or token is absent, or a
+    ///   container's configuration cannot be made (`runAsNonRoot` with `runAsUser: 0`: Event
+    ///   reason `Failed`, as the kubelet's `CreateContainerConfigError`);
+    /// - [`Refusal::Rejected`] when the kubelet's admission would reject the pod: an OS other than
+    ///   the node's (`PodOSNotSupported`, `PodOSSelectorNodeLabelDoesNotMatch`), more CPU or memory
+    ///   than the whole node offers (`OutOfcpu`, `OutOfmemory`).
     pub fn from_pod(pod: &Pod, inputs: &Inputs) -> Result<Translated, Refusal> {
         let key = PodKey::of(pod).map_err(|e| Unsupported::new("metadata", e.to_string()))?;
         let uid = pod::uid(pod);
@@ -169,6 +178,7 @@ impl WorkloadSpec {
         }
         let spec =
             pod.spec.as_ref().ok_or_else(|| Unsupported::new("spec", "the pod has no spec"))?;
+        admit_os(spec, &inputs.node_os)?;
         check_pod_spec(spec)?;
         if spec.containers.is_empty() {
             return Err(Unsupported::new("spec.containers", "the pod has no containers").into());
@@ -237,9 +247,30 @@ impl WorkloadSpec {
     }
 }
 
+/// The kubelet's admission of the pod's operating system (`lifecycle.PredicateAdmitHandler`): a
+/// `spec.os.name` other than the node's is `PodOSNotSupported`, a `kubernetes.io/os` node selector
+/// other than the node's `PodOSSelectorNodeLabelDoesNotMatch`.
+fn admit_os(spec: &PodSpec, node_os: &str) -> Result<(), Rejection> {
+    let node_os = if node_os.is_empty() { "linux" } else { node_os };
+    let selected = spec.node_selector.as_ref().and_then(|s| s.get("kubernetes.io/os"));
+    if selected.is_some_and(|os| os != node_os) {
+        return Err(Rejection::new(
+            "PodOSSelectorNodeLabelDoesNotMatch",
+            "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label",
+        ));
+    }
+    if spec.os.as_ref().is_some_and(|o| o.name != node_os) {
+        return Err(Rejection::new(
+            "PodOSNotSupported",
+            "Failed to admit pod as the OS field doesn't match node OS",
+        ));
+    }
+    Ok(())
+}
+
 /// The kubelet's admission of a pod's requests against the node's allocatable resources
-/// (`lifecycle.PredicateAdmitHandler`, failures `OutOfcpu` and `OutOfmemory`), for the one pod
-/// alone: a pod requesting more than the whole node offers can never run, and is refused rather
+/// (`lifecycle.PredicateAdmitHandler`, reasons `OutOfcpu` and `OutOfmemory`), for the one pod
+/// alone: a pod requesting more than the whole node offers can never run, and is rejected rather
 /// than left for the backend to hold pending forever. The pod's request is the kubelet's: the
 /// larger of the sum over app containers (and sidecars) and the largest init container. Skipped
 /// while the node's allocatable is not known yet (all zero).
@@ -247,40 +278,33 @@ fn admit(
     init: &[ContainerSpec],
     app: &[ContainerSpec],
     node: &crate::node::NodeCapacity,
-) -> Result<(), Unsupported> {
+) -> Result<(), Rejection> {
     if node.cpu_millis == 0 && node.memory_bytes == 0 {
         return Ok(());
     }
     type Request = fn(&Resources) -> Option<u64>;
-    let checks: [(&str, Request, u64, &str); 2] = [
-        ("cpu", |r| r.cpu_request_millis.or(r.cpu_limit_millis), node.cpu_millis, "millicores"),
-        ("memory", |r| r.memory_request_bytes.or(r.memory_limit_bytes), node.memory_bytes, "bytes"),
+    let checks: [(&'static str, &str, Request, u64); 2] = [
+        ("OutOfcpu", "cpu", |r| r.cpu_request_millis.or(r.cpu_limit_millis), node.cpu_millis),
+        (
+            "OutOfmemory",
+            "memory",
+            |r| r.memory_request_bytes.or(r.memory_limit_bytes),
+            node.memory_bytes,
+        ),
     ];
-    for (name, request, offered, unit) in checks {
+    for (reason, name, request, offered) in checks {
         let running = app.iter().chain(init.iter().filter(|c| c.sidecar));
-        let sum =
-            running.clone().filter_map(|c| request(&c.resources)).fold(0u64, u64::saturating_add);
+        let sum = running.filter_map(|c| request(&c.resources)).fold(0u64, u64::saturating_add);
         let largest_init =
             init.iter().filter(|c| !c.sidecar).filter_map(|c| request(&c.resources)).max();
         let pod = sum.max(largest_init.unwrap_or(0));
         if pod > offered {
-            // Name the largest single request, the one to lower.
-            let field = app
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (request(&c.resources), format!("spec.containers[{i}]")))
-                .chain(
-                    init.iter()
-                        .enumerate()
-                        .map(|(i, c)| (request(&c.resources), format!("spec.initContainers[{i}]"))),
-                )
-                .max_by_key(|(r, _)| *r)
-                .map(|(_, f)| f)
-                .unwrap_or_default();
-            return Err(Unsupported::new(
-                format!("{field}.resources.requests.{name}"),
+            // The kubelet's words (`InsufficientResourceError`), "used" being this node's
+            // other pods, which Nomad places around; the pod alone does not fit.
+            return Err(Rejection::new(
+                reason,
                 format!(
-                    "the pod requests {pod} {unit} of {name}, more than the node offers in all ({offered}; the kubelet's OutOf{name})"
+                    "Node didn't have enough resource: {name}, requested: {pod}, used: 0, capacity: {offered}"
                 ),
             ));
         }
@@ -315,11 +339,6 @@ fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
             "spec.resourceClaims",
             spec.resource_claims.as_ref().is_some_and(|v| !v.is_empty()),
             "dynamic resource claims are not supported",
-        ),
-        (
-            "spec.os.name",
-            spec.os.as_ref().is_some_and(|o| o.name != "linux"),
-            "only linux pods are supported",
         ),
     ];
     if let Some((field, _, why)) = unsupported.iter().find(|(_, set, _)| *set) {
@@ -377,6 +396,21 @@ fn container(
     }
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let security = security::merge(pod_sc, c.security_context.as_ref(), field)?;
+    if security.run_as_non_root && security.run_as_user == Some(0) {
+        // The kubelet's `verifyRunAsNonRoot`: the container is not created, and waits in
+        // CreateContainerConfigError with this message (Event `Failed`).
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        return Err(Missing::new(
+            "Failed",
+            format!(
+                "container's runAsUser breaks non-root policy (pod: \"{name}_{ns}({})\", container: {})",
+                pod::uid(pod),
+                c.name
+            ),
+        )
+        .into());
+    }
     let env = inputs::container_env(pod, field, c, inputs, notices)?;
     let expand_all = |list: &Option<Vec<String>>| {
         list.iter().flatten().map(|a| env::expand_arg(a, &env)).collect::<Vec<Value>>()
@@ -895,23 +929,70 @@ mod tests {
         // The node offers 8 GiB and 4 cores (inputs()).
         assert!(WorkloadSpec::from_pod(&pod(spec("8Gi", "4Gi", "4Gi")), &inputs()).is_ok());
         let err = |s| match WorkloadSpec::from_pod(&pod(s), &inputs()) {
-            Err(Refusal::Unsupported(u)) => u,
+            Err(Refusal::Rejected(r)) => r,
             other => panic!("{other:?}"),
         };
-        let sum = err(spec("1Gi", "4Gi", "5Gi"));
         assert_eq!(
-            sum.field, "spec.containers[1].resources.requests.memory",
-            "the largest request"
+            err(spec("1Gi", "4Gi", "5Gi")),
+            Rejection::new(
+                "OutOfmemory",
+                "Node didn't have enough resource: memory, requested: 9663676416, used: 0, capacity: 8589934592"
+            ),
+            "the app containers' sum"
         );
-        assert!(sum.reason.contains("requests 9663676416 bytes of memory"), "{sum}");
         let init = err(spec("9Gi", "1Gi", "1Gi"));
-        assert_eq!(init.field, "spec.initContainers[0].resources.requests.memory");
+        assert!(init.message.contains("requested: 9663676416"), "the largest init container");
         let mut unknown = inputs();
         unknown.node_allocatable = NodeCapacity::default();
         assert!(
             WorkloadSpec::from_pod(&pod(spec("9Gi", "9Gi", "9Gi")), &unknown).is_ok(),
             "not judged before the node's allocatable is known"
         );
+    }
+
+    /// The kubelet's admission of the pod's OS: `spec.os.name` and a `kubernetes.io/os` node
+    /// selector must be the node's.
+    #[test]
+    fn pods_for_another_os_are_rejected_as_the_kubelet_rejects_them() {
+        let c = json!([{"name": "c", "image": "i"}]);
+        let reason = |spec: serde_json::Value, node_os: &str| {
+            let mut i = inputs();
+            i.node_os = node_os.into();
+            match WorkloadSpec::from_pod(&pod(spec), &i) {
+                Ok(_) => None,
+                Err(Refusal::Rejected(r)) => Some(r.reason),
+                Err(other) => panic!("{other:?}"),
+            }
+        };
+        let windows = json!({"os": {"name": "windows"}, "containers": c});
+        assert_eq!(reason(windows.clone(), ""), Some("PodOSNotSupported"));
+        assert_eq!(reason(windows, "windows"), None);
+        assert_eq!(reason(json!({"os": {"name": "linux"}, "containers": c}), "linux"), None);
+        assert_eq!(
+            reason(
+                json!({"nodeSelector": {"kubernetes.io/os": "windows"}, "containers": c}),
+                "linux"
+            ),
+            Some("PodOSSelectorNodeLabelDoesNotMatch")
+        );
+    }
+
+    /// `runAsNonRoot` with an explicit root user: the kubelet's `verifyRunAsNonRoot` error, the
+    /// container waiting in CreateContainerConfigError with an Event `Failed`.
+    #[test]
+    fn an_explicit_root_user_breaks_the_non_root_policy() {
+        let p = pod(json!({"securityContext": {"runAsNonRoot": true},
+                           "containers": [{"name": "c", "image": "i", "securityContext": {"runAsUser": 0}}]}));
+        match WorkloadSpec::from_pod(&p, &inputs()) {
+            Err(Refusal::Missing(m)) => assert_eq!(
+                (m.reason, m.message.as_str()),
+                (
+                    "Failed",
+                    "container's runAsUser breaks non-root policy (pod: \"web_default(u-1)\", container: c)"
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The shared corpus (`tests/corpus/unsupported.json`): every case the domain refuses names

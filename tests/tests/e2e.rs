@@ -503,6 +503,28 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         cx.nomad(&format!("/v1/job/k8s-{ns}_bad")).await?.is_none(),
         "a job exists for the bad pod"
     );
+    // A pod for another OS is rejected as the kubelet's admission rejects it: Failed with the
+    // kubelet's reason and message (even with restartPolicy Always), an Event, no job.
+    let windows = pod("windows")
+        .namespace(ns)
+        .container("main", &["sleep", "300"])
+        .spec(serde_json::json!({"nodeName": node, "os": {"name": "windows"}}))
+        .build();
+    cx.create(&windows).await?;
+    let rejected = cx.wait_phase(ns, "windows", "Failed", Duration::from_secs(30)).await?;
+    let st = rejected.status.context("status")?;
+    ensure!(
+        st.reason.as_deref() == Some("PodOSNotSupported")
+            && st.message.as_deref()
+                == Some(
+                    "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
+                ),
+        "status {:?}: {:?}",
+        st.reason,
+        st.message
+    );
+    wait_event(&cx, ns, "windows", "PodOSNotSupported").await?;
+    ensure!(cx.nomad(&format!("/v1/job/k8s-{ns}_windows")).await?.is_none(), "a job for windows");
     Ok(())
 }
 
@@ -1522,29 +1544,40 @@ fn corpus_pod(case: &Value, name: &str, ns: &str, node: &str) -> anyhow::Result<
     Ok(b.build())
 }
 
-/// Waits (60 s) for pod `name` to be `ProviderFailed` with a message that starts with the case's
-/// `field` and holds its `message`; returns the message.
+/// Waits (60 s) for pod `name` to be refused as the case says: by default `ProviderFailed` with a
+/// message that starts with the case's `field` and holds its `message`; with a `reason`, rejected
+/// as the kubelet rejects (`Failed` with that reason) or, for `CreateContainerConfigError`, its
+/// container waiting so. Returns the message.
 async fn provider_failed_as_the_case_says(
     cx: &Ctx<'_>,
     ns: &str,
     name: &str,
     case: &Value,
 ) -> anyhow::Result<String> {
-    let st = wait_for(
-        &format!("ProviderFailed for {:?}", case["case"]),
+    let reason = case["reason"].as_str().unwrap_or("ProviderFailed");
+    let msg = wait_for(
+        &format!("{reason} for {:?}", case["case"]),
         Duration::from_secs(60),
         Duration::from_millis(500),
         || async {
             let p = cx.pods(ns).get(name).await?;
-            Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
+            let st = p.status.clone().unwrap_or_default();
+            if reason == "CreateContainerConfigError" {
+                let waiting = container_state(&p, "main").and_then(|c| c.state?.waiting);
+                return Ok(waiting
+                    .filter(|w| w.reason.as_deref() == Some(reason))
+                    .map(|w| w.message.unwrap_or_default()));
+            }
+            let phase_ok = reason == "ProviderFailed" || st.phase.as_deref() == Some("Failed");
+            Ok((st.reason.as_deref() == Some(reason) && phase_ok)
+                .then(|| st.message.unwrap_or_default()))
         },
     )
     .await?;
-    let msg = st.message.unwrap_or_default();
     let field = case["field"].as_str().unwrap_or_default();
     let want = case["message"].as_str().unwrap_or_default();
     ensure!(
-        msg.starts_with(&format!("{field}: ")) && msg.contains(want),
+        (field.is_empty() || msg.starts_with(&format!("{field}: "))) && msg.contains(want),
         "{:?}: message {msg:?} lacks {field:?} or {want:?}",
         case["case"]
     );

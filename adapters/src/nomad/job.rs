@@ -2115,8 +2115,15 @@ mod tests {
     }
 
     /// A hostile corpus case as the app hands it on: translated (refusals of the domain), probe
-    /// hosts checked against the default policy, then made a job.
-    fn hostile_translate(case: &serde_json::Value, inputs: &Inputs) -> Result<PodJob, Unsupported> {
+    /// hosts checked against the default policy, then made a job. A refusal is (the pod's status
+    /// reason, its message): `ProviderFailed` with `<field>: <reason>`, a kubelet rejection with
+    /// its reason, or `CreateContainerConfigError`.
+    fn hostile_translate(
+        case: &serde_json::Value,
+        inputs: &Inputs,
+    ) -> Result<PodJob, (String, String)> {
+        use vk_domain::workload::Refusal;
+        let failed = |u: Unsupported| ("ProviderFailed".to_owned(), u.to_string());
         let mut container =
             json!({"name": "main", "image": "busybox", "command": ["sleep", "3600"]});
         for (k, v) in case["container"].as_object().into_iter().flatten() {
@@ -2129,11 +2136,14 @@ mod tests {
         let p = pod_json(case.get("annotations").cloned().unwrap_or(json!({})), spec);
         let w = match WorkloadSpec::from_pod(&p, inputs) {
             Ok(t) => t.spec,
-            Err(vk_domain::workload::Refusal::Unsupported(u)) => return Err(u),
-            Err(other) => panic!("{}: {other}", case["case"]),
+            Err(Refusal::Unsupported(u)) => return Err(failed(u)),
+            Err(Refusal::Rejected(r)) => return Err((r.reason.to_owned(), r.message)),
+            Err(Refusal::Missing(m)) => {
+                return Err(("CreateContainerConfigError".into(), m.message));
+            }
         };
-        vk_domain::policy::check_probes(&w, &Default::default())?;
-        to_job(&w, &hostile_node())
+        vk_domain::policy::check_probes(&w, &Default::default()).map_err(failed)?;
+        to_job(&w, &hostile_node()).map_err(failed)
     }
 
     /// Every refusal of `tests/corpus/hostile.json` names its field and says why; nothing of it
@@ -2152,10 +2162,16 @@ mod tests {
         };
         for case in cases {
             let name = case["case"].as_str().unwrap();
-            let err = hostile_translate(case, &inputs).map(|_| ()).expect_err(name);
-            assert_eq!(err.field, case["field"].as_str().unwrap(), "{name}: {err}");
+            let (reason, text) = hostile_translate(case, &inputs).map(|_| ()).expect_err(name);
+            assert_eq!(
+                reason,
+                case["reason"].as_str().unwrap_or("ProviderFailed"),
+                "{name}: {text}"
+            );
+            let field = case["field"].as_str().unwrap();
+            assert!(text.starts_with(&format!("{field}: ")) || field.is_empty(), "{name}: {text}");
             let want = case["message"].as_str().unwrap();
-            assert!(err.to_string().contains(want), "{name}: {err} lacks {want:?}");
+            assert!(text.contains(want), "{name}: {text} lacks {want:?}");
         }
     }
 
@@ -2181,7 +2197,8 @@ mod tests {
                 .chain(case["args"].as_array().unwrap().iter().cloned())
                 .collect();
             let c = json!({"container": {"command": ["printf"], "args": args, "env": env}});
-            let job = hostile_translate(&c, &inputs).unwrap_or_else(|e| panic!("{name}: {e}")).job;
+            let job =
+                hostile_translate(&c, &inputs).unwrap_or_else(|e| panic!("{name}: {e:?}")).job;
             let t = job_task(&job);
             let mut vars: Vec<(String, String)> = t.env.clone().into_iter().collect();
             vars.push(("PASS".into(), "s3cr3t".into()));

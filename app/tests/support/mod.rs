@@ -328,6 +328,7 @@ impl Harness {
             node_changed: Arc::new(tokio::sync::Notify::new()),
             probe_policy: Arc::default(),
             namespace_labels: false,
+            node_os: "linux".into(),
         };
         adjust(&mut settings);
         let controller = PodController::new(Arc::clone(&provider), Arc::clone(&api), settings);

@@ -88,16 +88,32 @@ pub(crate) async fn hostile_corpus(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     for (i, case) in refused.iter().enumerate() {
         let name = format!("refused-{i}");
-        provider_failed_as_the_case_says(&cx, ns, &name, case).await?;
-        let field = case["field"].as_str().unwrap_or_default();
-        let events = events_of(&cx, ns, &name).await?;
-        ensure!(
-            events.iter().any(|e| e.reason.as_deref() == Some("ProviderCreateFailed")
-                && e.type_.as_deref() == Some("Warning")
-                && e.message.as_deref().is_some_and(|m| m.contains(field))),
-            "{}: no ProviderCreateFailed Warning naming {field}",
-            case["case"]
-        );
+        let message = provider_failed_as_the_case_says(&cx, ns, &name, case).await?;
+        // The Warning the kubelet (or upstream virtual-kubelet) records with each refusal.
+        let event_reason = match case["reason"].as_str() {
+            None => "ProviderCreateFailed",
+            Some("CreateContainerConfigError") => "Failed",
+            Some(r) => r,
+        };
+        let shown = message.trim_start_matches("Pod was rejected: ").to_owned();
+        let events = wait_for(
+            &format!("the {event_reason} Event of {}", case["case"]),
+            Duration::from_secs(15),
+            Duration::from_millis(500),
+            || async {
+                let events = events_of(&cx, ns, &name).await?;
+                Ok(events
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(event_reason)
+                            && e.type_.as_deref() == Some("Warning")
+                            && e.message.as_deref().is_some_and(|m| m.contains(&shown))
+                    })
+                    .then_some(()))
+            },
+        )
+        .await;
+        events.with_context(|| format!("case {}", case["case"]))?;
     }
     for (i, case) in verbatim.iter().enumerate() {
         let name = format!("verbatim-{i}");
