@@ -18,9 +18,9 @@ use vk_ports::{ClusterError, InputsApi};
 
 type Data = Option<BTreeMap<String, Vec<u8>>>;
 
-/// What is read per namespace, shared between passes for [`SHARED_TTL`]: every pod created reads
-/// the Services of its namespace and of `default` (and, when the operator's policy selects
-/// namespaces by label, its Namespace's labels), and a burst of pods needs one read, not hundreds.
+/// What is read per namespace, shared between passes for [`SHARED_TTL`]: when the operator's
+/// policy selects namespaces by label, every pod created reads its Namespace's labels, and a burst
+/// of pods needs one read, not hundreds. (Services come from the API adapter's watch, fresh.)
 #[derive(Debug)]
 pub struct PerNamespace<T> {
     reads: Mutex<HashMap<String, (std::time::Instant, T)>>,
@@ -32,13 +32,10 @@ impl<T> Default for PerNamespace<T> {
     }
 }
 
-/// The Services of each namespace.
-pub type Services = PerNamespace<Vec<ServiceInfo>>;
-
 /// The labels of each Namespace.
 pub type NamespaceLabels = PerNamespace<BTreeMap<String, String>>;
 
-/// How long a namespace's Services or labels are reused.
+/// How long a namespace's labels are reused.
 pub const SHARED_TTL: Duration = Duration::from_secs(10);
 
 impl<T: Clone> PerNamespace<T> {
@@ -64,7 +61,6 @@ impl<T: Clone> PerNamespace<T> {
 pub struct Resolver<'a, K> {
     api: &'a K,
     tokens: &'a Tokens,
-    shared_services: &'a Services,
     /// The labels of pods' namespaces, read only when the policy needs them (`None`).
     namespace_labels: Option<&'a NamespaceLabels>,
     allocatable: NodeCapacity,
@@ -80,14 +76,12 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
     pub fn new(
         api: &'a K,
         tokens: &'a Tokens,
-        services: &'a Services,
         allocatable: NodeCapacity,
         node_os: &'a str,
     ) -> Self {
         Self {
             api,
             tokens,
-            shared_services: services,
             namespace_labels: None,
             allocatable,
             node_os,
@@ -140,7 +134,7 @@ impl<'a, K: InputsApi> Resolver<'a, K> {
         }
         for n in namespaces {
             if !self.services.contains_key(&n) {
-                let list = self.shared_services.get(&n, self.api.services(&n)).await?;
+                let list = self.api.services(&n).await?;
                 self.services.insert(n.clone(), list);
             }
             out.services.extend(self.services[&n].iter().cloned());

@@ -224,9 +224,12 @@ where
         Arc::clone(&node_changed),
         cancel.clone(),
     ));
+    let pod_api = KubePodApi::new(client.clone(), &node.name);
+    // Listed now, so that service link variables of the first pods come from a listed cache.
+    let _ = pod_api.service_cache();
     let pods = pod_controller::PodController::new(
         Arc::clone(&provider),
-        Arc::new(KubePodApi::new(client.clone(), &node.name)),
+        Arc::new(pod_api),
         pod_controller::Settings {
             node_name: node.name.clone(),
             workers: cli.pod_sync_workers,

@@ -28,7 +28,7 @@ use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
 use vk_ports::{Change, EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
 
 use crate::held_pod::{HeldPod, PHASES};
-use crate::inputs::{NamespaceLabels, Resolver, Services, Tokens};
+use crate::inputs::{NamespaceLabels, Resolver, Tokens};
 use crate::prober::Prober;
 use crate::queue::WorkQueue;
 
@@ -126,7 +126,6 @@ pub struct PodController<P, K> {
     state: Mutex<State>,
     queue: Arc<WorkQueue<PodKey>>,
     tokens: Tokens,
-    services: Services,
     namespace_labels: NamespaceLabels,
     prober: Arc<Prober<P>>,
     /// Wakes the poll at once (the backend's change feed restarted).
@@ -154,7 +153,6 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             state: Mutex::new(State::default()),
             queue,
             tokens: Tokens::default(),
-            services: Services::default(),
             namespace_labels: NamespaceLabels::default(),
             prober,
             poll_now: tokio::sync::Notify::new(),
@@ -465,13 +463,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     /// A resolver for one pass, sharing this controller's tokens and Services.
     fn resolver(&self) -> Resolver<'_, K> {
         let allocatable = *self.settings.allocatable.borrow();
-        let r = Resolver::new(
-            self.api.as_ref(),
-            &self.tokens,
-            &self.services,
-            allocatable,
-            &self.settings.node_os,
-        );
+        let r = Resolver::new(self.api.as_ref(), &self.tokens, allocatable, &self.settings.node_os);
         if self.settings.namespace_labels {
             r.with_namespace_labels(&self.namespace_labels)
         } else {

@@ -37,7 +37,8 @@ pub enum Check {
     /// The same reason recurring (a second optional ConfigMap missing) counts the Event's series
     /// up to 2.
     EventSeries,
-    /// `kubectl logs` through the API server returns the pod's output.
+    /// `kubectl logs` through the API server returns the pod's output, which shows the service
+    /// link variable of a Service made after the node listed the Services (so it came by watch).
     Logs,
     /// A bearer token sent straight to the kubelet API authenticates (`/pods` answers 200).
     TokenReview,
@@ -123,6 +124,7 @@ pub const ABLATIONS: &[(&str, &str, &str, Check)] = &[
     ("", "secrets", "get", Check::PodRunning),
     ("", "namespaces", "get", Check::PodRunning),
     ("", "services", "list", Check::PodRunning),
+    ("", "services", "watch", Check::Logs),
     ("", "serviceaccounts/token", "create", Check::PodRunning),
     ("authentication.k8s.io", "tokenreviews", "create", Check::TokenReview),
     ("authorization.k8s.io", "subjectaccessreviews", "create", Check::Logs),

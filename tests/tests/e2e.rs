@@ -1838,7 +1838,7 @@ fn main() {
             let gate = Arc::clone(&gate);
             Trial::test(name, move || {
                 rt.block_on(async {
-                    // The heavy tests (fifty pods; a second stack; nineteen nodes) run alone, so that they do not
+                    // The heavy tests (fifty pods; a second stack; twenty nodes) run alone, so that they do not
                     // starve the others' timings on a 2-core machine; the token test only sleeps.
                     let _shared;
                     let _exclusive;

@@ -11,9 +11,10 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
 };
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource};
 use serde_json::json;
@@ -118,14 +119,46 @@ impl NodeApi for KubeNodeApi {
 pub struct KubePodApi {
     client: Client,
     recorder: Arc<Recorder>,
+    /// Every Service of the cluster, kept by a watch (the kubelet's Service informer): service
+    /// link variables are as fresh as the watch, with no request per pod.
+    services: Arc<std::sync::OnceLock<Store<Service>>>,
 }
+
+/// How long a pod's creation waits for the Service cache's first list.
+const SERVICES_READY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl KubePodApi {
     /// Wraps `client`; Events name `node` as their reporting instance.
     pub fn new(client: Client, node: &str) -> Self {
         let reporter =
             Reporter { controller: "virtual-kubelet".into(), instance: Some(node.to_owned()) };
-        Self { recorder: Arc::new(Recorder::new(client.clone(), reporter)), client }
+        Self {
+            recorder: Arc::new(Recorder::new(client.clone(), reporter)),
+            client,
+            services: Arc::default(),
+        }
+    }
+
+    /// The Service cache, started (list, then watch, in a task of its own, with kube-runtime's
+    /// back-off) on first use. Call it at start (inside a Tokio runtime) so that it has listed
+    /// before the first pod needs it.
+    pub fn service_cache(&self) -> Store<Service> {
+        self.services
+            .get_or_init(|| {
+                let (reader, writer) = reflector::store();
+                let api: Api<Service> = Api::all(self.client.clone());
+                let stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .modify(|s: &mut Service| s.metadata.managed_fields = None)
+                    .reflect(writer);
+                tokio::spawn(stream.for_each(|ev| async move {
+                    if let Err(e) = ev {
+                        warn!(error = %e, "watching Services failed; retrying");
+                    }
+                }));
+                reader
+            })
+            .clone()
     }
 }
 
@@ -244,23 +277,37 @@ impl InputsApi for KubePodApi {
     }
 
     async fn services(&self, namespace: &str) -> Result<Vec<ServiceInfo>, ClusterError> {
-        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
-        let list = api.list(&ListParams::default()).await.map_err(cluster_error)?;
-        Ok(list
-            .items
+        let store = self.service_cache();
+        match tokio::time::timeout(SERVICES_READY, store.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ClusterError::Unavailable(format!("the Service cache: {e}"))),
+            Err(_) => {
+                return Err(ClusterError::Unavailable(
+                    "the Services have not been listed yet".into(),
+                ));
+            }
+        }
+        let mut list: Vec<Arc<Service>> = store
+            .state()
             .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .collect();
+        list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(list
+            .iter()
             .map(|s| {
-                let spec = s.spec.unwrap_or_default();
+                let spec = s.spec.as_ref();
                 ServiceInfo {
-                    namespace: s.metadata.namespace.unwrap_or_default(),
-                    name: s.metadata.name.unwrap_or_default(),
-                    cluster_ip: spec.cluster_ip.unwrap_or_default(),
+                    namespace: s.metadata.namespace.clone().unwrap_or_default(),
+                    name: s.metadata.name.clone().unwrap_or_default(),
+                    cluster_ip: spec.and_then(|s| s.cluster_ip.clone()).unwrap_or_default(),
                     ports: spec
-                        .ports
-                        .unwrap_or_default()
+                        .and_then(|s| s.ports.as_ref())
                         .into_iter()
+                        .flatten()
                         .map(|p| {
-                            (p.name.unwrap_or_default(), p.port, p.protocol.unwrap_or_default())
+                            let name = p.name.clone().unwrap_or_default();
+                            (name, p.port, p.protocol.clone().unwrap_or_default())
                         })
                         .collect(),
                 }

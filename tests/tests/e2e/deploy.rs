@@ -382,9 +382,13 @@ async fn inputs_and_identities(cx: &Ctx<'_>) -> anyhow::Result<String> {
 /// not exist (the same Event reason twice), service links (on by default), and the projected
 /// service-account token volume the API server adds.
 fn test_pod(name: &str, node: &str) -> anyhow::Result<Pod> {
-    let script = "echo \"MODE=$MODE\"; echo \"PASS=$PASS\"; \
+    let late = late_service(node).to_uppercase().replace('-', "_");
+    let script = format!(
+        "echo \"MODE=$MODE\"; echo \"PASS=$PASS\"; \
         echo \"KUBERNETES_SERVICE_HOST=$KUBERNETES_SERVICE_HOST\"; \
-        echo \"WEB_SERVICE_PORT=$WEB_SERVICE_PORT\"; echo started; sleep 3600";
+        echo \"WEB_SERVICE_PORT=$WEB_SERVICE_PORT\"; echo \"LATE=${late}_SERVICE_PORT\"; \
+        echo started; sleep 3600"
+    );
     let optional = |n: &str| {
         json!({"name": format!("OPT_{n}"), "valueFrom": {"configMapKeyRef":
             {"name": format!("absent-{n}"), "key": "k", "optional": true}}})
@@ -399,7 +403,7 @@ fn test_pod(name: &str, node: &str) -> anyhow::Result<Pod> {
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main", "image": "busybox", "command": ["sh", "-c", script],
-                // Small, so that nineteen of them fit on the shared dev agent beside what the
+                // Small, so that twenty of them fit on the shared dev agent beside what the
                 // other tests left running (Nomad's default is 100 MHz and 300 MB a task).
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
                 "env": [
@@ -410,6 +414,11 @@ fn test_pod(name: &str, node: &str) -> anyhow::Result<Pod> {
             }],
         },
     }))?)
+}
+
+/// The Service each instance's node sees created after it listed the Services.
+fn late_service(node: &str) -> String {
+    format!("late-{node}")
 }
 
 /// Runs the checks in order on one instance; stops at the first that fails (an ablated instance
@@ -458,6 +467,13 @@ async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Res
         Ok(cx.http.get(&readyz).send().await?.status().is_success().then_some(()))
     });
 
+    // A Service made now, after the node listed the Services: only their watch shows it.
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": late_service(&i.node), "namespace": PODS_NS},
+        "spec": {"ports": [{"port": 8080}]}});
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(cx.client.clone(), PODS_NS)
+        .create(&PostParams::default(), &serde_json::from_value(svc)?)
+        .await?;
     pods.create(&PostParams::default(), &test_pod(&i.pod, &i.node)?).await?;
     let running = check!(Check::PodRunning, 60, || async {
         let p = pods.get(&i.pod).await?;
@@ -481,6 +497,10 @@ async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Res
 
     let logs = check!(Check::Logs, 20, || async {
         let out = cx.stack.kubectl(&["logs", "-n", PODS_NS, &i.pod])?;
+        ensure!(
+            !out.contains("started") || out.lines().any(|l| l == "LATE=8080"),
+            "the Service made after the start is missing from the pod's environment:\n{out}"
+        );
         Ok(out.contains("started").then_some(out))
     });
     if i.without.is_none() {
