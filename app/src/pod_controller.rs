@@ -595,8 +595,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         &self,
         key: &PodKey,
         pod: &Pod,
-        new: k8s_openapi::api::core::v1::PodStatus,
+        mut new: k8s_openapi::api::core::v1::PodStatus,
     ) -> Result<(), String> {
+        status::observe_generation(pod, &mut new);
         if !status::differs(pod.status.as_ref(), &new) {
             // A change that shows nothing new is not a propagation to measure.
             self.state().changed_at.remove(key);

@@ -103,6 +103,33 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         let msg = format!("containers with unready status: [{}]", unready.join(" "));
         (false, Some("ContainersNotReady"), Some(msg))
     };
+    // Ready is ContainersReady and every readiness gate's condition True, those conditions being
+    // set by others in the pod's status (`status.GeneratePodReadyCondition`).
+    let gates_unready: Vec<String> = if ready {
+        let current = previous.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+        spec.and_then(|s| s.readiness_gates.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|g| match current.iter().find(|c| c.type_ == g.condition_type) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {:?} does not exist.",
+                    g.condition_type
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {:?} is not \"True\", but {}",
+                    g.condition_type, c.status
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (pod_ready, ready_reason, ready_message) = if gates_unready.is_empty() {
+        (ready, reason, message.clone())
+    } else {
+        (false, Some("ReadinessGatesNotReady"), Some(gates_unready.join(", ")))
+    };
     let sandbox_ready =
         sandbox.is_some_and(|s| !s.is_terminal() && s.state != SandboxState::Pending);
     let (init_reason, init_message) = if initialized || terminal && phase == "Succeeded" {
@@ -124,7 +151,7 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
             init_message,
             now,
         ),
-        condition(previous, "Ready", ready, reason, message.clone(), now),
+        condition(previous, "Ready", pod_ready, ready_reason, ready_message, now),
         condition(previous, "ContainersReady", ready, reason, message, now),
         condition(previous, "PodScheduled", true, None, None, now),
     ];
@@ -317,6 +344,22 @@ const CLEARED_WHEN_UNSET: [&str; 6] = ["reason", "message", "podIP", "podIPs", "
 /// that this function writes whole, with the `$patch: replace` directive.
 const REPLACED_LISTS: [&str; 2] = ["podIPs", "hostIPs"];
 
+/// The condition types the kubelet writes; others belong to other writers and are left alone.
+const KUBELET_CONDITIONS: [&str; 5] =
+    ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
+
+/// Sets `status.observedGeneration` and each condition's `observedGeneration` to the pod's
+/// `metadata.generation`, as the kubelet does (`PodObservedGenerationTracking`), when the API
+/// server gives pods a generation (older ones do not: then nothing is set, so that a status never
+/// differs by a field the server drops).
+pub fn observe_generation(pod: &Pod, status: &mut PodStatus) {
+    let Some(generation) = pod.metadata.generation else { return };
+    status.observed_generation = Some(generation);
+    for c in status.conditions.iter_mut().flatten() {
+        c.observed_generation = Some(generation);
+    }
+}
+
 /// The strategic-merge patch body (`{"status": {...}}`) that turns `old` (the status the API server
 /// last showed) into `new`, carrying only what changed, as the kubelet's `PatchPodStatus` does with
 /// a two-way merge patch:
@@ -417,8 +460,11 @@ fn condition_patch(
             out.push(c.clone());
         }
     }
+    // Conditions of other writers (readiness gates' types, the controller manager's
+    // DisruptionTarget) are theirs: only the kubelet's own types are ever deleted.
     for b in &before {
-        if !after.iter().any(|c| kind(c) == kind(b)) {
+        let own = kind(b).as_str().is_some_and(|k| KUBELET_CONDITIONS.contains(&k));
+        if own && !after.iter().any(|c| kind(c) == kind(b)) {
             out.push(serde_json::json!({ "type": kind(b), "$patch": "delete" }));
         }
     }
@@ -722,6 +768,68 @@ mod tests {
         let third = pod_status(&p, Some(&stopped), ts(30));
         assert_eq!(cond(&third, "Ready").last_transition_time, Some(Time(ts(30))));
         assert!(differs(Some(&first), &third));
+    }
+
+    /// `readinessGates`: Ready only when every gate's condition (written by others) is True;
+    /// ContainersReady does not look at them; their conditions are never deleted by a patch.
+    #[test]
+    fn readiness_gates_hold_ready_and_their_conditions_are_left_alone() {
+        use k8s_openapi::api::core::v1::PodReadinessGate;
+        let mut p = pod("Always", &["a"]);
+        p.spec.as_mut().unwrap().readiness_gates =
+            Some(vec![PodReadinessGate { condition_type: "example.com/lb".into() }]);
+        let sb = sandbox(SandboxState::Running, &[("a", running())]);
+        let st = pod_status(&p, Some(&sb), ts(3));
+        let ready = cond(&st, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref(), ready.message.as_deref()),
+            (
+                "False",
+                Some("ReadinessGatesNotReady"),
+                Some(
+                    "corresponding condition of pod readiness gate \"example.com/lb\" does not exist."
+                )
+            )
+        );
+        assert_eq!(cond(&st, "ContainersReady").status, "True");
+        let gate = |status: &str| PodCondition {
+            type_: "example.com/lb".into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let mut with_gate = st.clone();
+        with_gate.conditions.as_mut().unwrap().push(gate("False"));
+        p.status = Some(with_gate.clone());
+        let st = pod_status(&p, Some(&sb), ts(4));
+        assert_eq!(
+            cond(&st, "Ready").message.as_deref(),
+            Some("the status of pod readiness gate \"example.com/lb\" is not \"True\", but False")
+        );
+        // The gate's condition and the controller manager's are theirs: no delete in the patch.
+        let mut before = with_gate;
+        before.conditions.as_mut().unwrap().push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        let body = patch(Some(&before), &st).map(|v| v.to_string()).unwrap_or_default();
+        assert!(!body.contains("$patch\":\"delete"), "{body}");
+        before.conditions.as_mut().unwrap().retain(|c| c.type_ != "example.com/lb");
+        before.conditions.as_mut().unwrap().push(gate("True"));
+        p.status = Some(before);
+        assert_eq!(cond(&pod_status(&p, Some(&sb), ts(5)), "Ready").status, "True");
+    }
+
+    #[test]
+    fn the_observed_generation_is_the_pods() {
+        let mut p = pod("Always", &["a"]);
+        let mut st = pod_status(&p, None, ts(1));
+        observe_generation(&p, &mut st);
+        assert_eq!(st.observed_generation, None, "a server without pod generations");
+        p.metadata.generation = Some(3);
+        observe_generation(&p, &mut st);
+        assert_eq!(st.observed_generation, Some(3));
+        assert!(st.conditions.iter().flatten().all(|c| c.observed_generation == Some(3)));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct WorkloadSpec {
     /// The labels of the pod's Namespace, when they were read (the operator's policy selects
     /// namespaces by label: see [`crate::policy`]).
     pub namespace_labels: Option<BTreeMap<String, String>>,
+    /// `spec.hostAliases` as (IP, host name) pairs, in order: entries the kubelet adds to the
+    /// containers' `/etc/hosts`.
+    pub host_aliases: Vec<(String, String)>,
 }
 
 /// One container of the pod.
@@ -179,6 +182,7 @@ impl WorkloadSpec {
         let spec =
             pod.spec.as_ref().ok_or_else(|| Unsupported::new("spec", "the pod has no spec"))?;
         admit_os(spec, &inputs.node_os)?;
+        admit_sysctls(spec)?;
         check_pod_spec(spec)?;
         if spec.containers.is_empty() {
             return Err(Unsupported::new("spec.containers", "the pod has no containers").into());
@@ -237,6 +241,12 @@ impl WorkloadSpec {
             containers,
             volumes,
             namespace_labels: inputs.namespace_labels.clone(),
+            host_aliases: spec
+                .host_aliases
+                .iter()
+                .flatten()
+                .flat_map(|a| a.hostnames.iter().flatten().map(|h| (a.ip.clone(), h.clone())))
+                .collect(),
         };
         Ok(Translated { spec, notices })
     }
@@ -264,6 +274,62 @@ fn admit_os(spec: &PodSpec, node_os: &str) -> Result<(), Rejection> {
             "PodOSNotSupported",
             "Failed to admit pod as the OS field doesn't match node OS",
         ));
+    }
+    Ok(())
+}
+
+/// The sysctls the kubelet allows without `--allowed-unsafe-sysctls`
+/// (`pkg/kubelet/sysctl.SafeSysctlAllowlist`): namespaced, and harmless to other pods.
+pub const SAFE_SYSCTLS: [&str; 12] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// A sysctl name as the kubelet reads it (`ConvertSysctlVariableToDotsSeparator`): when its
+/// first separator is `/` (`net/ipv4/tcp_rmem`), `/` and `.` are swapped.
+pub fn sysctl_name(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_owned(),
+    }
+}
+
+/// The kubelet's sysctl admission (`sysctl.patternAllowlist`): a sysctl outside the safe set is
+/// `SysctlForbidden`; a `net.*` sysctl of a pod in the host's network namespace too.
+fn admit_sysctls(spec: &PodSpec) -> Result<(), Rejection> {
+    let sysctls =
+        spec.security_context.as_ref().and_then(|s| s.sysctls.as_deref()).unwrap_or_default();
+    for s in sysctls {
+        let name = sysctl_name(&s.name);
+        if !SAFE_SYSCTLS.contains(&name.as_str()) {
+            return Err(Rejection::new(
+                "SysctlForbidden",
+                format!("forbidden sysctl: {:?} not allowlisted", s.name),
+            ));
+        }
+        if spec.host_network == Some(true) && name.starts_with("net.") {
+            return Err(Rejection::new(
+                "SysctlForbidden",
+                format!("forbidden sysctl: {:?} not allowed with host net enabled", s.name),
+            ));
+        }
     }
     Ok(())
 }
@@ -975,6 +1041,40 @@ mod tests {
             ),
             Some("PodOSSelectorNodeLabelDoesNotMatch")
         );
+    }
+
+    /// The kubelet's sysctl admission: the safe set only (either separator), and no `net.*`
+    /// in the host's network namespace.
+    #[test]
+    fn sysctls_are_admitted_as_the_kubelet_admits_them() {
+        let reason = |sysctl: &str, host_network: bool| {
+            let p = pod(json!({"hostNetwork": host_network,
+                "securityContext": {"sysctls": [{"name": sysctl, "value": "1"}]},
+                "containers": [{"name": "c", "image": "i"}]}));
+            match WorkloadSpec::from_pod(&p, &inputs()) {
+                Ok(_) => None,
+                Err(Refusal::Rejected(r)) => Some(r.to_string()),
+                Err(other) => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(reason("kernel.shm_rmid_forced", false), None);
+        assert_eq!(reason("net/ipv4/tcp_syncookies", false), None);
+        assert_eq!(reason("kernel.shm_rmid_forced", true), None);
+        assert_eq!(
+            reason("kernel.msgmax", false).as_deref(),
+            Some("SysctlForbidden: forbidden sysctl: \"kernel.msgmax\" not allowlisted")
+        );
+        assert_eq!(
+            reason("net.ipv4.tcp_syncookies", true).as_deref(),
+            Some(
+                "SysctlForbidden: forbidden sysctl: \"net.ipv4.tcp_syncookies\" not allowed with host net enabled"
+            )
+        );
+        assert_eq!(
+            sysctl_name("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+        assert_eq!(sysctl_name("kernel.shm_rmid_forced"), "kernel.shm_rmid_forced");
     }
 
     /// `runAsNonRoot` with an explicit root user: the kubelet's `verifyRunAsNonRoot` error, the

@@ -266,6 +266,15 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let status = running.status.clone().context("status")?;
     ensure!(status.pod_ip.is_some(), "Running without a podIP: {status:?}");
     println!("Running with podIP {:?} after {:?}", status.pod_ip, created.elapsed());
+    // The kubelet's observedGeneration, on the status and on each of its conditions.
+    let generation = running.metadata.generation;
+    ensure!(
+        generation.is_some()
+            && status.observed_generation == generation
+            && status.conditions.iter().flatten().all(|c| c.observed_generation == generation),
+        "observedGeneration {:?} of generation {generation:?}",
+        status.observed_generation
+    );
     for c in ["main", "sidecar"] {
         let cs = container_state(&running, c).with_context(|| format!("no status for {c}"))?;
         ensure!(

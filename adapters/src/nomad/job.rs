@@ -755,6 +755,16 @@ impl Builder<'_> {
                 if !binds.is_empty() {
                     config.insert("volumes".into(), json!(binds));
                 }
+                // hostAliases: the kubelet's entries of /etc/hosts, Docker's `--add-host`.
+                if !self.spec.host_aliases.is_empty() {
+                    let hosts: Vec<String> = self
+                        .spec
+                        .host_aliases
+                        .iter()
+                        .map(|(ip, name)| hcl_text(&format!("{name}:{ip}")))
+                        .collect();
+                    config.insert("extra_hosts".into(), json!(hosts));
+                }
                 docker_security(
                     field,
                     &c.security,
@@ -777,6 +787,14 @@ impl Builder<'_> {
                 }
                 if let Some(w) = &c.working_dir {
                     config.insert("work_dir".into(), json!(hcl_text(w)));
+                }
+                if !self.spec.host_aliases.is_empty() {
+                    return Err(Unsupported::new(
+                        "spec.hostAliases",
+                        format!(
+                            "the {driver} driver runs the task with the host's /etc/hosts; hostAliases cannot be honoured (the docker driver honours them)"
+                        ),
+                    ));
                 }
                 exec_security(field, &driver, &c.security, &mut config)?
             }
@@ -1016,14 +1034,14 @@ fn capability(field: &str, c: &str) -> Result<String, Unsupported> {
 /// `privileged`, `cap_add`/`cap_drop`, `readonly_rootfs`, `security_opt` (`no-new-privileges`,
 /// `seccomp=unconfined` or `seccomp=<root>/<localhostProfile>` (a file the Nomad client reads),
 /// `apparmor=unconfined` or `apparmor=<profile>`, `label=user:...` and friends for SELinux), and
-/// `group_add` for `supplementalGroups` and `fsGroup`. `seccompProfile` unset or
+/// `group_add` for `supplementalGroups` and `fsGroup`, `sysctl` for the pod's (safe) sysctls. `seccompProfile` unset or
 /// `RuntimeDefault` keeps Docker's default profile (stricter than the kubelet's default,
 /// `Unconfined`); `appArmorProfile` unset or `RuntimeDefault` keeps Docker's `docker-default`.
 /// Returns the task's `user` (`uid[:gid]`).
 ///
 /// Refused: `runAsNonRoot` without a non-zero `runAsUser` (the image's user is not known here, so
 /// it cannot be checked), `runAsGroup` without `runAsUser`, `procMount: Unmasked`,
-/// `supplementalGroupsPolicy: Strict` (Docker adds the image's groups), `sysctls`.
+/// `supplementalGroupsPolicy: Strict` (Docker adds the image's groups).
 fn docker_security(
     field: &str,
     sec: &Security,
@@ -1092,6 +1110,15 @@ fn docker_security(
     if !groups.is_empty() {
         config.insert("group_add".into(), json!(groups));
     }
+    // Safe sysctls only reach here (the domain's admission rejects the others).
+    if !sec.sysctls.is_empty() {
+        let map: Map<String, Value> = sec
+            .sysctls
+            .iter()
+            .map(|(k, v)| (vk_domain::workload::sysctl_name(k), json!(hcl_text(v))))
+            .collect();
+        config.insert("sysctl".into(), json!([map]));
+    }
     if sec.run_as_non_root && sec.run_as_user.is_none_or(|u| u <= 0) {
         return Err(Unsupported::new(
             sec.field("runAsNonRoot", field),
@@ -1117,12 +1144,6 @@ fn common_refusals(field: &str, sec: &Security) -> Result<(), Unsupported> {
             "Unmasked cannot be honoured by Nomad's drivers",
         ));
     }
-    if let Some((name, _)) = sec.sysctls.first() {
-        return Err(Unsupported::new(
-            "spec.securityContext.sysctls",
-            format!("sysctl {name:?} cannot be set: pod sysctls are not supported"),
-        ));
-    }
     Ok(())
 }
 
@@ -1132,7 +1153,8 @@ fn common_refusals(field: &str, sec: &Security) -> Result<(), Unsupported> {
 /// `privileged`, `runAsGroup`, a `runAsUser` other than 0 and 65534 (they take a user name),
 /// `runAsNonRoot` without `runAsUser: 65534`, capabilities on `raw_exec` (on `exec`: `cap_add` and
 /// `cap_drop`), `readOnlyRootFilesystem`, `allowPrivilegeEscalation: false`, a seccomp or AppArmor
-/// profile other than `Unconfined`, `seLinuxOptions`, `supplementalGroups` and `fsGroup`.
+/// profile other than `Unconfined`, `seLinuxOptions`, `supplementalGroups`, `fsGroup` and
+/// `sysctls`.
 /// Returns the task's `user`.
 fn exec_security(
     field: &str,
@@ -1197,6 +1219,9 @@ fn exec_security(
     }
     if sec.fs_group.is_some() {
         return refuse("spec.securityContext.fsGroup".into(), "fsGroup");
+    }
+    if !sec.sysctls.is_empty() {
+        return refuse("spec.securityContext.sysctls".into(), "a pod sysctl");
     }
     // These drivers look the user up by name on the client (a uid is refused): only the two uids
     // with a name on every Linux system can be given.
@@ -1940,11 +1965,6 @@ mod tests {
                 json!({}),
                 "spec.securityContext.supplementalGroupsPolicy",
             ),
-            (
-                json!({"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}),
-                json!({}),
-                "spec.securityContext.sysctls",
-            ),
             (json!({"runAsGroup": 5}), json!({}), "spec.securityContext.runAsGroup"),
             (
                 json!({}),
@@ -1956,6 +1976,30 @@ mod tests {
                 translate(json!({}), spec(pod_sc.clone(), sc.clone())).map(|_| ()).unwrap_err();
             assert_eq!(err.field, field, "{pod_sc} {sc}");
         }
+    }
+
+    /// Safe sysctls and hostAliases: Docker's `sysctl` and `extra_hosts`; the exec drivers,
+    /// which share the host's kernel settings and /etc/hosts, refuse them.
+    #[test]
+    fn sysctls_and_host_aliases_reach_docker_and_are_refused_elsewhere() {
+        let spec = json!({
+            "securityContext": {"sysctls": [{"name": "net/ipv4/ip_local_port_range", "value": "1024 65000"},
+                                            {"name": "kernel.shm_rmid_forced", "value": "1"}]},
+            "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["db", "db.local"]}],
+            "containers": [{"name": "c", "image": "i", "command": ["true"]}]
+        });
+        let t = job_task(&translate(json!({}), spec.clone()).unwrap().job);
+        assert_eq!(
+            t.config["sysctl"],
+            json!([{"net.ipv4.ip_local_port_range": "1024 65000", "kernel.shm_rmid_forced": "1"}])
+        );
+        assert_eq!(t.config["extra_hosts"], json!(["db:10.1.2.3", "db.local:10.1.2.3"]));
+        let raw = translate_permissive(json!({ANN_DRIVER: "raw_exec"}), spec.clone());
+        assert_eq!(raw.map(|_| ()).unwrap_err().field, "spec.hostAliases");
+        let mut no_aliases = spec;
+        no_aliases.as_object_mut().unwrap().remove("hostAliases");
+        let raw = translate_permissive(json!({ANN_DRIVER: "raw_exec"}), no_aliases);
+        assert_eq!(raw.map(|_| ()).unwrap_err().field, "spec.securityContext.sysctls");
     }
 
     fn job_task(job: &Job) -> Task {
