@@ -50,6 +50,10 @@ struct Inner {
     /// Container instances restarted for a failed probe (pod UID, container, instance): never
     /// probed again, even if a stale view shows them running a moment longer.
     restarted: HashSet<(String, String, String)>,
+    /// Wakes the readiness worker of (pod UID, container) when its startup probe succeeds, so
+    /// that readiness is probed at once, not a readiness period later (the kubelet's worker
+    /// `manualTriggerCh`).
+    startup_done: HashMap<(String, String), Arc<tokio::sync::Notify>>,
 }
 
 /// The probe workers of every pod.
@@ -237,6 +241,13 @@ impl<P: PodProvider> Prober<P> {
         });
         inner.results.retain(|(uid, _), _| live.contains(uid));
         inner.restarted.retain(|(uid, _, _)| live.contains(uid));
+        inner.startup_done.retain(|(uid, _), _| live.contains(uid));
+    }
+
+    /// The notification a container's startup success gives its readiness worker.
+    fn startup_done(&self, uid: &str, container: &str) -> Arc<tokio::sync::Notify> {
+        let mut inner = self.inner();
+        Arc::clone(inner.startup_done.entry((uid.to_owned(), container.to_owned())).or_default())
     }
 
     fn set(&self, uid: &str, container: &str, kind: Kind, value: bool) {
@@ -279,12 +290,23 @@ struct Worker<P> {
 
 impl<P: PodProvider> Worker<P> {
     async fn run(self, cancel: CancellationToken) {
+        // A readiness worker waiting for the startup probe is woken when it succeeds.
+        let woken = (self.kind == Kind::Readiness && self.has_startup)
+            .then(|| self.prober.startup_done(&self.uid, &self.container));
         let sleep = |d: Duration| {
             let cancel = cancel.clone();
+            let woken = woken.clone();
             async move {
+                let wake = async {
+                    match &woken {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => false,
                     _ = tokio::time::sleep(d) => true,
+                    () = wake => true,
                 }
             }
         };
@@ -314,6 +336,8 @@ impl<P: PodProvider> Worker<P> {
                     Kind::Startup if ok => {
                         info!("startup probe succeeded");
                         self.prober.set(&self.uid, &self.container, Kind::Startup, true);
+                        // notify_one keeps the wake-up if the readiness worker is mid-probe.
+                        self.prober.startup_done(&self.uid, &self.container).notify_one();
                         self.prober.queue.add(self.key.clone());
                         return;
                     }

@@ -304,6 +304,39 @@ async fn a_refresh_round_brings_volume_files_up_to_date() {
     assert_eq!(updates, ["update ns/v c/mode=fast"], "only pods with files, with the new data");
 }
 
+/// Readiness is probed as soon as the startup probe succeeds, not a readiness period later (the
+/// kubelet's manual trigger): here the readiness period is 30 s, and the container is Ready
+/// within a few seconds of its startup probe passing.
+#[tokio::test]
+async fn readiness_is_probed_at_once_after_startup_succeeds() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("s"), running(&key("s"), "u12", &["web"]));
+    provider.exit_codes.lock().unwrap().insert("web".into(), 1);
+    let h = Harness::start(provider);
+    let spec = json!({"containers": [{"name": "web", "image": "i",
+        "startupProbe": {"exec": {"command": ["started"]}, "periodSeconds": 1, "failureThreshold": 100},
+        "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 30}}]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("s", "u12", "Pending", spec)]));
+    let ready = |h: &Harness| {
+        h.api
+            .statuses_of(&key("s"))
+            .last()
+            .and_then(|s| s.container_statuses.clone())
+            .is_some_and(|cs| cs.iter().any(|c| c.name == "web" && c.ready))
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!ready(&h), "ready before its startup probe passed");
+    h.provider.exit_codes.lock().unwrap().insert("web".into(), 0);
+    let passed = std::time::Instant::now();
+    for _ in 0..800 {
+        if ready(&h) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready(&h), "not ready {:?} after the startup probe could pass", passed.elapsed());
+}
+
 #[tokio::test]
 async fn readiness_follows_the_probe_and_liveness_failures_restart() {
     let provider = FakeProvider::default();

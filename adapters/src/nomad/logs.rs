@@ -682,6 +682,50 @@ pub async fn instance_ended(t: &Target) {
     }
 }
 
+/// How long after a task ended its log may still be landing on disk: Nomad's log shipper
+/// (logmon) copies the task's output into `alloc/logs` after the task state says `dead`.
+pub const SETTLE_AFTER_END: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits, at most `limit`, until the log files of `t.task` exist and their sizes stay the same
+/// over two listings `every` apart, so that a read right after the task ended gets all of its
+/// output (a kubelet's container log is complete once the container is reported terminated).
+/// Only for an instance that ended less than [`SETTLE_AFTER_END`] ago; errors of the listing
+/// end the wait (the read then reports them).
+pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Duration) {
+    let Some(ts) = t.alloc.task_states.as_ref().and_then(|s| s.get(&t.task)) else { return };
+    let ended = ts.finished_at.as_deref().and_then(|f| f.parse::<Timestamp>().ok());
+    let recent = ts.state == "dead"
+        && ended.is_some_and(|e| {
+            Timestamp::now().duration_since(e).as_secs_f64() < SETTLE_AFTER_END.as_secs_f64()
+        });
+    if !recent {
+        return;
+    }
+    let sizes = || async {
+        let listing: Vec<FileInfo> = t
+            .client
+            .get(&["v1", "client", "fs", "ls", &t.alloc.id], &[("path", "alloc/logs")])
+            .await
+            .ok()?;
+        let files: Vec<(u64, u64)> = KINDS
+            .iter()
+            .flat_map(|k| log_files(&listing, &t.task, k))
+            .map(|(i, size, _)| (i, size))
+            .collect();
+        (!files.is_empty()).then_some(files)
+    };
+    let start = tokio::time::Instant::now();
+    let mut last = None;
+    while start.elapsed() < limit {
+        let now = sizes().await;
+        if now.is_some() && now == last {
+            return;
+        }
+        last = now;
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The output of `t.task` as `opts` asks (see the module docs for what is exact and what is not).
 /// With `opts.follow` the stream goes on until the instance ends or the receiver is dropped.
 ///
@@ -1107,6 +1151,41 @@ mod tests {
         }))
         .unwrap();
         Target { client: fake::client(addr), alloc, task: "c".into() }
+    }
+
+    /// A task that just ended: the read waits until its log files exist and stop growing (Nomad's
+    /// log shipper writes after the task state says dead); a running task or one that ended long
+    /// ago is read at once.
+    #[tokio::test]
+    async fn a_just_ended_task_is_read_once_its_log_stops_growing() {
+        let listings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = std::sync::Arc::clone(&listings);
+        let (addr, _reqs) = fake::fake_nomad(move |line| {
+            assert!(line.contains("/fs/ls/a1"), "{line}");
+            let size = match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => return Reply::Json("[]".into()),
+                1 => 3,
+                _ => 5,
+            };
+            Reply::Json(format!(
+                r#"[{{"Name":"c.stdout.0","Size":{size},"ModTime":"2026-11-21T10:00:00Z"}}]"#
+            ))
+        })
+        .await;
+        let ended = |finished: Timestamp| {
+            let mut t = target(&addr);
+            let st = t.alloc.task_states.as_mut().unwrap().get_mut("c").unwrap();
+            st.state = "dead".into();
+            st.finished_at = Some(finished.to_string());
+            t
+        };
+        let every = Duration::from_millis(10);
+        settle(&ended(Timestamp::now()), every, Duration::from_secs(5)).await;
+        assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 4, "none, 3, 5, 5");
+        settle(&target(&addr), every, Duration::from_secs(5)).await;
+        let long_ago = Timestamp::now() - std::time::Duration::from_secs(600);
+        settle(&ended(long_ago), every, Duration::from_secs(5)).await;
+        assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 4, "no wait for those");
     }
 
     async fn collect(s: ByteStream) -> Result<Vec<u8>, ProviderError> {

@@ -17,6 +17,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use reqwest::Method;
@@ -788,7 +789,10 @@ impl PodProvider for NomadProvider {
         } else {
             current
         };
-        logs::logs(logs::Target { client, alloc, task: container.to_owned() }, &opts).await
+        let target = logs::Target { client, alloc, task: container.to_owned() };
+        // A task that just ended: its output may still be on its way to the log files.
+        logs::settle(&target, Duration::from_millis(200), Duration::from_secs(3)).await;
+        logs::logs(target, &opts).await
     }
 
     async fn exec_stream(
