@@ -25,12 +25,23 @@ pub use crate::peers::Peers;
 use crate::pki::Pki;
 pub use crate::process::Process;
 
-/// A free TCP port on 127.0.0.1 (bound, then released: a small race other tests can live with).
+/// A free TCP port on 127.0.0.1 (bound, then released), never one this process handed out
+/// before: with twenty virtual kubelets started at once, the kernel may give a port just released
+/// to the next caller, and two processes of the stack would then race for it.
 ///
 /// # Errors
 /// No port could be bound.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no port this process has not handed out already")
 }
 
 /// Waits until `check` returns `Ok(Some(v))`, polling every `every`, for at most `timeout`.

@@ -84,6 +84,17 @@ impl Ctx<'_> {
             Ok((self.ready_status(name).await?.as_deref() == Some("True")).then_some(()))
         })
         .await
+        .with_context(|| {
+            // The stack's directory is gone when the run ends: say here why the node is not up.
+            let log = self.stack.dir.join("logs").join(format!("virtual-kubelet-{name}.log"));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            format!(
+                "the last lines of {}:\n{}",
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
     }
 
     fn pods(&self, ns: &str) -> Api<Pod> {
