@@ -240,13 +240,15 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
 ///
 /// # Errors
 /// [`Unsupported`] on `field.volumeMounts[i]` for an unknown volume, a relative `mountPath`, a
-/// `subPath` with `..`, `subPathExpr` or bidirectional propagation; on `field.volumeDevices` when
+/// `subPath` (or expanded `subPathExpr`) that is absolute or has `..`, a `subPathExpr` naming a
+/// Secret or run-time value, or bidirectional propagation; on `field.volumeDevices` when
 /// any is given.
 pub fn mounts(
     field: &str,
     mounts: Option<&[VolumeMount]>,
     devices: bool,
     volumes: &[Volume],
+    env: &[crate::env::EnvVar],
 ) -> Result<Vec<Mount>, Unsupported> {
     if devices {
         return Err(Unsupported::new(
@@ -269,9 +271,22 @@ pub fn mounts(
                 format!("{:?} is not an absolute path", m.mount_path),
             ));
         }
-        if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(Unsupported::new(format!("{f}.subPathExpr"), "not supported"));
-        }
+        // `subPathExpr`: `$(VAR)` expanded from the container's environment, as the kubelet's
+        // `ExpandContainerVolumeMounts`; only plain values can be (a Secret or a run-time value
+        // such as the pod IP would have to be written into the backend's definition).
+        let expanded = match m.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(expr) => {
+                let value = crate::env::expand_arg(expr, env);
+                let text = value.as_text().ok_or_else(|| {
+                    Unsupported::new(
+                        format!("{f}.subPathExpr"),
+                        format!("{expr:?} refers to a Secret or run-time value, which cannot name a path"),
+                    )
+                })?;
+                Some(rel_path(&format!("{f}.subPathExpr"), &text)?)
+            }
+        };
         if m.mount_propagation.as_deref() == Some("Bidirectional") {
             return Err(Unsupported::new(
                 format!("{f}.mountPropagation"),
@@ -280,7 +295,7 @@ pub fn mounts(
         }
         let sub_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => Some(rel_path(&format!("{f}.subPath"), s)?),
-            None => None,
+            None => expanded,
         };
         out.push(Mount {
             volume: m.name.clone(),

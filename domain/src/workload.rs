@@ -553,6 +553,7 @@ fn container(
         c.volume_mounts.as_deref(),
         c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
         volumes,
+        &env,
     )?;
     let probe = |name: &str, p: &Option<k8s_openapi::api::core::v1::Probe>, kind| {
         p.as_ref().map(|p| probe::parse(&format!("{field}.{name}"), p, c, kind)).transpose()
@@ -1041,6 +1042,34 @@ mod tests {
             ),
             Some("PodOSSelectorNodeLabelDoesNotMatch")
         );
+    }
+
+    /// `subPathExpr` expands `$(VAR)` from the container's environment (downward API included),
+    /// as the kubelet's `ExpandContainerVolumeMounts`; an unknown variable stays as written; a
+    /// run-time value or an escape from the volume is refused.
+    #[test]
+    fn sub_path_exprs_expand_from_the_environment() {
+        let mount = |expr: &str| {
+            let p = pod(json!({
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "containers": [{"name": "c", "image": "i",
+                    "env": [
+                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {"name": "UP", "value": ".."}
+                    ],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data", "subPathExpr": expr}]}]
+            }));
+            match WorkloadSpec::from_pod(&p, &inputs()) {
+                Ok(t) => Ok(t.spec.containers[0].mounts[0].sub_path.clone()),
+                Err(Refusal::Unsupported(u)) => Err(u.reason),
+                Err(other) => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mount("logs/$(POD)"), Ok(Some("logs/web".into())));
+        assert_eq!(mount("$(NOPE)"), Ok(Some("$(NOPE)".into())));
+        assert!(mount("$(IP)").unwrap_err().contains("run-time value"));
+        assert!(mount("$(UP)/x").unwrap_err().contains("contains '..'"));
     }
 
     /// The kubelet's sysctl admission: the safe set only (either separator), and no `net.*`
