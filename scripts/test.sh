@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs (.ci/run): formatting, lints, unit tests, the
 # Dockerfile and docker-compose.yml checks, the end-to-end tests on the real peers (built first
-# if missing), and the benchmarks at a tiny size. Build output stays outside the checkout:
+# if missing) and a Docker engine (scripts/docker.sh), and the benchmarks at a tiny size. Build output stays outside the checkout:
 # $CARGO_TARGET_DIR (default ~/.cache/vk-nomad/target), the Go caches, and the peers in
 # ~/.cache/vk-nomad/peers.
 set -euo pipefail
@@ -22,6 +22,10 @@ cargo build --locked -p vk-app --bin virtual-kubelet
 scripts/check-deploy.sh "$CARGO_TARGET_DIR/debug/virtual-kubelet"
 # The example provider (examples/timer-provider) runs in the end-to-end tests too.
 cargo build --locked -p vk-example-provider
+# A Docker engine (installed and started when missing) and the test images, made offline: pods of
+# the end-to-end tests run in real containers on Nomad's docker driver.
+scripts/docker.sh
+scripts/images.sh
 cargo test --locked -p vk-tests --test e2e
 # The benchmarks at a tiny size (10 pods, one run each, about a minute): the harness keeps working;
 # no timing is asserted, and the report goes to a temporary file, not BENCHMARKS.md.

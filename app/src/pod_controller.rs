@@ -588,6 +588,27 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         // Probes run for what runs now; their results are laid over the runtime's view.
         let sandbox = runtime.sandbox.clone().map(|s| self.prober.apply(key, pod, &runtime.id, s));
         let new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
+        // The kubelet's image Events, from the containers' waiting reasons.
+        let statuses = new.init_container_statuses.iter().flatten();
+        for cs in statuses.chain(new.container_statuses.iter().flatten()) {
+            let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
+            let text = w.message.as_deref().unwrap_or_default();
+            let (error, back_off) = match w.reason.as_deref() {
+                Some("ErrImagePull") => (text, false),
+                // `Back-off pulling image "<image>": ErrImagePull: <error>`: the failure may have
+                // been seen only during the back-off; its Event comes first all the same.
+                Some("ImagePullBackOff") => {
+                    (text.split_once(": ErrImagePull: ").map_or(text, |(_, e)| e), true)
+                }
+                _ => continue,
+            };
+            let failed = format!("Failed to pull image {:?}: {error}", cs.image);
+            self.event_once(pod, EventType::Warning, "Failed", &failed).await;
+            if back_off {
+                let message = format!("Back-off pulling image {:?}", cs.image);
+                self.event_once(pod, EventType::Normal, "BackOff", &message).await;
+            }
+        }
         self.write_status(key, pod, new).await
     }
 

@@ -83,6 +83,10 @@ pub struct ContainerSpec {
     pub security: Security,
     /// An init container with `restartPolicy: Always` (a native sidecar).
     pub sidecar: bool,
+    /// `imagePullPolicy: Always`: the image is pulled at every start (the API server sets it for
+    /// untagged and `:latest` images when the pod leaves it out). `IfNotPresent` and `Never` pull
+    /// a missing image only.
+    pub pull_always: bool,
     /// `readinessProbe`, run by the virtual kubelet.
     pub readiness: Option<Probe>,
     /// `livenessProbe`, run by the virtual kubelet.
@@ -576,6 +580,7 @@ fn container(
         mounts,
         security,
         sidecar,
+        pull_always: c.image_pull_policy.as_deref() == Some("Always"),
     })
 }
 

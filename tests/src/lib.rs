@@ -76,6 +76,27 @@ where
 /// Fingerprinters that probe cloud metadata endpoints: slow or failing off-cloud.
 const DENIED_FINGERPRINTERS: &str = "env_aws,env_gce,env_azure,env_digitalocean";
 
+/// The image of the test containers on the docker driver (`scripts/images.sh` makes it offline
+/// from Debian's busybox-static: a shell, `httpd`, `nc`, `wget`, `ip`, ...).
+pub const BUSYBOX: &str = "vk-test/busybox:1.35";
+
+/// The infra (pause) image of bridge-mode allocations, made by `scripts/images.sh`.
+pub const PAUSE: &str = "vk-test/pause:3.10";
+
+/// The Nomad client's docker plugin and CNI settings in every agent here: the infra image is the
+/// local pause image (nothing is pulled), images are never garbage-collected (Nomad could not pull
+/// them back: no registry is reachable), the capabilities Docker grants by default plus
+/// `net_admin` and `sys_time` for the capability tests, and Debian's CNI plugins for bridge mode.
+fn docker_plugin() -> String {
+    format!(
+        "plugin \"docker\" {{\n  config {{\n    infra_image = \"{PAUSE}\"\n    gc {{\n      image = false\n    }}\n\
+    allow_caps = [\"audit_write\", \"chown\", \"dac_override\", \"fowner\", \"fsetid\", \"kill\", \"mknod\", \"net_bind_service\", \"setfcap\", \"setgid\", \"setpcap\", \"setuid\", \"sys_chroot\", \"net_raw\", \"net_admin\", \"sys_time\"]\n  }}\n}}\n"
+    )
+}
+
+/// Where Debian's containernetworking-plugins puts the CNI plugins.
+const CNI_PATH: &str = "/usr/lib/cni";
+
 /// The first line of every Nomad agent's configuration here: no look-up of
 /// `checkpoint-api.hashicorp.com` at start (a DNS query leaving the machine; the tests send
 /// nothing beyond 127.0.0.1 and what they made).
@@ -107,6 +128,9 @@ pub struct Stack {
     /// metrics-server, once [`Stack::start_metrics_server`] started it (the lock also makes
     /// concurrent callers wait for one start).
     metrics_server: tokio::sync::Mutex<Option<Process>>,
+    /// The data directory of every Nomad agent started: their `alloc/<id>` directories name the
+    /// allocations whose containers are removed with the stack.
+    nomad_data: Vec<PathBuf>,
 }
 
 /// How the stack runs Nomad.
@@ -118,6 +142,10 @@ pub struct StackOptions {
     /// ([`Stack::start_nomad_client`]). Heartbeats are short (3 s TTL and grace) so that a client
     /// that dies is `down` within seconds.
     pub nomad_server: bool,
+    /// Pods will run on Nomad's docker driver: the Docker engine must answer and the test images
+    /// ([`BUSYBOX`], [`PAUSE`]) be there (`scripts/docker.sh`, `scripts/images.sh`), and the stack
+    /// waits until the Nomad node reports the driver healthy.
+    pub docker: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -298,10 +326,14 @@ impl Stack {
             nomad_rpc: 0,
             nomad_as_nobody: false,
             metrics_server: tokio::sync::Mutex::new(None),
+            nomad_data: Vec::new(),
         };
+        if options.docker {
+            tokio::task::spawn_blocking(check_docker).await??;
+        }
         stack.start_nomad(options.nomad_server).context("starting Nomad")?;
         stack.start_control_plane().await.context("starting the control plane")?;
-        stack.wait_nomad().await?;
+        stack.wait_nomad(options.docker).await?;
         Ok(stack)
     }
 
@@ -494,7 +526,8 @@ plugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n"
         let client = if server { "  enabled = true\n" } else { "" };
         let cfg = format!(
             "{NO_UPDATE_CHECK}ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{mode}\
-client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n"
+client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n{docker}",
+            docker = docker_plugin(),
         );
         let agent = self.nomad_agent("nomad", &cfg)?;
         let mut cmd = self.nomad_command(&agent);
@@ -508,10 +541,11 @@ client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FING
 
     /// Writes agent `name`'s configuration and makes its data directory (`<name>/data`: Nomad puts
     /// `alloc_mounts` beside its data directory, so both stay in `<name>/`).
-    fn nomad_agent(&self, name: &str, cfg: &str) -> anyhow::Result<NomadAgent> {
+    fn nomad_agent(&mut self, name: &str, cfg: &str) -> anyhow::Result<NomadAgent> {
         let home = self.dir.join(name);
         let data = home.join("data");
         std::fs::create_dir_all(&data)?;
+        self.nomad_data.push(data.clone());
         let cfg_path = self.dir.join(format!("{name}.hcl"));
         std::fs::write(&cfg_path, cfg)?;
         if self.nomad_as_nobody {
@@ -576,7 +610,7 @@ client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FING
         let log = self.log("nomad-resumed");
         self.procs[agent.idx] =
             Process::spawn_group(&agent.name, self.nomad_command(&agent), &log)?;
-        self.wait_nomad().await
+        self.wait_nomad(false).await
     }
 
     /// Starts an extra Nomad client agent named `name` in node pool `pool`, joined to the main
@@ -595,9 +629,10 @@ client {{\n{client}  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FING
 ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
 advertise {{\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}}\n\
 client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [\"127.0.0.1:{server}\"]\n\
-  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n\
-plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
+  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n\
+plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
             server = self.nomad_rpc,
+            docker = docker_plugin(),
         );
         let agent = self.nomad_agent(name, &cfg)?;
         let idx = agent.idx;
@@ -632,7 +667,7 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
         }
     }
 
-    async fn wait_nomad(&mut self) -> anyhow::Result<()> {
+    async fn wait_nomad(&mut self, docker: bool) -> anyhow::Result<()> {
         let url = format!("{}/v1/nodes", self.nomad_addr);
         self.ready("nomad", &url, Duration::from_secs(60)).await?;
         let http = reqwest::Client::new();
@@ -644,15 +679,18 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
             "the Nomad agent checks for updates: {}",
             agent["config"]["DisableUpdateCheck"]
         );
+        let drivers: &[&str] = if docker { &["raw_exec", "docker"] } else { &["raw_exec"] };
         wait_for(
-            "a ready Nomad node with raw_exec",
+            &format!("a ready Nomad node with {}", drivers.join(" and ")),
             Duration::from_secs(60),
             Duration::from_millis(500),
             || async {
                 let nodes: serde_json::Value = http.get(&url).send().await?.json().await?;
                 let ok = nodes.as_array().into_iter().flatten().any(|n| {
                     n["Status"] == "ready"
-                        && n["Drivers"]["raw_exec"]["Healthy"] == serde_json::Value::Bool(true)
+                        && drivers
+                            .iter()
+                            .all(|d| n["Drivers"][d]["Healthy"] == serde_json::Value::Bool(true))
                 });
                 Ok(ok.then_some(()))
             },
@@ -995,10 +1033,59 @@ impl Drop for Stack {
         while let Some(mut p) = self.procs.pop() {
             p.kill();
         }
+        // Containers outlive the Nomad agent that started them: remove those of its allocations.
+        remove_containers(&self.nomad_data);
         // Nomad's task executors outlive the agent; kill them and free their mounts so the
         // directory can be removed and no task keeps running after the stack.
         let marker = format!("{}/", self.dir.display());
         process::kill_processes_mentioning(&marker);
         process::unmount_below(&self.dir);
+    }
+}
+
+/// Checks that a Docker engine answers and that the test images are there.
+///
+/// # Errors
+/// Either missing, with the commands that make them.
+pub fn check_docker() -> anyhow::Result<()> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", BUSYBOX, PAUSE])
+        .output()
+        .context("running docker (scripts/docker.sh installs it)")?;
+    ensure!(
+        out.status.success(),
+        "the Docker engine or the test images are missing ({}): run scripts/docker.sh and scripts/images.sh",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Removes (`docker rm -f`) the containers of the allocations found under the Nomad data
+/// directories `data` (`alloc/<alloc ID>/`; Nomad labels each container, pause containers too,
+/// `com.hashicorp.nomad.alloc_id`). Best effort: no Docker, nothing to do.
+fn remove_containers(data: &[PathBuf]) {
+    let allocs: Vec<String> = data
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d.join("alloc")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    for chunk in allocs.chunks(50) {
+        let mut ps = Command::new("docker");
+        ps.args(["ps", "-aq"]);
+        for a in chunk {
+            ps.arg("--filter").arg(format!("label=com.hashicorp.nomad.alloc_id={a}"));
+        }
+        let Ok(out) = ps.output() else { return };
+        let ids: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
     }
 }

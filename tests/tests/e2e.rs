@@ -20,11 +20,17 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
 #[path = "e2e/deploy.rs"]
 mod deploy;
+#[path = "e2e/docker.rs"]
+mod docker;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
 use deploy::in_cluster_rbac;
+use docker::{
+    docker_exec_probes, docker_image_pull_failure, docker_pod, docker_security_and_limits,
+    docker_subpath_escape,
+};
 use hostile::hostile_corpus;
 #[path = "e2e/providers.rs"]
 mod providers;
@@ -1253,7 +1259,8 @@ async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
 /// that ran throughout keeps its allocation and its job is not registered again.
 async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-outage", "e2e-outage");
-    let mut stack = Stack::start_with(StackOptions { nomad_server: true }).await?;
+    let mut stack =
+        Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
     let (version, alloc) = {
         let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
@@ -1326,7 +1333,8 @@ async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
 /// the `Always` pod follows Nomad's replacement to the other client and runs again there.
 async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-lost", "e2e-lost");
-    let mut stack = Stack::start_with(StackOptions { nomad_server: true }).await?;
+    let mut stack =
+        Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     let doomed_client = stack.start_nomad_client("spare-1", "spare").await?;
     let _vk = stack.virtual_kubelet(node, &["--allowed-node-pools", "spare"])?;
     let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
@@ -1838,7 +1846,12 @@ fn main() {
         metrics_server_serves,
         in_cluster_rbac,
         memory_provider,
-        example_provider
+        example_provider,
+        docker_pod,
+        docker_security_and_limits,
+        docker_image_pull_failure,
+        docker_exec_probes,
+        docker_subpath_escape
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
@@ -1876,7 +1889,8 @@ fn main() {
                     }
                     let stack = shared
                         .get_or_init(|| async {
-                            Stack::start().await.map_err(|e| format!("{e:#}"))
+                            let docker = StackOptions { docker: true, ..StackOptions::default() };
+                            Stack::start_with(docker).await.map_err(|e| format!("{e:#}"))
                         })
                         .await
                         .as_ref()

@@ -19,7 +19,7 @@ use vk_domain::runtime::{
 use super::api::{Allocation, TaskEvent, TaskState};
 use super::job::{
     META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTART_POLICY,
-    META_RESTARTS_PREFIX, META_UID,
+    META_RESTARTS_PREFIX, META_UID, own_address,
 };
 
 /// The pod a job belongs to, from its Meta, if it was created by node `node`.
@@ -80,8 +80,24 @@ pub fn current_for<'a>(
     }
 }
 
-/// The sandbox for `alloc`. `host_ip` is the address of the Nomad node that runs it.
-pub fn sandbox(alloc: &Allocation, host_ip: Option<String>) -> Sandbox {
+/// The group network mode of `alloc` (`host`, `bridge`, `none`, `cni/<name>`), from its allocated
+/// resources; empty when the stub carries none.
+pub fn network_mode(alloc: &Allocation) -> &str {
+    alloc
+        .allocated_resources
+        .as_ref()
+        .and_then(|r| r.shared.as_ref())
+        .and_then(|s| s.networks.as_deref())
+        .and_then(|n| n.first())
+        .map_or("", |n| n.mode.as_str())
+}
+
+/// The sandbox for `alloc`. `host_ip` is the address of the Nomad node that runs it; `address`
+/// the allocation's own (`NetworkStatus.Address`) when its group network gives it one
+/// ([`own_address`]): then that is the pod's IP and every container port answers there, so no
+/// port is mapped. Otherwise (host mode) the pod's IP is the node's network address and a
+/// container port reaches the host port Nomad mapped it to.
+pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<String>) -> Sandbox {
     let state = match alloc.client_status.as_str() {
         "pending" => SandboxState::Pending,
         "running" => SandboxState::Running,
@@ -96,13 +112,18 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>) -> Sandbox {
         .and_then(|r| r.shared.as_ref())
         .and_then(|s| s.networks.as_deref())
         .unwrap_or_default();
-    let pod_ip = networks.iter().find(|n| !n.ip.is_empty()).map(|n| n.ip.clone());
-    let ports = networks
-        .iter()
-        .flat_map(|n| n.dynamic_ports.iter().chain(n.reserved_ports.iter()))
-        .filter_map(|p| Some((u16::try_from(p.to).ok()?, u16::try_from(p.value).ok()?)))
-        .filter(|(to, value)| *to > 0 && *value > 0)
-        .collect();
+    let node_ip = networks.iter().find(|n| !n.ip.is_empty()).map(|n| n.ip.clone());
+    let (pod_ip, ports) = if own_address(network_mode(alloc)) {
+        (address.filter(|a| !a.is_empty()), BTreeMap::new())
+    } else {
+        let ports = networks
+            .iter()
+            .flat_map(|n| n.dynamic_ports.iter().chain(n.reserved_ports.iter()))
+            .filter_map(|p| Some((u16::try_from(p.to).ok()?, u16::try_from(p.value).ok()?)))
+            .filter(|(to, value)| *to > 0 && *value > 0)
+            .collect();
+        (node_ip.clone(), ports)
+    };
     let containers = alloc
         .task_states
         .iter()
@@ -113,7 +134,7 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>) -> Sandbox {
         id: alloc.id.clone(),
         state,
         created_at: from_nanos(alloc.create_time),
-        host_ip: host_ip.or_else(|| pod_ip.clone()),
+        host_ip: host_ip.or(node_ip),
         pod_ip,
         containers,
         message: Some(alloc.client_description.clone()).filter(|m| !m.is_empty()),
@@ -137,7 +158,14 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
     let started_at = last_started.or_else(|| from_rfc3339(ts.started_at.as_deref()));
     let restart_count = i32::try_from(ts.restarts).unwrap_or(i32::MAX);
     let never_ran = started_at.is_none() && last("Terminated").is_none();
+    // The image could not be pulled and the container never ran: the kubelet's ErrImagePull,
+    // and ImagePullBackOff while Nomad waits to try again.
+    let pull = pull_failure(events).filter(|_| never_ran && ts.state != "running");
     let state = match ts.state.as_str() {
+        _ if pull.is_some() => pull.unwrap_or(ContainerState::Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        }),
         "running" => ContainerState::Running { started_at },
         // Killed before it ever ran, through no fault of its own (a sibling, such as an init
         // container, failed): it never left the waiting state.
@@ -168,6 +196,42 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
         probe_ready: None,
         probe_started: None,
     }
+}
+
+/// The docker driver's message for an image it could not pull (`Failed to pull `<image>`: <the
+/// engine's error>`, a `Driver Failure` event).
+const PULL_FAILED: &str = "Failed to pull `";
+
+/// The waiting state of a container whose last start attempt failed to pull its image:
+/// `ErrImagePull` with the engine's error right after the failure, `ImagePullBackOff` with
+/// the kubelet's `Back-off pulling image "<image>": ErrImagePull: <error>` once Nomad is
+/// waiting to try again
+/// (`Restarting`). `None` when the last attempt got past the pull (or is pulling now).
+fn pull_failure(events: &[TaskEvent]) -> Option<ContainerState> {
+    let last = events.iter().rev().find(|e| {
+        matches!(e.type_.as_str(), "Driver Failure" | "Driver" | "Started" | "Terminated")
+    })?;
+    // Pulling again after a failed pull is still the back-off, as the kubelet reports it.
+    let failed = if last.type_ == "Driver" {
+        events.iter().rev().find(|e| e.type_ == "Driver Failure")?
+    } else {
+        last
+    };
+    let rest = failed.display_message.strip_prefix(PULL_FAILED)?;
+    if failed.type_ != "Driver Failure" {
+        return None;
+    }
+    let (image, error) = rest.split_once("`: ").unwrap_or((rest, rest));
+    let backing_off =
+        last.type_ == "Driver" || events.last().is_some_and(|e| e.type_ == "Restarting");
+    Some(if backing_off {
+        ContainerState::Waiting {
+            reason: "ImagePullBackOff".into(),
+            message: Some(format!("Back-off pulling image {image:?}: ErrImagePull: {error}")),
+        }
+    } else {
+        ContainerState::Waiting { reason: "ErrImagePull".into(), message: Some(error.to_owned()) }
+    })
 }
 
 fn termination(events: &[TaskEvent], ts: &TaskState, started_at: Option<Timestamp>) -> Termination {
@@ -300,7 +364,7 @@ mod tests {
                     {"Type": "Not Restarting", "Time": 1_700_000_002_000_000_001i64, "FailsTask": true}
                 ]}}
         }));
-        let s = sandbox(&a, Some("10.1.1.1".into()));
+        let s = sandbox(&a, Some("10.1.1.1".into()), None);
         assert_eq!(s.state, SandboxState::Failed);
         assert_eq!(s.pod_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(s.host_ip.as_deref(), Some("10.1.1.1"));
@@ -321,7 +385,7 @@ mod tests {
             let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
                 "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
                     {"Type": "Terminated", "Time": 1, "Details": details}]}}}));
-            match sandbox(&a, None).containers.get("t").unwrap().state.clone() {
+            match sandbox(&a, None, None).containers.get("t").unwrap().state.clone() {
                 ContainerState::Terminated(t) => t,
                 other => panic!("{other:?}"),
             }
@@ -334,7 +398,7 @@ mod tests {
             "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
                 {"Type": "Driver Failure", "Time": 1, "DisplayMessage": "failed to launch command", "FailsTask": true}]}}}));
         let ContainerState::Terminated(t) =
-            sandbox(&a, None).containers.get("t").unwrap().state.clone()
+            sandbox(&a, None, None).containers.get("t").unwrap().state.clone()
         else {
             panic!()
         };
@@ -356,7 +420,7 @@ mod tests {
                 {"Type": "Restarting", "Time": 6, "DisplayMessage": "Task restarting in 10s"}]},
             "n": {"State": "pending", "Events": [{"Type": "Received", "Time": 1, "DisplayMessage": "Task received by client"}]}
         }}));
-        let s = sandbox(&a, None);
+        let s = sandbox(&a, None, None);
         let r = &s.containers.get("r").unwrap();
         assert_eq!(
             r.state,
@@ -372,5 +436,87 @@ mod tests {
         assert!(
             matches!(&s.containers.get("n").unwrap().state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating")
         );
+    }
+
+    /// A bridge-mode allocation's pod IP is its own address (`NetworkStatus.Address`, read from
+    /// the full allocation), with no port mapping; a host-mode one's is the node's network
+    /// address, with the host ports Nomad mapped; without an address yet the pod has no IP.
+    #[test]
+    fn the_pod_ip_is_the_allocations_own_address_in_bridge_mode() {
+        let a = |mode: &str| {
+            alloc(json!({
+                "ID": "a1", "JobID": "j", "ClientStatus": "running",
+                "AllocatedResources": {"Shared": {"Networks": [{"Mode": mode, "IP": "10.0.0.5",
+                    "ReservedPorts": [{"Label": "main_http", "Value": 8080, "To": 80}]}]}},
+            }))
+        };
+        let bridge = sandbox(&a("bridge"), Some("10.0.0.5".into()), Some("172.26.64.7".into()));
+        assert_eq!(bridge.pod_ip.as_deref(), Some("172.26.64.7"));
+        assert_eq!(bridge.host_ip.as_deref(), Some("10.0.0.5"));
+        assert!(bridge.ports.is_empty(), "{:?}", bridge.ports);
+        let cni = sandbox(&a("cni/mynet"), None, Some("10.9.0.2".into()));
+        assert_eq!(cni.pod_ip.as_deref(), Some("10.9.0.2"));
+        assert_eq!(cni.host_ip.as_deref(), Some("10.0.0.5"));
+        let pending = sandbox(&a("bridge"), Some("10.0.0.5".into()), None);
+        assert_eq!(pending.pod_ip, None);
+        let host = sandbox(&a("host"), Some("10.0.0.5".into()), Some("ignored".into()));
+        assert_eq!(host.pod_ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(host.ports, BTreeMap::from([(80, 8080)]));
+        assert_eq!(network_mode(&a("bridge")), "bridge");
+        let full: Allocation = serde_json::from_value(json!({
+            "ID": "a1", "JobID": "j",
+            "NetworkStatus": {"InterfaceName": "eth0", "Address": "172.26.64.7", "AddressIPv6": "", "DNS": null},
+        }))
+        .unwrap();
+        assert_eq!(full.network_status.unwrap().address, "172.26.64.7");
+    }
+
+    /// A pull that failed (the docker driver's `Driver Failure` event, as Nomad 1.11 records it):
+    /// ErrImagePull with the engine's message, ImagePullBackOff while Nomad waits to restart,
+    /// ContainerCreating again while it pulls anew; a failure that is not a pull is not one.
+    #[test]
+    fn a_failed_pull_is_err_image_pull_then_image_pull_back_off() {
+        let msg = "Failed to pull `127.0.0.1:1/missing:1`: Error response from daemon: Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused";
+        let state = |events: serde_json::Value, status: &str, restarts: u64| {
+            let a = alloc(json!({"ID": "a1", "JobID": "j", "ClientStatus": status,
+                "TaskStates": {"t": {"State": "pending", "Restarts": restarts, "Events": events}}}));
+            sandbox(&a, None, None).containers.get("t").unwrap().state.clone()
+        };
+        let setup = json!({"Type": "Task Setup", "DisplayMessage": "Building Task Directory"});
+        let pulling = json!({"Type": "Driver", "DisplayMessage": "Downloading image"});
+        let failed = json!({"Type": "Driver Failure", "DisplayMessage": msg});
+        let restarting =
+            json!({"Type": "Restarting", "DisplayMessage": "Task restarting in 10.3s"});
+        assert_eq!(
+            state(json!([setup, pulling, failed]), "pending", 0),
+            ContainerState::Waiting {
+                reason: "ErrImagePull".into(),
+                message: Some(msg.split_once("`: ").unwrap().1.into())
+            }
+        );
+        assert_eq!(
+            state(json!([setup, pulling, failed, restarting]), "pending", 1),
+            ContainerState::Waiting {
+                reason: "ImagePullBackOff".into(),
+                message: Some(format!(
+                    "Back-off pulling image \"127.0.0.1:1/missing:1\": ErrImagePull: {}",
+                    msg.split_once("`: ").unwrap().1
+                ))
+            }
+        );
+        match state(json!([setup, pulling, failed, restarting, pulling]), "pending", 1) {
+            ContainerState::Waiting { reason, .. } => assert_eq!(reason, "ImagePullBackOff"),
+            other => panic!("{other:?}"),
+        }
+        match state(json!([setup, pulling]), "pending", 0) {
+            ContainerState::Waiting { reason, .. } => assert_eq!(reason, "ContainerCreating"),
+            other => panic!("{other:?}"),
+        }
+        let other_failure =
+            json!({"Type": "Driver Failure", "DisplayMessage": "failed to create container"});
+        match state(json!([setup, other_failure]), "pending", 0) {
+            ContainerState::Waiting { reason, .. } => assert_eq!(reason, "ContainerCreating"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -352,6 +352,24 @@ pub struct Allocation {
     /// The allocation this one replaced (full allocation only, `omitempty`: empty when none).
     #[serde(rename = "PreviousAllocation", default)]
     pub previous_allocation: String,
+    /// The allocation's network as its client set it up (full allocation only: the list stub
+    /// leaves it out).
+    #[serde(default)]
+    pub network_status: Option<AllocNetworkStatus>,
+}
+
+/// `api.AllocNetworkStatus`: the network namespace a client made for a `bridge` or `cni/*`
+/// group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocNetworkStatus {
+    /// The allocation's IPv4 address in its network (`bridge`: on Nomad's `nomad` bridge,
+    /// 172.26.64.0/20 by default); empty until the client has set the network up.
+    #[serde(default)]
+    pub address: String,
+    /// The allocation's IPv6 address, when the network gives one.
+    #[serde(rename = "AddressIPv6", default)]
+    pub address_ipv6: String,
 }
 
 /// `api.AllocatedResources`.

@@ -115,3 +115,34 @@ pub(crate) fn param(line: &str, name: &str) -> Option<String> {
 pub(crate) fn drain(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
+
+/// Answers the WebSocket upgrade request `head` on `sock` as a server and returns the stream.
+///
+/// # Panics
+/// On a request without `Sec-WebSocket-Key` or a failed write (a test failure).
+pub(super) async fn accept_ws(
+    mut sock: tokio::net::TcpStream,
+    head: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let key = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Sec-WebSocket-Key: ").or(l.strip_prefix("sec-websocket-key: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    sock.write_all(
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        sock,
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await
+}

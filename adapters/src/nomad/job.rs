@@ -152,8 +152,23 @@ pub struct JobSettings {
     pub seccomp_profile_root: String,
 }
 
-/// The group network mode a pod gets when it does not choose one.
-pub const DEFAULT_NETWORK_MODE: &str = "host";
+/// The group network mode a pod on `driver` gets when it neither chooses one by annotation nor
+/// sets `spec.hostNetwork`: `bridge` for the drivers that can join the allocation's network
+/// namespace (`docker`, `exec`), so the pod has an address of its own and its containers share
+/// `localhost`, as a Kubernetes pod's do; `host` for `raw_exec`, whose processes run in the
+/// host's network namespace whatever the group says.
+pub fn default_network_mode(driver: &str) -> &'static str {
+    match driver {
+        "docker" | "exec" => "bridge",
+        _ => "host",
+    }
+}
+
+/// Whether a group in network mode `m` gives the allocation an address of its own
+/// (Nomad's `NetworkStatus.Address`): `bridge` and `cni/<name>`.
+pub fn own_address(m: &str) -> bool {
+    m == "bridge" || m.starts_with("cni/")
+}
 
 /// A pod as Nomad objects: the job, and the items of its Variable. `Debug` shows the items' keys,
 /// never their values.
@@ -245,6 +260,13 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
     let field = |k: &str| format!("metadata.annotations[{k}]");
     let ns = spec.key.namespace();
     let applicable = s.policy.for_namespace(ns, spec.namespace_labels.as_ref());
+    let (driver_key, driver) = match ann(&s.driver_annotation) {
+        Some(d) => (s.driver_annotation.as_str(), d),
+        None => match ann(ANN_DRIVER) {
+            Some(d) => (ANN_DRIVER, d),
+            None => ("", s.default_driver.as_str()),
+        },
+    };
     let check = Check {
         namespace: ns,
         applicable: &applicable,
@@ -253,14 +275,7 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
             namespace: s.namespace.as_deref(),
             region: s.region.as_deref(),
             datacenters: &s.datacenters,
-            network_mode: DEFAULT_NETWORK_MODE,
-        },
-    };
-    let (driver_key, driver) = match ann(&s.driver_annotation) {
-        Some(d) => (s.driver_annotation.as_str(), d),
-        None => match ann(ANN_DRIVER) {
-            Some(d) => (ANN_DRIVER, d),
-            None => ("", s.default_driver.as_str()),
+            network_mode: default_network_mode(driver),
         },
     };
     if !matches!(driver, "docker" | "raw_exec" | "exec") {
@@ -327,7 +342,13 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
         }
     };
     let network_mode = match ann(ANN_NETWORK_MODE) {
-        None => DEFAULT_NETWORK_MODE.to_owned(),
+        None if spec.host_network => {
+            // The host's network is the operator's to give: the default of raw_exec, else
+            // granted by --allowed-network-modes (the kubelet's --host-network-sources).
+            check.network_mode("spec.hostNetwork".to_owned(), "host")?;
+            "host".to_owned()
+        }
+        None => default_network_mode(driver).to_owned(),
         Some(m) => {
             if !valid_network_mode(m) {
                 return Err(Unsupported::new(
@@ -335,7 +356,7 @@ fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placement, Unsuppor
                     format!("network mode {m:?} is not one of host, bridge, none, cni/<name>"),
                 ));
             }
-            check.network_mode(ANN_NETWORK_MODE, m)?;
+            check.network_mode(field(ANN_NETWORK_MODE), m)?;
             m.to_owned()
         }
     };
@@ -410,11 +431,11 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
     let mut b = Builder {
         id: id.clone(),
         driver: place.driver.clone(),
+        network_mode: place.network_mode.clone(),
         spec,
         settings: s,
         items: BTreeMap::new(),
         reserved: Vec::new(),
-        dynamic: Vec::new(),
     };
     let mut tasks = Vec::new();
     let mut gated = Vec::new();
@@ -469,7 +490,6 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
             networks: vec![Network {
                 mode: place.network_mode,
                 reserved_ports: b.reserved,
-                dynamic_ports: b.dynamic,
                 ..Network::default()
             }],
             meta: BTreeMap::new(),
@@ -679,18 +699,18 @@ impl std::fmt::Debug for PodJob {
 struct Builder<'a> {
     id: String,
     driver: String,
+    /// The group's network mode.
+    network_mode: String,
     spec: &'a WorkloadSpec,
     settings: &'a JobSettings,
     items: BTreeMap<String, String>,
     reserved: Vec<Port>,
-    dynamic: Vec<Port>,
 }
 
 impl Builder<'_> {
     fn task(&mut self, field: &str, c: &ContainerSpec) -> Result<Task, Unsupported> {
         let driver = self.driver.clone();
         let mut config = Map::new();
-        let mut labels = Vec::new();
         for (i, p) in c.ports.iter().enumerate() {
             let label = port_label(&c.name, p.name.as_deref(), p.container_port);
             let to = i32::from(p.container_port);
@@ -700,24 +720,28 @@ impl Builder<'_> {
                     "SCTP ports cannot be given to Nomad",
                 ));
             }
-            match (driver.as_str(), p.host_port) {
+            match (self.network_mode.as_str(), p.host_port) {
+                // hostPort: the node's port, mapped to the container port (Nomad's CNI
+                // `portmap` in bridge mode).
                 (_, Some(h)) => {
                     self.reserved.push(Port { label: label.clone(), value: i32::from(h), to })
                 }
-                // The process of an exec-style driver binds the container port itself, in the
-                // host's network: reserve it so the scheduler knows.
-                ("raw_exec" | "exec", None) => {
-                    self.reserved.push(Port { label: label.clone(), value: to, to })
-                }
-                _ => self.dynamic.push(Port { label: label.clone(), value: 0, to }),
+                // In the host's network the process binds the container port itself: reserve
+                // it so the scheduler knows.
+                ("host", None) => self.reserved.push(Port { label: label.clone(), value: to, to }),
+                // The pod's own address (bridge, CNI) answers on every container port without
+                // a node port; `none` has no port to give.
+                _ => {}
             }
-            labels.push(Value::String(label));
         }
         let command = self.args(field, "command", &c.command)?;
         let args = self.args(field, "args", &c.args)?;
         let user = match driver.as_str() {
             "docker" => {
                 config.insert("image".into(), json!(hcl_text(&c.image)));
+                if c.pull_always {
+                    config.insert("force_pull".into(), json!(true));
+                }
                 if !command.is_empty() {
                     config.insert("entrypoint".into(), json!(command));
                 }
@@ -727,8 +751,12 @@ impl Builder<'_> {
                 if let Some(w) = &c.working_dir {
                     config.insert("work_dir".into(), json!(hcl_text(w)));
                 }
-                if !labels.is_empty() {
-                    config.insert("ports".into(), Value::Array(labels));
+                // Bridge and CNI modes: no `network_mode`, so the container joins the
+                // allocation's network namespace (Nomad's pause container) with the pod's other
+                // containers. Host and none: Docker's own modes of that name (without it a
+                // container would get a namespace of its own on docker0).
+                if matches!(self.network_mode.as_str(), "host" | "none") {
+                    config.insert("network_mode".into(), json!(self.network_mode));
                 }
                 let mut binds = Vec::new();
                 for (i, m) in c.mounts.iter().enumerate() {
@@ -747,9 +775,34 @@ impl Builder<'_> {
                     }
                     let mut host = volume_dir(&m.volume);
                     if let Some(sub) = &m.sub_path {
+                        // Docker resolves a bind's source when it creates the container and
+                        // follows symbolic links: a container of the pod (an init container, a
+                        // sidecar, this one before a restart) could make `<volume>/<subPath>` a
+                        // link to `/` and get the node's root filesystem mounted (the kubelet's
+                        // CVE-2017-1002101). Nomad's check of the source is textual, so a
+                        // subPath is only taken into volumes no container can write.
+                        let writable = self.spec.volumes.iter().any(|v| {
+                            v.name == m.volume && matches!(v.source, Source::EmptyDir { .. })
+                        });
+                        if writable {
+                            return Err(Unsupported::new(
+                                format!("{field}.volumeMounts[{i}].subPath"),
+                                format!(
+                                    "{sub:?} into emptyDir {:?} cannot be mounted safely by the docker driver: a container could replace it with a symbolic link, which Docker would follow out of the volume (CVE-2017-1002101); mount the whole volume",
+                                    m.volume
+                                ),
+                            ));
+                        }
                         host = format!("{host}/{sub}");
                     }
-                    let ro = if m.read_only { ":ro" } else { "" };
+                    // ConfigMap, Secret, downward API and projected volumes are read-only in
+                    // the container whatever the mount says, as the kubelet mounts them.
+                    let api_data = self
+                        .spec
+                        .volumes
+                        .iter()
+                        .any(|v| v.name == m.volume && matches!(v.source, Source::Files(_)));
+                    let ro = if m.read_only || api_data { ":ro" } else { "" };
                     binds.push(hcl_text(&format!("{host}:{}{ro}", m.mount_path)));
                 }
                 if !binds.is_empty() {
@@ -815,8 +868,16 @@ impl Builder<'_> {
         let mem_bytes = r.memory_request_bytes.or(r.memory_limit_bytes);
         let mib = |b: u64| i64::try_from(b.div_ceil(1 << 20).max(10)).unwrap_or(i64::MAX);
         let memory_mb = mem_bytes.map(mib);
-        let memory_max_mb =
+        let mut memory_max_mb =
             r.memory_limit_bytes.map(mib).filter(|max| memory_mb.is_some_and(|m| *max > m));
+        if driver == "docker" {
+            // The docker driver's own hard limit: `MemoryMB` becomes the reservation
+            // (memory.soft_limit_in_bytes) and the limit the cgroup's hard limit, with or without
+            // Nomad's memory oversubscription (which `MemoryMaxMB` would need).
+            if let Some(max) = memory_max_mb.take() {
+                config.insert("memory_hard_limit".into(), json!(max));
+            }
+        }
         let mhz = self.settings.mhz_per_core;
         let cpu = match cpu_millis {
             None => None,
@@ -834,6 +895,16 @@ impl Builder<'_> {
                     })?,
             ),
         };
+        // A CPU limit no lower than the request (or without one) is the task's CPU: the docker
+        // driver's `cpu_hard_limit` turns it into a CFS quota of that many cores. A limit above
+        // the request is not enforced: Nomad has one CPU figure, the request's, which would cap
+        // the container there.
+        if driver == "docker"
+            && r.cpu_limit_millis.is_some()
+            && r.cpu_request_millis.is_none_or(|q| Some(q) >= r.cpu_limit_millis)
+        {
+            config.insert("cpu_hard_limit".into(), json!(true));
+        }
         Ok(Task {
             name: c.name.clone(),
             driver,
@@ -1421,16 +1492,187 @@ mod tests {
         assert_eq!(t.config["entrypoint"], json!(["nginx"]));
         assert_eq!(t.config["args"], json!(["-g", "daemon off;"]));
         assert_eq!(t.config["work_dir"], json!("/srv"));
-        assert_eq!(t.config["ports"], json!(["main_http"]));
+        assert!(!t.config.contains_key("ports") && !t.config.contains_key("network_mode"));
+        assert!(!t.config.contains_key("force_pull"), "no imagePullPolicy: IfNotPresent");
+        let mut always = web("Always");
+        always["containers"][0]["imagePullPolicy"] = json!("Always");
+        let job = translate(json!({}), always).unwrap().job;
+        assert_eq!(job.task_groups[0].tasks[0].config["force_pull"], json!(true));
         assert_eq!(t.env["A"], "2", "later env entries win");
         assert_eq!(t.resources.cpu, Some(500), "250m at 2000 MHz per core");
-        assert_eq!((t.resources.memory_mb, t.resources.memory_max_mb), (Some(64), Some(128)));
+        assert_eq!((t.resources.memory_mb, t.resources.memory_max_mb), (Some(64), None));
+        assert_eq!(t.config["memory_hard_limit"], json!(128), "the limit is docker's hard limit");
+        assert!(!t.config.contains_key("cpu_hard_limit"), "a limit above the request is not a cap");
         assert_eq!(t.kill_timeout, 7_000_000_000);
         assert!(t.templates.is_empty() && t.lifecycle.is_none() && t.user.is_empty());
-        assert_eq!(
-            g.networks[0].dynamic_ports,
-            vec![Port { label: "main_http".into(), value: 0, to: 80 }]
+        assert_eq!(g.networks[0].mode, "bridge", "a docker pod has an address of its own");
+        assert!(g.networks[0].dynamic_ports.is_empty() && g.networks[0].reserved_ports.is_empty());
+    }
+
+    /// Requests and limits on docker: the memory request is Nomad's `MemoryMB` (the
+    /// reservation), a higher limit the driver's `memory_hard_limit`; a CPU limit that is the
+    /// request (or stands alone) is enforced by `cpu_hard_limit`; on the exec drivers a higher
+    /// memory limit stays `MemoryMaxMB`.
+    #[test]
+    fn limits_reach_the_docker_driver() {
+        let job = |driver: &str, res: serde_json::Value| {
+            let mut c = web("Always");
+            c["containers"][0]["resources"] = res;
+            translate_permissive(json!({ANN_DRIVER: driver}), c).unwrap().job.task_groups[0].tasks
+                [0]
+            .clone()
+        };
+        let cases = [
+            // (resources, cpu MHz, memory MB, hard limit, cpu_hard_limit)
+            (json!({"limits": {"cpu": "500m", "memory": "64Mi"}}), 1000, 64, None, true),
+            (
+                json!({"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}),
+                1000,
+                64,
+                None,
+                true,
+            ),
+            (
+                json!({"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "100Mi"}}),
+                500,
+                32,
+                Some(100),
+                false,
+            ),
+            (json!({"requests": {"cpu": "250m", "memory": "32Mi"}}), 500, 32, None, false),
+        ];
+        for (res, cpu, mem, hard, capped) in cases {
+            let t = job("docker", res.clone());
+            assert_eq!(t.resources.cpu, Some(cpu), "{res}");
+            assert_eq!(
+                (t.resources.memory_mb, t.resources.memory_max_mb),
+                (Some(mem), None),
+                "{res}"
+            );
+            assert_eq!(t.config.get("memory_hard_limit").and_then(Value::as_i64), hard, "{res}");
+            assert_eq!(t.config.contains_key("cpu_hard_limit"), capped, "{res}");
+        }
+        let exec = job(
+            "raw_exec",
+            json!({"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "100Mi"}}),
         );
+        assert_eq!((exec.resources.memory_mb, exec.resources.memory_max_mb), (Some(32), Some(100)));
+        assert!(
+            !exec.config.contains_key("memory_hard_limit")
+                && !exec.config.contains_key("cpu_hard_limit")
+        );
+    }
+
+    /// A subPath into an emptyDir is refused on docker (a container could plant a symbolic link
+    /// there, which Docker would follow when binding: CVE-2017-1002101); into API data, which
+    /// only Nomad's templates write, it is bound; raw_exec binds nothing.
+    #[test]
+    fn a_sub_path_into_a_writable_volume_is_refused_on_docker() {
+        let spec = |sub: &str| {
+            json!({
+                "containers": [{"name": "c", "image": "i", "command": ["sh"], "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/etc/mode", "subPath": "mode"},
+                    {"name": "scratch", "mountPath": "/data", "subPath": sub}
+                ]}],
+                "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "scratch", "emptyDir": {}}]
+            })
+        };
+        let err = translate(json!({}), spec("link")).unwrap_err();
+        assert_eq!(err.field, "spec.containers[0].volumeMounts[1].subPath");
+        assert!(
+            err.reason.starts_with("\"link\" into emptyDir \"scratch\" cannot be mounted safely")
+                && err.reason.contains("CVE-2017-1002101"),
+            "{}",
+            err.reason
+        );
+        assert!(translate(json!({}), spec("a/b")).is_err(), "nested paths too");
+        let raw = translate_permissive(json!({ANN_DRIVER: "raw_exec"}), spec("link")).unwrap();
+        assert!(!raw.job.task_groups[0].tasks[0].config.contains_key("volumes"));
+        let only_api_data = json!({
+            "containers": [{"name": "c", "image": "i", "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/mode", "subPath": "mode"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}]
+        });
+        let job = translate(json!({}), only_api_data).unwrap().job;
+        assert_eq!(
+            job.task_groups[0].tasks[0].config["volumes"],
+            json!(["../alloc/volumes/cfg/mode:/etc/mode:ro"])
+        );
+    }
+
+    /// The group network mode and ports by driver, `hostNetwork` and annotation: a pod on docker
+    /// or exec gets a network namespace of its own (bridge); the host's network only on raw_exec
+    /// or when the operator allows it.
+    #[test]
+    fn network_modes_and_ports_follow_the_driver_and_the_operator() {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let pod = |driver: &str, host_network: bool, mode: Option<&str>, host_port: Option<u16>| {
+            let mut c = web("Always");
+            c["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 80}]);
+            if let Some(h) = host_port {
+                c["containers"][0]["ports"][0]["hostPort"] = json!(h);
+            }
+            if host_network {
+                c["hostNetwork"] = json!(true);
+            }
+            let mut ann = json!({ANN_DRIVER: driver});
+            if let Some(m) = mode {
+                ann[ANN_NETWORK_MODE] = json!(m);
+            }
+            pod_with_labels(ann, c, None)
+        };
+        let granted = |modes: &[&str]| JobSettings {
+            policy: std::sync::Arc::new(NomadPolicy {
+                base: NomadGrant {
+                    drivers: owned(&["docker", "exec", "raw_exec"]),
+                    network_modes: owned(modes),
+                    ..NomadGrant::default()
+                },
+                rules: Vec::new(),
+            }),
+            ..settings()
+        };
+        let strict = granted(&[]);
+        let port = |v: i32| vec![Port { label: "main_http".into(), value: v, to: 80 }];
+        // (driver, hostNetwork, annotation, hostPort) → (mode, reserved ports, docker network_mode)
+        type Case = (&'static str, bool, Option<&'static str>, Option<u16>);
+        type Want = (&'static str, Vec<Port>, Option<&'static str>);
+        let cases: [(Case, Want); 7] = [
+            (("docker", false, None, None), ("bridge", vec![], None)),
+            (("docker", false, None, Some(8080)), ("bridge", port(8080), None)),
+            (("exec", false, None, None), ("bridge", vec![], None)),
+            (("raw_exec", false, None, None), ("host", port(80), None)),
+            (("raw_exec", true, None, None), ("host", port(80), None)),
+            (("docker", false, Some("none"), None), ("none", vec![], Some("none"))),
+            (("docker", true, None, None), ("host", port(80), Some("host"))),
+        ];
+        let open = granted(&["host", "none"]);
+        for ((driver, hn, mode, hp), (want, reserved, docker_mode)) in cases {
+            let job = to_job(&pod(driver, hn, mode, hp), &open).unwrap().job;
+            let g = &job.task_groups[0];
+            let what = format!("{driver} hostNetwork={hn} annotation={mode:?} hostPort={hp:?}");
+            assert_eq!(g.networks[0].mode, want, "{what}");
+            assert_eq!(g.networks[0].reserved_ports, reserved, "{what}");
+            assert!(g.networks[0].dynamic_ports.is_empty(), "{what}");
+            assert_eq!(
+                g.tasks[0].config.get("network_mode").and_then(Value::as_str),
+                docker_mode,
+                "{what}"
+            );
+        }
+        // The host's network for a docker pod is the operator's to give, by either field.
+        let err = to_job(&pod("docker", true, None, None), &strict).unwrap_err();
+        assert_eq!(err.field, "spec.hostNetwork");
+        assert!(
+            err.reason.starts_with("network mode \"host\" is not allowed in namespace")
+                && err.reason.contains("(allowed: \"bridge\"; set by --allowed-network-modes"),
+            "{}",
+            err.reason
+        );
+        let err = to_job(&pod("docker", false, Some("host"), None), &strict).unwrap_err();
+        assert_eq!(err.field, format!("metadata.annotations[{ANN_NETWORK_MODE}]"));
+        // raw_exec runs in the host's network whatever: its default needs no grant.
+        assert!(to_job(&pod("raw_exec", true, None, None), &strict).is_ok());
     }
 
     #[test]
@@ -1542,8 +1784,9 @@ mod tests {
             json!([
                 "../alloc/volumes/cfg:/etc/cfg:ro",
                 "../alloc/volumes/scratch:/scratch",
-                "../alloc/volumes/sec/db:/run/secret"
-            ])
+                "../alloc/volumes/sec/db:/run/secret:ro"
+            ]),
+            "API data volumes are read-only whatever the mount says; an emptyDir follows it"
         );
         assert_eq!(b.config["volumes"], json!(["../alloc/volumes/scratch:/data"]));
         let dests: Vec<(&str, &str)> =
@@ -1798,8 +2041,8 @@ mod tests {
             (ANN_PRIORITY, "100", "priority 100"),
             (
                 ANN_NETWORK_MODE,
-                "bridge",
-                "network mode \"bridge\" is not allowed in namespace \"team-a\" (allowed: \"host\"; set by --allowed-network-modes",
+                "host",
+                "network mode \"host\" is not allowed in namespace \"team-a\" (allowed: \"bridge\"; set by --allowed-network-modes",
             ),
             (
                 ANN_DATACENTERS,
@@ -1822,7 +2065,7 @@ mod tests {
             (ANN_DRIVER, "docker"),
             (ANN_NAMESPACE, "k8s"),
             (ANN_REGION, "global"),
-            (ANN_NETWORK_MODE, "host"),
+            (ANN_NETWORK_MODE, "bridge"),
             (ANN_DATACENTERS, "dc1"),
             (ANN_PRIORITY, "50"),
             (ANN_PRIORITY, "1"),

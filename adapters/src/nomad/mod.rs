@@ -74,7 +74,17 @@ pub struct NomadProvider {
     written: std::sync::Mutex<HashMap<String, Written>>,
     /// The pod of each job this node owns, as last seen (for the event stream).
     keys: std::sync::Arc<RwLock<HashMap<String, PodKey>>>,
+    /// The own address (`NetworkStatus.Address`) of each bridge- or CNI-mode allocation seen, by
+    /// allocation ID: set once by the client when it makes the network, so read once from the
+    /// full allocation (the list stub leaves it out). Bounded; an evicted entry is read again.
+    addresses: moka::sync::Cache<String, String>,
+    /// Whether task `(job ID, task)` runs on the docker driver, once read from the job (for
+    /// [`NomadProvider::exec`]'s confirmation). Bounded like `addresses`.
+    docker_tasks: moka::sync::Cache<(String, String), bool>,
 }
+
+/// Allocation addresses kept ([`NomadProvider::addresses`]): beyond the pods of a large node.
+const ADDRESS_ENTRIES: u64 = 16_384;
 
 #[derive(Clone, PartialEq)]
 struct Written {
@@ -133,7 +143,46 @@ impl NomadProvider {
             cluster: RwLock::new(ClusterInfo::default()),
             written: std::sync::Mutex::new(HashMap::new()),
             keys: std::sync::Arc::default(),
+            addresses: moka::sync::Cache::new(ADDRESS_ENTRIES),
+            docker_tasks: moka::sync::Cache::new(ADDRESS_ENTRIES),
         })
+    }
+
+    /// Whether `task` of job `r` runs on the docker driver (read from the job once, then cached;
+    /// `true` when the job cannot be read, so that a success is confirmed rather than trusted).
+    async fn on_docker(&self, r: &JobRef, task: &str) -> bool {
+        let key = (r.id.clone(), task.to_owned());
+        if let Some(d) = self.docker_tasks.get(&key) {
+            return d;
+        }
+        let Ok(Some(job)) = self.job(r).await else { return true };
+        for t in job.task_groups.iter().flat_map(|g| &g.tasks) {
+            self.docker_tasks.insert((r.id.clone(), t.name.clone()), t.driver == "docker");
+        }
+        self.docker_tasks.get(&key).unwrap_or(true)
+    }
+
+    /// The own address of allocation `a` when its group network gives it one (bridge, CNI), from
+    /// the cache or the full allocation (`GET /v1/allocation/<id>`); `None` in host mode, before
+    /// the client has made the network, or when Nomad cannot be read (logged; the next status
+    /// read tries again).
+    async fn own_address(&self, client: &NomadClient, a: &Allocation) -> Option<String> {
+        if !job::own_address(alloc::network_mode(a)) {
+            return None;
+        }
+        if let Some(ip) = self.addresses.get(&a.id) {
+            return Some(ip);
+        }
+        let full: Allocation = match client.get(&["v1", "allocation", &a.id], &[]).await {
+            Ok(full) => full,
+            Err(e) => {
+                debug!(alloc = %a.id, error = %e, "reading the allocation's network status");
+                return None;
+            }
+        };
+        let ip = full.network_status.map(|n| n.address).filter(|ip| !ip.is_empty())?;
+        self.addresses.insert(a.id.clone(), ip.clone());
+        Some(ip)
     }
 
     /// The job ID used for `key`.
@@ -220,7 +269,8 @@ impl NomadProvider {
         let sandbox = match alloc::current_for(allocs.iter().copied(), meta) {
             Some(a) => {
                 let host_ip = self.host_ip(&a.node_id).await;
-                let mut sb = alloc::sandbox(a, host_ip);
+                let address = self.own_address(&self.at(at), a).await;
+                let mut sb = alloc::sandbox(a, host_ip, address);
                 for (name, c) in &mut sb.containers {
                     c.restart_count =
                         c.restart_count.saturating_add(bases.get(name).copied().unwrap_or(0));
@@ -610,6 +660,11 @@ impl PodProvider for NomadProvider {
         self.put_variable(&self.at(&r), &job::gate_path(&r.id, container), &items, true).await
     }
 
+    /// Runs a probe's command. On the docker driver a success is confirmed by a second run:
+    /// Nomad 1.11's docker driver may report exit code 0 for a command that has not started yet
+    /// (`ExecTaskStreaming` inspects the exec right after attaching, before Docker marks it
+    /// running; hashicorp/nomad#27146), which made a startup probe of `/bin/false` pass. Both runs
+    /// must succeed; a failure is reported as it is.
     async fn exec(
         &self,
         id: &str,
@@ -618,7 +673,12 @@ impl PodProvider for NomadProvider {
     ) -> Result<i32, ProviderError> {
         let r = JobRef::parse(id);
         let alloc = self.running_alloc(&r).await?;
-        exec::run(&self.at(&r), &alloc, container, command).await
+        let client = self.at(&r);
+        let code = exec::run(&client, &alloc, container, command).await?;
+        if code != 0 || !self.on_docker(&r, container).await {
+            return Ok(code);
+        }
+        exec::run(&client, &alloc, container, command).await
     }
 
     async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
@@ -839,8 +899,9 @@ impl PodProvider for NomadProvider {
         logs::attach(target, io.stdout, stderr).await
     }
 
-    /// Connects to the pod's IP as its status reports it (the allocation's network IP, else its
-    /// node's address) at `port`, or at the host port Nomad mapped `port` to (`To` → `Value`).
+    /// Connects to the pod's IP as its status reports it at `port`: the allocation's own address
+    /// in bridge and CNI modes; in host mode the node's address, at the host port Nomad mapped
+    /// `port` to (`To` → `Value`) if it mapped one.
     async fn port_forward(&self, id: &str, port: u16) -> Result<Duplex, ProviderError> {
         let r = JobRef::parse(id);
         let allocs = self.allocations(&self.at(&r), Some(&r.id)).await?;
@@ -851,7 +912,8 @@ impl PodProvider for NomadProvider {
             )));
         };
         let host_ip = self.host_ip(&a.node_id).await;
-        let sandbox = alloc::sandbox(a, host_ip);
+        let address = self.own_address(&self.at(&r), a).await;
+        let sandbox = alloc::sandbox(a, host_ip, address);
         let Some(ip) = sandbox.pod_ip.or(sandbox.host_ip) else {
             return Err(ProviderError::Unavailable {
                 message: format!("allocation {} has no address yet", a.id),
@@ -1303,6 +1365,47 @@ mod tests {
         assert_eq!(fake::param(&host_reqs[0], "node_id").as_deref(), Some("n1"));
     }
 
+    /// A probe's exec on docker that succeeds is run again, and the second run's code is the
+    /// answer (Nomad's docker driver can report 0 for a command that never started); on another
+    /// driver, or when the first run fails, one run is the answer.
+    #[tokio::test]
+    async fn a_probe_success_on_docker_is_confirmed() {
+        use tokio_tungstenite::tungstenite::Message;
+        for (driver, codes, want, sessions) in [
+            ("docker", [0, 1], 1, 2),
+            ("docker", [0, 0], 0, 2),
+            ("docker", [2, 0], 2, 1),
+            ("raw_exec", [0, 1], 0, 1),
+        ] {
+            let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let seen = std::sync::Arc::clone(&n);
+            let (addr, _reqs) = fake::fake_nomad(move |line| {
+                if line.contains("/v1/allocations") {
+                    return Reply::Json(allocs("running", "running", 0, ""));
+                }
+                if line.contains("/v1/job/k8s-ns_p ") || line.contains("/v1/job/k8s-ns_p?") {
+                    return Reply::Json(format!(
+                        r#"{{"ID":"k8s-ns_p","Name":"k8s-ns_p","Type":"batch","TaskGroups":[{{"Name":"pod","Count":1,"Tasks":[{{"Name":"c","Driver":"{driver}"}}]}}]}}"#
+                    ));
+                }
+                let code = codes[seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst).min(1)];
+                Reply::Ws(Box::new(move |sock, head| {
+                    tokio::spawn(async move {
+                        let mut ws = fake::accept_ws(sock, &head).await;
+                        let exited = format!(r#"{{"exited":true,"result":{{"exit_code":{code}}}}}"#);
+                        ws.send(Message::text(exited)).await.unwrap();
+                        while ws.next().await.is_some() {}
+                    });
+                }))
+            })
+            .await;
+            let p = provider(&addr);
+            let got = p.exec("k8s-ns_p", "c", &["check".to_owned()]).await.unwrap();
+            assert_eq!(got, want, "{driver} {codes:?}");
+            assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), sessions, "{driver} {codes:?}");
+        }
+    }
+
     /// An interactive exec: terminal size, stdin and its end reach Nomad as frames; stdout and
     /// stderr come back on their channels; the exit code is returned.
     #[tokio::test]
@@ -1314,26 +1417,9 @@ mod tests {
                 return Reply::Json(allocs("running", "running", 0, ""));
             }
             let seen_tx = seen_tx.clone();
-            Reply::Ws(Box::new(move |mut sock, head| {
+            Reply::Ws(Box::new(move |sock, head| {
                 tokio::spawn(async move {
-                    let key = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ").or(l.strip_prefix("sec-websocket-key: ")))
-                        .unwrap()
-                        .trim()
-                        .to_owned();
-                    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-                    sock.write_all(
-                        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes(),
-                    )
-                    .await
-                    .unwrap();
-                    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                        sock,
-                        tokio_tungstenite::tungstenite::protocol::Role::Server,
-                        None,
-                    )
-                    .await;
+                    let mut ws = fake::accept_ws(sock, &head).await;
                     while let Some(Ok(Message::Text(t))) = ws.next().await {
                         let t = t.as_str().to_owned();
                         let _ = seen_tx.send(t.clone());

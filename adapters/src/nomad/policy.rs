@@ -39,6 +39,11 @@ pub struct NomadGrant {
     pub max_priority: Option<u8>,
 }
 
+/// The field of annotation `key`.
+fn ann(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
 /// The Nomad policy: the settings' grant and the policy file's rules.
 pub type NomadPolicy = Rules<NomadGrant>;
 
@@ -62,7 +67,7 @@ pub(crate) struct Check<'a, 'g> {
 impl Check<'_, '_> {
     fn refuse(
         &self,
-        annotation: &str,
+        field: String,
         value: &str,
         what: &str,
         own: &[String],
@@ -79,7 +84,7 @@ impl Check<'_, '_> {
         }
         let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
         Unsupported::new(
-            format!("metadata.annotations[{annotation}]"),
+            field,
             format!(
                 "{what} {value:?} is not allowed in namespace {:?} (allowed: {}; set by {flag} and the policy file; {})",
                 self.namespace,
@@ -99,7 +104,7 @@ impl Check<'_, '_> {
             return Ok(());
         }
         Err(self.refuse(
-            annotation,
+            ann(annotation),
             d,
             "task driver",
             &[self.own.driver.to_owned()],
@@ -115,7 +120,7 @@ impl Check<'_, '_> {
             return Ok(());
         }
         Err(self.refuse(
-            annotation,
+            ann(annotation),
             n,
             "Nomad namespace",
             &[own.to_owned()],
@@ -130,7 +135,8 @@ impl Check<'_, '_> {
         if own.iter().any(|o| o == r) || self.granted(r, |g| &g.regions) {
             return Ok(());
         }
-        Err(self.refuse(annotation, r, "Nomad region", &own, "--allowed-regions", |g| &g.regions))
+        Err(self
+            .refuse(ann(annotation), r, "Nomad region", &own, "--allowed-regions", |g| &g.regions))
     }
 
     /// The node pool.
@@ -138,16 +144,18 @@ impl Check<'_, '_> {
         if self.granted(p, |g| &g.node_pools) {
             return Ok(());
         }
-        Err(self.refuse(annotation, p, "node pool", &[], "--allowed-node-pools", |g| &g.node_pools))
+        Err(self.refuse(ann(annotation), p, "node pool", &[], "--allowed-node-pools", |g| {
+            &g.node_pools
+        }))
     }
 
-    /// The group network mode.
-    pub(crate) fn network_mode(&self, annotation: &str, m: &str) -> Result<(), Unsupported> {
+    /// The group network mode, chosen by `field` (the annotation, or `spec.hostNetwork`).
+    pub(crate) fn network_mode(&self, field: String, m: &str) -> Result<(), Unsupported> {
         if m == self.own.network_mode || self.granted(m, |g| &g.network_modes) {
             return Ok(());
         }
         Err(self.refuse(
-            annotation,
+            field,
             m,
             "network mode",
             &[self.own.network_mode.to_owned()],
@@ -167,7 +175,7 @@ impl Check<'_, '_> {
                 .any(|p| glob_covers(p, dc));
             if !covered {
                 return Err(self.refuse(
-                    annotation,
+                    ann(annotation),
                     dc,
                     "datacenter",
                     self.own.datacenters,

@@ -1,7 +1,9 @@
-//! `local-stack`: the README's "run it" command. Builds the peers if needed, starts the local
-//! stack and `virtual-kubelet --provider nomad`, creates an example pod, prints
-//! `kubectl get nodes,pods -o wide` and the pod's Nomad job, then keeps everything running until
-//! Ctrl-C (or exits at once with `--exit`).
+//! `local-stack`: the README's "run it" command (after `scripts/docker.sh` and
+//! `scripts/images.sh`). Starts the local stack and `virtual-kubelet --provider nomad` on Nomad's
+//! docker driver, creates an example pod (a real container of the offline busybox image serving
+//! HTTP on its own pod IP), prints `kubectl get nodes,pods -o wide`, `kubectl logs` and
+//! `kubectl exec` inside the container and the pod's Nomad job, then keeps everything running
+//! until Ctrl-C (or exits at once with `--exit`).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use vk_tests::fixtures::pod;
-use vk_tests::{Stack, wait_for};
+use vk_tests::{BUSYBOX, Stack, StackOptions, wait_for};
 
 const NODE: &str = "vk-nomad";
 
@@ -20,8 +22,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!(
         "starting the local stack (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, nomad agent -dev) ..."
     );
-    let stack = Stack::start().await?;
-    let mut vk = stack.virtual_kubelet(NODE, &[])?;
+    let stack = Stack::start_with(StackOptions { docker: true, ..StackOptions::default() }).await?;
+    let mut vk = stack.virtual_kubelet(NODE, &["--nomad-driver", "docker"])?;
     let client = stack.client().await?;
 
     let out = async {
@@ -41,8 +43,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         stack.namespace("default").await?;
-        let example =
-            pod("hello-nomad").on_node(NODE).container("main", &["sleep", "3600"]).build();
+        let serve = "echo hello from a container; mkdir -p /www; echo hello-nomad > /www/index.html; \
+                     exec httpd -f -p 8080 -h /www";
+        let example = pod("hello-nomad")
+            .on_node(NODE)
+            .spec(serde_json::json!({"containers": [{"name": "main", "image": BUSYBOX,
+                "command": ["sh", "-c", serve], "ports": [{"containerPort": 8080}]}]}))
+            .build();
         pods.create(&PostParams::default(), &example).await.context("creating the example pod")?;
         wait_for(
             "the example pod Running",
@@ -60,6 +67,12 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "$ kubectl get nodes,pods -o wide\n{}",
             stack.kubectl(&["get", "nodes,pods", "-o", "wide"])?
+        );
+        println!("$ kubectl logs hello-nomad\n{}", stack.kubectl(&["logs", "hello-nomad"])?);
+        let inside = "ip -o -4 addr show eth0; wget -qO- localhost:8080";
+        println!(
+            "$ kubectl exec hello-nomad -- sh -c '{inside}'\n{}",
+            stack.kubectl(&["exec", "hello-nomad", "--", "sh", "-c", inside])?
         );
         let job = std::process::Command::new(&stack.peers.nomad)
             .args(["job", "status", "-address", &stack.nomad_addr, "k8s-default_hello-nomad"])
