@@ -217,6 +217,9 @@ pub struct Template {
     /// Right delimiter (`}}` when empty).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub right_delim: String,
+    /// Group owning the rendered file (`Gid`; the Nomad agent's group when unset).
+    #[serde(rename = "Gid", default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<i64>,
 }
 
 /// `api.Variable` (`PUT /v1/var/:path`, `GET /v1/var/:path`). Its items hold Secret data and

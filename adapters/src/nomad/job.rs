@@ -638,6 +638,13 @@ fn volume_dir(volume: &str) -> String {
     format!("../alloc/volumes/{volume}")
 }
 
+/// The path of a volume holding Secret data (a Secret's files, a token) for a docker task: in the
+/// task's own `secrets/` directory, which Nomad mounts as an in-memory tmpfs, so no Secret byte is
+/// written to the node's disk. Each task mounting the volume renders its own copy.
+fn secret_volume_dir(volume: &str) -> String {
+    format!("secrets/vk-volumes/{volume}")
+}
+
 /// A piece of one string of a task's driver configuration: text to pass through as is, or a task
 /// environment variable for Nomad to interpolate when the task starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,6 +715,18 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Where volume `name` lives for a task of this pod: a docker task's own in-memory
+    /// `secrets/` for a volume with Secret data ([`secret_volume_dir`]), else the allocation's
+    /// shared directory ([`volume_dir`]).
+    fn volume_path(&self, name: &str) -> String {
+        let secret = self.driver == "docker"
+            && self.spec.volumes.iter().any(|v| {
+                v.name == name
+                    && matches!(&v.source, Source::Files(fs) if fs.iter().any(|f| f.secret))
+            });
+        if secret { secret_volume_dir(name) } else { volume_dir(name) }
+    }
+
     fn task(&mut self, field: &str, c: &ContainerSpec) -> Result<Task, Unsupported> {
         let driver = self.driver.clone();
         let mut config = Map::new();
@@ -773,7 +792,7 @@ impl Builder<'_> {
                             ));
                         }
                     }
-                    let mut host = volume_dir(&m.volume);
+                    let mut host = self.volume_path(&m.volume);
                     if let Some(sub) = &m.sub_path {
                         // Docker resolves a bind's source when it creates the container and
                         // follows symbolic links: a container of the pod (an init container, a
@@ -1027,10 +1046,12 @@ impl Builder<'_> {
                 envvars: true,
                 left_delim: LEFT.into(),
                 right_delim: RIGHT.into(),
+                ..Template::default()
             });
         }
-        // Volume files, rendered into the allocation's shared directory by every task mounting
-        // the volume (identical content, written atomically, so concurrent renders agree).
+        // Volume files, rendered by every task mounting the volume into the allocation's shared
+        // directory (identical content, written atomically, so concurrent renders agree), or,
+        // for a docker task and a volume with Secret data, into the task's own secrets/.
         let mut seen = BTreeSet::new();
         for m in &c.mounts {
             if !seen.insert(m.volume.clone()) {
@@ -1053,6 +1074,10 @@ impl Builder<'_> {
                     ..Template::default()
                 }),
                 Source::Files(files) => {
+                    let dir = self.volume_path(&vol.name);
+                    // fsGroup: the kubelet gives the volume's files to that group and lets it
+                    // read them (read-only volumes: mode | 0440).
+                    let fs_group = c.security.fs_group;
                     for f in files {
                         // Nomad replaces `${name}` in a template's destination with the task's
                         // environment or the node's attributes, and has no escape for it.
@@ -1076,11 +1101,15 @@ impl Builder<'_> {
                                 "{LEFT} with nomadVar {var} {RIGHT}{LEFT} (index . {}).Value | base64Decode {RIGHT}{LEFT} end {RIGHT}",
                                 go_string(&key)
                             ),
-                            dest_path: format!("{}/{}", volume_dir(&vol.name), f.path),
+                            dest_path: format!("{dir}/{}", f.path),
                             change_mode: "noop".into(),
-                            perms: format!("{:04o}", f.mode),
+                            perms: format!(
+                                "{:04o}",
+                                if fs_group.is_some() { f.mode | 0o440 } else { f.mode }
+                            ),
                             left_delim: LEFT.into(),
                             right_delim: RIGHT.into(),
+                            gid: fs_group,
                             ..Template::default()
                         });
                     }
@@ -1563,6 +1592,34 @@ mod tests {
         );
     }
 
+    /// With `fsGroup`, volume files belong to that group and it may read them (`mode | 0440`,
+    /// the kubelet's mask for read-only volumes).
+    #[test]
+    fn fs_group_owns_the_volume_files() {
+        let spec = json!({
+            "securityContext": {"fsGroup": 2000},
+            "containers": [{"name": "c", "image": "i", "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"}]}],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "sec", "secret": {"secretName": "creds", "defaultMode": 0o400}}
+            ]
+        });
+        let job = translate(json!({}), spec).unwrap().job;
+        let files: Vec<(&str, &str, Option<i64>)> = job.task_groups[0].tasks[0]
+            .templates
+            .iter()
+            .map(|t| (t.dest_path.as_str(), t.perms.as_str(), t.gid))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("../alloc/volumes/cfg/mode", "0644", Some(2000)),
+                ("secrets/vk-volumes/sec/password", "0440", Some(2000)),
+            ]
+        );
+    }
+
     /// A subPath into an emptyDir is refused on docker (a container could plant a symbolic link
     /// there, which Docker would follow when binding: CVE-2017-1002101); into API data, which
     /// only Nomad's templates write, it is bound; raw_exec binds nothing.
@@ -1784,7 +1841,7 @@ mod tests {
             json!([
                 "../alloc/volumes/cfg:/etc/cfg:ro",
                 "../alloc/volumes/scratch:/scratch",
-                "../alloc/volumes/sec/db:/run/secret:ro"
+                "secrets/vk-volumes/sec/db:/run/secret:ro"
             ]),
             "API data volumes are read-only whatever the mount says; an emptyDir follows it"
         );
@@ -1796,9 +1853,11 @@ mod tests {
             [
                 ("../alloc/volumes/cfg/mode", "0644"),
                 ("../alloc/volumes/scratch/.nomad-emptydir", "0644"),
-                ("../alloc/volumes/sec/db/pass", "0400"),
-            ]
+                ("secrets/vk-volumes/sec/db/pass", "0400"),
+            ],
+            "Secret files into the task's in-memory secrets/, the rest into the shared directory"
         );
+        assert!(a.templates.iter().all(|t| t.gid.is_none()), "no fsGroup, no group");
         assert!(a.templates.iter().all(|t| t.change_mode == "noop"));
         assert_eq!(b.templates.len(), 1, "b mounts only the emptyDir");
         assert_eq!(items[&file_key("cfg", "mode")], "ZmFzdA==");

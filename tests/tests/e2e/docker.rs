@@ -35,7 +35,10 @@ fn containers_of(alloc: &str) -> anyhow::Result<Vec<(String, String)>> {
 /// - each container's own root filesystem (the image's: no `/etc/debian_version` of the host),
 ///   its environment from a ConfigMap and a Secret, `workingDir`, `command` with `args` (and
 ///   `$(VAR)` in them); ConfigMap and Secret files at their `mountPath`, one key by `subPath`,
-///   and API data read-only (a write is refused); an emptyDir shared between two containers;
+///   and API data read-only (a write is refused); Secret files on an in-memory file system
+///   (tmpfs), with `defaultMode` and the pod's `fsGroup` (`0400 | 0440`, group 2000), and no
+///   Secret byte on the node's disk under the allocation; an emptyDir shared between two
+///   containers;
 /// - one network namespace: `app` reaches `web`'s server on `localhost:8080`;
 /// - the pod's own address: `status.podIP` is the allocation's bridge address (Nomad's
 ///   `NetworkStatus.Address`), not the node's (`status.hostIP`), the host reaches the server at
@@ -68,6 +71,8 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     let app = "echo \"MODE=$MODE\"; echo \"PASS=$PASS\"; echo \"PWD=$(pwd)\"; echo \"ARG=$1\"; \
         echo \"FILE=$(cat /etc/config/mode)\"; echo \"SUB=$(cat /etc/mode-file)\"; \
         echo \"SECRET=$(cat /etc/secret/password)\"; \
+        echo \"SECRET_STAT=$(stat -c '%a %g' /etc/secret/password)\"; \
+        echo \"SECRET_FS=$(grep ' /etc/secret ' /proc/mounts | cut -d' ' -f3)\"; \
         if test -e /etc/debian_version; then echo ROOTFS=host; else echo ROOTFS=image; fi; \
         if touch /etc/config/new 2>/dev/null; then echo API_DATA=writable; else echo API_DATA=read-only; fi; \
         echo from-app > /shared/app.txt; \
@@ -100,9 +105,10 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
             ],
             "volumes": [
                 {"name": "config", "configMap": {"name": "cfg"}},
-                {"name": "secret", "secret": {"secretName": "sec"}},
+                {"name": "secret", "secret": {"secretName": "sec", "defaultMode": 0o400}},
                 {"name": "shared", "emptyDir": {}}
-            ]
+            ],
+            "securityContext": {"fsGroup": 2000}
         }))
         .build();
     let created = Instant::now();
@@ -125,6 +131,8 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         "FILE=fast",
         "SUB=fast",
         "SECRET=s3cr3t $HOME",
+        "SECRET_STAT=440 2000",
+        "SECRET_FS=tmpfs",
         "ROOTFS=image",
         "API_DATA=read-only",
         "LOCALHOST=hello-from-web",
@@ -218,8 +226,13 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     drop(s);
     pf.abort();
 
-    // No Secret byte in the job; the containers go with the pod.
+    // No Secret byte in the job, nor on the node's disk under the allocation (the task's
+    // secrets/ are in-memory mounts, skipped as other file systems; the containers' own output
+    // in alloc/logs printed it on purpose).
     ensure!(!job.to_string().contains("s3cr3t"), "the job holds Secret data");
+    let alloc_dir = cx.stack.dir.join("nomad/data/alloc").join(&alloc);
+    let on_disk = files_containing(&alloc_dir, b"s3cr3t", &[alloc_dir.join("alloc/logs")])?;
+    ensure!(on_disk.is_empty(), "Secret data on the node's disk: {on_disk:?}");
     let names: Vec<String> = containers_of(&alloc)?.into_iter().map(|(n, _)| n).collect();
     ensure!(names.len() == 4, "containers of the pod: {names:?}");
     ensure!(names.iter().any(|n| n.starts_with("nomad_init_")), "no pause container: {names:?}");
@@ -251,6 +264,36 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// The regular files under `root` holding `needle`, on `root`'s file system only (mounts below
+/// it are skipped), `skip` excluded.
+fn files_containing(
+    root: &std::path::Path,
+    needle: &[u8],
+    skip: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(root)?.dev();
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let path = e?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.dev() != dev || skip.contains(&path) {
+                continue;
+            }
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file()
+                && std::fs::read(&path)?.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `docker inspect` of container `name` of allocation `alloc`.
