@@ -65,6 +65,11 @@ struct Cli {
     /// `ourst`, `up`, `upt`, `floor`), comma-separated: for a profile, not for a report.
     #[arg(long, value_delimiter = ',')]
     contenders: Vec<String>,
+    /// The task driver of the pods run through Nomad (P3 to P6): `raw_exec` (a process on the
+    /// host) or `docker` (a real container of the offline busybox image, in a bridge-mode
+    /// network namespace; needs `scripts/docker.sh` and `scripts/images.sh`).
+    #[arg(long, value_enum, default_value = "raw-exec")]
+    driver: Driver,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -161,8 +166,36 @@ impl Plan {
     }
 }
 
+/// The task driver of the pods run through Nomad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Driver {
+    /// Nomad's `raw_exec`.
+    RawExec,
+    /// Nomad's `docker`.
+    Docker,
+}
+
+impl Driver {
+    /// Nomad's name of the driver.
+    pub(crate) fn nomad_name(self) -> &'static str {
+        match self {
+            Self::RawExec => "raw_exec",
+            Self::Docker => "docker",
+        }
+    }
+}
+
+/// The driver of this run (set once, from `--driver`).
+static DRIVER: std::sync::OnceLock<Driver> = std::sync::OnceLock::new();
+
+/// The task driver of the pods run through Nomad in this run.
+pub(crate) fn driver() -> Driver {
+    DRIVER.get().copied().unwrap_or(Driver::RawExec)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let _ = DRIVER.set(cli.driver);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(Cmd::Floor { kubeconfig, node, workers }) = cli.cmd {
         return rt.block_on(floor::run(&kubeconfig, &node, workers));
@@ -184,7 +217,8 @@ async fn run(
 ) -> anyhow::Result<()> {
     let plan = Plan::of(size);
     let started = Instant::now();
-    let stack = Stack::start().await?;
+    let docker = driver() == Driver::Docker;
+    let stack = Stack::start_with(vk_tests::StackOptions { docker, ..Default::default() }).await?;
     let mut report = Report::new(&stack, size == Size::Tiny, &plan);
     eprintln!("bench: stack up in {:.0?}; {}", started.elapsed(), report.machine_line());
 

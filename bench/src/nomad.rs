@@ -1,4 +1,5 @@
-//! P3 and P4, through the real Nomad agent of the stack (raw_exec, `sleep 3600`).
+//! P3 and P4, through the real Nomad agent of the stack (`sleep 3600` on raw_exec, or in a
+//! busybox container on docker: `--driver`).
 //!
 //! P4, ours: `virtual-kubelet --provider nomad` (defaults) is started and proved working by a
 //! canary pod; then `n` bound pods are created 50 at a time and a watch records when each is
@@ -144,8 +145,8 @@ impl Nomad {
     }
 }
 
-/// Starts `virtual-kubelet --provider nomad` with its defaults as node `node` (raw_exec, info
-/// logs); returns the process and its metrics address.
+/// Starts `virtual-kubelet --provider nomad` with its defaults as node `node` (the run's driver,
+/// `--driver`; info logs); returns the process and its metrics address.
 ///
 /// # Errors
 /// The binary missing or not starting.
@@ -154,7 +155,7 @@ pub(crate) fn start_ours(stack: &Stack, node: &str) -> anyhow::Result<(Process, 
     let mut cmd = Command::new(vk_tests::virtual_kubelet_bin()?);
     cmd.args(["--provider", "nomad", "--nodename", node])
         .arg(format!("--kubeconfig={}", stack.node_kubeconfig(node)?.display()))
-        .args(["--nomad-addr", &stack.nomad_addr, "--nomad-driver", "raw_exec"])
+        .args(["--nomad-addr", &stack.nomad_addr, "--nomad-driver", crate::driver().nomad_name()])
         .args(["--internal-ip", "127.0.0.1", "--max-pods", "100000"])
         .args(["--kubelet-port", &free_port()?.to_string()])
         .args(["--metrics-addr", &metrics])

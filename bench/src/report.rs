@@ -441,9 +441,10 @@ client's batching of allocation updates to the server (up to 200 ms).\n\n\
                 |v: Vec<Option<f64>>| v.iter().map(|s| secs(*s)).collect::<Vec<_>>().join(", ");
             let _ = writeln!(
                 o,
-                "## P4: {} pods through the real Nomad (raw_exec `sleep`) until all Running\n\n\
+                "## P4: {} pods through the real Nomad ({} `sleep`) until all Running\n\n\
 | ours (s) | Nomad alone (s) | ratio (ours / Nomad alone) | runs (ours; alone) |\n|---|---|---|---|\n| {} | {} | {} | {}; {} |",
                 p.p4_pods,
+                crate::driver().nomad_name(),
                 secs(p4_ours),
                 secs(p4_alone),
                 times(ratio(p4_ours, p4_alone)),

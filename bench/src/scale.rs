@@ -59,7 +59,7 @@ pub(crate) fn bound_pod(name: &str, ns: &str, node: &str) -> anyhow::Result<Pod>
             "terminationGracePeriodSeconds": 0,
             "automountServiceAccountToken": false,
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
-            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"],
+            "containers": [{"name": "main", "image": vk_tests::BUSYBOX, "command": ["sleep", "3600"],
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}],
         },
     }))?)

@@ -413,7 +413,11 @@ pub(crate) async fn docker_security_and_limits(cx: Ctx<'_>) -> anyhow::Result<()
         }))
         .build();
     cx.create(&hog).await?;
-    let failed = cx.wait_phase(ns, "hog", "Failed", Duration::from_secs(90)).await?;
+    let failed =
+        cx.wait_phase(ns, "hog", "Failed", Duration::from_secs(120)).await.with_context(|| {
+            let st = cx.stack.kubectl(&["get", "pod", "-n", ns, "hog", "-o", "jsonpath={.status}"]);
+            format!("hog's status: {st:?}")
+        })?;
     let term = failed
         .status
         .and_then(|s| s.container_statuses)
@@ -602,5 +606,152 @@ pub(crate) async fn docker_subpath_escape(cx: Ctx<'_>) -> anyhow::Result<()> {
         })
         .await?;
     ensure!(out.trim() == "CONTAINER-ROOT", "the planted link led to {out:?}");
+    Ok(())
+}
+
+/// Resource usage of real containers, as the kubelet API reports it (called as the API server
+/// calls it, with its client certificate): a container holding 50 MiB (a shell keeping a 50 MiB
+/// string) shows a memory working set of at least that, below its 256 MiB limit, in
+/// `/stats/summary` and in `/metrics/resource`; a container spinning a shell loop uses a third
+/// of a core or more, and no more than its 500m limit (which also leaves the other tests their
+/// share). The pod is deleted at the end.
+pub(crate) async fn docker_stats(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-docker-stats", "e2e-docker-stats");
+    let port = vk_tests::free_port()?.to_string();
+    let flags = ["--nomad-driver", "docker", "--kubelet-port", &port];
+    let _vk = cx.node_and_namespace_with(node, ns, &flags).await?;
+    let (cert, key) = cx.stack.kubelet_client_identity();
+    let mut pem = std::fs::read(cert)?;
+    pem.extend(std::fs::read(key)?);
+    let apiserver = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .build()?;
+    let get = |path: &str| {
+        let r = apiserver.get(format!("https://127.0.0.1:{port}{path}"));
+        async move {
+            let r = r.send().await?;
+            ensure!(r.status().is_success(), "{}", r.status());
+            Ok(r.text().await?)
+        }
+    };
+    let p = pod("usage")
+        .namespace(ns)
+        .on_node(node)
+        .grace(1)
+        .spec(serde_json::json!({"containers": [
+            {"name": "holder", "image": BUSYBOX,
+             "command": ["sh", "-c", "x=$(head -c 52428800 /dev/zero | tr '\\0' a); echo held; while :; do sleep 3600; done"],
+             "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "256Mi"}}},
+            {"name": "spinner", "image": BUSYBOX, "command": ["sh", "-c", "while :; do :; done"],
+             "resources": {"limits": {"cpu": "500m"}}}
+        ]}))
+        .build();
+    cx.create(&p).await?;
+    cx.wait_phase(ns, "usage", "Running", Duration::from_secs(90)).await?;
+    let mib = 1u64 << 20;
+    let summary = wait_for(
+        "holder's 50 MiB and spinner's CPU in /stats/summary",
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+        || async {
+            let raw = get("/stats/summary").await?;
+            let v: serde_json::Value = serde_json::from_str(&raw)?;
+            let pods = v["pods"].as_array().cloned().unwrap_or_default();
+            let Some(pod) = pods.iter().find(|p| p["podRef"]["name"] == "usage") else {
+                return Ok(None);
+            };
+            let container = |name: &str| {
+                pod["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["name"] == name)
+                    .cloned()
+            };
+            let (Some(holder), Some(spinner)) = (container("holder"), container("spinner")) else {
+                return Ok(None);
+            };
+            let ws = holder["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
+            let cpu = spinner["cpu"]["usageNanoCores"].as_u64().unwrap_or(0);
+            ensure!(
+                ws >= 50 * mib && cpu >= 330_000_000,
+                "holder's working set {ws} B, spinner {cpu} nanocores"
+            );
+            Ok(Some((ws, cpu)))
+        },
+    )
+    .await?;
+    let (ws, cpu) = summary;
+    ensure!(ws < 256 * mib, "holder's working set {ws} is beyond its limit");
+    println!("docker stats: holder {} MiB, spinner {cpu} nanocores", ws / mib);
+    let metrics = get("/metrics/resource").await?;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("container_memory_working_set_bytes{")
+                && l.contains("container=\"holder\"")
+                && l.contains("pod=\"usage\"")
+        })
+        .with_context(|| format!("no working set of holder in /metrics/resource:\n{metrics}"))?;
+    let value: f64 = line.split_whitespace().nth(1).context("no value")?.parse()?;
+    ensure!(value >= (50 * mib) as f64, "/metrics/resource: {line}");
+    ensure!(cpu <= 600_000_000, "spinner used {cpu} nanocores beyond its 500m limit");
+    cx.pods(ns).delete("usage", &DeleteParams::default()).await?;
+    wait_for("the usage pod gone", Duration::from_secs(30), Duration::from_millis(500), || async {
+        Ok(cx.pods(ns).get_opt("usage").await?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// Init containers and a native sidecar in real containers: the init containers run in order
+/// before anything else (each sees what the one before wrote in the shared emptyDir), the
+/// sidecar starts before the app container and keeps running beside it, and they all share the
+/// pod's network (the app reaches the sidecar's server on `localhost`).
+pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-docker-init", "e2e-docker-init");
+    let _vk = cx.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await?;
+    let shared = serde_json::json!([{"name": "shared", "mountPath": "/shared"}]);
+    let p = pod("ordered")
+        .namespace(ns)
+        .on_node(node)
+        .grace(1)
+        .spec(serde_json::json!({
+            "initContainers": [
+                {"name": "first", "image": BUSYBOX, "volumeMounts": shared,
+                 "command": ["sh", "-c", "sleep 1; echo one > /shared/order"]},
+                {"name": "second", "image": BUSYBOX, "volumeMounts": shared,
+                 "command": ["sh", "-c", "echo \"$(cat /shared/order) two\" > /shared/order"]},
+                {"name": "proxy", "image": BUSYBOX, "restartPolicy": "Always", "volumeMounts": shared,
+                 "command": ["sh", "-c", "mkdir -p /www && echo from-sidecar > /www/index.html && echo \"$(cat /shared/order) sidecar\" > /shared/order && exec httpd -f -p 7070 -h /www"]}
+            ],
+            "containers": [
+                {"name": "app", "image": BUSYBOX, "volumeMounts": shared,
+                 "command": ["sh", "-c", "echo \"ORDER=$(cat /shared/order)\"; until wget -qO /tmp/s http://localhost:7070/index.html 2>/dev/null; do sleep 0.2; done; echo \"SIDECAR=$(cat /tmp/s)\"; exec sleep 3600"]}
+            ],
+            "volumes": [{"name": "shared", "emptyDir": {}}]
+        }))
+        .build();
+    cx.create(&p).await?;
+    let running = cx.wait_phase(ns, "ordered", "Running", Duration::from_secs(90)).await?;
+    let out = wait_for("app's output", Duration::from_secs(60), Duration::from_millis(500), || {
+        let stack = cx.stack;
+        async move {
+            let o = stack.kubectl(&["logs", "-n", ns, "ordered", "-c", "app"]).ok();
+            Ok(o.filter(|o| o.contains("SIDECAR=")))
+        }
+    })
+    .await?;
+    ensure!(
+        out.lines().collect::<Vec<_>>() == ["ORDER=one two sidecar", "SIDECAR=from-sidecar"],
+        "app printed {out:?}"
+    );
+    let inits = running.status.and_then(|s| s.init_container_statuses).unwrap_or_default();
+    let state = |name: &str| inits.iter().find(|c| c.name == name).and_then(|c| c.state.clone());
+    for name in ["first", "second"] {
+        let t = state(name).and_then(|s| s.terminated);
+        ensure!(t.is_some_and(|t| t.exit_code == 0), "{name} did not complete: {:?}", state(name));
+    }
+    ensure!(state("proxy").and_then(|s| s.running).is_some(), "sidecar {:?}", state("proxy"));
     Ok(())
 }
