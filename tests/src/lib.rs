@@ -778,6 +778,32 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
         (dir.join("apiserver-kubelet-client.crt"), dir.join("apiserver-kubelet-client.key"))
     }
 
+    /// An HTTPS client calling a kubelet as the API server does: its kubelet client certificate
+    /// ([`Stack::kubelet_client_identity`]), the kubelet's serving certificate not verified.
+    ///
+    /// # Errors
+    /// The certificate or key unreadable or unusable.
+    pub fn kubelet_client(&self) -> anyhow::Result<reqwest::Client> {
+        self.kubelet_client_with(reqwest::Client::builder())
+    }
+
+    /// [`Stack::kubelet_client`] from `builder` (for more settings, such as HTTP/1 only).
+    ///
+    /// # Errors
+    /// As [`Stack::kubelet_client`].
+    pub fn kubelet_client_with(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> anyhow::Result<reqwest::Client> {
+        let (cert, key) = self.kubelet_client_identity();
+        let mut pem = std::fs::read(cert)?;
+        pem.extend(std::fs::read(key)?);
+        Ok(builder
+            .danger_accept_invalid_certs(true)
+            .identity(reqwest::Identity::from_pem(&pem)?)
+            .build()?)
+    }
+
     /// Starts metrics-server (once: later calls return at once while it runs) as the
     /// `kube-system/metrics-server` ServiceAccount, with the objects its manifests make (RBAC, a
     /// Service, the `v1beta1.metrics.k8s.io` APIService), scraping the nodes' kubelet endpoints

@@ -620,13 +620,7 @@ pub(crate) async fn docker_stats(cx: Ctx<'_>) -> anyhow::Result<()> {
     let port = vk_tests::free_port()?.to_string();
     let flags = ["--nomad-driver", "docker", "--kubelet-port", &port];
     let _vk = cx.node_and_namespace_with(node, ns, &flags).await?;
-    let (cert, key) = cx.stack.kubelet_client_identity();
-    let mut pem = std::fs::read(cert)?;
-    pem.extend(std::fs::read(key)?);
-    let apiserver = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .build()?;
+    let apiserver = cx.stack.kubelet_client()?;
     let get = |path: &str| {
         let r = apiserver.get(format!("https://127.0.0.1:{port}{path}"));
         async move {

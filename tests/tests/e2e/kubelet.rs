@@ -347,13 +347,7 @@ pub(crate) async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     let base = format!("https://127.0.0.1:{port}");
     let anon = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
-    let (cert, key) = cx.stack.kubelet_client_identity();
-    let mut pem = std::fs::read(cert)?;
-    pem.extend(std::fs::read(key)?);
-    let apiserver = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .build()?;
+    let apiserver = cx.stack.kubelet_client()?;
     let exec = format!("/exec/{ns}/talker/main?command=true&output=1");
     let logs = format!("/containerLogs/{ns}/talker/main?tailLines=2");
     let call =
@@ -566,14 +560,7 @@ pub(crate) async fn kubelet_websocket_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     let p = pod("shell").namespace(ns).on_node(node).container("main", &["sleep", "600"]).grace(1);
     cx.create(&p.build()).await?;
     cx.wait_phase(ns, "shell", "Running", Duration::from_secs(30)).await?;
-    let (cert, key) = cx.stack.kubelet_client_identity();
-    let mut pem = std::fs::read(cert)?;
-    pem.extend(std::fs::read(key)?);
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .http1_only()
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .build()?;
+    let client = cx.stack.kubelet_client_with(reqwest::Client::builder().http1_only())?;
 
     for protocol in ["v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io"] {
         let base64 = protocol.contains("base64");

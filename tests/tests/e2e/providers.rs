@@ -143,13 +143,7 @@ pub(crate) async fn memory_provider(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(logs == "main is running in the memory provider\n", "logs: {logs:?}");
 
     // The kubelet port, called as the API server calls it.
-    let (cert, key) = cx.stack.kubelet_client_identity();
-    let mut pem = std::fs::read(cert)?;
-    pem.extend(std::fs::read(key)?);
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .build()?;
+    let client = cx.stack.kubelet_client()?;
     let get = |path: &str| {
         let r = client.get(format!("https://127.0.0.1:{port}{path}"));
         async move {
