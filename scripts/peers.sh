@@ -4,14 +4,15 @@
 # document with the upstream Go types, and, for scripts/check-deploy.sh, the `docker-compose`
 # binary and the small `dockerfilecheck` helper that lints the Dockerfile with BuildKit's frontend)
 # from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod;
-# and, for the benchmarks (bench/), upstream virtual-kubelet with its mock provider.
+# for the benchmarks (bench/), upstream virtual-kubelet with its mock provider; and, for the image
+# pull tests, the distribution registry with a small `htpasswd` helper.
 #
 # Binaries go to a cache outside the checkout:
 #   ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/<peer>-<version>/
 # A peer whose binaries are all there is not built again. Go's module and build caches stay in their
 # usual places ($GOMODCACHE, $GOCACHE), also outside the checkout.
 #
-# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose|virtual-kubelet-upstream]...
+# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose|virtual-kubelet-upstream|registry]...
 #        (no argument: all)
 #        scripts/peers.sh --dir                                                 (print the cache root)
 set -euo pipefail
@@ -25,6 +26,8 @@ COMPOSE_VERSION=v2.40.3
 # Upstream virtual-kubelet, the reference of the benchmarks: `cmd/virtual-kubelet` of this release
 # registers the `mock` provider only.
 VK_UPSTREAM_VERSION=v1.13.0
+# The image registry of the pull tests (distribution v3), with `htpasswd` for its users.
+REGISTRY_VERSION=v3.1.2
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
@@ -79,7 +82,7 @@ k8s_ldflags() {
 }
 
 peers=("$@")
-((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose virtual-kubelet-upstream)
+((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose virtual-kubelet-upstream registry)
 for p in "${peers[@]}"; do
   case $p in
     etcd) build etcd "$ETCD_VERSION" etcd 0 "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
@@ -112,9 +115,14 @@ for p in "${peers[@]}"; do
         "-s -w -X main.buildVersion=$VK_UPSTREAM_VERSION -X main.buildTime=1970-01-01T00:00:00Z" \
         virtual-kubelet=github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet
       ;;
+    registry)
+      build registry "$REGISTRY_VERSION" registry 0 "-s -w" \
+        registry=github.com/distribution/distribution/v3/cmd/registry \
+        htpasswd=./htpasswd
+      ;;
     *)
       echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server, compose," \
-        "virtual-kubelet-upstream)" >&2
+        "virtual-kubelet-upstream, registry)" >&2
       exit 2
       ;;
   esac

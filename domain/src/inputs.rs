@@ -97,7 +97,7 @@ impl std::fmt::Debug for Inputs {
 }
 
 /// The ConfigMaps, Secrets and tokens `pod` reads, from `env`, `envFrom` and volumes of every
-/// container (init containers included).
+/// container (init containers included), and the Secrets of its `imagePullSecrets`.
 pub fn references(pod: &Pod) -> References {
     let mut r = References { service_links: true, ..References::default() };
     let Some(spec) = &pod.spec else { return r };
@@ -144,6 +144,9 @@ pub fn references(pod: &Pod) -> References {
                 });
             }
         }
+    }
+    for s in spec.image_pull_secrets.iter().flatten() {
+        r.secrets.insert(s.name.clone());
     }
     r.config_maps.retain(|n| !n.is_empty());
     r.secrets.retain(|n| !n.is_empty());

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod probe;
 pub mod quantity;
 pub mod reconcile;
+pub mod registry;
 pub mod runtime;
 pub mod security;
 pub mod stats;

@@ -87,6 +87,9 @@ pub struct ContainerSpec {
     /// untagged and `:latest` images when the pod leaves it out). `IfNotPresent` and `Never` pull
     /// a missing image only.
     pub pull_always: bool,
+    /// The login for the image's registry from the pod's `imagePullSecrets`, matched as the
+    /// kubelet matches them ([`crate::registry::credentials_for`]); `None` when none matches.
+    pub registry_auth: Option<crate::registry::RegistryAuth>,
     /// `readinessProbe`, run by the virtual kubelet.
     pub readiness: Option<Probe>,
     /// `livenessProbe`, run by the virtual kubelet.
@@ -423,6 +426,18 @@ fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// The docker config entries of the pod's `imagePullSecrets`, in order. A Secret that is missing
+/// or holds no docker config is passed over, as the kubelet passes it over (the pull may then
+/// fail with the registry's answer).
+fn pull_entries(pod: &Pod, inputs: &Inputs) -> Vec<crate::registry::ConfigEntry> {
+    let names = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten());
+    names
+        .filter_map(|r| inputs.secrets.get(&r.name).cloned().flatten())
+        .filter_map(|data| crate::registry::parse_config(&data).ok())
+        .flatten()
+        .collect()
+}
+
 fn container(
     pod: &Pod,
     field: &str,
@@ -565,9 +580,11 @@ fn container(
     let readiness = probe("readinessProbe", &c.readiness_probe, probe::Kind::Readiness)?;
     let liveness = probe("livenessProbe", &c.liveness_probe, probe::Kind::Liveness)?;
     let startup = probe("startupProbe", &c.startup_probe, probe::Kind::Startup)?;
+    let registry_auth = crate::registry::credentials_for(&image, &pull_entries(pod, inputs));
     Ok(ContainerSpec {
         name: c.name.clone(),
         image,
+        registry_auth,
         readiness,
         liveness,
         startup,

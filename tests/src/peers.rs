@@ -30,6 +30,10 @@ pub struct Peers {
     /// Upstream virtual-kubelet v1.13.0 (`cmd/virtual-kubelet`, whose only provider is `mock`): the
     /// reference of the benchmarks (`bench/`).
     pub virtual_kubelet_upstream: PathBuf,
+    /// The distribution v3.1.2 image registry (`registry serve <config>`), for the pull tests.
+    pub registry: PathBuf,
+    /// `htpasswd <user> <password>`: one bcrypt line for the registry's htpasswd file.
+    pub htpasswd: PathBuf,
 }
 
 /// The repository root: the first directory holding `scripts/peers.sh` above `VK_REPO_ROOT`, the
@@ -82,6 +86,8 @@ impl Peers {
             metrics_server: root.join("metrics-server-v0.9.0/metrics-server"),
             statscheck: k8s.join("statscheck"),
             virtual_kubelet_upstream: root.join("virtual-kubelet-upstream-v1.13.0/virtual-kubelet"),
+            registry: root.join("registry-v3.1.2/registry"),
+            htpasswd: root.join("registry-v3.1.2/htpasswd"),
         };
         for p in [
             &peers.etcd,
@@ -93,6 +99,8 @@ impl Peers {
             &peers.metrics_server,
             &peers.statscheck,
             &peers.virtual_kubelet_upstream,
+            &peers.registry,
+            &peers.htpasswd,
         ] {
             if !p.is_file() {
                 bail!("peer binary {} is missing after scripts/peers.sh", p.display());

@@ -29,7 +29,7 @@ mod kubelet;
 use deploy::in_cluster_rbac;
 use docker::{
     docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar, docker_pod,
-    docker_security_and_limits, docker_stats, docker_subpath_escape,
+    docker_registry_pulls, docker_security_and_limits, docker_stats, docker_subpath_escape,
 };
 use hostile::hostile_corpus;
 #[path = "e2e/providers.rs"]
@@ -1853,7 +1853,8 @@ fn main() {
         docker_exec_probes,
         docker_subpath_escape,
         docker_stats,
-        docker_init_and_sidecar
+        docker_init_and_sidecar,
+        docker_registry_pulls
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

@@ -64,6 +64,15 @@ pub const META_RESTARTS_PREFIX: &str = "k8s_restarts_";
 /// The group's name in every job.
 pub const GROUP: &str = "pod";
 
+/// Environment variable of a docker task holding the user name of its image's registry login
+/// (from `imagePullSecrets`), which the driver's `auth` block reads when the task starts. It is
+/// also in the container's environment: Nomad has no other way to hand a task's driver a value
+/// that is not in the job.
+pub const REGISTRY_USERNAME: &str = "VK_REGISTRY_USERNAME";
+
+/// As [`REGISTRY_USERNAME`], the password.
+pub const REGISTRY_PASSWORD: &str = "VK_REGISTRY_PASSWORD";
+
 /// Pod annotation: comma-separated Nomad datacenters (upstream virtual-kubelet's name).
 pub const ANN_DATACENTERS: &str = "nomad.hashicorp.com/datacenters";
 /// Pod annotation: the task driver (`docker`, `raw_exec`, `exec`).
@@ -761,6 +770,19 @@ impl Builder<'_> {
                 if c.pull_always {
                     config.insert("force_pull".into(), json!(true));
                 }
+                // imagePullSecrets: the driver's registry login, read from the task's
+                // environment when it starts (rendered from the pod's Variable: the credentials
+                // never enter the job).
+                if let Some(a) = &c.registry_auth {
+                    config.insert(
+                        "auth".into(),
+                        json!([{
+                            "username": hcl_template(&[Piece::Var(REGISTRY_USERNAME)]),
+                            "password": hcl_template(&[Piece::Var(REGISTRY_PASSWORD)]),
+                            "server_address": hcl_text(&a.server),
+                        }]),
+                    );
+                }
                 if !command.is_empty() {
                     config.insert("entrypoint".into(), json!(command));
                 }
@@ -980,7 +1002,16 @@ impl Builder<'_> {
         // Environment that is not plain text: one env file, read once at start. Each value is
         // `print` of its parts (Variable items holding text and Secret data, the node's address
         // for run-time values) through `toJSON`, which Nomad's env parser reads back exactly.
-        let (_, rendered) = split_env(&c.env);
+        // On docker, the registry login of `imagePullSecrets` comes this way too, for the
+        // driver's `auth` block to read ([`REGISTRY_USERNAME`], [`REGISTRY_PASSWORD`]).
+        let mut env = c.env.clone();
+        if let Some(a) = c.registry_auth.as_ref().filter(|_| self.driver == "docker") {
+            for (name, v) in [(REGISTRY_USERNAME, &a.username), (REGISTRY_PASSWORD, &a.password)] {
+                let value = EnvValue(vec![Segment::Secret(v.clone())]);
+                env.push(EnvVar { name: name.to_owned(), value });
+            }
+        }
+        let (_, rendered) = split_env(&env);
         if !rendered.is_empty() {
             let mut body = String::new();
             let mut uses_var = false;
@@ -1590,6 +1621,47 @@ mod tests {
             !exec.config.contains_key("memory_hard_limit")
                 && !exec.config.contains_key("cpu_hard_limit")
         );
+    }
+
+    /// `imagePullSecrets` on docker: the driver's `auth` block reads the login from the task's
+    /// environment, rendered from the pod's Variable; the password is nowhere in the job. A
+    /// container whose image no key matches gets no `auth`.
+    #[test]
+    fn image_pull_secrets_reach_the_docker_auth_block_through_the_variable() {
+        let mut i = inputs();
+        let cfg =
+            r#"{"auths": {"127.0.0.1:5000": {"username": "puller", "password": "pull-s3cr3t"}}}"#;
+        i.secrets.insert(
+            "regcred".into(),
+            Some([(".dockerconfigjson".to_owned(), cfg.as_bytes().to_vec())].into()),
+        );
+        let pod = pod_json(
+            json!({}),
+            json!({"imagePullSecrets": [{"name": "regcred"}, {"name": "absent"}],
+                   "containers": [
+                       {"name": "private", "image": "127.0.0.1:5000/private/bb:1"},
+                       {"name": "public", "image": "busybox:1.36"}]}),
+        );
+        let w = WorkloadSpec::from_pod(&pod, &i).unwrap().spec;
+        let PodJob { job, items, .. } = to_job(&w, &settings()).unwrap();
+        assert!(!serde_json::to_string(&job).unwrap().contains("pull-s3cr3t"));
+        let private = &job.task_groups[0].tasks[0];
+        assert_eq!(
+            private.config["auth"],
+            json!([{"username": "${VK_REGISTRY_USERNAME}", "password": "${VK_REGISTRY_PASSWORD}",
+                    "server_address": "127.0.0.1:5000"}])
+        );
+        let env = &private.templates[0];
+        assert!(env.envvars && env.dest_path == "secrets/vk-env");
+        assert!(
+            env.embedded_tmpl.contains("VK_REGISTRY_USERNAME=")
+                && env.embedded_tmpl.contains("VK_REGISTRY_PASSWORD=")
+        );
+        assert!(
+            items.values().any(|v| v == "pull-s3cr3t") && items.values().any(|v| v == "puller")
+        );
+        let public = &job.task_groups[0].tasks[1];
+        assert!(!public.config.contains_key("auth") && public.templates.is_empty());
     }
 
     /// With `fsGroup`, volume files belong to that group and it may read them (`mode | 0440`,
