@@ -5,10 +5,11 @@
 //! deliberately: the base grant comes from the settings (`--allowed-drivers`, ...), rules of the
 //! policy file widen it for the namespaces they select ([`vk_domain::policy::Rules`]). Whatever the
 //! grants, a pod may always ask for what it would get without asking (the operator's own
-//! `--nomad-driver`, `--nomad-namespace`, `--nomad-region`, `--nomad-datacenters`, the `host`
-//! network mode) and may lower its priority. Anything else is refused before a single request
-//! reaches Nomad, with an error naming the annotation, the value, and the setting and rules that
-//! refused it.
+//! `--nomad-driver`, `--nomad-namespace`, `--nomad-region`, `--nomad-datacenters`, its driver's
+//! network mode: `bridge` on docker and exec, `host` on raw_exec) and may lower its priority. The
+//! host's network on docker and exec is a grant whether asked by annotation or by
+//! `spec.hostNetwork`. Anything else is refused before a single request reaches Nomad, with an
+//! error naming the field, the value, and the setting and rules that refused it.
 
 use vk_domain::error::Unsupported;
 use vk_domain::policy::{Applicable, Rules, list};

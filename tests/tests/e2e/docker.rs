@@ -14,6 +14,42 @@ use vk_tests::{BUSYBOX, wait_for};
 
 use super::{Ctx, current_alloc, pod_ready};
 
+/// Every container of `p` without resources requests 10m of CPU and 32 MiB: Nomad's defaults
+/// (100 MHz and 300 MB a task) would fill the test node's CPU with the pods all the tests leave
+/// running, and new pods would wait unplaced.
+fn lean(mut p: Pod) -> Pod {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let spec = p.spec.get_or_insert_with(Default::default);
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in init.chain(spec.containers.iter_mut()) {
+        let r = c.resources.get_or_insert_with(Default::default);
+        if r.requests.is_none() && r.limits.is_none() {
+            r.requests = Some(
+                [
+                    ("cpu".to_owned(), Quantity("10m".into())),
+                    ("memory".to_owned(), Quantity("32Mi".into())),
+                ]
+                .into(),
+            );
+        }
+    }
+    p
+}
+
+/// Creates `p` made [`lean`].
+async fn create(cx: &Ctx<'_>, p: &Pod) -> anyhow::Result<Pod> {
+    cx.create(&lean(p.clone())).await
+}
+
+/// Waits (90 s at most) for pod `ns/name` to be Running; on a timeout the error holds the pod's
+/// status.
+async fn running(cx: &Ctx<'_>, ns: &str, name: &str) -> anyhow::Result<Pod> {
+    cx.wait_phase(ns, name, "Running", Duration::from_secs(90)).await.with_context(|| {
+        let st = cx.stack.kubectl(&["get", "pod", "-n", ns, name, "-o", "jsonpath={.status}"]);
+        format!("{name}'s status: {}", st.unwrap_or_else(|e| e.to_string()))
+    })
+}
+
 /// The pod's containers as Docker runs them: `(name, container ID)` of the allocation's
 /// containers (Nomad labels each with `com.hashicorp.nomad.alloc_id`), the pause container
 /// included (`nomad_init_<alloc>`).
@@ -112,8 +148,8 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         }))
         .build();
     let created = Instant::now();
-    cx.create(&p).await?;
-    let running = cx.wait_phase(ns, "real", "Running", Duration::from_secs(90)).await?;
+    create(&cx, &p).await?;
+    let running = running(&cx, ns, "real").await?;
     println!("docker pod Running after {:?}", created.elapsed());
     let logs = |c: &str| cx.stack.kubectl(&["logs", "-n", ns, "real", "-c", c]);
     let out = wait_for(
@@ -343,8 +379,8 @@ pub(crate) async fn docker_security_and_limits(cx: Ctx<'_>) -> anyhow::Result<()
             ]
         }))
         .build();
-    cx.create(&p).await?;
-    cx.wait_phase(ns, "sec", "Running", Duration::from_secs(90)).await?;
+    create(&cx, &p).await?;
+    running(&cx, ns, "sec").await?;
     let logs = |c: &str| cx.stack.kubectl(&["logs", "-n", ns, "sec", "-c", c]);
     let mut seen = Vec::new();
     for c in ["locked", "nocaps", "root"] {
@@ -412,7 +448,7 @@ pub(crate) async fn docker_security_and_limits(cx: Ctx<'_>) -> anyhow::Result<()
                 "resources": {"requests": {"memory": "16Mi"}, "limits": {"memory": "32Mi"}}}]
         }))
         .build();
-    cx.create(&hog).await?;
+    create(&cx, &hog).await?;
     let failed =
         cx.wait_phase(ns, "hog", "Failed", Duration::from_secs(120)).await.with_context(|| {
             let st = cx.stack.kubectl(&["get", "pod", "-n", ns, "hog", "-o", "jsonpath={.status}"]);
@@ -448,7 +484,7 @@ pub(crate) async fn docker_image_pull_failure(cx: Ctx<'_>) -> anyhow::Result<()>
         .on_node(node)
         .spec(serde_json::json!({"containers": [{"name": "main", "image": image}]}))
         .build();
-    cx.create(&p).await?;
+    create(&cx, &p).await?;
     let waiting = wait_for(
         "ImagePullBackOff",
         Duration::from_secs(60),
@@ -517,8 +553,8 @@ pub(crate) async fn docker_exec_probes(cx: Ctx<'_>) -> anyhow::Result<()> {
             ]
         }))
         .build();
-    cx.create(&p).await?;
-    cx.wait_phase(ns, "probed", "Running", Duration::from_secs(90)).await?;
+    create(&cx, &p).await?;
+    running(&cx, ns, "probed").await?;
     let status = |p: &Pod, c: &str| super::container_state(p, c).context("no container status");
     wait_for("starts started", Duration::from_secs(30), Duration::from_millis(250), || async {
         let p = cx.pods(ns).get("probed").await?;
@@ -569,7 +605,7 @@ pub(crate) async fn docker_subpath_escape(cx: Ctx<'_>) -> anyhow::Result<()> {
         })
     };
     let refused = pod("escape").namespace(ns).on_node(node).spec(spec(Some("link")));
-    cx.create(&refused.build()).await?;
+    create(&cx, &refused.build()).await?;
     let failed = wait_for(
         "the subPath pod refused",
         Duration::from_secs(30),
@@ -592,8 +628,8 @@ pub(crate) async fn docker_subpath_escape(cx: Ctx<'_>) -> anyhow::Result<()> {
         "a job was registered for the refused pod"
     );
     let whole = pod("whole").namespace(ns).on_node(node).spec(spec(None));
-    cx.create(&whole.build()).await?;
-    cx.wait_phase(ns, "whole", "Running", Duration::from_secs(90)).await?;
+    create(&cx, &whole.build()).await?;
+    running(&cx, ns, "whole").await?;
     let out =
         wait_for("main's answer", Duration::from_secs(30), Duration::from_millis(500), || {
             let stack = cx.stack;
@@ -641,8 +677,8 @@ pub(crate) async fn docker_stats(cx: Ctx<'_>) -> anyhow::Result<()> {
              "resources": {"limits": {"cpu": "500m"}}}
         ]}))
         .build();
-    cx.create(&p).await?;
-    cx.wait_phase(ns, "usage", "Running", Duration::from_secs(90)).await?;
+    create(&cx, &p).await?;
+    running(&cx, ns, "usage").await?;
     let mib = 1u64 << 20;
     let summary = wait_for(
         "holder's 50 MiB and spinner's CPU in /stats/summary",
@@ -726,8 +762,8 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
             "volumes": [{"name": "shared", "emptyDir": {}}]
         }))
         .build();
-    cx.create(&p).await?;
-    let running = cx.wait_phase(ns, "ordered", "Running", Duration::from_secs(90)).await?;
+    create(&cx, &p).await?;
+    let running = running(&cx, ns, "ordered").await?;
     let out = wait_for("app's output", Duration::from_secs(60), Duration::from_millis(500), || {
         let stack = cx.stack;
         async move {
@@ -873,7 +909,7 @@ http:\n  addr: {registry}\nauth:\n  htpasswd:\n    realm: vk-test\n    path: {}\
         .await
     };
     let output = |name: &'static str| async move {
-        cx.wait_phase(ns, name, "Running", Duration::from_secs(90)).await?;
+        running(cx, ns, name).await?;
         wait_for(
             &format!("{name}'s output"),
             Duration::from_secs(30),
@@ -887,7 +923,7 @@ http:\n  addr: {registry}\nauth:\n  htpasswd:\n    realm: vk-test\n    path: {}\
     };
 
     // No secret: refused by the registry.
-    cx.create(&reader("anonymous", &private, false, "IfNotPresent")).await?;
+    create(cx, &reader("anonymous", &private, false, "IfNotPresent")).await?;
     let refused = back_off("anonymous").await?;
     ensure!(
         refused.contains("no basic auth credentials") || refused.contains("unauthorized"),
@@ -896,13 +932,13 @@ http:\n  addr: {registry}\nauth:\n  htpasswd:\n    realm: vk-test\n    path: {}\
     cx.pods(ns).delete("anonymous", &DeleteParams::default()).await?;
 
     // With it: pulled and running; the password is nowhere in the job.
-    cx.create(&reader("authorized", &private, true, "IfNotPresent")).await?;
+    create(cx, &reader("authorized", &private, true, "IfNotPresent")).await?;
     ensure!(output("authorized").await?.trim() == "one", "authorized's image");
     let job = cx.nomad(&format!("/v1/job/k8s-{ns}_authorized")).await?.context("job")?;
     ensure!(!job.to_string().contains(password), "the job holds the registry password");
 
     // A tag the registry does not have.
-    cx.create(&reader("missing", &format!("{registry}/private/bb:nope"), true, "IfNotPresent"))
+    create(cx, &reader("missing", &format!("{registry}/private/bb:nope"), true, "IfNotPresent"))
         .await?;
     let missing = back_off("missing").await?;
     ensure!(
@@ -911,15 +947,15 @@ http:\n  addr: {registry}\nauth:\n  htpasswd:\n    realm: vk-test\n    path: {}\
     );
 
     // Always pulls the tag pushed again; IfNotPresent keeps the engine's copy.
-    cx.create(&reader("first", &moving, true, "Always")).await?;
+    create(cx, &reader("first", &moving, true, "Always")).await?;
     ensure!(output("first").await?.trim() == "one", "first pull");
     // The registry gets new content under the tag; the engine keeps the copy it pulled.
     let pulled =
         docker(&client_config, &["image", "inspect", "--format", "{{.Id}}", &moving], None)?;
     build("two", &moving)?;
     docker(&client_config, &["tag", pulled.trim(), &moving], None)?;
-    cx.create(&reader("kept", &moving, true, "IfNotPresent")).await?;
-    cx.create(&reader("again", &moving, true, "Always")).await?;
+    create(cx, &reader("kept", &moving, true, "IfNotPresent")).await?;
+    create(cx, &reader("again", &moving, true, "Always")).await?;
     ensure!(output("kept").await?.trim() == "one", "IfNotPresent pulled again");
     ensure!(output("again").await?.trim() == "two", "Always did not pull the new content");
     // The engine's state lives in a cache across runs: forget the tags of this run's registry.
