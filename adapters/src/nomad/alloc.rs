@@ -16,7 +16,7 @@ use vk_domain::runtime::{
     ContainerRuntimeStatus, ContainerState, PodOwner, Sandbox, SandboxState, Termination,
 };
 
-use super::api::{Allocation, TaskEvent, TaskState};
+use super::api::{Allocation, Network, TaskEvent, TaskState};
 use super::job::{
     META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTART_POLICY,
     META_RESTARTS_PREFIX, META_UID, own_address,
@@ -83,13 +83,17 @@ pub fn current_for<'a>(
 /// The group network mode of `alloc` (`host`, `bridge`, `none`, `cni/<name>`), from its allocated
 /// resources; empty when the stub carries none.
 pub fn network_mode(alloc: &Allocation) -> &str {
+    networks(alloc).first().map_or("", |n| n.mode.as_str())
+}
+
+/// The group networks of `alloc`'s allocated resources (none when the stub carries none).
+fn networks(alloc: &Allocation) -> &[Network] {
     alloc
         .allocated_resources
         .as_ref()
         .and_then(|r| r.shared.as_ref())
         .and_then(|s| s.networks.as_deref())
-        .and_then(|n| n.first())
-        .map_or("", |n| n.mode.as_str())
+        .unwrap_or_default()
 }
 
 /// The sandbox for `alloc`. `host_ip` is the address of the Nomad node that runs it; `address`
@@ -106,12 +110,7 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<Stri
         "lost" => SandboxState::Lost,
         _ => SandboxState::Unknown,
     };
-    let networks = alloc
-        .allocated_resources
-        .as_ref()
-        .and_then(|r| r.shared.as_ref())
-        .and_then(|s| s.networks.as_deref())
-        .unwrap_or_default();
+    let networks = networks(alloc);
     let node_ip = networks.iter().find(|n| !n.ip.is_empty()).map(|n| n.ip.clone());
     let (pod_ip, ports) = if own_address(network_mode(alloc)) {
         (address.filter(|a| !a.is_empty()), BTreeMap::new())
@@ -161,11 +160,7 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
     // The image could not be pulled and the container never ran: the kubelet's ErrImagePull,
     // and ImagePullBackOff while Nomad waits to try again.
     let pull = pull_failure(events).filter(|_| never_ran && ts.state != "running");
-    let state = match ts.state.as_str() {
-        _ if pull.is_some() => pull.unwrap_or(ContainerState::Waiting {
-            reason: "ContainerCreating".into(),
-            message: None,
-        }),
+    let state = pull.unwrap_or_else(|| match ts.state.as_str() {
         "running" => ContainerState::Running { started_at },
         // Killed before it ever ran, through no fault of its own (a sibling, such as an init
         // container, failed): it never left the waiting state.
@@ -184,7 +179,7 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
             reason: "ContainerCreating".into(),
             message: events.last().map(|e| e.display_message.clone()).filter(|m| !m.is_empty()),
         },
-    };
+    });
     let last_termination = (restart_count > 0 && ts.state != "dead")
         .then(|| last("Terminated").map(|e| terminated(e, None)))
         .flatten();
@@ -212,15 +207,12 @@ fn pull_failure(events: &[TaskEvent]) -> Option<ContainerState> {
         matches!(e.type_.as_str(), "Driver Failure" | "Driver" | "Started" | "Terminated")
     })?;
     // Pulling again after a failed pull is still the back-off, as the kubelet reports it.
-    let failed = if last.type_ == "Driver" {
-        events.iter().rev().find(|e| e.type_ == "Driver Failure")?
-    } else {
-        last
+    let failed = match last.type_.as_str() {
+        "Driver" => events.iter().rev().find(|e| e.type_ == "Driver Failure")?,
+        "Driver Failure" => last,
+        _ => return None,
     };
     let rest = failed.display_message.strip_prefix(PULL_FAILED)?;
-    if failed.type_ != "Driver Failure" {
-        return None;
-    }
     let (image, error) = rest.split_once("`: ").unwrap_or((rest, rest));
     let backing_off =
         last.type_ == "Driver" || events.last().is_some_and(|e| e.type_ == "Restarting");

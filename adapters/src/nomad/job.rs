@@ -35,7 +35,7 @@ use vk_domain::env::{EnvVar, Segment, Value as EnvValue};
 use vk_domain::error::Unsupported;
 use vk_domain::pod::{PodKey, RestartPolicy};
 use vk_domain::security::{Profile, Security};
-use vk_domain::volume::Source;
+use vk_domain::volume::{Source, Volume};
 use vk_domain::workload::{ContainerSpec, WorkloadSpec};
 
 use super::api::{
@@ -724,16 +724,13 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// Where volume `name` lives for a task of this pod: a docker task's own in-memory
+    /// Where volume `vol` lives for a task of this pod: a docker task's own in-memory
     /// `secrets/` for a volume with Secret data ([`secret_volume_dir`]), else the allocation's
     /// shared directory ([`volume_dir`]).
-    fn volume_path(&self, name: &str) -> String {
+    fn volume_path(&self, vol: &Volume) -> String {
         let secret = self.driver == "docker"
-            && self.spec.volumes.iter().any(|v| {
-                v.name == name
-                    && matches!(&v.source, Source::Files(fs) if fs.iter().any(|f| f.secret))
-            });
-        if secret { secret_volume_dir(name) } else { volume_dir(name) }
+            && matches!(&vol.source, Source::Files(fs) if fs.iter().any(|f| f.secret));
+        if secret { secret_volume_dir(&vol.name) } else { volume_dir(&vol.name) }
     }
 
     fn task(&mut self, field: &str, c: &ContainerSpec) -> Result<Task, Unsupported> {
@@ -814,7 +811,9 @@ impl Builder<'_> {
                             ));
                         }
                     }
-                    let mut host = self.volume_path(&m.volume);
+                    let vol = self.spec.volumes.iter().find(|v| v.name == m.volume);
+                    let mut host =
+                        vol.map_or_else(|| volume_dir(&m.volume), |v| self.volume_path(v));
                     if let Some(sub) = &m.sub_path {
                         // Docker resolves a bind's source when it creates the container and
                         // follows symbolic links: a container of the pod (an init container, a
@@ -822,10 +821,7 @@ impl Builder<'_> {
                         // link to `/` and get the node's root filesystem mounted (the kubelet's
                         // CVE-2017-1002101). Nomad's check of the source is textual, so a
                         // subPath is only taken into volumes no container can write.
-                        let writable = self.spec.volumes.iter().any(|v| {
-                            v.name == m.volume && matches!(v.source, Source::EmptyDir { .. })
-                        });
-                        if writable {
+                        if vol.is_some_and(|v| matches!(v.source, Source::EmptyDir { .. })) {
                             return Err(Unsupported::new(
                                 format!("{field}.volumeMounts[{i}].subPath"),
                                 format!(
@@ -838,11 +834,7 @@ impl Builder<'_> {
                     }
                     // ConfigMap, Secret, downward API and projected volumes are read-only in
                     // the container whatever the mount says, as the kubelet mounts them.
-                    let api_data = self
-                        .spec
-                        .volumes
-                        .iter()
-                        .any(|v| v.name == m.volume && matches!(v.source, Source::Files(_)));
+                    let api_data = vol.is_some_and(|v| matches!(v.source, Source::Files(_)));
                     let ro = if m.read_only || api_data { ":ro" } else { "" };
                     binds.push(hcl_text(&format!("{host}:{}{ro}", m.mount_path)));
                 }
@@ -1105,7 +1097,7 @@ impl Builder<'_> {
                     ..Template::default()
                 }),
                 Source::Files(files) => {
-                    let dir = self.volume_path(&vol.name);
+                    let dir = self.volume_path(vol);
                     // fsGroup: the kubelet gives the volume's files to that group and lets it
                     // read them (read-only volumes: mode | 0440).
                     let fs_group = c.security.fs_group;

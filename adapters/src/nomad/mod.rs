@@ -76,7 +76,8 @@ pub struct NomadProvider {
     keys: std::sync::Arc<RwLock<HashMap<String, PodKey>>>,
     /// The own address (`NetworkStatus.Address`) of each bridge- or CNI-mode allocation seen, by
     /// allocation ID: set once by the client when it makes the network, so read once from the
-    /// full allocation (the list stub leaves it out). Bounded; an evicted entry is read again.
+    /// full allocation (the list stub leaves it out); empty for one that ended without an
+    /// address. Bounded; an evicted entry is read again.
     addresses: moka::sync::Cache<String, String>,
     /// Whether task `(job ID, task)` runs on the docker driver, once read from the job (for
     /// [`NomadProvider::exec`]'s confirmation). Bounded like `addresses`.
@@ -171,7 +172,7 @@ impl NomadProvider {
             return None;
         }
         if let Some(ip) = self.addresses.get(&a.id) {
-            return Some(ip);
+            return Some(ip).filter(|ip| !ip.is_empty());
         }
         let full: Allocation = match client.get(&["v1", "allocation", &a.id], &[]).await {
             Ok(full) => full,
@@ -180,9 +181,14 @@ impl NomadProvider {
                 return None;
             }
         };
-        let ip = full.network_status.map(|n| n.address).filter(|ip| !ip.is_empty())?;
-        self.addresses.insert(a.id.clone(), ip.clone());
-        Some(ip)
+        let ip = full.network_status.map(|n| n.address).unwrap_or_default();
+        // An address, once set, stays; an allocation that ended without one never gets one
+        // (remembered as empty, so its pod's status reads do not ask again).
+        let terminal = matches!(full.client_status.as_str(), "complete" | "failed" | "lost");
+        if !ip.is_empty() || terminal {
+            self.addresses.insert(a.id.clone(), ip.clone());
+        }
+        Some(ip).filter(|ip| !ip.is_empty())
     }
 
     /// The job ID used for `key`.

@@ -50,6 +50,38 @@ async fn running(cx: &Ctx<'_>, ns: &str, name: &str) -> anyhow::Result<Pod> {
     })
 }
 
+/// Waits (`timeout` at most) until `kubectl logs` of `container` of pod `ns/name` holds
+/// `needle` (any output when empty); returns the log.
+async fn log_with(
+    cx: &Ctx<'_>,
+    (ns, name, container): (&str, &str, &str),
+    needle: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    wait_for(
+        &format!("{needle:?} in the log of {name}/{container}"),
+        timeout,
+        Duration::from_millis(250),
+        || async {
+            let o = cx.stack.kubectl(&["logs", "-n", ns, name, "-c", container]).ok();
+            Ok(o.filter(|o| !o.is_empty() && o.contains(needle)))
+        },
+    )
+    .await
+}
+
+/// Deletes pod `ns/name` and waits (30 s at most) until it is gone.
+async fn delete_and_wait(cx: &Ctx<'_>, ns: &str, name: &str) -> anyhow::Result<()> {
+    cx.pods(ns).delete(name, &DeleteParams::default()).await?;
+    wait_for(
+        &format!("{name} gone"),
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async { Ok(cx.pods(ns).get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+}
+
 /// The pod's containers as Docker runs them: `(name, container ID)` of the allocation's
 /// containers (Nomad labels each with `com.hashicorp.nomad.alloc_id`), the pause container
 /// included (`nomad_init_<alloc>`).
@@ -151,14 +183,7 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     create(&cx, &p).await?;
     let running = running(&cx, ns, "real").await?;
     println!("docker pod Running after {:?}", created.elapsed());
-    let logs = |c: &str| cx.stack.kubectl(&["logs", "-n", ns, "real", "-c", c]);
-    let out = wait_for(
-        "the app container's output",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        || async { Ok(logs("app").ok().filter(|o| o.contains("started"))) },
-    )
-    .await?;
+    let out = log_with(&cx, (ns, "real", "app"), "started", Duration::from_secs(60)).await?;
     for want in [
         "MODE=fast",
         "PASS=s3cr3t $HOME",
@@ -175,13 +200,7 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     ] {
         ensure!(out.lines().any(|l| l == want), "{want:?} not in the output of app:\n{out}");
     }
-    let read = wait_for(
-        "the reader container's output",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async { Ok(logs("reader").ok().filter(|o| o.contains("READ="))) },
-    )
-    .await?;
+    let read = log_with(&cx, (ns, "real", "reader"), "READ=", Duration::from_secs(30)).await?;
     ensure!(read.trim() == "READ=from-app", "reader: {read}");
 
     // The pod's own address.
@@ -381,17 +400,9 @@ pub(crate) async fn docker_security_and_limits(cx: Ctx<'_>) -> anyhow::Result<()
         .build();
     create(&cx, &p).await?;
     running(&cx, ns, "sec").await?;
-    let logs = |c: &str| cx.stack.kubectl(&["logs", "-n", ns, "sec", "-c", c]);
     let mut seen = Vec::new();
     for c in ["locked", "nocaps", "root"] {
-        let out = wait_for(
-            &format!("the {c} container's checks"),
-            Duration::from_secs(60),
-            Duration::from_millis(500),
-            || async { Ok(logs(c).ok().filter(|o| o.contains("checked"))) },
-        )
-        .await?;
-        seen.push(out);
+        seen.push(log_with(&cx, (ns, "sec", c), "checked", Duration::from_secs(60)).await?);
     }
     let has = |i: usize, want: &str| {
         ensure!(seen[i].lines().any(|l| l == want), "{want:?} not in:\n{}", seen[i]);
@@ -522,11 +533,7 @@ pub(crate) async fn docker_image_pull_failure(cx: Ctx<'_>) -> anyhow::Result<()>
         "BackOff event {:?}",
         back_off.message
     );
-    cx.pods(ns).delete("nopull", &DeleteParams::default()).await?;
-    wait_for("the pod gone", Duration::from_secs(30), Duration::from_millis(500), || async {
-        Ok(cx.pods(ns).get_opt("nopull").await?.is_none().then_some(()))
-    })
-    .await
+    delete_and_wait(&cx, ns, "nopull").await
 }
 
 /// Exec probes in real containers report the command's exit code: a startup probe of
@@ -630,17 +637,7 @@ pub(crate) async fn docker_subpath_escape(cx: Ctx<'_>) -> anyhow::Result<()> {
     let whole = pod("whole").namespace(ns).on_node(node).spec(spec(None));
     create(&cx, &whole.build()).await?;
     running(&cx, ns, "whole").await?;
-    let out =
-        wait_for("main's answer", Duration::from_secs(30), Duration::from_millis(500), || {
-            let stack = cx.stack;
-            async move {
-                Ok(stack
-                    .kubectl(&["logs", "-n", ns, "whole", "-c", "main"])
-                    .ok()
-                    .filter(|o| !o.is_empty()))
-            }
-        })
-        .await?;
+    let out = log_with(&cx, (ns, "whole", "main"), "", Duration::from_secs(30)).await?;
     ensure!(out.trim() == "CONTAINER-ROOT", "the planted link led to {out:?}");
     Ok(())
 }
@@ -727,11 +724,7 @@ pub(crate) async fn docker_stats(cx: Ctx<'_>) -> anyhow::Result<()> {
     let value: f64 = line.split_whitespace().nth(1).context("no value")?.parse()?;
     ensure!(value >= (50 * mib) as f64, "/metrics/resource: {line}");
     ensure!(cpu <= 130_000_000, "spinner used {cpu} nanocores beyond its 100m limit");
-    cx.pods(ns).delete("usage", &DeleteParams::default()).await?;
-    wait_for("the usage pod gone", Duration::from_secs(30), Duration::from_millis(500), || async {
-        Ok(cx.pods(ns).get_opt("usage").await?.is_none().then_some(()))
-    })
-    .await
+    delete_and_wait(&cx, ns, "usage").await
 }
 
 /// Init containers and a native sidecar in real containers: the init containers run in order
@@ -764,14 +757,7 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
         .build();
     create(&cx, &p).await?;
     let running = running(&cx, ns, "ordered").await?;
-    let out = wait_for("app's output", Duration::from_secs(60), Duration::from_millis(500), || {
-        let stack = cx.stack;
-        async move {
-            let o = stack.kubectl(&["logs", "-n", ns, "ordered", "-c", "app"]).ok();
-            Ok(o.filter(|o| o.contains("SIDECAR=")))
-        }
-    })
-    .await?;
+    let out = log_with(&cx, (ns, "ordered", "app"), "SIDECAR=", Duration::from_secs(60)).await?;
     ensure!(
         out.lines().collect::<Vec<_>>() == ["ORDER=one two sidecar", "SIDECAR=from-sidecar"],
         "app printed {out:?}"
@@ -910,16 +896,7 @@ http:\n  addr: {registry}\nauth:\n  htpasswd:\n    realm: vk-test\n    path: {}\
     };
     let output = |name: &'static str| async move {
         running(cx, ns, name).await?;
-        wait_for(
-            &format!("{name}'s output"),
-            Duration::from_secs(30),
-            Duration::from_millis(250),
-            || async {
-                let o = cx.stack.kubectl(&["logs", "-n", ns, name]).ok();
-                Ok(o.filter(|o| !o.is_empty()))
-            },
-        )
-        .await
+        log_with(cx, (ns, name, "main"), "", Duration::from_secs(30)).await
     };
 
     // No secret: refused by the registry.
