@@ -127,6 +127,10 @@ check(nomad["command"][:2] == ["agent", "-dev"] and nomad.get("network_mode") ==
 check((nomad.get("environment") or {}).get("CHECKPOINT_DISABLE") == "1",
       "nomad: no update check at start (CHECKPOINT_DISABLE)")
 
+# The dev agent has no CNI plugins: pods may ask for the host's network instead of bridge mode.
+check("--allowed-network-modes=host" in args,
+      "the virtual kubelet lets pods choose network mode host (no CNI in the dev agent)")
+
 # Every flag given to the virtual kubelet, and VKUBELET_POD_IP, are the binary's.
 known = set(re.findall(r"(--[a-z0-9-]+)", help_text))
 unknown = [a.split("=")[0] for a in args if a.split("=")[0] not in known]
