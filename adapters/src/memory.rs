@@ -305,6 +305,7 @@ impl PodProvider for MemoryProvider {
                     containers,
                     message: None,
                     ports: Default::default(),
+                    prepared: None,
                 }),
                 images: spec
                     .init_containers

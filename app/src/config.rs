@@ -18,6 +18,10 @@ use vk_domain::policy::{HostPattern, NamespaceSelector, ProbeGrant, Rule, Rules}
 /// The Kubernetes version this kubelet speaks (the API it was built and tested against).
 pub const KUBERNETES_VERSION: &str = "v1.36.3";
 
+/// The default of `--volume-setup-image`: Docker Hub's busybox, which every Docker engine with
+/// registry access can pull.
+pub const DEFAULT_VOLUME_SETUP_IMAGE: &str = "busybox:1.37";
+
 /// Backends this binary can run pods on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Provider {
@@ -248,6 +252,13 @@ pub struct Cli {
     /// `<root-dir>/seccomp`): a pod's `localhostProfile` is a path inside it.
     #[arg(long, default_value = "/var/lib/kubelet/seccomp", value_parser = parse_absolute)]
     pub seccomp_profile_root: String,
+    /// Image of the task that makes a docker pod's emptyDir directories writable before its
+    /// containers start (mode 0777, or owned by the pod's `fsGroup`, as the kubelet makes them):
+    /// it runs `sh -c` with `mkdir`, `chgrp` and `chmod` as root, so busybox will do; the Nomad
+    /// clients must be able to pull it. Empty: no such task, and Docker creates each emptyDir
+    /// directory as root, mode 0755.
+    #[arg(long, default_value = DEFAULT_VOLUME_SETUP_IMAGE)]
+    pub volume_setup_image: String,
     /// Hosts a probe's `httpGet.host` or `tcpSocket.host` may name, comma-separated: addresses,
     /// networks (`10.0.0.0/8`) or DNS names. Empty (default): probes reach only the pod.
     /// Loopback, link-local, unspecified and multicast addresses are refused here and never dialled.
@@ -373,7 +384,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 /// Settings of the provider: the `[nomad]` table of `--config` and the top level of
 /// `--provider-config` hold them, under their flag's name without `nomad-`.
-const PROVIDER_SETTINGS: [&str; 22] = [
+const PROVIDER_SETTINGS: [&str; 23] = [
     "allowed_drivers",
     "allowed_nomad_namespaces",
     "allowed_regions",
@@ -382,6 +393,7 @@ const PROVIDER_SETTINGS: [&str; 22] = [
     "allowed_datacenters",
     "max_priority",
     "seccomp_profile_root",
+    "volume_setup_image",
     "nomad_addr",
     "nomad_token",
     "nomad_namespace",
@@ -1010,6 +1022,7 @@ impl Cli {
             driver_annotation: self.driver_annotation.clone(),
             policy: self.nomad_policy(),
             seccomp_profile_root: self.seccomp_profile_root.clone(),
+            volume_setup_image: Some(self.volume_setup_image.clone()).filter(|i| !i.is_empty()),
         }
     }
 

@@ -166,7 +166,9 @@ pub fn deadline_left(pod: &Pod, now: Timestamp) -> Option<Duration> {
 }
 
 /// The init container to let start next: the first after the first one whose predecessors all
-/// completed successfully (a sidecar predecessor: is running) and that has not started yet.
+/// completed successfully (a sidecar predecessor: is running) and that has not started yet; or,
+/// when the sandbox has a preparation of its own ([`crate::runtime::Sandbox::prepared`]), the
+/// first one once that has completed. Nothing while the preparation runs.
 pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
     use crate::runtime::ContainerState as S;
     let init = pod.spec.as_ref()?.init_containers.as_deref()?;
@@ -175,6 +177,15 @@ pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
         return None;
     }
     let state = |name: &str| sandbox.containers.get(name).map(|c| &c.state);
+    match (sandbox.prepared, init.first()) {
+        (Some(false), _) => return None,
+        (Some(true), Some(first))
+            if matches!(state(&first.name), None | Some(S::Waiting { .. })) =>
+        {
+            return Some(first.name.clone());
+        }
+        _ => {}
+    }
     for pair in init.windows(2) {
         let (prev, cur) = (&pair[0], &pair[1]);
         let prev_done = match state(&prev.name) {
@@ -242,6 +253,7 @@ mod tests {
                 containers: Default::default(),
                 message: None,
                 ports: Default::default(),
+                prepared: None,
             }),
         }
     }
@@ -462,6 +474,20 @@ mod tests {
             None,
             "nothing starts in a finished sandbox"
         );
+        // A sandbox with a preparation of its own: nothing starts while it runs; then the first
+        // init container, which is held too; then the chain as before.
+        let prepared = |done: Option<bool>, states: Vec<(&'static str, S)>| {
+            let mut w = with(states);
+            w.sandbox.as_mut().unwrap().prepared = done;
+            next_init_container(&p, &w)
+        };
+        assert_eq!(prepared(Some(false), vec![("a", waiting())]), None);
+        assert_eq!(prepared(Some(false), vec![("a", exited(0))]), None);
+        assert_eq!(prepared(Some(true), vec![]).as_deref(), Some("a"));
+        assert_eq!(prepared(Some(true), vec![("a", waiting())]).as_deref(), Some("a"));
+        assert_eq!(prepared(Some(true), vec![("a", running())]), None);
+        assert_eq!(prepared(Some(true), vec![("a", exited(0))]).as_deref(), Some("side"));
+        assert_eq!(prepared(None, vec![("a", waiting())]), None, "no preparation: a is not held");
     }
 
     #[test]

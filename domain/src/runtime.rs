@@ -65,6 +65,12 @@ pub struct Sandbox {
     /// Where a container port is reached on `pod_ip` when the backend maps it (for Nomad, the
     /// allocation's dynamic ports: `To` → `Value`); a port not listed is reached as itself.
     pub ports: BTreeMap<u16, u16>,
+    /// The placement's own preparation before any container may start, as the kubelet sets up a
+    /// pod's volumes before its first container (for Nomad on docker: the task that makes the
+    /// pod's emptyDir directories writable): `None` when there is none; `Some(false)` while it
+    /// runs (or after it failed), `Some(true)` once it has completed. While it is not complete
+    /// the first init container is held too, and released by [`crate::reconcile::Step::StartContainer`].
+    pub prepared: Option<bool>,
 }
 
 impl Sandbox {

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as K8sContainerState, ContainerStateRunning,
     ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition,
-    PodIP, PodStatus,
+    PodIP, PodStatus, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -318,6 +318,7 @@ pub fn not_found_status(pod: &Pod, message: &str, now: Timestamp) -> PodStatus {
         containers: Default::default(),
         message: None,
         ports: Default::default(),
+        prepared: None,
     };
     let mut st = pod_status(pod, Some(&gone), now);
     st.phase = Some("Failed".into());
@@ -552,6 +553,15 @@ fn container_status(c: &Container, rt: &ContainerRuntimeStatus) -> ContainerStat
             .last_termination
             .as_ref()
             .map(|t| K8sContainerState { terminated: Some(terminated(t)), ..Default::default() }),
+        // In-place resize status (`convertToAPIContainerStatuses`): the resources a running
+        // container was given (its requests and limits: the workload is made from them), and
+        // the requests allocated to it.
+        resources: running.then(|| ResourceRequirements {
+            requests: c.resources.as_ref().and_then(|r| r.requests.clone()),
+            limits: c.resources.as_ref().and_then(|r| r.limits.clone()),
+            claims: None,
+        }),
+        allocated_resources: c.resources.as_ref().and_then(|r| r.requests.clone()),
         ..ContainerStatus::default()
     }
 }
@@ -676,6 +686,7 @@ mod tests {
             containers: cs.iter().map(|(n, c)| ((*n).to_owned(), c.clone())).collect(),
             message: None,
             ports: Default::default(),
+            prepared: None,
         }
     }
 
@@ -718,6 +729,33 @@ mod tests {
             let st = pod_status(&pod(restart, &["a", "b"]), sb.as_ref(), ts(10));
             assert_eq!(st.phase.as_deref(), Some(want), "{restart} {sb:?}");
         }
+    }
+
+    /// A running container reports the requests and limits it runs with (`resources`); every
+    /// container reports its allocated requests (`allocatedResources`), as the kubelet's
+    /// in-place resize status does.
+    #[test]
+    fn running_containers_report_their_resources() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let mut p = pod("Always", &["a", "b"]);
+        let q = |pairs: &[(&str, &str)]| {
+            Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).into()))).collect())
+        };
+        for c in &mut p.spec.as_mut().unwrap().containers {
+            c.resources = Some(ResourceRequirements {
+                requests: q(&[("cpu", "100m"), ("memory", "64Mi")]),
+                limits: q(&[("memory", "128Mi")]),
+                claims: None,
+            });
+        }
+        let sb = sandbox(SandboxState::Running, &[("a", running()), ("b", exited(0))]);
+        let st = pod_status(&p, Some(&sb), ts(10));
+        let cs = st.container_statuses.unwrap();
+        let r = cs[0].resources.as_ref().unwrap();
+        assert_eq!(r.requests, q(&[("cpu", "100m"), ("memory", "64Mi")]));
+        assert_eq!(r.limits, q(&[("memory", "128Mi")]));
+        assert!(cs[1].resources.is_none(), "not running: no resources");
+        assert_eq!(cs[1].allocated_resources, q(&[("cpu", "100m"), ("memory", "64Mi")]));
     }
 
     #[test]

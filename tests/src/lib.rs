@@ -979,12 +979,15 @@ its log: {}",
     }
 
     /// The command line shared by [`Stack::virtual_kubelet`] and
-    /// [`Stack::virtual_kubelet_in_cluster`]: node name, raw_exec, free ports, debug logs; nothing inherited that would choose the API server or Nomad (`KUBECONFIG` would
+    /// [`Stack::virtual_kubelet_in_cluster`]: node name, raw_exec, the offline busybox as the
+    /// volume setup image, free ports, debug logs; nothing inherited that would choose the API server or Nomad (`KUBECONFIG` would
     /// win over the in-cluster configuration, `KUBERNETES_SERVICE_*` over `~/.kube/config`).
     fn virtual_kubelet_command(&self, node: &str) -> anyhow::Result<Command> {
         let mut cmd = Command::new(virtual_kubelet_bin()?);
         cmd.args(["--provider", "nomad", "--nodename", node])
             .args(["--nomad-driver", "raw_exec", "--internal-ip", "127.0.0.1"])
+            // Docker pods' emptyDir directories are prepared with the offline busybox image.
+            .args(["--volume-setup-image", BUSYBOX])
             .args(["--kubelet-port", &free_port()?.to_string()])
             // Many virtual kubelets run side by side: none may take the default metrics port.
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
@@ -1090,28 +1093,36 @@ pub fn check_docker() -> anyhow::Result<()> {
 /// directories `data` (`alloc/<alloc ID>/`; Nomad labels each container, pause containers too,
 /// `com.hashicorp.nomad.alloc_id`). Best effort: no Docker, nothing to do.
 fn remove_containers(data: &[PathBuf]) {
-    let allocs: Vec<String> = data
+    let allocs: std::collections::HashSet<String> = data
         .iter()
         .filter_map(|d| std::fs::read_dir(d.join("alloc")).ok())
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
-    for chunk in allocs.chunks(50) {
-        let mut ps = Command::new("docker");
-        ps.args(["ps", "-aq"]);
-        for a in chunk {
-            ps.arg("--filter").arg(format!("label=com.hashicorp.nomad.alloc_id={a}"));
-        }
-        let Ok(out) = ps.output() else { return };
-        let ids: Vec<String> =
-            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", "-v"])
-                .args(&ids)
-                .stdout(std::process::Stdio::null())
-                .status();
-        }
+    if allocs.is_empty() {
+        return;
+    }
+    // Every Nomad container with its allocation: label filters of one key are ANDed by Docker,
+    // so the allocations are matched here.
+    let Ok(out) = Command::new("docker")
+        .args(["ps", "-a", "--filter", "label=com.hashicorp.nomad.alloc_id"])
+        .args(["--format", "{{.ID}} {{.Label \"com.hashicorp.nomad.alloc_id\"}}"])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, alloc)| allocs.contains(*alloc))
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    for chunk in ids.chunks(100) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v"])
+            .args(chunk)
+            .stdout(std::process::Stdio::null())
+            .status();
     }
 }

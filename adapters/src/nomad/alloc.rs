@@ -19,7 +19,7 @@ use vk_domain::runtime::{
 use super::api::{Allocation, Network, TaskEvent, TaskState};
 use super::job::{
     META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTART_POLICY,
-    META_RESTARTS_PREFIX, META_UID, own_address,
+    META_RESTARTS_PREFIX, META_UID, VOLUMES_TASK, own_address,
 };
 
 /// The pod a job belongs to, from its Meta, if it was created by node `node`.
@@ -127,8 +127,29 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<Stri
         .task_states
         .iter()
         .flatten()
+        .filter(|(name, _)| name.as_str() != VOLUMES_TASK)
         .map(|(name, ts)| (name.clone(), container(&alloc.id, name, ts)))
         .collect();
+    // The task that prepares the pod's emptyDir directories is not a container: it is the
+    // sandbox's preparation, and what went wrong with it is the sandbox's message.
+    let setup = alloc.task_states.as_ref().and_then(|t| t.get(VOLUMES_TASK));
+    let prepared = setup.map(|ts| ts.state == "dead" && !ts.failed);
+    let setup_problem = setup.filter(|_| prepared == Some(false)).and_then(|ts| {
+        let e = ts.events.as_deref()?.last()?;
+        let failed = ts.failed
+            || matches!(
+                e.type_.as_str(),
+                "Driver Failure" | "Setup Failure" | "Terminated" | "Restarting" | "Not Restarting"
+            );
+        (failed && !e.display_message.is_empty()).then(|| {
+            format!(
+                "preparing the pod's emptyDir volumes (task {VOLUMES_TASK}): {}",
+                e.display_message
+            )
+        })
+    });
+    let message =
+        setup_problem.or_else(|| Some(alloc.client_description.clone()).filter(|m| !m.is_empty()));
     Sandbox {
         id: alloc.id.clone(),
         state,
@@ -136,8 +157,9 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<Stri
         host_ip: host_ip.or(node_ip),
         pod_ip,
         containers,
-        message: Some(alloc.client_description.clone()).filter(|m| !m.is_empty()),
+        message,
         ports,
+        prepared,
     }
 }
 
@@ -428,6 +450,50 @@ mod tests {
         assert!(
             matches!(&s.containers.get("n").unwrap().state, ContainerState::Waiting { reason, .. } if reason == "ContainerCreating")
         );
+    }
+
+    /// The task preparing the emptyDir directories is the sandbox's preparation, never a
+    /// container; a failure of it is the sandbox's message.
+    #[test]
+    fn the_volumes_task_is_the_sandboxs_preparation() {
+        let with = |setup: serde_json::Value| {
+            sandbox(
+                &alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "pending",
+                    "ClientDescription": "Tasks are running",
+                    "TaskStates": {"vk_volumes": setup,
+                        "init": {"State": "pending", "Events": []}}})),
+                None,
+                None,
+            )
+        };
+        let running = with(json!({"State": "running", "Events": [{"Type": "Started", "Time": 1}]}));
+        assert_eq!(running.prepared, Some(false));
+        assert_eq!(running.containers.keys().collect::<Vec<_>>(), ["init"]);
+        assert_eq!(running.message.as_deref(), Some("Tasks are running"));
+        let done = with(json!({"State": "dead", "Failed": false,
+            "Events": [{"Type": "Terminated", "Time": 1, "ExitCode": 0}]}));
+        assert_eq!(done.prepared, Some(true));
+        let pulling = with(json!({"State": "pending", "Events": [{"Type": "Driver Failure",
+            "Time": 1, "DisplayMessage": "Failed to pull `busybox:1.37`: no route"}]}));
+        assert_eq!(pulling.prepared, Some(false));
+        assert_eq!(
+            pulling.message.as_deref(),
+            Some(
+                "preparing the pod's emptyDir volumes (task vk_volumes): Failed to pull `busybox:1.37`: no route"
+            )
+        );
+        let failed =
+            with(json!({"State": "dead", "Failed": true, "Events": [{"Type": "Not Restarting",
+            "Time": 2, "DisplayMessage": "Exceeded allowed attempts 0"}]}));
+        assert_eq!(failed.prepared, Some(false));
+        assert!(failed.message.unwrap().ends_with("Exceeded allowed attempts 0"));
+        let none = sandbox(
+            &alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "pending",
+                "TaskStates": {"c": {"State": "pending"}}})),
+            None,
+            None,
+        );
+        assert_eq!(none.prepared, None);
     }
 
     /// A bridge-mode allocation's pod IP is its own address (`NetworkStatus.Address`, read from

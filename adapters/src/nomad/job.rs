@@ -64,6 +64,19 @@ pub const META_RESTARTS_PREFIX: &str = "k8s_restarts_";
 /// The group's name in every job.
 pub const GROUP: &str = "pod";
 
+/// The task that prepares a docker pod's emptyDir directories before any container starts, as
+/// the kubelet does (`pkg/volume/emptydir`: mode 0777; with `fsGroup`, owned by that group with
+/// the set-group-ID bit, so new files get the group): a `prestart` task of
+/// [`JobSettings::volume_setup_image`] running `mkdir`, `chgrp` and `chmod` on paths the virtual
+/// kubelet names. It is not a container of the pod: the pod's status never shows it. The
+/// underscore keeps it apart from every container name (DNS labels).
+pub const VOLUMES_TASK: &str = "vk_volumes";
+
+/// The script [`VOLUMES_TASK`] runs under `sh -c`: `$1` the mode, `$2` the group (`-`: none),
+/// then the directories. Nothing of the pod is in the script; its arguments are the mode, the
+/// `fsGroup` number and paths made of volume names (DNS labels).
+const VOLUMES_SCRIPT: &str = r#"set -e; mode=$1; group=$2; shift 2; mkdir -p "$@"; [ "$group" = - ] || chgrp "$group" "$@"; chmod "$mode" "$@""#;
+
 /// Environment variable of a docker task holding the user name of its image's registry login
 /// (from `imagePullSecrets`), which the driver's `auth` block reads when the task starts. It is
 /// also in the container's environment: Nomad has no other way to hand a task's driver a value
@@ -159,6 +172,10 @@ pub struct JobSettings {
     /// Directory on the Nomad clients holding `Localhost` seccomp profiles (the kubelet's
     /// `<root-dir>/seccomp`); a pod's `localhostProfile` is a path inside it.
     pub seccomp_profile_root: String,
+    /// The image of [`VOLUMES_TASK`] (needs `sh`, `mkdir`, `chgrp` and `chmod`, and to run as
+    /// root: busybox), for docker pods with emptyDir volumes. `None`: no such task; Docker then
+    /// creates each emptyDir directory as root, mode 0755, and only root in the pod can write it.
+    pub volume_setup_image: Option<String>,
 }
 
 /// The group network mode a pod on `driver` gets when it neither chooses one by annotation nor
@@ -445,9 +462,14 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
         settings: s,
         items: BTreeMap::new(),
         reserved: Vec::new(),
+        prepared: false,
     };
     let mut tasks = Vec::new();
     let mut gated = Vec::new();
+    if let Some(t) = b.volumes_task() {
+        tasks.push(t);
+        b.prepared = true;
+    }
     for (i, c) in spec.init_containers.iter().enumerate() {
         let mut t = b.task(&format!("spec.initContainers[{i}]"), c)?;
         t.lifecycle = Some(Lifecycle { hook: "prestart".into(), sidecar: c.sidecar });
@@ -455,7 +477,9 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
             // A native sidecar restarts whatever the pod's restartPolicy.
             t.restart_policy = Some(policies(RestartPolicy::Always).1);
         }
-        if i > 0 {
+        // Prestart tasks start together: the first init container waits for the volumes task
+        // too, which the virtual kubelet learns has completed from the allocation.
+        if i > 0 || b.prepared {
             t.templates.push(gate_template(&id, &c.name));
             gated.push(c.name.clone());
         }
@@ -721,9 +745,79 @@ struct Builder<'a> {
     settings: &'a JobSettings,
     items: BTreeMap<String, String>,
     reserved: Vec<Port>,
+    /// The job has [`VOLUMES_TASK`]: it makes the emptyDir directories, and the first init
+    /// container waits for it.
+    prepared: bool,
 }
 
 impl Builder<'_> {
+    /// Whether emptyDir `vol` is, on docker, a tmpfs of the one container mounting it:
+    /// `medium: Memory` mounted by a single container. A Docker tmpfs belongs to one container;
+    /// a Memory emptyDir shared by several lives in the allocation's directory on disk.
+    fn tmpfs(&self, vol: &Volume) -> bool {
+        self.driver == "docker"
+            && matches!(vol.source, Source::EmptyDir { memory: true, .. })
+            && self.mounted_by(&vol.name) == 1
+    }
+
+    /// How many of the pod's containers mount volume `name`.
+    fn mounted_by(&self, name: &str) -> usize {
+        self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == name)).count()
+    }
+
+    /// [`VOLUMES_TASK`] when the pod runs on docker, an image is configured for it and some
+    /// container mounts an emptyDir that lives in the allocation's directory.
+    fn volumes_task(&self) -> Option<Task> {
+        let image = self.settings.volume_setup_image.as_deref()?;
+        if self.driver != "docker" {
+            return None;
+        }
+        let dirs: Vec<String> = self
+            .spec
+            .volumes
+            .iter()
+            .filter(|v| matches!(v.source, Source::EmptyDir { .. }))
+            .filter(|v| self.mounted_by(&v.name) > 0 && !self.tmpfs(v))
+            .map(|v| hcl_text(&format!("/alloc/volumes/{}", v.name)))
+            .collect();
+        if dirs.is_empty() {
+            return None;
+        }
+        // fsGroup is a pod-level setting, copied into every container's security context.
+        let group = self.spec.all_containers().find_map(|c| c.security.fs_group);
+        let mut config = Map::new();
+        config.insert("image".into(), json!(hcl_text(image)));
+        config.insert(
+            "entrypoint".into(),
+            json!(["sh", "-c", hcl_text(VOLUMES_SCRIPT), VOLUMES_TASK]),
+        );
+        let mode = if group.is_some() { "2777" } else { "0777" };
+        let group = group.map_or_else(|| "-".to_owned(), |g| g.to_string());
+        config.insert(
+            "args".into(),
+            json!([mode.to_owned(), group].into_iter().chain(dirs).collect::<Vec<_>>()),
+        );
+        if matches!(self.network_mode.as_str(), "host" | "none") {
+            config.insert("network_mode".into(), json!(self.network_mode));
+        }
+        Some(Task {
+            name: VOLUMES_TASK.to_owned(),
+            driver: "docker".to_owned(),
+            config,
+            env: BTreeMap::new(),
+            resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
+            kill_timeout: ns(Duration::from_secs(5)),
+            kill_signal: "SIGTERM".into(),
+            meta: BTreeMap::new(),
+            user: String::new(),
+            lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar: false }),
+            templates: Vec::new(),
+            // Retried in place, whatever the pod's restartPolicy, as the kubelet retries a volume
+            // it could not set up: the pod stays pending with the failure as its message.
+            restart_policy: Some(policies(RestartPolicy::Always).1),
+        })
+    }
+
     /// Where volume `vol` lives for a task of this pod: a docker task's own in-memory
     /// `secrets/` for a volume with Secret data ([`secret_volume_dir`]), else the allocation's
     /// shared directory ([`volume_dir`]).
@@ -797,6 +891,7 @@ impl Builder<'_> {
                     config.insert("network_mode".into(), json!(self.network_mode));
                 }
                 let mut binds = Vec::new();
+                let mut tmpfs = Vec::new();
                 for (i, m) in c.mounts.iter().enumerate() {
                     // Docker splits a bind at ':' (source:target:mode).
                     for (name, v) in
@@ -812,6 +907,35 @@ impl Builder<'_> {
                         }
                     }
                     let vol = self.spec.volumes.iter().find(|v| v.name == m.volume);
+                    // medium: Memory in one container: a tmpfs of the size limit (else the
+                    // container's memory limit, as the kubelet sizes it), mode 0777 as the
+                    // kubelet leaves it.
+                    let memory = vol.filter(|v| self.tmpfs(v)).and_then(|v| match v.source {
+                        Source::EmptyDir { size_limit_bytes, .. } => Some((v, size_limit_bytes)),
+                        Source::Files(_) => None,
+                    });
+                    if let Some((v, size_limit_bytes)) = memory {
+                        if m.sub_path.is_some() {
+                            return Err(Unsupported::new(
+                                format!("{field}.volumeMounts[{i}].subPath"),
+                                format!(
+                                    "emptyDir {:?} is a tmpfs of its own here: a subPath into it cannot be mounted; mount the whole volume",
+                                    v.name
+                                ),
+                            ));
+                        }
+                        let mut options = json!({"mode": 0o777});
+                        if let Some(size) = size_limit_bytes.or(c.resources.memory_limit_bytes) {
+                            options["size"] = json!(size);
+                        }
+                        tmpfs.push(json!({
+                            "type": "tmpfs",
+                            "target": hcl_text(&m.mount_path),
+                            "readonly": m.read_only,
+                            "tmpfs_options": [options],
+                        }));
+                        continue;
+                    }
                     let mut host =
                         vol.map_or_else(|| volume_dir(&m.volume), |v| self.volume_path(v));
                     if let Some(sub) = &m.sub_path {
@@ -840,6 +964,9 @@ impl Builder<'_> {
                 }
                 if !binds.is_empty() {
                     config.insert("volumes".into(), json!(binds));
+                }
+                if !tmpfs.is_empty() {
+                    config.insert("mount".into(), json!(tmpfs));
                 }
                 // hostAliases: the kubelet's entries of /etc/hosts, Docker's `--add-host`.
                 if !self.spec.host_aliases.is_empty() {
@@ -1087,6 +1214,8 @@ impl Builder<'_> {
                 ));
             };
             match &vol.source {
+                // Made by the volumes task, or a tmpfs of this container's own.
+                Source::EmptyDir { .. } if self.prepared || self.tmpfs(vol) => {}
                 // Nomad refuses an empty template: a comment renders the empty marker file that
                 // creates the directory before the task starts.
                 Source::EmptyDir { .. } => out.push(Template {
@@ -1417,6 +1546,7 @@ mod tests {
             mhz_per_core: 2000,
             policy: std::sync::Arc::new(NomadPolicy::default()),
             seccomp_profile_root: "/var/lib/kubelet/seccomp".into(),
+            volume_setup_image: None,
         }
     }
 
@@ -1927,6 +2057,90 @@ mod tests {
         assert_eq!(items[&file_key("cfg", "mode")], "ZmFzdA==");
         assert!(a.templates[0].embedded_tmpl.contains(&file_key("cfg", "mode")));
         assert!(a.templates[0].embedded_tmpl.contains("base64Decode"));
+    }
+
+    /// On docker with a volume setup image: one prestart task makes the emptyDir directories
+    /// (0777; with fsGroup, that group and the set-group-ID bit) before any container, the first
+    /// init container waits for it, no marker template is rendered; a Memory emptyDir of one
+    /// container is a tmpfs of its own (size from sizeLimit, else the memory limit), one shared
+    /// by several lives in the allocation's directory; raw_exec gets no such task.
+    #[test]
+    fn docker_empty_dirs_are_prepared_by_the_volumes_task() {
+        let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };
+        let spec = |fs_group: Option<i64>| {
+            json!({
+                "securityContext": {"fsGroup": fs_group},
+                "initContainers": [{"name": "init", "image": "i",
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}],
+                "containers": [
+                    {"name": "a", "image": "i", "resources": {"limits": {"memory": "64Mi"}},
+                     "volumeMounts": [{"name": "scratch", "mountPath": "/s"},
+                        {"name": "shm", "mountPath": "/dev/shm"},
+                        {"name": "mem", "mountPath": "/m", "readOnly": true},
+                        {"name": "shared-mem", "mountPath": "/sm"}]},
+                    {"name": "b", "image": "i", "volumeMounts": [{"name": "shared-mem", "mountPath": "/sm"}]}
+                ],
+                "volumes": [
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "unused", "emptyDir": {}},
+                    {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                    {"name": "mem", "emptyDir": {"medium": "Memory"}},
+                    {"name": "shared-mem", "emptyDir": {"medium": "Memory"}}
+                ]
+            })
+        };
+        let PodJob { job, gated, .. } = translate_with(&s, json!({}), spec(None)).unwrap();
+        let tasks = &job.task_groups[0].tasks;
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, [VOLUMES_TASK, "init", "a", "b"]);
+        let v = &tasks[0];
+        assert_eq!(v.lifecycle, Some(Lifecycle { hook: "prestart".into(), sidecar: false }));
+        assert_eq!(v.config["image"], "busybox:1.37");
+        assert_eq!(v.config["entrypoint"], json!(["sh", "-c", VOLUMES_SCRIPT, VOLUMES_TASK]));
+        assert_eq!(
+            v.config["args"],
+            json!(["0777", "-", "/alloc/volumes/scratch", "/alloc/volumes/shared-mem"]),
+            "the emptyDirs in the allocation's directory, mounted by some container"
+        );
+        assert_eq!(v.restart_policy.as_ref().map(|r| r.mode.as_str()), Some("delay"));
+        assert_eq!(gated, ["init"], "the first init container waits for the volumes task");
+        let a = &tasks[2];
+        assert_eq!(
+            a.config["volumes"],
+            json!(["../alloc/volumes/scratch:/s", "../alloc/volumes/shared-mem:/sm"])
+        );
+        assert_eq!(
+            a.config["mount"],
+            json!([
+                {"type": "tmpfs", "target": "/dev/shm", "readonly": false,
+                 "tmpfs_options": [{"mode": 0o777, "size": 1 << 20}]},
+                {"type": "tmpfs", "target": "/m", "readonly": true,
+                 "tmpfs_options": [{"mode": 0o777, "size": 64 << 20}]}
+            ])
+        );
+        assert!(a.templates.is_empty(), "no marker files: {:?}", a.templates);
+
+        let PodJob { job, .. } = translate_with(&s, json!({}), spec(Some(2000))).unwrap();
+        assert_eq!(
+            job.task_groups[0].tasks[0].config["args"].as_array().unwrap()[..2],
+            [json!("2777"), json!("2000")],
+            "fsGroup: the group owns the directories, and new files get it"
+        );
+
+        let raw = translate_with(
+            &JobSettings { default_driver: "raw_exec".into(), ..s.clone() },
+            json!({}),
+            json!({"containers": [{"name": "a", "image": "i", "command": ["x"],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}],
+                "volumes": [{"name": "scratch", "emptyDir": {}}]}),
+        )
+        .unwrap();
+        let names: Vec<&str> =
+            raw.job.task_groups[0].tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a"], "raw_exec: the marker template makes the directory");
+        let none = translate(json!({}), spec(None)).unwrap();
+        assert_eq!(none.job.task_groups[0].tasks[0].name, "init", "no image, no task");
+        assert!(none.gated.is_empty());
     }
 
     #[test]

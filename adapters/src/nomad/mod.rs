@@ -61,6 +61,9 @@ pub struct ProviderConfig {
     pub policy: policy::NomadPolicy,
     /// Directory on the Nomad clients holding `Localhost` seccomp profiles.
     pub seccomp_profile_root: String,
+    /// Image of the task preparing docker pods' emptyDir directories
+    /// ([`job::JobSettings::volume_setup_image`]); `None`: no such task.
+    pub volume_setup_image: Option<String>,
 }
 
 /// Runs pods as Nomad jobs and reports the Nomad cluster as one node.
@@ -137,6 +140,7 @@ impl NomadProvider {
             mhz_per_core: DEFAULT_MHZ_PER_CORE,
             policy: std::sync::Arc::new(cfg.policy),
             seccomp_profile_root: cfg.seccomp_profile_root,
+            volume_setup_image: cfg.volume_setup_image,
         };
         Ok(Self {
             client,
@@ -1084,6 +1088,7 @@ mod tests {
             driver_annotation: "vk/driver".into(),
             policy: policy::NomadPolicy::default(),
             seccomp_profile_root: "/var/lib/kubelet/seccomp".into(),
+            volume_setup_image: None,
         })
         .unwrap()
     }

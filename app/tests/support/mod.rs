@@ -60,6 +60,7 @@ pub fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
                 .collect(),
             message: None,
             ports: Default::default(),
+            prepared: None,
         }),
     }
 }

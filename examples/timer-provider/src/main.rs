@@ -47,6 +47,7 @@ fn view(t: &Timed, now: Timestamp) -> RuntimePod {
         containers: t.containers.iter().map(|c| (c.clone(), status.clone())).collect(),
         message: None,
         ports: Default::default(),
+        prepared: None,
     };
     let (id, stopping) = (t.owner.key.to_string(), t.stopped.is_some());
     RuntimePod {

@@ -772,6 +772,60 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// emptyDir on docker as the kubelet makes it: a directory every user of the pod can write (the
+/// `vk_volumes` prestart task makes it 0777 before any container, the first init container
+/// included, starts), owned by `fsGroup` with the set-group-ID bit so new files get the group;
+/// and `medium: Memory` in one container is a tmpfs of the size limit, mode 0777. The volumes
+/// task is not one of the pod's containers.
+pub(crate) async fn docker_empty_dirs(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-docker-emptydir", "e2e-docker-emptydir");
+    let _vk = cx.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await?;
+    let report = "stat -c 'scratch %a %g' /scratch; cat /scratch/from-init; \
+                  echo x > /scratch/f && stat -c 'file %g' /scratch/f; \
+                  grep ' /mem ' /proc/mounts | cut -d' ' -f1,2,4; stat -c 'mem %a' /mem; \
+                  echo x > /mem/f && echo mem-writable; echo done; exec sleep 3600";
+    let p = pod("scratch")
+        .namespace(ns)
+        .on_node(node)
+        .grace(1)
+        .spec(serde_json::json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 3000},
+            "initContainers": [{"name": "init", "image": BUSYBOX,
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                "command": ["sh", "-c", "echo \"init wrote as $(id -u)\" > /scratch/from-init"]}],
+            "containers": [{"name": "app", "image": BUSYBOX,
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"},
+                                 {"name": "mem", "mountPath": "/mem"}],
+                "command": ["sh", "-c", report]}],
+            "volumes": [{"name": "scratch", "emptyDir": {}},
+                        {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        }))
+        .build();
+    create(&cx, &p).await?;
+    let running = running(&cx, ns, "scratch").await?;
+    let out = log_with(&cx, (ns, "scratch", "app"), "done", Duration::from_secs(60)).await?;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(
+        lines.len() == 7
+            && lines[..3] == ["scratch 2777 3000", "init wrote as 1000", "file 3000"]
+            && lines[3].starts_with("tmpfs /mem rw,")
+            && lines[3].contains("size=1024k")
+            && lines[3].contains("mode=777")
+            && lines[4..] == ["mem 777", "mem-writable", "done"],
+        "app printed {out:?}"
+    );
+    let st = running.status.unwrap_or_default();
+    let names: Vec<String> = st
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(st.container_statuses.iter().flatten())
+        .map(|c| c.name.clone())
+        .collect();
+    ensure!(names == ["init", "app"], "the pod's statuses name {names:?}");
+    Ok(())
+}
+
 /// Runs `docker` with `args` (and the client configuration directory `config`, so no login
 /// lands in the machine's own); returns its standard output.
 fn docker(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
