@@ -15,6 +15,7 @@
 # Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose|virtual-kubelet-upstream|registry]...
 #        (no argument: all)
 #        scripts/peers.sh --dir                                                 (print the cache root)
+#        scripts/peers.sh --k8s-ldflags        (print the version ldflags of Kubernetes' builds)
 set -euo pipefail
 
 ETCD_VERSION=v3.6.14
@@ -32,8 +33,24 @@ REGISTRY_VERSION=v3.1.2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
 
+# The version variables of Kubernetes' builds (hack/lib/version.sh).
+k8s_ldflags() {
+  local v=${K8S_VERSION#v} flags="-s -w"
+  local major=${v%%.*} rest=${v#*.}
+  local minor=${rest%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
 if [[ ${1:-} == --dir ]]; then
   echo "$root"
+  exit 0
+fi
+if [[ ${1:-} == --k8s-ldflags ]]; then
+  k8s_ldflags
   exit 0
 fi
 
@@ -70,16 +87,6 @@ build() {
   echo "peers: $peer $version built in $((SECONDS - start)) s"
 }
 
-k8s_ldflags() {
-  local v=${K8S_VERSION#v} flags="-s -w"
-  local major=${v%%.*} rest=${v#*.}
-  local minor=${rest%%.*}
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
-  echo "$flags"
-}
 
 peers=("$@")
 ((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose virtual-kubelet-upstream registry)

@@ -631,10 +631,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                     let delay = Timestamp::now().duration_since(at).as_secs_f64().max(0.0);
                     metrics::histogram!(STATUS_PROPAGATION).record(delay);
                 }
-                // Keep the local copy current so the next poll does not write the same again.
+                // Keep the local copy current so the next poll does not write the same again,
+                // unless the watch already brought a newer version (another writer's change, or
+                // the echo of this write): that one is the truth.
                 let mut st = self.state();
                 if let Some(held) = st.pods.get_mut(key).filter(|p| p.uid() == pod::uid(pod)) {
                     match held.pod() {
+                        Ok(p) if p.metadata.resource_version != pod.metadata.resource_version => {}
                         Ok(p) => {
                             let mut p = Arc::unwrap_or_clone(p);
                             p.status = Some(new);

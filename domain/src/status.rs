@@ -141,7 +141,7 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         )
     };
 
-    let conditions = vec![
+    let mut conditions = vec![
         condition(previous, "PodReadyToStartContainers", sandbox_ready, None, None, now),
         condition(
             previous,
@@ -155,6 +155,16 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         condition(previous, "ContainersReady", ready, reason, message, now),
         condition(previous, "PodScheduled", true, None, None, now),
     ];
+    // Conditions of other writers (readiness gates', the controller manager's) are theirs: carried
+    // as they are, so the status this node holds after its own write still has them.
+    conditions.extend(
+        previous
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
+            .cloned(),
+    );
 
     let pod_ip = sandbox.and_then(|s| s.pod_ip.clone());
     let host_ip = sandbox.and_then(|s| s.host_ip.clone());
@@ -457,9 +467,21 @@ fn condition_patch(
     };
     let mut out = Vec::new();
     for c in &after {
-        if !before.iter().any(|b| kind(b) == kind(c) && bare(b) == bare(c)) {
-            out.push(c.clone());
+        let earlier = before.iter().find(|b| kind(b) == kind(c));
+        if earlier.is_some_and(|b| bare(b) == bare(c)) {
+            continue;
         }
+        // A merge keeps what the patch leaves out: a reason or message the condition no longer
+        // has is written as null, else a Ready condition back to True would keep its old reason.
+        let mut c = c.clone();
+        if let (Some(b), Some(m)) = (earlier.and_then(Value::as_object), c.as_object_mut()) {
+            for f in ["reason", "message"] {
+                if b.contains_key(f) && !m.contains_key(f) {
+                    m.insert(f.to_owned(), Value::Null);
+                }
+            }
+        }
+        out.push(c);
     }
     // Conditions of other writers (readiness gates' types, the controller manager's
     // DisruptionTarget) are theirs: only the kubelet's own types are ever deleted.
@@ -840,6 +862,11 @@ mod tests {
         p.status = Some(with_gate.clone());
         let st = pod_status(&p, Some(&sb), ts(4));
         assert_eq!(
+            cond(&st, "example.com/lb").status,
+            "False",
+            "another writer's condition is carried as it is"
+        );
+        assert_eq!(
             cond(&st, "Ready").message.as_deref(),
             Some("the status of pod readiness gate \"example.com/lb\" is not \"True\", but False")
         );
@@ -923,6 +950,19 @@ mod tests {
             body["status"]["podIPs"],
             serde_json::json!([{ "ip": "10.0.0.9" }, { "$patch": "replace" }])
         );
+
+        // The container runs again: Ready and ContainersReady go back to True, and the reason
+        // and message they had are written as null (a merge would keep them).
+        let body = patch(Some(&third), &again).unwrap();
+        for c in body["status"]["conditions"].as_array().unwrap() {
+            let c = c.as_object().unwrap();
+            assert_eq!(c["status"], "True", "{c:?}");
+            assert_eq!(
+                (c.get("reason"), c.get("message")),
+                (Some(&serde_json::Value::Null), Some(&serde_json::Value::Null)),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -934,6 +934,19 @@ its log: {}",
         .await
     }
 
+    /// Waits (`timeout` at most) until node `node` reports Ready, read with kubectl.
+    ///
+    /// # Errors
+    /// The timeout, with the last kubectl error.
+    pub async fn wait_node_ready(&self, node: &str, timeout: Duration) -> anyhow::Result<()> {
+        let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
+        wait_for(&format!("node {node} Ready"), timeout, Duration::from_secs(1), || async {
+            let s = self.kubectl(&["get", "node", node, "-o", jsonpath])?;
+            Ok((s == "True").then_some(()))
+        })
+        .await
+    }
+
     /// Starts `virtual-kubelet --provider nomad` as node `node` with its own node identity,
     /// pods on the raw_exec driver by default, and `extra` flags.
     ///

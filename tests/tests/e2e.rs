@@ -29,8 +29,8 @@ mod kubelet;
 use deploy::in_cluster_rbac;
 use docker::{
     docker_empty_dirs, docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar,
-    docker_pod, docker_registry_pulls, docker_security_and_limits, docker_stats,
-    docker_subpath_escape,
+    docker_pod, docker_readiness_gates, docker_registry_pulls, docker_security_and_limits,
+    docker_stats, docker_subpath_escape,
 };
 use hostile::hostile_corpus;
 #[path = "e2e/providers.rs"]
@@ -1856,6 +1856,7 @@ fn main() {
         docker_stats,
         docker_init_and_sidecar,
         docker_empty_dirs,
+        docker_readiness_gates,
         docker_registry_pulls
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.

@@ -27,20 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let client = stack.client().await?;
 
     let out = async {
-        wait_for("node Ready", Duration::from_secs(60), Duration::from_secs(1), || {
-            let stack = &stack;
-            async move {
-                let s = stack.kubectl(&[
-                    "get",
-                    "node",
-                    NODE,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ])?;
-                Ok((s == "True").then_some(()))
-            }
-        })
-        .await?;
+        stack.wait_node_ready(NODE, Duration::from_secs(60)).await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         stack.namespace("default").await?;
         let serve = "echo hello from a container; mkdir -p /www; echo hello-nomad > /www/index.html; \

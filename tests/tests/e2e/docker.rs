@@ -17,7 +17,7 @@ use super::{Ctx, current_alloc, pod_ready};
 /// Every container of `p` without resources requests 10m of CPU and 32 MiB: Nomad's defaults
 /// (100 MHz and 300 MB a task) would fill the test node's CPU with the pods all the tests leave
 /// running, and new pods would wait unplaced.
-fn lean(mut p: Pod) -> Pod {
+pub(crate) fn lean(mut p: Pod) -> Pod {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     let spec = p.spec.get_or_insert_with(Default::default);
     let init = spec.init_containers.iter_mut().flatten();
@@ -37,7 +37,7 @@ fn lean(mut p: Pod) -> Pod {
 }
 
 /// Creates `p` made [`lean`].
-async fn create(cx: &Ctx<'_>, p: &Pod) -> anyhow::Result<Pod> {
+pub(crate) async fn create(cx: &Ctx<'_>, p: &Pod) -> anyhow::Result<Pod> {
     cx.create(&lean(p.clone())).await
 }
 
@@ -823,6 +823,71 @@ pub(crate) async fn docker_empty_dirs(cx: Ctx<'_>) -> anyhow::Result<()> {
         .map(|c| c.name.clone())
         .collect();
     ensure!(names == ["init", "app"], "the pod's statuses name {names:?}");
+    Ok(())
+}
+
+/// `readinessGates` as the kubelet honours them: Ready only while every gate's condition (written
+/// by another controller through the status subresource) is True, following each change within
+/// seconds; ContainersReady alone does not look at them, and a condition back to True keeps no
+/// reason or message.
+pub(crate) async fn docker_readiness_gates(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-docker-gates", "e2e-docker-gates");
+    let _vk = cx.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await?;
+    let p = pod("gated")
+        .namespace(ns)
+        .on_node(node)
+        .grace(1)
+        .spec(serde_json::json!({
+            "readinessGates": [{"conditionType": "example.com/one"}, {"conditionType": "example.com/two"}],
+            "containers": [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"]}]
+        }))
+        .build();
+    create(&cx, &p).await?;
+    running(&cx, ns, "gated").await?;
+    let condition = |pod: &Pod, t: &str| {
+        pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| {
+            cs.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()))
+        })
+    };
+    let set = |t: &str, v: &str| {
+        let patch = format!(r#"{{"status":{{"conditions":[{{"type":"{t}","status":"{v}"}}]}}}}"#);
+        cx.stack.kubectl(&[
+            "patch",
+            "pod",
+            "-n",
+            ns,
+            "gated",
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            &patch,
+        ])
+    };
+    let ready_is = |want: &'static str, what: &'static str| {
+        let cx = &cx;
+        wait_for(what, Duration::from_secs(20), Duration::from_millis(250), move || async move {
+            let pod = cx.pods(ns).get("gated").await?;
+            Ok((condition(&pod, "Ready").is_some_and(|(s, _)| s == want)).then_some(pod))
+        })
+    };
+    let pod = ready_is("False", "Ready False while no gate is set").await?;
+    ensure!(
+        condition(&pod, "ContainersReady") == Some(("True".into(), None)),
+        "ContainersReady: {:?}",
+        condition(&pod, "ContainersReady")
+    );
+    set("example.com/one", "True")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ready_is("False", "Ready False with one gate of two").await?;
+    set("example.com/two", "True")?;
+    let pod = ready_is("True", "Ready True once both gates are True").await?;
+    ensure!(
+        condition(&pod, "Ready") == Some(("True".into(), None)),
+        "{:?}",
+        condition(&pod, "Ready")
+    );
+    set("example.com/one", "False")?;
+    ready_is("False", "Ready False again when a gate turns False").await?;
     Ok(())
 }
 

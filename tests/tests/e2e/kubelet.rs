@@ -1,6 +1,7 @@
 //! End-to-end tests of the kubelet API (port 10250): `kubectl logs`, `attach`, `exec`,
 //! `port-forward` and `top` through the real kube-apiserver, kube-rs clients (WebSocket), and the
-//! kubelet's own authentication and authorization called directly.
+//! kubelet's own authentication and authorization called directly. Every pod here is a real
+//! container on Nomad's docker driver (the offline busybox image), in its own network namespace.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -13,9 +14,22 @@ use kube::Api;
 use kube::api::AttachParams;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use vk_tests::fixtures::pod;
-use vk_tests::{free_port, wait_for};
+use vk_tests::{BUSYBOX, free_port, wait_for};
 
 use super::Ctx;
+use super::docker::create;
+
+/// The flags of a virtual kubelet whose pods are docker containers.
+const DOCKER: [&str; 2] = ["--nomad-driver", "docker"];
+
+/// A pod of busybox containers: the fixture's containers get [`BUSYBOX`].
+fn busybox(p: vk_tests::fixtures::PodBuilder) -> Pod {
+    let mut p = p.build();
+    for c in p.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+        c.image = Some(BUSYBOX.to_owned());
+    }
+    p
+}
 
 /// The numbers of the `line-N` lines of `text`, in order.
 fn numbers(text: &str) -> Vec<u64> {
@@ -28,20 +42,21 @@ fn consecutive(n: &[u64]) -> bool {
 
 /// A pod printing `line-1` .. `line-10` at once, then one more line a second.
 fn talker(ns: &str, node: &str) -> Pod {
-    pod("talker")
-        .namespace(ns)
-        .on_node(node)
-        .container(
-            "main",
-            &[
-                "sh",
-                "-c",
-                "i=1; while [ $i -le 10 ]; do echo line-$i; i=$((i+1)); done; \
+    busybox(
+        pod("talker")
+            .namespace(ns)
+            .on_node(node)
+            .container(
+                "main",
+                &[
+                    "sh",
+                    "-c",
+                    "i=1; while [ $i -le 10 ]; do echo line-$i; i=$((i+1)); done; \
                  while true; do sleep 1; echo line-$i; i=$((i+1)); done",
-            ],
-        )
-        .grace(1)
-        .build()
+                ],
+            )
+            .grace(1),
+    )
 }
 
 /// `kubectl logs` returns the pod's output; `--tail=3` the last three lines; `--limit-bytes=5`
@@ -49,8 +64,8 @@ fn talker(ns: &str, node: &str) -> Pod {
 /// written from then on; `kubectl attach -i` is refused with the reason.
 pub(crate) async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-logs", "e2e-logs");
-    let _vk = cx.node_and_namespace(node, ns).await?;
-    cx.create(&talker(ns, node)).await?;
+    let _vk = cx.node_and_namespace_with(node, ns, &DOCKER).await?;
+    create(&cx, &talker(ns, node)).await?;
     cx.wait_phase(ns, "talker", "Running", Duration::from_secs(30)).await?;
     let whole = wait_for(
         "ten lines logged",
@@ -178,9 +193,9 @@ impl Drop for Streamed {
 /// to SPDY by the API server) gets output and a terminal that resizes.
 pub(crate) async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-exec", "e2e-exec");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    let _vk = cx.node_and_namespace_with(node, ns, &DOCKER).await?;
     let p = pod("shell").namespace(ns).on_node(node).container("main", &["sleep", "600"]).grace(1);
-    cx.create(&p.build()).await?;
+    create(&cx, &busybox(p)).await?;
     cx.wait_phase(ns, "shell", "Running", Duration::from_secs(30)).await?;
 
     let out = cx.stack.kubectl(&[
@@ -259,24 +274,23 @@ pub(crate) async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// HTTP request to a server in the pod.
 pub(crate) async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-pf", "e2e-pf");
-    let _vk = cx.node_and_namespace(node, ns).await?;
-    let port = free_port()?;
-    let p = pod("web")
-        .namespace(ns)
-        .on_node(node)
-        .container(
-            "main",
-            &["/usr/bin/python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"],
-        )
-        .grace(1)
-        .build();
-    cx.create(&p).await?;
+    let _vk = cx.node_and_namespace_with(node, ns, &DOCKER).await?;
+    // A port no container declares: a client may forward to any port of the pod.
+    let port = 8181;
+    let serve = format!(
+        "mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p {port} -h /www"
+    );
+    let p =
+        pod("web").namespace(ns).on_node(node).container("main", &["sh", "-c", &serve]).grace(1);
+    create(&cx, &busybox(p)).await?;
     cx.wait_phase(ns, "web", "Running", Duration::from_secs(30)).await?;
     let url_ok = |local: u16| {
         let http = cx.http.clone();
         async move {
             let r = http.get(format!("http://127.0.0.1:{local}/")).send().await?;
-            anyhow::Ok(r.status().as_u16() == 200 && r.text().await?.contains("Directory listing"))
+            anyhow::Ok(
+                r.status().as_u16() == 200 && r.text().await?.contains("served-from-the-pod"),
+            )
         }
     };
     // The server may take a moment to listen.
@@ -300,12 +314,12 @@ pub(crate) async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
 
     let mut pf = cx.pods(ns).portforward("web", &[port]).await?;
     let mut s = pf.take_stream(port).context("no stream")?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").await?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n").await?;
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await??;
     let answer = String::from_utf8_lossy(&answer);
     ensure!(
-        answer.starts_with("HTTP/1.0 200") && answer.contains("Directory listing"),
+        answer.split_whitespace().nth(1) == Some("200") && answer.contains("served-from-the-pod"),
         "kube-rs port-forward: {answer:.200}"
     );
     drop(s);
@@ -320,10 +334,12 @@ pub(crate) async fn kubelet_port_forward(cx: Ctx<'_>) -> anyhow::Result<()> {
 pub(crate) async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-authz", "e2e-authz");
     let port = free_port()?;
-    let _vk = cx.stack.virtual_kubelet(node, &["--kubelet-port", &port.to_string()])?;
+    let port_flag = port.to_string();
+    let _vk =
+        cx.stack.virtual_kubelet(node, &[&DOCKER[..], &["--kubelet-port", &port_flag]].concat())?;
     cx.stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(30)).await?;
-    cx.create(&talker(ns, node)).await?;
+    create(&cx, &talker(ns, node)).await?;
     cx.wait_phase(ns, "talker", "Running", Duration::from_secs(30)).await?;
 
     cx.stack.kubectl(&["create", "serviceaccount", "-n", ns, "nobody"])?;
@@ -460,7 +476,7 @@ pub(crate) async fn kubelet_security(cx: Ctx<'_>) -> anyhow::Result<()> {
 /// HPA on a Deployment whose pod burns CPU scales it up.
 pub(crate) async fn kubelet_top_and_hpa(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-top", "e2e-top");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    let _vk = cx.node_and_namespace_with(node, ns, &DOCKER).await?;
     cx.stack.start_metrics_server().await?;
     let deployment = serde_json::json!({
         "apiVersion": "apps/v1",
@@ -477,10 +493,12 @@ pub(crate) async fn kubelet_top_and_hpa(cx: Ctx<'_>) -> anyhow::Result<()> {
                     "terminationGracePeriodSeconds": 1,
                     "containers": [{
                         "name": "burn",
-                        "image": "busybox:1.36",
-                        // Lowest priority: it takes only the CPU nobody else wants.
-                        "command": ["nice", "-n", "19", "sh", "-c", "while :; do :; done"],
-                        "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}},
+                        "image": BUSYBOX,
+                        // A tenth of a core at most (the limit is Docker's CFS quota): the
+                        // usage is the whole request, and the machine keeps its CPU.
+                        "command": ["sh", "-c", "while :; do :; done"],
+                        "resources": {"requests": {"cpu": "100m", "memory": "16Mi"},
+                                      "limits": {"cpu": "100m", "memory": "16Mi"}},
                     }],
                 },
             },
@@ -554,11 +572,13 @@ pub(crate) async fn kubelet_websocket_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::Message;
     let (node, ns) = ("vk-ws", "e2e-ws");
     let port = free_port()?;
-    let _vk = cx.stack.virtual_kubelet(node, &["--kubelet-port", &port.to_string()])?;
+    let port_flag = port.to_string();
+    let _vk =
+        cx.stack.virtual_kubelet(node, &[&DOCKER[..], &["--kubelet-port", &port_flag]].concat())?;
     cx.stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(30)).await?;
     let p = pod("shell").namespace(ns).on_node(node).container("main", &["sleep", "600"]).grace(1);
-    cx.create(&p.build()).await?;
+    create(&cx, &busybox(p)).await?;
     cx.wait_phase(ns, "shell", "Running", Duration::from_secs(30)).await?;
     let client = cx.stack.kubelet_client_with(reqwest::Client::builder().http1_only())?;
 

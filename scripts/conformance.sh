@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Runs the Kubernetes v1.36.3 e2e specs of a node (sig-node NodeConformance/Conformance and the
+# sig-storage volume plugins a kubelet implements) against the virtual kubelet on a local stack,
+# offline:
+# 1. builds `e2e.test` (`go test -c k8s.io/kubernetes/test/e2e`) and `agnhost` from the wrapper
+#    module scripts/peers/conformance into
+#      ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/conformance-v1.36.3/
+#    (once: present binaries are not built again);
+# 2. makes sure a Docker engine answers (scripts/docker.sh) with the stack's images
+#    (scripts/images.sh), and makes, from busybox-static and those binaries, the test images the
+#    specs name (test/utils/image/manifest.go of v1.36.3), under their exact names, so nothing is
+#    ever pulled:
+#      registry.k8s.io/e2e-test-images/busybox:1.37.0-1  busybox-static, its applets in /bin
+#      registry.k8s.io/e2e-test-images/agnhost:2.63.0    /agnhost (ENTRYPOINT, CMD pause), /agnhost-2,
+#        and :2.55 (AgnhostPrev, the same image)       the busybox tree, /bin/bash (runs busybox sh),
+#                                                        /uploads, porter's localhost.crt/.key, user
+#                                                        user-defined-in-image (1000) in group
+#                                                        group-defined-in-image (50000)
+#      registry.k8s.io/e2e-test-images/nginx:1.15-4      stand-ins (nginx, NginxNew): the busybox tree
+#        and :1.27-0                                     serving /usr/share/nginx/html with
+#                                                        `httpd -f -p 80`; the chosen specs only need a
+#                                                        long-running container with a shell
+#      registry.k8s.io/e2e-test-images/nonroot:1.5       the busybox tree, USER 1234
+#      registry.k8s.io/pause:3.10.2                      the static pause (scripts/images/pause.c),
+#                                                        USER 65535:65535
+#    Each is labelled with the SHA-256 of what it is made from and made again only on change (as
+#    scripts/images.sh does); v1.36.3's manifest has no httpd image any more;
+# 3. builds the virtual kubelet and `tests/src/bin/conformance.rs`, which starts the stack, the
+#    virtual kubelet on Nomad's docker driver as the only (untainted) node, runs e2e.test with the
+#    focus below and writes the reports and summary.txt (one line per spec) to the report directory
+#    it prints; exits with e2e.test's status.
+#
+# Usage: scripts/conformance.sh [FOCUS-REGEX] [-- E2E.TEST-FLAGS...]
+#        scripts/conformance.sh --prepare          (steps 1 and 2 only)
+#   FOCUS-REGEX  --ginkgo.focus (default: the set above, see DEFAULT_FOCUS in the binary)
+#   VK_CONFORMANCE_SKIP     --ginkgo.skip (default: \[Serial\]|\[Disruptive\]|\[Slow\]|\[Feature:)
+#   VK_CONFORMANCE_TIMEOUT  --ginkgo.timeout (default: 3h)
+#   VK_CONFORMANCE_PROCS    parallel Ginkgo processes (default: 1; above 1 through the ginkgo CLI,
+#                           built beside e2e.test)
+#   VK_CONFORMANCE_REPORTS  report directory (default: a new one under
+#                           ${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/conformance/)
+# Needs root (Docker, Nomad's docker driver), Go and cargo; nothing leaves 127.0.0.1 but Go module
+# downloads through the configured proxy on the first build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+start=$SECONDS
+
+K8S_VERSION=v1.36.3
+AGNHOST_VERSION=2.63.0
+REG=registry.k8s.io
+E2E_REG=$REG/e2e-test-images
+
+prepare_only=false
+focus=()
+extra=()
+while (($#)); do
+  case $1 in
+    --prepare) prepare_only=true ;;
+    --) shift; extra=("$@"); break ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *)
+      ((${#focus[@]} == 0)) || { echo "conformance: one focus regex only (got '$1')" >&2; exit 2; }
+      focus=(--focus "$1")
+      ;;
+  esac
+  shift
+done
+
+export GOTOOLCHAIN=local
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false -trimpath"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/target}
+out="$(scripts/peers.sh --dir)/conformance-$K8S_VERSION"
+# The version variables of Kubernetes' builds, as scripts/peers.sh sets them.
+ldflags=$(scripts/peers.sh --k8s-ldflags)
+
+
+# --- 1. e2e.test and agnhost ------------------------------------------------------------------
+mkdir -p "$out"
+(
+  cd scripts/peers/conformance
+  export CGO_ENABLED=0
+  if [[ ! -x $out/e2e.test ]]; then
+    t=$SECONDS
+    echo "conformance: building e2e.test $K8S_VERSION into $out ..."
+    go test -c -ldflags "$ldflags" -o "$out/e2e.test.tmp" k8s.io/kubernetes/test/e2e
+    mv "$out/e2e.test.tmp" "$out/e2e.test"
+    echo "conformance:   e2e.test built in $((SECONDS - t)) s"
+  fi
+  if [[ ! -x $out/agnhost ]]; then
+    t=$SECONDS
+    echo "conformance: building agnhost $AGNHOST_VERSION into $out ..."
+    # As test/images/agnhost/Makefile and image-util.sh build it.
+    go build -ldflags "-s -w -X main.Version=$AGNHOST_VERSION" -o "$out/agnhost.tmp" \
+      k8s.io/kubernetes/test/images/agnhost
+    mv "$out/agnhost.tmp" "$out/agnhost"
+    echo "conformance:   agnhost built in $((SECONDS - t)) s"
+  fi
+  if [[ ! -x $out/ginkgo ]]; then
+    # The Ginkgo CLI, for parallel runs (VK_CONFORMANCE_PROCS), at the suite's Ginkgo version.
+    go build -o "$out/ginkgo.tmp" github.com/onsi/ginkgo/v2/ginkgo
+    mv "$out/ginkgo.tmp" "$out/ginkgo"
+  fi
+)
+echo "conformance: e2e.test and agnhost in $out"
+
+# --- 2. Docker and the images ------------------------------------------------------------------
+scripts/docker.sh
+scripts/images.sh
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+self=$(sha256sum scripts/conformance.sh | cut -c1-64)
+
+# made <key> <tag>...: every tag exists with that content key.
+made() {
+  local key=$1 tag
+  shift
+  for tag in "$@"; do
+    [[ $(docker image inspect --format '{{index .Config.Labels "vk-test.content"}}' "$tag" 2>/dev/null) == "$key" ]] ||
+      return 1
+  done
+}
+
+# import <key> <rootfs-dir> <tags (space-separated)> <docker-import -c change>...
+import() {
+  local key=$1 root=$2 tags=$3
+  shift 3
+  local changes=(-c "LABEL vk-test.content=$key") c tag first=
+  for c in "$@"; do changes+=(-c "$c"); done
+  for tag in $tags; do
+    if [[ -z $first ]]; then
+      first=$tag
+      tar --numeric-owner --owner=0 --group=0 -C "$root" -c . |
+        docker import "${changes[@]}" - "$tag" >/dev/null
+    else
+      docker tag "$first" "$tag"
+    fi
+    echo "conformance: made image $tag"
+  done
+}
+
+# busybox_tree <dir>: busybox-static with every applet linked in /bin (as `busybox --install -s
+# /bin` lays them out), /usr/bin/env, the accounts of the busybox image, /tmp, /root, /home, /var.
+busybox_tree() {
+  local root=$1 applet
+  mkdir -p "$root"/{bin,etc,home,root,tmp,usr/bin,usr/sbin,var/spool/mail,var/www}
+  chmod 1777 "$root/tmp"
+  chmod 700 "$root/root"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
+  done
+  ln -s /bin/env "$root/usr/bin/env"
+  cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+EOF
+  cat >"$root/etc/group" <<'EOF'
+root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
+staff:x:50:
+lock:x:54:
+netdev:x:82:
+users:x:100:
+nogroup:x:65534:
+EOF
+}
+
+path_env='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+bb_key=$(cat <(echo "$self") /bin/busybox | sha256sum | cut -c1-64)
+
+tags="$E2E_REG/busybox:1.37.0-1"
+if made "$bb_key" $tags; then
+  echo "conformance: $tags is up to date"
+else
+  busybox_tree "$work/busybox"
+  import "$bb_key" "$work/busybox" "$tags" "$path_env" 'CMD ["sh"]'
+fi
+
+tags="$E2E_REG/agnhost:$AGNHOST_VERSION $E2E_REG/agnhost:2.55"
+porter=$(cd scripts/peers/conformance && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/porter
+key=$(cat <(echo "$self") /bin/busybox "$out/agnhost" "$porter/localhost.crt" "$porter/localhost.key" |
+  sha256sum | cut -c1-64)
+if made "$key" $tags; then
+  echo "conformance: $tags are up to date"
+else
+  root=$work/agnhost
+  busybox_tree "$root"
+  cp "$out/agnhost" "$root/agnhost"
+  ln -s agnhost "$root/agnhost-2"
+  mkdir -p "$root/uploads"
+  cp "$porter/localhost.crt" "$porter/localhost.key" "$root/"
+  # Alpine's bash is there in the real image (probe specs run `/bin/bash -c`): busybox's ash.
+  printf '#!/bin/sh\nexec /bin/sh "$@"\n' >"$root/bin/bash"
+  chmod 755 "$root/bin/bash"
+  echo 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh' >>"$root/etc/passwd"
+  printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' \
+    >>"$root/etc/group"
+  mkdir -p "$root/home/user-defined-in-image"
+  import "$key" "$root" "$tags" "$path_env" 'EXPOSE 80 8080 8081 9376 5000' \
+    'ENTRYPOINT ["/agnhost"]' 'CMD ["pause"]'
+fi
+
+tags="$E2E_REG/nginx:1.15-4 $E2E_REG/nginx:1.27-0"
+if made "$bb_key" $tags; then
+  echo "conformance: $tags are up to date"
+else
+  root=$work/nginx
+  busybox_tree "$root"
+  mkdir -p "$root/usr/share/nginx/html"
+  echo '<html><body><h1>Welcome to nginx!</h1></body></html>' >"$root/usr/share/nginx/html/index.html"
+  import "$bb_key" "$root" "$tags" "$path_env" 'EXPOSE 80' \
+    'CMD ["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"]'
+fi
+
+tags="$E2E_REG/nonroot:1.5"
+if made "$bb_key" $tags; then
+  echo "conformance: $tags is up to date"
+else
+  busybox_tree "$work/nonroot"
+  import "$bb_key" "$work/nonroot" "$tags" "$path_env" 'USER 1234' 'CMD ["sh"]'
+fi
+
+tags="$REG/pause:3.10.2"
+key=$(cat <(echo "$self") scripts/images/pause.c | sha256sum | cut -c1-64)
+if made "$key" $tags; then
+  echo "conformance: $tags is up to date"
+else
+  mkdir -p "$work/pause"
+  gcc -static -O2 -o "$work/pause/pause" scripts/images/pause.c
+  strip "$work/pause/pause"
+  import "$key" "$work/pause" "$tags" 'USER 65535:65535' 'ENTRYPOINT ["/pause"]'
+fi
+echo "conformance: binaries and images ready in $((SECONDS - start)) s"
+$prepare_only && exit 0
+
+# --- 3. The run --------------------------------------------------------------------------------
+cargo build --locked -p vk-app --bin virtual-kubelet -p vk-tests --bin conformance
+reports=${VK_CONFORMANCE_REPORTS:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/conformance/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$reports"
+echo "conformance: reports go to $reports"
+args=(--e2e-test "$out/e2e.test" --report-dir "$reports" "${focus[@]}")
+[[ -n ${VK_CONFORMANCE_SKIP:-} ]] && args+=(--skip "$VK_CONFORMANCE_SKIP")
+[[ -n ${VK_CONFORMANCE_TIMEOUT:-} ]] && args+=(--timeout "$VK_CONFORMANCE_TIMEOUT")
+[[ -n ${VK_CONFORMANCE_PROCS:-} ]] && args+=(--procs "$VK_CONFORMANCE_PROCS")
+status=0
+"$CARGO_TARGET_DIR/debug/conformance" "${args[@]}" -- "${extra[@]}" || status=$?
+echo "conformance: JUnit report $reports/junit_01.xml, summary $reports/summary.txt" \
+  "(exit $status, $((SECONDS - start)) s in all)"
+exit "$status"
