@@ -239,37 +239,40 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
 /// A container's mounts, checked against the pod's volumes.
 ///
 /// # Errors
-/// [`Unsupported`] on `field.volumeMounts[i]` for an unknown volume, a relative `mountPath`, a
-/// `subPath` (or expanded `subPathExpr`) that is absolute or has `..`, a `subPathExpr` naming a
-/// Secret or run-time value, or bidirectional propagation; on `field.volumeDevices` when
-/// any is given.
+/// [`EnvError::Unsupported`] on `field.volumeMounts[i]` for an unknown volume, a relative
+/// `mountPath`, a `subPath` that is absolute or has `..`, a `subPathExpr` naming a Secret or
+/// run-time value, or bidirectional propagation; on `field.volumeDevices` when any is given.
+/// [`EnvError::Missing`] (Event reason `Failed`) for a `subPathExpr` whose expansion is absolute
+/// or has `..`: the kubelet does not create that container and keeps it waiting in
+/// `CreateContainerConfigError` (`makeMounts`, "failed to prepare subPath").
 pub fn mounts(
     field: &str,
     mounts: Option<&[VolumeMount]>,
     devices: bool,
     volumes: &[Volume],
     env: &[crate::env::EnvVar],
-) -> Result<Vec<Mount>, Unsupported> {
+    container: &str,
+) -> Result<Vec<Mount>, EnvError> {
     if devices {
-        return Err(Unsupported::new(
+        return Err(EnvError::from(Unsupported::new(
             format!("{field}.volumeDevices"),
             "block devices are not supported",
-        ));
+        )));
     }
     let mut out = Vec::new();
     for (i, m) in mounts.unwrap_or_default().iter().enumerate() {
         let f = format!("{field}.volumeMounts[{i}]");
         if !volumes.iter().any(|v| v.name == m.name) {
-            return Err(Unsupported::new(
+            return Err(EnvError::from(Unsupported::new(
                 format!("{f}.name"),
                 format!("no volume named {:?}", m.name),
-            ));
+            )));
         }
         if !m.mount_path.starts_with('/') {
-            return Err(Unsupported::new(
+            return Err(EnvError::from(Unsupported::new(
                 format!("{f}.mountPath"),
                 format!("{:?} is not an absolute path", m.mount_path),
-            ));
+            )));
         }
         // `subPathExpr`: `$(VAR)` expanded from the container's environment, as the kubelet's
         // `ExpandContainerVolumeMounts`; only plain values can be (a Secret or a run-time value
@@ -284,14 +287,22 @@ pub fn mounts(
                         format!("{expr:?} refers to a Secret or run-time value, which cannot name a path"),
                     )
                 })?;
-                Some(rel_path(&format!("{f}.subPathExpr"), &text)?)
+                Some(rel_path(&format!("{f}.subPathExpr"), &text).map_err(|e| {
+                    Missing::new(
+                        "Failed",
+                        format!(
+                            "failed to prepare subPath for volumeMount {:?} of container {container:?}: {}",
+                            m.name, e.reason
+                        ),
+                    )
+                })?)
             }
         };
         if m.mount_propagation.as_deref() == Some("Bidirectional") {
-            return Err(Unsupported::new(
+            return Err(EnvError::from(Unsupported::new(
                 format!("{f}.mountPropagation"),
                 "Bidirectional mount propagation is not supported",
-            ));
+            )));
         }
         let sub_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => Some(rel_path(&format!("{f}.subPath"), s)?),

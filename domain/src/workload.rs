@@ -573,6 +573,7 @@ fn container(
         c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
         volumes,
         &env,
+        &c.name,
     )?;
     let probe = |name: &str, p: &Option<k8s_openapi::api::core::v1::Probe>, kind| {
         p.as_ref().map(|p| probe::parse(&format!("{field}.{name}"), p, c, kind)).transpose()
@@ -1091,7 +1092,22 @@ mod tests {
         assert_eq!(mount("logs/$(POD)"), Ok(Some("logs/web".into())));
         assert_eq!(mount("$(NOPE)"), Ok(Some("$(NOPE)".into())));
         assert!(mount("$(IP)").unwrap_err().contains("run-time value"));
-        assert!(mount("$(UP)/x").unwrap_err().contains("contains '..'"));
+        // An expansion the kubelet cannot mount: the container waits in
+        // CreateContainerConfigError (Event Failed) rather than the pod failing.
+        for expr in ["$(UP)/x", "/abs/$(POD)"] {
+            let p = pod(json!({
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "containers": [{"name": "c", "image": "i", "env": [{"name": "UP", "value": ".."}],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data", "subPathExpr": expr}]}]
+            }));
+            match WorkloadSpec::from_pod(&p, &inputs()) {
+                Err(Refusal::Missing(m)) => {
+                    assert_eq!(m.reason, "Failed");
+                    assert!(m.message.starts_with("failed to prepare subPath for volumeMount \"data\" of container \"c\": path "), "{m}");
+                }
+                other => panic!("{expr}: {other:?}"),
+            }
+        }
     }
 
     /// The kubelet's sysctl admission: the safe set only (either separator), and no `net.*`

@@ -760,6 +760,20 @@ impl Builder<'_> {
             && self.mounted_by(&vol.name) == 1
     }
 
+    /// Whether `subPath` mounts into emptyDir `vol` are safe on docker: Docker resolves a bind's
+    /// source, following symbolic links, each time it creates the container, so no other
+    /// container may be able to write the volume before, and this one may never be created
+    /// again. Both hold when one container mounts it and the pod never restarts a container
+    /// (`restartPolicy: Never`); [`VOLUMES_TASK`] then makes each subPath directory before that
+    /// container starts.
+    fn sub_paths_safe(&self, vol: &Volume) -> bool {
+        let mut users =
+            self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == vol.name));
+        self.spec.restart_policy == RestartPolicy::Never
+            && users.next().is_some_and(|c| !c.sidecar)
+            && users.next().is_none()
+    }
+
     /// How many of the pod's containers mount volume `name`.
     fn mounted_by(&self, name: &str) -> usize {
         self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == name)).count()
@@ -772,14 +786,21 @@ impl Builder<'_> {
         if self.driver != "docker" {
             return None;
         }
-        let dirs: Vec<String> = self
-            .spec
-            .volumes
-            .iter()
-            .filter(|v| matches!(v.source, Source::EmptyDir { .. }))
-            .filter(|v| self.mounted_by(&v.name) > 0 && !self.tmpfs(v))
-            .map(|v| hcl_text(&format!("/alloc/volumes/{}", v.name)))
-            .collect();
+        let mut dirs: Vec<String> = Vec::new();
+        let empty_dirs = self.spec.volumes.iter().filter(|v| {
+            matches!(v.source, Source::EmptyDir { .. })
+                && self.mounted_by(&v.name) > 0
+                && !self.tmpfs(v)
+        });
+        for v in empty_dirs {
+            dirs.push(hcl_text(&format!("/alloc/volumes/{}", v.name)));
+            // The subPath directories a container binds (only where that is safe, see
+            // `sub_paths_safe`): made here, as the kubelet makes them, so Docker never does.
+            let subs = self.spec.all_containers().flat_map(|c| &c.mounts);
+            for sub in subs.filter(|m| m.volume == v.name).filter_map(|m| m.sub_path.as_ref()) {
+                dirs.push(hcl_text(&format!("/alloc/volumes/{}/{sub}", v.name)));
+            }
+        }
         if dirs.is_empty() {
             return None;
         }
@@ -945,11 +966,13 @@ impl Builder<'_> {
                         // link to `/` and get the node's root filesystem mounted (the kubelet's
                         // CVE-2017-1002101). Nomad's check of the source is textual, so a
                         // subPath is only taken into volumes no container can write.
-                        if vol.is_some_and(|v| matches!(v.source, Source::EmptyDir { .. })) {
+                        if vol.is_some_and(|v| {
+                            matches!(v.source, Source::EmptyDir { .. }) && !self.sub_paths_safe(v)
+                        }) {
                             return Err(Unsupported::new(
                                 format!("{field}.volumeMounts[{i}].subPath"),
                                 format!(
-                                    "{sub:?} into emptyDir {:?} cannot be mounted safely by the docker driver: a container could replace it with a symbolic link, which Docker would follow out of the volume (CVE-2017-1002101); mount the whole volume",
+                                    "{sub:?} into emptyDir {:?} cannot be mounted safely by the docker driver: a container could replace it with a symbolic link, which Docker would follow out of the volume (CVE-2017-1002101); mount the whole volume, or use it from one container of a restartPolicy: Never pod",
                                     m.volume
                                 ),
                             ));
@@ -1849,6 +1872,39 @@ mod tests {
             job.task_groups[0].tasks[0].config["volumes"],
             json!(["../alloc/volumes/cfg/mode:/etc/mode:ro"])
         );
+
+        // One container of a pod that never restarts one: nothing else can write the volume
+        // before Docker binds, and it binds once. The volumes task makes the subPath directory.
+        let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };
+        let never = |extra: Option<serde_json::Value>| {
+            let mut v = spec("logs/web");
+            v["restartPolicy"] = json!("Never");
+            v["containers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "scratch", "mountPath": "/all"}));
+            if let Some(c) = extra {
+                v["containers"].as_array_mut().unwrap().push(c);
+            }
+            translate_with(&s, json!({}), v)
+        };
+        let job = never(None).unwrap().job;
+        let tasks = &job.task_groups[0].tasks;
+        assert_eq!(
+            tasks[0].config["args"],
+            json!(["0777", "-", "/alloc/volumes/scratch", "/alloc/volumes/scratch/logs/web"])
+        );
+        assert_eq!(
+            tasks[1].config["volumes"],
+            json!([
+                "../alloc/volumes/cfg/mode:/etc/mode:ro",
+                "../alloc/volumes/scratch/logs/web:/data",
+                "../alloc/volumes/scratch:/all"
+            ])
+        );
+        let other = json!({"name": "d", "image": "i", "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]});
+        assert!(never(Some(other)).is_err(), "a second container could plant the link");
+        assert!(translate_with(&s, json!({}), spec("logs/web")).is_err(), "restarts bind again");
     }
 
     /// The group network mode and ports by driver, `hostNetwork` and annotation: a pod on docker

@@ -823,6 +823,46 @@ pub(crate) async fn docker_empty_dirs(cx: Ctx<'_>) -> anyhow::Result<()> {
         .map(|c| c.name.clone())
         .collect();
     ensure!(names == ["init", "app"], "the pod's statuses name {names:?}");
+
+    // subPathExpr into an emptyDir, from the one container of a pod that never restarts one
+    // (nothing else can plant a link before Docker binds): the directory is made for it and the
+    // whole volume shows it; an expansion that is absolute keeps the container waiting in
+    // CreateContainerConfigError, as the kubelet does.
+    let sub = |name: &str, value: &str| {
+        pod(name)
+            .namespace(ns)
+            .on_node(node)
+            .grace(1)
+            .spec(serde_json::json!({
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": BUSYBOX,
+                    "env": [{"name": "DIR", "value": value}],
+                    "volumeMounts": [{"name": "v", "mountPath": "/sub", "subPathExpr": "$(DIR)"},
+                                     {"name": "v", "mountPath": "/whole"}],
+                    "command": ["sh", "-c", "echo x > /sub/f && test -f /whole/$DIR/f && echo subpath-ok; sleep 2"]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]
+            }))
+            .build()
+    };
+    create(&cx, &sub("subpath", "logs/one")).await?;
+    log_with(&cx, (ns, "subpath", "c"), "subpath-ok", Duration::from_secs(60)).await?;
+    create(&cx, &sub("absolute", "/tmp")).await?;
+    wait_for(
+        "the absolute subPathExpr waiting in CreateContainerConfigError",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let p = cx.pods(ns).get("absolute").await?;
+            let waiting = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|cs| cs.into_iter().next())
+                .and_then(|c| c.state)
+                .and_then(|s| s.waiting);
+            Ok(waiting.filter(|w| w.reason.as_deref() == Some("CreateContainerConfigError")))
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -206,7 +206,10 @@ pub(crate) async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
         "--",
         "sh",
         "-c",
-        "echo out; echo err >&2",
+        // Each command outlives its output by a moment: Nomad's docker driver closes an exec's
+        // streams as soon as it sees the process gone, before copying what is still in flight
+        // (`ExecTaskStreaming`; README, "Honoured differently").
+        "echo out; echo err >&2; sleep 0.5",
     ])?;
     ensure!(out == "out\n", "kubectl exec stdout: {out:?}");
 
@@ -243,7 +246,11 @@ pub(crate) async fn kubelet_exec(cx: Ctx<'_>) -> anyhow::Result<()> {
     // kube-rs: plain output, then a terminal resized to 120x40.
     let pods: Api<Pod> = cx.pods(ns);
     let mut run = pods
-        .exec("shell", ["sh", "-c", "echo kube-rs"], &AttachParams::default().stderr(false))
+        .exec(
+            "shell",
+            ["sh", "-c", "echo kube-rs; sleep 0.5"],
+            &AttachParams::default().stderr(false),
+        )
         .await?;
     let mut got = String::new();
     run.stdout().context("no stdout")?.read_to_string(&mut got).await?;
