@@ -96,6 +96,13 @@ pub struct ContainerSpec {
     pub liveness: Option<Probe>,
     /// `startupProbe`, run by the virtual kubelet.
     pub startup: Option<Probe>,
+    /// `terminationMessagePath` (absolute; the API server defaults it to
+    /// `/dev/termination-log`): the file whose content, at most 4096 bytes, becomes the message
+    /// of the container's `terminated` state. `None` when the pod leaves it empty.
+    pub termination_message_path: Option<String>,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`: a container that failed with an empty
+    /// message file gets the end of its log instead (80 lines, 2048 bytes at most).
+    pub termination_fallback_to_logs: bool,
 }
 
 /// A container port.
@@ -582,6 +589,14 @@ fn container(
     let liveness = probe("livenessProbe", &c.liveness_probe, probe::Kind::Liveness)?;
     let startup = probe("startupProbe", &c.startup_probe, probe::Kind::Startup)?;
     let registry_auth = crate::registry::credentials_for(&image, &pull_entries(pod, inputs));
+    let termination_message_path = c.termination_message_path.clone().filter(|p| !p.is_empty());
+    if let Some(p) = termination_message_path.as_ref().filter(|p| !p.starts_with('/')) {
+        return Err(Unsupported::new(
+            format!("{field}.terminationMessagePath"),
+            format!("{p:?} is not an absolute path"),
+        )
+        .into());
+    }
     Ok(ContainerSpec {
         name: c.name.clone(),
         image,
@@ -599,6 +614,9 @@ fn container(
         security,
         sidecar,
         pull_always: c.image_pull_policy.as_deref() == Some("Always"),
+        termination_message_path,
+        termination_fallback_to_logs: c.termination_message_policy.as_deref()
+            == Some("FallbackToLogsOnError"),
     })
 }
 

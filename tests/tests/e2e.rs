@@ -30,7 +30,7 @@ use deploy::in_cluster_rbac;
 use docker::{
     docker_empty_dirs, docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar,
     docker_pod, docker_readiness_gates, docker_registry_pulls, docker_security_and_limits,
-    docker_stats, docker_subpath_escape,
+    docker_stats, docker_subpath_escape, docker_termination_messages,
 };
 use hostile::hostile_corpus;
 #[path = "e2e/providers.rs"]
@@ -1857,6 +1857,7 @@ fn main() {
         docker_init_and_sidecar,
         docker_empty_dirs,
         docker_readiness_gates,
+        docker_termination_messages,
         docker_registry_pulls
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.

@@ -64,6 +64,15 @@ pub const META_RESTARTS_PREFIX: &str = "k8s_restarts_";
 /// The group's name in every job.
 pub const GROUP: &str = "pod";
 
+/// Meta key prefix: `k8s_termination_fallback_<container>` is `true` when the container's
+/// `terminationMessagePolicy` is `FallbackToLogsOnError`.
+pub const META_TERMINATION_FALLBACK_PREFIX: &str = "k8s_termination_fallback_";
+
+/// Where, in its task directory, a docker task's termination message file lives: an empty file
+/// made by a template before the task starts, bound at the container's
+/// `terminationMessagePath`, read once the container has terminated.
+pub const TERMINATION_LOG: &str = "local/vk-termination-log";
+
 /// The task that prepares a docker pod's emptyDir directories before any container starts, as
 /// the kubelet does (`pkg/volume/emptydir`: mode 0777; with `fsGroup`, owned by that group with
 /// the set-group-ID bit, so new files get the group): a `prestart` task of
@@ -503,6 +512,9 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
     meta.insert(META_RESTART_POLICY.to_owned(), policy.to_owned());
     for c in spec.all_containers() {
         meta.insert(format!("{META_IMAGE_PREFIX}{}", c.name), c.image.clone());
+        if c.termination_fallback_to_logs {
+            meta.insert(format!("{META_TERMINATION_FALLBACK_PREFIX}{}", c.name), "true".into());
+        }
     }
     let job = Job {
         id: id.clone(),
@@ -985,6 +997,19 @@ impl Builder<'_> {
                     let ro = if m.read_only || api_data { ":ro" } else { "" };
                     binds.push(hcl_text(&format!("{host}:{}{ro}", m.mount_path)));
                 }
+                // terminationMessagePath: a file of the task's own, bound there (as the kubelet
+                // binds a file of its own), writable by any user.
+                if let Some(path) = &c.termination_message_path {
+                    if path.contains(':') {
+                        return Err(Unsupported::new(
+                            format!("{field}.terminationMessagePath"),
+                            format!(
+                                "{path:?} contains ':', which the docker driver reads as a separator"
+                            ),
+                        ));
+                    }
+                    binds.push(hcl_text(&format!("{TERMINATION_LOG}:{path}")));
+                }
                 if !binds.is_empty() {
                     config.insert("volumes".into(), json!(binds));
                 }
@@ -1041,7 +1066,18 @@ impl Builder<'_> {
                 ));
             }
         };
-        let templates = self.templates(field, c)?;
+        let mut templates = self.templates(field, c)?;
+        if driver == "docker" && c.termination_message_path.is_some() {
+            // Nomad refuses an empty template: a comment renders the empty file. Rendered again
+            // (emptied) each time the task starts, as each container instance gets a new file.
+            templates.push(Template {
+                embedded_tmpl: "{{/* termination message */}}".into(),
+                dest_path: TERMINATION_LOG.into(),
+                change_mode: "noop".into(),
+                perms: "0666".into(),
+                ..Template::default()
+            });
+        }
         let (env, _) = split_env(&c.env);
         let r = &c.resources;
         let (cpu_field, cpu_millis) = match (r.cpu_request_millis, r.cpu_limit_millis) {
@@ -2197,6 +2233,24 @@ mod tests {
         let none = translate(json!({}), spec(None)).unwrap();
         assert_eq!(none.job.task_groups[0].tasks[0].name, "init", "no image, no task");
         assert!(none.gated.is_empty());
+    }
+
+    /// terminationMessagePath on docker: an empty file of the task's own (0666), bound there;
+    /// FallbackToLogsOnError recorded in Meta for the status reads; raw_exec binds nothing.
+    #[test]
+    fn termination_message_files_are_bound_on_docker() {
+        let spec = json!({"containers": [{"name": "c", "image": "i", "command": ["x"],
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "FallbackToLogsOnError"}]});
+        let job = translate(json!({}), spec.clone()).unwrap().job;
+        let t = &job.task_groups[0].tasks[0];
+        assert_eq!(t.config["volumes"], json!([format!("{TERMINATION_LOG}:/dev/termination-log")]));
+        let file = t.templates.iter().find(|t| t.dest_path == TERMINATION_LOG).unwrap();
+        assert_eq!((file.perms.as_str(), file.change_mode.as_str()), ("0666", "noop"));
+        assert_eq!(job.meta[&format!("{META_TERMINATION_FALLBACK_PREFIX}c")], "true");
+        let raw = translate_permissive(json!({ANN_DRIVER: "raw_exec"}), spec).unwrap().job;
+        let t = &raw.task_groups[0].tasks[0];
+        assert!(!t.config.contains_key("volumes") && t.templates.is_empty());
     }
 
     #[test]

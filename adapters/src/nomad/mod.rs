@@ -85,7 +85,14 @@ pub struct NomadProvider {
     /// Whether task `(job ID, task)` runs on the docker driver, once read from the job (for
     /// [`NomadProvider::exec`]'s confirmation). Bounded like `addresses`.
     docker_tasks: moka::sync::Cache<(String, String), bool>,
+    /// The termination message of each container instance that ended, by (allocation ID, task,
+    /// finish time): read once ([`NomadProvider::termination_message`]); `None` for a task with
+    /// no message file (raw_exec, exec). Bounded like `addresses`.
+    termination_messages: moka::sync::Cache<(String, String, String), Option<Option<String>>>,
 }
+
+/// The most of a termination message file that is read (the kubelet's `maxMsgSize`).
+const TERMINATION_MESSAGE_BYTES: u64 = 4096;
 
 /// Allocation addresses kept ([`NomadProvider::addresses`]): beyond the pods of a large node.
 const ADDRESS_ENTRIES: u64 = 16_384;
@@ -150,7 +157,73 @@ impl NomadProvider {
             keys: std::sync::Arc::default(),
             addresses: moka::sync::Cache::new(ADDRESS_ENTRIES),
             docker_tasks: moka::sync::Cache::new(ADDRESS_ENTRIES),
+            termination_messages: moka::sync::Cache::new(ADDRESS_ENTRIES),
         })
+    }
+
+    /// The termination message of `task`, which ended at `finished` with `exit_code`, in
+    /// allocation `a`, as the kubelet makes it: the content of its message file
+    /// ([`job::TERMINATION_LOG`], at most 4096 bytes), else, with `fallback`
+    /// (`FallbackToLogsOnError`) and a non-zero exit, the end of its log (80 lines, 2048 bytes at
+    /// most). `None` (keep the event's message) when the task has no message file (raw_exec,
+    /// exec) or Nomad cannot be read (tried again at the next status read); `Some(None)` for an
+    /// empty message.
+    async fn termination_message(
+        &self,
+        client: &NomadClient,
+        a: &Allocation,
+        task: &str,
+        (finished, exit_code, fallback): (String, i32, bool),
+    ) -> Option<Option<String>> {
+        let key = (a.id.clone(), task.to_owned(), finished);
+        if let Some(m) = self.termination_messages.get(&key) {
+            return m;
+        }
+        let path = format!("{task}/{}", job::TERMINATION_LOG);
+        let limit = TERMINATION_MESSAGE_BYTES.to_string();
+        let req = client.request(Method::GET, &["v1", "client", "fs", "readat", &a.id]).query(&[
+            ("path", path.as_str()),
+            ("offset", "0"),
+            ("limit", limit.as_str()),
+        ]);
+        let text = match client.send(req).await {
+            Ok(resp) => match resp.bytes().await {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => {
+                    debug!(alloc = %a.id, task, error = %e, "reading the termination message");
+                    return None;
+                }
+            },
+            Err(ProviderError::NotFound(_)) => {
+                self.termination_messages.insert(key, None);
+                return None;
+            }
+            Err(e) => {
+                debug!(alloc = %a.id, task, error = %e, "reading the termination message");
+                return None;
+            }
+        };
+        let mut message = Some(text).filter(|t| !t.is_empty());
+        if message.is_none() && fallback && exit_code != 0 {
+            let opts = LogOptions {
+                tail_lines: Some(80),
+                limit_bytes: Some(2048),
+                ..LogOptions::default()
+            };
+            let target =
+                logs::Target { client: client.clone(), alloc: a.clone(), task: task.to_owned() };
+            // The task just ended: its output may still be on its way to the log files.
+            logs::settle(&target, Duration::from_millis(200), Duration::from_secs(3)).await;
+            let mut out = Vec::new();
+            if let Ok(mut stream) = logs::logs(target, &opts).await {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    out.extend_from_slice(&chunk);
+                }
+            }
+            message = Some(String::from_utf8_lossy(&out).into_owned()).filter(|t| !t.is_empty());
+        }
+        self.termination_messages.insert(key, Some(message.clone()));
+        Some(message)
     }
 
     /// Whether `task` of job `r` runs on the docker driver (read from the job once, then cached;
@@ -281,9 +354,23 @@ impl NomadProvider {
                 let host_ip = self.host_ip(&a.node_id).await;
                 let address = self.own_address(&self.at(at), a).await;
                 let mut sb = alloc::sandbox(a, host_ip, address);
+                let client = self.at(at);
                 for (name, c) in &mut sb.containers {
                     c.restart_count =
                         c.restart_count.saturating_add(bases.get(name).copied().unwrap_or(0));
+                    // A container that ran and ended: its message is the kubelet's.
+                    if let ContainerState::Terminated(t) = &mut c.state
+                        && t.reason != "StartError"
+                    {
+                        let finished = t.finished_at.map(|f| f.to_string()).unwrap_or_default();
+                        let fallback = meta
+                            .get(&format!("{}{name}", job::META_TERMINATION_FALLBACK_PREFIX))
+                            .is_some_and(|v| v == "true");
+                        let ended = (finished, t.exit_code, fallback);
+                        if let Some(m) = self.termination_message(&client, a, name, ended).await {
+                            t.message = m;
+                        }
+                    }
                 }
                 Some(sb)
             }

@@ -866,6 +866,63 @@ pub(crate) async fn docker_empty_dirs(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Termination messages as the kubelet reports them: the content of the container's
+/// `terminationMessagePath` (the default one, and a non-default one written by a non-root user),
+/// and with `FallbackToLogsOnError` the end of the log of a container that failed without one;
+/// empty for one that succeeded without one.
+pub(crate) async fn docker_termination_messages(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-docker-term", "e2e-docker-term");
+    let _vk = cx.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await?;
+    let cases = [
+        ("file", "echo -n DONE > /dev/termination-log", None, None, "DONE"),
+        (
+            "custom",
+            "echo -n DONE > /dev/termination-custom-log",
+            Some("/dev/termination-custom-log"),
+            None,
+            "DONE",
+        ),
+        // The containers outlive their output by a moment (Nomad's docker log collector stops at
+        // the exit: README, "Honoured differently").
+        ("fallback", "echo DONE; sleep 1; exit 1", None, Some("FallbackToLogsOnError"), "DONE\n"),
+        ("empty", "echo DONE; sleep 1; exit 0", None, Some("FallbackToLogsOnError"), ""),
+    ];
+    for (name, script, path, policy, _) in &cases {
+        let mut c = serde_json::json!({"name": "c", "image": BUSYBOX,
+            "command": ["sh", "-c", script]});
+        if let Some(p) = path {
+            c["terminationMessagePath"] = serde_json::json!(p);
+            c["securityContext"] = serde_json::json!({"runAsUser": 1000});
+        }
+        if let Some(p) = policy {
+            c["terminationMessagePolicy"] = serde_json::json!(p);
+        }
+        let p = pod(name).namespace(ns).on_node(node).grace(1).spec(serde_json::json!({
+            "restartPolicy": "Never", "containers": [c]}));
+        create(&cx, &p.build()).await?;
+    }
+    for (name, _, _, _, want) in cases {
+        let message = wait_for(
+            &format!("{name} terminated"),
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || async {
+                let p = cx.pods(ns).get(name).await?;
+                let t = p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .and_then(|cs| cs.into_iter().next())
+                    .and_then(|c| c.state)
+                    .and_then(|s| s.terminated);
+                Ok(t.map(|t| t.message.unwrap_or_default()))
+            },
+        )
+        .await?;
+        ensure!(message == want, "{name}: termination message {message:?}, want {want:?}");
+    }
+    Ok(())
+}
+
 /// `readinessGates` as the kubelet honours them: Ready only while every gate's condition (written
 /// by another controller through the status subresource) is True, following each change within
 /// seconds; ContainersReady alone does not look at them, and a condition back to True keeps no
