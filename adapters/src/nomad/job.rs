@@ -764,12 +764,24 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// Whether emptyDir `vol` is, on docker, a tmpfs of the one container mounting it:
-    /// `medium: Memory` mounted by a single container. A Docker tmpfs belongs to one container;
-    /// a Memory emptyDir shared by several lives in the allocation's directory on disk.
+    /// `medium: Memory` mounted by a single container that is never started again
+    /// (`restartPolicy: Never`, not a sidecar). A Docker tmpfs belongs to one container and goes
+    /// with it, while the kubelet's outlives container restarts: a Memory emptyDir shared by
+    /// several containers, or of one that restarts, lives in the allocation's directory on disk.
     fn tmpfs(&self, vol: &Volume) -> bool {
         self.driver == "docker"
             && matches!(vol.source, Source::EmptyDir { memory: true, .. })
-            && self.mounted_by(&vol.name) == 1
+            && self.single_run_user(&vol.name)
+    }
+
+    /// Whether volume `name` is mounted by exactly one container, which is never started again
+    /// (`restartPolicy: Never`, not a sidecar).
+    fn single_run_user(&self, name: &str) -> bool {
+        let mut users =
+            self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == name));
+        self.spec.restart_policy == RestartPolicy::Never
+            && users.next().is_some_and(|c| !c.sidecar)
+            && users.next().is_none()
     }
 
     /// Whether `subPath` mounts into emptyDir `vol` are safe on docker: Docker resolves a bind's
@@ -779,11 +791,7 @@ impl Builder<'_> {
     /// (`restartPolicy: Never`); [`VOLUMES_TASK`] then makes each subPath directory before that
     /// container starts.
     fn sub_paths_safe(&self, vol: &Volume) -> bool {
-        let mut users =
-            self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == vol.name));
-        self.spec.restart_policy == RestartPolicy::Never
-            && users.next().is_some_and(|c| !c.sidecar)
-            && users.next().is_none()
+        self.single_run_user(&vol.name)
     }
 
     /// How many of the pod's containers mount volume `name`.
@@ -2154,13 +2162,15 @@ mod tests {
     /// On docker with a volume setup image: one prestart task makes the emptyDir directories
     /// (0777; with fsGroup, that group and the set-group-ID bit) before any container, the first
     /// init container waits for it, no marker template is rendered; a Memory emptyDir of one
-    /// container is a tmpfs of its own (size from sizeLimit, else the memory limit), one shared
-    /// by several lives in the allocation's directory; raw_exec gets no such task.
+    /// container that never restarts is a tmpfs of its own (size from sizeLimit, else the memory
+    /// limit), one shared by several or of a container that restarts lives in the allocation's
+    /// directory; raw_exec gets no such task.
     #[test]
     fn docker_empty_dirs_are_prepared_by_the_volumes_task() {
         let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };
         let spec = |fs_group: Option<i64>| {
             json!({
+                "restartPolicy": "Never",
                 "securityContext": {"fsGroup": fs_group},
                 "initContainers": [{"name": "init", "image": "i",
                     "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}],
@@ -2211,6 +2221,24 @@ mod tests {
             ])
         );
         assert!(a.templates.is_empty(), "no marker files: {:?}", a.templates);
+
+        // A container that restarts would lose a tmpfs of its own (the kubelet's outlives
+        // restarts): its Memory emptyDirs live on disk.
+        let mut always = spec(None);
+        always["restartPolicy"] = json!("Always");
+        let job = translate_with(&s, json!({}), always).unwrap().job;
+        assert_eq!(
+            job.task_groups[0].tasks[0].config["args"],
+            json!([
+                "0777",
+                "-",
+                "/alloc/volumes/scratch",
+                "/alloc/volumes/shm",
+                "/alloc/volumes/mem",
+                "/alloc/volumes/shared-mem"
+            ])
+        );
+        assert!(!job.task_groups[0].tasks[2].config.contains_key("mount"));
 
         let PodJob { job, .. } = translate_with(&s, json!({}), spec(Some(2000))).unwrap();
         assert_eq!(

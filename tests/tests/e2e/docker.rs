@@ -789,6 +789,9 @@ pub(crate) async fn docker_empty_dirs(cx: Ctx<'_>) -> anyhow::Result<()> {
         .on_node(node)
         .grace(1)
         .spec(serde_json::json!({
+            // Never: the Memory emptyDir of a container that is never started again can be a
+            // tmpfs of its own.
+            "restartPolicy": "Never",
             "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 3000},
             "initContainers": [{"name": "init", "image": BUSYBOX,
                 "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
