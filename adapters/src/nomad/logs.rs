@@ -686,21 +686,43 @@ pub async fn instance_ended(t: &Target) {
 /// (logmon) copies the task's output into `alloc/logs` after the task state says `dead`.
 pub const SETTLE_AFTER_END: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long after a task started a read of its log may find nothing yet that it already wrote:
+/// Nomad's docker log collector starts copying only once the container runs.
+pub const SETTLE_AFTER_START: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most a read of a task that started less than [`SETTLE_AFTER_START`] ago waits for its
+/// first output.
+const FIRST_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Waits, at most `limit`, until the log files of `t.task` exist and their sizes stay the same
 /// over two listings `every` apart, so that a read right after the task ended gets all of its
 /// output (a kubelet's container log is complete once the container is reported terminated).
-/// Only for an instance that ended less than [`SETTLE_AFTER_END`] ago; errors of the listing
-/// end the wait (the read then reports them).
+/// Only for an instance that ended less than [`SETTLE_AFTER_END`] ago. For one that started
+/// less than [`SETTLE_AFTER_START`] ago and runs, it waits (at most a second) until its log holds
+/// anything, so that what it wrote before it was reported running is there (a kubelet's log file
+/// has it at once); a silent new container costs a read that second. Errors of the listing end
+/// the wait (the read then reports them).
 pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Duration) {
     let Some(ts) = t.alloc.task_states.as_ref().and_then(|s| s.get(&t.task)) else { return };
+    let since = |at: Option<Timestamp>, within: std::time::Duration| {
+        at.is_some_and(|at| {
+            Timestamp::now().duration_since(at).as_secs_f64() < within.as_secs_f64()
+        })
+    };
     let ended = ts.finished_at.as_deref().and_then(|f| f.parse::<Timestamp>().ok());
-    let recent = ts.state == "dead"
-        && ended.is_some_and(|e| {
-            Timestamp::now().duration_since(e).as_secs_f64() < SETTLE_AFTER_END.as_secs_f64()
-        });
-    if !recent {
+    let recent_end = ts.state == "dead" && since(ended, SETTLE_AFTER_END);
+    let started = ts
+        .events
+        .iter()
+        .flatten()
+        .rev()
+        .find(|e| e.type_ == "Started")
+        .and_then(|e| Timestamp::from_nanosecond(i128::from(e.time)).ok());
+    let just_started = ts.state == "running" && since(started, SETTLE_AFTER_START);
+    if !recent_end && !just_started {
         return;
     }
+    let limit = if recent_end { limit } else { limit.min(FIRST_OUTPUT_WAIT) };
     let sizes = || async {
         let listing: Vec<FileInfo> = t
             .client
@@ -718,7 +740,8 @@ pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Du
     let mut last = None;
     while start.elapsed() < limit {
         let now = sizes().await;
-        if now.is_some() && now == last {
+        let written = now.as_ref().is_some_and(|f| f.iter().any(|(_, size)| *size > 0));
+        if (recent_end && now.is_some() && now == last) || (!recent_end && written) {
             return;
         }
         last = now;
@@ -1186,6 +1209,13 @@ mod tests {
         let long_ago = Timestamp::now() - std::time::Duration::from_secs(600);
         settle(&ended(long_ago), every, Duration::from_secs(5)).await;
         assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 4, "no wait for those");
+        // Running, started just now: the read waits for its first output (here at once: 5 bytes).
+        let mut fresh = target(&addr);
+        let st = fresh.alloc.task_states.as_mut().unwrap().get_mut("c").unwrap();
+        st.events.as_mut().unwrap()[0].time =
+            i64::try_from(Timestamp::now().as_nanosecond()).unwrap();
+        settle(&fresh, every, Duration::from_secs(5)).await;
+        assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 5, "one listing");
     }
 
     async fn collect(s: ByteStream) -> Result<Vec<u8>, ProviderError> {
