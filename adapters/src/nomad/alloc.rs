@@ -174,7 +174,7 @@ fn from_rfc3339(s: Option<&str>) -> Option<Timestamp> {
 
 fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStatus {
     let events = ts.events.as_deref().unwrap_or_default();
-    let last = |ty: &str| events.iter().rev().find(|e| e.type_ == ty);
+    let last = |ty: &str| ts.last_event(ty);
     let last_started = last("Started").and_then(|e| from_nanos(e.time));
     let started_at = last_started.or_else(|| from_rfc3339(ts.started_at.as_deref()));
     let restart_count = i32::try_from(ts.restarts).unwrap_or(i32::MAX);

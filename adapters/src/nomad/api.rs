@@ -417,6 +417,13 @@ pub struct TaskState {
     pub events: Option<Vec<TaskEvent>>,
 }
 
+impl TaskState {
+    /// The newest event of type `type_` (`Started`, `Terminated`, `Restarting`, ...), if any.
+    pub fn last_event(&self, type_: &str) -> Option<&TaskEvent> {
+        self.events.iter().flatten().rev().find(|e| e.type_ == type_)
+    }
+}
+
 /// `api.TaskEvent`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]

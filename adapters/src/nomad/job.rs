@@ -775,23 +775,17 @@ impl Builder<'_> {
     }
 
     /// Whether volume `name` is mounted by exactly one container, which is never started again
-    /// (`restartPolicy: Never`, not a sidecar).
+    /// (`restartPolicy: Never`, not a sidecar). Then `subPath` mounts into an emptyDir are safe
+    /// on docker: Docker resolves a bind's source, following symbolic links, each time it creates
+    /// the container, so no other container may be able to write the volume before, and this one
+    /// may never be created again; [`VOLUMES_TASK`] makes each subPath directory before that
+    /// container starts.
     fn single_run_user(&self, name: &str) -> bool {
         let mut users =
             self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == name));
         self.spec.restart_policy == RestartPolicy::Never
             && users.next().is_some_and(|c| !c.sidecar)
             && users.next().is_none()
-    }
-
-    /// Whether `subPath` mounts into emptyDir `vol` are safe on docker: Docker resolves a bind's
-    /// source, following symbolic links, each time it creates the container, so no other
-    /// container may be able to write the volume before, and this one may never be created
-    /// again. Both hold when one container mounts it and the pod never restarts a container
-    /// (`restartPolicy: Never`); [`VOLUMES_TASK`] then makes each subPath directory before that
-    /// container starts.
-    fn sub_paths_safe(&self, vol: &Volume) -> bool {
-        self.single_run_user(&vol.name)
     }
 
     /// How many of the pod's containers mount volume `name`.
@@ -815,7 +809,7 @@ impl Builder<'_> {
         for v in empty_dirs {
             dirs.push(hcl_text(&format!("/alloc/volumes/{}", v.name)));
             // The subPath directories a container binds (only where that is safe, see
-            // `sub_paths_safe`): made here, as the kubelet makes them, so Docker never does.
+            // `single_run_user`): made here, as the kubelet makes them, so Docker never does.
             let subs = self.spec.all_containers().flat_map(|c| &c.mounts);
             for sub in subs.filter(|m| m.volume == v.name).filter_map(|m| m.sub_path.as_ref()) {
                 dirs.push(hcl_text(&format!("/alloc/volumes/{}/{sub}", v.name)));
@@ -987,7 +981,8 @@ impl Builder<'_> {
                         // CVE-2017-1002101). Nomad's check of the source is textual, so a
                         // subPath is only taken into volumes no container can write.
                         if vol.is_some_and(|v| {
-                            matches!(v.source, Source::EmptyDir { .. }) && !self.sub_paths_safe(v)
+                            matches!(v.source, Source::EmptyDir { .. })
+                                && !self.single_run_user(&v.name)
                         }) {
                             return Err(Unsupported::new(
                                 format!("{field}.volumeMounts[{i}].subPath"),

@@ -650,8 +650,7 @@ async fn reader(
 pub async fn instance_ended(t: &Target) {
     let key = |a: &Allocation| {
         a.task_states.as_ref().and_then(|s| s.get(&t.task)).map(|ts| {
-            let started =
-                ts.events.iter().flatten().rev().find(|e| e.type_ == "Started").map(|e| e.time);
+            let started = ts.last_event("Started").map(|e| e.time);
             (ts.state.clone(), ts.restarts, started)
         })
     };
@@ -711,13 +710,8 @@ pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Du
     };
     let ended = ts.finished_at.as_deref().and_then(|f| f.parse::<Timestamp>().ok());
     let recent_end = ts.state == "dead" && since(ended, SETTLE_AFTER_END);
-    let started = ts
-        .events
-        .iter()
-        .flatten()
-        .rev()
-        .find(|e| e.type_ == "Started")
-        .and_then(|e| Timestamp::from_nanosecond(i128::from(e.time)).ok());
+    let started =
+        ts.last_event("Started").and_then(|e| Timestamp::from_nanosecond(i128::from(e.time)).ok());
     let just_started = ts.state == "running" && since(started, SETTLE_AFTER_START);
     if !recent_end && !just_started {
         return;

@@ -351,10 +351,10 @@ impl NomadProvider {
         let bases = alloc::restart_bases(meta);
         let sandbox = match alloc::current_for(allocs.iter().copied(), meta) {
             Some(a) => {
-                let host_ip = self.host_ip(&a.node_id).await;
-                let address = self.own_address(&self.at(at), a).await;
-                let mut sb = alloc::sandbox(a, host_ip, address);
                 let client = self.at(at);
+                let host_ip = self.host_ip(&a.node_id).await;
+                let address = self.own_address(&client, a).await;
+                let mut sb = alloc::sandbox(a, host_ip, address);
                 for (name, c) in &mut sb.containers {
                     c.restart_count =
                         c.restart_count.saturating_add(bases.get(name).copied().unwrap_or(0));

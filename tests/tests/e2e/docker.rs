@@ -856,12 +856,7 @@ pub(crate) async fn docker_empty_dirs(cx: Ctx<'_>) -> anyhow::Result<()> {
         Duration::from_millis(250),
         || async {
             let p = cx.pods(ns).get("absolute").await?;
-            let waiting = p
-                .status
-                .and_then(|s| s.container_statuses)
-                .and_then(|cs| cs.into_iter().next())
-                .and_then(|c| c.state)
-                .and_then(|s| s.waiting);
+            let waiting = super::container_state(&p, "c").and_then(|c| c.state?.waiting);
             Ok(waiting.filter(|w| w.reason.as_deref() == Some("CreateContainerConfigError")))
         },
     )
@@ -911,12 +906,7 @@ pub(crate) async fn docker_termination_messages(cx: Ctx<'_>) -> anyhow::Result<(
             Duration::from_millis(250),
             || async {
                 let p = cx.pods(ns).get(name).await?;
-                let t = p
-                    .status
-                    .and_then(|s| s.container_statuses)
-                    .and_then(|cs| cs.into_iter().next())
-                    .and_then(|c| c.state)
-                    .and_then(|s| s.terminated);
+                let t = super::container_state(&p, "c").and_then(|c| c.state?.terminated);
                 Ok(t.map(|t| t.message.unwrap_or_default()))
             },
         )

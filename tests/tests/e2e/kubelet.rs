@@ -135,23 +135,19 @@ pub(crate) async fn kubelet_logs(cx: Ctx<'_>) -> anyhow::Result<()> {
     // appends a restarted task's output to the same files: the whole log, README "Logs").
     let count = "n=$(cat /d/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /d/n; echo run-$n; \
                  if [ $n -ge 2 ]; then exec sleep 3600; fi; sleep 1; exit 3";
-    let mut crasher = busybox(
-        pod("crasher").namespace(ns).on_node(node).container("main", &["sh", "-c", count]).grace(1),
-    );
-    let spec = crasher.spec.as_mut().context("no spec")?;
-    spec.volumes =
-        Some(vec![serde_json::from_value(serde_json::json!({"name": "d", "emptyDir": {}}))?]);
-    spec.containers[0].volume_mounts =
-        Some(vec![serde_json::from_value(serde_json::json!({"name": "d", "mountPath": "/d"}))?]);
-    create(&cx, &crasher).await?;
+    let crasher = pod("crasher").namespace(ns).on_node(node).grace(1).spec(serde_json::json!({
+        "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", count],
+            "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+        "volumes": [{"name": "d", "emptyDir": {}}]
+    }));
+    create(&cx, &crasher.build()).await?;
     let restarted = wait_for(
         "crasher restarted once",
         Duration::from_secs(60),
         Duration::from_millis(500),
         || async {
             let p = cx.pods(ns).get("crasher").await?;
-            let cs = p.status.and_then(|s| s.container_statuses).unwrap_or_default();
-            Ok(cs.into_iter().next().filter(|c| {
+            Ok(super::container_state(&p, "main").filter(|c| {
                 c.restart_count == 1 && c.state.as_ref().is_some_and(|s| s.running.is_some())
             }))
         },
