@@ -702,6 +702,23 @@ const FIRST_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 /// has it at once); a silent new container costs a read that second. Errors of the listing end
 /// the wait (the read then reports them).
 pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Duration) {
+    settle_until(t, every, limit, false).await;
+}
+
+/// As [`settle`], but an instance that just ended is waited for (at most `limit`) until its log
+/// holds something as well: for a failed container whose termination message is the end of its
+/// log (`FallbackToLogsOnError`), whose output Nomad's docker log collector may copy a moment
+/// after the task state says dead. A container that wrote nothing costs the whole `limit`, once.
+pub async fn settle_output(t: &Target, every: std::time::Duration, limit: std::time::Duration) {
+    settle_until(t, every, limit, true).await;
+}
+
+async fn settle_until(
+    t: &Target,
+    every: std::time::Duration,
+    limit: std::time::Duration,
+    need_output: bool,
+) {
     let Some(ts) = t.alloc.task_states.as_ref().and_then(|s| s.get(&t.task)) else { return };
     let since = |at: Option<Timestamp>, within: std::time::Duration| {
         at.is_some_and(|at| {
@@ -735,7 +752,8 @@ pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Du
     while start.elapsed() < limit {
         let now = sizes().await;
         let written = now.as_ref().is_some_and(|f| f.iter().any(|(_, size)| *size > 0));
-        if (recent_end && now.is_some() && now == last) || (!recent_end && written) {
+        let stable = now.is_some() && now == last && (written || !need_output);
+        if (recent_end && stable) || (!recent_end && written) {
             return;
         }
         last = now;
@@ -1210,6 +1228,31 @@ mod tests {
             i64::try_from(Timestamp::now().as_nanosecond()).unwrap();
         settle(&fresh, every, Duration::from_secs(5)).await;
         assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 5, "one listing");
+    }
+
+    /// A failed task whose log is its termination message: empty log files that stay empty are
+    /// waited on until the output arrives (Nomad's docker log collector copies it after the task
+    /// state says dead); plain [`settle`] takes the stable empty files as the end.
+    #[tokio::test]
+    async fn a_termination_read_waits_for_the_output_of_a_just_ended_task() {
+        let listings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = std::sync::Arc::clone(&listings);
+        let (addr, _reqs) = fake::fake_nomad(move |_| {
+            let size = if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4 { 0 } else { 5 };
+            Reply::Json(format!(
+                r#"[{{"Name":"c.stdout.0","Size":{size},"ModTime":"2026-11-21T10:00:00Z"}}]"#
+            ))
+        })
+        .await;
+        let mut t = target(&addr);
+        let st = t.alloc.task_states.as_mut().unwrap().get_mut("c").unwrap();
+        st.state = "dead".into();
+        st.finished_at = Some(Timestamp::now().to_string());
+        let every = Duration::from_millis(10);
+        settle(&t, every, Duration::from_secs(5)).await;
+        assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 2, "0, 0: stable");
+        settle_output(&t, every, Duration::from_secs(5)).await;
+        assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 6, "0, 0, 5, 5");
     }
 
     async fn collect(s: ByteStream) -> Result<Vec<u8>, ProviderError> {

@@ -213,7 +213,7 @@ impl NomadProvider {
             let target =
                 logs::Target { client: client.clone(), alloc: a.clone(), task: task.to_owned() };
             // The task just ended: its output may still be on its way to the log files.
-            logs::settle(&target, Duration::from_millis(200), Duration::from_secs(3)).await;
+            logs::settle_output(&target, Duration::from_millis(200), Duration::from_secs(5)).await;
             let mut out = Vec::new();
             if let Ok(mut stream) = logs::logs(target, &opts).await {
                 while let Some(Ok(chunk)) = stream.next().await {
