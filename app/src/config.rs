@@ -139,6 +139,14 @@ pub struct Cli {
     /// `--kube-api-burst`).
     #[arg(long, default_value_t = 100)]
     pub kube_api_burst: u32,
+    /// Events published per second (the kubelet's `--event-qps`), through a client and a token
+    /// bucket of their own so that they never hold status writes; 0 for no limit. Events beyond
+    /// 1000 waiting are dropped, as client-go's broadcaster drops them.
+    #[arg(long, default_value_t = 50.0, value_parser = parse_qps)]
+    pub event_qps: f32,
+    /// Events published at once before `--event-qps` applies (the kubelet's `--event-burst`).
+    #[arg(long, default_value_t = 100)]
+    pub event_burst: u32,
     /// Where the process's own metrics, `/healthz` and `/readyz` are served (`host:port`, or
     /// `:port` for every address; upstream virtual-kubelet's flag and default).
     #[arg(long, default_value = ":10255", value_parser = crate::telemetry::parse_addr)]

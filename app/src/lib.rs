@@ -40,9 +40,10 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// A kube client for the kubeconfig (or in-cluster configuration), and the CA certificates (DER)
-/// it trusts for the API server.
-async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, Vec<Vec<u8>>)> {
+/// Two kube clients for the kubeconfig (or in-cluster configuration), one for everything but
+/// Events (`--kube-api-qps`) and one for Events (`--event-qps`), and the CA certificates (DER)
+/// they trust for the API server.
+async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, kube::Client, Vec<Vec<u8>>)> {
     let config = match (&cli.kubeconfig, in_cluster(cli)?) {
         (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -57,8 +58,11 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, Vec<Vec<u8>>)> 
     };
     let limit =
         vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
+    let event_limit =
+        vk_adapters::kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
     let roots = config.root_cert.clone().unwrap_or_default();
-    Ok((vk_adapters::kube::client(config, limit)?, roots))
+    let events = vk_adapters::kube::client(config.clone(), event_limit)?;
+    Ok((vk_adapters::kube::client(config, limit)?, events, roots))
 }
 
 /// The in-cluster configuration, as client-go's `rest.InClusterConfig`: the API server at
@@ -188,7 +192,7 @@ pub async fn run_with_provider<P>(
 where
     P: vk_ports::PodProvider + NodeProvider,
 {
-    let (client, kube_roots) = kube_client(&cli).await.map_err(RunError::Config)?;
+    let (client, events_client, kube_roots) = kube_client(&cli).await.map_err(RunError::Config)?;
     let kubelet_settings = kubelet_settings(&cli, kube_roots).map_err(RunError::Config)?;
     let metrics = telemetry::install().map_err(RunError::Failed)?;
     let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
@@ -224,7 +228,7 @@ where
         Arc::clone(&node_changed),
         cancel.clone(),
     ));
-    let pod_api = KubePodApi::new(client.clone(), &node.name);
+    let pod_api = KubePodApi::new(client.clone(), events_client, &node.name);
     // Listed now, so that service link variables of the first pods come from a listed cache.
     let _ = pod_api.service_cache();
     let pods = pod_controller::PodController::new(

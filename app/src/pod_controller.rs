@@ -16,6 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
+use vk_domain::events::{self, ContainerEvent};
 use vk_domain::jiff::Timestamp;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::{self, PodKey};
@@ -425,7 +426,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             let r = match step {
                 Step::Create => self.create(key, pod.as_deref(), &mut runtime).await,
                 Step::SyncStatus => self.sync_status(key, pod.as_deref(), runtime.as_ref()).await,
-                Step::Stop => self.on_workload(key, &mut runtime, Op::Stop).await,
+                Step::Stop => {
+                    if let Some(pod) = pod.as_deref() {
+                        let killing = events::killing_events(pod, pod.status.as_ref());
+                        self.record_container_events(pod, killing).await;
+                    }
+                    self.on_workload(key, &mut runtime, Op::Stop).await
+                }
                 Step::Kill => self.on_workload(key, &mut runtime, Op::Kill).await,
                 Step::Purge { stale } => {
                     if stale {
@@ -492,7 +499,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                     return self.report_failure(key, pod, &refused.to_string()).await;
                 }
                 for n in notices {
-                    self.event_once(pod, EventType::Warning, n.reason, &n.message).await;
+                    self.event_once(pod, None, EventType::Warning, n.reason, &n.message).await;
                 }
                 spec
             }
@@ -503,7 +510,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 // As the kubelet's admission: Failed with its reason, an Event, never started.
                 let message = format!("Pod was rejected: {}", rejected.message);
                 warn!(reason = rejected.reason, "{message}");
-                self.event_once(pod, EventType::Warning, rejected.reason, &message).await;
+                self.event_once(pod, None, EventType::Warning, rejected.reason, &message).await;
                 let st = status::rejected_status(
                     pod,
                     rejected.reason,
@@ -515,7 +522,8 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             Err(Refusal::Missing(missing)) => {
                 // As a kubelet: the container waits in CreateContainerConfigError (env) or
                 // ContainerCreating (a volume cannot be mounted) and the pod is tried again.
-                self.event_once(pod, EventType::Warning, missing.reason, &missing.message).await;
+                self.event_once(pod, None, EventType::Warning, missing.reason, &missing.message)
+                    .await;
                 let waiting = if missing.reason == "FailedMount" {
                     "ContainerCreating"
                 } else {
@@ -603,13 +611,17 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 _ => continue,
             };
             let failed = format!("Failed to pull image {:?}: {error}", cs.image);
-            self.event_once(pod, EventType::Warning, "Failed", &failed).await;
+            let path = Some(events::field_path(pod, &cs.name));
+            self.event_once(pod, path.as_deref(), EventType::Warning, "Failed", &failed).await;
             if back_off {
                 let message = format!("Back-off pulling image {:?}", cs.image);
-                self.event_once(pod, EventType::Normal, "BackOff", &message).await;
+                self.event_once(pod, path.as_deref(), EventType::Normal, "BackOff", &message).await;
             }
         }
-        self.write_status(key, pod, new).await
+        let changes = events::container_events(pod, pod.status.as_ref(), &new);
+        self.write_status(key, pod, new).await?;
+        self.record_container_events(pod, changes).await;
+        Ok(())
     }
 
     async fn write_status(
@@ -665,8 +677,10 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             return Ok(());
         }
         warn!("the pod cannot be run: {message}");
-        if let Err(e) =
-            self.api.record_event(pod, EventType::Warning, "ProviderCreateFailed", message).await
+        if let Err(e) = self
+            .api
+            .record_event(pod, None, EventType::Warning, "ProviderCreateFailed", message)
+            .await
         {
             warn!(error = %e, "recording the event failed");
         }
@@ -678,8 +692,10 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         let Some(pod) = pod else { return Ok(()) };
         let message = "the pod's Nomad job is gone from the backend";
         warn!("marking the pod failed: {message}");
-        if let Err(e) =
-            self.api.record_event(pod, EventType::Warning, "ProviderPodNotFound", message).await
+        if let Err(e) = self
+            .api
+            .record_event(pod, None, EventType::Warning, "ProviderPodNotFound", message)
+            .await
         {
             warn!(error = %e, "recording the event failed");
         }
@@ -739,7 +755,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     ) -> Result<(), String> {
         let Some(pod) = pod else { return Ok(()) };
         let message = "Pod was active on the node longer than the specified deadline";
-        self.event_once(pod, EventType::Normal, "DeadlineExceeded", message).await;
+        self.event_once(pod, None, EventType::Normal, "DeadlineExceeded", message).await;
         let st = status::deadline_exceeded_status(
             pod,
             runtime.and_then(|r| r.sandbox.as_ref()),
@@ -749,8 +765,16 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         self.write_status(key, pod, st).await
     }
 
-    /// Records an Event once per pod and `(reason, message)`.
-    async fn event_once(&self, pod: &Pod, type_: EventType, reason: &str, message: &str) {
+    /// Records an Event once per pod and `(reason, message)`, about the container at
+    /// `field_path` when there is one.
+    async fn event_once(
+        &self,
+        pod: &Pod,
+        field_path: Option<&str>,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
         let fresh = self
             .state()
             .recorded
@@ -764,9 +788,29 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         if type_ == EventType::Warning {
             warn!(reason, "pod event: {message}");
         }
-        match self.api.record_event(pod, type_, reason, message).await {
+        self.record(pod, field_path, type_, reason, message).await;
+    }
+
+    /// Records an Event about `pod`, or its container at `field_path`; a failure is logged.
+    async fn record(
+        &self,
+        pod: &Pod,
+        field_path: Option<&str>,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        match self.api.record_event(pod, field_path, type_, reason, message).await {
             Ok(()) => debug!(reason, "event recorded"),
             Err(e) => warn!(error = %e, "recording the event failed"),
+        }
+    }
+
+    /// Records the kubelet's container Events (`vk_domain::events`).
+    async fn record_container_events(&self, pod: &Pod, events: Vec<ContainerEvent>) {
+        for e in events {
+            let type_ = if e.warning { EventType::Warning } else { EventType::Normal };
+            self.record(pod, Some(&e.field_path), type_, e.reason, &e.message).await;
         }
     }
 

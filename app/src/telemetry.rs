@@ -13,7 +13,8 @@
 //! - `vk_nomad_requests_total{endpoint, method, code}` and
 //!   `vk_nomad_request_duration_seconds{endpoint, method}`: Nomad API calls (endpoint as a route
 //!   template such as `/v1/job/:id`; `code` is the HTTP status or `error` when no answer came);
-//! - `vk_lease_renew_failures_total`: node Lease renewals that failed.
+//! - `vk_lease_renew_failures_total`: node Lease renewals that failed;
+//! - `vk_events_dropped_total`: Events dropped because 1000 of them waited to be published.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

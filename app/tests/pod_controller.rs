@@ -42,6 +42,38 @@ async fn existing_workloads_are_adopted_not_created_again() {
     assert!(h.provider.calls().is_empty(), "adoption made calls: {:?}", h.provider.calls());
 }
 
+/// The kubelet's container Events: `Created` and `Started` once when the container is first seen
+/// running (not again at each status read), `Killing` when the pod is stopped, each naming the
+/// container by field path.
+#[tokio::test]
+async fn container_events_are_recorded_once_per_change() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("e"), running(&key("e"), "u9", &["main"]));
+    let h = Harness::start(provider);
+    h.api.send(PodWatchEvent::Relisted(vec![pod("e", "u9", "Pending", json!({}))]));
+    let events = |h: &Harness| -> Vec<(String, String)> {
+        let recorded = h.api.container_events.lock().unwrap();
+        recorded.iter().map(|(path, _, reason, _)| (path.clone(), reason.clone())).collect()
+    };
+    h.until("Started", |h| events(h).len() == 2).await;
+    // Several status reads later: nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let main = "spec.containers{main}".to_owned();
+    assert_eq!(events(&h), [(main.clone(), "Created".into()), (main.clone(), "Started".into())]);
+    let recorded = h.api.container_events.lock().unwrap().clone();
+    assert_eq!(recorded[0].1, vk_ports::EventType::Normal);
+    assert_eq!(recorded[1].3, "Container started");
+    let mut deleting = pod("e", "u9", "Running", json!({}));
+    deleting.status = Some(h.api.statuses_of(&key("e")).last().unwrap().clone());
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            vk_domain::jiff::Timestamp::now() + Duration::from_secs(30),
+        ));
+    h.api.send(PodWatchEvent::Applied(deleting));
+    h.until("Killing", |h| events(h).len() == 3).await;
+    assert_eq!(events(&h)[2], (main, "Killing".into()));
+}
+
 #[tokio::test]
 async fn a_same_named_pod_with_a_new_uid_replaces_the_old_workload() {
     let provider = FakeProvider::default();

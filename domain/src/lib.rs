@@ -7,6 +7,7 @@
 
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod inputs;
 pub mod kubelet_auth;

@@ -443,13 +443,18 @@ pub trait PodApi: Send + Sync + 'static {
         uid: &str,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
-    /// Records an Event about `pod` from this node.
+    /// Records an Event about `pod` from this node, or about one of its containers when
+    /// `field_path` names it (`involvedObject.fieldPath`: `spec.containers{<name>}`,
+    /// `spec.initContainers{<name>}`), as the kubelet does. An implementation may queue it and
+    /// publish it later, as client-go's event broadcaster does.
     ///
     /// # Errors
-    /// `Unavailable` when unreachable; `Refused` when forbidden.
+    /// `Unavailable` when unreachable or the queue is full (the Event is dropped); `Refused` when
+    /// forbidden.
     fn record_event(
         &self,
         pod: &Pod,
+        field_path: Option<&str>,
         type_: EventType,
         reason: &str,
         message: &str,

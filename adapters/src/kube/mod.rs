@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+    ConfigMap, Namespace, Node, NodeStatus, ObjectReference, Pod, PodStatus, Secret, Service,
+    ServiceAccount,
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
@@ -27,6 +28,9 @@ use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEven
 
 pub mod rate;
 pub mod review;
+
+/// Counter: Events dropped because [`EVENT_QUEUE`] of them waited to be published.
+pub const EVENTS_DROPPED: &str = "vk_events_dropped_total";
 
 /// A kube client for `config` whose requests pass through `limit` (see [`rate`]).
 ///
@@ -114,11 +118,14 @@ impl NodeApi for KubeNodeApi {
     }
 }
 
-/// [`PodApi`] over a kube client; Events are published as `events.k8s.io/v1` by this node.
+/// [`PodApi`] over a kube client; Events are published as `events.k8s.io/v1` by this node, from
+/// a queue of [`EVENT_QUEUE`] in a task of their own, through a client of their own (the
+/// kubelet's `--event-qps`/`--event-burst`), so that neither their requests nor their rate limit
+/// hold a pod's status writes.
 #[derive(Clone)]
 pub struct KubePodApi {
     client: Client,
-    recorder: Arc<Recorder>,
+    events: tokio::sync::mpsc::Sender<(Event, ObjectReference)>,
     /// Every Service of the cluster, kept by a watch (the kubelet's Service informer): service
     /// link variables are as fresh as the watch, with no request per pod.
     services: Arc<std::sync::OnceLock<Store<Service>>>,
@@ -127,16 +134,34 @@ pub struct KubePodApi {
 /// How long a pod's creation waits for the Service cache's first list.
 const SERVICES_READY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The Events a [`KubePodApi`] holds before it drops new ones (client-go's event broadcaster
+/// queues 1000).
+pub const EVENT_QUEUE: usize = 1000;
+
 impl KubePodApi {
-    /// Wraps `client`; Events name `node` as their reporting instance.
-    pub fn new(client: Client, node: &str) -> Self {
+    /// Wraps `client`; Events are published through `events_client` (kube-rs' [`Recorder`], which
+    /// counts a repeated Event in its `series`) naming `node` as their reporting instance. Starts
+    /// the publishing task: call it inside a Tokio runtime. A failed publication is logged, not
+    /// retried.
+    pub fn new(client: Client, events_client: Client, node: &str) -> Self {
         let reporter =
             Reporter { controller: "virtual-kubelet".into(), instance: Some(node.to_owned()) };
-        Self {
-            recorder: Arc::new(Recorder::new(client.clone(), reporter)),
-            client,
-            services: Arc::default(),
-        }
+        let recorder = Recorder::new(events_client, reporter);
+        let (events, mut queue) =
+            tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            while let Some((ev, reference)) = queue.recv().await {
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    let pod = format!(
+                        "{}/{}",
+                        reference.namespace.as_deref().unwrap_or_default(),
+                        reference.name.as_deref().unwrap_or_default()
+                    );
+                    warn!(%pod, reason = %ev.reason, error = %e, "recording the event failed");
+                }
+            }
+        });
+        Self { client, events, services: Arc::default() }
     }
 
     /// The Service cache, started (list, then watch, in a task of its own, with kube-runtime's
@@ -230,6 +255,7 @@ impl PodApi for KubePodApi {
     async fn record_event(
         &self,
         pod: &Pod,
+        field_path: Option<&str>,
         type_: EventType,
         reason: &str,
         message: &str,
@@ -244,7 +270,19 @@ impl PodApi for KubePodApi {
             action: reason.to_owned(),
             secondary: None,
         };
-        self.recorder.publish(&ev, &pod.object_ref(&())).await.map_err(cluster_error)
+        let mut reference = pod.object_ref(&());
+        reference.field_path = field_path.map(str::to_owned);
+        self.events.try_send((ev, reference)).map_err(|e| {
+            metrics::counter!(EVENTS_DROPPED).increment(1);
+            ClusterError::Unavailable(match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                    format!("{EVENT_QUEUE} Events wait to be published; this one is dropped")
+                }
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                    "Events are no longer published".into()
+                }
+            })
+        })
     }
 }
 

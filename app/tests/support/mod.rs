@@ -177,6 +177,8 @@ pub struct FakeApi {
     pub statuses: Mutex<Vec<(PodKey, PodStatus)>>,
     pub deleted: Mutex<Vec<PodKey>>,
     pub recorded: Mutex<Vec<(String, String)>>,
+    /// The Events about containers: field path, type, reason, message.
+    pub container_events: Mutex<Vec<(String, EventType, String, String)>>,
     pub config_maps: Mutex<HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
     pub secrets: Mutex<HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
     pub namespace_labels: Mutex<HashMap<String, std::collections::BTreeMap<String, String>>>,
@@ -228,10 +230,16 @@ impl PodApi for FakeApi {
     async fn record_event(
         &self,
         _pod: &Pod,
+        field_path: Option<&str>,
         type_: EventType,
         reason: &str,
         message: &str,
     ) -> Result<(), ClusterError> {
+        if let Some(path) = field_path {
+            let event = (path.into(), type_, reason.into(), message.into());
+            self.container_events.lock().unwrap().push(event);
+            return Ok(());
+        }
         assert_eq!(type_, EventType::Warning);
         self.recorded.lock().unwrap().push((reason.into(), message.into()));
         Ok(())

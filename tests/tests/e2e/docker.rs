@@ -769,6 +769,52 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
         ensure!(t.is_some_and(|t| t.exit_code == 0), "{name} did not complete: {:?}", state(name));
     }
     ensure!(state("proxy").and_then(|s| s.running).is_some(), "sidecar {:?}", state("proxy"));
+    // The kubelet's Events, each naming its container by field path: Created and Started for each
+    // (none for the volumes task, which is not a container), then Killing at the deletion.
+    let paths = |reason: &'static str| {
+        let cx = &cx;
+        async move {
+            let events = super::events_of(cx, ns, "ordered").await?;
+            let mut paths: Vec<String> = events
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.involved_object.field_path)
+                .collect();
+            paths.sort();
+            anyhow::Ok(paths)
+        }
+    };
+    let all = [
+        "spec.containers{app}",
+        "spec.initContainers{first}",
+        "spec.initContainers{proxy}",
+        "spec.initContainers{second}",
+    ];
+    for reason in ["Created", "Started"] {
+        let got = wait_for(reason, Duration::from_secs(20), Duration::from_millis(500), || async {
+            let got = paths(reason).await?;
+            Ok((got.len() >= all.len()).then_some(got))
+        })
+        .await?;
+        ensure!(got == all, "{reason} Events for {got:?}");
+    }
+    let started = super::events_of(&cx, ns, "ordered").await?;
+    let app = started.iter().find(|e| {
+        e.reason.as_deref() == Some("Started")
+            && e.involved_object.field_path.as_deref() == Some("spec.containers{app}")
+    });
+    let message = app.and_then(|e| e.message.clone()).unwrap_or_default();
+    ensure!(message == "Container started", "Started message {message:?}");
+    cx.pods(ns).delete("ordered", &DeleteParams::default()).await?;
+    let got = wait_for("Killing", Duration::from_secs(20), Duration::from_millis(500), || async {
+        let got = paths("Killing").await?;
+        Ok((got.len() >= 2).then_some(got))
+    })
+    .await?;
+    ensure!(
+        got == ["spec.containers{app}", "spec.initContainers{proxy}"],
+        "Killing Events for {got:?}"
+    );
     Ok(())
 }
 
