@@ -179,9 +179,27 @@ pub struct Task {
     /// Files rendered by Nomad's template runner before (and while) the task runs.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
+    /// Secrets read at start for the interpolation of `Env` as `${secret.<name>.<key>}` (Nomad
+    /// 1.11's `secret` block).
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
     /// The task's own restart policy, replacing the group's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicy>,
+}
+
+/// `api.Secret`: a task's `secret` block. With provider `nomad`, the items of the Variable at
+/// `path` (in the job's namespace) are `${secret.<name>.<item>}` in the task's `Env`, read once
+/// at start (Nomad renders them through a template into memory, never to disk).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Secret {
+    /// `[A-Za-z0-9_]{1,128}`.
+    pub name: String,
+    /// `nomad` or `vault`.
+    pub provider: String,
+    /// The Variable's path.
+    pub path: String,
 }
 
 /// `api.TaskLifecycle`.

@@ -40,7 +40,7 @@ use vk_domain::workload::{ContainerSpec, WorkloadSpec};
 
 use super::api::{
     Job, Lifecycle, Network, Port, ReschedulePolicy, Resources, RestartPolicy as NomadRestart,
-    Task, TaskGroup, Template,
+    Secret, Task, TaskGroup, Template,
 };
 use super::policy::{Check, NomadPolicy, Own};
 
@@ -654,6 +654,18 @@ fn fnv(parts: &[&str]) -> String {
     format!("{h:016x}")
 }
 
+/// The name of a task's `secret` block (Nomad 1.11) over the pod's Variable: its items are
+/// `${secret.vk.<item>}` in the task's `Env`. Every item of the Variable is therefore a line
+/// Nomad's env file parser reads (`go-envparse`): keys of `[A-Za-z0-9_]`, values base64 or JSON
+/// strings.
+pub const SECRET_BLOCK: &str = "vk";
+
+/// `text` as a JSON string (quoted, escaped), the form of the environment items of a pod's
+/// Variable: Nomad's env file parser and the templates' `parseJSON` read it back exactly.
+fn json_string(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
 /// The item key of a volume file.
 pub fn file_key(volume: &str, path: &str) -> String {
     format!("f_{}", fnv(&[volume, path]))
@@ -847,6 +859,7 @@ impl Builder<'_> {
             user: String::new(),
             lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar: false }),
             templates: Vec::new(),
+            secrets: Vec::new(),
             // Retried in place, whatever the pod's restartPolicy, as the kubelet retries a volume
             // it could not set up: the pod stays pending with the failure as its message.
             restart_policy: Some(policies(RestartPolicy::Always).1),
@@ -1069,7 +1082,7 @@ impl Builder<'_> {
                 ));
             }
         };
-        let mut templates = self.templates(field, c)?;
+        let (mut templates, secret_env) = self.templates(field, c)?;
         if driver == "docker" && c.termination_message_path.is_some() {
             // Nomad refuses an empty template: a comment renders the empty file. Rendered again
             // (emptied) each time the task starts, as each container instance gets a new file.
@@ -1081,7 +1094,17 @@ impl Builder<'_> {
                 ..Template::default()
             });
         }
-        let (env, _) = split_env(&c.env);
+        let (mut env, _) = split_env(&c.env);
+        let secrets = if secret_env.is_empty() {
+            Vec::new()
+        } else {
+            vec![Secret {
+                name: SECRET_BLOCK.into(),
+                provider: "nomad".into(),
+                path: variable_path(&self.id),
+            }]
+        };
+        env.extend(secret_env);
         let r = &c.resources;
         let (cpu_field, cpu_millis) = match (r.cpu_request_millis, r.cpu_limit_millis) {
             (Some(m), _) => ("requests", Some(m)),
@@ -1139,6 +1162,7 @@ impl Builder<'_> {
             user,
             lifecycle: None,
             templates,
+            secrets,
             restart_policy: None,
         })
     }
@@ -1177,8 +1201,15 @@ impl Builder<'_> {
             .collect()
     }
 
-    fn templates(&mut self, field: &str, c: &ContainerSpec) -> Result<Vec<Template>, Unsupported> {
+    /// The container's templates (environment, volume files), and the variables of its `Env`
+    /// that Nomad interpolates from the task's `secret` block ([`SECRET_BLOCK`]).
+    fn templates(
+        &mut self,
+        field: &str,
+        c: &ContainerSpec,
+    ) -> Result<(Vec<Template>, BTreeMap<String, String>), Unsupported> {
         let mut out = Vec::new();
+        let mut secret_env = BTreeMap::new();
         let var = go_string(&variable_path(&self.id));
         // Environment that is not plain text: one env file, read once at start. Each value is
         // `print` of its parts (Variable items holding text and Secret data, the node's address
@@ -1193,60 +1224,73 @@ impl Builder<'_> {
             }
         }
         let (_, rendered) = split_env(&env);
-        if !rendered.is_empty() {
-            let mut body = String::new();
-            let mut uses_var = false;
-            for v in rendered {
-                if !is_interpolable(&v.name) {
-                    return Err(Unsupported::new(
-                        format!("{field}.env"),
-                        format!(
-                            "variable {:?} holds Secret or run-time data, which Nomad renders only for names of letters, digits and '_' not starting with a digit",
-                            v.name
-                        ),
-                    ));
+        let mut body = String::new();
+        let mut uses_var = false;
+        for v in rendered {
+            // The value's parts: Variable items (text and Secret data, each a JSON string, which
+            // Nomad's env parser reads back exactly), or the node's address.
+            let mut parts: Vec<Option<String>> = Vec::new();
+            let mut run = String::new();
+            let mut n = 0;
+            let mut flush = |run: &mut String,
+                             parts: &mut Vec<Option<String>>,
+                             items: &mut BTreeMap<String, String>| {
+                if run.is_empty() {
+                    return;
                 }
-                let mut parts = Vec::new();
-                let mut run = String::new();
-                let mut n = 0;
-                let mut flush =
-                    |run: &mut String,
-                     parts: &mut Vec<String>,
-                     items: &mut BTreeMap<String, String>| {
-                        if run.is_empty() {
-                            return;
-                        }
-                        let key = format!("e_{}", fnv(&[&c.name, &v.name, &n.to_string()]));
-                        n += 1;
-                        items.insert(key.clone(), std::mem::take(run));
-                        parts.push(format!("(index . {}).Value", go_string(&key)));
-                    };
-                for seg in &v.value.0 {
-                    match seg {
-                        Segment::Text(t) | Segment::Secret(t) => run.push_str(t),
-                        Segment::PodIp | Segment::HostIp => {
-                            flush(&mut run, &mut parts, &mut self.items);
-                            parts.push("(env \"attr.unique.network.ip-address\")".into());
-                        }
-                        Segment::EnvRef(name) => {
-                            return Err(Unsupported::new(
-                                format!("{field}.env"),
-                                format!("unexpected reference to {name} in an environment value"),
-                            ));
-                        }
+                let key = format!("e_{}", fnv(&[&c.name, &v.name, &n.to_string()]));
+                n += 1;
+                items.insert(key.clone(), json_string(&std::mem::take(run)));
+                parts.push(Some(key));
+            };
+            for seg in &v.value.0 {
+                match seg {
+                    Segment::Text(t) | Segment::Secret(t) => run.push_str(t),
+                    Segment::PodIp | Segment::HostIp => {
+                        flush(&mut run, &mut parts, &mut self.items);
+                        parts.push(None);
+                    }
+                    Segment::EnvRef(name) => {
+                        return Err(Unsupported::new(
+                            format!("{field}.env"),
+                            format!("unexpected reference to {name} in an environment value"),
+                        ));
                     }
                 }
-                flush(&mut run, &mut parts, &mut self.items);
-                uses_var |= parts.iter().any(|p| p.starts_with("(index"));
-                if parts.is_empty() {
-                    parts.push("\"\"".into());
-                }
-                body.push_str(&format!(
-                    "{}={LEFT} print {} | toJSON {RIGHT}\n",
-                    v.name,
-                    parts.join(" ")
-                ));
             }
+            flush(&mut run, &mut parts, &mut self.items);
+            if !is_interpolable(&v.name) {
+                // Nomad's env file parser refuses such a name (`data-1`): the value is the task's
+                // `Env`, interpolated by Nomad from its `secret` block over the pod's Variable
+                // (`${secret.vk.<item>}`) and the node's attributes, once, at start.
+                let value: String = parts
+                    .iter()
+                    .map(|p| match p {
+                        Some(key) => format!("${{secret.{SECRET_BLOCK}.{key}}}"),
+                        None => "${attr.unique.network.ip-address}".into(),
+                    })
+                    .collect();
+                secret_env.insert(v.name.clone(), value);
+                continue;
+            }
+            uses_var |= parts.iter().any(Option::is_some);
+            let mut text: Vec<String> = parts
+                .iter()
+                .map(|p| match p {
+                    Some(key) => format!("((index . {}).Value | parseJSON)", go_string(key)),
+                    None => "(env \"attr.unique.network.ip-address\")".into(),
+                })
+                .collect();
+            if text.is_empty() {
+                text.push("\"\"".into());
+            }
+            body.push_str(&format!(
+                "{}={LEFT} print {} | toJSON {RIGHT}\n",
+                v.name,
+                text.join(" ")
+            ));
+        }
+        if !body.is_empty() {
             if uses_var {
                 body = format!("{LEFT} with nomadVar {var} {RIGHT}\n{body}{LEFT} end {RIGHT}\n");
             }
@@ -1330,7 +1374,7 @@ impl Builder<'_> {
                 }
             }
         }
-        Ok(out)
+        Ok((out, secret_env))
     }
 }
 
@@ -1842,7 +1886,8 @@ mod tests {
                 && env.embedded_tmpl.contains("VK_REGISTRY_PASSWORD=")
         );
         assert!(
-            items.values().any(|v| v == "pull-s3cr3t") && items.values().any(|v| v == "puller")
+            items.values().any(|v| v == "\"pull-s3cr3t\"")
+                && items.values().any(|v| v == "\"puller\"")
         );
         let public = &job.task_groups[0].tasks[1];
         assert!(!public.config.contains_key("auth") && public.templates.is_empty());
@@ -2088,20 +2133,76 @@ mod tests {
         let k = |var: &str, n: usize| format!("e_{}", fnv(&["app", var, &n.to_string()]));
         assert_eq!(
             lines[1],
-            format!("PASS=⟦ print (index . \"{}\").Value | toJSON ⟧", k("PASS", 0))
+            format!("PASS=⟦ print ((index . \"{}\").Value | parseJSON) | toJSON ⟧", k("PASS", 0))
         );
         assert_eq!(lines[2], "IP=⟦ print (env \"attr.unique.network.ip-address\") | toJSON ⟧");
         assert_eq!(
             lines[3],
             format!(
-                "DSN=⟦ print (index . \"{}\").Value (env \"attr.unique.network.ip-address\") | toJSON ⟧",
+                "DSN=⟦ print ((index . \"{}\").Value | parseJSON) (env \"attr.unique.network.ip-address\") | toJSON ⟧",
                 k("DSN", 0)
             )
         );
         assert_eq!(lines[5], "⟦ end ⟧");
-        assert_eq!(items[&k("PASS", 0)], "s3cr3t\"$x\n");
-        assert_eq!(items[&k("DSN", 0)], "u:s3cr3t\"$x\n@");
-        assert_eq!(items[&k("LITERAL", 0)], "cost ${5}");
+        // JSON strings: Nomad's env file parser reads each item back exactly.
+        assert_eq!(items[&k("PASS", 0)], r#""s3cr3t\"$x\n""#);
+        assert_eq!(items[&k("DSN", 0)], r#""u:s3cr3t\"$x\n@""#);
+        assert_eq!(items[&k("LITERAL", 0)], r#""cost ${5}""#);
+        assert!(t.secrets.is_empty(), "no secret block without a name the env file refuses");
+    }
+
+    /// A variable holding Secret data under a name Nomad's env file parser refuses (`data-1`, as
+    /// `envFrom` makes from a Secret's keys) is the task's `Env`, interpolated by Nomad from the
+    /// task's `secret` block over the pod's Variable; every item of that Variable is then a line
+    /// the parser reads.
+    #[test]
+    fn secret_variables_with_dashed_names_come_from_the_secret_block() {
+        let mut inputs = Inputs::default();
+        let data = BTreeMap::from([("data-1".to_owned(), b"value-1\n".to_vec())]);
+        inputs.secrets.insert("creds".into(), Some(data));
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "team-a", "uid": "u1"},
+            "spec": {"nodeName": "vk", "containers": [{"name": "app", "image": "busybox",
+                "envFrom": [{"secretRef": {"name": "creds"}},
+                            {"prefix": "p-", "secretRef": {"name": "creds"}}],
+                "env": [{"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        {"name": "ip-and-secret", "value": "$(data-1)@$(MY_IP)"}],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}],
+                "volumes": [{"name": "cfg", "secret": {"secretName": "creds"}}]}
+        }))
+        .unwrap();
+        let w = WorkloadSpec::from_pod(&pod, &inputs).unwrap().spec;
+        let PodJob { job, items, .. } = to_job(&w, &settings()).unwrap();
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(!text.contains("value-1"), "{text}");
+        let t = &job.task_groups[0].tasks[0];
+        assert_eq!(
+            t.secrets,
+            [Secret {
+                name: "vk".into(),
+                provider: "nomad".into(),
+                path: "nomad/jobs/k8s-team-a_web".into()
+            }]
+        );
+        let k = |var: &str, n: usize| format!("e_{}", fnv(&["app", var, &n.to_string()]));
+        assert_eq!(t.env["data-1"], format!("${{secret.vk.{}}}", k("data-1", 0)));
+        assert_eq!(t.env["p-data-1"], format!("${{secret.vk.{}}}", k("p-data-1", 0)));
+        assert_eq!(
+            t.env["ip-and-secret"],
+            format!("${{secret.vk.{}}}${{attr.unique.network.ip-address}}", k("ip-and-secret", 0))
+        );
+        assert_eq!(items[&k("data-1", 0)], r#""value-1\n""#);
+        assert_eq!(items[&k("ip-and-secret", 0)], r#""value-1\n@""#);
+        // MY_IP is an env file line as before.
+        let env = t.templates.iter().find(|t| t.envvars).unwrap();
+        assert!(env.embedded_tmpl.starts_with("MY_IP=⟦ print (env "), "{}", env.embedded_tmpl);
+        // Every item is a line `go-envparse` reads: keys of [A-Za-z0-9_], values base64 or JSON.
+        for (key, value) in &items {
+            assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{key}");
+            let json = serde_json::from_str::<String>(value).is_ok();
+            let base64 = base64::engine::general_purpose::STANDARD.decode(value).is_ok();
+            assert!(json || base64, "{key}={value}");
+        }
     }
 
     #[test]

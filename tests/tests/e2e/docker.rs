@@ -132,13 +132,14 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         .create(
             &PostParams::default(),
             &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "sec"}, "stringData": {"password": "s3cr3t $HOME"}
+                "metadata": {"name": "sec"},
+                "stringData": {"password": "s3cr3t $HOME", "data-1": "d1 \"q\" #x"}
             }))?,
         )
         .await?;
     let app = "echo \"MODE=$MODE\"; echo \"PASS=$PASS\"; echo \"PWD=$(pwd)\"; echo \"ARG=$1\"; \
         echo \"FILE=$(cat /etc/config/mode)\"; echo \"SUB=$(cat /etc/mode-file)\"; \
-        echo \"SECRET=$(cat /etc/secret/password)\"; \
+        echo \"SECRET=$(cat /etc/secret/password)\"; echo \"DASHED=$(tr '\\0' '\\n' < /proc/1/environ | grep '^p-data-1=')\"; \
         echo \"SECRET_STAT=$(stat -c '%a %g' /etc/secret/password)\"; \
         echo \"SECRET_FS=$(grep ' /etc/secret ' /proc/mounts | cut -d' ' -f3)\"; \
         if test -e /etc/debian_version; then echo ROOTFS=host; else echo ROOTFS=image; fi; \
@@ -161,6 +162,8 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
                     {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
                     {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}}
                  ],
+                 // Names Nomad's env file parser refuses (`p-data-1`): from the task's secret block.
+                 "envFrom": [{"prefix": "p-", "secretRef": {"name": "sec"}}],
                  "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/config"},
                     {"name": "config", "mountPath": "/etc/mode-file", "subPath": "mode"},
@@ -192,6 +195,7 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         "FILE=fast",
         "SUB=fast",
         "SECRET=s3cr3t $HOME",
+        "DASHED=p-data-1=d1 \"q\" #x",
         "SECRET_STAT=440 2000",
         "SECRET_FS=tmpfs",
         "ROOTFS=image",
