@@ -595,6 +595,10 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         let Some(runtime) = runtime else { return Ok(()) };
         // Probes run for what runs now; their results are laid over the runtime's view.
         let sandbox = runtime.sandbox.clone().map(|s| self.prober.apply(key, pod, &runtime.id, s));
+        for e in self.prober.take_events(pod::uid(pod)) {
+            let path = events::field_path(pod, &e.container);
+            self.record(pod, Some(&path), EventType::Warning, e.reason, &e.message).await;
+        }
         let new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
         // The kubelet's image Events, from the containers' waiting reasons.
         let statuses = new.init_container_statuses.iter().flatten();

@@ -16,6 +16,10 @@
 //!   ([`PodProvider::restart_container`]); the probes of the new instance start from scratch.
 //! - A container instance is its sandbox, restart count and start time: a restarted container
 //!   gets new workers, a worker of an instance that is gone stops.
+//! - Each failure is a Warning Event `Unhealthy` (`<Kind> probe failed: <output>`), each 3xx
+//!   answer not followed a Warning Event `ProbeWarning` (`<Kind> probe warning: Probe terminated
+//!   redirects, Response body: <body>`), as the kubelet's `prober.runProbeWithRetries` records
+//!   them; they wait here ([`Prober::take_events`], 16 a pod at most) for the pod's next sync.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -54,6 +58,35 @@ struct Inner {
     /// that readiness is probed at once, not a readiness period later (the kubelet's worker
     /// `manualTriggerCh`).
     startup_done: HashMap<(String, String), Arc<tokio::sync::Notify>>,
+    /// Events waiting for the pod's next sync, by pod UID: container, reason, message.
+    events: HashMap<String, Vec<ProbeEvent>>,
+}
+
+/// The Events a pod's probes leave for it before the next sync; more are dropped.
+const EVENTS_PER_POD: usize = 16;
+
+/// The most of a response body a probe reads (the kubelet's `maxRespBodyLength`, 10 KiB).
+const MAX_BODY: usize = 10 << 10;
+
+/// A Warning Event of a probe: the container it is about, the kubelet's reason (`Unhealthy`,
+/// `ProbeWarning`) and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeEvent {
+    /// The container's name.
+    pub container: String,
+    /// `Unhealthy` or `ProbeWarning`.
+    pub reason: &'static str,
+    /// `<Kind> probe failed: <output>` or `<Kind> probe warning: <output>`.
+    pub message: String,
+}
+
+/// What one probe found (the kubelet's `probe.Result` and its output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    /// Success that the pod's owner should hear of: a redirect not followed.
+    Warning(String),
+    Failure(String),
 }
 
 /// The probe workers of every pod.
@@ -242,9 +275,23 @@ impl<P: PodProvider> Prober<P> {
         inner.results.retain(|(uid, _), _| live.contains(uid));
         inner.restarted.retain(|(uid, _, _)| live.contains(uid));
         inner.startup_done.retain(|(uid, _), _| live.contains(uid));
+        inner.events.retain(|uid, _| live.contains(uid));
     }
 
     /// The notification a container's startup success gives its readiness worker.
+    /// The probe Events of pod `uid` since the last call, oldest first.
+    pub fn take_events(&self, uid: &str) -> Vec<ProbeEvent> {
+        self.inner().events.remove(uid).unwrap_or_default()
+    }
+
+    fn push_event(&self, uid: &str, event: ProbeEvent) {
+        let mut inner = self.inner();
+        let pending = inner.events.entry(uid.to_owned()).or_default();
+        if pending.len() < EVENTS_PER_POD {
+            pending.push(event);
+        }
+    }
+
     fn startup_done(&self, uid: &str, container: &str) -> Arc<tokio::sync::Notify> {
         let mut inner = self.inner();
         Arc::clone(inner.startup_done.entry((uid.to_owned(), container.to_owned())).or_default())
@@ -320,7 +367,27 @@ impl<P: PodProvider> Worker<P> {
                 && self.has_startup
                 && !self.prober.started(&self.uid, &self.container);
             if !waiting {
-                let ok = self.check().await;
+                let outcome = self.check().await;
+                let ok = !matches!(outcome, Outcome::Failure(_));
+                let kind = match self.kind {
+                    Kind::Readiness => "Readiness",
+                    Kind::Liveness => "Liveness",
+                    Kind::Startup => "Startup",
+                };
+                let event = match outcome {
+                    Outcome::Success => None,
+                    Outcome::Warning(out) => {
+                        Some(("ProbeWarning", format!("{kind} probe warning: {out}")))
+                    }
+                    Outcome::Failure(out) => {
+                        Some(("Unhealthy", format!("{kind} probe failed: {out}")))
+                    }
+                };
+                if let Some((reason, message)) = event {
+                    let container = self.container.clone();
+                    self.prober.push_event(&self.uid, ProbeEvent { container, reason, message });
+                    self.prober.queue.add(self.key.clone());
+                }
                 let changed = state.record(ok, &self.probe);
                 match self.kind {
                     Kind::Readiness => {
@@ -386,8 +453,9 @@ impl<P: PodProvider> Worker<P> {
         }
     }
 
-    /// One probe, bounded by `timeoutSeconds`.
-    async fn check(&self) -> bool {
+    /// One probe, bounded by `timeoutSeconds`, with the kubelet's output: the response body of a
+    /// 3xx answer not followed, else why it failed.
+    async fn check(&self) -> Outcome {
         let timeout = self.probe.timeout;
         let pod_ip = self.target.ip.as_deref();
         // (host, port) to dial: the pod's address through the backend's port mapping, or a
@@ -408,9 +476,15 @@ impl<P: PodProvider> Worker<P> {
         let join = |host: &str, port: u16| {
             if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
         };
+        let refused = |h: &Option<String>| {
+            Outcome::Failure(format!(
+                "the probe's host {:?} is not one the operator allows",
+                h.as_deref().unwrap_or_default()
+            ))
+        };
         let result = match &self.probe.handler {
             Handler::Tcp { host, port } => {
-                let Some((h, p)) = addr(host, *port) else { return false };
+                let Some((h, p)) = addr(host, *port) else { return refused(host) };
                 let dial = async {
                     let targets =
                         if h.parse::<std::net::IpAddr>().is_ok() || Some(h.as_str()) == pod_ip {
@@ -418,12 +492,17 @@ impl<P: PodProvider> Worker<P> {
                         } else {
                             allowed_addresses(&h, p).await.ok()?
                         };
-                    tokio::net::TcpStream::connect(&targets[..]).await.ok()
+                    Some(tokio::net::TcpStream::connect(&targets[..]).await)
                 };
-                tokio::time::timeout(timeout, dial).await.is_ok_and(|c| c.is_some())
+                match tokio::time::timeout(timeout, dial).await {
+                    Ok(Some(Ok(_))) => Outcome::Success,
+                    Ok(Some(Err(e))) => Outcome::Failure(format!("dial tcp {}: {e}", join(&h, p))),
+                    Ok(None) => Outcome::Failure(format!("dial tcp {}: no address", join(&h, p))),
+                    Err(_) => Outcome::Failure(format!("dial tcp {}: i/o timeout", join(&h, p))),
+                }
             }
             Handler::Http { https, host, port, path, headers } => {
-                let Some((h, p)) = addr(host, *port) else { return false };
+                let Some((h, p)) = addr(host, *port) else { return refused(host) };
                 let scheme = if *https { "https" } else { "http" };
                 let a = join(&h, p);
                 let mut req =
@@ -431,17 +510,47 @@ impl<P: PodProvider> Worker<P> {
                 for (k, v) in headers {
                     req = req.header(k, v);
                 }
-                match req.send().await {
-                    Ok(r) => (200..400).contains(&r.status().as_u16()),
-                    Err(_) => false,
+                let answer = async {
+                    let mut r = req.send().await?;
+                    let code = r.status().as_u16();
+                    // The first 10 KiB of the body, as the kubelet reads it.
+                    let mut body = Vec::new();
+                    while body.len() < MAX_BODY {
+                        let Some(chunk) = r.chunk().await? else { break };
+                        body.extend_from_slice(&chunk);
+                    }
+                    body.truncate(MAX_BODY);
+                    Ok::<_, reqwest::Error>((code, String::from_utf8_lossy(&body).into_owned()))
+                };
+                match tokio::time::timeout(timeout, answer).await {
+                    Ok(Ok((code, _))) if (200..300).contains(&code) => Outcome::Success,
+                    Ok(Ok((code, body))) if (300..400).contains(&code) => Outcome::Warning(
+                        format!("Probe terminated redirects, Response body: {body}"),
+                    ),
+                    Ok(Ok((code, _))) => {
+                        Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+                    }
+                    Ok(Err(e)) => Outcome::Failure(format!("Get \"{scheme}://{a}{path}\": {e}")),
+                    Err(_) => Outcome::Failure(format!(
+                        "Get \"{scheme}://{a}{path}\": context deadline exceeded"
+                    )),
                 }
             }
             Handler::Exec { command } => {
                 let exec = self.prober.provider.exec(&self.id, &self.container, command);
-                matches!(tokio::time::timeout(timeout, exec).await, Ok(Ok(0)))
+                match tokio::time::timeout(timeout, exec).await {
+                    Ok(Ok(0)) => Outcome::Success,
+                    Ok(Ok(code)) => {
+                        Outcome::Failure(format!("command {command:?} exited with {code}"))
+                    }
+                    Ok(Err(e)) => Outcome::Failure(e.to_string()),
+                    Err(_) => {
+                        Outcome::Failure(format!("command {command:?} timed out after {timeout:?}"))
+                    }
+                }
             }
         };
-        debug!(ok = result, "probe");
+        debug!(outcome = ?result, "probe");
         result
     }
 }

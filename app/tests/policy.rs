@@ -124,9 +124,13 @@ async fn server(addr: &str, other: String) -> (u16, Arc<Mutex<Vec<String>>>) {
                     _ => None,
                 };
                 let answer = match location {
-                    Some(l) => format!(
-                        "HTTP/1.1 302 Found\r\nLocation: {l}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    ),
+                    Some(l) => {
+                        let body = format!("<a href=\"{l}\">Found</a>.\n");
+                        format!(
+                            "HTTP/1.1 302 Found\r\nLocation: {l}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
                     None => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                         .to_owned(),
                 };
@@ -182,4 +186,42 @@ async fn probes_follow_redirects_as_the_kubelet_does_and_never_dial_loopback_hos
     assert!(seen.iter().any(|l| l.starts_with("GET /ok ")), "the same-host redirect followed");
     let loops = seen.iter().filter(|l| l.starts_with("GET /loop ")).count();
     assert!(loops >= 10 && loops % 10 == 0, "ten requests per probe of /loop: {loops}");
+    // The kubelet's Events: a redirect not followed is a ProbeWarning with the answer's body,
+    // each failure is Unhealthy with why; a success is silent.
+    let events = h.api.container_events.lock().unwrap().clone();
+    let of = |c: &str| -> Vec<(String, String)> {
+        let path = format!("spec.containers{{{c}}}");
+        let probe =
+            |e: &&(String, _, String, String)| e.0 == path && e.2 != "Created" && e.2 != "Started";
+        events.iter().filter(probe).map(|e| (e.2.clone(), e.3.clone())).collect()
+    };
+    let warning = format!(
+        "Readiness probe warning: Probe terminated redirects, Response body: <a href=\"http://localhost:{other_port}/ok\">Found</a>.\n"
+    );
+    let other = of("other");
+    assert!(
+        !other.is_empty() && other.iter().all(|e| *e == ("ProbeWarning".into(), warning.clone())),
+        "{other:?}"
+    );
+    assert!(
+        of("same").iter().all(|(r, _)| r != "Unhealthy" && r != "ProbeWarning"),
+        "{:?}",
+        of("same")
+    );
+    let sneaky = of("sneaky");
+    assert!(
+        sneaky.first().is_some_and(|(r, m)| r == "Unhealthy"
+            && m == "Readiness probe failed: the probe's host \"127.0.0.2\" is not one the operator allows"),
+        "{sneaky:?}"
+    );
+    let looping = of("looping");
+    assert!(
+        looping.first().is_some_and(|(r, m)| r == "Unhealthy"
+            && m.starts_with("Readiness probe failed: Get \"http://127.0.0.1:")),
+        "{looping:?}"
+    );
+    let probes = events.iter().filter(|e| e.2 == "Unhealthy" || e.2 == "ProbeWarning");
+    assert!(
+        probes.clone().count() > 0 && probes.clone().all(|e| e.1 == vk_ports::EventType::Warning)
+    );
 }
