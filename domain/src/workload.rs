@@ -53,9 +53,9 @@ pub struct WorkloadSpec {
     /// The labels of the pod's Namespace, when they were read (the operator's policy selects
     /// namespaces by label: see [`crate::policy`]).
     pub namespace_labels: Option<BTreeMap<String, String>>,
-    /// `spec.hostAliases` as (IP, host name) pairs, in order: entries the kubelet adds to the
-    /// containers' `/etc/hosts`.
-    pub host_aliases: Vec<(String, String)>,
+    /// `spec.hostAliases` as (IP, host names), in order: the entries the kubelet adds to the
+    /// containers' `/etc/hosts`, one line each.
+    pub host_aliases: Vec<(String, Vec<String>)>,
 }
 
 /// One container of the pod.
@@ -259,7 +259,8 @@ impl WorkloadSpec {
                 .host_aliases
                 .iter()
                 .flatten()
-                .flat_map(|a| a.hostnames.iter().flatten().map(|h| (a.ip.clone(), h.clone())))
+                .map(|a| (a.ip.clone(), a.hostnames.clone().unwrap_or_default()))
+                .filter(|(_, names)| !names.is_empty())
                 .collect(),
         };
         Ok(Translated { spec, notices })

@@ -84,7 +84,21 @@ pub const VOLUMES_TASK: &str = "vk_volumes";
 /// The script [`VOLUMES_TASK`] runs under `sh -c`: `$1` the mode, `$2` the group (`-`: none),
 /// then the directories. Nothing of the pod is in the script; its arguments are the mode, the
 /// `fsGroup` number and paths made of volume names (DNS labels).
-const VOLUMES_SCRIPT: &str = r#"set -e; mode=$1; group=$2; shift 2; mkdir -p "$@"; [ "$group" = - ] || chgrp "$group" "$@"; chmod "$mode" "$@""#;
+///
+/// With `VK_HOST_ALIASES` (the pod's hostAliases, a line each) it also writes the kubelet's
+/// `/etc/hosts` (`managedHostsFileContent`): Nomad's file for a group network is the
+/// allocation's `hosts`, written by Nomad only when missing and bound into every task, this one
+/// first; the pod's own line (address and host name) is kept from Nomad's.
+const VOLUMES_SCRIPT: &str = r#"set -e; mode=$1; group=$2; shift 2
+if [ $# -gt 0 ]; then mkdir -p "$@"; [ "$group" = - ] || chgrp "$group" "$@"; chmod "$mode" "$@"; fi
+if [ -n "$VK_HOST_ALIASES" ]; then
+  self=$(sed -n '/^# this entry is the IP address/,/^[^#]/{/^[^#]/{s/ /\t/;p;};}' /etc/hosts)
+  printf '# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n%s\n\n# Entries added by HostAliases.\n%s' "$self" "$VK_HOST_ALIASES" > /etc/hosts
+fi"#;
+
+/// Environment variable of [`VOLUMES_TASK`]: the pod's hostAliases as the kubelet writes them
+/// into `/etc/hosts` (`<IP>\t<name>\t<name>\n` each).
+const HOST_ALIASES_ENV: &str = "VK_HOST_ALIASES";
 
 /// Environment variable of a docker task holding the user name of its image's registry login
 /// (from `imagePullSecrets`), which the driver's `auth` block reads when the task starts. It is
@@ -805,8 +819,32 @@ impl Builder<'_> {
         self.spec.all_containers().filter(|c| c.mounts.iter().any(|m| m.volume == name)).count()
     }
 
+    /// Whether the pod's containers share the `/etc/hosts` Nomad writes for a group network
+    /// (docker, a network mode other than `host` and `none`), which [`VOLUMES_TASK`] (when an
+    /// image is configured for it) rewrites as the kubelet writes it.
+    fn shared_hosts_file(&self) -> bool {
+        self.driver == "docker"
+            && self.settings.volume_setup_image.is_some()
+            && !matches!(self.network_mode.as_str(), "host" | "none")
+    }
+
+    /// The pod's hostAliases as the kubelet's lines of `/etc/hosts`, when [`VOLUMES_TASK`] writes
+    /// them.
+    fn host_alias_lines(&self) -> Option<String> {
+        if !self.shared_hosts_file() || self.spec.host_aliases.is_empty() {
+            return None;
+        }
+        let lines = self
+            .spec
+            .host_aliases
+            .iter()
+            .map(|(ip, names)| format!("{ip}\t{}\n", names.join("\t")));
+        Some(lines.collect())
+    }
+
     /// [`VOLUMES_TASK`] when the pod runs on docker, an image is configured for it and some
-    /// container mounts an emptyDir that lives in the allocation's directory.
+    /// container mounts an emptyDir that lives in the allocation's directory, or the pod has
+    /// hostAliases for the group network's `/etc/hosts`.
     fn volumes_task(&self) -> Option<Task> {
         let image = self.settings.volume_setup_image.as_deref()?;
         if self.driver != "docker" {
@@ -827,7 +865,8 @@ impl Builder<'_> {
                 dirs.push(hcl_text(&format!("/alloc/volumes/{}/{sub}", v.name)));
             }
         }
-        if dirs.is_empty() {
+        let aliases = self.host_alias_lines();
+        if dirs.is_empty() && aliases.is_none() {
             return None;
         }
         // fsGroup is a pod-level setting, copied into every container's security context.
@@ -851,7 +890,7 @@ impl Builder<'_> {
             name: VOLUMES_TASK.to_owned(),
             driver: "docker".to_owned(),
             config,
-            env: BTreeMap::new(),
+            env: aliases.map(|a| (HOST_ALIASES_ENV.to_owned(), a)).into_iter().collect(),
             resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
             kill_timeout: ns(Duration::from_secs(5)),
             kill_signal: "SIGTERM".into(),
@@ -1032,12 +1071,14 @@ impl Builder<'_> {
                 if !tmpfs.is_empty() {
                     config.insert("mount".into(), json!(tmpfs));
                 }
-                // hostAliases: the kubelet's entries of /etc/hosts, Docker's `--add-host`.
-                if !self.spec.host_aliases.is_empty() {
+                // hostAliases: the kubelet's entries of /etc/hosts, written by the volumes task
+                // into the group network's file, else Docker's `--add-host`.
+                if !self.spec.host_aliases.is_empty() && !self.shared_hosts_file() {
                     let hosts: Vec<String> = self
                         .spec
                         .host_aliases
                         .iter()
+                        .flat_map(|(ip, names)| names.iter().map(move |n| (ip, n)))
                         .map(|(ip, name)| hcl_text(&format!("{name}:{ip}")))
                         .collect();
                     config.insert("extra_hosts".into(), json!(hosts));
@@ -2808,6 +2849,15 @@ mod tests {
             json!([{"net.ipv4.ip_local_port_range": "1024 65000", "kernel.shm_rmid_forced": "1"}])
         );
         assert_eq!(t.config["extra_hosts"], json!(["db:10.1.2.3", "db.local:10.1.2.3"]));
+        // With the volumes task, a group network's /etc/hosts is written as the kubelet writes
+        // it, one line per alias entry; the containers wait for it and get no extra_hosts.
+        let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };
+        let PodJob { job, gated, .. } = translate_with(&s, json!({}), spec.clone()).unwrap();
+        let tasks = &job.task_groups[0].tasks;
+        assert_eq!(tasks[0].name, VOLUMES_TASK);
+        assert_eq!(tasks[0].env[HOST_ALIASES_ENV], "10.1.2.3\tdb\tdb.local\n");
+        assert!(tasks[1].config.get("extra_hosts").is_none(), "{:?}", tasks[1].config);
+        assert!(gated.is_empty(), "no init container to hold");
         let raw = translate_permissive(json!({ANN_DRIVER: "raw_exec"}), spec.clone());
         assert_eq!(raw.map(|_| ()).unwrap_err().field, "spec.hostAliases");
         let mut no_aliases = spec;

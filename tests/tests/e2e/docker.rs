@@ -756,11 +756,26 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
                 {"name": "app", "image": BUSYBOX, "volumeMounts": shared,
                  "command": ["sh", "-c", "echo \"ORDER=$(cat /shared/order)\"; until wget -qO /tmp/s http://localhost:7070/index.html 2>/dev/null; do sleep 0.2; done; echo \"SIDECAR=$(cat /tmp/s)\"; exec sleep 3600"]}
             ],
-            "volumes": [{"name": "shared", "emptyDir": {}}]
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+            "hostAliases": [{"ip": "123.45.67.89", "hostnames": ["foo", "bar"]},
+                            {"ip": "10.9.8.7", "hostnames": ["baz"]}]
         }))
         .build();
     create(&cx, &p).await?;
     let running = running(&cx, ns, "ordered").await?;
+    // /etc/hosts as the kubelet writes it: its header, the pod's own line, then one line per
+    // hostAliases entry, the names tab-separated.
+    let hosts =
+        cx.stack.kubectl(&["exec", "-n", ns, "ordered", "-c", "app", "--", "cat", "/etc/hosts"])?;
+    let pod_ip = running.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+    ensure!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n")
+            && hosts.lines().any(|l| l.starts_with(&format!("{pod_ip}\t")))
+            && hosts.ends_with(
+                "\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n10.9.8.7\tbaz\n"
+            ),
+        "/etc/hosts of app (pod IP {pod_ip}):\n{hosts}"
+    );
     let out = log_with(&cx, (ns, "ordered", "app"), "SIDECAR=", Duration::from_secs(60)).await?;
     ensure!(
         out.lines().collect::<Vec<_>>() == ["ORDER=one two sidecar", "SIDECAR=from-sidecar"],
