@@ -419,6 +419,15 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             (_, r) => r,
         };
         self.record_job(key, runtime.as_ref());
+        // The probes' results laid over the runtime view: a sidecar's startup probe decides when
+        // what follows it starts.
+        let runtime = match (&pod, runtime) {
+            (Some(p), Some(mut r)) => {
+                r.sandbox = r.sandbox.take().map(|s| self.prober.apply(key, p, &r.id, s));
+                Some(r)
+            }
+            (_, r) => r,
+        };
         let steps = plan(pod.as_deref(), runtime.as_ref(), ctx);
         let mut runtime = runtime;
         for step in steps {

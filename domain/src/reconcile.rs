@@ -134,7 +134,63 @@ fn running_steps(pod: &Pod, observed: &RuntimePod) -> Vec<Step> {
     if let Some(name) = next_init_container(pod, observed) {
         steps.push(Step::StartContainer(name));
     }
+    steps.extend(held_containers_to_start(pod, observed).into_iter().map(Step::StartContainer));
     steps
+}
+
+/// Whether the pod's app containers are held until every init container is done: when a
+/// sidecar (an init container with `restartPolicy: Always`) has a startup probe, the kubelet
+/// starts what follows it only once that probe succeeded, and a backend starts app containers
+/// after its prestart tasks are merely running.
+pub fn holds_app_containers(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .any(|c| crate::status::is_sidecar(c) && c.startup_probe.is_some())
+}
+
+/// Whether init container `c`, in state `st` of the runtime view, lets the next one start: a
+/// sidecar once it runs and its startup probe (if any) succeeded, any other once it completed
+/// successfully.
+fn init_done(
+    c: &k8s_openapi::api::core::v1::Container,
+    st: Option<&crate::runtime::ContainerRuntimeStatus>,
+) -> bool {
+    use crate::runtime::ContainerState as S;
+    let sidecar = crate::status::is_sidecar(c);
+    match st.map(|s| (&s.state, s.probe_started)) {
+        Some((S::Running { .. }, started)) => {
+            sidecar && (c.startup_probe.is_none() || started == Some(true))
+        }
+        Some((S::Terminated(t), _)) => t.exit_code == 0 && !sidecar,
+        _ => false,
+    }
+}
+
+/// The app containers to let start now ([`holds_app_containers`]): those not started yet once
+/// every init container is done. Empty when the pod does not hold them.
+pub fn held_containers_to_start(pod: &Pod, observed: &RuntimePod) -> Vec<String> {
+    use crate::runtime::ContainerState as S;
+    let (Some(spec), Some(sandbox)) = (pod.spec.as_ref(), observed.sandbox.as_ref()) else {
+        return Vec::new();
+    };
+    if sandbox.is_terminal() || !holds_app_containers(pod) {
+        return Vec::new();
+    }
+    let init = spec.init_containers.iter().flatten();
+    if !init.clone().all(|c| init_done(c, sandbox.containers.get(&c.name))) {
+        return Vec::new();
+    }
+    spec.containers
+        .iter()
+        .filter(|c| {
+            matches!(
+                sandbox.containers.get(&c.name).map(|s| &s.state),
+                None | Some(S::Waiting { .. })
+            )
+        })
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// The containers whose image in the pod differs from the image the workload runs (containers the
@@ -166,7 +222,8 @@ pub fn deadline_left(pod: &Pod, now: Timestamp) -> Option<Duration> {
 }
 
 /// The init container to let start next: the first after the first one whose predecessors all
-/// completed successfully (a sidecar predecessor: is running) and that has not started yet; or,
+/// completed successfully (a sidecar predecessor: is running, and its startup probe, if any,
+/// succeeded: the runtime view's `probe_started`) and that has not started yet; or,
 /// when the sandbox has a preparation of its own ([`crate::runtime::Sandbox::prepared`]), the
 /// first one once that has completed. Nothing while the preparation runs.
 pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
@@ -188,12 +245,7 @@ pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
     }
     for pair in init.windows(2) {
         let (prev, cur) = (&pair[0], &pair[1]);
-        let prev_done = match state(&prev.name) {
-            Some(S::Running { .. }) => crate::status::is_sidecar(prev),
-            Some(S::Terminated(t)) => t.exit_code == 0 && !crate::status::is_sidecar(prev),
-            _ => false,
-        };
-        if !prev_done {
+        if !init_done(prev, sandbox.containers.get(&prev.name)) {
             return None;
         }
         match state(&cur.name) {
@@ -488,6 +540,82 @@ mod tests {
         assert_eq!(prepared(Some(true), vec![("a", running())]), None);
         assert_eq!(prepared(Some(true), vec![("a", exited(0))]).as_deref(), Some("side"));
         assert_eq!(prepared(None, vec![("a", waiting())]), None, "no preparation: a is not held");
+    }
+
+    /// A sidecar with a startup probe holds what follows it, init containers and app containers
+    /// alike, until the probe succeeded (the runtime view's `probe_started`); without one, app
+    /// containers are never held.
+    #[test]
+    fn a_sidecar_startup_probe_holds_what_follows_it() {
+        use crate::runtime::{ContainerRuntimeStatus, ContainerState as S};
+        let mut p = pod("Pending", None);
+        let spec = p.spec.as_mut().unwrap();
+        spec.init_containers = Some(
+            serde_json::from_value(json!([
+                {"name": "side", "image": "i", "restartPolicy": "Always",
+                 "startupProbe": {"exec": {"command": ["true"]}}},
+                {"name": "b", "image": "i"}
+            ]))
+            .unwrap(),
+        );
+        spec.containers = serde_json::from_value(json!([{"name": "app", "image": "i"}])).unwrap();
+        let with = |states: Vec<(&str, S, Option<bool>)>| {
+            let mut w = workload("uid-1", false, Some(SandboxState::Pending));
+            w.sandbox.as_mut().unwrap().containers = states
+                .into_iter()
+                .map(|(n, state, started)| {
+                    let st = ContainerRuntimeStatus {
+                        state,
+                        probe_started: started,
+                        ..Default::default()
+                    };
+                    (n.to_owned(), st)
+                })
+                .collect();
+            w
+        };
+        let running = || S::Running { started_at: None };
+        let waiting = || S::Waiting { reason: "ContainerCreating".into(), message: None };
+        let done = || {
+            S::Terminated(crate::runtime::Termination {
+                exit_code: 0,
+                signal: None,
+                reason: String::new(),
+                message: None,
+                started_at: None,
+                finished_at: None,
+            })
+        };
+        assert!(holds_app_containers(&p));
+        let w = with(vec![("side", running(), Some(false)), ("b", waiting(), None)]);
+        assert_eq!(next_init_container(&p, &w), None, "the startup probe has not succeeded");
+        assert!(held_containers_to_start(&p, &w).is_empty());
+        let w = with(vec![("side", running(), Some(true)), ("b", waiting(), None)]);
+        assert_eq!(next_init_container(&p, &w).as_deref(), Some("b"));
+        assert!(held_containers_to_start(&p, &w).is_empty(), "b has not completed");
+        let w = with(vec![
+            ("side", running(), Some(true)),
+            ("b", done(), None),
+            ("app", waiting(), None),
+        ]);
+        assert_eq!(held_containers_to_start(&p, &w), ["app"]);
+        assert_eq!(
+            plan(Some(&p), Some(&w), Context { now: ts(1), pods_synced: true }),
+            vec![SyncStatus, StartContainer("app".into())]
+        );
+        let w = with(vec![
+            ("side", running(), Some(true)),
+            ("b", done(), None),
+            ("app", running(), None),
+        ]);
+        assert!(held_containers_to_start(&p, &w).is_empty(), "app runs");
+        // Without a startup probe on the sidecar nothing is held.
+        let spec = p.spec.as_mut().unwrap();
+        spec.init_containers.as_mut().unwrap()[0].startup_probe = None;
+        assert!(!holds_app_containers(&p));
+        let w =
+            with(vec![("side", running(), None), ("b", done(), None), ("app", waiting(), None)]);
+        assert!(held_containers_to_start(&p, &w).is_empty());
     }
 
     #[test]

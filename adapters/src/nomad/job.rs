@@ -508,8 +508,17 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
         }
         tasks.push(t);
     }
+    // A sidecar with a startup probe: the app containers wait until it succeeded (Nomad starts
+    // them once the prestart tasks merely run), released as the init containers are
+    // (`vk_domain::reconcile::held_containers_to_start`).
+    let hold_app = spec.init_containers.iter().any(|c| c.sidecar && c.startup.is_some());
     for (i, c) in spec.containers.iter().enumerate() {
-        tasks.push(b.task(&format!("spec.containers[{i}]"), c)?);
+        let mut t = b.task(&format!("spec.containers[{i}]"), c)?;
+        if hold_app {
+            t.templates.push(gate_template(&id, &c.name));
+            gated.push(c.name.clone());
+        }
+        tasks.push(t);
     }
     let (job_type, restart, reschedule) = policies(spec.restart_policy);
     let mut meta = BTreeMap::new();
@@ -2429,7 +2438,7 @@ mod tests {
             ],
             "containers": [{"name": "app", "image": "i"}]
         });
-        let PodJob { job, gated, .. } = translate(json!({}), spec).unwrap();
+        let PodJob { job, gated, .. } = translate(json!({}), spec.clone()).unwrap();
         let tasks = &job.task_groups[0].tasks;
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["setup", "proxy", "migrate", "app"]);
@@ -2442,6 +2451,11 @@ mod tests {
             [Some(("prestart", false)), Some(("prestart", true)), Some(("prestart", false)), None]
         );
         assert_eq!(gated, ["proxy", "migrate"]);
+        // A sidecar with a startup probe holds the app containers too.
+        let mut probed = spec.clone();
+        probed["initContainers"][1]["startupProbe"] = json!({"exec": {"command": ["true"]}});
+        let PodJob { gated, .. } = translate(json!({}), probed).unwrap();
+        assert_eq!(gated, ["proxy", "migrate", "app"]);
         assert!(tasks[0].templates.is_empty());
         assert!(
             tasks[2].templates[0].embedded_tmpl.contains("nomad/jobs/k8s-team-a_web/pod/migrate")

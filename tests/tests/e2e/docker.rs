@@ -733,8 +733,10 @@ pub(crate) async fn docker_stats(cx: Ctx<'_>) -> anyhow::Result<()> {
 
 /// Init containers and a native sidecar in real containers: the init containers run in order
 /// before anything else (each sees what the one before wrote in the shared emptyDir), the
-/// sidecar starts before the app container and keeps running beside it, and they all share the
-/// pod's network (the app reaches the sidecar's server on `localhost`).
+/// sidecar starts before the app container, which waits for the sidecar's startup probe, and
+/// keeps running beside it, and they all share the pod's network (the app reaches the sidecar's
+/// server on `localhost`); hostAliases in `/etc/hosts` and the container Events as the kubelet
+/// writes them.
 pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-docker-init", "e2e-docker-init");
     let _vk = cx.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await?;
@@ -749,12 +751,15 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
                  "command": ["sh", "-c", "sleep 1; echo one > /shared/order"]},
                 {"name": "second", "image": BUSYBOX, "volumeMounts": shared,
                  "command": ["sh", "-c", "echo \"$(cat /shared/order) two\" > /shared/order"]},
+                // Started (its startup probe passes) 2 s after it runs: the app waits for that.
                 {"name": "proxy", "image": BUSYBOX, "restartPolicy": "Always", "volumeMounts": shared,
-                 "command": ["sh", "-c", "mkdir -p /www && echo from-sidecar > /www/index.html && echo \"$(cat /shared/order) sidecar\" > /shared/order && exec httpd -f -p 7070 -h /www"]}
+                 "command": ["sh", "-c", "mkdir -p /www && echo from-sidecar > /www/index.html && echo \"$(cat /shared/order) sidecar\" > /shared/order && { (sleep 2; touch /shared/started) & exec httpd -f -p 7070 -h /www; }"],
+                 "startupProbe": {"exec": {"command": ["test", "-f", "/shared/started"]},
+                                  "periodSeconds": 1, "failureThreshold": 60}}
             ],
             "containers": [
                 {"name": "app", "image": BUSYBOX, "volumeMounts": shared,
-                 "command": ["sh", "-c", "echo \"ORDER=$(cat /shared/order)\"; until wget -qO /tmp/s http://localhost:7070/index.html 2>/dev/null; do sleep 0.2; done; echo \"SIDECAR=$(cat /tmp/s)\"; exec sleep 3600"]}
+                 "command": ["sh", "-c", "echo \"ORDER=$(cat /shared/order)\"; if [ -f /shared/started ]; then echo HELD=yes; else echo HELD=no; fi; until wget -qO /tmp/s http://localhost:7070/index.html 2>/dev/null; do sleep 0.2; done; echo \"SIDECAR=$(cat /tmp/s)\"; exec sleep 3600"]}
             ],
             "volumes": [{"name": "shared", "emptyDir": {}}],
             "hostAliases": [{"ip": "123.45.67.89", "hostnames": ["foo", "bar"]},
@@ -778,7 +783,8 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
     );
     let out = log_with(&cx, (ns, "ordered", "app"), "SIDECAR=", Duration::from_secs(60)).await?;
     ensure!(
-        out.lines().collect::<Vec<_>>() == ["ORDER=one two sidecar", "SIDECAR=from-sidecar"],
+        out.lines().collect::<Vec<_>>()
+            == ["ORDER=one two sidecar", "HELD=yes", "SIDECAR=from-sidecar"],
         "app printed {out:?}"
     );
     let inits = running.status.and_then(|s| s.init_container_statuses).unwrap_or_default();
