@@ -28,6 +28,9 @@ pub struct Volume {
     pub name: String,
     /// What it holds.
     pub source: Source,
+    /// It reads a Secret or a service-account token, whatever files it holds now (an optional
+    /// Secret may appear later): its files must only be written where Secret data may be.
+    pub secret: bool,
 }
 
 /// What a volume holds.
@@ -231,7 +234,10 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
             )
             .into());
         };
-        out.push(Volume { name: v.name.clone(), source });
+        let mut projected = v.projected.iter().flat_map(|p| p.sources.iter().flatten());
+        let secret = v.secret.is_some()
+            || projected.any(|s| s.secret.is_some() || s.service_account_token.is_some());
+        out.push(Volume { name: v.name.clone(), source, secret });
     }
     Ok(out)
 }

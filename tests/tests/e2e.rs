@@ -30,7 +30,7 @@ use deploy::in_cluster_rbac;
 use docker::{
     docker_empty_dirs, docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar,
     docker_pod, docker_readiness_gates, docker_registry_pulls, docker_security_and_limits,
-    docker_stats, docker_subpath_escape, docker_termination_messages,
+    docker_stats, docker_subpath_escape, docker_termination_messages, docker_volume_updates,
 };
 use hostile::hostile_corpus;
 #[path = "e2e/providers.rs"]
@@ -1858,7 +1858,8 @@ fn main() {
         docker_empty_dirs,
         docker_readiness_gates,
         docker_termination_messages,
-        docker_registry_pulls
+        docker_registry_pulls,
+        docker_volume_updates
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

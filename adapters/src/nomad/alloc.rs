@@ -19,7 +19,7 @@ use vk_domain::runtime::{
 use super::api::{Allocation, Network, TaskEvent, TaskState};
 use super::job::{
     META_IMAGE_PREFIX, META_NAMESPACE, META_NODE, META_POD, META_RESTART_POLICY,
-    META_RESTARTS_PREFIX, META_UID, VOLUMES_TASK, own_address,
+    META_RESTARTS_PREFIX, META_UID, VOLUMES_TASK, is_internal_task, own_address,
 };
 
 /// The pod a job belongs to, from its Meta, if it was created by node `node`.
@@ -127,7 +127,7 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<Stri
         .task_states
         .iter()
         .flatten()
-        .filter(|(name, _)| name.as_str() != VOLUMES_TASK)
+        .filter(|(name, _)| !is_internal_task(name))
         .map(|(name, ts)| (name.clone(), container(&alloc.id, name, ts)))
         .collect();
     // The task that prepares the pod's emptyDir directories is not a container: it is the

@@ -91,10 +91,72 @@ pub const VOLUMES_TASK: &str = "vk_volumes";
 /// first; the pod's own line (address and host name) is kept from Nomad's.
 const VOLUMES_SCRIPT: &str = r#"set -e; mode=$1; group=$2; shift 2
 if [ $# -gt 0 ]; then mkdir -p "$@"; [ "$group" = - ] || chgrp "$group" "$@"; chmod "$mode" "$@"; fi
+for v in $VK_BUNDLES; do unpack "$v"; done
 if [ -n "$VK_HOST_ALIASES" ]; then
   self=$(sed -n '/^# this entry is the IP address/,/^[^#]/{/^[^#]/{s/ /\t/;p;};}' /etc/hosts)
   printf '# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n%s\n\n# Entries added by HostAliases.\n%s' "$self" "$VK_HOST_ALIASES" > /etc/hosts
 fi"#;
+
+/// The task that keeps the files of the pod's API data volumes without Secret data (configMap,
+/// downwardAPI, projected from those) as the kubelet keeps them on docker: a prestart sidecar
+/// over [`JobSettings::volume_setup_image`] that renders each volume's bundle (one Variable item,
+/// [`bundle_key`]) and, when it changes, writes the files that are new or changed and removes
+/// those that are gone, so files appear when their ConfigMap (or key) does. [`VOLUMES_TASK`] does
+/// the first write before any container starts. Like it, it is not a container of the pod.
+pub const FILES_TASK: &str = "vk_files";
+
+/// Whether Nomad task `name` is one of the virtual kubelet's own ([`VOLUMES_TASK`],
+/// [`FILES_TASK`]), never a container of the pod: container names are DNS labels, without `_`.
+pub fn is_internal_task(name: &str) -> bool {
+    name == VOLUMES_TASK || name == FILES_TASK
+}
+
+/// Shell function of [`VOLUMES_TASK`] and [`FILES_TASK`]: `unpack <volume>` writes the bundle
+/// rendered at `/local/vk-bundle/<volume>` (records `<mode>,<base64 path>,<base64 data>`
+/// separated by `;`) into `/alloc/volumes/<volume>`, each file through a rename, group
+/// `$VK_FS_GROUP` when set, and removes the files of the previous bundle (listed in `..vk-files`)
+/// that are gone. Nothing is done while the bundle is the one last written by this task.
+const UNPACK_FN: &str = r#"set -f
+unpack() {
+  b=/local/vk-bundle/$1; d=/alloc/volumes/$1; s=/local/vk-state/$1
+  [ -f "$b" ] || return 0
+  if [ -f "$s" ] && cmp -s "$b" "$s"; then return 0; fi
+  mkdir -p "$d" /local/vk-state
+  : > "$s.list"
+  IFS=';'
+  for rec in $(cat "$b"); do
+    IFS=','; set -- $rec; IFS=';'
+    [ -n "$2" ] || continue
+    p=$(printf %s "$2" | base64 -d)
+    case "$p" in */*) mkdir -p "$d/${p%/*}";; esac
+    printf %s "$3" | base64 -d > "$d/..vk-tmp"
+    chmod "$1" "$d/..vk-tmp"
+    [ -z "$VK_FS_GROUP" ] || chgrp "$VK_FS_GROUP" "$d/..vk-tmp"
+    mv -f "$d/..vk-tmp" "$d/$p"
+    printf '%s\n' "$p" >> "$s.list"
+  done
+  IFS=' '
+  if [ -f "$d/..vk-files" ]; then
+    while read -r p; do grep -qxF -- "$p" "$s.list" || rm -f "$d/$p"; done < "$d/..vk-files"
+  fi
+  cp "$s.list" "$d/..vk-files"; cp "$b" "$s"
+}"#;
+
+/// The loop of [`FILES_TASK`]: each second, `unpack` each volume of `$VK_BUNDLES`; a stop
+/// signal ends it at once.
+const FILES_SCRIPT: &str = r#"trap 'exit 0' TERM INT
+while :; do
+  for v in $VK_BUNDLES; do unpack "$v"; done
+  sleep 1 & wait $!
+done"#;
+
+/// Environment variable of [`VOLUMES_TASK`] and [`FILES_TASK`]: the names of the volumes whose
+/// files come from a bundle, space-separated.
+const BUNDLES_ENV: &str = "VK_BUNDLES";
+
+/// Environment variable of [`VOLUMES_TASK`] and [`FILES_TASK`]: the pod's `fsGroup`, the group
+/// of the bundled volumes' files.
+const FS_GROUP_ENV: &str = "VK_FS_GROUP";
 
 /// Environment variable of [`VOLUMES_TASK`]: the pod's hostAliases as the kubelet writes them
 /// into `/etc/hosts` (`<IP>\t<name>\t<name>\n` each).
@@ -489,10 +551,27 @@ pub fn to_job(spec: &WorkloadSpec, s: &JobSettings) -> Result<PodJob, Unsupporte
     };
     let mut tasks = Vec::new();
     let mut gated = Vec::new();
+    // The bundled volumes' files, one item each: readable fsGroup-wide as the kubelet makes
+    // them (mode | 0440) when the pod has an fsGroup.
+    let fs_group = spec.all_containers().any(|c| c.security.fs_group.is_some());
+    let bundles: Vec<(String, String)> = spec
+        .volumes
+        .iter()
+        .filter(|v| b.bundled(v))
+        .filter_map(|v| match &v.source {
+            Source::Files(files) => {
+                let mode = |m: u32| if fs_group { m | 0o440 } else { m };
+                Some((bundle_key(&v.name), bundle(files, mode)))
+            }
+            Source::EmptyDir { .. } => None,
+        })
+        .collect();
+    b.items.extend(bundles);
     if let Some(t) = b.volumes_task() {
         tasks.push(t);
         b.prepared = true;
     }
+    tasks.extend(b.files_task());
     for (i, c) in spec.init_containers.iter().enumerate() {
         let mut t = b.task(&format!("spec.initContainers[{i}]"), c)?;
         t.lifecycle = Some(Lifecycle { hook: "prestart".into(), sidecar: c.sidecar });
@@ -689,6 +768,22 @@ fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
+/// The item key of a volume's bundle ([`FILES_TASK`]).
+pub fn bundle_key(volume: &str) -> String {
+    format!("b_{}", fnv(&[volume]))
+}
+
+/// A volume's files as one bundle ([`UNPACK_FN`]'s records), a line Nomad's env file parser reads
+/// (base64, `,` and `;` only). `mode` gives each file's permission bits.
+fn bundle(files: &[vk_domain::volume::File], mode: impl Fn(u32) -> u32) -> String {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let records: Vec<String> = files
+        .iter()
+        .map(|f| format!("{:04o},{},{}", mode(f.mode), b64(f.path.as_bytes()), b64(&f.data)))
+        .collect();
+    records.join(";")
+}
+
 /// The item key of a volume file.
 pub fn file_key(volume: &str, path: &str) -> String {
     format!("f_{}", fnv(&[volume, path]))
@@ -875,7 +970,8 @@ impl Builder<'_> {
             }
         }
         let aliases = self.host_alias_lines();
-        if dirs.is_empty() && aliases.is_none() {
+        let (bundle_env, templates) = self.bundles();
+        if dirs.is_empty() && aliases.is_none() && templates.is_empty() {
             return None;
         }
         // fsGroup is a pod-level setting, copied into every container's security context.
@@ -884,7 +980,7 @@ impl Builder<'_> {
         config.insert("image".into(), json!(hcl_text(image)));
         config.insert(
             "entrypoint".into(),
-            json!(["sh", "-c", hcl_text(VOLUMES_SCRIPT), VOLUMES_TASK]),
+            json!(["sh", "-c", hcl_text(&format!("{UNPACK_FN}\n{VOLUMES_SCRIPT}")), VOLUMES_TASK]),
         );
         let mode = if group.is_some() { "2777" } else { "0777" };
         let group = group.map_or_else(|| "-".to_owned(), |g| g.to_string());
@@ -899,17 +995,95 @@ impl Builder<'_> {
             name: VOLUMES_TASK.to_owned(),
             driver: "docker".to_owned(),
             config,
-            env: aliases.map(|a| (HOST_ALIASES_ENV.to_owned(), a)).into_iter().collect(),
+            env: bundle_env
+                .into_iter()
+                .chain(aliases.map(|a| (HOST_ALIASES_ENV.to_owned(), a)))
+                .collect(),
             resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
             kill_timeout: ns(Duration::from_secs(5)),
             kill_signal: "SIGTERM".into(),
             meta: BTreeMap::new(),
             user: String::new(),
             lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar: false }),
-            templates: Vec::new(),
+            templates,
             secrets: Vec::new(),
             // Retried in place, whatever the pod's restartPolicy, as the kubelet retries a volume
             // it could not set up: the pod stays pending with the failure as its message.
+            restart_policy: Some(policies(RestartPolicy::Always).1),
+        })
+    }
+
+    /// Whether the files of volume `vol` come from its bundle ([`FILES_TASK`]): on docker with a
+    /// volume setup image, an API data volume that reads no Secret or token and that some
+    /// container mounts.
+    fn bundled(&self, vol: &Volume) -> bool {
+        self.driver == "docker"
+            && self.settings.volume_setup_image.is_some()
+            && matches!(vol.source, Source::Files(_))
+            && !vol.secret
+            && self.mounted_by(&vol.name) > 0
+    }
+
+    /// The environment ([`BUNDLES_ENV`], [`FS_GROUP_ENV`]) and the bundle templates of the tasks
+    /// that write the bundled volumes; nothing when there are none.
+    fn bundles(&self) -> (BTreeMap<String, String>, Vec<Template>) {
+        let var = go_string(&variable_path(&self.id));
+        let names: Vec<&str> =
+            self.spec.volumes.iter().filter(|v| self.bundled(v)).map(|v| v.name.as_str()).collect();
+        if names.is_empty() {
+            return (BTreeMap::new(), Vec::new());
+        }
+        let templates = names
+            .iter()
+            .map(|name| Template {
+                embedded_tmpl: format!(
+                    "{LEFT} with nomadVar {var} {RIGHT}{LEFT} (index . {}).Value {RIGHT}{LEFT} end {RIGHT}",
+                    go_string(&bundle_key(name))
+                ),
+                dest_path: format!("local/vk-bundle/{name}"),
+                change_mode: "noop".into(),
+                perms: "0600".into(),
+                left_delim: LEFT.into(),
+                right_delim: RIGHT.into(),
+                ..Template::default()
+            })
+            .collect();
+        let mut env = BTreeMap::from([(BUNDLES_ENV.to_owned(), names.join(" "))]);
+        if let Some(g) = self.spec.all_containers().find_map(|c| c.security.fs_group) {
+            env.insert(FS_GROUP_ENV.to_owned(), g.to_string());
+        }
+        (env, templates)
+    }
+
+    /// [`FILES_TASK`] when some volume is bundled.
+    fn files_task(&self) -> Option<Task> {
+        let image = self.settings.volume_setup_image.as_deref()?;
+        let (env, templates) = self.bundles();
+        if templates.is_empty() {
+            return None;
+        }
+        let mut config = Map::new();
+        config.insert("image".into(), json!(hcl_text(image)));
+        config.insert(
+            "entrypoint".into(),
+            json!(["sh", "-c", hcl_text(&format!("{UNPACK_FN}\n{FILES_SCRIPT}")), FILES_TASK]),
+        );
+        if matches!(self.network_mode.as_str(), "host" | "none") {
+            config.insert("network_mode".into(), json!(self.network_mode));
+        }
+        Some(Task {
+            name: FILES_TASK.to_owned(),
+            driver: "docker".to_owned(),
+            config,
+            env,
+            resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
+            kill_timeout: ns(Duration::from_secs(2)),
+            kill_signal: "SIGTERM".into(),
+            meta: BTreeMap::new(),
+            user: String::new(),
+            lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar: true }),
+            templates,
+            secrets: Vec::new(),
             restart_policy: Some(policies(RestartPolicy::Always).1),
         })
     }
@@ -1381,6 +1555,8 @@ impl Builder<'_> {
                     perms: "0644".into(),
                     ..Template::default()
                 }),
+                // Written by the volumes task, then kept by the files task.
+                Source::Files(_) if self.bundled(vol) => {}
                 Source::Files(files) => {
                     let dir = self.volume_path(vol);
                     // fsGroup: the kubelet gives the volume's files to that group and lets it
@@ -2028,8 +2204,10 @@ mod tests {
             tasks[0].config["args"],
             json!(["0777", "-", "/alloc/volumes/scratch", "/alloc/volumes/scratch/logs/web"])
         );
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, [VOLUMES_TASK, FILES_TASK, "c"], "configMap files from a bundle");
         assert_eq!(
-            tasks[1].config["volumes"],
+            tasks[2].config["volumes"],
             json!([
                 "../alloc/volumes/cfg/mode:/etc/mode:ro",
                 "../alloc/volumes/scratch/logs/web:/data",
@@ -2272,7 +2450,7 @@ mod tests {
                 {"name": "sec", "secret": {"secretName": "creds", "defaultMode": 0o400, "items": [{"key": "password", "path": "db/pass"}]}}
             ]
         });
-        let PodJob { job, items, .. } = translate(json!({}), spec).unwrap();
+        let PodJob { job, items, .. } = translate(json!({}), spec.clone()).unwrap();
         assert!(!serde_json::to_string(&job).unwrap().contains("s3cr3t"));
         let a = &job.task_groups[0].tasks[0];
         let b = &job.task_groups[0].tasks[1];
@@ -2303,6 +2481,54 @@ mod tests {
         assert_eq!(items[&file_key("cfg", "mode")], "ZmFzdA==");
         assert!(a.templates[0].embedded_tmpl.contains(&file_key("cfg", "mode")));
         assert!(a.templates[0].embedded_tmpl.contains("base64Decode"));
+
+        // With a volume setup image, the configMap volume is one bundle item, written by the
+        // volumes task before any container and kept by the files task (a prestart sidecar), so
+        // that files appear and go with their keys; the Secret volume stays per task, in memory.
+        let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };
+        let mut with_group = spec.clone();
+        with_group["securityContext"] = json!({"fsGroup": 2000});
+        let PodJob { job, items, .. } = translate_with(&s, json!({}), with_group).unwrap();
+        let tasks = &job.task_groups[0].tasks;
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, [VOLUMES_TASK, FILES_TASK, "a", "b"]);
+        let files = &tasks[1];
+        assert_eq!(files.lifecycle, Some(Lifecycle { hook: "prestart".into(), sidecar: true }));
+        assert_eq!(files.env[BUNDLES_ENV], "cfg");
+        assert_eq!(files.env[FS_GROUP_ENV], "2000");
+        assert_eq!(tasks[0].env[BUNDLES_ENV], "cfg");
+        for t in &tasks[..2] {
+            let dests: Vec<&str> = t.templates.iter().map(|t| t.dest_path.as_str()).collect();
+            assert_eq!(dests, ["local/vk-bundle/cfg"]);
+            assert!(t.templates[0].embedded_tmpl.contains(&bundle_key("cfg")));
+        }
+        // mode 0644 | 0440 (fsGroup), path "mode", data "fast".
+        assert_eq!(items[&bundle_key("cfg")], "0644,bW9kZQ==,ZmFzdA==");
+        assert!(!items.contains_key(&file_key("cfg", "mode")));
+        let a = &tasks[2];
+        let dests: Vec<&str> = a.templates.iter().map(|t| t.dest_path.as_str()).collect();
+        assert_eq!(dests, ["secrets/vk-volumes/sec/db/pass"], "no per-file template for cfg");
+        assert_eq!(a.config["volumes"][0], "../alloc/volumes/cfg:/etc/cfg:ro");
+        let mut many = bundle(
+            &[
+                vk_domain::volume::File {
+                    path: "a/b c".into(),
+                    data: b"x;y,z\n".to_vec(),
+                    mode: 0o600,
+                    secret: false,
+                },
+                vk_domain::volume::File {
+                    path: "e".into(),
+                    data: Vec::new(),
+                    mode: 0o644,
+                    secret: false,
+                },
+            ],
+            |m| m,
+        );
+        assert_eq!(many, "0600,YS9iIGM=,eDt5LHoK;0644,ZQ==,");
+        many.retain(|c| !c.is_ascii_alphanumeric() && !"+/=,;".contains(c));
+        assert!(many.is_empty(), "only base64, ',' and ';': a line Nomad's env file parser reads");
     }
 
     /// On docker with a volume setup image: one prestart task makes the emptyDir directories
@@ -2344,7 +2570,8 @@ mod tests {
         let v = &tasks[0];
         assert_eq!(v.lifecycle, Some(Lifecycle { hook: "prestart".into(), sidecar: false }));
         assert_eq!(v.config["image"], "busybox:1.37");
-        assert_eq!(v.config["entrypoint"], json!(["sh", "-c", VOLUMES_SCRIPT, VOLUMES_TASK]));
+        let script = hcl_text(&format!("{UNPACK_FN}\n{VOLUMES_SCRIPT}"));
+        assert_eq!(v.config["entrypoint"], json!(["sh", "-c", script, VOLUMES_TASK]));
         assert_eq!(
             v.config["args"],
             json!(["0777", "-", "/alloc/volumes/scratch", "/alloc/volumes/shared-mem"]),

@@ -293,7 +293,9 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     let on_disk = files_containing(&alloc_dir, b"s3cr3t", &[alloc_dir.join("alloc/logs")])?;
     ensure!(on_disk.is_empty(), "Secret data on the node's disk: {on_disk:?}");
     let names: Vec<String> = containers_of(&alloc)?.into_iter().map(|(n, _)| n).collect();
-    ensure!(names.len() == 4, "containers of the pod: {names:?}");
+    // web, app, reader, the pause container and the files task (the volumes task is gone).
+    ensure!(names.len() == 5, "containers of the pod: {names:?}");
+    ensure!(names.iter().any(|n| n.starts_with("vk_files-")), "no files task: {names:?}");
     ensure!(names.iter().any(|n| n.starts_with("nomad_init_")), "no pause container: {names:?}");
     cx.pods(ns).delete("real", &DeleteParams::default()).await?;
     // The graceful delete reaches the process inside the container as SIGTERM (read from the
@@ -840,6 +842,42 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
         got == ["spec.containers{app}", "spec.initContainers{proxy}"],
         "Killing Events for {got:?}"
     );
+    Ok(())
+}
+
+/// ConfigMap volumes follow their ConfigMap as the kubelet's do: a key added gets its file, a key
+/// removed loses it, and an optional ConfigMap created after the pod started fills its volume
+/// (the files task rewrites the volume from the Variable the virtual kubelet refreshes).
+pub(crate) async fn docker_volume_updates(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-docker-volupd", "e2e-docker-volupd");
+    let flags = ["--nomad-driver", "docker", "--volume-refresh-interval", "2s"];
+    let _vk = cx.node_and_namespace_with(node, ns, &flags).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(cx.client.clone(), ns);
+    let cm = |name: &str, data: serde_json::Value| -> anyhow::Result<ConfigMap> {
+        Ok(serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": data}))?)
+    };
+    cms.create(&PostParams::default(), &cm("present", serde_json::json!({"a": "1"}))?).await?;
+    let report = "while true; do echo \"P=[$(cd /p && for f in *; do [ -e \"$f\" ] && printf '%s:%s,' \"$f\" \"$(cat \"$f\")\"; done)] L=[$(cat /l/x 2>/dev/null)]\"; sleep 1; done";
+    let p = pod("watcher")
+        .namespace(ns)
+        .on_node(node)
+        .grace(1)
+        .spec(serde_json::json!({
+            "containers": [{"name": "c", "image": BUSYBOX, "command": ["sh", "-c", report],
+                "volumeMounts": [{"name": "p", "mountPath": "/p"}, {"name": "l", "mountPath": "/l"}]}],
+            "volumes": [
+                {"name": "p", "configMap": {"name": "present"}},
+                {"name": "l", "configMap": {"name": "later", "optional": true}}
+            ]
+        }))
+        .build();
+    create(&cx, &p).await?;
+    running(&cx, ns, "watcher").await?;
+    log_with(&cx, (ns, "watcher", "c"), "P=[a:1,] L=[]", Duration::from_secs(30)).await?;
+    cms.replace("present", &PostParams::default(), &cm("present", serde_json::json!({"b": "2"}))?)
+        .await?;
+    cms.create(&PostParams::default(), &cm("later", serde_json::json!({"x": "3"}))?).await?;
+    log_with(&cx, (ns, "watcher", "c"), "P=[b:2,] L=[3]", Duration::from_secs(60)).await?;
     Ok(())
 }
 
