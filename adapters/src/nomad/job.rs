@@ -976,41 +976,19 @@ impl Builder<'_> {
         }
         // fsGroup is a pod-level setting, copied into every container's security context.
         let group = self.spec.all_containers().find_map(|c| c.security.fs_group);
-        let mut config = Map::new();
-        config.insert("image".into(), json!(hcl_text(image)));
-        config.insert(
-            "entrypoint".into(),
-            json!(["sh", "-c", hcl_text(&format!("{UNPACK_FN}\n{VOLUMES_SCRIPT}")), VOLUMES_TASK]),
-        );
         let mode = if group.is_some() { "2777" } else { "0777" };
         let group = group.map_or_else(|| "-".to_owned(), |g| g.to_string());
-        config.insert(
+        let env = bundle_env
+            .into_iter()
+            .chain(aliases.map(|a| (HOST_ALIASES_ENV.to_owned(), a)))
+            .collect();
+        let script = format!("{UNPACK_FN}\n{VOLUMES_SCRIPT}");
+        let mut task = self.internal_task((VOLUMES_TASK, image, script), env, templates, false);
+        task.config.insert(
             "args".into(),
             json!([mode.to_owned(), group].into_iter().chain(dirs).collect::<Vec<_>>()),
         );
-        if matches!(self.network_mode.as_str(), "host" | "none") {
-            config.insert("network_mode".into(), json!(self.network_mode));
-        }
-        Some(Task {
-            name: VOLUMES_TASK.to_owned(),
-            driver: "docker".to_owned(),
-            config,
-            env: bundle_env
-                .into_iter()
-                .chain(aliases.map(|a| (HOST_ALIASES_ENV.to_owned(), a)))
-                .collect(),
-            resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
-            kill_timeout: ns(Duration::from_secs(5)),
-            kill_signal: "SIGTERM".into(),
-            meta: BTreeMap::new(),
-            user: String::new(),
-            lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar: false }),
-            templates,
-            secrets: Vec::new(),
-            // Retried in place, whatever the pod's restartPolicy, as the kubelet retries a volume
-            // it could not set up: the pod stays pending with the failure as its message.
-            restart_policy: Some(policies(RestartPolicy::Always).1),
-        })
+        Some(task)
     }
 
     /// Whether the files of volume `vol` come from its bundle ([`FILES_TASK`]): on docker with a
@@ -1055,6 +1033,40 @@ impl Builder<'_> {
         (env, templates)
     }
 
+    /// One of the virtual kubelet's own prestart tasks ([`is_internal_task`]) over the volume
+    /// setup image running `script`: 10 MHz and 10 MiB, on the group's network (or the host's),
+    /// retried in place whatever the pod's restartPolicy, as the kubelet retries a volume it could
+    /// not set up (the pod stays pending with the failure as its message).
+    fn internal_task(
+        &self,
+        (name, image, script): (&str, &str, String),
+        env: BTreeMap<String, String>,
+        templates: Vec<Template>,
+        sidecar: bool,
+    ) -> Task {
+        let mut config = Map::new();
+        config.insert("image".into(), json!(hcl_text(image)));
+        config.insert("entrypoint".into(), json!(["sh", "-c", hcl_text(&script), name]));
+        if matches!(self.network_mode.as_str(), "host" | "none") {
+            config.insert("network_mode".into(), json!(self.network_mode));
+        }
+        Task {
+            name: name.to_owned(),
+            driver: "docker".to_owned(),
+            config,
+            env,
+            resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
+            kill_timeout: ns(Duration::from_secs(if sidecar { 2 } else { 5 })),
+            kill_signal: "SIGTERM".into(),
+            meta: BTreeMap::new(),
+            user: String::new(),
+            lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar }),
+            templates,
+            secrets: Vec::new(),
+            restart_policy: Some(policies(RestartPolicy::Always).1),
+        }
+    }
+
     /// [`FILES_TASK`] when some volume is bundled.
     fn files_task(&self) -> Option<Task> {
         let image = self.settings.volume_setup_image.as_deref()?;
@@ -1062,30 +1074,8 @@ impl Builder<'_> {
         if templates.is_empty() {
             return None;
         }
-        let mut config = Map::new();
-        config.insert("image".into(), json!(hcl_text(image)));
-        config.insert(
-            "entrypoint".into(),
-            json!(["sh", "-c", hcl_text(&format!("{UNPACK_FN}\n{FILES_SCRIPT}")), FILES_TASK]),
-        );
-        if matches!(self.network_mode.as_str(), "host" | "none") {
-            config.insert("network_mode".into(), json!(self.network_mode));
-        }
-        Some(Task {
-            name: FILES_TASK.to_owned(),
-            driver: "docker".to_owned(),
-            config,
-            env,
-            resources: Resources { cpu: Some(10), memory_mb: Some(10), memory_max_mb: None },
-            kill_timeout: ns(Duration::from_secs(2)),
-            kill_signal: "SIGTERM".into(),
-            meta: BTreeMap::new(),
-            user: String::new(),
-            lifecycle: Some(Lifecycle { hook: "prestart".into(), sidecar: true }),
-            templates,
-            secrets: Vec::new(),
-            restart_policy: Some(policies(RestartPolicy::Always).1),
-        })
+        let script = format!("{UNPACK_FN}\n{FILES_SCRIPT}");
+        Some(self.internal_task((FILES_TASK, image, script), env, templates, true))
     }
 
     /// Where volume `vol` lives for a task of this pod: a docker task's own in-memory
