@@ -9,12 +9,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, NodeStatus, ObjectReference, Pod, PodStatus, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Namespace, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource};
@@ -26,6 +24,7 @@ use vk_domain::node::LEASE_NAMESPACE;
 use vk_domain::pod::PodKey;
 use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent};
 
+pub mod events;
 pub mod rate;
 pub mod review;
 
@@ -118,14 +117,14 @@ impl NodeApi for KubeNodeApi {
     }
 }
 
-/// [`PodApi`] over a kube client; Events are published as `events.k8s.io/v1` by this node, from
-/// a queue of [`EVENT_QUEUE`] in a task of their own, through a client of their own (the
-/// kubelet's `--event-qps`/`--event-burst`), so that neither their requests nor their rate limit
-/// hold a pod's status writes.
+/// [`PodApi`] over a kube client; Events are published as the kubelet publishes them
+/// ([`events`]), from a queue of [`EVENT_QUEUE`] in a task of their own, through a client of
+/// their own (the kubelet's `--event-qps`/`--event-burst`), so that neither their requests nor
+/// their rate limit hold a pod's status writes.
 #[derive(Clone)]
 pub struct KubePodApi {
     client: Client,
-    events: tokio::sync::mpsc::Sender<(Event, ObjectReference)>,
+    events: tokio::sync::mpsc::Sender<events::Pending>,
     /// Every Service of the cluster, kept by a watch (the kubelet's Service informer): service
     /// link variables are as fresh as the watch, with no request per pod.
     services: Arc<std::sync::OnceLock<Store<Service>>>,
@@ -139,23 +138,21 @@ const SERVICES_READY: std::time::Duration = std::time::Duration::from_secs(30);
 pub const EVENT_QUEUE: usize = 1000;
 
 impl KubePodApi {
-    /// Wraps `client`; Events are published through `events_client` (kube-rs' [`Recorder`], which
-    /// counts a repeated Event in its `series`) naming `node` as their reporting instance. Starts
-    /// the publishing task: call it inside a Tokio runtime. A failed publication is logged, not
-    /// retried.
+    /// Wraps `client`; Events are published through `events_client` from `source: {component:
+    /// kubelet, host: node}` ([`events::Publisher`], which counts a repeated Event on the first).
+    /// Starts the publishing task: call it inside a Tokio runtime. A failed publication is logged,
+    /// not retried.
     pub fn new(client: Client, events_client: Client, node: &str) -> Self {
-        let reporter =
-            Reporter { controller: "virtual-kubelet".into(), instance: Some(node.to_owned()) };
-        let recorder = Recorder::new(events_client, reporter);
-        let (events, mut queue) =
-            tokio::sync::mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+        let publisher = events::Publisher::new(events_client, node);
+        let (events, mut queue) = tokio::sync::mpsc::channel::<events::Pending>(EVENT_QUEUE);
         tokio::spawn(async move {
-            while let Some((ev, reference)) = queue.recv().await {
-                if let Err(e) = recorder.publish(&ev, &reference).await {
+            while let Some(ev) = queue.recv().await {
+                if let Err(e) = publisher.publish(&ev).await {
+                    let r = &ev.regarding;
                     let pod = format!(
                         "{}/{}",
-                        reference.namespace.as_deref().unwrap_or_default(),
-                        reference.name.as_deref().unwrap_or_default()
+                        r.namespace.as_deref().unwrap_or_default(),
+                        r.name.as_deref().unwrap_or_default()
                     );
                     warn!(%pod, reason = %ev.reason, error = %e, "recording the event failed");
                 }
@@ -260,19 +257,15 @@ impl PodApi for KubePodApi {
         reason: &str,
         message: &str,
     ) -> Result<(), ClusterError> {
-        let ev = Event {
-            type_: match type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
+        let mut regarding = pod.object_ref(&());
+        regarding.field_path = field_path.map(str::to_owned);
+        let ev = events::Pending {
+            regarding,
+            type_,
             reason: reason.to_owned(),
-            note: Some(message.chars().take(1000).collect()),
-            action: reason.to_owned(),
-            secondary: None,
+            message: message.to_owned(),
         };
-        let mut reference = pod.object_ref(&());
-        reference.field_path = field_path.map(str::to_owned);
-        self.events.try_send((ev, reference)).map_err(|e| {
+        self.events.try_send(ev).map_err(|e| {
             metrics::counter!(EVENTS_DROPPED).increment(1);
             ClusterError::Unavailable(match e {
                 tokio::sync::mpsc::error::TrySendError::Full(_) => {

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::core::v1::{Event as K8sEvent, Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
@@ -485,13 +484,14 @@ async fn scenario(cx: &Ctx<'_>, i: &Instance, caller_token: &str) -> anyhow::Res
     let event = || async {
         let list = events.list(&ListParams::default()).await?;
         anyhow::Ok(list.items.into_iter().find(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(i.pod.as_str())
+            e.involved_object.name.as_deref() == Some(i.pod.as_str())
                 && e.reason.as_deref() == Some("OptionalConfigMapNotFound")
+                && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
         }))
     };
     check!(Check::Event, 20, || async { Ok(event().await?.map(|_| ())) });
     check!(Check::EventSeries, 15, || async {
-        let count = event().await?.and_then(|e| e.series).map(|s| s.count);
+        let count = event().await?.and_then(|e| e.count);
         Ok((count >= Some(2)).then_some(()))
     });
 
