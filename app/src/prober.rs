@@ -537,8 +537,9 @@ impl<P: PodProvider> Worker<P> {
                 }
             }
             Handler::Exec { command } => {
+                // `timeoutSeconds` bounds each run of the command (a success may be confirmed).
                 let exec = self.prober.provider.exec(&self.id, &self.container, command);
-                match tokio::time::timeout(timeout, exec).await {
+                match tokio::time::timeout(timeout * vk_ports::EXEC_RUNS, exec).await {
                     Ok(Ok(0)) => Outcome::Success,
                     Ok(Ok(code)) => {
                         Outcome::Failure(format!("command {command:?} exited with {code}"))

@@ -129,7 +129,8 @@ pub trait PodProvider: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Runs `command` in container `container` of workload `id` to completion and returns its exit
-    /// code (exec probes; output is discarded). The caller bounds the time it waits.
+    /// code (exec probes; output is discarded). The caller bounds the time it waits, allowing
+    /// for [`EXEC_RUNS`] runs: a backend may run the command again to confirm a success.
     ///
     /// # Errors
     /// `NotFound` when there is no such workload or container running, `Unavailable` when the
@@ -392,6 +393,11 @@ pub trait NodeApi: Send + Sync + 'static {
     /// `Unavailable` when unreachable; `Refused` when forbidden.
     fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), ClusterError>> + Send;
 }
+
+/// The most runs of one [`PodProvider::exec`]: a backend whose exec may report a success for a
+/// command that has not run (Nomad's docker driver, hashicorp/nomad#27146) confirms it with a
+/// second run. A probe's `timeoutSeconds` bounds each run.
+pub const EXEC_RUNS: u32 = 2;
 
 /// A change seen by the pod watch.
 #[derive(Debug, Clone)]
