@@ -690,13 +690,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             return Ok(());
         }
         warn!("the pod cannot be run: {message}");
-        if let Err(e) = self
-            .api
-            .record_event(pod, None, EventType::Warning, "ProviderCreateFailed", message)
-            .await
-        {
-            warn!(error = %e, "recording the event failed");
-        }
+        self.record(pod, None, EventType::Warning, "ProviderCreateFailed", message).await;
         self.write_status(key, pod, status::provider_failed_status(pod, message, Timestamp::now()))
             .await
     }
@@ -705,13 +699,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         let Some(pod) = pod else { return Ok(()) };
         let message = "the pod's Nomad job is gone from the backend";
         warn!("marking the pod failed: {message}");
-        if let Err(e) = self
-            .api
-            .record_event(pod, None, EventType::Warning, "ProviderPodNotFound", message)
-            .await
-        {
-            warn!(error = %e, "recording the event failed");
-        }
+        self.record(pod, None, EventType::Warning, "ProviderPodNotFound", message).await;
         self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
     }
 

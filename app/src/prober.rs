@@ -278,7 +278,6 @@ impl<P: PodProvider> Prober<P> {
         inner.events.retain(|uid, _| live.contains(uid));
     }
 
-    /// The notification a container's startup success gives its readiness worker.
     /// The probe Events of pod `uid` since the last call, oldest first.
     pub fn take_events(&self, uid: &str) -> Vec<ProbeEvent> {
         self.inner().events.remove(uid).unwrap_or_default()
@@ -292,6 +291,7 @@ impl<P: PodProvider> Prober<P> {
         }
     }
 
+    /// The notification a container's startup success gives its readiness worker.
     fn startup_done(&self, uid: &str, container: &str) -> Arc<tokio::sync::Notify> {
         let mut inner = self.inner();
         Arc::clone(inner.startup_done.entry((uid.to_owned(), container.to_owned())).or_default())
@@ -476,11 +476,12 @@ impl<P: PodProvider> Worker<P> {
         let join = |host: &str, port: u16| {
             if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
         };
+        // Why `addr` gave nothing to dial.
         let refused = |h: &Option<String>| {
-            Outcome::Failure(format!(
-                "the probe's host {:?} is not one the operator allows",
-                h.as_deref().unwrap_or_default()
-            ))
+            Outcome::Failure(match h.as_deref().filter(|h| Some(*h) != pod_ip) {
+                Some(h) => format!("the probe's host {h:?} is not one the operator allows"),
+                None => "the pod has no IP address yet".to_owned(),
+            })
         };
         let result = match &self.probe.handler {
             Handler::Tcp { host, port } => {

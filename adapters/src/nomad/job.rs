@@ -73,16 +73,17 @@ pub const META_TERMINATION_FALLBACK_PREFIX: &str = "k8s_termination_fallback_";
 /// `terminationMessagePath`, read once the container has terminated.
 pub const TERMINATION_LOG: &str = "local/vk-termination-log";
 
-/// The task that prepares a docker pod's emptyDir directories before any container starts, as
-/// the kubelet does (`pkg/volume/emptydir`: mode 0777; with `fsGroup`, owned by that group with
-/// the set-group-ID bit, so new files get the group): a `prestart` task of
-/// [`JobSettings::volume_setup_image`] running `mkdir`, `chgrp` and `chmod` on paths the virtual
-/// kubelet names. It is not a container of the pod: the pod's status never shows it. The
-/// underscore keeps it apart from every container name (DNS labels).
+/// The task that prepares a docker pod's volumes before any container starts, as the kubelet
+/// does: the emptyDir directories (`pkg/volume/emptydir`: mode 0777; with `fsGroup`, owned by
+/// that group with the set-group-ID bit, so new files get the group), the first write of the
+/// bundled volumes' files ([`FILES_TASK`]) and the hostAliases of `/etc/hosts`: a `prestart`
+/// task of [`JobSettings::volume_setup_image`] running `mkdir`, `chgrp`, `chmod` and the
+/// unpacking on paths the virtual kubelet names. It is not a container of the pod: the pod's
+/// status never shows it. The underscore keeps it apart from every container name (DNS labels).
 pub const VOLUMES_TASK: &str = "vk_volumes";
 
-/// The script [`VOLUMES_TASK`] runs under `sh -c`: `$1` the mode, `$2` the group (`-`: none),
-/// then the directories. Nothing of the pod is in the script; its arguments are the mode, the
+/// The script [`VOLUMES_TASK`] runs under `sh -c` after [`UNPACK_FN`]: `$1` the mode, `$2` the
+/// group (`-`: none), then the directories. Nothing of the pod is in the script; its arguments are the mode, the
 /// `fsGroup` number and paths made of volume names (DNS labels).
 ///
 /// With `VK_HOST_ALIASES` (the pod's hostAliases, a line each) it also writes the kubelet's
