@@ -31,6 +31,11 @@ pub struct Volume {
     /// It reads a Secret or a service-account token, whatever files it holds now (an optional
     /// Secret may appear later): its files must only be written where Secret data may be.
     pub secret: bool,
+    /// Its set of files may change while the pod runs: it reads a ConfigMap or Secret (directly
+    /// or projected) without `items` (every key, so a key added or removed adds or removes a
+    /// file) or `optional` (the object may appear or go). The kubelet's atomic writer adds and
+    /// removes such files in place (`pkg/volume/util/atomic_writer.go`).
+    pub keys_may_change: bool,
 }
 
 /// What a volume holds.
@@ -234,10 +239,20 @@ pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
             )
             .into());
         };
-        let mut projected = v.projected.iter().flat_map(|p| p.sources.iter().flatten());
+        let projected = || v.projected.iter().flat_map(|p| p.sources.iter().flatten());
         let secret = v.secret.is_some()
-            || projected.any(|s| s.secret.is_some() || s.service_account_token.is_some());
-        out.push(Volume { name: v.name.clone(), source, secret });
+            || projected().any(|s| s.secret.is_some() || s.service_account_token.is_some());
+        let open = |items: Option<&Vec<KeyToPath>>, optional: Option<bool>| {
+            items.is_none_or(Vec::is_empty) || optional == Some(true)
+        };
+        let keys_may_change =
+            v.config_map.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
+                || v.secret.as_ref().is_some_and(|s| open(s.items.as_ref(), s.optional))
+                || projected().any(|s| {
+                    s.config_map.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
+                        || s.secret.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
+                });
+        out.push(Volume { name: v.name.clone(), source, secret, keys_may_change });
     }
     Ok(out)
 }

@@ -988,6 +988,21 @@ mod tests {
             w.volumes.last().unwrap().source,
             Source::EmptyDir { memory: true, size_limit_bytes: Some(64 << 20) }
         );
+        // Which volumes read Secret data, and which may gain or lose files while the pod runs
+        // (every key of an object, or an optional object): the kubelet adds and removes those.
+        let kinds: Vec<(&str, bool, bool)> =
+            w.volumes.iter().map(|v| (v.name.as_str(), v.secret, v.keys_may_change)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("cfg", false, true),
+                ("pick", true, false),
+                ("opt", false, true),
+                ("info", false, false),
+                ("kube-api-access-abcde", true, false),
+                ("scratch", false, false)
+            ]
+        );
         let m = &w.containers[0].mounts;
         assert_eq!(
             (m[0].volume.as_str(), m[0].mount_path.as_str(), m[0].read_only),

@@ -130,7 +130,7 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<Stri
         .filter(|(name, _)| !is_internal_task(name))
         .map(|(name, ts)| (name.clone(), container(&alloc.id, name, ts)))
         .collect();
-    // The task that prepares the pod's emptyDir directories is not a container: it is the
+    // The task that prepares the pod's volumes is not a container: it is the
     // sandbox's preparation, and what went wrong with it is the sandbox's message.
     let setup = alloc.task_states.as_ref().and_then(|t| t.get(VOLUMES_TASK));
     let prepared = setup.map(|ts| ts.state == "dead" && !ts.failed);
@@ -142,10 +142,7 @@ pub fn sandbox(alloc: &Allocation, host_ip: Option<String>, address: Option<Stri
                 "Driver Failure" | "Setup Failure" | "Terminated" | "Restarting" | "Not Restarting"
             );
         (failed && !e.display_message.is_empty()).then(|| {
-            format!(
-                "preparing the pod's emptyDir volumes (task {VOLUMES_TASK}): {}",
-                e.display_message
-            )
+            format!("preparing the pod's volumes (task {VOLUMES_TASK}): {}", e.display_message)
         })
     });
     let message =
@@ -479,7 +476,7 @@ mod tests {
         assert_eq!(
             pulling.message.as_deref(),
             Some(
-                "preparing the pod's emptyDir volumes (task vk_volumes): Failed to pull `busybox:1.37`: no route"
+                "preparing the pod's volumes (task vk_volumes): Failed to pull `busybox:1.37`: no route"
             )
         );
         let failed =

@@ -75,16 +75,24 @@ pub const TERMINATION_LOG: &str = "local/vk-termination-log";
 
 /// The task that prepares a docker pod's volumes before any container starts, as the kubelet
 /// does: the emptyDir directories (`pkg/volume/emptydir`: mode 0777; with `fsGroup`, owned by
-/// that group with the set-group-ID bit, so new files get the group), the first write of the
-/// bundled volumes' files ([`FILES_TASK`]) and the hostAliases of `/etc/hosts`: a `prestart`
-/// task of [`JobSettings::volume_setup_image`] running `mkdir`, `chgrp`, `chmod` and the
-/// unpacking on paths the virtual kubelet names. It is not a container of the pod: the pod's
-/// status never shows it. The underscore keeps it apart from every container name (DNS labels).
+/// that group with the set-group-ID bit, so new files get the group) and the hostAliases of
+/// `/etc/hosts`, and it ends only once [`FILES_TASK`] has written the bundled volumes' files
+/// ([`FILES_READY`]): a `prestart` task of [`JobSettings::volume_setup_image`] running `mkdir`,
+/// `chgrp` and `chmod` on paths the virtual kubelet names. Nomad starts the main tasks once it
+/// has ended, and the virtual kubelet releases the first init container then. It is not a
+/// container of the pod: the pod's status never shows it. The underscore keeps it apart from
+/// every container name (DNS labels).
 pub const VOLUMES_TASK: &str = "vk_volumes";
 
-/// The script [`VOLUMES_TASK`] runs under `sh -c` after [`UNPACK_FN`]: `$1` the mode, `$2` the
-/// group (`-`: none), then the directories. Nothing of the pod is in the script; its arguments are the mode, the
-/// `fsGroup` number and paths made of volume names (DNS labels).
+/// The file [`FILES_TASK`] makes in the allocation's shared directory once it has written every
+/// bundled volume for the first time; [`VOLUMES_TASK`] waits for it (60 s at most, then fails
+/// and is retried, its message the pod's). It holds nothing.
+pub const FILES_READY: &str = "/alloc/vk-files-ready";
+
+/// The script [`VOLUMES_TASK`] runs under `sh -c`: `$1` the mode, `$2` the group (`-`: none),
+/// then the directories. Nothing of the pod is in the script; its arguments are the mode, the
+/// `fsGroup` number and paths made of volume names (DNS labels). With `VK_WAIT_FILES` it ends
+/// once [`FILES_READY`] exists.
 ///
 /// With `VK_HOST_ALIASES` (the pod's hostAliases, a line each) it also writes the kubelet's
 /// `/etc/hosts` (`managedHostsFileContent`): Nomad's file for a group network is the
@@ -92,18 +100,29 @@ pub const VOLUMES_TASK: &str = "vk_volumes";
 /// first; the pod's own line (address and host name) is kept from Nomad's.
 const VOLUMES_SCRIPT: &str = r#"set -e; mode=$1; group=$2; shift 2
 if [ $# -gt 0 ]; then mkdir -p "$@"; [ "$group" = - ] || chgrp "$group" "$@"; chmod "$mode" "$@"; fi
-for v in $VK_BUNDLES; do unpack "$v"; done
 if [ -n "$VK_HOST_ALIASES" ]; then
   self=$(sed -n '/^# this entry is the IP address/,/^[^#]/{/^[^#]/{s/ /\t/;p;};}' /etc/hosts)
   printf '# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n%s\n\n# Entries added by HostAliases.\n%s' "$self" "$VK_HOST_ALIASES" > /etc/hosts
+fi
+if [ -n "$VK_WAIT_FILES" ]; then
+  n=0
+  until [ -e /alloc/vk-files-ready ]; do
+    n=$((n+1))
+    [ $n -le 600 ] || { echo "the files task (vk_files) has not written the pod's volume files in 60 s" >&2; exit 1; }
+    sleep 0.1
+  done
 fi"#;
 
-/// The task that keeps the files of the pod's API data volumes without Secret data (configMap,
-/// downwardAPI, projected from those) as the kubelet keeps them on docker: a prestart sidecar
-/// over [`JobSettings::volume_setup_image`] that renders each volume's bundle (one Variable item,
-/// [`bundle_key`]) and, when it changes, writes the files that are new or changed and removes
-/// those that are gone, so files appear when their ConfigMap (or key) does. [`VOLUMES_TASK`] does
-/// the first write before any container starts. Like it, it is not a container of the pod.
+/// The task that keeps the files of the pod's API data volumes as the kubelet keeps them on
+/// docker: a prestart sidecar over [`JobSettings::volume_setup_image`] that renders each bundled
+/// volume's bundle (one Variable item, [`bundle_key`]) and, when it changes, writes the files
+/// that are new or changed and removes those that are gone, so files appear when their
+/// ConfigMap, Secret (or key) does. Volumes without Secret data are written into the
+/// allocation's shared directory; those with Secret data (a Secret read whole or optional) into
+/// this task's own in-memory `secrets/` (a tmpfs Nomad mounts), which the containers bind
+/// read-only, so no Secret byte reaches the node's disk. Its first write is done before any
+/// container starts ([`FILES_READY`], [`VOLUMES_TASK`]). Like the volumes task, it is not a
+/// container of the pod.
 pub const FILES_TASK: &str = "vk_files";
 
 /// Whether Nomad task `name` is one of the virtual kubelet's own ([`VOLUMES_TASK`],
@@ -112,17 +131,23 @@ pub fn is_internal_task(name: &str) -> bool {
     name == VOLUMES_TASK || name == FILES_TASK
 }
 
-/// Shell function of [`VOLUMES_TASK`] and [`FILES_TASK`]: `unpack <volume>` writes the bundle
-/// rendered at `/local/vk-bundle/<volume>` (records `<mode>,<base64 path>,<base64 data>`
-/// separated by `;`) into `/alloc/volumes/<volume>`, each file through a rename, group
-/// `$VK_FS_GROUP` when set, and removes the files of the previous bundle (listed in `..vk-files`)
-/// that are gone. Nothing is done while the bundle is the one last written by this task.
+/// Shell function of [`FILES_TASK`]: `unpack <volume>` writes the bundle rendered at
+/// `/local/vk-bundle/<volume>` (records `<mode>,<base64 path>,<base64 data>` separated by `;`)
+/// into `/alloc/volumes/<volume>`, each file through a rename, group `$VK_FS_GROUP` when set,
+/// and removes the files of the previous bundle (listed in `..vk-files`) that are gone.
+/// `unpack <volume> secret` does the same from `/secrets/vk-bundle/<volume>` into
+/// `/secrets/vk-volumes/<volume>`, all in the task's in-memory `secrets/`. Nothing is done while
+/// the bundle is the one last written.
 const UNPACK_FN: &str = r#"set -f
 unpack() {
-  b=/local/vk-bundle/$1; d=/alloc/volumes/$1; s=/local/vk-state/$1
+  if [ "$2" = secret ]; then
+    b=/secrets/vk-bundle/$1; d=/secrets/vk-volumes/$1; s=/secrets/vk-state/$1
+  else
+    b=/local/vk-bundle/$1; d=/alloc/volumes/$1; s=/local/vk-state/$1
+  fi
   [ -f "$b" ] || return 0
   if [ -f "$s" ] && cmp -s "$b" "$s"; then return 0; fi
-  mkdir -p "$d" /local/vk-state
+  mkdir -p "$d" "${s%/*}"
   : > "$s.list"
   IFS=';'
   for rec in $(cat "$b"); do
@@ -143,21 +168,29 @@ unpack() {
   cp "$s.list" "$d/..vk-files"; cp "$b" "$s"
 }"#;
 
-/// The loop of [`FILES_TASK`]: each second, `unpack` each volume of `$VK_BUNDLES`; a stop
-/// signal ends it at once.
+/// The loop of [`FILES_TASK`]: each second, `unpack` each volume of `$VK_BUNDLES` and of
+/// `$VK_SECRET_BUNDLES`, [`FILES_READY`] after the first round; a stop signal ends it at once.
 const FILES_SCRIPT: &str = r#"trap 'exit 0' TERM INT
 while :; do
   for v in $VK_BUNDLES; do unpack "$v"; done
+  for v in $VK_SECRET_BUNDLES; do unpack "$v" secret; done
+  [ -e /alloc/vk-files-ready ] || : > /alloc/vk-files-ready
   sleep 1 & wait $!
 done"#;
 
-/// Environment variable of [`VOLUMES_TASK`] and [`FILES_TASK`]: the names of the volumes whose
+/// Environment variable of [`FILES_TASK`]: the names of the volumes without Secret data whose
 /// files come from a bundle, space-separated.
 const BUNDLES_ENV: &str = "VK_BUNDLES";
 
-/// Environment variable of [`VOLUMES_TASK`] and [`FILES_TASK`]: the pod's `fsGroup`, the group
-/// of the bundled volumes' files.
+/// Environment variable of [`FILES_TASK`]: as [`BUNDLES_ENV`], the volumes with Secret data.
+const SECRET_BUNDLES_ENV: &str = "VK_SECRET_BUNDLES";
+
+/// Environment variable of [`FILES_TASK`]: the pod's `fsGroup`, the group of the bundled
+/// volumes' files.
 const FS_GROUP_ENV: &str = "VK_FS_GROUP";
+
+/// Environment variable of [`VOLUMES_TASK`]: set when it waits for [`FILES_READY`].
+const WAIT_FILES_ENV: &str = "VK_WAIT_FILES";
 
 /// Environment variable of [`VOLUMES_TASK`]: the pod's hostAliases as the kubelet writes them
 /// into `/etc/hosts` (`<IP>\t<name>\t<name>\n` each).
@@ -258,9 +291,12 @@ pub struct JobSettings {
     /// Directory on the Nomad clients holding `Localhost` seccomp profiles (the kubelet's
     /// `<root-dir>/seccomp`); a pod's `localhostProfile` is a path inside it.
     pub seccomp_profile_root: String,
-    /// The image of [`VOLUMES_TASK`] (needs `sh`, `mkdir`, `chgrp` and `chmod`, and to run as
-    /// root: busybox), for docker pods with emptyDir volumes. `None`: no such task; Docker then
-    /// creates each emptyDir directory as root, mode 0755, and only root in the pod can write it.
+    /// The image of [`VOLUMES_TASK`] and [`FILES_TASK`] (needs `sh`, `mkdir`, `chgrp`, `chmod`,
+    /// `base64`, `cmp`, `grep` and `sleep`, and to run as root: busybox), for docker pods with
+    /// emptyDir or API data volumes. `None`: no such tasks; Docker then creates each emptyDir
+    /// directory as root, mode 0755 (only root in the pod can write it), and API data volumes
+    /// keep the files they had when the pod started, each file updated in place by its
+    /// template.
     pub volume_setup_image: Option<String>,
 }
 
@@ -971,20 +1007,21 @@ impl Builder<'_> {
             }
         }
         let aliases = self.host_alias_lines();
-        let (bundle_env, templates) = self.bundles();
-        if dirs.is_empty() && aliases.is_none() && templates.is_empty() {
+        let wait_files = self.spec.volumes.iter().any(|v| self.bundled(v));
+        if dirs.is_empty() && aliases.is_none() && !wait_files {
             return None;
         }
         // fsGroup is a pod-level setting, copied into every container's security context.
         let group = self.spec.all_containers().find_map(|c| c.security.fs_group);
         let mode = if group.is_some() { "2777" } else { "0777" };
         let group = group.map_or_else(|| "-".to_owned(), |g| g.to_string());
-        let env = bundle_env
+        let env = aliases
+            .map(|a| (HOST_ALIASES_ENV.to_owned(), a))
             .into_iter()
-            .chain(aliases.map(|a| (HOST_ALIASES_ENV.to_owned(), a)))
+            .chain(wait_files.then(|| (WAIT_FILES_ENV.to_owned(), "1".to_owned())))
             .collect();
-        let script = format!("{UNPACK_FN}\n{VOLUMES_SCRIPT}");
-        let mut task = self.internal_task((VOLUMES_TASK, image, script), env, templates, false);
+        let script = VOLUMES_SCRIPT.to_owned();
+        let mut task = self.internal_task((VOLUMES_TASK, image, script), env, Vec::new(), false);
         task.config.insert(
             "args".into(),
             json!([mode.to_owned(), group].into_iter().chain(dirs).collect::<Vec<_>>()),
@@ -993,33 +1030,39 @@ impl Builder<'_> {
     }
 
     /// Whether the files of volume `vol` come from its bundle ([`FILES_TASK`]): on docker with a
-    /// volume setup image, an API data volume that reads no Secret or token and that some
-    /// container mounts.
+    /// volume setup image, an API data volume that some container mounts and that reads no
+    /// Secret or token, or whose files may come and go ([`Volume::keys_may_change`]: per-file
+    /// templates cannot add a file nor remove one). A volume with Secret data and a fixed set of
+    /// files (a token, listed `items`) keeps its per-file templates in each task's `secrets/`.
     fn bundled(&self, vol: &Volume) -> bool {
         self.driver == "docker"
             && self.settings.volume_setup_image.is_some()
             && matches!(vol.source, Source::Files(_))
-            && !vol.secret
+            && (!vol.secret || vol.keys_may_change)
             && self.mounted_by(&vol.name) > 0
     }
 
-    /// The environment ([`BUNDLES_ENV`], [`FS_GROUP_ENV`]) and the bundle templates of the tasks
-    /// that write the bundled volumes; nothing when there are none.
+    /// The environment ([`BUNDLES_ENV`], [`SECRET_BUNDLES_ENV`], [`FS_GROUP_ENV`]) and the bundle
+    /// templates of [`FILES_TASK`]: into its `local/` for volumes without Secret data, into its
+    /// in-memory `secrets/` for those with; nothing when no volume is bundled.
     fn bundles(&self) -> (BTreeMap<String, String>, Vec<Template>) {
         let var = go_string(&variable_path(&self.id));
-        let names: Vec<&str> =
-            self.spec.volumes.iter().filter(|v| self.bundled(v)).map(|v| v.name.as_str()).collect();
-        if names.is_empty() {
+        let bundled: Vec<&Volume> = self.spec.volumes.iter().filter(|v| self.bundled(v)).collect();
+        if bundled.is_empty() {
             return (BTreeMap::new(), Vec::new());
         }
-        let templates = names
+        let templates = bundled
             .iter()
-            .map(|name| Template {
+            .map(|v| Template {
                 embedded_tmpl: format!(
                     "{LEFT} with nomadVar {var} {RIGHT}{LEFT} (index . {}).Value {RIGHT}{LEFT} end {RIGHT}",
-                    go_string(&bundle_key(name))
+                    go_string(&bundle_key(&v.name))
                 ),
-                dest_path: format!("local/vk-bundle/{name}"),
+                dest_path: format!(
+                    "{}/vk-bundle/{}",
+                    if v.secret { "secrets" } else { "local" },
+                    v.name
+                ),
                 change_mode: "noop".into(),
                 perms: "0600".into(),
                 left_delim: LEFT.into(),
@@ -1027,7 +1070,17 @@ impl Builder<'_> {
                 ..Template::default()
             })
             .collect();
-        let mut env = BTreeMap::from([(BUNDLES_ENV.to_owned(), names.join(" "))]);
+        let names = |secret: bool| {
+            let names = bundled.iter().filter(|v| v.secret == secret).map(|v| v.name.as_str());
+            names.collect::<Vec<_>>().join(" ")
+        };
+        let mut env = BTreeMap::new();
+        for (key, secret) in [(BUNDLES_ENV, false), (SECRET_BUNDLES_ENV, true)] {
+            let names = names(secret);
+            if !names.is_empty() {
+                env.insert(key.to_owned(), names);
+            }
+        }
         if let Some(g) = self.spec.all_containers().find_map(|c| c.security.fs_group) {
             env.insert(FS_GROUP_ENV.to_owned(), g.to_string());
         }
@@ -1079,13 +1132,19 @@ impl Builder<'_> {
         Some(self.internal_task((FILES_TASK, image, script), env, templates, true))
     }
 
-    /// Where volume `vol` lives for a task of this pod: a docker task's own in-memory
-    /// `secrets/` for a volume with Secret data ([`secret_volume_dir`]), else the allocation's
-    /// shared directory ([`volume_dir`]).
+    /// Where volume `vol` lives for a task of this pod: for a docker task and a volume with
+    /// Secret data, in-memory: [`FILES_TASK`]'s `secrets/` when the volume is bundled, else the
+    /// task's own ([`secret_volume_dir`]); else the allocation's shared directory
+    /// ([`volume_dir`]).
     fn volume_path(&self, vol: &Volume) -> String {
         let secret = self.driver == "docker"
-            && matches!(&vol.source, Source::Files(fs) if fs.iter().any(|f| f.secret));
-        if secret { secret_volume_dir(&vol.name) } else { volume_dir(&vol.name) }
+            && (vol.secret
+                || matches!(&vol.source, Source::Files(fs) if fs.iter().any(|f| f.secret)));
+        match (secret, self.bundled(vol)) {
+            (true, true) => format!("../{FILES_TASK}/{}", secret_volume_dir(&vol.name)),
+            (true, false) => secret_volume_dir(&vol.name),
+            (false, _) => volume_dir(&vol.name),
+        }
     }
 
     fn task(&mut self, field: &str, c: &ContainerSpec) -> Result<Task, Unsupported> {
@@ -2487,12 +2546,13 @@ mod tests {
         assert_eq!(files.lifecycle, Some(Lifecycle { hook: "prestart".into(), sidecar: true }));
         assert_eq!(files.env[BUNDLES_ENV], "cfg");
         assert_eq!(files.env[FS_GROUP_ENV], "2000");
-        assert_eq!(tasks[0].env[BUNDLES_ENV], "cfg");
-        for t in &tasks[..2] {
-            let dests: Vec<&str> = t.templates.iter().map(|t| t.dest_path.as_str()).collect();
-            assert_eq!(dests, ["local/vk-bundle/cfg"]);
-            assert!(t.templates[0].embedded_tmpl.contains(&bundle_key("cfg")));
-        }
+        assert!(!files.env.contains_key(SECRET_BUNDLES_ENV));
+        let dests: Vec<&str> = files.templates.iter().map(|t| t.dest_path.as_str()).collect();
+        assert_eq!(dests, ["local/vk-bundle/cfg"]);
+        assert!(files.templates[0].embedded_tmpl.contains(&bundle_key("cfg")));
+        // The volumes task writes no file: it waits for the files task's first write.
+        assert!(tasks[0].templates.is_empty());
+        assert_eq!(tasks[0].env[WAIT_FILES_ENV], "1");
         // mode 0644 | 0440 (fsGroup), path "mode", data "fast".
         assert_eq!(items[&bundle_key("cfg")], "0644,bW9kZQ==,ZmFzdA==");
         assert!(!items.contains_key(&file_key("cfg", "mode")));
@@ -2520,6 +2580,82 @@ mod tests {
         assert_eq!(many, "0600,YS9iIGM=,eDt5LHoK;0644,ZQ==,");
         many.retain(|c| !c.is_ascii_alphanumeric() && !"+/=,;".contains(c));
         assert!(many.is_empty(), "only base64, ',' and ';': a line Nomad's env file parser reads");
+    }
+
+    /// On docker with a volume setup image, a volume with Secret data whose files may come and
+    /// go (a whole Secret, an optional projected one) is a bundle the files task writes into
+    /// its own in-memory `secrets/`, which each container binds read-only; the volumes task waits
+    /// for that first write. A token volume with a fixed set of files keeps its per-task
+    /// templates. No Secret byte is in the job.
+    #[test]
+    fn docker_secret_volumes_that_gain_files_are_kept_by_the_files_task() {
+        let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };
+        let spec = json!({
+            "containers": [{"name": "c", "image": "i", "command": ["run"], "volumeMounts": [
+                {"name": "whole", "mountPath": "/etc/whole"},
+                {"name": "later", "mountPath": "/etc/later"},
+                {"name": "one", "mountPath": "/etc/one/pass", "subPath": "password"},
+                {"name": "token", "mountPath": "/var/run/secrets/tok"}
+            ]}],
+            "volumes": [
+                {"name": "whole", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+                {"name": "later", "projected": {"sources": [
+                    {"secret": {"name": "not-yet", "optional": true}}]}},
+                {"name": "one", "secret": {"secretName": "creds"}},
+                {"name": "token", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token"}}]}}
+            ]
+        });
+        let mut i = inputs();
+        i.tokens.insert(
+            vk_domain::inputs::TokenSpec {
+                audience: String::new(),
+                expiration_seconds: vk_domain::inputs::DEFAULT_TOKEN_SECONDS,
+            },
+            "tok3n".into(),
+        );
+        let p = pod_json(json!({}), spec);
+        let w = WorkloadSpec::from_pod(&p, &i).unwrap().spec;
+        let PodJob { job, items, .. } = to_job(&w, &s).unwrap();
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(!text.contains("s3cr3t") && !text.contains("tok3n"), "Secret data in the job");
+        let tasks = &job.task_groups[0].tasks;
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, [VOLUMES_TASK, FILES_TASK, "c"]);
+        assert_eq!(tasks[0].env[WAIT_FILES_ENV], "1", "the volumes task waits for the files");
+        let files = &tasks[1];
+        assert_eq!(files.env[SECRET_BUNDLES_ENV], "whole later one");
+        assert!(!files.env.contains_key(BUNDLES_ENV));
+        let dests: Vec<&str> = files.templates.iter().map(|t| t.dest_path.as_str()).collect();
+        assert_eq!(
+            dests,
+            ["secrets/vk-bundle/whole", "secrets/vk-bundle/later", "secrets/vk-bundle/one"],
+            "bundles of Secret data in the files task's in-memory secrets/"
+        );
+        assert_eq!(items[&bundle_key("later")], "", "no file until the Secret exists");
+        assert!(items[&bundle_key("whole")].starts_with("0400,"));
+        let c = &tasks[2];
+        assert_eq!(
+            c.config["volumes"],
+            json!([
+                "../vk_files/secrets/vk-volumes/whole:/etc/whole:ro",
+                "../vk_files/secrets/vk-volumes/later:/etc/later:ro",
+                "../vk_files/secrets/vk-volumes/one/password:/etc/one/pass:ro",
+                "secrets/vk-volumes/token:/var/run/secrets/tok:ro"
+            ])
+        );
+        let dests: Vec<&str> = c.templates.iter().map(|t| t.dest_path.as_str()).collect();
+        assert_eq!(dests, ["secrets/vk-volumes/token/token"], "the token stays per task");
+        assert!(FILES_SCRIPT.contains(FILES_READY) && VOLUMES_SCRIPT.contains(FILES_READY));
+        assert!(
+            UNPACK_FN.contains("/secrets/vk-bundle/") && UNPACK_FN.contains("/secrets/vk-volumes/")
+        );
+
+        // On raw_exec (no files task) the same volumes keep their per-file templates.
+        let raw = JobSettings { default_driver: "raw_exec".into(), ..s.clone() };
+        let job = to_job(&w, &raw).unwrap().job;
+        let names: Vec<&str> = job.task_groups[0].tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["c"]);
     }
 
     /// On docker with a volume setup image: one prestart task makes the emptyDir directories
@@ -2561,8 +2697,9 @@ mod tests {
         let v = &tasks[0];
         assert_eq!(v.lifecycle, Some(Lifecycle { hook: "prestart".into(), sidecar: false }));
         assert_eq!(v.config["image"], "busybox:1.37");
-        let script = hcl_text(&format!("{UNPACK_FN}\n{VOLUMES_SCRIPT}"));
+        let script = hcl_text(VOLUMES_SCRIPT);
         assert_eq!(v.config["entrypoint"], json!(["sh", "-c", script, VOLUMES_TASK]));
+        assert!(!v.env.contains_key(WAIT_FILES_ENV), "no bundled volume, nothing to wait for");
         assert_eq!(
             v.config["args"],
             json!(["0777", "-", "/alloc/volumes/scratch", "/alloc/volumes/shared-mem"]),

@@ -845,9 +845,11 @@ pub(crate) async fn docker_init_and_sidecar(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ConfigMap volumes follow their ConfigMap as the kubelet's do: a key added gets its file, a key
-/// removed loses it, and an optional ConfigMap created after the pod started fills its volume
-/// (the files task rewrites the volume from the Variable the virtual kubelet refreshes).
+/// ConfigMap and Secret volumes follow their object as the kubelet's do: a key added gets its
+/// file, a key removed loses it, and an optional ConfigMap or (projected) Secret created after the
+/// pod started fills its volume (the files task rewrites the volume from the Variable the virtual
+/// kubelet refreshes). The Secret files are on an in-memory file system (the files task's
+/// `secrets/`), with the volume's `defaultMode`.
 pub(crate) async fn docker_volume_updates(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-docker-volupd", "e2e-docker-volupd");
     let flags = ["--nomad-driver", "docker", "--volume-refresh-interval", "2s"];
@@ -857,27 +859,59 @@ pub(crate) async fn docker_volume_updates(cx: Ctx<'_>) -> anyhow::Result<()> {
         Ok(serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": data}))?)
     };
     cms.create(&PostParams::default(), &cm("present", serde_json::json!({"a": "1"}))?).await?;
-    let report = "while true; do echo \"P=[$(cd /p && for f in *; do [ -e \"$f\" ] && printf '%s:%s,' \"$f\" \"$(cat \"$f\")\"; done)] L=[$(cat /l/x 2>/dev/null)]\"; sleep 1; done";
+    let secrets: Api<Secret> = Api::namespaced(cx.client.clone(), ns);
+    let secret = |name: &str, data: serde_json::Value| -> anyhow::Result<Secret> {
+        Ok(serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "stringData": data}),
+        )?)
+    };
+    secrets
+        .create(&PostParams::default(), &secret("held", serde_json::json!({"k": "s1"}))?)
+        .await?;
+    let list = |dir: &str| {
+        format!(
+            "$(cd {dir} && for f in *; do [ -e \"$f\" ] && printf '%s:%s,' \"$f\" \"$(cat \"$f\")\"; done)"
+        )
+    };
+    let report = format!(
+        "echo \"FS=$(grep ' /s ' /proc/mounts | cut -d' ' -f3) MODE=$(stat -c %a /s/k)\"; \
+         while true; do echo \"P=[{}] L=[$(cat /l/x 2>/dev/null)] S=[{}] O=[$(cat /o/y 2>/dev/null)]\"; sleep 1; done",
+        list("/p"),
+        list("/s")
+    );
     let p = pod("watcher")
         .namespace(ns)
         .on_node(node)
         .grace(1)
         .spec(serde_json::json!({
             "containers": [{"name": "c", "image": BUSYBOX, "command": ["sh", "-c", report],
-                "volumeMounts": [{"name": "p", "mountPath": "/p"}, {"name": "l", "mountPath": "/l"}]}],
+                "volumeMounts": [{"name": "p", "mountPath": "/p"}, {"name": "l", "mountPath": "/l"},
+                    {"name": "s", "mountPath": "/s"}, {"name": "o", "mountPath": "/o"}]}],
             "volumes": [
                 {"name": "p", "configMap": {"name": "present"}},
-                {"name": "l", "configMap": {"name": "later", "optional": true}}
+                {"name": "l", "configMap": {"name": "later", "optional": true}},
+                {"name": "s", "secret": {"secretName": "held", "defaultMode": 0o440}},
+                {"name": "o", "projected": {"sources": [
+                    {"secret": {"name": "secret-later", "optional": true}}]}}
             ]
         }))
         .build();
     create(&cx, &p).await?;
     running(&cx, ns, "watcher").await?;
-    log_with(&cx, (ns, "watcher", "c"), "P=[a:1,] L=[]", Duration::from_secs(30)).await?;
+    log_with(&cx, (ns, "watcher", "c"), "FS=tmpfs MODE=440", Duration::from_secs(30)).await?;
+    log_with(&cx, (ns, "watcher", "c"), "P=[a:1,] L=[] S=[k:s1,] O=[]", Duration::from_secs(30))
+        .await?;
     cms.replace("present", &PostParams::default(), &cm("present", serde_json::json!({"b": "2"}))?)
         .await?;
     cms.create(&PostParams::default(), &cm("later", serde_json::json!({"x": "3"}))?).await?;
-    log_with(&cx, (ns, "watcher", "c"), "P=[b:2,] L=[3]", Duration::from_secs(60)).await?;
+    secrets
+        .replace("held", &PostParams::default(), &secret("held", serde_json::json!({"m": "s2"}))?)
+        .await?;
+    secrets
+        .create(&PostParams::default(), &secret("secret-later", serde_json::json!({"y": "s3"}))?)
+        .await?;
+    log_with(&cx, (ns, "watcher", "c"), "P=[b:2,] L=[3] S=[m:s2,] O=[s3]", Duration::from_secs(60))
+        .await?;
     Ok(())
 }
 
