@@ -3,14 +3,17 @@
 # sig-storage volume plugins a kubelet implements) against the virtual kubelet on a local stack,
 # offline:
 # 1. builds `e2e.test` (`go test -c k8s.io/kubernetes/test/e2e`) and `agnhost` from the wrapper
-#    module scripts/peers/conformance into
+#    module scripts/peers/conformance, and a static BusyBox 1.37.0 from its upstream source
+#    (Debian's unpatched orig tarball, SHA-256 checked: Debian's own build drops environment
+#    variables named like `data-1` from `sh`, which upstream's, and the real test image, keep),
+#    into
 #      ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/conformance-v1.36.3/
 #    (once: present binaries are not built again);
 # 2. makes sure a Docker engine answers (scripts/docker.sh) with the stack's images
 #    (scripts/images.sh), and makes, from busybox-static and those binaries, the test images the
 #    specs name (test/utils/image/manifest.go of v1.36.3), under their exact names, so nothing is
 #    ever pulled:
-#      registry.k8s.io/e2e-test-images/busybox:1.37.0-1  busybox-static, its applets in /bin
+#      registry.k8s.io/e2e-test-images/busybox:1.37.0-1  that BusyBox, its applets in /bin
 #      registry.k8s.io/e2e-test-images/agnhost:2.63.0    /agnhost (ENTRYPOINT, CMD pause), /agnhost-2,
 #        and :2.55 (AgnhostPrev, the same image)       the busybox tree, /bin/bash (runs busybox sh),
 #                                                        /uploads, porter's localhost.crt/.key, user
@@ -101,7 +104,31 @@ mkdir -p "$out"
     mv "$out/ginkgo.tmp" "$out/ginkgo"
   fi
 )
-echo "conformance: e2e.test and agnhost in $out"
+# Upstream BusyBox, as the real busybox test image has it (defconfig, static; `tc` left out: it
+# needs kernel headers with CBQ).
+BUSYBOX_VERSION=1.37.0
+BUSYBOX_SHA256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
+bb=$out/busybox-$BUSYBOX_VERSION
+if [[ ! -x $bb ]]; then
+  t=$SECONDS
+  echo "conformance: building busybox $BUSYBOX_VERSION into $out ..."
+  src=$(mktemp -d)
+  curl -fsSL -o "$src/busybox.tar.bz2" \
+    "http://deb.debian.org/debian/pool/main/b/busybox/busybox_$BUSYBOX_VERSION.orig.tar.bz2"
+  echo "$BUSYBOX_SHA256  $src/busybox.tar.bz2" | sha256sum -c --quiet -
+  tar -C "$src" -xjf "$src/busybox.tar.bz2"
+  (
+    cd "$src/busybox-$BUSYBOX_VERSION"
+    make defconfig >/dev/null
+    sed -i 's/^# CONFIG_STATIC is not set/CONFIG_STATIC=y/; s/^CONFIG_TC=y/# CONFIG_TC is not set/' .config
+    make -j"$(nproc)" busybox >"$src/build.log" 2>&1 || { tail -20 "$src/build.log" >&2; exit 1; }
+  )
+  cp "$src/busybox-$BUSYBOX_VERSION/busybox" "$bb.tmp"
+  mv "$bb.tmp" "$bb"
+  rm -rf "$src"
+  echo "conformance:   busybox built in $((SECONDS - t)) s"
+fi
+echo "conformance: e2e.test, agnhost and busybox in $out"
 
 # --- 2. Docker and the images ------------------------------------------------------------------
 scripts/docker.sh
@@ -146,7 +173,7 @@ busybox_tree() {
   mkdir -p "$root"/{bin,etc,home,root,tmp,usr/bin,usr/sbin,var/spool/mail,var/www}
   chmod 1777 "$root/tmp"
   chmod 700 "$root/root"
-  cp /bin/busybox "$root/bin/busybox"
+  cp "$bb" "$root/bin/busybox"
   for applet in $("$root/bin/busybox" --list); do
     [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
   done
@@ -193,7 +220,7 @@ EOF
 }
 
 path_env='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-bb_key=$(cat <(echo "$self") /bin/busybox | sha256sum | cut -c1-64)
+bb_key=$(cat <(echo "$self") "$bb" | sha256sum | cut -c1-64)
 
 tags="$E2E_REG/busybox:1.37.0-1"
 if made "$bb_key" $tags; then
@@ -205,7 +232,7 @@ fi
 
 tags="$E2E_REG/agnhost:$AGNHOST_VERSION $E2E_REG/agnhost:2.55"
 porter=$(cd scripts/peers/conformance && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/porter
-key=$(cat <(echo "$self") /bin/busybox "$out/agnhost" "$porter/localhost.crt" "$porter/localhost.key" |
+key=$(cat <(echo "$self") "$bb" "$out/agnhost" "$porter/localhost.crt" "$porter/localhost.key" |
   sha256sum | cut -c1-64)
 if made "$key" $tags; then
   echo "conformance: $tags are up to date"
