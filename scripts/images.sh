@@ -3,6 +3,7 @@
 # them into the Docker engine (scripts/docker.sh starts one). Nothing is pulled from a registry.
 #   vk-test/busybox:1.35  busybox-static's binary (Debian) with its applets, /etc/passwd (root,
 #                         nobody), /tmp: the image of most test containers.
+#   vk-test/busybox:next  the same image under a second tag, for tests that change a pod's image.
 #   vk-test/pause:3.10    a static pause process (scripts/images/pause.c): the infra container
 #                         Nomad's docker driver starts to hold a bridge-mode allocation's network
 #                         namespace (the Nomad client's `infra_image`).
@@ -49,6 +50,7 @@ else
   import "$busybox" "$key" "$root" \
     'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["/bin/sh"]'
 fi
+docker tag "$busybox" vk-test/busybox:next
 
 pause=vk-test/pause:3.10
 key=$(cat <(echo "$self") images/pause.c | sha256sum | cut -c1-64)

@@ -36,9 +36,10 @@ impl PodBuilder {
         self
     }
 
-    /// Adds a container running `argv` (for raw_exec, the command and its arguments).
+    /// Adds a container of image [`crate::BUSYBOX`] running `argv` (on raw_exec, which ignores
+    /// the image, the command and its arguments on the host).
     pub fn container(mut self, name: &str, argv: &[&str]) -> Self {
-        let c = json!({"name": name, "image": "busybox:1.36", "command": argv});
+        let c = json!({"name": name, "image": crate::BUSYBOX, "command": argv});
         if let Some(cs) = self.v["spec"]["containers"].as_array_mut() {
             cs.push(c);
         }

@@ -80,6 +80,9 @@ const DENIED_FINGERPRINTERS: &str = "env_aws,env_gce,env_azure,env_digitalocean"
 /// from Debian's busybox-static: a shell, `httpd`, `nc`, `wget`, `ip`, ...).
 pub const BUSYBOX: &str = "vk-test/busybox:1.35";
 
+/// [`BUSYBOX`] under a second tag (`scripts/images.sh`), for a pod whose image changes.
+pub const BUSYBOX_NEXT: &str = "vk-test/busybox:next";
+
 /// The infra (pause) image of bridge-mode allocations, made by `scripts/images.sh`.
 pub const PAUSE: &str = "vk-test/pause:3.10";
 

@@ -60,6 +60,12 @@ impl Ctx<'_> {
         self.node_and_namespace_with(node, ns, &[]).await
     }
 
+    /// [`Ctx::node_and_namespace`] for pods on Nomad's docker driver (real containers of
+    /// [`vk_tests::BUSYBOX`]).
+    async fn docker_node_and_namespace(&self, node: &str, ns: &str) -> anyhow::Result<Process> {
+        self.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await
+    }
+
     /// [`Ctx::node_and_namespace`] with `extra` flags.
     async fn node_and_namespace_with(
         &self,
@@ -266,11 +272,11 @@ async fn node_lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A two-container pod runs as one Nomad job with the expected ID, Meta and tasks, and
-/// `kubectl delete pod` removes job and pod within the grace period + 10 s.
+/// A two-container pod (real containers, on docker) runs as one Nomad job with the expected ID,
+/// Meta and tasks, and `kubectl delete pod` removes job and pod within the grace period + 10 s.
 async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-pods", "e2e-run");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
     let p = pod("sleeper")
         .namespace(ns)
         .on_node(node)
@@ -279,8 +285,8 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
         .container("sidecar", &["sleep", "301"])
         .build();
     let created = Instant::now();
-    let p = cx.create(&p).await?;
-    let running = cx.wait_phase(ns, "sleeper", "Running", Duration::from_secs(20)).await?;
+    let p = docker::create(&cx, &p).await?;
+    let running = cx.wait_phase(ns, "sleeper", "Running", Duration::from_secs(60)).await?;
     let status = running.status.clone().context("status")?;
     ensure!(status.pod_ip.is_some(), "Running without a podIP: {status:?}");
     println!("Running with podIP {:?} after {:?}", status.pod_ip, created.elapsed());
@@ -346,11 +352,12 @@ async fn pod_runs_and_deletes(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sh -c 'exit 3'` with restartPolicy Never ends Failed with exit code 3.
+/// `sh -c 'exit 3'` in a container with restartPolicy Never ends Failed with exit code 3.
 async fn exit_code(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-exit", "e2e-exit");
-    let _vk = cx.node_and_namespace(node, ns).await?;
-    cx.create(
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
+    docker::create(
+        &cx,
         &pod("exit3")
             .namespace(ns)
             .on_node(node)
@@ -359,7 +366,7 @@ async fn exit_code(cx: Ctx<'_>) -> anyhow::Result<()> {
             .build(),
     )
     .await?;
-    let failed = cx.wait_phase(ns, "exit3", "Failed", Duration::from_secs(30)).await?;
+    let failed = cx.wait_phase(ns, "exit3", "Failed", Duration::from_secs(60)).await?;
     let t = container_state(&failed, "main")
         .and_then(|c| c.state)
         .and_then(|s| s.terminated)
@@ -521,7 +528,7 @@ async fn untranslatable_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     let task = &job["TaskGroups"][0]["Tasks"][0];
     ensure!(task["Driver"] == "docker", "driver {}", task["Driver"]);
     ensure!(
-        task["Config"]["image"] == "busybox:1.36"
+        task["Config"]["image"] == vk_tests::BUSYBOX
             && task["Config"]["entrypoint"] == serde_json::json!(["sleep", "300"]),
         "config {}",
         task["Config"]
@@ -818,11 +825,12 @@ async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// A projected service-account token is renewed before it expires, as a kubelet renews it (at
-/// 80 % of its life): with the shortest lifetime the API server grants (10 min), the file holds a
-/// new, valid token within 9 minutes, and the container was never restarted.
+/// 80 % of its life): with the shortest lifetime the API server grants (10 min), the file the
+/// container reads at its `mountPath` (docker: the task's in-memory `secrets/`, bound there)
+/// holds a new, valid token within 9 minutes, and the container was never restarted.
 async fn token_renewal(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-token", "e2e-token");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
     let p = pod("token")
         .namespace(ns)
         .on_node(node)
@@ -841,17 +849,18 @@ async fn token_renewal(cx: Ctx<'_>) -> anyhow::Result<()> {
             serde_json::json!({"name": "tok", "mountPath": "/var/run/secrets/tokens"}),
         )?]);
     }
-    cx.create(&p).await?;
-    cx.wait_phase(ns, "token", "Running", Duration::from_secs(30)).await?;
-    let alloc = current_alloc(&cx, &format!("k8s-{ns}_token")).await?;
-    let first =
-        alloc_file(&cx, &alloc, "alloc/volumes/tok/api-token").await?.context("no token")?;
+    docker::create(&cx, &p).await?;
+    cx.wait_phase(ns, "token", "Running", Duration::from_secs(60)).await?;
+    let read = || {
+        let argv = ["exec", "-n", ns, "token", "--", "cat", "/var/run/secrets/tokens/api-token"];
+        cx.stack.kubectl(&argv)
+    };
+    let first = read()?;
     ensure!(cx.stack.whoami(&first).await? == format!("system:serviceaccount:{ns}:default"));
     let started = Instant::now();
     let renewed =
         wait_for("a renewed token", Duration::from_secs(540), Duration::from_secs(5), || async {
-            let now = alloc_file(&cx, &alloc, "alloc/volumes/tok/api-token").await?;
-            Ok(now.filter(|t| !t.is_empty() && *t != first))
+            Ok(read().ok().filter(|t| !t.is_empty() && *t != first))
         })
         .await?;
     eprintln!("token renewed {:?} after the pod ran", started.elapsed());
@@ -876,39 +885,43 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Probes run by the virtual kubelet: an httpGet readiness probe and a tcpSocket liveness probe
-/// against a server in the pod make it Ready; a pod whose readiness probe fails is Running but not
-/// Ready; a liveness probe failing once restarts that container once (restartCount 1), in place.
+/// Probes run by the virtual kubelet against real containers (docker, each pod with an address
+/// of its own): an httpGet readiness probe and a tcpSocket liveness probe against busybox's
+/// `httpd` in the pod make it Ready; a pod whose exec readiness probe fails is Running but not
+/// Ready; an exec liveness probe failing once restarts that container once (restartCount 1), in
+/// place (the allocation's shared directory, which outlives the restart, tells the two runs
+/// apart).
 async fn probes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-probes", "e2e-probes");
-    let _vk = cx.node_and_namespace(node, ns).await?;
-    let port = free_port()?;
-    let server = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $ARGV[0], Listen => 5, ReuseAddr => 1) or die $!; while (my $c = $s->accept) { my $l = <$c>; print $c qq(HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok); close $c }";
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
+    let image = vk_tests::BUSYBOX;
+    let server = "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www";
     let web = serde_json::json!({"containers": [{
-        "name": "web", "image": "perl", "command": ["perl", "-e", server, port.to_string()],
-        "ports": [{"name": "http", "containerPort": port}],
+        "name": "web", "image": image, "command": ["sh", "-c", server],
+        "ports": [{"name": "http", "containerPort": 8080}],
         "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 1},
-        "livenessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2}
+        "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2}
     }]});
-    cx.create(&pod("web").namespace(ns).on_node(node).spec(web).build()).await?;
+    docker::create(&cx, &pod("web").namespace(ns).on_node(node).spec(web).build()).await?;
     let never = serde_json::json!({"containers": [{
-        "name": "main", "image": "busybox", "command": ["sleep", "3600"],
+        "name": "main", "image": image, "command": ["sleep", "3600"],
         "readinessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1}
     }]});
-    cx.create(&pod("never-ready").namespace(ns).on_node(node).spec(never).build()).await?;
+    docker::create(&cx, &pod("never-ready").namespace(ns).on_node(node).spec(never).build())
+        .await?;
     let flaky_script = "if [ -f $NOMAD_ALLOC_DIR/seen ]; then rm -f $NOMAD_ALLOC_DIR/unhealthy; echo second; else touch $NOMAD_ALLOC_DIR/seen $NOMAD_ALLOC_DIR/unhealthy; echo first; fi; exec sleep 3600";
     let flaky = serde_json::json!({"containers": [{
-        "name": "flaky", "image": "busybox", "command": ["sh", "-c", flaky_script],
+        "name": "flaky", "image": image, "command": ["sh", "-c", flaky_script],
         "livenessProbe": {"exec": {"command": ["sh", "-c", "test ! -f $NOMAD_ALLOC_DIR/unhealthy"]}, "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 2}
     }]});
-    cx.create(&pod("flaky").namespace(ns).on_node(node).spec(flaky).build()).await?;
+    docker::create(&cx, &pod("flaky").namespace(ns).on_node(node).spec(flaky).build()).await?;
 
-    wait_for("web Ready", Duration::from_secs(40), Duration::from_millis(250), || async {
+    wait_for("web Ready", Duration::from_secs(60), Duration::from_millis(250), || async {
         let p = cx.pods(ns).get("web").await?;
         Ok(pod_ready(&p).then_some(()))
     })
     .await?;
-    let p = cx.wait_phase(ns, "never-ready", "Running", Duration::from_secs(30)).await?;
+    let p = cx.wait_phase(ns, "never-ready", "Running", Duration::from_secs(60)).await?;
     let waited = Instant::now();
     let mut p = p;
     while waited.elapsed() < Duration::from_secs(8) {
@@ -944,47 +957,49 @@ async fn probes(cx: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What Kubernetes allows and requires of a running pod: an image change restarts the container
-/// and its restartCount goes up; `activeDeadlineSeconds` fails the pod with `DeadlineExceeded` and
-/// stops its job; a failing init container of a `Never` pod fails the pod before any app container
-/// runs; a native sidecar runs beside the app.
+/// What Kubernetes allows and requires of a running pod, in real containers (docker): an image
+/// change restarts the container in the new image and its restartCount goes up;
+/// `activeDeadlineSeconds` fails the pod with `DeadlineExceeded` and stops its job; a failing init
+/// container of a `Never` pod fails the pod before any app container runs; a native sidecar runs
+/// beside the app.
 async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-life", "e2e-life");
-    let _vk = cx.node_and_namespace(node, ns).await?;
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
+    let image = vk_tests::BUSYBOX;
     let img = pod("img")
         .namespace(ns)
         .on_node(node)
         .container("main", &["sh", "-c", "echo run; exec sleep 3600"])
         .build();
-    cx.create(&img).await?;
+    docker::create(&cx, &img).await?;
     let deadline = pod("deadline")
         .namespace(ns)
         .on_node(node)
         .container("main", &["sleep", "3600"])
         .spec(serde_json::json!({"activeDeadlineSeconds": 8}))
         .build();
-    cx.create(&deadline).await?;
+    docker::create(&cx, &deadline).await?;
     let init_fails = pod("init-fails").namespace(ns).on_node(node).restart("Never")
         .container("app", &["sh", "-c", "echo app-ran; sleep 3600"])
-        .spec(serde_json::json!({"initContainers": [{"name": "setup", "image": "busybox", "command": ["sh", "-c", "exit 3"]}]}))
+        .spec(serde_json::json!({"initContainers": [{"name": "setup", "image": image, "command": ["sh", "-c", "exit 3"]}]}))
         .build();
-    cx.create(&init_fails).await?;
+    docker::create(&cx, &init_fails).await?;
     let sidecar = pod("sidecar").namespace(ns).on_node(node)
         .container("app", &["sh", "-c", "sleep 1; cat $NOMAD_ALLOC_DIR/side.txt; exec sleep 3600"])
         .spec(serde_json::json!({"initContainers": [
-            {"name": "side", "image": "busybox", "restartPolicy": "Always",
+            {"name": "side", "image": image, "restartPolicy": "Always",
              "command": ["sh", "-c", "echo from-sidecar > $NOMAD_ALLOC_DIR/side.txt; exec sleep 3600"]}
         ]}))
         .build();
-    cx.create(&sidecar).await?;
+    docker::create(&cx, &sidecar).await?;
 
     // An image change: the container restarts, restartCount 1, Running again.
-    cx.wait_phase(ns, "img", "Running", Duration::from_secs(30)).await?;
+    cx.wait_phase(ns, "img", "Running", Duration::from_secs(60)).await?;
     cx.pods(ns)
         .patch(
             "img",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Strategic(serde_json::json!({"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}})),
+            &kube::api::Patch::Strategic(serde_json::json!({"spec": {"containers": [{"name": "main", "image": vk_tests::BUSYBOX_NEXT}]}})),
         )
         .await?;
     let updated = wait_for(
@@ -996,7 +1011,7 @@ async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
             let c = container_state(&p, "main");
             let ok = c.as_ref().is_some_and(|c| {
                 c.restart_count == 1
-                    && c.image == "busybox:1.37"
+                    && c.image == vk_tests::BUSYBOX_NEXT
                     && c.state.as_ref().is_some_and(|s| s.running.is_some())
             });
             Ok(ok.then_some(p))
@@ -1005,10 +1020,12 @@ async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     .await?;
     ensure!(updated.status.and_then(|s| s.phase).as_deref() == Some("Running"), "img not Running");
     let job = cx.nomad(&format!("/v1/job/k8s-{ns}_img")).await?.context("img job")?;
-    ensure!(job["Meta"]["k8s_image_main"] == "busybox:1.37", "job meta {}", job["Meta"]);
+    ensure!(job["Meta"]["k8s_image_main"] == vk_tests::BUSYBOX_NEXT, "job meta {}", job["Meta"]);
+    let task = &job["TaskGroups"][0]["Tasks"][0];
+    ensure!(task["Config"]["image"] == vk_tests::BUSYBOX_NEXT, "config {}", task["Config"]);
 
     // The deadline.
-    let failed = cx.wait_phase(ns, "deadline", "Failed", Duration::from_secs(40)).await?;
+    let failed = cx.wait_phase(ns, "deadline", "Failed", Duration::from_secs(60)).await?;
     let st = failed.status.context("status")?;
     ensure!(st.reason.as_deref() == Some("DeadlineExceeded"), "reason {:?}", st.reason);
     wait_for(
@@ -1023,7 +1040,7 @@ async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     .await?;
 
     // The failing init container.
-    let failed = cx.wait_phase(ns, "init-fails", "Failed", Duration::from_secs(40)).await?;
+    let failed = cx.wait_phase(ns, "init-fails", "Failed", Duration::from_secs(60)).await?;
     let st = failed.status.context("status")?;
     let init = st.init_container_statuses.unwrap_or_default();
     let code =
@@ -1041,7 +1058,7 @@ async fn lifecycle(cx: Ctx<'_>) -> anyhow::Result<()> {
     }
 
     // The sidecar started first and runs beside the app.
-    let running = cx.wait_phase(ns, "sidecar", "Running", Duration::from_secs(40)).await?;
+    let running = cx.wait_phase(ns, "sidecar", "Running", Duration::from_secs(60)).await?;
     let alloc = current_alloc(&cx, &format!("k8s-{ns}_sidecar")).await?;
     wait_output(&cx, &alloc, "app", "from-sidecar").await?;
     let side = running.status.and_then(|s| s.init_container_statuses).unwrap_or_default();
