@@ -689,18 +689,22 @@ pub const SETTLE_AFTER_END: std::time::Duration = std::time::Duration::from_secs
 /// Nomad's docker log collector starts copying only once the container runs.
 pub const SETTLE_AFTER_START: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The most a read of a task that started less than [`SETTLE_AFTER_START`] ago waits for its
-/// first output.
-const FIRST_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most a read of a task that started less than [`SETTLE_AFTER_START`] ago (or that the
+/// allocation read still shows pending) waits for its first output: Nomad starts the docker log
+/// collector, a process of its own, only after the container, which takes more than a second on
+/// a loaded node.
+const FIRST_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits, at most `limit`, until the log files of `t.task` exist and their sizes stay the same
 /// over two listings `every` apart, so that a read right after the task ended gets all of its
 /// output (a kubelet's container log is complete once the container is reported terminated).
 /// Only for an instance that ended less than [`SETTLE_AFTER_END`] ago. For one that started
-/// less than [`SETTLE_AFTER_START`] ago and runs, it waits (at most a second) until its log holds
-/// anything, so that what it wrote before it was reported running is there (a kubelet's log file
-/// has it at once); a silent new container costs a read that second. Errors of the listing end
-/// the wait (the read then reports them).
+/// less than [`SETTLE_AFTER_START`] ago and runs, or that the allocation read still shows
+/// pending (the pod's status, pushed by Nomad's event stream, may say Running before an
+/// allocation read does), it waits (at most [`FIRST_OUTPUT_WAIT`], two seconds) until its log
+/// holds anything, so that what it wrote before it was reported running is there (a kubelet's
+/// log file has it at once); a silent new container costs a read those seconds. Errors of the
+/// listing end the wait (the read then reports them).
 pub async fn settle(t: &Target, every: std::time::Duration, limit: std::time::Duration) {
     settle_until(t, every, limit, false).await;
 }
@@ -729,7 +733,8 @@ async fn settle_until(
     let recent_end = ts.state == "dead" && since(ended, SETTLE_AFTER_END);
     let started =
         ts.last_event("Started").and_then(|e| Timestamp::from_nanosecond(i128::from(e.time)).ok());
-    let just_started = ts.state == "running" && since(started, SETTLE_AFTER_START);
+    let just_started =
+        (ts.state == "running" && since(started, SETTLE_AFTER_START)) || ts.state == "pending";
     if !recent_end && !just_started {
         return;
     }
@@ -1228,6 +1233,11 @@ mod tests {
             i64::try_from(Timestamp::now().as_nanosecond()).unwrap();
         settle(&fresh, every, Duration::from_secs(5)).await;
         assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 5, "one listing");
+        // Still pending in the allocation read (the pod's status may be ahead of it): the same.
+        let mut pending = target(&addr);
+        pending.alloc.task_states.as_mut().unwrap().get_mut("c").unwrap().state = "pending".into();
+        settle(&pending, every, Duration::from_secs(5)).await;
+        assert_eq!(listings.load(std::sync::atomic::Ordering::SeqCst), 6, "one listing");
     }
 
     /// A failed task whose log is its termination message: empty log files that stay empty are
