@@ -1305,14 +1305,15 @@ impl Builder<'_> {
                     config.insert("mount".into(), json!(tmpfs));
                 }
                 // hostAliases: the kubelet's entries of /etc/hosts, written by the volumes task
-                // into the group network's file, else Docker's `--add-host`.
+                // into the group network's file, else Docker's `--add-host`, one per entry with
+                // its names tab-separated (Docker writes `<IP>\t<host>`, which gives the
+                // kubelet's line; host names are DNS names, without ':' or tabs).
                 if !self.spec.host_aliases.is_empty() && !self.shared_hosts_file() {
                     let hosts: Vec<String> = self
                         .spec
                         .host_aliases
                         .iter()
-                        .flat_map(|(ip, names)| names.iter().map(move |n| (ip, n)))
-                        .map(|(ip, name)| hcl_text(&format!("{name}:{ip}")))
+                        .map(|(ip, names)| hcl_text(&format!("{}:{ip}", names.join("\t"))))
                         .collect();
                     config.insert("extra_hosts".into(), json!(hosts));
                 }
@@ -3217,7 +3218,7 @@ mod tests {
             t.config["sysctl"],
             json!([{"net.ipv4.ip_local_port_range": "1024 65000", "kernel.shm_rmid_forced": "1"}])
         );
-        assert_eq!(t.config["extra_hosts"], json!(["db:10.1.2.3", "db.local:10.1.2.3"]));
+        assert_eq!(t.config["extra_hosts"], json!(["db\tdb.local:10.1.2.3"]));
         // With the volumes task, a group network's /etc/hosts is written as the kubelet writes
         // it, one line per alias entry; the containers wait for it and get no extra_hosts.
         let s = JobSettings { volume_setup_image: Some("busybox:1.37".into()), ..settings() };

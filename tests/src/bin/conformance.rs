@@ -1,8 +1,9 @@
 //! `conformance`: runs the Kubernetes e2e suite (`e2e.test` of k8s.io/kubernetes v1.36.3, built
 //! with its test images by `scripts/conformance.sh`, which is the usual way in) against the
 //! virtual kubelet: starts the local stack with Nomad's docker driver, `virtual-kubelet --provider
-//! nomad --nomad-driver docker --disable-taint` as node `vk-nomad` (the only node, so the only
-//! schedulable one), waits for it Ready, runs `e2e.test` with the admin kubeconfig, the focus and
+//! nomad --nomad-driver docker --disable-taint --allowed-network-modes host` as node `vk-nomad`
+//! (the only node, so the only schedulable one; pods may ask for the host's network, as a
+//! kubelet's default `--host-network-sources=*` lets them), waits for it Ready, runs `e2e.test` with the admin kubeconfig, the focus and
 //! skip regexes and a report directory, then writes `summary.txt` there (one line per spec run)
 //! and exits with e2e.test's status.
 //!
@@ -122,7 +123,8 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("conformance: starting the local stack with Nomad's docker driver ...");
     let stack = Stack::start_with(StackOptions { docker: true, ..StackOptions::default() }).await?;
-    let mut vk = stack.virtual_kubelet(NODE, &["--nomad-driver", "docker", "--disable-taint"])?;
+    let flags = ["--nomad-driver", "docker", "--disable-taint", "--allowed-network-modes", "host"];
+    let mut vk = stack.virtual_kubelet(NODE, &flags)?;
     let ready = async {
         stack.wait_node_ready(NODE, Duration::from_secs(90)).await?;
         // The controller manager's ServiceAccount controller is up once `default` has its own.
