@@ -24,6 +24,8 @@
 #                                                        `httpd -f -p 80`; the chosen specs only need a
 #                                                        long-running container with a shell
 #      registry.k8s.io/e2e-test-images/nonroot:1.5       the busybox tree, USER 1234
+#      registry.k8s.io/e2e-test-images/nonewprivs:1.4   the busybox tree, /usr/local/bin/nnp (set-user-ID
+#                                                        root, from test/images/nonewprivs), CMD nnp
 #      registry.k8s.io/pause:3.10.2                      the static pause (scripts/images/pause.c),
 #                                                        USER 65535:65535
 #    Each is labelled with the SHA-256 of what it is made from and made again only on change (as
@@ -97,6 +99,10 @@ mkdir -p "$out"
       k8s.io/kubernetes/test/images/agnhost
     mv "$out/agnhost.tmp" "$out/agnhost"
     echo "conformance:   agnhost built in $((SECONDS - t)) s"
+  fi
+  if [[ ! -x $out/nnp ]]; then
+    go build -o "$out/nnp.tmp" k8s.io/kubernetes/test/images/nonewprivs
+    mv "$out/nnp.tmp" "$out/nnp"
   fi
   if [[ ! -x $out/ginkgo ]]; then
     # The Ginkgo CLI, for parallel runs (VK_CONFORMANCE_PROCS), at the suite's Ginkgo version.
@@ -272,6 +278,18 @@ if made "$bb_key" $tags; then
 else
   busybox_tree "$work/nonroot"
   import "$bb_key" "$work/nonroot" "$tags" "$path_env" 'USER 1234' 'CMD ["sh"]'
+fi
+
+tags="$E2E_REG/nonewprivs:1.4"
+key=$(cat <(echo "$self") "$bb" "$out/nnp" | sha256sum | cut -c1-64)
+if made "$key" $tags; then
+  echo "conformance: $tags is up to date"
+else
+  busybox_tree "$work/nnp"
+  mkdir -p "$work/nnp/usr/local/bin"
+  cp "$out/nnp" "$work/nnp/usr/local/bin/nnp"
+  chmod 4755 "$work/nnp/usr/local/bin/nnp"
+  import "$key" "$work/nnp" "$tags" "$path_env" 'CMD ["nnp"]'
 fi
 
 tags="$REG/pause:3.10.2"
