@@ -2,8 +2,8 @@
 #   docker build -t virtual-kubelet-nomad .
 # Checked without a Docker engine by scripts/check-deploy.sh (BuildKit's parser and linter).
 
-# The Rust of the lints and tests (Cargo.toml's rust-version is the floor). Its gcc builds ring,
-# the only C code in the dependency tree.
+# The Rust of the lints and tests (Cargo.toml's rust-version is the floor). Its gcc and make build
+# the C code in the dependency tree: ring, and jemalloc (the binary's allocator).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

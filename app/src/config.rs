@@ -104,6 +104,38 @@ pub struct Cli {
     #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub anonymous_auth: bool,
+    /// Review only JWT-shaped bearer tokens (three base64url parts: ServiceAccount and OIDC
+    /// tokens); any other token is answered 401 without a TokenReview. Tokens over 8 KiB are
+    /// always refused so.
+    #[arg(long, default_value = "true", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_token_jwt_only: bool,
+    /// Connections the kubelet API holds open at once (also kept below the open-file limit).
+    /// Beyond it the oldest connection that has not authenticated a request is closed, or the
+    /// new one refused when all have.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kubelet_max_connections: u32,
+    /// Connections the kubelet API holds open at once from one peer address (the API server is
+    /// one peer for every `kubectl` user).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kubelet_max_connections_per_peer: u32,
+    /// Connections that have not yet authenticated a request (TLS handshake and first headers
+    /// under way) held at once; a new one closes the oldest of the peer holding the most.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kubelet_max_unauthenticated_connections: u32,
+    /// Time a client has to send a request's headers, counted from when the server waits for
+    /// them: also how long an idle keep-alive connection stays open (Go's `ReadHeaderTimeout`).
+    #[arg(long, default_value = "15s", value_parser = parse_period)]
+    pub kubelet_header_read_timeout: Duration,
+    /// Bytes of a request's line and headers (more is answered 431).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub kubelet_max_header_bytes: u32,
+    /// Bytes of a WebSocket message or frame of exec, attach and port-forward sessions.
+    #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub kubelet_max_websocket_message_bytes: u32,
+    /// Streams open at once in one SPDY port-forward session (two per forwarded connection).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(2..))]
+    pub kubelet_max_spdy_streams: u32,
     /// Maximum number of pods (capacity.pods).
     #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pods: u32,
@@ -147,9 +179,11 @@ pub struct Cli {
     /// Events published at once before `--event-qps` applies (the kubelet's `--event-burst`).
     #[arg(long, default_value_t = 100)]
     pub event_burst: u32,
-    /// Where the process's own metrics, `/healthz` and `/readyz` are served (`host:port`, or
-    /// `:port` for every address; upstream virtual-kubelet's flag and default).
-    #[arg(long, default_value = ":10255", value_parser = crate::telemetry::parse_addr)]
+    /// Where the process's own metrics, `/healthz` and `/readyz` are served, without
+    /// authentication (`host:port`, or `:port` for every address). Loopback by default: the
+    /// same metrics are on the kubelet port for callers allowed `nodes/metrics`; listening on
+    /// every address needs a NetworkPolicy (`deploy/networkpolicy.yaml`).
+    #[arg(long, default_value = "127.0.0.1:10255", value_parser = crate::telemetry::parse_addr)]
     pub metrics_addr: std::net::SocketAddr,
     /// How often every workload is listed from the backend (upstream's full resync): a safety
     /// net under the changes the backend pushes (Nomad's event stream), which update pod status
@@ -1119,7 +1153,7 @@ mod tests {
         let cli = ok(&[], &Env::default());
         assert_eq!(cli.provider, Provider::Nomad);
         assert_eq!(cli.nodename, "virtual-kubelet");
-        assert_eq!(cli.metrics_addr, "0.0.0.0:10255".parse().unwrap());
+        assert_eq!(cli.metrics_addr, "127.0.0.1:10255".parse().unwrap());
         assert_eq!(cli.full_resync_period, Duration::from_secs(30));
         assert_eq!(cli.startup_timeout, Duration::ZERO);
         let node = cli.node_config("nomad://1.11.3".into());

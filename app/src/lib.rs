@@ -40,10 +40,25 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// Two kube clients for the kubeconfig (or in-cluster configuration), one for everything but
-/// Events (`--kube-api-qps`) and one for Events (`--event-qps`), and the CA certificates (DER)
-/// they trust for the API server.
-async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, kube::Client, Vec<Vec<u8>>)> {
+/// The kube clients of one process, each with its own connections and token bucket, so that
+/// no kind of traffic can hold another back.
+struct Clients {
+    /// Pods, their status, inputs (`--kube-api-qps`).
+    pods: kube::Client,
+    /// Events (`--event-qps`).
+    events: kube::Client,
+    /// The node's Lease and status: the kubelet's `HeartbeatClient`, so that a flood of pod or
+    /// review traffic never delays a renewal (`--kube-api-qps` again, a bucket of its own).
+    heartbeat: kube::Client,
+    /// TokenReviews and SubjectAccessReviews of the kubelet API (`--kube-api-qps`, a bucket of
+    /// its own, behind the API's own review turns).
+    reviews: kube::Client,
+    /// The CA certificates (DER) they trust for the API server.
+    roots: Vec<Vec<u8>>,
+}
+
+/// [`Clients`] for the kubeconfig (or in-cluster configuration).
+async fn kube_client(cli: &Cli) -> anyhow::Result<Clients> {
     let config = match (&cli.kubeconfig, in_cluster(cli)?) {
         (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -61,8 +76,13 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<(kube::Client, kube::Client, V
     let event_limit =
         vk_adapters::kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
     let roots = config.root_cert.clone().unwrap_or_default();
-    let events = vk_adapters::kube::client(config.clone(), event_limit)?;
-    Ok((vk_adapters::kube::client(config, limit)?, events, roots))
+    Ok(Clients {
+        events: vk_adapters::kube::client(config.clone(), event_limit)?,
+        heartbeat: vk_adapters::kube::client(config.clone(), limit)?,
+        reviews: vk_adapters::kube::client(config.clone(), limit)?,
+        pods: vk_adapters::kube::client(config, limit)?,
+        roots,
+    })
 }
 
 /// The in-cluster configuration, as client-go's `rest.InClusterConfig`: the API server at
@@ -118,8 +138,43 @@ fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubel
         None => kube_roots,
     };
     settings.anonymous = cli.anonymous_auth;
+    let defaults = kubelet::Limits::default();
+    let open_files = open_file_limit();
+    let reserve = 256;
+    let max_connections = usize::try_from(cli.kubelet_max_connections).unwrap_or(usize::MAX);
+    let room = open_files.saturating_sub(reserve).max(64);
+    if max_connections > room {
+        warn!(
+            max_connections,
+            open_files,
+            "--kubelet-max-connections is above what the open-file limit leaves; using {room}"
+        );
+    }
+    settings.limits = kubelet::Limits {
+        max_connections: max_connections.min(room),
+        max_connections_per_peer: cli.kubelet_max_connections_per_peer as usize,
+        max_unauthenticated: cli.kubelet_max_unauthenticated_connections as usize,
+        header_read_timeout: cli.kubelet_header_read_timeout,
+        max_header_bytes: cli.kubelet_max_header_bytes as usize,
+        jwt_only: cli.authentication_token_jwt_only,
+        max_websocket_message_bytes: cli.kubelet_max_websocket_message_bytes as usize,
+        max_spdy_streams: cli.kubelet_max_spdy_streams as usize,
+        ..defaults
+    };
     kubelet::check(&settings)?;
     Ok(settings)
+}
+
+/// The process's open-file limit after raising the soft limit to the hard one (as Go programs
+/// do at start since Go 1.19): each kubelet API connection holds a descriptor.
+fn open_file_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    }
 }
 
 /// The pod controller as the kubelet API's pod index.
@@ -192,9 +247,15 @@ pub async fn run_with_provider<P>(
 where
     P: vk_ports::PodProvider + NodeProvider,
 {
-    let (client, events_client, kube_roots) = kube_client(&cli).await.map_err(RunError::Config)?;
-    let kubelet_settings = kubelet_settings(&cli, kube_roots).map_err(RunError::Config)?;
+    let clients = kube_client(&cli).await.map_err(RunError::Config)?;
+    let client = clients.pods.clone();
+    let mut kubelet_settings =
+        kubelet_settings(&cli, clients.roots.clone()).map_err(RunError::Config)?;
     let metrics = telemetry::install().map_err(RunError::Failed)?;
+    kubelet_settings.metrics = Some(kubelet::MetricsText({
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.render())
+    }));
     let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
         .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))
@@ -218,7 +279,7 @@ where
     let node_changed = Arc::new(tokio::sync::Notify::new());
     let node_task = tokio::spawn(node_controller::run(
         Arc::clone(&provider),
-        Arc::new(KubeNodeApi::new(client.clone())),
+        Arc::new(KubeNodeApi::new(clients.heartbeat.clone())),
         node.clone(),
         node_controller::Timing {
             status_interval: cli.node_status_interval,
@@ -228,7 +289,7 @@ where
         Arc::clone(&node_changed),
         cancel.clone(),
     ));
-    let pod_api = KubePodApi::new(client.clone(), events_client, &node.name);
+    let pod_api = KubePodApi::new(client.clone(), clients.events.clone(), &node.name);
     // Listed now, so that service link variables of the first pods come from a listed cache.
     let _ = pod_api.service_cache();
     let pods = pod_controller::PodController::new(
@@ -254,7 +315,7 @@ where
         tokio::spawn(telemetry::serve(metrics_listener, metrics, ready, cancel.clone()));
     let api = kubelet::Kubelet::new(
         provider,
-        Arc::new(KubeAccessReview::new(client)),
+        Arc::new(KubeAccessReview::new(clients.reviews.clone())),
         Arc::new(Index(Arc::clone(&pods))),
         kubelet_settings,
     );

@@ -6,6 +6,13 @@
 use vk_app::RunError;
 use vk_app::config::LoadError;
 
+/// jemalloc with its background thread, which gives freed memory back to the system after its
+/// decay time (10 s), where glibc's malloc keeps it in per-thread arenas: after a burst of
+/// connections (a flood on the kubelet port, many log streams) the node's resident memory comes
+/// back down.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = vk_app::config::load_from_process();

@@ -1,6 +1,6 @@
 //! The process's own metrics, served in the Prometheus text format with `/healthz` and `/readyz`
-//! on `--metrics-addr` (upstream virtual-kubelet's flag and default `:10255`, which upstream
-//! never served).
+//! on `--metrics-addr` (upstream virtual-kubelet's flag, which upstream never served; loopback by
+//! default here) and, for callers allowed `nodes/metrics`, on the kubelet port's `/metrics`.
 //!
 //! Series (names are `vk_`-prefixed; durations in seconds):
 //! - `vk_pod_operations_total{operation, result}`: reconcile steps done, by step (`create`,
@@ -15,6 +15,11 @@
 //!   template such as `/v1/job/:id`; `code` is the HTTP status or `error` when no answer came);
 //! - `vk_lease_renew_failures_total`: node Lease renewals that failed;
 //! - `vk_events_dropped_total`: Events dropped because 1000 of them waited to be published.
+//! - `vk_kubelet_open_streams{kind}`, `vk_kubelet_connections{state}`,
+//!   `vk_kubelet_connections_refused_total{reason}`, `vk_kubelet_connections_evicted_total`,
+//!   `vk_kubelet_reviews_refused_total{reason}`: the kubelet API's sessions, connections and the
+//!   requests refused at its limits (`vk_adapters::kubelet::limits`);
+//! - `vk_nomad_event_lines_skipped_total`: batches of Nomad's event stream over 16 MiB, skipped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,8 @@ use tokio::sync::OnceCell;
 use vk_tests::fixtures::pod;
 use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
+#[path = "e2e/adversary.rs"]
+mod adversary;
 #[path = "e2e/deploy.rs"]
 mod deploy;
 #[path = "e2e/docker.rs"]
@@ -26,6 +28,7 @@ mod docker;
 mod hostile;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
+use adversary::kubelet_port_under_attack;
 use deploy::in_cluster_rbac;
 use docker::{
     docker_empty_dirs, docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar,
@@ -1876,7 +1879,8 @@ fn main() {
         docker_readiness_gates,
         docker_termination_messages,
         docker_registry_pulls,
-        docker_volume_updates
+        docker_volume_updates,
+        kubelet_port_under_attack
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));
@@ -1906,7 +1910,8 @@ fn main() {
                         | "nomad_outage"
                         | "lost_allocations"
                         | "kubelet_top_and_hpa"
-                        | "in_cluster_rbac" => {
+                        | "in_cluster_rbac"
+                        | "kubelet_port_under_attack" => {
                             _exclusive = gate.write().await;
                         }
                         "token_renewal" => {}

@@ -3,6 +3,8 @@
 //! `/pods`, `/runningpods/`, `/healthz`.
 //!
 //! - [`server`]: TLS, the kubelet's authentication and authorization, and the plain routes.
+//! - [`limits`]: what a client may hold: connections (total, per peer, unauthenticated),
+//!   review turns, header, token, WebSocket and SPDY sizes.
 //! - `streaming`: the upgrade of `/exec`, `/attach` and `/portForward` to SPDY or WebSocket.
 //! - [`spdy`]: SPDY/3.1 framing and sessions (what kube-apiserver sends for exec, attach and
 //!   port-forward), written here because no crate serves it.
@@ -11,6 +13,7 @@
 //! - [`remotecommand`]: what both transports share for exec and attach: which streams a request
 //!   asks for, and the Status that ends a session.
 
+pub mod limits;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;

@@ -26,7 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::Pod;
 use rustls::pki_types::pem::PemObject as _;
@@ -40,6 +40,8 @@ use vk_domain::pod::PodKey;
 use vk_domain::stats::{self, CpuCounters};
 use vk_ports::{AccessReview, PodProvider, ProviderError};
 
+pub use super::limits::Limits;
+use super::limits::{self, Connections, ReviewGate, Slot};
 use super::streaming;
 
 /// A serving certificate chain and its key, PEM.
@@ -108,6 +110,22 @@ pub struct Settings {
     pub allowed_ttl: Duration,
     /// How long a denied one is reused (30 s).
     pub denied_ttl: Duration,
+    /// What clients may hold: connections, header and token sizes, review turns, WebSocket and
+    /// SPDY sizes.
+    pub limits: Limits,
+    /// The process's Prometheus text, served on `/metrics` to callers allowed `nodes/metrics`
+    /// (the kubelet serves its own metrics there); `None`: 404.
+    pub metrics: Option<MetricsText>,
+}
+
+/// Renders the process's metrics in the Prometheus text format.
+#[derive(Clone)]
+pub struct MetricsText(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsText")
+    }
 }
 
 impl Settings {
@@ -121,6 +139,8 @@ impl Settings {
             token_ttl: Duration::from_secs(120),
             allowed_ttl: Duration::from_secs(300),
             denied_ttl: Duration::from_secs(30),
+            limits: Limits::default(),
+            metrics: None,
         }
     }
 }
@@ -135,20 +155,70 @@ pub trait PodIndex: Send + Sync + 'static {
     fn pods(&self) -> Vec<(Arc<Pod>, bool)>;
 }
 
-/// Entries each answer cache holds at most (least recently used first out).
-const CACHE_ENTRIES: u64 = 4096;
+/// Bytes each answer cache holds at most (keys and answers as weighed by [`cache`]).
+const CACHE_BYTES: u64 = 16 << 20;
 
-/// A bounded cache whose entries live `ttl` from their insertion (moka's `time_to_live`).
-fn cache<K, V>(ttl: Duration) -> moka::sync::Cache<K, V>
+/// A bounded cache whose entries live `ttl` from their insertion (moka's `time_to_live`),
+/// weighed in bytes: the key, moka's overhead (about 64 bytes) and `weight` of the answer.
+fn cache<V>(ttl: Duration, weight: fn(&V) -> u32) -> moka::sync::Cache<Digest, V>
 where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    moka::sync::Cache::builder().max_capacity(CACHE_ENTRIES).time_to_live(ttl).build()
+    moka::sync::Cache::builder()
+        .max_capacity(CACHE_BYTES)
+        .weigher(move |_: &Digest, v: &V| 32 + 64 + weight(v))
+        .time_to_live(ttl)
+        .build()
 }
 
-/// A SubjectAccessReview's question, as cached: user, groups, verb and subresource.
-type Question = (String, Vec<String>, &'static str, &'static str);
+/// A SHA-256, the key of the answer caches: of a token (which is never kept), or of a whole
+/// SubjectAccessReview question (user, UID, groups, extra, verb, subresource, node), so that an
+/// answer is reused only for the same question.
+type Digest = [u8; 32];
+
+fn sha256(parts: &[&[u8]]) -> Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        // Length-prefixed, so that parts cannot run into each other.
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The cache key of `access` asked for `user`.
+fn question(user: &UserInfo, access: &NodeAccess) -> Digest {
+    let mut parts: Vec<&[u8]> = vec![
+        user.username.as_bytes(),
+        user.uid.as_bytes(),
+        access.verb.as_bytes(),
+        access.subresource.as_bytes(),
+        access.node.as_bytes(),
+    ];
+    parts.push(b"groups");
+    parts.extend(user.groups.iter().map(String::as_bytes));
+    parts.push(b"extra");
+    for (k, vs) in &user.extra {
+        parts.push(k.as_bytes());
+        parts.extend(vs.iter().map(String::as_bytes));
+        parts.push(b"");
+    }
+    sha256(&parts)
+}
+
+/// Bytes a TokenReview answer holds, roughly (24 per string for its header).
+fn user_weight(u: &Option<UserInfo>) -> u32 {
+    let strings = |v: &[String]| v.iter().map(|x| x.len() + 24).sum::<usize>();
+    let n = u.as_ref().map_or(0, |u| {
+        u.username.len()
+            + u.uid.len()
+            + strings(&u.groups)
+            + u.extra.iter().map(|(k, v)| k.len() + 24 + strings(v)).sum::<usize>()
+    });
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 /// The kubelet API over provider `P`, reviews `A` and pod index `I`.
 pub struct Kubelet<P, A, I> {
@@ -156,12 +226,14 @@ pub struct Kubelet<P, A, I> {
     access: Arc<A>,
     pub(crate) index: Arc<I>,
     settings: Settings,
-    /// TokenReview answers by token, for `token_ttl`.
-    tokens: moka::sync::Cache<String, Option<UserInfo>>,
+    /// TokenReview answers by the token's SHA-256, for `token_ttl`.
+    tokens: moka::sync::Cache<Digest, Option<UserInfo>>,
     /// Questions allowed, for `allowed_ttl`, and denied, for `denied_ttl` (the kubelet's webhook
     /// authorizer keeps the two apart the same way).
-    allowed: moka::sync::Cache<Question, ()>,
-    denied: moka::sync::Cache<Question, ()>,
+    allowed: moka::sync::Cache<Digest, ()>,
+    denied: moka::sync::Cache<Digest, ()>,
+    /// Turns for reviews that miss the caches.
+    reviews: ReviewGate,
     cpu: Mutex<CpuCounters>,
 }
 
@@ -172,12 +244,18 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             provider,
             access,
             index,
-            tokens: cache(settings.token_ttl),
-            allowed: cache(settings.allowed_ttl),
-            denied: cache(settings.denied_ttl),
+            tokens: cache(settings.token_ttl, user_weight),
+            allowed: cache(settings.allowed_ttl, |()| 0),
+            denied: cache(settings.denied_ttl, |()| 0),
+            reviews: ReviewGate::new(&settings.limits),
             settings,
             cpu: Mutex::new(CpuCounters::default()),
         })
+    }
+
+    /// The limits clients are held to.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.settings.limits
     }
 
     /// The routes, with authentication and authorization in front of every one.
@@ -191,6 +269,7 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             .route("/stats/summary", get(stats_summary::<P, A, I>))
             .route("/stats/summary/", get(stats_summary::<P, A, I>))
             .route("/metrics/resource", get(metrics_resource::<P, A, I>))
+            .route("/metrics", get(process_metrics::<P, A, I>))
             .route("/exec/{ns}/{pod}/{container}", any(streaming::exec::<P, A, I>))
             .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec::<P, A, I>))
             .route("/attach/{ns}/{pod}/{container}", any(streaming::attach::<P, A, I>))
@@ -201,13 +280,33 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             .with_state(Arc::clone(self))
     }
 
-    async fn user_for_token(&self, token: &str) -> Result<Option<UserInfo>, Response> {
-        if let Some(u) = self.tokens.get(token) {
+    /// The user `token` names, `None` when the API server does not authenticate it; reviewed
+    /// once per [`Settings::token_ttl`].
+    ///
+    /// # Errors
+    /// The response to send instead: 401 for a failed review, 429 when the peer's review bucket
+    /// is empty or no review turn frees within the wait. A token refused without a review (size,
+    /// shape) is `Ok(None)`.
+    async fn user_for_token(
+        &self,
+        token: &str,
+        peer: IpAddr,
+    ) -> Result<Option<UserInfo>, Response> {
+        if let Err(why) = limits::check_token(token, &self.settings.limits) {
+            metrics::counter!(limits::REVIEWS_REFUSED, "reason" => why.label()).increment(1);
+            return Ok(None);
+        }
+        let key = sha256(&[token.as_bytes()]);
+        if let Some(u) = self.tokens.get(&key) {
             return Ok(u);
         }
+        let _turn = self.turn(peer).await?;
         match self.access.authenticate(token).await {
             Ok(u) => {
-                self.tokens.insert(token.to_owned(), u.clone());
+                if u.is_none() {
+                    self.reviews.failed(peer);
+                }
+                self.tokens.insert(key, u.clone());
                 Ok(u)
             }
             Err(e) => {
@@ -217,14 +316,31 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
         }
     }
 
-    async fn allowed(&self, user: &UserInfo, access: &NodeAccess) -> Result<bool, Response> {
-        let key = (user.username.clone(), user.groups.clone(), access.verb, access.subresource);
+    /// A review turn for `peer`, or the 429 to answer.
+    async fn turn(&self, peer: IpAddr) -> Result<limits::Turn<'_>, Response> {
+        self.reviews.turn(peer).await.map_err(|why| {
+            metrics::counter!(limits::REVIEWS_REFUSED, "reason" => why.label()).increment(1);
+            let mut r =
+                plain(StatusCode::TOO_MANY_REQUESTS, "Too many requests, please try again later.");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        })
+    }
+
+    async fn allowed(
+        &self,
+        user: &UserInfo,
+        access: &NodeAccess,
+        peer: IpAddr,
+    ) -> Result<bool, Response> {
+        let key = question(user, access);
         if self.allowed.contains_key(&key) {
             return Ok(true);
         }
         if self.denied.contains_key(&key) {
             return Ok(false);
         }
+        let _turn = self.turn(peer).await?;
         match self.access.authorize(user, access).await {
             Ok(d) => {
                 let answers = if d.allowed { &self.allowed } else { &self.denied };
@@ -288,9 +404,14 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
     }
 }
 
-/// Who a verified client certificate names, set per connection.
-#[derive(Clone, Default)]
-struct ClientCert(Option<UserInfo>);
+/// What the server knows of a connection, set per connection: who its verified client
+/// certificate names, and its slot (peer address; marked authenticated by the first request
+/// that authenticates).
+#[derive(Clone)]
+struct Conn {
+    cert: Option<UserInfo>,
+    slot: Slot,
+}
 
 /// The user a DER certificate names: CN as the user, O values as groups.
 pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
@@ -333,12 +454,18 @@ async fn guard<P: PodProvider, A: AccessReview, I: PodIndex>(
     req: Request,
     next: Next,
 ) -> Response {
-    let cert = req.extensions().get::<ClientCert>().and_then(|c| c.0.clone());
-    let user = match cert {
+    let Some(conn) = req.extensions().get::<Conn>().cloned() else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no connection state");
+    };
+    let peer = conn.slot.peer();
+    let user = match conn.cert {
         Some(u) => u,
         None => match bearer(req.headers()) {
-            Some(token) => match k.user_for_token(token).await {
-                Ok(Some(u)) => u,
+            Some(token) => match k.user_for_token(token, peer).await {
+                Ok(Some(u)) => {
+                    conn.slot.authenticated();
+                    u
+                }
                 Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
                 Err(r) => return r,
             },
@@ -348,7 +475,7 @@ async fn guard<P: PodProvider, A: AccessReview, I: PodIndex>(
     };
     let accesses = access_for(req.method().as_str(), req.uri().path(), &k.settings.node_name);
     for a in &accesses {
-        match k.allowed(&user, a).await {
+        match k.allowed(&user, a, peer).await {
             Ok(true) => {
                 debug!(user = %user.username, verb = a.verb, subresource = a.subresource, path = req.uri().path(), "kubelet API request");
                 return next.run(req).await;
@@ -483,6 +610,22 @@ async fn metrics_resource<P: PodProvider, A: AccessReview, I: PodIndex>(
     }
 }
 
+async fn process_metrics<P: PodProvider, A: AccessReview, I: PodIndex>(
+    State(k): State<Arc<Kubelet<P, A, I>>>,
+) -> Response {
+    match &k.settings.metrics {
+        Some(MetricsText(render)) => {
+            let mut r = render().into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        None => plain(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
 fn tls_config(settings: &Settings) -> Result<rustls::ServerConfig, ServerError> {
     let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
     let certs: Vec<CertificateDer<'static>> =
@@ -558,11 +701,17 @@ pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
 ) -> Result<(), ServerError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&kubelet.settings)?));
     let app = kubelet.router();
+    let connections = Connections::new(kubelet.settings.limits.clone());
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
     info!(addr = ?listener.local_addr().ok(), "serving the kubelet API");
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             () = &mut shutdown => return Ok(()),
+            _ = prune.tick() => {
+                kubelet.reviews.prune();
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -572,33 +721,63 @@ pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
                 }
             },
         };
+        let slot = match connections.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(why) => {
+                debug!(%peer, ?why, "kubelet API connection refused at its cap");
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let limits = kubelet.settings.limits.clone();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let user = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| user_from_certificate(c.as_ref()));
-            let svc = TowerToHyperService::new(app.layer(Extension(ClientCert(user))));
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .http1_only()
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .await;
-            if let Err(e) = conn {
-                debug!(%peer, error = %e, "kubelet API connection ended");
+            let evicted = slot.clone();
+            tokio::select! {
+                () = connection(tcp, peer, slot, acceptor, app, limits) => {}
+                () = evicted.evicted() => debug!(%peer, "unauthenticated connection closed for a newer one"),
             }
         });
+    }
+}
+
+/// Serves one accepted connection: the TLS handshake within [`Limits::handshake_timeout`],
+/// then HTTP/1.1 with the header limits, until the client or the server ends it.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    limits: Limits,
+) {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| user_from_certificate(c.as_ref()));
+    if cert.is_some() {
+        slot.authenticated();
+    }
+    let svc = TowerToHyperService::new(app.layer(Extension(Conn { cert, slot })));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let conn = builder.http1_only().serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+    if let Err(e) = conn {
+        debug!(%peer, error = %e, "kubelet API connection ended");
     }
 }
 
@@ -726,11 +905,13 @@ mod tests {
         let cert = ServingCert { cert_pem: String::new(), key_pem: String::new() };
         let mut settings = Settings::new("vk", cert);
         settings.anonymous = anonymous;
+        // The fake reviews know short tokens ("alice"), not JWTs.
+        settings.limits.jwt_only = false;
         (Kubelet::new(Arc::new(Provider), Arc::clone(&reviews), Arc::new(Index), settings), reviews)
     }
 
-    async fn call(
-        k: &Arc<Kubelet<Provider, Reviews, Index>>,
+    async fn call<A: AccessReview>(
+        k: &Arc<Kubelet<Provider, A, Index>>,
         method: Method,
         path: &str,
         token: Option<&str>,
@@ -741,10 +922,9 @@ mod tests {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         let mut req = req.body(Body::empty()).unwrap();
-        if let Some(cn) = cert {
-            req.extensions_mut()
-                .insert(ClientCert(Some(UserInfo { username: cn.into(), ..UserInfo::default() })));
-        }
+        let cert = cert.map(|cn| UserInfo { username: cn.into(), ..UserInfo::default() });
+        let slot = Connections::new(Limits::default()).admit([127, 0, 0, 1].into()).unwrap();
+        req.extensions_mut().insert(Conn { cert, slot });
         let resp = k.router().oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
@@ -802,6 +982,69 @@ mod tests {
         assert_eq!(call(&k, Method::GET, logs, None, Some("cert-user")).await.0, 200);
     }
 
+    /// The process's metrics on the kubelet port: only for callers allowed `nodes/metrics`.
+    #[tokio::test]
+    async fn process_metrics_need_nodes_metrics() {
+        let reviews = Arc::new(Reviews::default());
+        let cert = ServingCert { cert_pem: String::new(), key_pem: String::new() };
+        let mut settings = Settings::new("vk", cert);
+        settings.limits.jwt_only = false;
+        settings.metrics = Some(MetricsText(Arc::new(|| "vk_up 1\n".to_owned())));
+        let k = Kubelet::new(Arc::new(Provider), reviews, Arc::new(Index), settings);
+        assert_eq!(call(&k, Method::GET, "/metrics", None, None).await.0, 401);
+        assert_eq!(call(&k, Method::GET, "/metrics", Some("stats"), None).await.0, 403);
+        let (code, body) = call(&k, Method::GET, "/metrics", None, Some("cert-user")).await;
+        assert_eq!((code, body.as_str()), (200, "vk_up 1\n"));
+        let (k, _) = kubelet(false);
+        assert_eq!(call(&k, Method::GET, "/metrics", None, Some("cert-user")).await.0, 404);
+    }
+
+    /// Token answers are keyed by a digest, refused tokens never reach a review, and a peer
+    /// that keeps sending unknown tokens is answered 429 without one.
+    #[tokio::test]
+    async fn token_floods_cost_the_peer_not_the_node() {
+        #[derive(Default)]
+        struct Counting(AtomicUsize);
+        impl AccessReview for Counting {
+            async fn authenticate(&self, _: &str) -> Result<Option<UserInfo>, ClusterError> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
+            async fn authorize(
+                &self,
+                _: &UserInfo,
+                _: &NodeAccess,
+            ) -> Result<Decision, ClusterError> {
+                Ok(Decision { allowed: false, reason: String::new() })
+            }
+        }
+        let reviews = Arc::new(Counting::default());
+        let cert = ServingCert { cert_pem: String::new(), key_pem: String::new() };
+        let mut settings = Settings::new("vk", cert);
+        settings.limits.peer_review_burst = 20;
+        settings.limits.peer_reviews_per_second = 1;
+        let k = Kubelet::new(Arc::new(Provider), Arc::clone(&reviews), Arc::new(Index), settings);
+        let reviewed = || reviews.0.load(Ordering::SeqCst);
+        // Not a JWT, or too long: 401 without a review.
+        assert_eq!(
+            call(&k, Method::GET, "/pods", Some("abcdef.0123456789abcdef"), None).await.0,
+            401
+        );
+        let long = format!("a.{}.c", "b".repeat(9000));
+        assert_eq!(call(&k, Method::GET, "/pods", Some(&long), None).await.0, 401);
+        assert_eq!(reviewed(), 0);
+        // Unknown JWTs: each failure costs the peer five; after four the bucket is empty.
+        let mut codes = Vec::new();
+        for i in 0..6 {
+            codes.push(call(&k, Method::GET, "/pods", Some(&format!("a.b.{i}")), None).await.0);
+        }
+        assert_eq!(codes, [401, 401, 401, 401, 429, 429]);
+        assert_eq!(reviewed(), 4);
+        // A token seen before is answered from the cache, without a turn.
+        assert_eq!(call(&k, Method::GET, "/pods", Some("a.b.0"), None).await.0, 401);
+        assert_eq!(reviewed(), 4);
+    }
+
     #[tokio::test]
     async fn answers_are_kept_for_their_own_time() {
         // Allowed and denied answers live for their TTLs (the kubelet's 5 min and 30 s, short
@@ -811,6 +1054,7 @@ mod tests {
         let mut settings = Settings::new("vk", cert);
         settings.allowed_ttl = Duration::from_secs(60);
         settings.denied_ttl = Duration::from_millis(200);
+        settings.limits.jwt_only = false;
         let k = Kubelet::new(Arc::new(Provider), Arc::clone(&reviews), Arc::new(Index), settings);
         let sars = || reviews.sars.load(Ordering::SeqCst);
         let allowed = "/containerLogs/ns/web/main";

@@ -14,10 +14,11 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{debug, warn};
 use vk_ports::{AccessReview, PodProvider};
 
+use super::limits::Limits;
 use super::remotecommand::{Expect, Outcome, Version};
 use super::server::{Kubelet, PodIndex, plain, query_pairs, streaming_method};
 use super::{spdy, wsstream};
@@ -173,6 +174,13 @@ pub(crate) async fn attach<P: PodProvider, A: AccessReview, I: PodIndex>(
     remote_command(k, Command::Attach, &path, q.as_deref(), req)
 }
 
+/// The WebSocket limits of a session: messages and frames of at most
+/// [`Limits::max_websocket_message_bytes`] (tungstenite's defaults are 64 MiB and 16 MiB).
+fn ws_config(limits: &Limits) -> WebSocketConfig {
+    let max = limits.max_websocket_message_bytes.max(4096);
+    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+}
+
 fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
     k: Arc<Kubelet<P, A, I>>,
     what: Command,
@@ -184,6 +192,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
     if !streaming_method(req.method()) {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
     }
+    let ws_config = ws_config(k.limits());
     let pairs = query_pairs(query);
     let expect = Expect::from_query(pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())));
     let command: Vec<String> =
@@ -264,7 +273,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
                     Ok(u) => TokioIo::new(u),
                     Err(e) => return warn!(error = %e, "WebSocket upgrade failed"),
                 };
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
                 match wsstream::serve_remotecommand(ws, protocol, expect).await {
                     Ok((exec_io, finisher)) => {
                         let outcome = run(exec_io).await;
@@ -299,6 +308,8 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
     if !streaming_method(req.method()) {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
     }
+    let ws_config = ws_config(k.limits());
+    let max_streams = k.limits().max_spdy_streams;
     let id = match k.workload(ns, pod, None) {
         Ok(id) => id,
         Err(r) => return r,
@@ -324,7 +335,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
                     Err(e) => return warn!(error = %e, "SPDY upgrade failed"),
                 };
                 let _open = OpenStream::new("portforward");
-                if let Err(e) = spdy::serve_portforward(io, dial).await {
+                if let Err(e) = spdy::serve_portforward(io, dial, max_streams).await {
                     debug!(error = %e, "port-forward session ended");
                 }
             });
@@ -355,7 +366,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
                     Ok(u) => TokioIo::new(u),
                     Err(e) => return warn!(error = %e, "WebSocket upgrade failed"),
                 };
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
                 let _open = OpenStream::new("portforward");
                 wsstream::serve_portforward(ws, protocol, ports, dial).await;
             });

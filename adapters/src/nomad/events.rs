@@ -150,14 +150,86 @@ pub fn parse_line(line: &str, prefix: &str) -> Line {
     Line::Events { index: batch.index, changes }
 }
 
-/// Splits complete lines off `buf`, leaving a partial last line in it.
-pub fn take_lines(buf: &mut Vec<u8>) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = buf.drain(..=pos).collect();
-        out.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+/// The longest line of Nomad's event stream kept (bytes): a batch over it is skipped whole and
+/// counted as lost ([`LineSplitter::push`]). Job events carry the whole job, which any Nomad user
+/// may make large; 16 MiB is far beyond any job Nomad accepts by default (its HTTP body limit).
+pub const MAX_EVENT_LINE: usize = 16 << 20;
+
+/// Counter: event stream batches skipped for being longer than [`MAX_EVENT_LINE`].
+pub const EVENT_LINES_SKIPPED: &str = "vk_nomad_event_lines_skipped_total";
+
+/// One piece of the event stream, as [`LineSplitter::push`] splits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A complete line, without its newline.
+    Line(String),
+    /// A line longer than the cap was dropped: its changes are lost.
+    Oversize,
+}
+
+/// Splits a byte stream into lines in linear time: each chunk is scanned once (the bytes held for
+/// a line under way hold no newline), and a line longer than `max` is dropped as it arrives (its bytes are not kept)
+/// up to its newline.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    /// Dropping the rest of an oversize line.
+    skipping: bool,
+    max: usize,
+}
+
+impl LineSplitter {
+    /// Lines of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self { buf: Vec::new(), skipping: false, max }
     }
-    out
+
+    /// Adds `chunk`; returns the pieces it completed.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Vec<Piece> {
+        let mut out = Vec::new();
+        while !chunk.is_empty() {
+            let nl = chunk.iter().position(|b| *b == b'\n');
+            if self.skipping {
+                match nl {
+                    Some(i) => {
+                        self.skipping = false;
+                        chunk = &chunk[i + 1..];
+                    }
+                    None => return out,
+                }
+                continue;
+            }
+            match nl {
+                Some(i) if self.buf.len() + i <= self.max => {
+                    self.buf.extend_from_slice(&chunk[..i]);
+                    out.push(Piece::Line(String::from_utf8_lossy(&self.buf).into_owned()));
+                    self.buf.clear();
+                    chunk = &chunk[i + 1..];
+                }
+                Some(i) => {
+                    self.buf.clear();
+                    out.push(Piece::Oversize);
+                    chunk = &chunk[i + 1..];
+                }
+                None if self.buf.len() + chunk.len() <= self.max => {
+                    self.buf.extend_from_slice(chunk);
+                    return out;
+                }
+                None => {
+                    self.buf.clear();
+                    self.skipping = true;
+                    out.push(Piece::Oversize);
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes held for the line under way.
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
 }
 
 /// How long [`follow`] relies on blocking queries after Nomad refused the event stream, before it
@@ -243,7 +315,7 @@ async fn follow_with(
                     return;
                 }
                 let mut body = resp.bytes_stream();
-                let mut buf = Vec::new();
+                let mut lines = LineSplitter::new(MAX_EVENT_LINE);
                 loop {
                     let chunk = match tokio::time::timeout(SILENCE, body.next()).await {
                         Err(_) => {
@@ -260,8 +332,21 @@ async fn follow_with(
                         }
                         Ok(Some(Ok(c))) => c,
                     };
-                    buf.extend_from_slice(&chunk);
-                    for line in take_lines(&mut buf) {
+                    for piece in lines.push(&chunk) {
+                        let line = match piece {
+                            Piece::Line(l) => l,
+                            Piece::Oversize => {
+                                warn!(
+                                    max_bytes = MAX_EVENT_LINE,
+                                    "a batch of Nomad's event stream is too long and was skipped; listing everything again"
+                                );
+                                metrics::counter!(EVENT_LINES_SKIPPED).increment(1);
+                                if tx.send(Change::Resync).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        };
                         match parse_line(&line, &prefix) {
                             Line::Heartbeat => {}
                             Line::Malformed(why) => {
@@ -564,14 +649,45 @@ mod tests {
         );
     }
 
+    fn lines(p: Vec<Piece>) -> Vec<String> {
+        p.into_iter()
+            .map(|p| match p {
+                Piece::Line(l) => l,
+                Piece::Oversize => "<oversize>".into(),
+            })
+            .collect()
+    }
+
     #[test]
     fn lines_are_split_across_chunks() {
-        let mut buf = b"{}\n{\"Index\":1,".to_vec();
-        assert_eq!(take_lines(&mut buf), ["{}"]);
-        assert_eq!(buf, b"{\"Index\":1,");
-        buf.extend_from_slice(b"\"Events\":[]}\n{}\n");
-        assert_eq!(take_lines(&mut buf), ["{\"Index\":1,\"Events\":[]}", "{}"]);
-        assert!(buf.is_empty());
+        let mut s = LineSplitter::new(1024);
+        assert_eq!(lines(s.push(b"{}\n{\"Index\":1,")), ["{}"]);
+        assert_eq!(s.held(), 11);
+        assert_eq!(lines(s.push(b"\"Events\":[]}\n{}\n")), ["{\"Index\":1,\"Events\":[]}", "{}"]);
+        assert_eq!(s.held(), 0);
+    }
+
+    /// A line over the cap is dropped as it comes, never held; the next line is whole.
+    #[test]
+    fn an_oversize_line_is_dropped_without_being_held() {
+        let mut s = LineSplitter::new(8);
+        assert_eq!(lines(s.push(b"{}\n0123")), ["{}"]);
+        assert_eq!(lines(s.push(b"456789")), ["<oversize>"]);
+        assert_eq!(s.held(), 0);
+        assert!(s.push(&[b'x'; 4096]).is_empty());
+        assert_eq!(s.held(), 0, "the rest of the long line is not kept");
+        assert_eq!(lines(s.push(b"tail\n{\"a\":1}\n")), ["{\"a\":1}"]);
+        assert_eq!(lines(s.push(b"123456789\nok\n")), ["<oversize>", "ok"]);
+    }
+
+    /// Many small chunks of one long line cost linear time: each byte is looked at once.
+    #[test]
+    fn a_line_in_many_chunks_is_scanned_once() {
+        let mut s = LineSplitter::new(MAX_EVENT_LINE);
+        for _ in 0..100_000 {
+            assert!(s.push(&[b'a'; 64]).is_empty());
+        }
+        assert_eq!(lines(s.push(b"\n")).first().map(String::len), Some(6_400_000));
     }
 
     fn alloc_event(job: &str, index: u64) -> String {

@@ -11,7 +11,9 @@
 //! **What Nomad keeps.** logmon writes raw bytes into rotated files `alloc/logs/<task>.stdout.<n>`
 //! and `.stderr.<n>` (restarts in place append to the same files), with no time and no line
 //! framing, and keeps the last `LogConfig.MaxFiles` files. So, faithfully: the bytes, the streams
-//! apart, `tail_lines` (by probing ever larger ends, [`TAIL_BYTES_PER_LINE`]), `limit_bytes`
+//! apart, `tail_lines` (reading the files backwards in doubling windows with `fs/readat`,
+//! [`TAIL_BYTES_PER_LINE`], counting newlines without keeping the bytes, then streaming from the
+//! cut: memory per request stays bounded however long the log's lines), `limit_bytes`
 //! (on the output, timestamps included, as the kubelet's limited writer; it may cut a line), and
 //! `follow` (until the instance ends or the receiver is dropped). Approximated, because no time is
 //! stored:
@@ -42,14 +44,14 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 use vk_domain::jiff::Timestamp;
-use vk_domain::logs::{LogOptions, LogStream, tail_start, timestamp_prefix};
+use vk_domain::logs::{LogOptions, LogStream, timestamp_prefix};
 use vk_ports::{ByteStream, ProviderError};
 
 use super::api::Allocation;
 use super::client::NomadClient;
 
-/// Bytes asked for per wanted line on the first tail probe (the Nomad CLI's `bytesToLines`); the
-/// request doubles until the lines are found or the whole log came back.
+/// Bytes read per wanted line in the first window of a tail (the Nomad CLI's `bytesToLines`); the
+/// windows double, backwards through the files, until the lines are found or the log began.
 pub const TAIL_BYTES_PER_LINE: u64 = 120;
 
 /// A frame that is still incomplete beyond this many bytes is taken as garbage (a real one holds
@@ -440,13 +442,11 @@ pub struct Target {
     pub task: String,
 }
 
-/// Where one stream's read starts.
+/// Where one stream's read starts: `origin=start&offset=n` (bytes across the files kept, from
+/// the oldest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum From {
-    /// `origin=start&offset=n`.
     Start(u64),
-    /// `origin=end&offset=n`.
-    End(u64),
 }
 
 #[derive(Debug)]
@@ -480,7 +480,6 @@ async fn open(
 ) -> Result<reqwest::Response, ProviderError> {
     let (origin, offset) = match from {
         From::Start(n) => ("start", n),
-        From::End(n) => ("end", n),
     };
     let req = t
         .client
@@ -497,80 +496,138 @@ async fn open(
     t.client.send(req).await
 }
 
-/// Reads a whole non-following request into frames.
-async fn fetch(t: &Target, kind: usize, from: From) -> Result<Vec<Frame>, ProviderError> {
-    let resp = open(t, kind, from, false).await?;
-    let mut body = resp.bytes_stream();
-    let mut dec = FrameDecoder::default();
-    let mut frames = Vec::new();
-    loop {
-        let end = match tokio::time::timeout(SILENCE, body.next()).await {
-            Err(_) => return Err(unavailable("Nomad's log stream went silent".into())),
-            Ok(None) => {
-                dec.flush();
-                true
+/// Where the last `lines` lines of one stream start (`tail_lines`): a read from `From::Start` of
+/// the returned offset that drops the first `skip` lines, and how many lines that gives.
+///
+/// Reads the log files backwards, newest first, in windows of `lines × 120` bytes that double up
+/// to [`MAX_TAIL_WINDOW`] (`/v1/client/fs/readat`: raw bytes, each read once), and only counts
+/// their newlines as the bytes stream by: nothing of the log is held, however long its lines (a
+/// 50 MB log without a newline costs one read of it, not memory). The cut is the kubelet's
+/// (`vk_domain::logs::tail_start`): a final unterminated line counts, a final newline does not
+/// start one.
+///
+/// # Errors
+/// As [`NomadClient::send`]; a file rotated away meanwhile ends the walk there instead.
+async fn tail(
+    t: &Target,
+    kind: usize,
+    lines: u64,
+    files: &[(u64, u64, Timestamp)],
+) -> Result<Tail, ProviderError> {
+    let mut need = lines;
+    let mut window = lines.saturating_mul(TAIL_BYTES_PER_LINE).clamp(1024, MAX_TAIL_WINDOW);
+    let mut newest = true;
+    let mut start = 0u64;
+    'files: for &(idx, size, _) in files.iter().rev() {
+        let file = format!("alloc/logs/{}.{}.{idx}", t.task, KINDS[kind]);
+        let mut end = size;
+        while end > 0 {
+            let from = end.saturating_sub(window);
+            let scan = match scan(t, &file, from, end - from).await {
+                Ok(s) => s,
+                // Rotated away since the listing: the log starts after it now.
+                Err(ProviderError::NotFound(_)) => {
+                    start = absolute(files, &file, end);
+                    break 'files;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut newlines = scan.newlines;
+            if newest {
+                newest = false;
+                if scan.last == Some(b'\n') {
+                    newlines -= 1;
+                }
             }
-            Ok(Some(Err(e))) => return Err(unavailable(format!("reading Nomad's logs: {e}"))),
+            if newlines >= need {
+                let at = absolute(files, &file, from);
+                return Ok(Tail { from: From::Start(at), skip: newlines - need + 1, lines });
+            }
+            need -= newlines;
+            end = from;
+            window = window.saturating_mul(2).min(MAX_TAIL_WINDOW);
+        }
+    }
+    // Fewer lines than asked: all of them (the first line has no newline before it).
+    let all = if newest { 0 } else { lines - need + 1 };
+    Ok(Tail { from: From::Start(start), skip: 0, lines: all })
+}
+
+/// The largest window [`tail`] reads at once, bytes.
+pub const MAX_TAIL_WINDOW: u64 = 4 << 20;
+
+/// A tail's read: see [`tail`].
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    from: From,
+    skip: u64,
+    lines: u64,
+}
+
+/// What one window of a log file held.
+#[derive(Debug, Default)]
+struct Scan {
+    newlines: u64,
+    last: Option<u8>,
+}
+
+/// Counts the newlines of bytes `offset .. offset + len` of log file `file` (a path in the
+/// allocation directory), as they stream in.
+async fn scan(t: &Target, file: &str, offset: u64, len: u64) -> Result<Scan, ProviderError> {
+    let (offset, len) = (offset.to_string(), len.to_string());
+    let req = t
+        .client
+        .request(Method::GET, &["v1", "client", "fs", "readat", &t.alloc.id])
+        .query(&[("path", file), ("offset", offset.as_str()), ("limit", len.as_str())]);
+    let mut body = t.client.send(req).await?.bytes_stream();
+    let mut s = Scan::default();
+    loop {
+        match tokio::time::timeout(SILENCE, body.next()).await {
+            Err(_) => return Err(unavailable("Nomad's file read went silent".into())),
+            Ok(None) => return Ok(s),
+            Ok(Some(Err(e))) => return Err(unavailable(format!("reading a log file: {e}"))),
             Ok(Some(Ok(chunk))) => {
-                dec.push(&chunk);
-                false
+                let n = chunk.iter().filter(|b| **b == b'\n').count();
+                s.newlines = s.newlines.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+                if let Some(b) = chunk.last() {
+                    s.last = Some(*b);
+                }
             }
-        };
-        while let Some(item) = dec.next_item() {
-            if let Item::Frame(f) = item {
-                frames.push(f);
-            }
-        }
-        if end {
-            return Ok(frames);
         }
     }
 }
 
-/// The last `lines` lines of one stream: frames whose data begins at the tail, and how many lines
-/// they hold. Asks Nomad for the last `lines × 120` bytes, doubling until enough lines came or
-/// fewer bytes than asked (the whole log).
-async fn tail(t: &Target, kind: usize, lines: u64) -> Result<(Vec<Frame>, u64), ProviderError> {
-    let mut want = lines.saturating_mul(TAIL_BYTES_PER_LINE).max(1024);
-    loop {
-        let frames = fetch(t, kind, From::End(want)).await?;
-        let buf: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
-        let complete = u64::try_from(buf.len()).unwrap_or(u64::MAX) < want;
-        if let Some(cut) = tail_start(&buf, lines, complete) {
-            let got = count_lines(&buf[cut..]);
-            return Ok((drop_prefix(frames, cut), got));
+/// The part of `data` after its `skip`-th newline, and the newlines still to skip.
+fn skip_lines(data: &[u8], mut skip: u64) -> (&[u8], u64) {
+    for (i, b) in data.iter().enumerate() {
+        if *b == b'\n' {
+            skip -= 1;
+            if skip == 0 {
+                return (&data[i + 1..], 0);
+            }
         }
-        want = want.saturating_mul(2);
     }
+    (&[], skip)
 }
 
-/// `frames` without their first `n` data bytes.
-fn drop_prefix(frames: Vec<Frame>, mut n: usize) -> Vec<Frame> {
-    let mut out = Vec::new();
-    for mut f in frames {
-        if n >= f.data.len() {
-            n -= f.data.len();
-            // Keep an emptied frame: its File/Offset still say where the read ended.
-            f.data.clear();
-        } else {
-            f.data.drain(..n);
-            n = 0;
-        }
-        out.push(f);
-    }
-    out
+/// What one reader reads: the stream (`kind`), lines to drop first, and the `since` filter.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    kind: usize,
+    skip: u64,
+    since: Option<Timestamp>,
 }
 
 /// Reads one opened stream into `tx` until Nomad ends it, the receiver goes, or (after `ending`
 /// turned true) Nomad's next heartbeat or [`DRAIN`].
 async fn reader(
     resp: reqwest::Response,
-    kind: usize,
+    read: Read,
     times: Arc<Times>,
-    since: Option<Timestamp>,
     tx: mpsc::Sender<Ev>,
     mut ending: watch::Receiver<bool>,
 ) {
+    let Read { kind, mut skip, since } = read;
     let mut body = resp.bytes_stream();
     let mut dec = FrameDecoder::default();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -620,7 +677,15 @@ async fn reader(
                         debug!(file = %f.file, event = %f.file_event, "log file event");
                     }
                     for (data, at) in times.stamp(&f, Timestamp::now()) {
-                        if since.is_some_and(|s| at < s) {
+                        // A tail's cut first, then `since` (the kubelet's order).
+                        let data = if skip > 0 {
+                            let (rest, left) = skip_lines(data, skip);
+                            skip = left;
+                            rest
+                        } else {
+                            data
+                        };
+                        if data.is_empty() || since.is_some_and(|s| at < s) {
                             continue;
                         }
                         if tx.send(Ev::Data(kind, data.to_vec(), at)).await.is_err() {
@@ -774,43 +839,40 @@ async fn settle_until(
 /// that has not started, with Nomad's message). Later errors end the stream with an `Err` item.
 pub async fn logs(t: Target, opts: &LogOptions) -> Result<ByteStream, ProviderError> {
     let kinds = kinds(opts.stream);
-    // Heads: the tails of the streams, read before anything else (stderr first: `tail_lines`
-    // counts over stdout-then-stderr).
-    let mut heads: HashMap<usize, Vec<Frame>> = HashMap::new();
-    if let Some(n) = opts.tail_lines {
-        let mut left = n;
-        for &k in kinds.iter().rev() {
-            let (frames, got) = if left == 0 && !opts.follow {
-                (Vec::new(), 0)
-            } else {
-                tail(&t, k, left.max(1)).await?
-            };
-            let frames = if left == 0 { drop_all(frames) } else { frames };
-            left = left.saturating_sub(got);
-            heads.insert(k, frames);
-        }
-    }
     let listing: Vec<FileInfo> =
         t.client.get(&["v1", "client", "fs", "ls", &t.alloc.id], &[("path", "alloc/logs")]).await?;
     let times = Arc::new(Times::new(&listing));
-    // Where each stream's read starts (`None`: no read, the head is all).
+    // Where each stream's read starts (`None`: no read) and the lines it drops first.
     let mut starts: HashMap<usize, Option<From>> = HashMap::new();
+    let mut skips = [0u64; 2];
+    if let Some(n) = opts.tail_lines {
+        // The tails, stderr first: `tail_lines` counts over stdout-then-stderr.
+        let mut left = n;
+        for &k in kinds.iter().rev() {
+            let files = log_files(&listing, &t.task, KINDS[k]);
+            let start = if left == 0 {
+                // No line of this stream: only what comes next, when following.
+                opts.follow.then(|| From::Start(total(&files)))
+            } else {
+                let tail = tail(&t, k, left, &files).await?;
+                left = left.saturating_sub(tail.lines);
+                skips[k] = tail.skip;
+                (tail.lines > 0 || opts.follow).then_some(tail.from)
+            };
+            starts.insert(k, start);
+        }
+    }
     for &k in &kinds {
+        if starts.contains_key(&k) {
+            continue;
+        }
         let files = log_files(&listing, &t.task, KINDS[k]);
-        let start = match heads.get(&k) {
-            Some(frames) if opts.follow => Some(match frames.last() {
-                Some(f) => From::Start(absolute(&files, &f.file, f.offset)),
-                // The log was empty: all of it is new.
-                None => From::Start(0),
-            }),
-            Some(_) => None,
-            None => match opts.since {
-                None => Some(From::Start(0)),
-                Some(s) => match since_offset(&files, s) {
-                    Some(o) => Some(From::Start(o)),
-                    None if opts.follow => Some(From::Start(total(&files))),
-                    None => None,
-                },
+        let start = match opts.since {
+            None => Some(From::Start(0)),
+            Some(s) => match since_offset(&files, s) {
+                Some(o) => Some(From::Start(o)),
+                None if opts.follow => Some(From::Start(total(&files))),
+                None => None,
             },
         };
         starts.insert(k, start);
@@ -823,30 +885,26 @@ pub async fn logs(t: Target, opts: &LogOptions) -> Result<ByteStream, ProviderEr
         }
     }
     let (out, rx) = mpsc::channel::<Result<Bytes, ProviderError>>(16);
-    let job = Produce { t, opts: opts.clone(), kinds, heads, reads, times };
+    let job = Produce { t, opts: opts.clone(), kinds, skips, reads, times };
     tokio::spawn(job.run(out));
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })))
 }
 
-fn drop_all(frames: Vec<Frame>) -> Vec<Frame> {
-    let n = frames.iter().map(|f| f.data.len()).sum();
-    drop_prefix(frames, n)
-}
-
 struct Produce {
     t: Target,
     opts: LogOptions,
     kinds: Vec<usize>,
-    heads: HashMap<usize, Vec<Frame>>,
+    /// Lines each stream's read drops first (a tail read starts before its cut).
+    skips: [u64; 2],
     reads: Vec<(usize, reqwest::Response)>,
     times: Arc<Times>,
 }
 
 impl Produce {
     async fn run(self, out: mpsc::Sender<Result<Bytes, ProviderError>>) {
-        let Produce { t, opts, kinds, heads, mut reads, times } = self;
+        let Produce { t, opts, kinds, skips, mut reads, times } = self;
         let merged = opts.follow && kinds.len() > 1;
         let mut lines: Vec<Lines> = (0..2).map(|_| Lines::new(opts.timestamps, merged)).collect();
         let mut limit = Limit(opts.limit_bytes);
@@ -862,22 +920,12 @@ impl Produce {
                 }
             }};
         }
-        let now = Timestamp::now();
-        for &k in &kinds {
-            for f in heads.get(&k).into_iter().flatten() {
-                for (data, at) in times.stamp(f, now) {
-                    if opts.since.is_none_or(|s| at >= s) {
-                        lines[k].push(data, at);
-                    }
-                }
-            }
-            emit!(lines[k].take(!merged));
-        }
         let (ending_tx, ending) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel::<Ev>(16);
         let spawn = |(k, resp): (usize, reqwest::Response)| {
             let times = Arc::clone(&times);
-            tokio::spawn(reader(resp, k, times, opts.since, tx.clone(), ending.clone()));
+            let read = Read { kind: k, skip: skips[k], since: opts.since };
+            tokio::spawn(reader(resp, read, times, tx.clone(), ending.clone()));
         };
         // Following, the streams are read together; otherwise one after the other.
         let mut running = 0usize;
@@ -952,7 +1000,13 @@ pub async fn attach(
     let mut running = 0usize;
     for (k, resp) in reads {
         let times = Arc::new(Times::default());
-        tokio::spawn(reader(resp, k, times, None, tx.clone(), ending.clone()));
+        tokio::spawn(reader(
+            resp,
+            Read { kind: k, skip: 0, since: None },
+            times,
+            tx.clone(),
+            ending.clone(),
+        ));
         running += 1;
     }
     drop(tx);
@@ -1321,22 +1375,28 @@ mod tests {
         }
     }
 
-    /// `tail_lines` asks for the last 1024 bytes, then 2048, until the lines are there; stderr
-    /// (empty) first, then stdout for the lines still wanted.
+    /// `tail_lines` reads the last 1024 bytes of the newest file, then the 2048 before them
+    /// (here the rest), counting newlines, then streams from where the last window began with the
+    /// lines before the cut dropped; stderr (no file) is not read.
     #[tokio::test]
-    async fn tails_double_the_bytes_asked_until_the_lines_are_found() {
+    async fn tails_read_backwards_in_doubling_windows() {
         let log: String = (0..10).map(|i| format!("{i}{}\n", "x".repeat(298))).collect();
         assert_eq!(log.len(), 3000);
         let (addr, mut reqs) = fake::fake_nomad(move |line| {
             if line.contains("/fs/ls/a1") {
-                return Reply::Json("[]".into());
+                return Reply::Json(
+                    r#"[{"Name":"c.stdout.0","IsDir":false,"Size":3000,"ModTime":"2026-11-21T10:00:00Z"}]"#
+                        .into(),
+                );
             }
-            let want: usize = fake::param(line, "offset").unwrap().parse().unwrap();
+            let offset: usize = fake::param(line, "offset").unwrap().parse().unwrap();
+            if line.contains("/fs/readat/a1") {
+                let limit: usize = fake::param(line, "limit").unwrap().parse().unwrap();
+                assert_eq!(fake::param(line, "path").as_deref(), Some("alloc/logs/c.stdout.0"));
+                return Reply::Json(log[offset..offset + limit].to_owned());
+            }
             match fake::param(line, "type").as_deref() {
-                Some("stdout") => {
-                    let tail = &log[log.len().saturating_sub(want)..];
-                    Reply::Json(frame(tail, "alloc/logs/c.stdout.0", 3000))
-                }
+                Some("stdout") => Reply::Json(frame(&log[offset..], "alloc/logs/c.stdout.0", 3000)),
                 _ => Reply::Json("{}".into()),
             }
         })
@@ -1346,14 +1406,18 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         let firsts: String = out.lines().map(|l| &l[..1]).collect();
         assert_eq!(firsts, "56789");
-        let asked: Vec<(String, String)> = fake::drain(&mut reqs)
+        let asked: Vec<String> = fake::drain(&mut reqs)
             .iter()
-            .filter(|r| r.contains("/fs/logs/"))
-            .map(|r| (fake::param(r, "type").unwrap(), fake::param(r, "offset").unwrap()))
+            .filter(|r| r.contains("/fs/logs/") || r.contains("/fs/readat/"))
+            .map(|r| {
+                let p = |k| fake::param(r, k).unwrap_or_default();
+                match p("type").as_str() {
+                    "" => format!("readat {} {}", p("offset"), p("limit")),
+                    t => format!("logs {t} {} {}", p("origin"), p("offset")),
+                }
+            })
             .collect();
-        let asked: Vec<(&str, &str)> =
-            asked.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        assert_eq!(asked, vec![("stderr", "1024"), ("stdout", "1024"), ("stdout", "2048")]);
+        assert_eq!(asked, ["readat 1976 1024", "readat 0 1976", "logs stdout start 0"]);
     }
 
     /// `since` skips the files last written before it (the read starts after them), and

@@ -308,6 +308,7 @@ async fn apply_deploy(cx: &Ctx<'_>) -> anyhow::Result<(Value, Vec<(String, Strin
         "clusterrolebinding.rbac.authorization.k8s.io/virtual-kubelet-nomad",
         "secret/virtual-kubelet-nomad",
         "deployment.apps/virtual-kubelet-nomad",
+        "networkpolicy.networking.k8s.io/virtual-kubelet-nomad",
     ] {
         ensure!(applied.contains(kind), "{kind} not applied:\n{applied}");
     }

@@ -44,17 +44,24 @@ struct Pending {
 /// stream ID `n` pairs with data stream `n + 2`). A stream with a missing or bad `port` (not 1 to
 /// 65535) or `streamtype`, a repeated half, or a half left alone for 30 s is reset.
 ///
+/// At most `max_streams` streams are open at once (two per forwarded connection); more are
+/// reset.
+///
 /// # Errors
 /// None so far: a broken connection just ends the forwards. The `Result` leaves room for
 /// connection-level failures worth reporting.
-pub async fn serve_portforward<T, F, Fut>(io: T, dial: F) -> Result<(), SpdyError>
+pub async fn serve_portforward<T, F, Fut>(
+    io: T,
+    dial: F,
+    max_streams: usize,
+) -> Result<(), SpdyError>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     F: Fn(u16) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Duplex, ProviderError>> + Send + 'static,
 {
     let dial = Arc::new(dial);
-    let (session, mut incoming) = Session::new(io);
+    let (session, mut incoming) = Session::with_max_streams(io, max_streams);
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut forwards = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -54,6 +54,9 @@ struct StreamState {
     local_done: AtomicBool,
 }
 
+/// Streams a session holds open at once unless told otherwise ([`Session::with_max_streams`]).
+pub const DEFAULT_MAX_STREAMS: usize = 256;
+
 /// A SPDY/3.1 server connection. Created by [`Session::new`], which also returns the streams the
 /// client opens; end it with [`Session::close`].
 #[derive(Debug)]
@@ -76,6 +79,15 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        Self::with_max_streams(io, DEFAULT_MAX_STREAMS)
+    }
+
+    /// As [`Session::new`], with at most `max_streams` streams open at once (held by someone,
+    /// or not finished by the client); a stream beyond is reset (`REFUSED_STREAM`).
+    pub fn with_max_streams<T>(io: T, max_streams: usize) -> (Self, mpsc::Receiver<SpdyStream>)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (rd, wr) = tokio::io::split(io);
         let (commands, command_rx) = mpsc::channel(WRITE_BUFFER);
         let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BUFFER);
@@ -86,6 +98,7 @@ impl Session {
             accept: Some(accept_tx),
             streams: HashMap::new(),
             prune_at: 64,
+            max_streams: max_streams.max(1),
             last_stream_id: last_stream_id.clone(),
         };
         let reader = tokio::spawn(async move {
@@ -332,6 +345,7 @@ struct Reader {
     streams: HashMap<u32, Entry>,
     /// Prune finished streams when the map reaches this size.
     prune_at: usize,
+    max_streams: usize,
     last_stream_id: Arc<AtomicU32>,
 }
 
@@ -411,6 +425,14 @@ impl Reader {
             self.queue(Frame::RstStream { stream_id, status: RST_REFUSED_STREAM }).await;
             return;
         };
+        if self.streams.len() >= self.max_streams {
+            self.streams.retain(|_, e| e.state.strong_count() > 0);
+            if self.streams.len() >= self.max_streams {
+                tracing::debug!(stream_id, max = self.max_streams, "too many SPDY streams open");
+                self.queue(Frame::RstStream { stream_id, status: RST_REFUSED_STREAM }).await;
+                return;
+            }
+        }
         // The reply goes to the writer before any handle exists, so it precedes our data.
         self.queue(Frame::SynReply { stream_id, flags: 0, headers: Headers::new() }).await;
         let state = Arc::new(StreamState {

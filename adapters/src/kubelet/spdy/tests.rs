@@ -494,7 +494,7 @@ fn dialer(
 async fn port_forward_copies_both_ways_and_reports_dial_errors() -> anyhow::Result<()> {
     let port = echo_server().await?;
     let (mut client, server) = Client::pair();
-    let served = tokio::spawn(serve_portforward(server, dialer(port)));
+    let served = tokio::spawn(serve_portforward(server, dialer(port), 256));
 
     // Pair 1, by requestid, to the echo server.
     let err1 = client.open(&[("streamtype", "error"), ("port", "80"), ("requestid", "0")]).await?;
@@ -544,7 +544,7 @@ async fn port_forward_resets_when_the_client_resets() -> anyhow::Result<()> {
         anyhow::Ok(sink)
     });
     let (mut client, server) = Client::pair();
-    let served = tokio::spawn(serve_portforward(server, dialer(port)));
+    let served = tokio::spawn(serve_portforward(server, dialer(port), 256));
     let err = client.open(&[("streamtype", "error"), ("port", "80"), ("requestid", "1")]).await?;
     let data = client.open(&[("streamtype", "data"), ("port", "80"), ("requestid", "1")]).await?;
     client.data(data, b"abc", false).await?;
