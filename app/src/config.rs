@@ -72,6 +72,22 @@ pub struct Cli {
     /// `namespace` (the directory Kubernetes mounts in every pod).
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
     pub service_account_dir: PathBuf,
+    /// Kubeconfig holding a bootstrap token (the kubelet's flag): the node gets its client
+    /// certificate (`system:node:<nodename>`) by a CertificateSigningRequest with it, keeps it in
+    /// `--cert-dir` and renews it before it expires; the API server then knows the process as a
+    /// node (the Node authorizer and NodeRestriction apply). Ignored when `--kubeconfig` is given.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the node's certificates are kept (`kubelet-client-current.pem`,
+    /// `kubelet-server-current.pem`, the kubelet's names).
+    #[arg(long, default_value = "/var/lib/virtual-kubelet/pki")]
+    pub cert_dir: PathBuf,
+    /// Serve the kubelet API with a certificate the cluster signs (`kubernetes.io/kubelet-serving`,
+    /// the kubelet's `serverTLSBootstrap`), asked for at start and renewed before it expires;
+    /// self-signed until it is approved and signed. Ignored with `--tls-cert-file`.
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_server_certificates: bool,
     /// Operating system reported by the node (kubernetes.io/os).
     #[arg(long, default_value = "linux")]
     pub os: String,

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod held_pod;
+pub mod identity;
 pub mod inputs;
 pub mod node_controller;
 pub mod pod_controller;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use vk_adapters::kube::certificates::Kind;
 use vk_adapters::kube::review::KubeAccessReview;
 use vk_adapters::kube::{KubeNodeApi, KubePodApi};
 use vk_adapters::kubelet::server as kubelet;
@@ -55,10 +57,36 @@ struct Clients {
     reviews: kube::Client,
     /// The CA certificates (DER) they trust for the API server.
     roots: Vec<Vec<u8>>,
+    /// The node's client certificate, when it came by TLS bootstrap (`--bootstrap-kubeconfig`).
+    identity: Option<std::sync::Arc<vk_adapters::kube::certificates::Identity>>,
 }
 
-/// [`Clients`] for the kubeconfig (or in-cluster configuration).
+/// [`Clients`] for the kubeconfig (or in-cluster configuration, or the node's certificate got
+/// with `--bootstrap-kubeconfig`).
 async fn kube_client(cli: &Cli) -> anyhow::Result<Clients> {
+    let limit =
+        vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
+    let event_limit =
+        vk_adapters::kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
+    if let (None, Some(path)) = (&cli.kubeconfig, &cli.bootstrap_kubeconfig) {
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading --bootstrap-kubeconfig {}", path.display()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
+        let bootstrap = vk_adapters::kube::client(config.clone(), limit)?;
+        let identity =
+            identity::client_certificate(&bootstrap, &cli.nodename, &cli.cert_dir).await?;
+        let with = |l| vk_adapters::kube::client_with_identity(&config, l, Arc::clone(&identity));
+        return Ok(Clients {
+            events: with(event_limit)?,
+            heartbeat: with(limit)?,
+            reviews: with(limit)?,
+            pods: with(limit)?,
+            roots: config.root_cert.clone().unwrap_or_default(),
+            identity: Some(identity),
+        });
+    }
     let config = match (&cli.kubeconfig, in_cluster(cli)?) {
         (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -71,12 +99,9 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<Clients> {
             .await
             .context("no kubeconfig given, KUBERNETES_SERVICE_HOST unset and no ~/.kube/config")?,
     };
-    let limit =
-        vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
-    let event_limit =
-        vk_adapters::kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
     let roots = config.root_cert.clone().unwrap_or_default();
     Ok(Clients {
+        identity: None,
         events: vk_adapters::kube::client(config.clone(), event_limit)?,
         heartbeat: vk_adapters::kube::client(config.clone(), limit)?,
         reviews: vk_adapters::kube::client(config.clone(), limit)?,
@@ -127,7 +152,16 @@ fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubel
             kubelet::self_signed(&cli.nodename, &ips)?
         }
     };
+    let serving = match (&cli.tls_cert_file, cli.rotate_server_certificates) {
+        (None, true) => {
+            let fallback =
+                vk_adapters::kube::certificates::Issued::from_pem(&cert.cert_pem, &cert.key_pem)?;
+            Some(identity::serving_certificate(&cli.cert_dir, fallback)?)
+        }
+        _ => None,
+    };
     let mut settings = kubelet::Settings::new(&cli.nodename, cert);
+    settings.serving = serving;
     settings.client_ca = match &cli.client_ca_file {
         Some(f) => {
             let pem = std::fs::read(f)
@@ -274,6 +308,25 @@ where
     };
     let node = cli.node_config(runtime_version);
     info!(node = %node.name, runtime = %node.runtime_version, "starting virtual-kubelet");
+
+    // The node's certificates renewed before they expire (each task ends with `cancel`).
+    let renewals: Vec<(Arc<vk_adapters::kube::certificates::Identity>, Kind)> = clients
+        .identity
+        .iter()
+        .map(|i| (Arc::clone(i), Kind::Client))
+        .chain(kubelet_settings.serving.iter().map(|i| (Arc::clone(i), Kind::Serving)))
+        .collect();
+    for (identity, kind) in renewals {
+        tokio::spawn(identity::keep_renewed(
+            clients.pods.clone(),
+            identity,
+            kind,
+            cli.nodename.clone(),
+            vec![cli.internal_ip],
+            cli.cert_dir.clone(),
+            cancel.clone(),
+        ));
+    }
 
     let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
     let node_changed = Arc::new(tokio::sync::Notify::new());

@@ -441,6 +441,9 @@ impl Stack {
             .arg("--service-cluster-ip-range=10.96.0.0/16")
             .arg("--authorization-mode=Node,RBAC")
             .arg("--enable-admission-plugins=NodeRestriction")
+            // Bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in kube-system)
+            // authenticate a node's TLS bootstrap.
+            .arg("--enable-bootstrap-token-auth=true")
             .arg("--kubelet-preferred-address-types=InternalIP")
             .arg(format!("--kubelet-client-certificate={}", kubelet_client.cert.display()))
             .arg(format!("--kubelet-client-key={}", kubelet_client.key.display()))
@@ -476,6 +479,13 @@ impl Stack {
             .arg(format!("--service-account-private-key-file={}", sa_key.key.display()))
             .arg(format!("--root-ca-file={}", self.pki.ca_path.display()))
             .arg("--use-service-account-credentials=false")
+            // The stack's CA signs the certificates CertificateSigningRequests ask for (nodes'
+            // client and serving certificates), as in a kubeadm cluster.
+            .arg(format!("--cluster-signing-cert-file={}", self.pki.ca_path.display()))
+            .arg(format!(
+                "--cluster-signing-key-file={}",
+                self.pki.ca_path.with_file_name("ca.key").display()
+            ))
             // A node that stops renewing its Lease goes Unknown after this long (default 50 s).
             .arg("--node-monitor-grace-period=20s")
             .arg("--node-monitor-period=2s")
@@ -854,7 +864,10 @@ contexts:\n- name: local\n  context:\n    cluster: local\n    user: metrics-serv
             .arg(format!("--kubeconfig={kc}"))
             .arg(format!("--authentication-kubeconfig={kc}"))
             .arg(format!("--authorization-kubeconfig={kc}"))
-            .arg("--kubelet-insecure-tls")
+            // Verifies the kubelet ports' certificates against the cluster's CA, as a production
+            // metrics-server does (no --kubelet-insecure-tls): the nodes of Stack::virtual_kubelet
+            // serve one the CA signed, a bootstrapped node one it got by CSR.
+            .arg(format!("--kubelet-certificate-authority={}", self.pki.ca_path.display()))
             .arg("--kubelet-use-node-status-port")
             .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
             .arg("--metric-resolution=10s")
@@ -951,14 +964,19 @@ its log: {}",
     }
 
     /// Starts `virtual-kubelet --provider nomad` as node `node` with its own node identity,
-    /// pods on the raw_exec driver by default, and `extra` flags.
+    /// pods on the raw_exec driver by default, and `extra` flags. Its kubelet port serves a
+    /// certificate the stack's CA signed for 127.0.0.1 and the node's name (`<node>-serving.crt`),
+    /// as a kubelet whose serving certificate the cluster issued: metrics-server verifies it.
     ///
     /// # Errors
     /// The binary missing or not starting.
     pub fn virtual_kubelet(&self, node: &str, extra: &[&str]) -> anyhow::Result<Process> {
         let kubeconfig = self.node_kubeconfig(node)?;
+        let serving = self.pki.server(&format!("{node}-serving"), &["127.0.0.1", node])?;
         let mut cmd = self.virtual_kubelet_command(node)?;
         cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--tls-cert-file={}", serving.cert.display()))
+            .arg(format!("--tls-private-key-file={}", serving.key.display()))
             .args(["--nomad-addr", &self.nomad_addr])
             .args(extra);
         let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
@@ -992,6 +1010,68 @@ its log: {}",
             .envs(env.iter().map(|(k, v)| (k, v)));
         let path = self.dir.join("logs").join(format!("virtual-kubelet-{log}.log"));
         Process::spawn(&format!("virtual-kubelet-{log}"), cmd, &path)
+    }
+
+    /// Starts `virtual-kubelet --provider nomad` as node `node` with no credentials of its own
+    /// but the bootstrap kubeconfig at `bootstrap` (a bootstrap token): it gets its client
+    /// certificate by TLS bootstrap into `cert_dir`; then as [`Stack::virtual_kubelet`].
+    ///
+    /// # Errors
+    /// The binary missing or not starting.
+    pub fn virtual_kubelet_bootstrapped(
+        &self,
+        node: &str,
+        bootstrap: &Path,
+        cert_dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Process> {
+        let mut cmd = self.virtual_kubelet_command(node)?;
+        cmd.arg(format!("--bootstrap-kubeconfig={}", bootstrap.display()))
+            .arg(format!("--cert-dir={}", cert_dir.display()))
+            .args(["--nomad-addr", &self.nomad_addr])
+            .args(extra);
+        let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
+        Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
+    }
+
+    /// A kubeconfig at `path` for this API server (trusting the stack's CA) that authenticates
+    /// with bearer `token`.
+    ///
+    /// # Errors
+    /// The write failing.
+    pub fn token_kubeconfig(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        let ca = self.pki.ca_path.display();
+        let server = &self.apiserver_url;
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+users:\n- name: bootstrap\n  user:\n    token: {token}\n\
+contexts:\n- name: local\n  context:\n    cluster: local\n    user: bootstrap\ncurrent-context: local\n"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// A kubeconfig at `path` for this API server that authenticates with the client certificate
+    /// and key in `cert` and `key` (which may be one file, as the kubelet keeps them).
+    ///
+    /// # Errors
+    /// The write failing.
+    pub fn certificate_kubeconfig(
+        &self,
+        path: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> anyhow::Result<()> {
+        let text = kubeconfig(&self.apiserver_url, &self.pki.ca_path, cert, key, "node");
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    /// The stack's CA certificate file (PEM).
+    pub fn ca_path(&self) -> &Path {
+        &self.pki.ca_path
     }
 
     /// The command line shared by [`Stack::virtual_kubelet`] and

@@ -20,6 +20,8 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
 #[path = "e2e/adversary.rs"]
 mod adversary;
+#[path = "e2e/bootstrap.rs"]
+mod bootstrap;
 #[path = "e2e/deploy.rs"]
 mod deploy;
 #[path = "e2e/docker.rs"]
@@ -29,6 +31,7 @@ mod hostile;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
 use adversary::kubelet_port_under_attack;
+use bootstrap::node_identity_bootstrap;
 use deploy::in_cluster_rbac;
 use docker::{
     docker_empty_dirs, docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar,
@@ -1880,7 +1883,8 @@ fn main() {
         docker_termination_messages,
         docker_registry_pulls,
         docker_volume_updates,
-        kubelet_port_under_attack
+        kubelet_port_under_attack,
+        node_identity_bootstrap
     ];
     // The tests mostly wait on the peers: run them all at once unless told otherwise.
     args.test_threads = args.test_threads.or(Some(tests.len()));

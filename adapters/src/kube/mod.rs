@@ -24,6 +24,7 @@ use vk_domain::node::LEASE_NAMESPACE;
 use vk_domain::pod::PodKey;
 use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent};
 
+pub mod certificates;
 pub mod events;
 pub mod rate;
 pub mod review;
@@ -39,6 +40,58 @@ pub fn client(config: kube::Config, limit: rate::RateLimit) -> Result<Client, ku
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&rate::RateLimitLayer::new(limit))
         .build())
+}
+
+/// A kube client for `config` that authenticates with the client certificate `identity` holds at
+/// each new connection (so a rotated certificate is used without rebuilding the client), and
+/// passes requests through `limit`. The API server's CA comes from `config` (`root_cert`); any
+/// token or client certificate in `config` is not used. The stack is kube's own
+/// (`ClientBuilder::try_from`: base URI, connect/read/write timeouts) with this TLS
+/// configuration.
+///
+/// # Errors
+/// `config`'s CA certificates cannot be used.
+pub fn client_with_identity(
+    config: &kube::Config,
+    limit: rate::RateLimit,
+    identity: Arc<certificates::Identity>,
+) -> Result<Client, kube::Error> {
+    use kube::client::ConfigExt as _;
+    use tower::ServiceBuilder;
+    let tls_error =
+        |e: &dyn std::fmt::Display| kube::Error::Service(format!("TLS configuration: {e}").into());
+    let mut roots = rustls::RootCertStore::empty();
+    for der in config.root_cert.iter().flatten() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| tls_error(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(&e))?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(identity);
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    let http_client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .layer(rate::RateLimitLayer::new(limit))
+        .service(http_client);
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 
 /// Field manager written on server-side applies.

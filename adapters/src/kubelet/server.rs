@@ -72,7 +72,8 @@ pub enum ServerError {
 
 /// A self-signed serving certificate for `node_name` and `addresses` (the subject alternative
 /// names a kubelet without `--tls-cert-file` puts in its own: the hostname and the node's IPs),
-/// valid for a year.
+/// valid for a year from now, as the kubelet's (`cert.GenerateSelfSignedCertKey`). Made anew at
+/// each start; a cluster-signed one that rotates is `--rotate-server-certificates`.
 ///
 /// # Errors
 /// [`ServerError::Tls`] when key generation or signing fails.
@@ -84,8 +85,10 @@ pub fn self_signed(node_name: &str, addresses: &[IpAddr]) -> Result<ServingCert,
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("{node_name}@virtual-kubelet"));
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = params.not_before + Duration::from_secs(20 * 365 * 24 * 3600);
+    // An hour back, for clients whose clock is a little behind ours.
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_after = (now + Duration::from_secs(365 * 24 * 3600)).into();
     let key = rcgen::KeyPair::generate().map_err(tls)?;
     let cert = params.self_signed(&key).map_err(tls)?;
     Ok(ServingCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -113,6 +116,9 @@ pub struct Settings {
     /// What clients may hold: connections, header and token sizes, review turns, WebSocket and
     /// SPDY sizes.
     pub limits: Limits,
+    /// When set, the serving certificate in use (swapped in place as the cluster signs a new one:
+    /// `--rotate-server-certificates`) instead of [`Settings::cert`].
+    pub serving: Option<Arc<crate::kube::certificates::Identity>>,
     /// The process's Prometheus text, served on `/metrics` to callers allowed `nodes/metrics`
     /// (the kubelet serves its own metrics there); `None`: 404.
     pub metrics: Option<MetricsText>,
@@ -140,6 +146,7 @@ impl Settings {
             allowed_ttl: Duration::from_secs(300),
             denied_ttl: Duration::from_secs(30),
             limits: Limits::default(),
+            serving: None,
             metrics: None,
         }
     }
@@ -660,7 +667,10 @@ fn tls_config(settings: &Settings) -> Result<rustls::ServerConfig, ServerError> 
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| tls(&e))?;
+    let mut config = match &settings.serving {
+        Some(identity) => builder.with_cert_resolver(Arc::clone(identity) as _),
+        None => builder.with_single_cert(certs, key).map_err(|e| tls(&e))?,
+    };
     // Upgrades (exec, attach, port-forward) are HTTP/1.1, which is all the API server needs.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -1140,5 +1150,18 @@ mod tests {
         assert!(check(&settings).is_ok());
         settings.cert.key_pem = "junk".into();
         assert!(matches!(check(&settings), Err(ServerError::Tls(_))));
+    }
+
+    /// The self-signed certificate is valid now and for a year, as the kubelet's.
+    #[test]
+    fn self_signed_is_valid_for_a_year_from_now() {
+        let own = self_signed("vk", &[]).unwrap();
+        let issued =
+            crate::kube::certificates::Issued::from_pem(&own.cert_pem, &own.key_pem).unwrap();
+        let now = std::time::SystemTime::now();
+        assert!(issued.not_before < now && now < issued.not_after);
+        let life = issued.not_after.duration_since(issued.not_before).unwrap();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert!(life > year && life <= year + Duration::from_secs(3600), "{life:?}");
     }
 }
