@@ -198,7 +198,7 @@ pub struct Cli {
     /// Where the process's own metrics, `/healthz` and `/readyz` are served, without
     /// authentication (`host:port`, or `:port` for every address). Loopback by default: the
     /// same metrics are on the kubelet port for callers allowed `nodes/metrics`; listening on
-    /// every address needs a NetworkPolicy (`deploy/networkpolicy.yaml`).
+    /// every address needs a NetworkPolicy (`deploy/base/networkpolicy.yaml`).
     #[arg(long, default_value = "127.0.0.1:10255", value_parser = crate::telemetry::parse_addr)]
     pub metrics_addr: std::net::SocketAddr,
     /// How often every workload is listed from the backend (upstream's full resync): a safety

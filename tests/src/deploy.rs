@@ -1,7 +1,7 @@
 //! The deployment manifests in `deploy/` as the end-to-end tests use them: the ClusterRole's rules
 //! as (API group, resource, verb) permissions, ClusterRole copies lacking one permission, and the
 //! ablation table naming, for every permission, the check of the `in_cluster_rbac` test that
-//! fails without it. A unit test keeps the table and `deploy/clusterrole.yaml` in step, so a rule
+//! fails without it. A unit test keeps the table and `deploy/service-account/clusterrole.yaml` in step, so a rule
 //! added without a case (or a case whose rule is gone) fails.
 
 use std::collections::BTreeMap;
@@ -10,9 +10,15 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-/// The `deploy/` directory of this repository (the kustomization applied by `kubectl apply -k`).
+/// The `deploy/` directory of this repository (the kustomization applied by `kubectl apply -k`:
+/// node identity; `service-account/` under it is the ServiceAccount mode).
 pub fn deploy_dir() -> PathBuf {
     crate::peers::repo_root().join("deploy")
+}
+
+/// The ClusterRole of the ServiceAccount mode, `deploy/service-account/clusterrole.yaml`.
+pub fn cluster_role_path() -> PathBuf {
+    deploy_dir().join("service-account").join("clusterrole.yaml")
 }
 
 /// The checks of the `in_cluster_rbac` end-to-end test, in the order it makes them on one
@@ -64,7 +70,7 @@ impl Check {
         Check::LeaseAfterRestart,
     ];
 
-    /// The name used in `deploy/clusterrole.yaml` comments, the README and failure messages.
+    /// The name used in `deploy/service-account/clusterrole.yaml` comments, the README and failure messages.
     pub fn name(self) -> &'static str {
         match self {
             Check::NodeRegistered => "node registered",
@@ -199,7 +205,7 @@ mod tests {
     use super::*;
 
     fn deployed() -> Vec<Permission> {
-        let yaml = std::fs::read_to_string(deploy_dir().join("clusterrole.yaml")).unwrap();
+        let yaml = std::fs::read_to_string(cluster_role_path()).unwrap();
         cluster_role_permissions(&yaml).unwrap()
     }
 

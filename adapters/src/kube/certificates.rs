@@ -27,7 +27,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -189,8 +189,8 @@ fn rand_percent() -> u32 {
 
 /// Asks the cluster for a certificate of `kind` for node `node` (with `names` and `ips` as the
 /// serving certificate's subject alternative names), through `client`, and waits up to `wait` for
-/// it to be signed. The CSR is deleted once read (the kubelet leaves them to the cleaner;
-/// deleting ours keeps the list short).
+/// it to be signed. The CSR is left to kube-controller-manager's cleaner (an issued one goes
+/// after an hour), as the kubelet leaves it: a node may not delete CSRs.
 ///
 /// # Errors
 /// [`CertError::Refused`] when the CSR is denied or fails, [`CertError::Timeout`] when it is not
@@ -253,9 +253,6 @@ pub async fn request(
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
             let cert_pem = String::from_utf8_lossy(&cert.0).into_owned();
             let issued = Issued::from_pem(&cert_pem, &key.serialize_pem())?;
-            if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
-                warn!(csr = %name, error = %e, "deleting the signed certificate signing request");
-            }
             info!(csr = %name, not_after = ?issued.not_after, "certificate signed");
             return Ok(issued);
         }

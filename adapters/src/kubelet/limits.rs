@@ -7,10 +7,12 @@
 //!   request's headers under way). A new connection beyond a cap closes the oldest
 //!   unauthenticated connection of the peer holding the most of them (so one flooding peer
 //!   evicts its own connections, not another's) once that one has had
-//!   [`Limits::evict_after`] to authenticate; otherwise the new one is refused, closed before
-//!   any TLS work. So a client that floods with connections costs the node an accept and a close
-//!   each, and handshakes at most `max_unauthenticated / evict_after` a second, while a client
-//!   that authenticates at once always finds room.
+//!   [`Limits::evict_after`] to authenticate, or at once when the new one's peer holds few (under
+//!   a sixteenth of the cap) and that peer at least two more; otherwise the new one is refused, closed
+//!   before any TLS work. So a client that floods with connections costs the node an accept and
+//!   a close each, and handshakes at most `max_unauthenticated / evict_after` a second, while a
+//!   client that holds few (the API server) always finds room, even while the flood's
+//!   connections are all young.
 //! - **Reviews** ([`ReviewGate`]): TokenReviews and SubjectAccessReviews go to the API server
 //!   through their own client; here at most `max_reviews_in_flight` run at once, a request waits
 //!   at most `review_wait` for a turn (then 429), and each peer has a token bucket of reviews
@@ -281,13 +283,19 @@ impl State {
     }
 
     /// Closes the oldest unauthenticated connection of `peer`, or of the peer holding the most
-    /// unauthenticated ones when `peer` is `None`, if it is older than `after`. False when there
-    /// is none.
-    fn evict(&mut self, peer: Option<IpAddr>, after: Duration) -> bool {
-        let peer = match peer {
-            Some(p) => p,
+    /// unauthenticated ones when `peer` is `None`, if it is older than `after`, or of any age
+    /// when that peer holds at least two more than `newcomer`'s and the newcomer's peer holds
+    /// fewer than [`Newcomer::few`] (a flood gives way at once to a peer with few; floods from
+    /// several addresses do not churn each other's handshakes). False when there is none.
+    fn evict(&mut self, peer: Option<IpAddr>, after: Duration, newcomer: Newcomer) -> bool {
+        let (peer, after) = match peer {
+            Some(p) => (p, after),
             None => match self.per_peer.iter().filter(|(_, c)| c.1 > 0).max_by_key(|(_, c)| c.1) {
-                Some((p, _)) => *p,
+                Some((p, c)) => {
+                    let own = self.per_peer.get(&newcomer.peer).map_or(0, |c| c.1);
+                    let gives_way = own < newcomer.few && c.1 > own + 1;
+                    (*p, if gives_way { Duration::ZERO } else { after })
+                }
                 None => return false,
             },
         };
@@ -308,6 +316,14 @@ impl State {
         metrics::gauge!(CONNECTIONS_OPEN, "state" => "authenticated")
             .set(self.entries.len() as f64 - unauth);
     }
+}
+
+/// Who asks for a slot: its peer, and below how many unauthenticated connections of its own it
+/// counts as a peer with few (a sixteenth of [`Limits::max_unauthenticated`], at least 1).
+#[derive(Debug, Clone, Copy)]
+struct Newcomer {
+    peer: IpAddr,
+    few: usize,
 }
 
 /// The open connections of the kubelet port, as [`Limits`] bounds them.
@@ -343,17 +359,20 @@ impl Connections {
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refused> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let l = &self.limits;
+        let newcomer = Newcomer { peer, few: (l.max_unauthenticated / 16).max(1) };
         if s.per_peer.get(&peer).is_some_and(|c| c.0 >= l.max_connections_per_peer)
-            && !s.evict(Some(peer), l.evict_after)
+            && !s.evict(Some(peer), l.evict_after, newcomer)
         {
             metrics::counter!(CONNECTIONS_REFUSED, "reason" => "peer").increment(1);
             return Err(Refused::Peer);
         }
-        if s.entries.len() >= l.max_connections && !s.evict(None, l.evict_after) {
+        if s.entries.len() >= l.max_connections && !s.evict(None, l.evict_after, newcomer) {
             metrics::counter!(CONNECTIONS_REFUSED, "reason" => "total").increment(1);
             return Err(Refused::Total);
         }
-        if s.unauthenticated >= l.max_unauthenticated.max(1) && !s.evict(None, l.evict_after) {
+        if s.unauthenticated >= l.max_unauthenticated.max(1)
+            && !s.evict(None, l.evict_after, newcomer)
+        {
             metrics::counter!(CONNECTIONS_REFUSED, "reason" => "unauthenticated").increment(1);
             return Err(Refused::Unauthenticated);
         }
@@ -510,17 +529,42 @@ mod tests {
         assert_eq!(conns.open(), (3, 1));
     }
 
-    /// A connection that just arrived is not evicted: the newcomer is refused instead, before
-    /// any TLS work, so a flood of connections cannot make the node handshake without end.
+    /// A connection that just arrived is not evicted by its own peer or by one holding nearly
+    /// as many: the newcomer is refused instead, before any TLS work, so a flood of connections
+    /// cannot make the node handshake without end.
     #[test]
-    fn young_connections_are_not_evicted() {
+    fn young_connections_are_not_evicted_by_their_like() {
         let l = Limits { evict_after: Duration::from_secs(60), ..limits(100, 100, 2) };
         let conns = Connections::new(l);
-        let held: Vec<Slot> = (0..2).map(|_| conns.admit(ip(2)).unwrap()).collect();
+        let held = [conns.admit(ip(2)).unwrap(), conns.admit(ip(3)).unwrap()];
+        assert_eq!(conns.admit(ip(2)).unwrap_err(), Refused::Unauthenticated);
         assert_eq!(conns.admit(ip(3)).unwrap_err(), Refused::Unauthenticated);
         assert!(held.iter().all(|s| !s.inner.close.is_cancelled()));
         held[0].authenticated();
         assert!(conns.admit(ip(3)).is_ok(), "room again once one authenticated");
+    }
+
+    /// A peer holding few connections gets in at once while a flood holds every unauthenticated
+    /// slot with young connections: the flood's oldest gives way.
+    #[test]
+    fn a_flood_of_young_connections_gives_way_to_a_peer_with_few() {
+        // 64 slots: a peer with fewer than 4 counts as one with few.
+        let l = Limits { evict_after: Duration::from_secs(60), ..limits(100, 100, 64) };
+        let conns = Connections::new(l);
+        let flood: Vec<Slot> = (0..64).map(|_| conns.admit(ip(2)).unwrap()).collect();
+        assert_eq!(conns.admit(ip(2)).unwrap_err(), Refused::Unauthenticated);
+        let api_server: Vec<Slot> = (0..4).map(|_| conns.admit(ip(1)).unwrap()).collect();
+        assert!(flood[..4].iter().all(|s| s.inner.close.is_cancelled()));
+        assert!(!flood[4].inner.close.is_cancelled());
+        // Four is no longer few: the fifth waits for the flood's to age.
+        assert_eq!(conns.admit(ip(1)).unwrap_err(), Refused::Unauthenticated);
+        assert!(api_server.iter().all(|s| !s.inner.close.is_cancelled()));
+        // A second flood from another address, once it holds four, takes none of the first's
+        // young connections either.
+        drop(api_server);
+        let other: Vec<Slot> = (0..4).map(|_| conns.admit(ip(3)).unwrap()).collect();
+        assert_eq!(conns.admit(ip(3)).unwrap_err(), Refused::Unauthenticated);
+        assert_eq!(other.len(), 4);
     }
 
     #[tokio::test]

@@ -25,6 +25,74 @@ const PODS_NS: &str = "e2e-rbac";
 const NAME: &str = "virtual-kubelet-nomad";
 /// The node name the test's overlay gives the Deployment.
 const CONTROL_NODE: &str = "vk-deploy";
+/// Namespace of the kustomization's objects in node-identity mode (`deploy/` itself).
+const NODE_DEPLOY_NS: &str = "e2e-deploy-node";
+/// The node name the test's overlay of `deploy/` (node identity) gives the Deployment.
+const NODE_CONTROL: &str = "vk-deploy-node";
+
+/// The two kustomizations of `deploy/`: how the process authenticates to the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `deploy/service-account/`: the ServiceAccount and its ClusterRole.
+    ServiceAccount,
+    /// `deploy/` (recommended): a node identity by TLS bootstrap.
+    NodeIdentity,
+}
+
+impl Mode {
+    fn dir(self) -> PathBuf {
+        match self {
+            Mode::ServiceAccount => deploy::deploy_dir().join("service-account"),
+            Mode::NodeIdentity => deploy::deploy_dir(),
+        }
+    }
+
+    fn namespace(self) -> &'static str {
+        match self {
+            Mode::ServiceAccount => DEPLOY_NS,
+            Mode::NodeIdentity => NODE_DEPLOY_NS,
+        }
+    }
+
+    fn node(self) -> &'static str {
+        match self {
+            Mode::ServiceAccount => CONTROL_NODE,
+            Mode::NodeIdentity => NODE_CONTROL,
+        }
+    }
+
+    /// What `kubectl apply -k` must report, beside the namespace.
+    fn applied(self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            "serviceaccount/virtual-kubelet-nomad",
+            "secret/virtual-kubelet-nomad",
+            "deployment.apps/virtual-kubelet-nomad",
+            "networkpolicy.networking.k8s.io/virtual-kubelet-nomad",
+        ]
+        .map(String::from)
+        .into();
+        let rbac = "rbac.authorization.k8s.io";
+        match self {
+            Mode::ServiceAccount => {
+                out.push(format!("clusterrole.{rbac}/virtual-kubelet-nomad"));
+                out.push(format!("clusterrolebinding.{rbac}/virtual-kubelet-nomad"));
+            }
+            Mode::NodeIdentity => {
+                out.push("secret/virtual-kubelet-nomad-bootstrap".into());
+                out.push(format!("clusterrole.{rbac}/virtual-kubelet-nomad:namespaces"));
+                for b in [
+                    "bootstrap-create-csrs",
+                    "bootstrap-approve-node-client-csrs",
+                    "nodes-renew-client-csrs",
+                    "namespaces",
+                ] {
+                    out.push(format!("clusterrolebinding.{rbac}/virtual-kubelet-nomad:{b}"));
+                }
+            }
+        }
+        out
+    }
+}
 
 /// One virtual kubelet of the test: the Deployment's own ServiceAccount (the control), or one
 /// whose ClusterRole lacks `without`.
@@ -89,8 +157,9 @@ struct Outcome {
 /// else (the control's log has none).
 pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (deployment, secret) = apply_deploy(&cx).await?;
-    println!("deploy/ applied in {:?}", started.elapsed());
+    let (deployment, secret) = apply_deploy(&cx, Mode::ServiceAccount).await?;
+    let (node_deployment, node_secret) = apply_deploy(&cx, Mode::NodeIdentity).await?;
+    println!("deploy/service-account/ and deploy/ applied in {:?}", started.elapsed());
 
     cx.stack.namespace(PODS_NS).await?;
     // The pods' namespace is selected by label by a rule of the policy file every instance
@@ -105,40 +174,17 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
     let policy_args = ["--policy-file".to_owned(), policy.display().to_string()];
     let caller_token = inputs_and_identities(&cx).await?;
 
-    // The Deployment's container as a kubelet would start it.
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let mut vars: Vec<(String, String)> = Vec::new();
-    for e in container["env"].as_array().into_iter().flatten() {
-        let name = e["name"].as_str().unwrap_or_default().to_owned();
-        if let Some(v) = e["value"].as_str() {
-            vars.push((name, v.to_owned()));
-        } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
-            vars.push((name, "127.0.0.1".into()));
-        } else {
-            bail!("the Deployment's env {e} is not handled by this test");
-        }
-    }
-    let mut args: Vec<String> = container["args"]
-        .as_array()
-        .context("the Deployment's container has no args")?
-        .iter()
-        .map(|a| expand(a.as_str().unwrap_or_default(), &vars))
-        .collect();
-    ensure!(
-        args.windows(2).any(|w| w[0] == "--nodename" && w[1] == CONTROL_NODE),
-        "the Deployment does not name node {CONTROL_NODE}: {args:?}"
-    );
+    let (mut args, mut env, _) = as_the_kubelet_starts(&cx, Mode::ServiceAccount, &deployment)?;
     ensure!(
         deployment["spec"]["template"]["spec"]["serviceAccountName"] == NAME,
         "the Deployment's pods do not run as {NAME}"
     );
     args.extend(policy_args.iter().cloned());
-    let mut env = vars.clone();
     env.extend(secret);
+    let node_control = node_identity_control(&cx, &node_deployment, node_secret, &policy_args)?;
 
-    let permissions = deploy::cluster_role_permissions(&std::fs::read_to_string(
-        deploy::deploy_dir().join("clusterrole.yaml"),
-    )?)?;
+    let permissions =
+        deploy::cluster_role_permissions(&std::fs::read_to_string(deploy::cluster_role_path())?)?;
     let mut instances = vec![Instance {
         node: CONTROL_NODE.into(),
         pod: "p-control".into(),
@@ -149,6 +195,7 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
         metrics_port: free_port()?,
         without: None,
     }];
+    instances.push(node_control);
     let mut objects = Vec::new();
     for (perm, check) in deploy::ablations() {
         let name = format!("vk-no-{}", perm.slug());
@@ -209,6 +256,11 @@ pub(crate) async fn in_cluster_rbac(cx: Ctx<'_>) -> anyhow::Result<()> {
         match (&i.without, &outcome.failed) {
             (None, None) => {
                 println!("control ({}): {}", i.node, passed.join(", "));
+                if i.node == NODE_CONTROL {
+                    node_identity_extras(&cx, &i.node)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("the node-identity control: {e:#}"))?;
+                }
                 let refused = refusals(&i.log(&cx));
                 if !refused.is_empty() {
                     errors.push(format!("the control was refused {refused:?}"));
@@ -274,68 +326,244 @@ fn expand(arg: &str, vars: &[(String, String)]) -> String {
     vars.iter().fold(arg.to_owned(), |a, (k, v)| a.replace(&format!("$({k})"), v))
 }
 
-/// `kubectl apply -k` of an overlay of `deploy/`; returns the Deployment as the API server
-/// stored it and the Secret's data (decoded) as environment variables.
-async fn apply_deploy(cx: &Ctx<'_>) -> anyhow::Result<(Value, Vec<(String, String)>)> {
-    let overlay = cx.stack.dir.join("deploy-overlay");
+/// `kubectl apply -k` of an overlay of `mode`'s kustomization; returns the Deployment as the API
+/// server stored it and the Secret's data (decoded) as environment variables.
+async fn apply_deploy(cx: &Ctx<'_>, mode: Mode) -> anyhow::Result<(Value, Vec<(String, String)>)> {
+    let ns = mode.namespace();
+    let overlay = cx.stack.dir.join(format!("deploy-overlay-{ns}"));
     std::fs::create_dir_all(&overlay)?;
     // kustomize takes bases by relative path only.
-    let base = relative(&overlay.canonicalize()?, &deploy::deploy_dir().canonicalize()?);
+    let base = relative(&overlay.canonicalize()?, &mode.dir().canonicalize()?);
     let patch = |ops: Value| serde_json::to_string(&ops);
+    let mut patches = vec![
+        json!({"target": {"kind": "Secret", "name": NAME}, "patch": patch(json!([
+            {"op": "replace", "path": "/stringData/NOMAD_ADDR", "value": cx.stack.nomad_addr}
+        ]))?}),
+        json!({"target": {"kind": "Deployment", "name": NAME}, "patch": patch(json!([
+            {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "NODE_NAME"},
+            {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": mode.node()}
+        ]))?}),
+    ];
+    if mode == Mode::NodeIdentity {
+        // The node name also names the one binding given to this node alone.
+        patches.push(json!({"target": {"kind": "ClusterRoleBinding", "name": "virtual-kubelet-nomad:namespaces"},
+            "patch": patch(json!([
+                {"op": "test", "path": "/subjects/0/name", "value": "system:node:nomad"},
+                {"op": "replace", "path": "/subjects/0/name", "value": format!("system:node:{}", mode.node())}
+            ]))?}));
+    }
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [base.display().to_string()],
-        "namespace": DEPLOY_NS,
+        "namespace": ns,
         "replicas": [{"name": NAME, "count": 0}],
-        "patches": [
-            {"target": {"kind": "Secret", "name": NAME}, "patch": patch(json!([
-                {"op": "replace", "path": "/stringData/NOMAD_ADDR", "value": cx.stack.nomad_addr}
-            ]))?},
-            {"target": {"kind": "Deployment", "name": NAME}, "patch": patch(json!([
-                {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "NODE_NAME"},
-                {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": CONTROL_NODE}
-            ]))?},
-        ],
+        "patches": patches,
     });
     // JSON is YAML.
     std::fs::write(overlay.join("kustomization.yaml"), kustomization.to_string())?;
     let applied = cx.stack.kubectl(&["apply", "-k", &overlay.display().to_string()])?;
-    for kind in [
-        "namespace/e2e-deploy",
-        "serviceaccount/virtual-kubelet-nomad",
-        "clusterrole.rbac.authorization.k8s.io/virtual-kubelet-nomad",
-        "clusterrolebinding.rbac.authorization.k8s.io/virtual-kubelet-nomad",
-        "secret/virtual-kubelet-nomad",
-        "deployment.apps/virtual-kubelet-nomad",
-        "networkpolicy.networking.k8s.io/virtual-kubelet-nomad",
-    ] {
-        ensure!(applied.contains(kind), "{kind} not applied:\n{applied}");
+    for kind in mode.applied().into_iter().chain([format!("namespace/{ns}")]) {
+        ensure!(applied.contains(&kind), "{kind} not applied:\n{applied}");
     }
     let deployment: Value = serde_json::from_str(&cx.stack.kubectl(&[
         "get",
         "deployment",
         NAME,
         "-n",
-        DEPLOY_NS,
+        ns,
         "-o",
         "json",
     ])?)?;
     ensure!(deployment["spec"]["replicas"] == 0, "replicas: {}", deployment["spec"]["replicas"]);
-    let secret: Value = serde_json::from_str(
-        &cx.stack.kubectl(&["get", "secret", NAME, "-n", DEPLOY_NS, "-o", "json"])?,
-    )?;
     let mut env = Vec::new();
-    for (k, v) in secret["data"].as_object().context("the Secret has no data")? {
-        let bytes =
-            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?;
-        env.push((k.clone(), String::from_utf8(bytes)?));
+    for (k, v) in object_data(cx, "secret", NAME, ns)? {
+        env.push((k, String::from_utf8(v)?));
     }
     ensure!(
         env.iter().any(|(k, v)| k == "NOMAD_ADDR" && *v == cx.stack.nomad_addr),
         "the Secret does not give NOMAD_ADDR: {env:?}"
     );
     Ok((deployment, env))
+}
+
+/// The data of a Secret or ConfigMap (`kind`), read from the API server, values decoded.
+fn object_data(
+    cx: &Ctx<'_>,
+    kind: &str,
+    name: &str,
+    ns: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let object: Value =
+        serde_json::from_str(&cx.stack.kubectl(&["get", kind, name, "-n", ns, "-o", "json"])?)?;
+    let data = object["data"].as_object().with_context(|| format!("{kind} {name} has no data"))?;
+    data.iter()
+        .map(|(k, v)| {
+            let v = v.as_str().unwrap_or_default();
+            let bytes = match kind {
+                "secret" => base64::engine::general_purpose::STANDARD.decode(v)?,
+                _ => v.as_bytes().to_vec(),
+            };
+            Ok((k.clone(), bytes))
+        })
+        .collect()
+}
+
+/// Where the test keeps volume `volume` of the Deployment in namespace `ns`.
+fn volume_dir(cx: &Ctx<'_>, ns: &str, volume: &str) -> PathBuf {
+    cx.stack.dir.join("deploy-volumes").join(ns).join(volume)
+}
+
+/// The Deployment's container as a kubelet would start it: its `env` (values, and the pod IP as
+/// 127.0.0.1), its volumes made (Secret and ConfigMap volumes from the API server, emptyDirs
+/// empty) in directories of the test, and its args with `$(VAR)` expanded and each mount path
+/// replaced by that directory. Returns the args, the variables and the mounts (mount path, dir).
+#[allow(clippy::type_complexity)]
+fn as_the_kubelet_starts(
+    cx: &Ctx<'_>,
+    mode: Mode,
+    deployment: &Value,
+) -> anyhow::Result<(Vec<String>, Vec<(String, String)>, Vec<(String, PathBuf)>)> {
+    let ns = mode.namespace();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default().to_owned();
+        if let Some(v) = e["value"].as_str() {
+            vars.push((name, v.to_owned()));
+        } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
+            vars.push((name, "127.0.0.1".into()));
+        } else {
+            bail!("the Deployment's env {e} is not handled by this test");
+        }
+    }
+    let mut mounts = Vec::new();
+    for m in container["volumeMounts"].as_array().into_iter().flatten() {
+        let (name, path) = (m["name"].as_str().unwrap_or_default(), m["mountPath"].as_str());
+        let path = path.with_context(|| format!("mount {m} has no mountPath"))?;
+        let volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == name)
+            .with_context(|| format!("no volume {name}"))?;
+        let dir = volume_dir(cx, ns, name);
+        std::fs::create_dir_all(&dir)?;
+        let data = if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            object_data(cx, "secret", secret, ns)?
+        } else if let Some(config_map) = volume["configMap"]["name"].as_str() {
+            object_data(cx, "configmap", config_map, ns)?
+        } else if volume["emptyDir"].is_object() {
+            Vec::new()
+        } else {
+            bail!("the Deployment's volume {volume} is not handled by this test");
+        };
+        for (key, bytes) in data {
+            std::fs::write(dir.join(key), bytes)?;
+        }
+        mounts.push((path.to_owned(), dir));
+    }
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .context("the Deployment's container has no args")?
+        .iter()
+        .map(|a| {
+            let arg = expand(a.as_str().unwrap_or_default(), &vars);
+            mounts.iter().fold(arg, |a, (path, dir)| a.replace(path, &dir.display().to_string()))
+        })
+        .collect();
+    let node = mode.node();
+    ensure!(
+        args.windows(2).any(|w| w[0] == "--nodename" && w[1] == node),
+        "the Deployment does not name node {node}: {args:?}"
+    );
+    Ok((args, vars, mounts))
+}
+
+/// The instance of `deploy/` itself (node identity): a bootstrap token made from
+/// `deploy/bootstrap-token.yaml` (its placeholders replaced, as the operator does) and put in
+/// the bootstrap kubeconfig the Secret holds (the in-cluster API server name replaced by the
+/// stack's address, which this test's process cannot resolve); no ServiceAccount token (the
+/// Deployment mounts none).
+fn node_identity_control(
+    cx: &Ctx<'_>,
+    deployment: &Value,
+    secret: Vec<(String, String)>,
+    policy_args: &[String],
+) -> anyhow::Result<Instance> {
+    let pod = &deployment["spec"]["template"]["spec"];
+    ensure!(
+        pod["automountServiceAccountToken"] == false,
+        "the node-identity Deployment mounts a ServiceAccount token"
+    );
+    let mut random = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    let (id, token_secret) = ("e2edpl", format!("{:016x}", u64::from_le_bytes(random)));
+    let template = std::fs::read_to_string(deploy::deploy_dir().join("bootstrap-token.yaml"))?;
+    ensure!(template.contains("TOKENID") && template.contains("TOKENSECRETTOKEN"), "{template}");
+    let rendered = cx.stack.dir.join("deploy-bootstrap-token.yaml");
+    std::fs::write(
+        &rendered,
+        template.replace("TOKENSECRETTOKEN", &token_secret).replace("TOKENID", id),
+    )?;
+    cx.stack.kubectl(&["apply", "-f", &rendered.display().to_string()])?;
+
+    let (mut args, vars, mounts) = as_the_kubelet_starts(cx, Mode::NodeIdentity, deployment)?;
+    let kubeconfig = args
+        .windows(2)
+        .find(|w| w[0] == "--bootstrap-kubeconfig")
+        .map(|w| PathBuf::from(&w[1]))
+        .context("the Deployment gives no --bootstrap-kubeconfig")?;
+    let text = std::fs::read_to_string(&kubeconfig)?;
+    let (server, placeholder) = ("https://kubernetes.default.svc", "TOKENID.TOKENSECRETTOKEN");
+    ensure!(text.contains(server) && text.contains(placeholder), "the kubeconfig: {text}");
+    let text = mounts.iter().fold(
+        text.replace(server, &cx.stack.apiserver_url)
+            .replace(placeholder, &format!("{id}.{token_secret}")),
+        |t, (path, dir)| t.replace(path, &dir.display().to_string()),
+    );
+    std::fs::write(&kubeconfig, text)?;
+    let no_token = cx.stack.dir.join("serviceaccounts").join("none");
+    std::fs::create_dir_all(&no_token)?;
+    args.extend(policy_args.iter().cloned());
+    let mut env = vars;
+    env.extend(secret);
+    Ok(Instance {
+        node: NODE_CONTROL.into(),
+        pod: "p-node-identity".into(),
+        sa_dir: no_token,
+        args,
+        env,
+        kubelet_port: free_port()?,
+        metrics_port: free_port()?,
+        without: None,
+    })
+}
+
+/// After its checks passed: the node-identity instance is `system:node:<node>` to the API
+/// server (the client certificate it bootstrapped into its cert-dir volume), and, its pod
+/// deleted, it is refused the Secret that pod read while the pods of the other nodes still use it
+/// (the Node authorizer: "no relationship found").
+async fn node_identity_extras(cx: &Ctx<'_>, node: &str) -> anyhow::Result<()> {
+    let cert = volume_dir(cx, NODE_DEPLOY_NS, "pki").join("kubelet-client-current.pem");
+    let kubeconfig = cx.stack.dir.join("deploy-node-identity.kubeconfig");
+    cx.stack.certificate_kubeconfig(&kubeconfig, &cert, &cert)?;
+    let kc = format!("--kubeconfig={}", kubeconfig.display());
+    let who: Value =
+        serde_json::from_str(&cx.stack.kubectl(&[&kc, "auth", "whoami", "-o", "json"])?)?;
+    ensure!(
+        who["status"]["userInfo"]["username"] == format!("system:node:{node}"),
+        "the bootstrapped identity is {who}"
+    );
+    let refused = cx.stack.kubectl(&[&kc, "get", "secret", "app-secret", "-n", PODS_NS]);
+    let refused = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    ensure!(
+        refused.contains("Forbidden") && refused.contains("no relationship found"),
+        "the node read a Secret none of its pods uses: {refused:?}"
+    );
+    println!("node identity: {node} is system:node:{node}, refused a Secret of other nodes' pods");
+    Ok(())
 }
 
 /// `to` relative to directory `from` (both absolute).
