@@ -980,7 +980,45 @@ its log: {}",
             .args(["--nomad-addr", &self.nomad_addr])
             .args(extra);
         let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
+        started(node, &log);
         Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
+    }
+
+    /// Stops and purges, in every Nomad namespace, the jobs whose pods were bound to `nodes`
+    /// (`Meta.k8s_node_name`): a test's pods outlive its virtual kubelets, and some of them spin
+    /// (the HPA's load) and would take the CPU the next tests measure with. Returns how many.
+    ///
+    /// # Errors
+    /// Nomad not answering the listing; a failed stop is skipped.
+    pub async fn stop_jobs_of(&self, nodes: &[String]) -> anyhow::Result<usize> {
+        let http = reqwest::Client::new();
+        let jobs: Vec<serde_json::Value> = http
+            .get(format!("{}/v1/jobs?meta=true&namespace=*", self.nomad_addr))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut stopped = 0;
+        for j in jobs {
+            let owned =
+                j["Meta"]["k8s_node_name"].as_str().is_some_and(|n| nodes.iter().any(|m| m == n));
+            let (Some(id), Some(ns)) = (j["ID"].as_str(), j["Namespace"].as_str()) else {
+                continue;
+            };
+            if !owned {
+                continue;
+            }
+            let r = http
+                .delete(format!("{}/v1/job/{id}", self.nomad_addr))
+                .query(&[("purge", "true"), ("namespace", ns)])
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
     }
 
     /// Starts `virtual-kubelet --provider nomad` as node `node` the way it runs in a pod: no
@@ -1009,6 +1047,7 @@ its log: {}",
             .env("NOMAD_ADDR", &self.nomad_addr)
             .envs(env.iter().map(|(k, v)| (k, v)));
         let path = self.dir.join("logs").join(format!("virtual-kubelet-{log}.log"));
+        started(node, &path);
         Process::spawn(&format!("virtual-kubelet-{log}"), cmd, &path)
     }
 
@@ -1031,6 +1070,7 @@ its log: {}",
             .args(["--nomad-addr", &self.nomad_addr])
             .args(extra);
         let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
+        started(node, &log);
         Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
     }
 
@@ -1147,6 +1187,35 @@ pub fn virtual_kubelet_bin() -> anyhow::Result<PathBuf> {
         "virtual-kubelet binary not found near {}; run `cargo build -p vk-app` first or set VK_BIN",
         exe.display()
     )
+}
+
+tokio::task_local! {
+    /// The virtual kubelets a test started (in the test's own task), as (node, log file): a
+    /// failing test shows their last lines (CI keeps the output, not the stack's directory), and
+    /// the jobs of their pods are stopped when the test ends ([`Stack::stop_jobs_of`]).
+    pub static STARTED: std::cell::RefCell<Vec<(String, PathBuf)>>;
+}
+
+/// Notes `node` and its `log` in [`STARTED`] when the caller runs inside its scope.
+fn started(node: &str, log: &Path) {
+    let _ = STARTED.try_with(|l| l.borrow_mut().push((node.to_owned(), log.to_path_buf())));
+}
+
+/// The last `n` lines of each of `logs` (each line cut at 400 characters), headed by its path.
+#[must_use]
+pub fn log_tails<'a>(logs: impl IntoIterator<Item = &'a PathBuf>, n: usize) -> String {
+    let mut out = String::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- the last lines of {}:\n", log.display()));
+        for l in &lines[lines.len().saturating_sub(n)..] {
+            let cut = l.char_indices().nth(400).map_or(l.len(), |(i, _)| i);
+            out.push_str(&l[..cut]);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 impl Drop for Stack {

@@ -1934,11 +1934,24 @@ fn main() {
                         client: stack.client().await.map_err(|e| Failed::from(e.to_string()))?,
                         http: reqwest::Client::new(),
                     };
-                    f(cx).await.map_err(|e| {
+                    let (outcome, started) = vk_tests::STARTED
+                        .scope(std::cell::RefCell::new(Vec::new()), async {
+                            let outcome = f(cx).await;
+                            (outcome, vk_tests::STARTED.with(|l| l.take()))
+                        })
+                        .await;
+                    // What the test's pods still run in Nomad goes with it.
+                    let nodes: Vec<String> = started.iter().map(|(n, _)| n.clone()).collect();
+                    if let Err(e) = stack.stop_jobs_of(&nodes).await {
+                        eprintln!("{name}: the jobs of its nodes were not stopped: {e:#}");
+                    }
+                    outcome.map_err(|e| {
                         Failed::from(format!(
-                            "{e:#}\nlogs:\n{}\n  virtual kubelets: {}/logs/virtual-kubelet-*.log",
+                            "{e:#}\nlogs:\n{}\n  virtual kubelets: {}/logs/virtual-kubelet-*.log\n{}",
                             stack.logs(),
-                            stack.dir.display()
+                            stack.dir.display(),
+                            // Only the first few: a test may start twenty.
+                            vk_tests::log_tails(started.iter().take(3).map(|(_, l)| l), 25)
                         ))
                     })
                 })

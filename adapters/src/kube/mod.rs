@@ -114,6 +114,36 @@ pub fn cluster_error(e: kube::Error) -> ClusterError {
     }
 }
 
+/// Whether `e` is the Node authorizer's refusal of an object it has not yet linked to this node
+/// ("no relationship found between node '<n>' and this object"): its graph of pods, Secrets,
+/// ConfigMaps and ServiceAccounts is fed by its own informers in the API server, so the pod this
+/// node was just told of can be a moment ahead of it. The kubelet meets the same race and retries.
+fn graph_lag(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("no relationship found between node"))
+}
+
+/// How long [`linked`] waits for the Node authorizer's graph: 100 ms doubling to 2 s, ten times, 13 s
+/// in all.
+const GRAPH_LAG: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
+    .with_min_delay(std::time::Duration::from_millis(100))
+    .with_max_delay(std::time::Duration::from_secs(2))
+    .with_max_times(10);
+
+/// `call` retried while the Node authorizer has not linked its object to this node yet
+/// ([`graph_lag`]), then as the API server answers: a refusal that outlasts the lag is a real one
+/// and is returned as such.
+async fn linked<T, F, Fut>(call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    use backon::Retryable as _;
+    call.retry(GRAPH_LAG)
+        .when(graph_lag)
+        .notify(|e, after| debug!(error = %e, ?after, "not linked to this node yet; retrying"))
+        .await
+}
+
 /// A watched pod without what the virtual kubelet never reads: `metadata.managedFields`, the
 /// server-side apply bookkeeping of every writer (the creator's and this kubelet's status
 /// manager's entries), often as large as the spec. Watched pods are held for as long as they are
@@ -339,7 +369,9 @@ impl InputsApi for KubePodApi {
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ClusterError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let Some(cm) = api.get_opt(name).await.map_err(cluster_error)? else { return Ok(None) };
+        let Some(cm) = linked(|| api.get_opt(name)).await.map_err(cluster_error)? else {
+            return Ok(None);
+        };
         let mut out: BTreeMap<String, Vec<u8>> =
             cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
         out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
@@ -352,7 +384,9 @@ impl InputsApi for KubePodApi {
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let Some(s) = api.get_opt(name).await.map_err(cluster_error)? else { return Ok(None) };
+        let Some(s) = linked(|| api.get_opt(name)).await.map_err(cluster_error)? else {
+            return Ok(None);
+        };
         let mut out: BTreeMap<String, Vec<u8>> =
             s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         // `stringData` is write-only; it is folded into `data` by the API server.
@@ -430,10 +464,11 @@ impl InputsApi for KubePodApi {
             }),
             ..TokenRequest::default()
         };
-        let resp: TokenRequest = api
-            .create_subresource("token", service_account, &PostParams::default(), &req)
-            .await
-            .map_err(cluster_error)?;
+        let post = PostParams::default();
+        let resp: TokenRequest =
+            linked(|| api.create_subresource("token", service_account, &post, &req))
+                .await
+                .map_err(cluster_error)?;
         let status = resp.status.ok_or_else(|| {
             ClusterError::Unavailable("the TokenRequest answer has no status".into())
         })?;
@@ -488,5 +523,47 @@ mod tests {
             cluster_error(status(503, "ServiceUnavailable")),
             ClusterError::Unavailable(_)
         ));
+    }
+
+    fn forbidden(message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    /// The Node authorizer's "no relationship" is waited out; any other refusal is returned at
+    /// once, and one that outlasts the wait is returned too.
+    #[tokio::test(start_paused = true)]
+    async fn the_node_authorizers_lag_is_waited_out() {
+        let lag = "secrets \"s\" is forbidden: User \"system:node:n\" cannot get resource \"secrets\" \
+                   in API group \"\" in the namespace \"ns\": no relationship found between node 'n' \
+                   and this object";
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let got = linked(|| async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0..3 => Err(forbidden(lag)),
+                _ => Ok("the secret"),
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some("the secret"));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 4);
+
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let got: Result<(), _> = linked(|| async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(forbidden("User \"system:node:n\" cannot get resource \"secrets\""))
+        })
+        .await;
+        assert!(matches!(cluster_error(got.unwrap_err()), ClusterError::Refused(_)));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        let started = tokio::time::Instant::now();
+        let got: Result<(), _> = linked(|| async { Err(forbidden(lag)) }).await;
+        assert!(matches!(cluster_error(got.unwrap_err()), ClusterError::Refused(_)));
+        assert!(started.elapsed() >= std::time::Duration::from_secs(13), "{:?}", started.elapsed());
     }
 }

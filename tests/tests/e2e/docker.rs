@@ -549,7 +549,11 @@ pub(crate) async fn docker_image_pull_failure(cx: Ctx<'_>) -> anyhow::Result<()>
 pub(crate) async fn docker_exec_probes(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-docker-probes", "e2e-docker-probes");
     let _vk = cx.node_and_namespace_with(node, ns, &["--nomad-driver", "docker"]).await?;
-    let exec = |argv: &[&str]| serde_json::json!({"exec": {"command": argv}, "periodSeconds": 1});
+    // Each run of a probe's command is a Nomad exec session (a WebSocket to the agent, a Docker
+    // exec, run twice on success: hashicorp/nomad#27146): on a loaded 2-core machine that takes
+    // more than the default 1 s `timeoutSeconds` (the CI run of 82e1692 never saw `starts`
+    // started in 30 s), so the probes allow 5 s, as pods with exec probes usually do.
+    let exec = |argv: &[&str]| serde_json::json!({"exec": {"command": argv}, "periodSeconds": 1, "timeoutSeconds": 5});
     let mut never = exec(&["/bin/false"]);
     never["failureThreshold"] = serde_json::json!(1000);
     let p = pod("probed")
