@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::Taint;
-use vk_adapters::nomad::job;
-use vk_adapters::nomad::policy::{NomadGrant, NomadPolicy};
-use vk_adapters::nomad::{ClientConfig, ProviderConfig};
 use vk_domain::node::NodeConfig;
 use vk_domain::policy::{HostPattern, NamespaceSelector, ProbeGrant, Rule, Rules};
+use vk_nomad::job;
+use vk_nomad::policy::{NomadGrant, NomadPolicy};
+use vk_nomad::{ClientConfig, ProviderConfig};
 
 /// The Kubernetes version this kubelet speaks (the API it was built and tested against).
 pub const KUBERNETES_VERSION: &str = "v1.36.3";
@@ -28,7 +28,7 @@ pub enum Provider {
     /// HashiCorp Nomad.
     Nomad,
     /// Pods kept in this process's memory, Running at once (upstream's `mock`; for benchmarks and
-    /// trials, see `vk_adapters::memory`).
+    /// trials, see `vk_memory`).
     Memory,
 }
 
@@ -393,11 +393,11 @@ fn parse_filter(s: &str) -> Result<String, String> {
 }
 
 fn parse_nomad_addr(s: &str) -> Result<String, String> {
-    vk_adapters::nomad::client::parse_address(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+    vk_nomad::client::parse_address(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
-    if vk_adapters::nomad::job::valid_prefix(s) {
+    if vk_nomad::job::valid_prefix(s) {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?}: up to 16 letters, digits, '-', '_' or '~'"))
@@ -1021,8 +1021,9 @@ fn strings(value: config::Value) -> Result<Vec<String>, (String, String)> {
 }
 
 impl Cli {
-    /// The node as configured; `runtime_version` comes from the backend.
-    pub fn node_config(&self, runtime_version: String) -> NodeConfig {
+    /// The node as configured; `runtime_version` and the backend's `version_name` (in
+    /// `kubeletVersion`, `v1.36.3-vk-<name>-<version>`) come from the backend.
+    pub fn node_config(&self, runtime_version: String, version_name: &str) -> NodeConfig {
         let provider = match self.provider {
             Provider::Nomad => "nomad",
             Provider::Memory => "memory",
@@ -1043,7 +1044,10 @@ impl Cli {
             max_pods: self.max_pods,
             internal_ip: self.internal_ip.to_string(),
             hostname: self.nodename.clone(),
-            kubelet_version: format!("{KUBERNETES_VERSION}-vk-nomad-{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: format!(
+                "{KUBERNETES_VERSION}-vk-{version_name}-{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             runtime_version,
         }
     }
@@ -1172,7 +1176,7 @@ mod tests {
         assert_eq!(cli.metrics_addr, "127.0.0.1:10255".parse().unwrap());
         assert_eq!(cli.full_resync_period, Duration::from_secs(30));
         assert_eq!(cli.startup_timeout, Duration::ZERO);
-        let node = cli.node_config("nomad://1.11.3".into());
+        let node = cli.node_config("nomad://1.11.3".into(), "nomad");
         let taint = node.taint.unwrap();
         assert_eq!(
             (taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
@@ -1202,7 +1206,7 @@ mod tests {
             ],
             &Env::default(),
         );
-        let node = cli.node_config(String::new());
+        let node = cli.node_config(String::new(), "nomad");
         assert!(node.taint.is_none());
         assert_eq!((node.labels["a"].as_str(), node.labels["c"].as_str()), ("b", "d"));
         assert!(node.role_label);
@@ -1256,7 +1260,7 @@ mod tests {
         assert_eq!(cli.tls_cert_file.as_deref(), Some(std::path::Path::new(&cert)));
         assert_eq!(cli.tls_private_key_file.as_deref(), Some(std::path::Path::new(&key)));
         assert_eq!(cli.client_ca_file.as_deref(), Some(std::path::Path::new(&ca)));
-        let taint = cli.node_config(String::new()).taint.unwrap();
+        let taint = cli.node_config(String::new(), "nomad").taint.unwrap();
         assert_eq!(
             (taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
             ("example.com/nomad", Some("yes"), "NoExecute")

@@ -2,7 +2,7 @@
 //! TLS bootstrap (`--bootstrap-kubeconfig`, kept in `--cert-dir`, rotated before it expires) and,
 //! with `--rotate-server-certificates`, the kubelet port's serving certificate signed by the
 //! cluster (`serverTLSBootstrap`). The requests themselves are
-//! [`vk_adapters::kube::certificates`].
+//! [`vk_kube::certificates`].
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vk_adapters::kube::certificates::{self, Identity, Issued, Kind};
+use vk_kube::certificates::{self, Identity, Issued, Kind};
 
 /// How long the first client certificate may take to be signed (kube-controller-manager
 /// approves and signs a bootstrap CSR within seconds; an operator approving by hand may not).

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vk_adapters::kube::certificates::Kind;
-use vk_adapters::kube::review::KubeAccessReview;
-use vk_adapters::kube::{KubeNodeApi, KubePodApi};
-use vk_adapters::kubelet::server as kubelet;
-use vk_adapters::memory::{MemoryConfig, MemoryProvider};
-use vk_adapters::nomad::NomadProvider;
+use vk_kube::certificates::{Identity, Kind};
+use vk_kube::review::KubeAccessReview;
+use vk_kube::{KubeNodeApi, KubePodApi};
+use vk_kubelet_api::server as kubelet;
+use vk_memory::{MemoryConfig, MemoryProvider};
+use vk_nomad::NomadProvider;
 use vk_ports::NodeProvider;
 
 use crate::config::{Cli, LogFormat, Provider};
@@ -58,26 +58,24 @@ struct Clients {
     /// The CA certificates (DER) they trust for the API server.
     roots: Vec<Vec<u8>>,
     /// The node's client certificate, when it came by TLS bootstrap (`--bootstrap-kubeconfig`).
-    identity: Option<std::sync::Arc<vk_adapters::kube::certificates::Identity>>,
+    identity: Option<std::sync::Arc<Identity>>,
 }
 
 /// [`Clients`] for the kubeconfig (or in-cluster configuration, or the node's certificate got
 /// with `--bootstrap-kubeconfig`).
 async fn kube_client(cli: &Cli) -> anyhow::Result<Clients> {
-    let limit =
-        vk_adapters::kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
-    let event_limit =
-        vk_adapters::kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
+    let limit = vk_kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
+    let event_limit = vk_kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
     if let (None, Some(path)) = (&cli.kubeconfig, &cli.bootstrap_kubeconfig) {
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("reading --bootstrap-kubeconfig {}", path.display()))?;
         let config =
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await?;
-        let bootstrap = vk_adapters::kube::client(config.clone(), limit)?;
+        let bootstrap = vk_kube::client(config.clone(), limit)?;
         let identity =
             identity::client_certificate(&bootstrap, &cli.nodename, &cli.cert_dir).await?;
-        let with = |l| vk_adapters::kube::client_with_identity(&config, l, Arc::clone(&identity));
+        let with = |l| vk_kube::client_with_identity(&config, l, Arc::clone(&identity));
         return Ok(Clients {
             events: with(event_limit)?,
             heartbeat: with(limit)?,
@@ -102,10 +100,10 @@ async fn kube_client(cli: &Cli) -> anyhow::Result<Clients> {
     let roots = config.root_cert.clone().unwrap_or_default();
     Ok(Clients {
         identity: None,
-        events: vk_adapters::kube::client(config.clone(), event_limit)?,
-        heartbeat: vk_adapters::kube::client(config.clone(), limit)?,
-        reviews: vk_adapters::kube::client(config.clone(), limit)?,
-        pods: vk_adapters::kube::client(config, limit)?,
+        events: vk_kube::client(config.clone(), event_limit)?,
+        heartbeat: vk_kube::client(config.clone(), limit)?,
+        reviews: vk_kube::client(config.clone(), limit)?,
+        pods: vk_kube::client(config, limit)?,
         roots,
     })
 }
@@ -138,8 +136,12 @@ fn in_cluster(cli: &Cli) -> anyhow::Result<Option<kube::Config>> {
 }
 
 /// The kubelet API's settings: serving certificate from files or self-signed, client CA from
-/// `--client-ca-file` or the kubeconfig's CA.
-fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubelet::Settings> {
+/// `--client-ca-file` or the kubeconfig's CA; and the serving certificate to keep renewed when
+/// the cluster signs it (`--rotate-server-certificates`).
+fn kubelet_settings(
+    cli: &Cli,
+    kube_roots: Vec<Vec<u8>>,
+) -> anyhow::Result<(kubelet::Settings, Option<Arc<Identity>>)> {
     let cert = match (&cli.tls_cert_file, &cli.tls_private_key_file) {
         (Some(c), Some(k)) => kubelet::ServingCert {
             cert_pem: std::fs::read_to_string(c)
@@ -154,14 +156,13 @@ fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubel
     };
     let serving = match (&cli.tls_cert_file, cli.rotate_server_certificates) {
         (None, true) => {
-            let fallback =
-                vk_adapters::kube::certificates::Issued::from_pem(&cert.cert_pem, &cert.key_pem)?;
+            let fallback = vk_kube::certificates::Issued::from_pem(&cert.cert_pem, &cert.key_pem)?;
             Some(identity::serving_certificate(&cli.cert_dir, fallback)?)
         }
         _ => None,
     };
     let mut settings = kubelet::Settings::new(&cli.nodename, cert);
-    settings.serving = serving;
+    settings.serving = serving.clone().map(|i| i as kubelet::ServingResolver);
     settings.client_ca = match &cli.client_ca_file {
         Some(f) => {
             let pem = std::fs::read(f)
@@ -172,6 +173,10 @@ fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubel
         None => kube_roots,
     };
     settings.anonymous = cli.anonymous_auth;
+    // Open connections and sessions get 5 s, or three quarters of a shorter shutdown grace, to
+    // finish: the API has closed them before the process stops waiting, and a followed log or an
+    // exec session (which the client opens again) does not hold a restart for long.
+    settings.drain = cli.shutdown_grace.mul_f64(0.75).min(std::time::Duration::from_secs(5));
     let defaults = kubelet::Limits::default();
     let open_files = open_file_limit();
     let reserve = 256;
@@ -196,7 +201,7 @@ fn kubelet_settings(cli: &Cli, kube_roots: Vec<Vec<u8>>) -> anyhow::Result<kubel
         ..defaults
     };
     kubelet::check(&settings)?;
-    Ok(settings)
+    Ok((settings, serving))
 }
 
 /// The process's open-file limit after raising the soft limit to the hard one (as Go programs
@@ -283,7 +288,7 @@ where
 {
     let clients = kube_client(&cli).await.map_err(RunError::Config)?;
     let client = clients.pods.clone();
-    let mut kubelet_settings =
+    let (mut kubelet_settings, serving) =
         kubelet_settings(&cli, clients.roots.clone()).map_err(RunError::Config)?;
     let metrics = telemetry::install().map_err(RunError::Failed)?;
     kubelet_settings.metrics = Some(kubelet::MetricsText({
@@ -306,15 +311,15 @@ where
             "unknown".into()
         }
     };
-    let node = cli.node_config(runtime_version);
+    let node = cli.node_config(runtime_version, provider.version_name());
     info!(node = %node.name, runtime = %node.runtime_version, "starting virtual-kubelet");
 
     // The node's certificates renewed before they expire (each task ends with `cancel`).
-    let renewals: Vec<(Arc<vk_adapters::kube::certificates::Identity>, Kind)> = clients
+    let renewals: Vec<(Arc<Identity>, Kind)> = clients
         .identity
         .iter()
         .map(|i| (Arc::clone(i), Kind::Client))
-        .chain(kubelet_settings.serving.iter().map(|i| (Arc::clone(i), Kind::Serving)))
+        .chain(serving.iter().map(|i| (Arc::clone(i), Kind::Serving)))
         .collect();
     for (identity, kind) in renewals {
         tokio::spawn(identity::keep_renewed(

@@ -3,7 +3,8 @@
 //! every `status_interval` and written when it changes or every `report_interval`.
 //!
 //! The Lease is renewed whatever the backend does: the process is alive. Whether the backend
-//! answers is reported as `Ready=False` with reason `NomadUnreachable`, never by going silent.
+//! answers is reported as `Ready=False` with the provider's reason (`NomadUnreachable` for Nomad),
+//! never by going silent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,7 @@ async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health
         Err(e) => (
             None,
             Health::NotReady {
-                reason: "NomadUnreachable".into(),
+                reason: provider.unreachable_reason().into(),
                 message: format!("cannot reach the backend: {e}"),
             },
         ),

@@ -26,7 +26,9 @@ use vk_domain::runtime::RuntimePod;
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
-use vk_ports::{Change, EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError};
+use vk_ports::{
+    Change, ClusterError, EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError,
+};
 
 use crate::held_pod::{HeldPod, PHASES};
 use crate::inputs::{NamespaceLabels, Resolver, Tokens};
@@ -135,7 +137,59 @@ pub struct PodController<P, K> {
 
 enum Outcome {
     Done,
-    Retry(String),
+    Retry(SyncError),
+}
+
+/// Why a step of a pod's sync failed (the pod is tried again with back-off): what was being done
+/// and the port's error, whose `kind()` labels `vk_pod_operations_total{result}`.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The backend failed.
+    #[error("{doing}: {source}")]
+    Provider {
+        /// What the step was doing (`"creating the workload"`).
+        doing: String,
+        /// The backend's error.
+        source: ProviderError,
+    },
+    /// The Kubernetes API failed.
+    #[error("{doing}: {source}")]
+    Cluster {
+        /// What the step was doing (`"writing the pod status"`).
+        doing: String,
+        /// The API server's error.
+        source: ClusterError,
+    },
+    /// An input the pod names is not there yet (a ConfigMap, a Secret, a key); the container
+    /// waits as the kubelet's does.
+    #[error("{0}")]
+    Missing(String),
+    /// The pod as held could not be read back (a bug; logged with the pod).
+    #[error("{0}")]
+    Held(String),
+}
+
+impl SyncError {
+    /// A low-cardinality label: the port error's kind (`unavailable`, `not_found`, `conflict`,
+    /// ...), `missing_input`, or `internal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Provider { source, .. } => source.kind(),
+            Self::Cluster { source, .. } => source.kind(),
+            Self::Missing(_) => "missing_input",
+            Self::Held(_) => "internal",
+        }
+    }
+
+    fn provider(doing: impl Into<String>) -> impl FnOnce(ProviderError) -> Self {
+        let doing = doing.into();
+        move |source| Self::Provider { doing, source }
+    }
+
+    fn cluster(doing: impl Into<String>) -> impl FnOnce(ClusterError) -> Self {
+        let doing = doing.into();
+        move |source| Self::Cluster { doing, source }
+    }
 }
 
 impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
@@ -389,7 +443,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             let ctx = Context { now: Timestamp::now(), pods_synced: st.pods_synced };
             let pod = match st.pods.get(key).map(HeldPod::pod).transpose() {
                 Ok(pod) => pod,
-                Err(e) => return Outcome::Retry(e.to_string()),
+                Err(e) => return Outcome::Retry(SyncError::Held(e.to_string())),
             };
             (pod, st.runtime.get(key).map(|r| RuntimePod::clone(r)), ctx)
         };
@@ -404,7 +458,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 }
                 Err(e) => {
                     self.state().dirty.insert(key.clone());
-                    return Outcome::Retry(e.to_string());
+                    return Outcome::Retry(SyncError::provider("reading the workload")(e));
                 }
             },
             (Some(p), Some(_)) if pod::deletion_deadline(p).is_some() => {
@@ -413,7 +467,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                         self.remember(key, fresh.clone());
                         fresh
                     }
-                    Err(e) => return Outcome::Retry(e.to_string()),
+                    Err(e) => {
+                        return Outcome::Retry(SyncError::provider("reading the workload")(e));
+                    }
                 }
             }
             (_, r) => r,
@@ -465,7 +521,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 }
             };
             if let Some(operation) = operation {
-                let result = if r.is_ok() { "ok" } else { "error" };
+                let result = r.as_ref().map_or_else(SyncError::kind, |()| "ok");
                 metrics::counter!(POD_OPERATIONS, "operation" => operation, "result" => result)
                     .increment(1);
             }
@@ -492,13 +548,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         key: &PodKey,
         pod: Option<&Pod>,
         runtime: &mut Option<RuntimePod>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let Some(pod) = pod else { return Ok(()) };
         let mut resolver = self.resolver();
         let inputs = resolver
             .inputs(pod)
             .await
-            .map_err(|e| format!("reading the pod's ConfigMaps, Secrets and tokens: {e}"))?;
+            .map_err(SyncError::cluster("reading the pod's ConfigMaps, Secrets and tokens"))?;
         let spec = match WorkloadSpec::from_pod(pod, &inputs) {
             Ok(Translated { spec, notices }) => {
                 // What the operator did not allow is refused before the backend sees the pod.
@@ -540,7 +596,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 };
                 let st = status::waiting_status(pod, waiting, &missing.message, Timestamp::now());
                 self.write_status(key, pod, st).await?;
-                return Err(missing.to_string());
+                return Err(SyncError::Missing(missing.to_string()));
             }
         };
         match self.provider.create_pod(&spec).await {
@@ -552,10 +608,14 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             Err(e @ ProviderError::Conflict(_)) => {
                 return self.report_failure(key, pod, &e.to_string()).await;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(SyncError::provider("creating the workload")(e)),
         }
         // Read it back at once so the status says what was placed.
-        let fresh = self.provider.get_pod(key).await.map_err(|e| e.to_string())?;
+        let fresh = self
+            .provider
+            .get_pod(key)
+            .await
+            .map_err(SyncError::provider("reading the workload"))?;
         self.replace_runtime(key, runtime, fresh);
         info!("workload created");
         self.sync_status(key, Some(pod), runtime.as_ref()).await
@@ -599,7 +659,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         key: &PodKey,
         pod: Option<&Pod>,
         runtime: Option<&RuntimePod>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let Some(pod) = pod else { return Ok(()) };
         let Some(runtime) = runtime else { return Ok(()) };
         // Probes run for what runs now; their results are laid over the runtime's view.
@@ -642,7 +702,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         key: &PodKey,
         pod: &Pod,
         mut new: k8s_openapi::api::core::v1::PodStatus,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         status::observe_generation(pod, &mut new);
         if !status::differs(pod.status.as_ref(), &new) {
             // A change that shows nothing new is not a propagation to measure.
@@ -676,13 +736,18 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 Ok(())
             }
             Err(vk_ports::ClusterError::NotFound(_)) => Ok(()),
-            Err(e) => Err(format!("writing the pod status: {e}")),
+            Err(e) => Err(SyncError::cluster("writing the pod status")(e)),
         }
     }
 
     /// Reports a pod this node cannot run: status `ProviderFailed` with `message`, and a Warning
     /// Event, both once per message.
-    async fn report_failure(&self, key: &PodKey, pod: &Pod, message: &str) -> Result<(), String> {
+    async fn report_failure(
+        &self,
+        key: &PodKey,
+        pod: &Pod,
+        message: &str,
+    ) -> Result<(), SyncError> {
         let current = pod.status.as_ref();
         let same = current.and_then(|s| s.reason.as_deref()) == Some(REASON_PROVIDER_FAILED)
             && current.and_then(|s| s.message.as_deref()) == Some(message);
@@ -695,9 +760,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
             .await
     }
 
-    async fn mark_lost(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
+    async fn mark_lost(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), SyncError> {
         let Some(pod) = pod else { return Ok(()) };
-        let message = "the pod's Nomad job is gone from the backend";
+        let message = "the pod's workload is gone from the backend";
         warn!("marking the pod failed: {message}");
         self.record(pod, None, EventType::Warning, "ProviderPodNotFound", message).await;
         self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
@@ -709,11 +774,11 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         key: &PodKey,
         pod: Option<&Pod>,
         runtime: &mut Option<RuntimePod>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let Some(pod) = pod else { return Ok(()) };
         let mut resolver = self.resolver();
         let inputs =
-            resolver.inputs(pod).await.map_err(|e| format!("reading the pod's inputs: {e}"))?;
+            resolver.inputs(pod).await.map_err(SyncError::cluster("reading the pod's inputs"))?;
         let spec = match WorkloadSpec::from_pod(pod, &inputs) {
             Ok(t) => t.spec,
             Err(e) => {
@@ -727,9 +792,13 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 warn!(error = %e, "the backend refused the update; the workload is left as it is");
                 return Ok(());
             }
-            Err(e) => return Err(format!("updating the workload: {e}")),
+            Err(e) => return Err(SyncError::provider("updating the workload")(e)),
         }
-        let fresh = self.provider.get_pod(key).await.map_err(|e| e.to_string())?;
+        let fresh = self
+            .provider
+            .get_pod(key)
+            .await
+            .map_err(SyncError::provider("reading the workload"))?;
         self.replace_runtime(key, runtime, fresh);
         Ok(())
     }
@@ -738,12 +807,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         &self,
         runtime: Option<&RuntimePod>,
         name: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let Some(r) = runtime else { return Ok(()) };
         self.provider
             .start_container(&r.id, name)
             .await
-            .map_err(|e| format!("releasing init container {name}: {e}"))?;
+            .map_err(SyncError::provider(format!("releasing init container {name}")))?;
         debug!(container = name, "init container released");
         Ok(())
     }
@@ -753,7 +822,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         key: &PodKey,
         pod: Option<&Pod>,
         runtime: Option<&RuntimePod>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let Some(pod) = pod else { return Ok(()) };
         let message = "Pod was active on the node longer than the specified deadline";
         self.event_once(pod, None, EventType::Normal, "DeadlineExceeded", message).await;
@@ -890,7 +959,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         key: &PodKey,
         runtime: &mut Option<RuntimePod>,
         op: Op,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let Some(id) = runtime.as_ref().map(|r| r.id.clone()) else { return Ok(()) };
         let r = match op {
             Op::Stop => self.provider.stop_pod(&id).await,
@@ -899,23 +968,27 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         };
         match r {
             Ok(()) | Err(ProviderError::NotFound(_)) => {}
-            Err(e) => return Err(format!("{op:?} {id}: {e}")),
+            Err(e) => return Err(SyncError::provider(format!("{op:?} {id}"))(e)),
         }
         info!("{}", op.done());
         let fresh = match op {
             Op::Purge => None,
-            _ => self.provider.get_pod(key).await.map_err(|e| e.to_string())?,
+            _ => self
+                .provider
+                .get_pod(key)
+                .await
+                .map_err(SyncError::provider("reading the workload"))?,
         };
         self.replace_runtime(key, runtime, fresh);
         Ok(())
     }
 
-    async fn delete_object(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), String> {
+    async fn delete_object(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), SyncError> {
         let Some(pod) = pod else { return Ok(()) };
         self.api
             .delete(key, pod::uid(pod))
             .await
-            .map_err(|e| format!("deleting the pod object: {e}"))?;
+            .map_err(SyncError::cluster("deleting the pod object"))?;
         info!("pod object deleted");
         Ok(())
     }
@@ -953,4 +1026,22 @@ fn operation_name(step: &Step) -> Option<&'static str> {
         Step::FailDeadline => "fail_deadline",
         Step::RequeueAfter(_) | Step::KeepFinal => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed step is labelled by what failed, not as one `error`.
+    #[test]
+    fn sync_errors_are_labelled_by_kind() {
+        let down = || ProviderError::Unavailable { message: "refused".into(), source: None };
+        let e = SyncError::provider("creating the workload")(down());
+        assert_eq!(e.kind(), "unavailable");
+        assert_eq!(e.to_string(), "creating the workload: backend unavailable: refused");
+        let e = SyncError::cluster("writing the pod status")(ClusterError::Conflict("rv".into()));
+        assert_eq!(e.kind(), "conflict");
+        assert_eq!(SyncError::Missing("configmap \"c\" not found".into()).kind(), "missing_input");
+        assert_eq!(SyncError::Held("bad".into()).kind(), "internal");
+    }
 }

@@ -5,7 +5,7 @@
 //! Series (names are `vk_`-prefixed; durations in seconds):
 //! - `vk_pod_operations_total{operation, result}`: reconcile steps done, by step (`create`,
 //!   `sync_status`, `stop`, `kill`, `purge`, `delete_object`, `mark_lost`, `start_container`,
-//!   `update_workload`, `fail_deadline`) and `result` (`ok`, `error`);
+//!   `update_workload`, `fail_deadline`) and `result` (`ok`, or the failure's kind: `unavailable`, `not_found`, `conflict`, `refused`, `invalid_input`, `unsupported`, `missing_input`, `internal`);
 //! - `vk_reconcile_duration_seconds`: one reconcile of one pod, histogram;
 //! - `vk_pods{phase}`: pods bound to the node by phase (`Pending`, `Running`, `Succeeded`,
 //!   `Failed`, `Unknown`);
@@ -18,7 +18,7 @@
 //! - `vk_kubelet_open_streams{kind}`, `vk_kubelet_connections{state}`,
 //!   `vk_kubelet_connections_refused_total{reason}`, `vk_kubelet_connections_evicted_total`,
 //!   `vk_kubelet_reviews_refused_total{reason}`: the kubelet API's sessions, connections and the
-//!   requests refused at its limits (`vk_adapters::kubelet::limits`);
+//!   requests refused at its limits (`vk_kubelet_api::limits`);
 //! - `vk_nomad_event_lines_skipped_total`: batches of Nomad's event stream over 16 MiB, skipped.
 
 use std::net::SocketAddr;

@@ -33,6 +33,9 @@ impl NodeProvider for Backend {
     async fn runtime_version(&self) -> Result<String, ProviderError> {
         Ok("fake://1".into())
     }
+    fn unreachable_reason(&self) -> &'static str {
+        "FakeUnreachable"
+    }
 }
 
 #[derive(Default)]
@@ -117,7 +120,7 @@ async fn lease_renews_every_ten_seconds_and_ready_follows_the_backend() {
     backend.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let last = api.statuses.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(ready(&last), ("False".to_owned(), Some("NomadUnreachable".to_owned())));
+    assert_eq!(ready(&last), ("False".to_owned(), Some("FakeUnreachable".to_owned())));
     assert_eq!(
         last.capacity.as_ref().unwrap()["cpu"].0,
         "2000m",

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a Nomad `fs/logs` response body through the incremental frame decoder
-//! (`vk_adapters::nomad::logs::fuzz_decode`): no input may panic, and decoding it whole, byte by
+//! (`vk_nomad::logs::fuzz_decode`): no input may panic, and decoding it whole, byte by
 //! byte or in two pieces must give the same frames.
 
 #![no_main]
@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vk_adapters::nomad::logs::fuzz_decode(data);
+    vk_nomad::logs::fuzz_decode(data);
 });

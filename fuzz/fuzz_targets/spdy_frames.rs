@@ -1,5 +1,5 @@
 //! Arbitrary bytes through the SPDY frame decoder and header-block inflater
-//! (`vk_adapters::kubelet::spdy::fuzz_decode`): no input may panic, and what decodes must
+//! (`vk_kubelet_api::spdy::fuzz_decode`): no input may panic, and what decodes must
 //! round-trip.
 
 #![no_main]
@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(bug) = vk_adapters::kubelet::spdy::fuzz_decode(data) {
+    if let Err(bug) = vk_kubelet_api::spdy::fuzz_decode(data) {
         panic!("{bug}");
     }
 });

@@ -1,11 +1,11 @@
 //! The ports of the hexagon: traits the application is written against.
 //!
-//! - [`PodProvider`] and [`NodeProvider`] are implemented by backends (Nomad in `vk-adapters`;
+//! - [`PodProvider`] and [`NodeProvider`] are implemented by backends (Nomad in `vk-nomad`, memory in `vk-memory`;
 //!   anyone's in their own crate). They play the parts of upstream virtual-kubelet's
 //!   `PodLifecycleHandler` and `NodeProvider`, with the pod status pulled as a [`RuntimePod`] so
 //!   that the kubelet's status rules live once, in `vk-domain`.
 //! - [`NodeApi`] and [`PodApi`] are the Kubernetes API as a kubelet uses it, implemented over
-//!   kube-rs in `vk-adapters`.
+//!   kube-rs in `vk-kube`.
 //!
 //! Ports leak no infrastructure: no HTTP client, no kube client, no `anyhow` (STYLE 10).
 
@@ -333,6 +333,18 @@ pub trait NodeProvider: Send + Sync + 'static {
     /// # Errors
     /// [`ProviderError::Unavailable`] when the backend cannot be reached.
     fn runtime_version(&self) -> impl Future<Output = Result<String, ProviderError>> + Send;
+
+    /// The reason of the node's `Ready=False` condition when [`NodeProvider::capacity`] fails, in
+    /// the CamelCase of condition reasons (Nomad's: `NomadUnreachable`).
+    fn unreachable_reason(&self) -> &'static str {
+        "BackendUnreachable"
+    }
+
+    /// The backend's name in the node's `nodeInfo.kubeletVersion`,
+    /// `v<Kubernetes version>-vk-<name>-<this project's version>` (Nomad's: `nomad`).
+    fn version_name(&self) -> &'static str {
+        "provider"
+    }
 }
 
 /// Errors from the Kubernetes API.

@@ -1127,7 +1127,7 @@ contexts:\n- name: local\n  context:\n    cluster: local\n    user: bootstrap\nc
             .args(["--kubelet-port", &free_port()?.to_string()])
             // Many virtual kubelets run side by side: none may take the default metrics port.
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
-            .env("RUST_LOG", "info,vk_app=debug,vk_adapters=debug")
+            .env("RUST_LOG", "info,vk_app=debug,vk_kube=debug,vk_kubelet_api=debug,vk_nomad=debug,vk_memory=debug")
             .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")

@@ -1157,26 +1157,83 @@ async fn pushed_status(cx: Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// SIGTERM: the process finishes in-flight work and exits 0 well within its grace period, and
-/// deletes nothing: jobs keep running and pods keep their status.
+/// deletes nothing: jobs keep running and pods keep their status. The kubelet API drains: a log
+/// read in flight at SIGTERM is answered whole, a followed log is closed within the drain (5 s).
 async fn graceful_shutdown(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
     let (node, ns) = ("vk-term", "e2e-term");
-    let mut vk = cx.node_and_namespace(node, ns).await?;
+    let port = vk_tests::free_port()?;
+    let mut vk =
+        cx.node_and_namespace_with(node, ns, &["--kubelet-port", &port.to_string()]).await?;
     for i in 0..3 {
         let p =
             pod(&format!("p{i}")).namespace(ns).on_node(node).container("main", &["sleep", "600"]);
         cx.create(&p.build()).await?;
     }
-    for i in 0..3 {
-        cx.wait_phase(ns, &format!("p{i}"), "Running", Duration::from_secs(30)).await?;
+    // A pod whose log is a 20 MB line, read through the kubelet port while the node stops.
+    const LINE: u64 = 20_000_000;
+    let script = format!("head -c {LINE} /dev/zero | tr '\\0' x; echo; exec sleep 600");
+    let talker =
+        pod("talker").namespace(ns).on_node(node).container("main", &["sh", "-c", &script]);
+    cx.create(&talker.build()).await?;
+    for name in ["p0", "p1", "p2", "talker"] {
+        cx.wait_phase(ns, name, "Running", Duration::from_secs(30)).await?;
     }
+    let kubelet = cx.stack.kubelet_client()?;
+    let log = format!("https://127.0.0.1:{port}/containerLogs/{ns}/talker/main");
+    wait_for("the 20 MB line logged", Duration::from_secs(60), Duration::from_secs(1), || async {
+        let r = kubelet.get(format!("{log}?limitBytes=1&tailLines=1")).send().await?;
+        Ok((r.status() == 200 && r.bytes().await?.len() == 1).then_some(()))
+    })
+    .await?;
+    // An in-flight read, held by the client (the node blocked writing it) until 300 ms after
+    // SIGTERM, and a followed log (a stream that never ends by itself).
+    let (go, resume) = tokio::sync::oneshot::channel::<()>();
+    let read = {
+        let resp = kubelet.get(&log).send().await?;
+        ensure!(resp.status() == 200, "the log answered {}", resp.status());
+        let mut body = resp.bytes_stream();
+        let first = body.next().await.context("no first chunk")??;
+        tokio::spawn(async move {
+            let _ = resume.await;
+            let mut n = first.len() as u64;
+            while let Some(chunk) = body.next().await {
+                n += chunk?.len() as u64;
+            }
+            anyhow::Ok(n)
+        })
+    };
+    let follow = {
+        let resp = kubelet.get(format!("{log}?follow=true&limitBytes=100000000")).send().await?;
+        ensure!(resp.status() == 200, "the follow answered {}", resp.status());
+        let mut body = resp.bytes_stream();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = body.next().await {}
+            Instant::now()
+        })
+    };
     let asked = Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = go.send(());
+    });
     let status = tokio::task::block_in_place(|| vk.terminate(Duration::from_secs(30)));
     let status = status.context("still running 30 s after SIGTERM (the grace period)")?;
     ensure!(status.success(), "exit status {status}");
     println!("exited 0 {:?} after SIGTERM", asked.elapsed());
+    // The read in flight was finished, not cut; the follow was closed within the drain (5 s).
+    let n = read.await?.context("the read in flight at SIGTERM was cut")?;
+    ensure!(n == LINE + 1, "the read in flight at SIGTERM got {n} of {} bytes", LINE + 1);
+    let closed = tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .context("the followed log was still open 10 s after the node stopped")??;
+    println!(
+        "the read in flight finished ({n} bytes); the follow closed {:?} after SIGTERM",
+        closed.duration_since(asked)
+    );
     let jobs = cx.jobs_of(node).await?;
     ensure!(
-        jobs.len() == 3 && jobs.iter().all(|j| j["Stop"] == false),
+        jobs.len() == 4 && jobs.iter().all(|j| j["Stop"] == false),
         "jobs after shutdown: {jobs:?}"
     );
     for i in 0..3 {

@@ -44,6 +44,13 @@ async fn check_node(
         "runtime {}",
         info.container_runtime_version
     );
+    // The backend names itself in the kubelet version (`-vk-nomad-` was everyone's before).
+    let name = if taint_value == "memory" { "memory" } else { "provider" };
+    ensure!(
+        info.kubelet_version.starts_with(&format!("v1.36.3-vk-{name}-")),
+        "kubeletVersion {}",
+        info.kubelet_version
+    );
     Ok(n)
 }
 

@@ -11,7 +11,7 @@ use super::dictionary::HEADER_DICTIONARY;
 use super::frame::*;
 use super::test_client::Client;
 use super::*;
-use crate::kubelet::remotecommand::{Expect, Outcome, Version};
+use crate::remotecommand::{Expect, Outcome, Version};
 
 fn headers(pairs: &[(&str, &str)]) -> Headers {
     pairs.iter().fold(Headers::new(), |h, (n, v)| h.with(n, v))

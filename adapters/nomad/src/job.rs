@@ -1915,7 +1915,7 @@ mod tests {
     use vk_domain::k8s_openapi::api::core::v1::Pod;
 
     use super::*;
-    use crate::nomad::policy::NomadGrant;
+    use crate::policy::NomadGrant;
 
     fn settings() -> JobSettings {
         JobSettings {

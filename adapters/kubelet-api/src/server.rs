@@ -44,6 +44,10 @@ pub use super::limits::Limits;
 use super::limits::{self, Connections, ReviewGate, Slot};
 use super::streaming;
 
+/// What picks the serving certificate of each new connection: any `rustls` resolver (the app
+/// gives `vk_kube::certificates::Identity`, swapped in place on rotation).
+pub type ServingResolver = Arc<dyn rustls::server::ResolvesServerCert>;
+
 /// A serving certificate chain and its key, PEM.
 #[derive(Clone)]
 pub struct ServingCert {
@@ -118,10 +122,14 @@ pub struct Settings {
     pub limits: Limits,
     /// When set, the serving certificate in use (swapped in place as the cluster signs a new one:
     /// `--rotate-server-certificates`) instead of [`Settings::cert`].
-    pub serving: Option<Arc<crate::kube::certificates::Identity>>,
+    pub serving: Option<ServingResolver>,
     /// The process's Prometheus text, served on `/metrics` to callers allowed `nodes/metrics`
     /// (the kubelet serves its own metrics there); `None`: 404.
     pub metrics: Option<MetricsText>,
+    /// How long, once [`serve`] is told to stop, open connections may finish the requests they
+    /// are answering and streaming sessions (exec, attach, port-forward) may run before they are
+    /// closed (5 s; the app gives 5 s or three quarters of a shorter `--shutdown-grace`).
+    pub drain: Duration,
 }
 
 /// Renders the process's metrics in the Prometheus text format.
@@ -148,6 +156,7 @@ impl Settings {
             limits: Limits::default(),
             serving: None,
             metrics: None,
+            drain: Duration::from_secs(5),
         }
     }
 }
@@ -242,6 +251,45 @@ pub struct Kubelet<P, A, I> {
     /// Turns for reviews that miss the caches.
     reviews: ReviewGate,
     cpu: Mutex<CpuCounters>,
+    /// The connections and streaming sessions open, waited for and closed by [`serve`] when it
+    /// stops.
+    pub(crate) open: Open,
+}
+
+/// What [`serve`] drains when it stops: every connection and streaming session runs as a task of
+/// `tasks`; `draining` asks connections to finish what they answer and close (hyper's graceful
+/// shutdown), `closing` ends whatever is still open once [`Settings::drain`] has passed
+/// (linkerd2-proxy's drain, with tokio-util's `TaskTracker`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Open {
+    tasks: tokio_util::task::TaskTracker,
+    draining: tokio_util::sync::CancellationToken,
+    closing: tokio_util::sync::CancellationToken,
+}
+
+impl Open {
+    /// Runs a streaming session (an upgraded connection) until it ends or the drain closes it.
+    pub(crate) fn session(&self, session: impl Future<Output = ()> + Send + 'static) {
+        let closing = self.closing.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = session => {}
+                () = closing.cancelled() => debug!("streaming session closed by the shutdown"),
+            }
+        });
+    }
+
+    /// Drains: connections asked to finish, then after `grace` everything closed; returns once
+    /// every task has ended.
+    async fn drain(&self, grace: Duration) {
+        self.tasks.close();
+        self.draining.cancel();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            info!(open = self.tasks.len(), ?grace, "closing what is still open on the kubelet API");
+            self.closing.cancel();
+            self.tasks.wait().await;
+        }
+    }
 }
 
 impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
@@ -257,6 +305,7 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             reviews: ReviewGate::new(&settings.limits),
             settings,
             cpu: Mutex::new(CpuCounters::default()),
+            open: Open::default(),
         })
     }
 
@@ -699,8 +748,10 @@ pub fn check(settings: &Settings) -> Result<(), ServerError> {
     tls_config(settings).map(|_| ())
 }
 
-/// Serves `kubelet` on `listener` until `shutdown` resolves. Connections already open finish on
-/// their own (streams end with their sessions).
+/// Serves `kubelet` on `listener` until `shutdown` resolves, then drains: no new connection is
+/// taken, open ones finish the requests they are answering (idle keep-alive connections close at
+/// once), and whatever is still open after [`Settings::drain`] (a followed log, an exec session)
+/// is closed. Returns once every connection and session has ended.
 ///
 /// # Errors
 /// [`ServerError::Tls`] when the TLS material cannot be used.
@@ -717,7 +768,7 @@ pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
             _ = prune.tick() => {
                 kubelet.reviews.prune();
                 continue;
@@ -741,18 +792,25 @@ pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let limits = kubelet.settings.limits.clone();
-        tokio::spawn(async move {
+        let (draining, closing) = (kubelet.open.draining.clone(), kubelet.open.closing.clone());
+        kubelet.open.tasks.spawn(async move {
             let evicted = slot.clone();
             tokio::select! {
-                () = connection(tcp, peer, slot, acceptor, app, limits) => {}
+                () = connection(tcp, peer, slot, acceptor, app, limits, draining) => {}
                 () = evicted.evicted() => debug!(%peer, "unauthenticated connection closed for a newer one"),
+                () = closing.cancelled() => debug!(%peer, "connection closed by the shutdown"),
             }
         });
     }
+    drop(listener);
+    kubelet.open.drain(kubelet.settings.drain).await;
+    info!("the kubelet API stopped");
+    Ok(())
 }
 
 /// Serves one accepted connection: the TLS handshake within [`Limits::handshake_timeout`],
-/// then HTTP/1.1 with the header limits, until the client or the server ends it.
+/// then HTTP/1.1 with the header limits, until the client or the server ends it, or `draining`
+/// asks it to finish the request it answers and close.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
@@ -760,8 +818,14 @@ async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
     limits: Limits,
+    draining: tokio_util::sync::CancellationToken,
 ) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+    let handshake = tokio::select! {
+        r = handshake => r,
+        () = draining.cancelled() => return,
+    };
+    let tls = match handshake {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");
@@ -785,8 +849,17 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let conn = builder.http1_only().serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
-    if let Err(e) = conn {
+    let http = builder.http1_only();
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = draining.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         debug!(%peer, error = %e, "kubelet API connection ended");
     }
 }
@@ -1156,12 +1229,87 @@ mod tests {
     #[test]
     fn self_signed_is_valid_for_a_year_from_now() {
         let own = self_signed("vk", &[]).unwrap();
-        let issued =
-            crate::kube::certificates::Issued::from_pem(&own.cert_pem, &own.key_pem).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(own.cert_pem.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let at = |t: x509_parser::time::ASN1Time| {
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap())
+        };
+        let (not_before, not_after) =
+            (at(cert.validity().not_before), at(cert.validity().not_after));
         let now = std::time::SystemTime::now();
-        assert!(issued.not_before < now && now < issued.not_after);
-        let life = issued.not_after.duration_since(issued.not_before).unwrap();
+        assert!(not_before < now && now < not_after);
+        let life = not_after.duration_since(not_before).unwrap();
         let year = Duration::from_secs(365 * 24 * 3600);
         assert!(life > year && life <= year + Duration::from_secs(3600), "{life:?}");
+    }
+
+    /// Told to stop, the server takes no new connection, closes one still in its handshake at
+    /// once (well within the drain time), and returns.
+    #[tokio::test]
+    async fn serve_stops_and_closes_what_is_open() {
+        use tokio::io::AsyncReadExt as _;
+        let mut settings = Settings::new("vk", self_signed("vk", &[]).unwrap());
+        settings.drain = Duration::from_secs(30);
+        let k = Kubelet::new(
+            Arc::new(Provider),
+            Arc::new(Reviews::default()),
+            Arc::new(Index),
+            settings,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, k, async {
+            let _ = stopped.await;
+        }));
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).unwrap();
+        let served = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting");
+    }
+
+    /// Sets its flag when dropped.
+    struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if let Some(t) = self.0.take() {
+                let _ = t.send(());
+            }
+        }
+    }
+
+    /// A session that ends within the drain time ends as it would have; one that does not is
+    /// closed when the time is up, and the drain returns then.
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_lets_sessions_finish_then_closes_the_rest() {
+        let open = Open::default();
+        let (finished, short) = tokio::sync::oneshot::channel();
+        open.session(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = finished.send(());
+        });
+        let (gone, long) = tokio::sync::oneshot::channel();
+        open.session(async move {
+            let _flag = Dropped(Some(gone));
+            std::future::pending::<()>().await;
+        });
+        let started = tokio::time::Instant::now();
+        open.drain(Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(6), "{took:?}");
+        assert!(short.await.is_ok(), "the short session was cut");
+        assert!(long.await.is_ok(), "the endless session was not closed");
+
+        // With only short work the drain ends with it.
+        let open = Open::default();
+        open.session(tokio::time::sleep(Duration::from_secs(1)));
+        let started = tokio::time::Instant::now();
+        open.drain(Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 }

@@ -1122,6 +1122,14 @@ impl NodeProvider for NomadProvider {
             .unwrap_or_else(|| "unknown".into());
         Ok(format!("nomad://{v}"))
     }
+
+    fn unreachable_reason(&self) -> &'static str {
+        "NomadUnreachable"
+    }
+
+    fn version_name(&self) -> &'static str {
+        "nomad"
+    }
 }
 
 #[cfg(test)]

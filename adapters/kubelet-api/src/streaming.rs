@@ -214,6 +214,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
         Err(r) => return r,
     };
     let container = container.to_owned();
+    let open = k.open.clone();
     let kind = if what == Command::Exec { "exec" } else { "attach" };
     let run = move |io: vk_ports::ExecIo| async move {
         let _open = OpenStream::new(kind);
@@ -237,7 +238,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
             };
             let version = chosen.and_then(Version::from_name).unwrap_or(Version::V1);
             let upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
+            open.session(async move {
                 let io = match upgrade.await {
                     Ok(u) => TokioIo::new(u),
                     Err(e) => return warn!(error = %e, "SPDY upgrade failed"),
@@ -268,7 +269,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
                 Err(r) => return r,
             };
             let upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
+            open.session(async move {
                 let io = match upgrade.await {
                     Ok(u) => TokioIo::new(u),
                     Err(e) => return warn!(error = %e, "WebSocket upgrade failed"),
@@ -329,7 +330,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
                 Err(r) => return r,
             };
             let upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
+            k.open.session(async move {
                 let io = match upgrade.await {
                     Ok(u) => TokioIo::new(u),
                     Err(e) => return warn!(error = %e, "SPDY upgrade failed"),
@@ -361,7 +362,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
                 Err(r) => return r,
             };
             let upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
+            k.open.session(async move {
                 let io = match upgrade.await {
                     Ok(u) => TokioIo::new(u),
                     Err(e) => return warn!(error = %e, "WebSocket upgrade failed"),

@@ -14,7 +14,7 @@ use vk_ports::{ExecIo, TerminalSize};
 use super::SpdyError;
 use super::frame::{RST_PROTOCOL_ERROR, RST_REFUSED_STREAM};
 use super::session::{Session, SpdyStream, StreamReader, StreamWriter};
-use crate::kubelet::remotecommand::{self, Expect, Outcome, Version};
+use crate::remotecommand::{self, Expect, Outcome, Version};
 
 /// How long the client waits for the end of the session's streams: the kubelet's default
 /// `streamCreationTimeout` too.

@@ -543,6 +543,10 @@ impl NodeProvider for MemoryProvider {
     async fn runtime_version(&self) -> Result<String, ProviderError> {
         Ok(format!("memory://{}", env!("CARGO_PKG_VERSION")))
     }
+
+    fn version_name(&self) -> &'static str {
+        "memory"
+    }
 }
 
 #[cfg(test)]
