@@ -218,9 +218,18 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs the watch, the poll and the workers until `cancel` fires; in-flight steps finish.
+    /// Runs the watch, the poll and the workers until `cancel` fires; in-flight steps finish,
+    /// probe workers stop and delayed requeues are dropped.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn({
+            let (this, cancel) = (Arc::clone(&self), cancel.clone());
+            async move {
+                cancel.cancelled().await;
+                this.prober.stop();
+                this.queue.shut_down();
+            }
+        });
         tasks.spawn(Arc::clone(&self).watch(cancel.clone()));
         tasks.spawn(Arc::clone(&self).poll(cancel.clone()));
         tasks.spawn(Arc::clone(&self).refresh(cancel.clone()));

@@ -96,6 +96,9 @@ pub struct Prober<P> {
     http: reqwest::Client,
     policy: Arc<Rules<ProbeGrant>>,
     inner: Mutex<Inner>,
+    /// The parent of every worker's token: cancelled by [`Prober::stop`] on shutdown, so that no
+    /// probe runs, or restarts a container, after it.
+    root: CancellationToken,
 }
 
 /// Name resolution for probes: a name is dialled only at addresses a probe may reach.
@@ -166,7 +169,19 @@ impl<P: PodProvider> Prober<P> {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Arc::new(Self { provider, queue, http, policy, inner: Mutex::new(Inner::default()) })
+        Arc::new(Self {
+            provider,
+            queue,
+            http,
+            policy,
+            inner: Mutex::new(Inner::default()),
+            root: CancellationToken::new(),
+        })
+    }
+
+    /// Stops every probe worker, and any started later at once (on shutdown).
+    pub fn stop(&self) {
+        self.root.cancel();
     }
 
     /// Whether a probe of a pod at `pod_ip` may dial `host`: the pod's own address always, any
@@ -238,7 +253,7 @@ impl<P: PodProvider> Prober<P> {
                 if inner.restarted.contains(&(uid.clone(), c.name.clone(), instance.clone())) {
                     continue;
                 }
-                let cancel = CancellationToken::new();
+                let cancel = self.root.child_token();
                 inner.workers.insert(wkey, (instance.clone(), cancel.clone()));
                 let worker = Worker {
                     prober: Arc::clone(self),

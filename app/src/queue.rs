@@ -20,6 +20,8 @@ pub struct WorkQueue<K> {
     urgent: mpsc::UnboundedSender<K>,
     rx: tokio::sync::Mutex<Lanes<K>>,
     sets: Mutex<Sets<K>>,
+    /// Cancelled by [`WorkQueue::shut_down`]: delayed adds waiting are dropped.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug)]
@@ -55,7 +57,20 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 active: HashSet::new(),
                 dirty: std::collections::HashMap::new(),
             }),
+            closed: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Drops the delayed adds still waiting ([`WorkQueue::add_after`]) and any made later; keys
+    /// already queued stay (on shutdown: no sleeping task outlives the controller).
+    pub fn shut_down(&self) {
+        self.closed.cancel();
+    }
+
+    /// The queue's sets, taken even if a panic poisoned the lock (the one lock policy,
+    /// ARCHITECTURE.md): a key is never dropped for it.
+    fn sets(&self) -> std::sync::MutexGuard<'_, Sets<K>> {
+        self.sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues `key` unless it is queued already; a key being processed is queued again when done.
@@ -70,7 +85,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     }
 
     fn push(&self, key: K, urgent: bool) {
-        let Ok(mut s) = self.sets.lock() else { return };
+        let mut s = self.sets();
         if s.active.contains(&key) {
             *s.dirty.entry(key).or_insert(false) |= urgent;
             return;
@@ -90,10 +105,15 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
 
     /// Queues `key` after `delay`.
     pub fn add_after(self: &Arc<Self>, key: K, delay: Duration) {
+        if self.closed.is_cancelled() {
+            return;
+        }
         let q = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.add(key);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => q.add(key),
+                () = q.closed.cancelled() => {}
+            }
         });
     }
 
@@ -108,7 +128,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 Some(k) = urgent.recv() => k,
                 k = normal.recv() => k?,
             };
-            let Ok(mut s) = self.sets.lock() else { return Some(key) };
+            let mut s = self.sets();
             // The second copy of a key that was in both lanes: already handed out.
             if !s.queued.remove(&key) {
                 continue;
@@ -122,12 +142,10 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     /// Marks `key` finished; it is queued again (in the lane it was last added to with the
     /// higher priority) if it was added meanwhile.
     pub fn done(&self, key: &K) {
-        let again = match self.sets.lock() {
-            Ok(mut s) => {
-                s.active.remove(key);
-                s.dirty.remove(key)
-            }
-            Err(_) => None,
+        let again = {
+            let mut s = self.sets();
+            s.active.remove(key);
+            s.dirty.remove(key)
         };
         if let Some(urgent) = again {
             self.push(key.clone(), urgent);
@@ -136,7 +154,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
 
     /// Keys waiting (not counting active ones).
     pub fn len(&self) -> usize {
-        self.sets.lock().map(|s| s.queued.len()).unwrap_or(0)
+        self.sets().queued.len()
     }
 
     /// Whether no key waits.
@@ -209,5 +227,25 @@ mod tests {
         assert!(q.is_empty());
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(q.next().await.unwrap(), "x");
+    }
+
+    /// A delayed add lands after its delay; once the queue is shut down, those waiting and any
+    /// made later are dropped (their sleeping tasks end).
+    #[tokio::test(start_paused = true)]
+    async fn delayed_adds_land_unless_shut_down() {
+        let q = WorkQueue::new();
+        q.add_after("a", Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next().await.unwrap(), "a");
+        q.done(&"a");
+        q.add_after("b", Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        q.shut_down();
+        q.add_after("c", Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(q.is_empty());
+        // Only the queue itself holds it: no sleeping task kept a reference.
+        assert_eq!(Arc::strong_count(&q), 1);
     }
 }

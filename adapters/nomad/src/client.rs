@@ -292,18 +292,7 @@ impl NomadClient {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let body = body.trim().to_owned();
-        Err(match status {
-            StatusCode::NOT_FOUND => ProviderError::NotFound(body),
-            StatusCode::CONFLICT => ProviderError::Conflict(body),
-            StatusCode::TOO_MANY_REQUESTS => {
-                ProviderError::Unavailable { message: format!("Nomad: 429 {body}"), source: None }
-            }
-            s if s.is_server_error() => {
-                ProviderError::Unavailable { message: format!("Nomad: {s} {body}"), source: None }
-            }
-            s => ProviderError::InvalidInput(format!("Nomad: {s} {body}")),
-        })
+        Err(status_error(status, body.trim()))
     }
 
     /// Sends `method` to `segments` with `query` and no body, decoding the JSON answer.
@@ -410,6 +399,33 @@ async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ProviderError>
         message: format!("Nomad's answer is not the JSON expected: {e}"),
         source: Some(Box::new(e)),
     })
+}
+
+/// Nomad's answer `status` with its (plain text) `body` as the port's error, the one place
+/// Nomad's failures are classified: 404 `NotFound`, 409 `Conflict`, 429 and 5xx `Unavailable`
+/// (retried), other 4xx `InvalidInput`. Nomad answers 500 for two refusals that retrying cannot
+/// help, told apart by the text Nomad gives them: a job its admission validators refuse
+/// (`nomad/job_endpoint_hooks.go`, "... validation ...") is `InvalidInput`, and a task that is
+/// not running (`client/allocrunner/taskrunner/errors.go`, `ErrTaskNotRunning`, "Task not
+/// running", answered to restarts and signals) is `NotFound`.
+pub fn status_error(status: StatusCode, body: &str) -> ProviderError {
+    let unavailable = |s: StatusCode| ProviderError::Unavailable {
+        message: format!("Nomad: {s} {body}"),
+        source: None,
+    };
+    match status {
+        StatusCode::NOT_FOUND => ProviderError::NotFound(body.to_owned()),
+        StatusCode::CONFLICT => ProviderError::Conflict(body.to_owned()),
+        StatusCode::TOO_MANY_REQUESTS => unavailable(status),
+        s if s.is_server_error() && body.contains("validation") => {
+            ProviderError::InvalidInput(format!("Nomad: {s} {body}"))
+        }
+        s if s.is_server_error() && body.contains("not running") => {
+            ProviderError::NotFound(format!("Nomad: {s} {body}"))
+        }
+        s if s.is_server_error() => unavailable(s),
+        s => ProviderError::InvalidInput(format!("Nomad: {s} {body}")),
+    }
 }
 
 #[cfg(test)]
@@ -588,5 +604,23 @@ mod tests {
             assert!(r.unwrap().is_empty());
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    /// Nomad's failures are classified once, by status and, for its two refusals answered 500,
+    /// by their text.
+    #[test]
+    fn nomad_answers_map_to_port_errors() {
+        let kind =
+            |code: u16, body: &str| status_error(StatusCode::from_u16(code).unwrap(), body).kind();
+        assert_eq!(kind(404, "job not found"), "not_found");
+        assert_eq!(kind(409, "index mismatch"), "conflict");
+        assert_eq!(kind(429, "slow down"), "unavailable");
+        assert_eq!(kind(500, "rpc error: No cluster leader"), "unavailable");
+        assert_eq!(kind(502, ""), "unavailable");
+        let refused = "1 error occurred:\n\t* Task group web validation failed: ...";
+        assert_eq!(kind(500, refused), "invalid_input");
+        assert_eq!(kind(500, "Task not running"), "not_found");
+        assert_eq!(kind(400, "bad request"), "invalid_input");
+        assert_eq!(kind(403, "Permission denied"), "invalid_input");
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod events;
 pub mod exec;
+
 #[cfg(test)]
 mod fake;
 pub mod job;
@@ -16,7 +17,7 @@ pub mod policy;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -292,7 +293,7 @@ impl NomadProvider {
 
     fn settings(&self) -> JobSettings {
         let mut s = self.settings.clone();
-        if let Some(m) = self.cluster.read().ok().and_then(|c| c.mhz_per_core) {
+        if let Some(m) = read(&self.cluster).mhz_per_core {
             s.mhz_per_core = m;
         }
         s
@@ -301,7 +302,8 @@ impl NomadProvider {
     async fn nodes(&self) -> Result<Vec<NodeStub>, ProviderError> {
         let nodes: Vec<NodeStub> =
             self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
-        if let Ok(mut info) = self.cluster.write() {
+        {
+            let mut info = write(&self.cluster);
             info.mhz_per_core = mhz_per_core(&nodes).or(info.mhz_per_core);
             info.node_ips = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
             info.version = nodes.iter().map(|n| n.version.clone()).find(|v| !v.is_empty());
@@ -327,14 +329,14 @@ impl NomadProvider {
     }
 
     async fn host_ip(&self, node_id: &str) -> Option<String> {
-        let known = self.cluster.read().ok().and_then(|c| c.node_ips.get(node_id).cloned());
+        let known = read(&self.cluster).node_ips.get(node_id).cloned();
         if known.is_some() {
             return known;
         }
         if let Err(e) = self.nodes().await {
             debug!(error = %e, "reading Nomad nodes for a host IP");
         }
-        self.cluster.read().ok().and_then(|c| c.node_ips.get(node_id).cloned())
+        read(&self.cluster).node_ips.get(node_id).cloned()
     }
 
     async fn runtime_pod(
@@ -345,7 +347,8 @@ impl NomadProvider {
         allocs: &[&Allocation],
     ) -> Option<RuntimePod> {
         let owner = alloc::owner(meta, &self.settings.node_name)?;
-        if let Ok(mut keys) = self.keys.write() {
+        {
+            let mut keys = write(&self.keys);
             keys.insert(at.id.clone(), owner.key.clone());
         }
         let bases = alloc::restart_bases(meta);
@@ -392,16 +395,9 @@ impl NomadProvider {
         if !pod_job.items.is_empty() {
             self.put_variable(&client, &job::variable_path(&job.id), &pod_job.items, false).await?;
         }
-        let resp: RegisterResponse = client
-            .send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job })
-            .await
-            .map_err(|e| match e {
-                // Nomad answers 500 for jobs it refuses to validate; retrying will not help.
-                ProviderError::Unavailable { message, .. } if message.contains("validation") => {
-                    ProviderError::InvalidInput(message)
-                }
-                e => e,
-            })?;
+        // A job Nomad's validators refuse is `InvalidInput` (`client::status_error`).
+        let resp: RegisterResponse =
+            client.send_json(Method::PUT, &["v1", "jobs"], &[], &RegisterRequest { job }).await?;
         if !resp.warnings.is_empty() {
             warn!(job = %job.id, warnings = %resp.warnings, "Nomad registered the job with warnings");
         }
@@ -485,7 +481,7 @@ impl NomadProvider {
 
     /// The pod of job `job` as last seen (`namespace/name`), else the job ID, for messages.
     fn pod_name(&self, job: &str) -> String {
-        let key = self.keys.read().ok().and_then(|k| k.get(job).cloned());
+        let key = read(&self.keys).get(job).cloned();
         key.map_or_else(|| job.to_owned(), |k| k.to_string())
     }
 
@@ -532,7 +528,7 @@ impl NomadProvider {
     /// Where job `id` lives: remembered from the last list or create, else searched for in every
     /// namespace of every region.
     async fn locate(&self, id: &str) -> Result<Option<JobRef>, ProviderError> {
-        if let Some(r) = self.cluster.read().ok().and_then(|c| c.locations.get(id).cloned()) {
+        if let Some(r) = read(&self.cluster).locations.get(id).cloned() {
             return Ok(Some(r));
         }
         for region in self.regions().await? {
@@ -552,17 +548,19 @@ impl NomadProvider {
     }
 
     fn remember_written(&self, id: &str, w: Written) {
-        if let Ok(mut m) = self.written.lock() {
+        {
+            let mut m = lock(&self.written);
             m.insert(id.to_owned(), w);
         }
     }
 
     fn last_written(&self, id: &str) -> Option<Written> {
-        self.written.lock().ok().and_then(|m| m.get(id).cloned())
+        lock(&self.written).get(id).cloned()
     }
 
     fn remember_location(&self, r: &JobRef) {
-        if let Ok(mut c) = self.cluster.write() {
+        {
+            let mut c = write(&self.cluster);
             c.locations.insert(r.id.clone(), r.clone());
         }
     }
@@ -576,7 +574,8 @@ impl NomadProvider {
         let Some(r) = self.locate(id).await? else { return Ok(None) };
         let Some(job) = self.job(&r).await? else {
             // Gone since it was last seen: forget where it was.
-            if let Ok(mut c) = self.cluster.write() {
+            {
+                let mut c = write(&self.cluster);
                 c.locations.remove(id);
             }
             return Ok(None);
@@ -686,7 +685,8 @@ impl PodProvider for NomadProvider {
         self.register(&pod_job).await?;
         self.remember_location(&pod_job.at);
         self.remember_written(&job.id, written_of(spec, &pod_job));
-        if let Ok(mut keys) = self.keys.write() {
+        {
+            let mut keys = write(&self.keys);
             keys.insert(job.id.clone(), spec.key.clone());
         }
         Ok(())
@@ -790,14 +790,7 @@ impl PodProvider for NomadProvider {
                 &[],
                 &json!({"TaskName": container}),
             )
-            .await
-            .map_err(|e| match e {
-                // Nomad answers 500 "Task not running" for a task that is not running.
-                ProviderError::Unavailable { message, .. } if message.contains("not running") => {
-                    ProviderError::NotFound(message)
-                }
-                e => e,
-            })?;
+            .await?; // 500 "Task not running" is `NotFound` (`client::status_error`).
         Ok(())
     }
 
@@ -836,7 +829,8 @@ impl PodProvider for NomadProvider {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         self.delete_variables(&r).await?;
-        if let Ok(mut w) = self.written.lock() {
+        {
+            let mut w = lock(&self.written);
             w.remove(&r.id);
         }
         let _: serde_json::Value =
@@ -870,7 +864,7 @@ impl PodProvider for NomadProvider {
                     // Only jobs known to be this node's (listed, or created here): the stream
                     // carries every node's jobs, and the next list catches anything missed.
                     events::Change::Job { job, time_ns, .. } => {
-                        let known = keys.read().ok().and_then(|k| k.get(&job).cloned());
+                        let known = read(&keys).get(&job).cloned();
                         let at = (time_ns > 0)
                             .then(|| {
                                 vk_domain::jiff::Timestamp::from_nanosecond(i128::from(time_ns))
@@ -915,7 +909,8 @@ impl PodProvider for NomadProvider {
                 }
             }
         }
-        if let Ok(mut c) = self.cluster.write() {
+        {
+            let mut c = write(&self.cluster);
             c.locations = locations;
         }
         Ok(pods)
@@ -1104,22 +1099,34 @@ impl PodProvider for NomadProvider {
     }
 }
 
+/// The one lock policy (ARCHITECTURE.md, "Cross-cutting concerns"): a lock poisoned by a panic
+/// elsewhere is taken as it is, never skipped. What it guards is still the best there is, and a
+/// write dropped without a word would leave a cache wrong.
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`read`] for writing.
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`read`] for a `Mutex`.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl NodeProvider for NomadProvider {
     async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {
         Ok(capacity_of(&self.nodes().await?))
     }
 
     async fn runtime_version(&self) -> Result<String, ProviderError> {
-        if let Some(v) = self.cluster.read().ok().and_then(|c| c.version.clone()) {
+        if let Some(v) = read(&self.cluster).version.clone() {
             return Ok(format!("nomad://{v}"));
         }
         self.nodes().await?;
-        let v = self
-            .cluster
-            .read()
-            .ok()
-            .and_then(|c| c.version.clone())
-            .unwrap_or_else(|| "unknown".into());
+        let v = read(&self.cluster).version.clone().unwrap_or_else(|| "unknown".into());
         Ok(format!("nomad://{v}"))
     }
 

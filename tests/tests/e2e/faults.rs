@@ -1,0 +1,502 @@
+//! The node under faults: its own restarts, shutdown and crashes, the API server's and Nomad's
+//! outages, lost allocations, an unreachable Nomad, and jobs it must not own.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// With 5 pods running, kill -9 and restart: still exactly 5 jobs, each with its one allocation
+/// (nothing registered again), and the statuses right.
+pub(crate) async fn restart_adopts(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-restart", "e2e-restart");
+    let mut vk = cx.node_and_namespace(node, ns).await?;
+    let names: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+    for n in &names {
+        cx.create(&pod(n).namespace(ns).on_node(node).container("main", &["sleep", "600"]).build())
+            .await?;
+    }
+    for n in &names {
+        cx.wait_phase(ns, n, "Running", Duration::from_secs(30)).await?;
+    }
+    let mut before = Vec::new();
+    for n in &names {
+        let id = format!("k8s-{ns}_{n}");
+        let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("job missing")?;
+        let allocs = cx.allocations(&id).await?;
+        ensure!(allocs.len() == 1, "{id}: {} allocations", allocs.len());
+        before.push((id, job["Version"].clone(), allocs[0]["ID"].clone()));
+    }
+    vk.kill();
+    let mut vk = cx.start_vk(node)?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    // Let it list, adopt and poll a few times.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(jobs.len() == 5, "{} jobs after restart", jobs.len());
+    for (id, version, alloc) in &before {
+        let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("job gone")?;
+        ensure!(
+            &job["Version"] == version,
+            "{id} was registered again: version {} -> {}",
+            version,
+            job["Version"]
+        );
+        let allocs = cx.allocations(id).await?;
+        ensure!(
+            allocs.len() == 1 && &allocs[0]["ID"] == alloc,
+            "{id}: allocations changed: {allocs:?}"
+        );
+    }
+    for n in &names {
+        let p = cx.pods(ns).get(n).await?;
+        ensure!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
+            "{n} not Running"
+        );
+        let cs = container_state(&p, "main").context("no container status")?;
+        ensure!(
+            cs.ready && cs.restart_count == 0,
+            "{n}: ready {} restarts {}",
+            cs.ready,
+            cs.restart_count
+        );
+    }
+    vk.kill();
+    Ok(())
+}
+
+/// SIGTERM: the process finishes in-flight work and exits 0 well within its grace period, and
+/// deletes nothing: jobs keep running and pods keep their status. The kubelet API drains: a log
+/// read in flight at SIGTERM is answered whole, a followed log is closed within the drain (5 s).
+pub(crate) async fn graceful_shutdown(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let (node, ns) = ("vk-term", "e2e-term");
+    let port = vk_tests::free_port()?;
+    let mut vk =
+        cx.node_and_namespace_with(node, ns, &["--kubelet-port", &port.to_string()]).await?;
+    for i in 0..3 {
+        let p =
+            pod(&format!("p{i}")).namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+        cx.create(&p.build()).await?;
+    }
+    // A pod whose log is a 20 MB line, read through the kubelet port while the node stops.
+    const LINE: u64 = 20_000_000;
+    let script = format!("head -c {LINE} /dev/zero | tr '\\0' x; echo; exec sleep 600");
+    let talker =
+        pod("talker").namespace(ns).on_node(node).container("main", &["sh", "-c", &script]);
+    cx.create(&talker.build()).await?;
+    for name in ["p0", "p1", "p2", "talker"] {
+        cx.wait_phase(ns, name, "Running", Duration::from_secs(30)).await?;
+    }
+    let kubelet = cx.stack.kubelet_client()?;
+    let log = format!("https://127.0.0.1:{port}/containerLogs/{ns}/talker/main");
+    wait_for("the 20 MB line logged", Duration::from_secs(60), Duration::from_secs(1), || async {
+        let r = kubelet.get(format!("{log}?limitBytes=1&tailLines=1")).send().await?;
+        Ok((r.status() == 200 && r.bytes().await?.len() == 1).then_some(()))
+    })
+    .await?;
+    // An in-flight read, held by the client (the node blocked writing it) until 300 ms after
+    // SIGTERM, and a followed log (a stream that never ends by itself).
+    let (go, resume) = tokio::sync::oneshot::channel::<()>();
+    let read = {
+        let resp = kubelet.get(&log).send().await?;
+        ensure!(resp.status() == 200, "the log answered {}", resp.status());
+        let mut body = resp.bytes_stream();
+        let first = body.next().await.context("no first chunk")??;
+        tokio::spawn(async move {
+            let _ = resume.await;
+            let mut n = first.len() as u64;
+            while let Some(chunk) = body.next().await {
+                n += chunk?.len() as u64;
+            }
+            anyhow::Ok(n)
+        })
+    };
+    let follow = {
+        let resp = kubelet.get(format!("{log}?follow=true&limitBytes=100000000")).send().await?;
+        ensure!(resp.status() == 200, "the follow answered {}", resp.status());
+        let mut body = resp.bytes_stream();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = body.next().await {}
+            Instant::now()
+        })
+    };
+    let asked = Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = go.send(());
+    });
+    let status = tokio::task::block_in_place(|| vk.terminate(Duration::from_secs(30)));
+    let status = status.context("still running 30 s after SIGTERM (the grace period)")?;
+    ensure!(status.success(), "exit status {status}");
+    println!("exited 0 {:?} after SIGTERM", asked.elapsed());
+    // The read in flight was finished, not cut; the follow was closed within the drain (5 s).
+    let n = read.await?.context("the read in flight at SIGTERM was cut")?;
+    ensure!(n == LINE + 1, "the read in flight at SIGTERM got {n} of {} bytes", LINE + 1);
+    let closed = tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .context("the followed log was still open 10 s after the node stopped")??;
+    println!(
+        "the read in flight finished ({n} bytes); the follow closed {:?} after SIGTERM",
+        closed.duration_since(asked)
+    );
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(
+        jobs.len() == 4 && jobs.iter().all(|j| j["Stop"] == false),
+        "jobs after shutdown: {jobs:?}"
+    );
+    for i in 0..3 {
+        let p = cx.pods(ns).get(&format!("p{i}")).await?;
+        ensure!(p.metadata.deletion_timestamp.is_none(), "p{i} is being deleted");
+        ensure!(p.status.and_then(|s| s.phase).as_deref() == Some("Running"), "p{i} not Running");
+    }
+    Ok(())
+}
+
+/// SIGKILL while 50 pods are being created: after a restart exactly 50 jobs exist, one per pod,
+/// and all 50 pods reach Running.
+pub(crate) async fn killed_during_creation(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-crash", "e2e-crash");
+    let vk = cx.node_and_namespace(node, ns).await?;
+    // Small requests: fifty pods at Nomad's defaults (100 MHz, 300 MB each) would fill the test
+    // node and starve the other tests' pods.
+    let small = serde_json::json!({"containers": [{
+        "name": "main", "image": "busybox", "command": ["sleep", "600"],
+        "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}}
+    }]});
+    for i in 0..50 {
+        let p = pod(&format!("p{i:02}")).namespace(ns).on_node(node).spec(small.clone());
+        cx.create(&p.build()).await?;
+    }
+    // Kill it once some, not all, of the jobs exist.
+    wait_for("the first jobs", Duration::from_secs(60), Duration::from_millis(100), || async {
+        Ok((!cx.jobs_of(node).await?.is_empty()).then_some(()))
+    })
+    .await?;
+    drop(vk);
+    let before = cx.jobs_of(node).await?.len();
+    println!("{before} of 50 jobs existed at the kill");
+    let _vk = cx.start_vk(node)?;
+    wait_for("all 50 pods Running", Duration::from_secs(240), Duration::from_secs(1), || async {
+        let pods = cx.pods(ns).list(&ListParams::default()).await?;
+        let running = pods
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        Ok((running == 50).then_some(()))
+    })
+    .await?;
+    let jobs = cx.jobs_of(node).await?;
+    let ids: BTreeSet<String> =
+        jobs.iter().filter_map(|j| j["ID"].as_str().map(str::to_owned)).collect();
+    ensure!(jobs.len() == 50 && ids.len() == 50, "{} jobs, {} distinct", jobs.len(), ids.len());
+    for i in 0..50 {
+        ensure!(ids.contains(&format!("k8s-{ns}_p{i:02}")), "no job for p{i:02}");
+    }
+    Ok(())
+}
+
+/// kube-apiserver restarted (on a stack of its own, down for 15 s): the pod watch resumes, a pod
+/// created afterwards runs, a pod that finished while the API server was down gets its final
+/// status, and no job is duplicated or registered again.
+pub(crate) async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-apiserver", "e2e-apiserver");
+    let mut stack = Stack::start().await?;
+    let _vk = stack.virtual_kubelet(node, &[])?;
+    let version = {
+        let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+        stack.namespace(ns).await?;
+        cx.wait_ready(node, Duration::from_secs(30)).await?;
+        cx.create(
+            &pod("steady").namespace(ns).on_node(node).container("main", &["sleep", "600"]).build(),
+        )
+        .await?;
+        cx.create(
+            &pod("finishes")
+                .namespace(ns)
+                .on_node(node)
+                .restart("Never")
+                .container("main", &["sh", "-c", "sleep 12; exit 0"])
+                .build(),
+        )
+        .await?;
+        cx.wait_phase(ns, "steady", "Running", Duration::from_secs(30)).await?;
+        cx.wait_phase(ns, "finishes", "Running", Duration::from_secs(30)).await?;
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+        job["Version"].clone()
+    };
+    stack.restart_apiserver(Duration::from_secs(15)).await?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    cx.wait_phase(ns, "finishes", "Succeeded", Duration::from_secs(60)).await?;
+    cx.create(
+        &pod("after").namespace(ns).on_node(node).container("main", &["sleep", "600"]).build(),
+    )
+    .await?;
+    cx.wait_phase(ns, "after", "Running", Duration::from_secs(60)).await?;
+    cx.wait_phase(ns, "steady", "Running", Duration::from_secs(10)).await?;
+    let jobs = cx.jobs_of(node).await?;
+    ensure!(jobs.len() == 3, "{} jobs: {jobs:?}", jobs.len());
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+    ensure!(job["Version"] == version, "the steady job was registered again");
+    Ok(())
+}
+
+/// Nomad (a server-mode agent keeping its state on disk) stops for 60 s and starts again with the
+/// same data directory: the node goes Ready=False while it is down and Ready again after; a pod
+/// deleted during the outage keeps its deletionTimestamp until Nomad returns, then its job is
+/// stopped and the pod removed; a pod created during the outage waits Pending, then runs; the pod
+/// that ran throughout keeps its allocation and its job is not registered again.
+pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-outage", "e2e-outage");
+    let mut stack =
+        Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
+    let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
+    let (version, alloc) = {
+        let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+        stack.namespace(ns).await?;
+        cx.wait_ready(node, Duration::from_secs(60)).await?;
+        for name in ["steady", "doomed"] {
+            let p = pod(name).namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+            cx.create(&p.build()).await?;
+        }
+        cx.wait_phase(ns, "steady", "Running", Duration::from_secs(60)).await?;
+        cx.wait_phase(ns, "doomed", "Running", Duration::from_secs(60)).await?;
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+        (job["Version"].clone(), current_alloc(&cx, &format!("k8s-{ns}_steady")).await?)
+    };
+
+    stack.stop_nomad()?;
+    let stopped = std::time::Instant::now();
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cond =
+        wait_for("node NotReady", Duration::from_secs(40), Duration::from_millis(500), || {
+            let cx = &cx;
+            async move {
+                let n = cx.node(node).await?;
+                let c =
+                    n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready"));
+                Ok(c.filter(|c| c.status == "False"))
+            }
+        })
+        .await?;
+    ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "Ready condition {cond:?}");
+    cx.pods(ns).delete("doomed", &Default::default()).await?;
+    let mut born = pod("born").namespace(ns).container("main", &["sleep", "600"]).build();
+    // The scheduler places nothing on a not-ready node: bind it directly, as a kubelet sees it.
+    born.spec.as_mut().context("spec")?.node_name = Some(node.to_owned());
+    cx.create(&born).await?;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(stopped.elapsed())).await;
+    let doomed =
+        cx.pods(ns).get_opt("doomed").await?.context("doomed vanished while Nomad was down")?;
+    ensure!(doomed.metadata.deletion_timestamp.is_some(), "doomed is not being deleted");
+    let born = cx.pods(ns).get("born").await?;
+    let phase = born.status.and_then(|s| s.phase);
+    ensure!(phase.as_deref() == Some("Pending"), "born is {phase:?} while Nomad is down");
+    drop(cx);
+
+    stack.resume_nomad().await?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+    wait_for("doomed removed", Duration::from_secs(60), Duration::from_millis(500), || async {
+        Ok(cx.pods(ns).get_opt("doomed").await?.is_none().then_some(()))
+    })
+    .await?;
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_doomed")).await?;
+    ensure!(job.as_ref().is_none_or(|j| j["Stop"] == true), "doomed's job still runs: {job:?}");
+    cx.wait_phase(ns, "born", "Running", Duration::from_secs(60)).await?;
+    cx.wait_phase(ns, "steady", "Running", Duration::from_secs(10)).await?;
+    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
+    ensure!(job["Version"] == version, "the steady job was registered again");
+    let now = current_alloc(&cx, &format!("k8s-{ns}_steady")).await?;
+    ensure!(now == alloc, "steady moved from allocation {alloc} to {now}");
+    let steady = cx.pods(ns).get("steady").await?;
+    let restarts = container_state(&steady, "main").map(|c| c.restart_count);
+    ensure!(restarts == Some(0), "steady restarted: {restarts:?}");
+    let live = cx.jobs_of(node).await?.into_iter().filter(|j| j["Stop"] != true).count();
+    ensure!(live == 2, "{live} live jobs, want steady and born");
+    Ok(())
+}
+
+/// A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
+/// fails with reason NodeLost and its job is stopped (Nomad's replacement would be a second run);
+/// the `Always` pod follows Nomad's replacement to the other client and runs again there.
+pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-lost", "e2e-lost");
+    let mut stack =
+        Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
+    let doomed_client = stack.start_nomad_client("spare-1", "spare").await?;
+    let _vk = stack.virtual_kubelet(node, &["--allowed-node-pools", "spare"])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+    for (name, policy) in [("once", "Never"), ("service", "Always")] {
+        let p = pod(name)
+            .namespace(ns)
+            .on_node(node)
+            .restart(policy)
+            .annotation("nomad.hashicorp.com/node-pool", "spare")
+            .container("main", &["sleep", "600"]);
+        cx.create(&p.build()).await?;
+    }
+    cx.wait_phase(ns, "once", "Running", Duration::from_secs(60)).await?;
+    cx.wait_phase(ns, "service", "Running", Duration::from_secs(60)).await?;
+    let first = current_alloc(&cx, &format!("k8s-{ns}_service")).await?;
+    drop(cx);
+
+    stack.start_nomad_client("spare-2", "spare").await?;
+    stack.kill(doomed_client);
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let once = cx.wait_phase(ns, "once", "Failed", Duration::from_secs(90)).await?;
+    let st = once.status.clone().unwrap_or_default();
+    ensure!(st.reason.as_deref() == Some("NodeLost"), "reason {:?}: {:?}", st.reason, st.message);
+    wait_for("once's job stopped", Duration::from_secs(30), Duration::from_millis(500), || async {
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_once")).await?;
+        Ok(job.is_none_or(|j| j["Stop"] == true).then_some(()))
+    })
+    .await?;
+    let moved = wait_for(
+        "service running in a new allocation",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get("service").await?;
+            let id = container_state(&p, "main").and_then(|c| c.container_id).unwrap_or_default();
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            Ok((running && !id.is_empty() && !id.contains(&first)).then_some(id))
+        },
+    )
+    .await?;
+    let now = current_alloc(&cx, &format!("k8s-{ns}_service")).await?;
+    ensure!(moved.contains(&now), "container {moved} is not in allocation {now}");
+    Ok(())
+}
+
+/// Nomad unreachable: the node registers NotReady with reason NomadUnreachable, and a pod bound to
+/// it stays Pending without being failed or deleted.
+pub(crate) async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-nonomad", "e2e-nonomad");
+    let dead = format!("http://127.0.0.1:{}", vk_tests::free_port()?);
+    let _vk = cx.stack.virtual_kubelet(node, &["--nomad-addr", &dead])?;
+    cx.stack.namespace(ns).await?;
+    let cond = wait_for(
+        "node registered NotReady",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let n = cx.node(node).await?;
+            Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")))
+        },
+    )
+    .await?;
+    ensure!(
+        cond.status == "False" && cond.reason.as_deref() == Some("NomadUnreachable"),
+        "Ready condition {cond:?}"
+    );
+    let p = pod("waiting")
+        .namespace(ns)
+        .on_node(node)
+        .restart("Never")
+        .container("main", &["sleep", "300"])
+        .build();
+    // The scheduler does not place pods on a not-ready node; bind it directly, as a kubelet sees it.
+    let mut p = p;
+    if let Some(spec) = p.spec.as_mut() {
+        spec.node_name = Some(node.to_owned());
+    }
+    cx.create(&p).await?;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let p = cx.pods(ns).get("waiting").await?;
+    let st = p.status.unwrap_or_default();
+    ensure!(st.phase.as_deref() == Some("Pending"), "phase {:?}", st.phase);
+    ensure!(st.reason.is_none(), "reason {:?}: {:?}", st.reason, st.message);
+    ensure!(p.metadata.deletion_timestamp.is_none(), "pod being deleted");
+    Ok(())
+}
+
+/// Force deletion purges the job at once; a job whose pod was force-deleted while the virtual
+/// kubelet was down is purged on restart; a job recorded for another node is never touched, and a
+/// pod whose job ID it holds gets ProviderFailed instead of taking it over.
+pub(crate) async fn force_delete_orphans_and_foreign_jobs(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-force", "e2e-force");
+    let foreign_id = format!("k8s-{ns}_foreign");
+    let foreign = serde_json::json!({"Job": {
+        "ID": foreign_id, "Name": foreign_id, "Type": "batch", "Datacenters": ["*"],
+        "Meta": {"k8s_node_name": "someone-else", "k8s_namespace": ns, "k8s_pod_name": "foreign", "k8s_pod_uid": "x"},
+        "TaskGroups": [{"Name": "pod", "Count": 1, "Tasks": [{"Name": "main", "Driver": "raw_exec",
+            "Config": {"command": "sleep", "args": ["300"]}}]}]
+    }});
+    let r = cx.http.put(format!("{}/v1/jobs", cx.stack.nomad_addr)).json(&foreign).send().await?;
+    ensure!(r.status().is_success(), "registering the foreign job: {}", r.status());
+
+    let mut vk = cx.node_and_namespace(node, ns).await?;
+    for name in ["forced", "orphan"] {
+        cx.create(
+            &pod(name)
+                .namespace(ns)
+                .on_node(node)
+                .grace(30)
+                .container("main", &["sleep", "300"])
+                .build(),
+        )
+        .await?;
+    }
+    cx.create(
+        &pod("foreign").namespace(ns).on_node(node).container("main", &["sleep", "300"]).build(),
+    )
+    .await?;
+    for name in ["forced", "orphan"] {
+        cx.wait_phase(ns, name, "Running", Duration::from_secs(30)).await?;
+    }
+    let pods = cx.pods(ns);
+    let refused = wait_for(
+        "ProviderFailed for the pod whose job ID is taken",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let p = pods.get("foreign").await?;
+            Ok(p.status.filter(|s| s.reason.as_deref() == Some("ProviderFailed")))
+        },
+    )
+    .await?;
+    ensure!(refused.message.unwrap_or_default().contains("not owned by node vk-force"));
+
+    // Force delete: the pod object is gone at once; the job must follow without a grace period.
+    let forced = Instant::now();
+    cx.stack.kubectl(&["delete", "pod", "-n", ns, "forced", "--grace-period=0", "--force"])?;
+    wait_for(
+        "the force-deleted pod's job purged",
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        || async {
+            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}_forced")).await?.is_none().then_some(()))
+        },
+    )
+    .await?;
+    println!("force-deleted pod's job purged after {:?}", forced.elapsed());
+
+    // A pod deleted while the virtual kubelet is down leaves an orphan job, purged on restart.
+    vk.kill();
+    cx.stack.kubectl(&["delete", "pod", "-n", ns, "orphan", "--grace-period=0", "--force"])?;
+    ensure!(
+        cx.nomad(&format!("/v1/job/k8s-{ns}_orphan")).await?.is_some(),
+        "orphan job gone too early"
+    );
+    let _vk = cx.start_vk(node)?;
+    wait_for(
+        "the orphan job purged after restart",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            Ok(cx.nomad(&format!("/v1/job/k8s-{ns}_orphan")).await?.is_none().then_some(()))
+        },
+    )
+    .await?;
+    let job =
+        cx.nomad(&format!("/v1/job/{foreign_id}")).await?.context("the foreign job was removed")?;
+    ensure!(
+        job["Meta"]["k8s_node_name"] == "someone-else" && job["Version"] == 0,
+        "the foreign job was changed: {job}"
+    );
+    ensure!(job["Stop"] == false, "the foreign job was stopped");
+    Ok(())
+}
