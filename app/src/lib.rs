@@ -219,17 +219,14 @@ fn open_file_limit() -> usize {
 /// The pod controller as the kubelet API's pod index.
 struct Index<P, K>(Arc<pod_controller::PodController<P, K>>);
 
-impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> kubelet::PodIndex
+impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> vk_ports::PodIndex
     for Index<P, K>
 {
-    fn pod(
-        &self,
-        key: &vk_domain::pod::PodKey,
-    ) -> Option<(Arc<k8s_openapi::api::core::v1::Pod>, Option<String>)> {
+    fn pod(&self, key: &vk_domain::pod::PodKey) -> Option<vk_ports::IndexedPod> {
         self.0.pod(key)
     }
 
-    fn pods(&self) -> Vec<(Arc<k8s_openapi::api::core::v1::Pod>, bool)> {
+    fn pods(&self) -> Vec<vk_ports::IndexedPod> {
         self.0.pods()
     }
 }

@@ -27,7 +27,8 @@ use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
 use vk_ports::{
-    Change, ClusterError, EventType, InputsApi, PodApi, PodProvider, PodWatchEvent, ProviderError,
+    Change, ClusterError, EventType, IndexedPod, InputsApi, PodApi, PodProvider, PodWatchEvent,
+    ProviderError,
 };
 
 use crate::held_pod::{HeldPod, PHASES};
@@ -396,21 +397,31 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
     }
 
     /// The pod with `key` bound to this node, with its workload's ID when the backend has one.
-    pub fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)> {
+    pub fn pod(&self, key: &PodKey) -> Option<IndexedPod> {
         let st = self.state();
         let pod = st.pods.get(key)?.pod_or_log()?;
-        Some((pod, st.runtime.get(key).map(|r| r.id.clone())))
+        let runtime = st.runtime.get(key);
+        Some(IndexedPod {
+            pod,
+            workload: runtime.map(|r| r.id.clone()),
+            running: runtime.is_some_and(|r| !r.is_terminated()),
+        })
     }
 
     /// Every pod bound to this node, with whether its workload runs now. Each is decoded for
     /// the call.
-    pub fn pods(&self) -> Vec<(Arc<Pod>, bool)> {
+    pub fn pods(&self) -> Vec<IndexedPod> {
         let st = self.state();
         st.pods
             .iter()
             .filter_map(|(k, p)| {
                 let pod = p.pod_or_log()?;
-                Some((pod, st.runtime.get(k).is_some_and(|r| !r.is_terminated())))
+                let runtime = st.runtime.get(k);
+                Some(IndexedPod {
+                    pod,
+                    workload: runtime.map(|r| r.id.clone()),
+                    running: runtime.is_some_and(|r| !r.is_terminated()),
+                })
             })
             .collect()
     }

@@ -380,6 +380,27 @@ impl ClusterError {
     }
 }
 
+/// A pod bound to this node as the application holds it: what the kubelet API reads.
+#[derive(Debug, Clone)]
+pub struct IndexedPod {
+    /// The pod as last seen (shared with the index, which keeps it).
+    pub pod: std::sync::Arc<Pod>,
+    /// Its workload's ID in the backend (for Nomad the job ID, `<id>@<namespace>[@<region>]`),
+    /// once it has one.
+    pub workload: Option<String>,
+    /// Whether its workload runs now (a sandbox that has not ended).
+    pub running: bool,
+}
+
+/// The pods bound to this node as the application knows them (its pod watch and the backend),
+/// which the kubelet API reads to answer requests (upstream's `PodLister` plus the workload).
+pub trait PodIndex: Send + Sync + 'static {
+    /// The pod `key` bound to this node, if it is.
+    fn pod(&self, key: &PodKey) -> Option<IndexedPod>;
+    /// Every pod bound to this node.
+    fn pods(&self) -> Vec<IndexedPod>;
+}
+
 /// The Node and its Lease as a kubelet writes them.
 pub trait NodeApi: Send + Sync + 'static {
     /// Creates `node`, or, when it exists, leaves its spec (taints are immutable for a node

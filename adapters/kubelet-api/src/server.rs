@@ -38,7 +38,8 @@ use vk_domain::kubelet_auth::{NodeAccess, UserInfo, access_for};
 use vk_domain::logs::LogOptions;
 use vk_domain::pod::PodKey;
 use vk_domain::stats::{self, CpuCounters};
-use vk_ports::{AccessReview, PodProvider, ProviderError};
+pub use vk_ports::PodIndex;
+use vk_ports::{AccessReview, IndexedPod, PodProvider, ProviderError};
 
 pub use super::limits::Limits;
 use super::limits::{self, Connections, ReviewGate, Slot};
@@ -159,16 +160,6 @@ impl Settings {
             drain: Duration::from_secs(5),
         }
     }
-}
-
-/// The pods bound to this node as the application knows them (from its pod watch and the
-/// backend), which the server reads to answer requests.
-pub trait PodIndex: Send + Sync + 'static {
-    /// The pod with `key` bound to this node, and its backend workload ID once it has one. Shared
-    /// with the index, which keeps it.
-    fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)>;
-    /// Every pod bound to this node, with whether its workload runs (has a live sandbox).
-    fn pods(&self) -> Vec<(Arc<Pod>, bool)>;
 }
 
 /// Bytes each answer cache holds at most (keys and answers as weighed by [`cache`]).
@@ -424,7 +415,7 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
     ) -> Result<String, Response> {
         let key = PodKey::new(ns, name)
             .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("invalid pod name: {e}")))?;
-        let Some((pod, id)) = self.index.pod(&key) else {
+        let Some(IndexedPod { pod, workload: id, .. }) = self.index.pod(&key) else {
             return Err(plain(StatusCode::NOT_FOUND, format!("pod \"{ns}/{name}\" not found")));
         };
         if let Some(c) = container {
@@ -564,7 +555,7 @@ fn pod_list(items: Vec<Pod>) -> Response {
 async fn pods<P: PodProvider, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
-    pod_list(k.index.pods().into_iter().map(|(p, _)| Arc::unwrap_or_clone(p)).collect())
+    pod_list(k.index.pods().into_iter().map(|p| Arc::unwrap_or_clone(p.pod)).collect())
 }
 
 async fn running_pods<P: PodProvider, A: AccessReview, I: PodIndex>(
@@ -576,8 +567,8 @@ async fn running_pods<P: PodProvider, A: AccessReview, I: PodIndex>(
         .index
         .pods()
         .into_iter()
-        .filter(|(_, running)| *running)
-        .map(|(p, _)| Arc::unwrap_or_clone(p))
+        .filter(|p| p.running)
+        .map(|p| Arc::unwrap_or_clone(p.pod))
         .map(|p| Pod {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: p.metadata.name,
@@ -965,19 +956,20 @@ mod tests {
 
     struct Index;
     impl PodIndex for Index {
-        fn pod(&self, key: &PodKey) -> Option<(Arc<Pod>, Option<String>)> {
+        fn pod(&self, key: &PodKey) -> Option<IndexedPod> {
             let pod: Pod = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": key.name(), "namespace": key.namespace()},
                 "spec": {"containers": [{"name": "main"}]},
             }))
             .ok()?;
-            match key.name() {
-                "web" => Some((Arc::new(pod), Some("job-web".into()))),
-                "new" => Some((Arc::new(pod), None)),
-                _ => None,
-            }
+            let workload = match key.name() {
+                "web" => Some("job-web".into()),
+                "new" => None,
+                _ => return None,
+            };
+            Some(IndexedPod { pod: Arc::new(pod), running: workload.is_some(), workload })
         }
-        fn pods(&self) -> Vec<(Arc<Pod>, bool)> {
+        fn pods(&self) -> Vec<IndexedPod> {
             Vec::new()
         }
     }
