@@ -22,7 +22,7 @@ use vk_domain::node::NodeCapacity;
 use vk_domain::pod::{self, PodKey};
 use vk_domain::policy::{ProbeGrant, Rules};
 use vk_domain::reconcile::{Context, Step, plan};
-use vk_domain::runtime::RuntimePod;
+use vk_domain::runtime::{RuntimePod, WorkloadId};
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
@@ -119,7 +119,7 @@ struct State {
     /// Pods whose workload the backend says changed since it was last read.
     dirty: HashSet<PodKey>,
     /// The workload ID recorded into the `job` field of each pod's running `sync_pod` span.
-    span_job: HashMap<PodKey, String>,
+    span_job: HashMap<PodKey, WorkloadId>,
 }
 
 /// The controller; [`PodController::run`] drives it.
@@ -920,7 +920,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
 
     /// One refresh round; reads are shared between pods.
     pub async fn refresh_once(&self) {
-        let pods: Vec<(Arc<Pod>, String)> = {
+        let pods: Vec<(Arc<Pod>, WorkloadId)> = {
             let mut st = self.state();
             let live: HashSet<String> = st.pods.values().map(|p| p.uid().to_owned()).collect();
             self.tokens.retain(&live);

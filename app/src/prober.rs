@@ -31,6 +31,7 @@ use tracing::{Instrument, debug, info, warn};
 use vk_domain::pod::{self, PodKey};
 use vk_domain::policy::{ProbeGrant, Rules};
 use vk_domain::probe::{self, Handler, Kind, Probe, State};
+use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{ContainerState, Sandbox};
 use vk_ports::PodProvider;
 
@@ -200,7 +201,7 @@ impl<P: PodProvider> Prober<P> {
         self: &Arc<Self>,
         key: &PodKey,
         pod: &Pod,
-        id: &str,
+        id: &WorkloadId,
         mut sandbox: Sandbox,
     ) -> Sandbox {
         let uid = pod::uid(pod).to_owned();
@@ -261,7 +262,7 @@ impl<P: PodProvider> Prober<P> {
                     uid: uid.clone(),
                     container: c.name.clone(),
                     has_startup: c.startup_probe.is_some(),
-                    id: id.to_owned(),
+                    id: id.clone(),
                     kind,
                     probe: p,
                     target: target.clone(),
@@ -343,7 +344,7 @@ struct Worker<P> {
     uid: String,
     container: String,
     has_startup: bool,
-    id: String,
+    id: WorkloadId,
     kind: Kind,
     probe: Probe,
     target: Target,

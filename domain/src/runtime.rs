@@ -9,13 +9,63 @@ pub use litemap::LiteMap;
 
 use crate::pod::PodKey;
 
+/// The backend's ID of a pod's workload (for Nomad the job ID, `<id>@<namespace>[@<region>]`
+/// when the job is not in the defaults): opaque to the app, made and read by the backend alone.
+/// Reads as a `&str` (`Deref`) for the backend that parses it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct WorkloadId(String);
+
+impl WorkloadId {
+    /// The ID as the backend wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for WorkloadId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for WorkloadId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl PartialEq<str> for WorkloadId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for WorkloadId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<&str> for WorkloadId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
 /// A pod as a backend runs it: whose it is, whether it was told to stop, and its current sandbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimePod {
     /// The pod this workload was started for, as recorded by the backend when it was created.
     pub owner: PodOwner,
     /// The backend's ID of the workload (for Nomad, the job ID).
-    pub id: String,
+    pub id: WorkloadId,
     /// The backend was asked to stop it (for Nomad, the job's `Stop` flag).
     pub stopping: bool,
     /// The current sandbox (for Nomad, the newest allocation), if one was placed yet.

@@ -23,7 +23,7 @@ use vk_domain::kubelet_auth::{NodeAccess, UserInfo};
 use vk_domain::logs::LogOptions;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
-use vk_domain::runtime::RuntimePod;
+use vk_domain::runtime::{RuntimePod, WorkloadId};
 use vk_domain::stats::Usage;
 use vk_domain::workload::WorkloadSpec;
 
@@ -124,7 +124,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// `NotFound` when there is no such workload, `Unavailable` when the backend cannot be reached.
     fn start_container(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
@@ -137,7 +137,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// backend cannot be reached or the command's end was not seen.
     fn exec(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         command: &[String],
     ) -> impl Future<Output = Result<i32, ProviderError>> + Send;
@@ -150,7 +150,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// when the backend cannot be reached.
     fn restart_container(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
@@ -160,19 +160,19 @@ pub trait PodProvider: Send + Sync + 'static {
     /// # Errors
     /// [`ProviderError::NotFound`] when there is no such workload, [`ProviderError::Unavailable`]
     /// when the backend cannot be reached.
-    fn stop_pod(&self, id: &str) -> impl Future<Output = Result<(), ProviderError>> + Send;
+    fn stop_pod(&self, id: &WorkloadId) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Kills at once whatever still runs of workload `id` (SIGKILL): the deletion grace is over.
     ///
     /// # Errors
     /// As [`PodProvider::stop_pod`].
-    fn kill_pod(&self, id: &str) -> impl Future<Output = Result<(), ProviderError>> + Send;
+    fn kill_pod(&self, id: &WorkloadId) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Removes workload `id` and its history from the backend, stopping it first if it runs.
     ///
     /// # Errors
     /// As [`PodProvider::stop_pod`]; `NotFound` means it is already gone.
-    fn purge_pod(&self, id: &str) -> impl Future<Output = Result<(), ProviderError>> + Send;
+    fn purge_pod(&self, id: &WorkloadId) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// The workload this node owns for `key`, if any.
     ///
@@ -210,7 +210,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// the backend cannot be reached. Errors after the first byte end the stream with an `Err` item.
     fn logs(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         opts: &LogOptions,
     ) -> impl Future<Output = Result<ByteStream, ProviderError>> + Send {
@@ -229,7 +229,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// `Unavailable` when the backend cannot be reached or the session broke.
     fn exec_stream(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         command: &[String],
         io: ExecIo,
@@ -247,7 +247,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// [`PodProvider::exec_stream`].
     fn attach(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         io: ExecIo,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send {
@@ -264,7 +264,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// or nothing accepts connections on that port (refused, with the address in the message).
     fn port_forward(
         &self,
-        id: &str,
+        id: &WorkloadId,
         port: u16,
     ) -> impl Future<Output = Result<Duplex, ProviderError>> + Send {
         let _ = (id, port);
@@ -387,7 +387,7 @@ pub struct IndexedPod {
     pub pod: std::sync::Arc<Pod>,
     /// Its workload's ID in the backend (for Nomad the job ID, `<id>@<namespace>[@<region>]`),
     /// once it has one.
-    pub workload: Option<String>,
+    pub workload: Option<WorkloadId>,
     /// Whether its workload runs now (a sandbox that has not ended).
     pub running: bool,
 }

@@ -37,6 +37,7 @@ use vk_domain::jiff::Timestamp;
 use vk_domain::kubelet_auth::{NodeAccess, UserInfo, access_for};
 use vk_domain::logs::LogOptions;
 use vk_domain::pod::PodKey;
+use vk_domain::runtime::WorkloadId;
 use vk_domain::stats::{self, CpuCounters};
 pub use vk_ports::PodIndex;
 use vk_ports::{AccessReview, IndexedPod, PodProvider, ProviderError};
@@ -412,7 +413,7 @@ impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
         ns: &str,
         name: &str,
         container: Option<&str>,
-    ) -> Result<String, Response> {
+    ) -> Result<WorkloadId, Response> {
         let key = PodKey::new(ns, name)
             .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("invalid pod name: {e}")))?;
         let Some(IndexedPod { pod, workload: id, .. }) = self.index.pod(&key) else {
@@ -883,22 +884,22 @@ mod tests {
         ) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn start_container(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+        async fn start_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn exec(&self, _: &str, _: &str, _: &[String]) -> Result<i32, ProviderError> {
+        async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
             Ok(0)
         }
-        async fn restart_container(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+        async fn restart_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn stop_pod(&self, _: &str) -> Result<(), ProviderError> {
+        async fn stop_pod(&self, _: &WorkloadId) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn kill_pod(&self, _: &str) -> Result<(), ProviderError> {
+        async fn kill_pod(&self, _: &WorkloadId) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn purge_pod(&self, _: &str) -> Result<(), ProviderError> {
+        async fn purge_pod(&self, _: &WorkloadId) -> Result<(), ProviderError> {
             Ok(())
         }
         async fn get_pod(
@@ -912,7 +913,7 @@ mod tests {
         }
         async fn logs(
             &self,
-            id: &str,
+            id: &WorkloadId,
             container: &str,
             opts: &LogOptions,
         ) -> Result<vk_ports::ByteStream, ProviderError> {

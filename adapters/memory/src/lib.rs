@@ -30,6 +30,7 @@ use vk_domain::logs::{LogOptions, LogStream};
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
 use vk_domain::quantity;
+use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{
     ContainerRuntimeStatus, ContainerState, PodOwner, RuntimePod, Sandbox, SandboxState,
     Termination,
@@ -294,7 +295,7 @@ impl PodProvider for MemoryProvider {
                     uid: spec.uid.clone(),
                     node: self.config.node_name.clone(),
                 },
-                id: spec.key.to_string(),
+                id: spec.key.to_string().into(),
                 stopping: false,
                 sandbox: Some(Sandbox {
                     id: spec.uid.clone(),
@@ -359,7 +360,11 @@ impl PodProvider for MemoryProvider {
     }
 
     /// Init containers complete at creation, so there is nothing to hold or release.
-    async fn start_container(&self, id: &str, _container: &str) -> Result<(), ProviderError> {
+    async fn start_container(
+        &self,
+        id: &WorkloadId,
+        _container: &str,
+    ) -> Result<(), ProviderError> {
         let key = key_of(id)?;
         match self.state().pods.contains_key(&key) {
             true => Ok(()),
@@ -368,12 +373,16 @@ impl PodProvider for MemoryProvider {
     }
 
     /// Nothing runs, so no command can: always `Unsupported` (exec probes fail).
-    async fn exec(&self, _: &str, _: &str, _: &[String]) -> Result<i32, ProviderError> {
+    async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
         Err(ProviderError::Unsupported("the memory provider runs no processes".into()))
     }
 
     /// The container's run ends with exit code 137 (killed) and a new one starts at once.
-    async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+    async fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> Result<(), ProviderError> {
         if self.with_pod(id, |pod, now| restart(pod, container, 137, now))? {
             Ok(())
         } else {
@@ -382,16 +391,16 @@ impl PodProvider for MemoryProvider {
     }
 
     /// Every container ends at once with exit code 0, as a process honouring SIGTERM.
-    async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.with_pod(id, |pod, now| end(pod, 0, now))
     }
 
     /// Whatever still runs ends with exit code 137 (SIGKILL).
-    async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn kill_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.with_pod(id, |pod, now| end(pod, 137, now))
     }
 
-    async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn purge_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let key = key_of(id)?;
         self.state().pods.remove(&key).ok_or_else(|| not_found(id))?;
         self.notify(&key);
@@ -428,7 +437,7 @@ impl PodProvider for MemoryProvider {
     /// `follow` ends at once: nothing more is ever written.
     async fn logs(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         opts: &LogOptions,
     ) -> Result<ByteStream, ProviderError> {
@@ -636,7 +645,7 @@ mod tests {
         p.create_pod(&spec("web", "u1", json!({}))).await.unwrap();
         let mut changes = Box::pin(p.changes());
         assert_eq!(changes.next().await, Some(Change::Resync));
-        p.stop_pod("ns/web").await.unwrap();
+        p.stop_pod(&"ns/web".into()).await.unwrap();
         assert!(matches!(changes.next().await, Some(Change::Pod { .. })));
         let pod = p.get_pod(&key("web")).await.unwrap().unwrap();
         assert!(pod.stopping && pod.is_terminated());
@@ -645,17 +654,17 @@ mod tests {
             matches!(state(&pod, "app"), ContainerState::Terminated(t) if t.exit_code == 0 && t.finished_at.is_some())
         );
         // Killing after the stop changes nothing more: nothing runs.
-        p.kill_pod("ns/web").await.unwrap();
+        p.kill_pod(&"ns/web".into()).await.unwrap();
         let pod = p.get_pod(&key("web")).await.unwrap().unwrap();
         assert!(matches!(state(&pod, "app"), ContainerState::Terminated(t) if t.exit_code == 0));
         assert_eq!(pod.sandbox.as_ref().unwrap().state, SandboxState::Succeeded);
 
-        p.purge_pod("ns/web").await.unwrap();
+        p.purge_pod(&"ns/web".into()).await.unwrap();
         assert_eq!(p.get_pod(&key("web")).await.unwrap(), None);
-        assert!(matches!(p.purge_pod("ns/web").await, Err(ProviderError::NotFound(_))));
-        assert!(matches!(p.stop_pod("ns/web").await, Err(ProviderError::NotFound(_))));
+        assert!(matches!(p.purge_pod(&"ns/web".into()).await, Err(ProviderError::NotFound(_))));
+        assert!(matches!(p.stop_pod(&"ns/web".into()).await, Err(ProviderError::NotFound(_))));
         assert!(matches!(
-            p.start_container("ns/web", "app").await,
+            p.start_container(&"ns/web".into(), "app").await,
             Err(ProviderError::NotFound(_))
         ));
     }
@@ -664,7 +673,7 @@ mod tests {
     async fn kill_is_exit_137_and_restart_counts() {
         let p = provider();
         p.create_pod(&spec("web", "u1", json!({}))).await.unwrap();
-        p.restart_container("ns/web", "app").await.unwrap();
+        p.restart_container(&"ns/web".into(), "app").await.unwrap();
         let pod = p.get_pod(&key("web")).await.unwrap().unwrap();
         let app = &pod.sandbox.as_ref().unwrap().containers.get("app").unwrap();
         assert_eq!(app.restart_count, 1);
@@ -674,11 +683,11 @@ mod tests {
         );
         assert!(matches!(app.state, ContainerState::Running { .. }));
         assert!(matches!(
-            p.restart_container("ns/web", "nope").await,
+            p.restart_container(&"ns/web".into(), "nope").await,
             Err(ProviderError::NotFound(_))
         ));
 
-        p.kill_pod("ns/web").await.unwrap();
+        p.kill_pod(&"ns/web".into()).await.unwrap();
         let pod = p.get_pod(&key("web")).await.unwrap().unwrap();
         assert_eq!(pod.sandbox.as_ref().unwrap().state, SandboxState::Failed);
         assert!(
@@ -716,7 +725,7 @@ mod tests {
         let p = provider();
         p.create_pod(&spec("web", "u1", json!({}))).await.unwrap();
         p.create_pod(&spec("gone", "u2", json!({}))).await.unwrap();
-        p.stop_pod("ns/gone").await.unwrap();
+        p.stop_pod(&"ns/gone".into()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let u = p.usage().await.unwrap();
         assert_eq!(u.pods.len(), 1, "stopped pods use nothing");
@@ -747,7 +756,7 @@ mod tests {
         let read = |opts: LogOptions| {
             let p = &p;
             async move {
-                let mut s = p.logs("ns/web", "app", &opts).await?;
+                let mut s = p.logs(&"ns/web".into(), "app", &opts).await?;
                 let mut out = Vec::new();
                 while let Some(b) = s.next().await {
                     out.extend_from_slice(&b?);
@@ -782,10 +791,10 @@ mod tests {
             read(LogOptions { previous: true, ..Default::default() }).await,
             Err(ProviderError::NotFound(_))
         ));
-        p.restart_container("ns/web", "app").await.unwrap();
+        p.restart_container(&"ns/web".into(), "app").await.unwrap();
         assert!(read(LogOptions { previous: true, ..Default::default() }).await.is_ok());
         assert!(matches!(
-            p.logs("ns/web", "nope", &LogOptions::default()).await,
+            p.logs(&"ns/web".into(), "nope", &LogOptions::default()).await,
             Err(ProviderError::NotFound(_))
         ));
     }

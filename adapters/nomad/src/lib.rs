@@ -28,6 +28,7 @@ use vk_domain::jiff::Timestamp;
 use vk_domain::logs::LogOptions;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
+use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{ContainerState, RuntimePod, SandboxState};
 use vk_domain::stats::{PodUsage, Usage};
 use vk_domain::workload::WorkloadSpec;
@@ -381,7 +382,7 @@ impl NomadProvider {
         };
         Some(RuntimePod {
             owner,
-            id: at.encode(),
+            id: at.encode().into(),
             stopping: stop,
             sandbox,
             images: alloc::images(meta),
@@ -750,7 +751,7 @@ impl PodProvider for NomadProvider {
         Ok(())
     }
 
-    async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+    async fn start_container(&self, id: &WorkloadId, container: &str) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         let mut items = BTreeMap::new();
         items.insert("released".to_owned(), "true".to_owned());
@@ -764,7 +765,7 @@ impl PodProvider for NomadProvider {
     /// must succeed; a failure is reported as it is.
     async fn exec(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         command: &[String],
     ) -> Result<i32, ProviderError> {
@@ -778,7 +779,11 @@ impl PodProvider for NomadProvider {
         exec::run(&client, &alloc, container, command).await
     }
 
-    async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+    async fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         let alloc = self.running_alloc(&r).await?;
@@ -794,7 +799,7 @@ impl PodProvider for NomadProvider {
         Ok(())
     }
 
-    async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         let _: serde_json::Value =
@@ -802,7 +807,7 @@ impl PodProvider for NomadProvider {
         Ok(())
     }
 
-    async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn kill_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         let client = self.at(&r);
@@ -825,7 +830,7 @@ impl PodProvider for NomadProvider {
         Ok(())
     }
 
-    async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn purge_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         self.delete_variables(&r).await?;
@@ -921,7 +926,7 @@ impl PodProvider for NomadProvider {
     /// place, else the log of the allocation the current one replaced, and never follows.
     async fn logs(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         opts: &LogOptions,
     ) -> Result<ByteStream, ProviderError> {
@@ -949,7 +954,7 @@ impl PodProvider for NomadProvider {
 
     async fn exec_stream(
         &self,
-        id: &str,
+        id: &WorkloadId,
         container: &str,
         command: &[String],
         io: ExecIo,
@@ -962,7 +967,12 @@ impl PodProvider for NomadProvider {
     /// Streams what the task writes from now on (`/v1/client/fs/logs` following from the end):
     /// Nomad gives no access to a running task's stdin, and no terminal (with `io.tty`, stderr goes
     /// to stdout, as a terminal would merge them).
-    async fn attach(&self, id: &str, container: &str, io: ExecIo) -> Result<(), ProviderError> {
+    async fn attach(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+        io: ExecIo,
+    ) -> Result<(), ProviderError> {
         if io.stdin.is_some() {
             return Err(ProviderError::Unsupported(
                 "Nomad cannot attach stdin to a running task; use kubectl exec".into(),
@@ -994,7 +1004,7 @@ impl PodProvider for NomadProvider {
     /// Connects to the pod's IP as its status reports it at `port`: the allocation's own address
     /// in bridge and CNI modes; in host mode the node's address, at the host port Nomad mapped
     /// `port` to (`To` → `Value`) if it mapped one.
-    async fn port_forward(&self, id: &str, port: u16) -> Result<Duplex, ProviderError> {
+    async fn port_forward(&self, id: &WorkloadId, port: u16) -> Result<Duplex, ProviderError> {
         let r = JobRef::parse(id);
         let allocs = self.allocations(&self.at(&r), Some(&r.id)).await?;
         let Some(a) = alloc::current(allocs.iter()).filter(|a| a.client_status == "running") else {
@@ -1311,7 +1321,7 @@ mod tests {
             stream: vk_domain::logs::LogStream::Stdout,
             ..Default::default()
         };
-        let mut s = p.logs("k8s-ns_p", "c", &opts).await.unwrap();
+        let mut s = p.logs(&"k8s-ns_p".into(), "c", &opts).await.unwrap();
         let mut out = Vec::new();
         while let Some(b) = s.next().await {
             out.extend_from_slice(&b.unwrap());
@@ -1333,12 +1343,12 @@ mod tests {
         .await;
         let p = provider(&addr);
         let opts = LogOptions { previous: true, ..Default::default() };
-        let err = p.logs("k8s-ns_p", "c", &opts).await.err().unwrap();
+        let err = p.logs(&"k8s-ns_p".into(), "c", &opts).await.err().unwrap();
         assert!(
             matches!(&err, ProviderError::NotFound(m) if m.contains("previous terminated container \"c\"")),
             "{err}"
         );
-        let err = p.logs("k8s-ns_p", "nope", &LogOptions::default()).await.err().unwrap();
+        let err = p.logs(&"k8s-ns_p".into(), "nope", &LogOptions::default()).await.err().unwrap();
         assert!(matches!(err, ProviderError::NotFound(_)), "{err}");
     }
 
@@ -1349,14 +1359,14 @@ mod tests {
         let p = provider(&addr);
         let (_tx, rx) = futures::channel::mpsc::channel(1);
         let io = ExecIo { stdin: Some(rx), stdout: None, stderr: None, tty: false, resize: None };
-        let err = p.attach("k8s-ns_p", "c", io).await.err().unwrap();
+        let err = p.attach(&"k8s-ns_p".into(), "c", io).await.err().unwrap();
         assert!(
             matches!(&err, ProviderError::Unsupported(m) if m.contains("kubectl exec")),
             "{err}"
         );
         let (tx, _rx) = futures::channel::mpsc::channel(1);
         let io = ExecIo { stdin: None, stdout: Some(tx), stderr: None, tty: false, resize: None };
-        let err = p.attach("k8s-ns_p", "c", io).await.err().unwrap();
+        let err = p.attach(&"k8s-ns_p".into(), "c", io).await.err().unwrap();
         assert!(matches!(&err, ProviderError::NotFound(m) if m.contains("not running")), "{err}");
     }
 
@@ -1406,18 +1416,18 @@ mod tests {
         .await;
         let p = provider(&addr);
         for port in [80, echo_port] {
-            let mut conn = p.port_forward("k8s-ns_p", port).await.unwrap();
+            let mut conn = p.port_forward(&"k8s-ns_p".into(), port).await.unwrap();
             conn.write_all(b"ping").await.unwrap();
             let mut buf = [0u8; 4];
             conn.read_exact(&mut buf).await.unwrap();
             assert_eq!(&buf, b"ping");
         }
-        let err = p.port_forward("k8s-ns_p", closed).await.err().unwrap();
+        let err = p.port_forward(&"k8s-ns_p".into(), closed).await.err().unwrap();
         assert!(
             matches!(&err, ProviderError::Unavailable { message, .. } if message.contains("connection refused")),
             "{err}"
         );
-        let err = p.port_forward("k8s-ns_gone", 80).await.err().unwrap();
+        let err = p.port_forward(&"k8s-ns_gone".into(), 80).await.err().unwrap();
         assert!(matches!(err, ProviderError::NotFound(_)), "{err}");
     }
 
@@ -1513,7 +1523,7 @@ mod tests {
             })
             .await;
             let p = provider(&addr);
-            let got = p.exec("k8s-ns_p", "c", &["check".to_owned()]).await.unwrap();
+            let got = p.exec(&"k8s-ns_p".into(), "c", &["check".to_owned()]).await.unwrap();
             assert_eq!(got, want, "{driver} {codes:?}");
             assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), sessions, "{driver} {codes:?}");
         }
@@ -1571,7 +1581,7 @@ mod tests {
         let cmd = vec!["sh".to_owned(), "-c".to_owned(), "cat".to_owned()];
         let code = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            p.exec_stream("k8s-ns_p", "c", &cmd, io),
+            p.exec_stream(&"k8s-ns_p".into(), "c", &cmd, io),
         )
         .await
         .unwrap()

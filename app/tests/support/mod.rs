@@ -18,6 +18,7 @@ use vk_domain::inputs::ServiceInfo;
 use vk_domain::jiff::Timestamp;
 use vk_domain::node::NodeCapacity;
 use vk_domain::pod::PodKey;
+use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{
     ContainerRuntimeStatus, ContainerState, PodOwner, RuntimePod, Sandbox, SandboxState,
 };
@@ -39,7 +40,7 @@ pub struct FakeProvider {
 pub fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
     RuntimePod {
         owner: PodOwner { key: key.clone(), uid: uid.into(), node: "vk".into() },
-        id: format!("job-{key}"),
+        id: format!("job-{key}").into(),
         stopping: false,
         images: Default::default(),
         sandbox: Some(Sandbox {
@@ -79,7 +80,12 @@ impl FakeProvider {
         Ok(())
     }
     pub fn key_of(&self, id: &str) -> Option<PodKey> {
-        self.pods.lock().unwrap().values().find(|p| p.id == id).map(|p| p.owner.key.clone())
+        self.pods
+            .lock()
+            .unwrap()
+            .values()
+            .find(|p| p.id.as_str() == id)
+            .map(|p| p.owner.key.clone())
     }
 }
 
@@ -107,29 +113,33 @@ impl PodProvider for FakeProvider {
         self.log(format!("update {} {}", spec.key, files.join(",")));
         Ok(())
     }
-    async fn start_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+    async fn start_container(&self, id: &WorkloadId, container: &str) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("start {id} {container}"));
         Ok(())
     }
     async fn exec(
         &self,
-        _id: &str,
+        _id: &WorkloadId,
         container: &str,
         _cmd: &[String],
     ) -> Result<i32, ProviderError> {
         self.check()?;
         Ok(self.exit_codes.lock().unwrap().get(container).copied().unwrap_or(0))
     }
-    async fn restart_container(&self, id: &str, container: &str) -> Result<(), ProviderError> {
+    async fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("restart {id} {container}"));
         Ok(())
     }
-    async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("stop {id}"));
-        let key = self.key_of(id).ok_or_else(|| ProviderError::NotFound(id.into()))?;
+        let key = self.key_of(id).ok_or_else(|| ProviderError::NotFound(id.to_string()))?;
         if let Some(p) = self.pods.lock().unwrap().get_mut(&key) {
             p.stopping = true;
             if let Some(s) = p.sandbox.as_mut() {
@@ -138,15 +148,15 @@ impl PodProvider for FakeProvider {
         }
         Ok(())
     }
-    async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn kill_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("kill {id}"));
         Ok(())
     }
-    async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn purge_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("purge {id}"));
-        let key = self.key_of(id).ok_or_else(|| ProviderError::NotFound(id.into()))?;
+        let key = self.key_of(id).ok_or_else(|| ProviderError::NotFound(id.to_string()))?;
         self.pods.lock().unwrap().remove(&key);
         Ok(())
     }

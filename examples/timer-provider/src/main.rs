@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vk_ports::vk_domain::runtime::WorkloadId;
 use vk_ports::vk_domain::{jiff::SignedDuration, jiff::Timestamp, node::NodeCapacity, runtime::*};
 use vk_ports::vk_domain::{pod::PodKey, pod::RestartPolicy, workload::WorkloadSpec};
 use vk_ports::{NodeProvider, PodProvider, ProviderError};
@@ -52,7 +53,7 @@ fn view(t: &Timed, now: Timestamp) -> RuntimePod {
     let (id, stopping) = (t.owner.key.to_string(), t.stopped.is_some());
     RuntimePod {
         owner: t.owner.clone(),
-        id,
+        id: id.into(),
         stopping,
         sandbox: Some(sandbox),
         images: Default::default(),
@@ -92,27 +93,31 @@ impl PodProvider for Timers {
     async fn update_pod(&self, _: &WorkloadSpec) -> Result<(), ProviderError> {
         Ok(()) // Timers have no files.
     }
-    async fn start_container(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+    async fn start_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
         Ok(()) // Timers have no init containers to hold.
     }
-    async fn exec(&self, _: &str, _: &str, _: &[String]) -> Result<i32, ProviderError> {
+    async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
         Err(ProviderError::Unsupported("timers run no commands".into()))
     }
-    async fn restart_container(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+    async fn restart_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
         Err(ProviderError::Unsupported("timers cannot be restarted".into()))
     }
-    async fn stop_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let now = Timestamp::now();
         let mut pods = self.pods();
-        let timer = pods.get_mut(id).ok_or_else(|| ProviderError::NotFound(id.into()))?;
+        let timer =
+            pods.get_mut(id.as_str()).ok_or_else(|| ProviderError::NotFound(id.to_string()))?;
         timer.stopped.get_or_insert(now);
         Ok(())
     }
-    async fn kill_pod(&self, id: &str) -> Result<(), ProviderError> {
+    async fn kill_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.stop_pod(id).await
     }
-    async fn purge_pod(&self, id: &str) -> Result<(), ProviderError> {
-        self.pods().remove(id).map(drop).ok_or_else(|| ProviderError::NotFound(id.into()))
+    async fn purge_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
+        self.pods()
+            .remove(id.as_str())
+            .map(drop)
+            .ok_or_else(|| ProviderError::NotFound(id.to_string()))
     }
     async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
         Ok(self.pods().get(&key.to_string()).map(|t| view(t, Timestamp::now())))
