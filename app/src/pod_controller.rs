@@ -806,7 +806,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 return Ok(());
             }
         };
-        match self.provider.update_pod(&spec).await {
+        match self.provider.replace_images(&spec).await {
             Ok(()) => info!("workload updated"),
             Err(e @ (ProviderError::InvalidInput(_) | ProviderError::Unsupported(_))) => {
                 warn!(error = %e, "the backend refused the update; the workload is left as it is");
@@ -964,7 +964,7 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
                 if !spec.volumes.iter().any(|v| matches!(v.source, Source::Files(_))) {
                     return;
                 }
-                match self.provider.update_pod(&spec).await {
+                match self.provider.refresh_files(&spec).await {
                     Ok(()) => debug!("pod files brought up to date"),
                     Err(e) => warn!(error = %e, "updating the pod's files failed"),
                 }

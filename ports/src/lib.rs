@@ -102,18 +102,39 @@ pub trait PodProvider: Send + Sync + 'static {
         spec: &WorkloadSpec,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
-    /// Brings the inputs of a running workload up to date with `spec`: the files of its ConfigMap,
+    /// Brings the files of a running workload up to date with `spec`: the files of its ConfigMap,
     /// Secret, downward API and projected volumes (service-account tokens included) change in
     /// place, without restarting containers, as a kubelet's volume sync does. The environment is
-    /// left alone (it never changes in a running container). Nothing is done when nothing changed.
+    /// left alone (it never changes in a running container), and so are the images (see
+    /// [`PodProvider::replace_images`]). Nothing is done when nothing changed.
     ///
     /// # Errors
     /// `NotFound` when there is no such workload, `InvalidInput` when `spec` cannot be translated,
     /// `Unavailable` when the backend cannot be reached.
-    fn update_pod(
+    fn refresh_files(
         &self,
         spec: &WorkloadSpec,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Runs the images `spec` names in place of those the workload runs, the one change
+    /// Kubernetes allows to a running pod's containers (`spec.containers[*].image`): each
+    /// container whose image changed is restarted with it, keeping its restart count (the
+    /// kubelet's). Nothing is done when no image changed.
+    ///
+    /// # Errors
+    /// As [`PodProvider::refresh_files`]; by default `Unsupported` (the app then leaves the
+    /// workload as it is and says so).
+    fn replace_images(
+        &self,
+        spec: &WorkloadSpec,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        let _ = spec;
+        async {
+            Err(ProviderError::Unsupported(
+                "this backend cannot replace a running container's image".into(),
+            ))
+        }
+    }
 
     /// Lets init container `container` of workload `id` start. Backends that cannot order init
     /// containers themselves hold every init container after the first until it is released; the

@@ -878,7 +878,7 @@ mod tests {
         ) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn update_pod(
+        async fn refresh_files(
             &self,
             _: &vk_domain::workload::WorkloadSpec,
         ) -> Result<(), ProviderError> {

@@ -333,9 +333,14 @@ impl PodProvider for MemoryProvider {
         Ok(())
     }
 
-    /// A container whose image changed is restarted with it (as a kubelet does); files have
-    /// nowhere to go and are ignored.
-    async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+    /// Files have nowhere to go: nothing to do, for a pod that exists.
+    async fn refresh_files(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        let st = self.state();
+        st.pods.get(&spec.key).map(|_| ()).ok_or_else(|| not_found(&spec.key.to_string()))
+    }
+
+    /// A container whose image changed is restarted with it (as a kubelet does).
+    async fn replace_images(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
         let changed = {
             let mut st = self.state();
             let entry =
@@ -701,10 +706,12 @@ mod tests {
         p.create_pod(&spec("web", "u1", json!({}))).await.unwrap();
         let mut changes = Box::pin(p.changes());
         assert_eq!(changes.next().await, Some(Change::Resync));
-        p.update_pod(&spec("web", "u1", json!({}))).await.unwrap();
+        p.refresh_files(&spec("web", "u1", json!({}))).await.unwrap();
+        p.replace_images(&spec("web", "u1", json!({}))).await.unwrap();
         let mut updated = spec("web", "u1", json!({}));
         updated.containers[0].image = "busybox:2".into();
-        p.update_pod(&updated).await.unwrap();
+        p.refresh_files(&updated).await.unwrap();
+        p.replace_images(&updated).await.unwrap();
         // One change only: the first update changed nothing.
         assert!(matches!(changes.next().await, Some(Change::Pod { .. })));
         assert!(futures::poll!(changes.next()).is_pending());

@@ -693,8 +693,8 @@ impl PodProvider for NomadProvider {
         Ok(())
     }
 
-    async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
-        let mut pod_job = job::to_job(spec, &self.settings())
+    async fn refresh_files(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        let pod_job = job::to_job(spec, &self.settings())
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         let at = pod_job.at.clone();
         let id = at.id.clone();
@@ -703,37 +703,10 @@ impl PodProvider for NomadProvider {
             return Ok(());
         }
         let existing = self.owned(&at).await?;
-        let registered = alloc::images(&existing.meta);
-        let changed: Vec<&str> = spec
-            .all_containers()
-            .filter(|c| registered.get(&c.name).is_some_and(|i| *i != c.image))
-            .map(|c| c.name.as_str())
-            .collect();
-        if !changed.is_empty() {
-            // Nomad replaces the whole allocation when the job changes: every container that ran
-            // restarts, and its restart count carries on from the old one.
-            let mut bases = alloc::restart_bases(&existing.meta);
-            let allocs = self.allocations(&self.at(&at), Some(&id)).await?;
-            if let Some(a) = alloc::current(allocs.iter()) {
-                for (name, ts) in a.task_states.iter().flatten() {
-                    let ran = ts.started_at.as_deref().is_some_and(|t| !t.starts_with("0001-"));
-                    let base = bases.entry(name.clone()).or_default();
-                    *base = base
-                        .saturating_add(i32::try_from(ts.restarts).unwrap_or(i32::MAX))
-                        .saturating_add(i32::from(ran));
-                }
-            }
-            for (name, n) in bases {
-                pod_job
-                    .job
-                    .meta
-                    .insert(format!("{}{name}", job::META_RESTARTS_PREFIX), n.to_string());
-            }
-            info!(job = %id, containers = ?changed, "image changed; registering the job again");
-            self.register(&pod_job).await?;
-            self.remember_written(&id, now);
-            return Ok(());
-        }
+        // An image change is `replace_images`' to make (it registers the job, Variable
+        // included): the files are written here all the same, but `now` is not remembered as
+        // written until the job is.
+        let images_pending = !images_changed(spec, &existing.meta).is_empty();
         let client = self.at(&at);
         let path = job::variable_path(&id);
         let current = self.variable(&client, &path).await?.map(|v| v.items).unwrap_or_default();
@@ -747,6 +720,44 @@ impl PodProvider for NomadProvider {
             debug!(job = %id, "pod data changed; updating its Variable");
             self.put_variable(&client, &path, &next, false).await?;
         }
+        if !images_pending {
+            self.remember_written(&id, now);
+        }
+        Ok(())
+    }
+
+    async fn replace_images(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+        let mut pod_job = job::to_job(spec, &self.settings())
+            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let at = pod_job.at.clone();
+        let id = at.id.clone();
+        let now = written_of(spec, &pod_job);
+        if self.last_written(&id).as_ref() == Some(&now) {
+            return Ok(());
+        }
+        let existing = self.owned(&at).await?;
+        let changed = images_changed(spec, &existing.meta);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        // Nomad replaces the whole allocation when the job changes: every container that ran
+        // restarts, and its restart count carries on from the old one.
+        let mut bases = alloc::restart_bases(&existing.meta);
+        let allocs = self.allocations(&self.at(&at), Some(&id)).await?;
+        if let Some(a) = alloc::current(allocs.iter()) {
+            for (name, ts) in a.task_states.iter().flatten() {
+                let ran = ts.started_at.as_deref().is_some_and(|t| !t.starts_with("0001-"));
+                let base = bases.entry(name.clone()).or_default();
+                *base = base
+                    .saturating_add(i32::try_from(ts.restarts).unwrap_or(i32::MAX))
+                    .saturating_add(i32::from(ran));
+            }
+        }
+        for (name, n) in bases {
+            pod_job.job.meta.insert(format!("{}{name}", job::META_RESTARTS_PREFIX), n.to_string());
+        }
+        info!(job = %id, containers = ?changed, "image changed; registering the job again");
+        self.register(&pod_job).await?;
         self.remember_written(&id, now);
         Ok(())
     }
@@ -1107,6 +1118,15 @@ impl PodProvider for NomadProvider {
         usage.node = stats::node_usage(&hosts, self.settings().mhz_per_core, now);
         Ok(usage)
     }
+}
+
+/// The containers of `spec` whose image differs from the one registered in the job's `meta`.
+fn images_changed<'a>(spec: &'a WorkloadSpec, meta: &BTreeMap<String, String>) -> Vec<&'a str> {
+    let registered = alloc::images(meta);
+    spec.all_containers()
+        .filter(|c| registered.get(&c.name).is_some_and(|i| *i != c.image))
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 /// The one lock policy (ARCHITECTURE.md, "Cross-cutting concerns"): a lock poisoned by a panic

@@ -97,7 +97,7 @@ impl PodProvider for FakeProvider {
         self.pods.lock().unwrap().insert(spec.key.clone(), running(&spec.key, &spec.uid, &names));
         Ok(())
     }
-    async fn update_pod(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
+    async fn refresh_files(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
         self.check()?;
         let files: Vec<String> = spec
             .volumes

@@ -90,7 +90,7 @@ impl PodProvider for Timers {
         }
         Ok(())
     }
-    async fn update_pod(&self, _: &WorkloadSpec) -> Result<(), ProviderError> {
+    async fn refresh_files(&self, _: &WorkloadSpec) -> Result<(), ProviderError> {
         Ok(()) // Timers have no files.
     }
     async fn start_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
