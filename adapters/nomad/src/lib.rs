@@ -115,6 +115,13 @@ impl std::fmt::Debug for Written {
     }
 }
 
+/// An update of a running pod: `spec` as a job, the job as registered, and what `spec` writes.
+struct Update {
+    pod_job: job::PodJob,
+    existing: Job,
+    now: Written,
+}
+
 fn written_of(spec: &WorkloadSpec, pod_job: &job::PodJob) -> Written {
     Written {
         images: spec.all_containers().map(|c| (c.name.clone(), c.image.clone())).collect(),
@@ -555,6 +562,19 @@ impl NomadProvider {
         }
     }
 
+    /// What an update of a running pod starts from: `spec` as a job, and the job as registered
+    /// (owned by this node); `None` when this very `spec` was written last.
+    async fn update_of(&self, spec: &WorkloadSpec) -> Result<Option<Update>, ProviderError> {
+        let pod_job = job::to_job(spec, &self.settings())
+            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let now = written_of(spec, &pod_job);
+        if self.last_written(&pod_job.at.id).as_ref() == Some(&now) {
+            return Ok(None);
+        }
+        let existing = self.owned(&pod_job.at).await?;
+        Ok(Some(Update { pod_job, existing, now }))
+    }
+
     fn last_written(&self, id: &str) -> Option<Written> {
         lock(&self.written).get(id).cloned()
     }
@@ -694,15 +714,11 @@ impl PodProvider for NomadProvider {
     }
 
     async fn refresh_files(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
-        let pod_job = job::to_job(spec, &self.settings())
-            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let Some(Update { pod_job, existing, now }) = self.update_of(spec).await? else {
+            return Ok(());
+        };
         let at = pod_job.at.clone();
         let id = at.id.clone();
-        let now = written_of(spec, &pod_job);
-        if self.last_written(&id).as_ref() == Some(&now) {
-            return Ok(());
-        }
-        let existing = self.owned(&at).await?;
         // An image change is `replace_images`' to make (it registers the job, Variable
         // included): the files are written here all the same, but `now` is not remembered as
         // written until the job is.
@@ -727,15 +743,11 @@ impl PodProvider for NomadProvider {
     }
 
     async fn replace_images(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
-        let mut pod_job = job::to_job(spec, &self.settings())
-            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let Some(Update { mut pod_job, existing, now }) = self.update_of(spec).await? else {
+            return Ok(());
+        };
         let at = pod_job.at.clone();
         let id = at.id.clone();
-        let now = written_of(spec, &pod_job);
-        if self.last_written(&id).as_ref() == Some(&now) {
-            return Ok(());
-        }
-        let existing = self.owned(&at).await?;
         let changed = images_changed(spec, &existing.meta);
         if changed.is_empty() {
             return Ok(());
