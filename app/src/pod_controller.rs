@@ -7,6 +7,7 @@
 //! workloads for this node are adopted, and those whose pod is gone are purged (only once the pod
 //! watch has listed everything, so a slow list never deletes a workload).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,7 +150,7 @@ pub enum SyncError {
     #[error("{doing}: {source}")]
     Provider {
         /// What the step was doing (`"creating the workload"`).
-        doing: String,
+        doing: Cow<'static, str>,
         /// The backend's error.
         source: ProviderError,
     },
@@ -157,7 +158,7 @@ pub enum SyncError {
     #[error("{doing}: {source}")]
     Cluster {
         /// What the step was doing (`"writing the pod status"`).
-        doing: String,
+        doing: Cow<'static, str>,
         /// The API server's error.
         source: ClusterError,
     },
@@ -182,14 +183,14 @@ impl SyncError {
         }
     }
 
-    fn provider(doing: impl Into<String>) -> impl FnOnce(ProviderError) -> Self {
-        let doing = doing.into();
-        move |source| Self::Provider { doing, source }
+    /// For `map_err`: nothing is made unless the step failed.
+    fn provider(doing: &'static str) -> impl FnOnce(ProviderError) -> Self {
+        move |source| Self::Provider { doing: Cow::Borrowed(doing), source }
     }
 
-    fn cluster(doing: impl Into<String>) -> impl FnOnce(ClusterError) -> Self {
-        let doing = doing.into();
-        move |source| Self::Cluster { doing, source }
+    /// For `map_err`: nothing is made unless the step failed.
+    fn cluster(doing: &'static str) -> impl FnOnce(ClusterError) -> Self {
+        move |source| Self::Cluster { doing: Cow::Borrowed(doing), source }
     }
 }
 
@@ -829,10 +830,10 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         name: &str,
     ) -> Result<(), SyncError> {
         let Some(r) = runtime else { return Ok(()) };
-        self.provider
-            .start_container(&r.id, name)
-            .await
-            .map_err(SyncError::provider(format!("releasing init container {name}")))?;
+        self.provider.start_container(&r.id, name).await.map_err(|source| SyncError::Provider {
+            doing: format!("releasing init container {name}").into(),
+            source,
+        })?;
         debug!(container = name, "init container released");
         Ok(())
     }
@@ -988,7 +989,9 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         };
         match r {
             Ok(()) | Err(ProviderError::NotFound(_)) => {}
-            Err(e) => return Err(SyncError::provider(format!("{op:?} {id}"))(e)),
+            Err(source) => {
+                return Err(SyncError::Provider { doing: format!("{op:?} {id}").into(), source });
+            }
         }
         info!("{}", op.done());
         let fresh = match op {
