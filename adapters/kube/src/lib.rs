@@ -140,7 +140,14 @@ where
     use backon::Retryable as _;
     call.retry(GRAPH_LAG)
         .when(graph_lag)
-        .notify(|e, after| debug!(error = %e, ?after, "not linked to this node yet; retrying"))
+        // Not the API server's message: it reads as a refusal ("cannot get resource ..."), and
+        // a lag waited out is not one; a refusal that outlasts it is returned with its message.
+        .notify(|_, after| {
+            debug!(
+                ?after,
+                "the Node authorizer has not linked the object to this node yet; retrying"
+            )
+        })
         .await
 }
 

@@ -308,6 +308,20 @@ impl NomadClient {
         decode(self.send(self.request(method, segments).query(query)).await?).await
     }
 
+    /// Sends `method` to `segments` with `query` and no body, for an answer whose body is not
+    /// read: Nomad answers a variable's DELETE (`/v1/var/:path`) with an empty body, not JSON.
+    ///
+    /// # Errors
+    /// As [`NomadClient::send`].
+    pub async fn call_empty(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<(), ProviderError> {
+        self.send(self.request(method, segments).query(query)).await.map(drop)
+    }
+
     /// GET `segments` with `query`, decoding JSON.
     ///
     /// # Errors

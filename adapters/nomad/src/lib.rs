@@ -461,7 +461,7 @@ impl NomadProvider {
         for v in vars.iter().filter(|v| v.path == prefix || v.path.starts_with(&gate_prefix)) {
             let mut segs = vec!["v1", "var"];
             segs.extend(v.path.split('/'));
-            match client.call::<serde_json::Value>(Method::DELETE, &segs, &[]).await {
+            match client.call_empty(Method::DELETE, &segs, &[]).await {
                 Ok(_) | Err(ProviderError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }

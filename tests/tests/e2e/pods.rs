@@ -407,6 +407,25 @@ pub(crate) async fn pod_inputs_and_volumes(cx: Ctx<'_>) -> anyhow::Result<()> {
     for (what, secret) in [("Secret", "s3cr3t"), ("token", token.trim())] {
         ensure!(!log.contains(secret), "the {what} is in {}", vk.log.display());
     }
+    // Deleted, the pod takes its Variables with it, in one pass (Nomad answers a Variable's
+    // DELETE with an empty body, which once read as a failure and cost a retry).
+    let vars = format!("/v1/vars?prefix=nomad/jobs/{job_id}");
+    let held = cx.nomad(&vars).await?.unwrap_or_default();
+    ensure!(held.as_array().is_some_and(|v| !v.is_empty()), "no Variable of {job_id}: {held}");
+    cx.pods(ns).delete("inputs", &Default::default()).await?;
+    wait_for(
+        "the pod object gone",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { Ok(cx.pods(ns).get_opt("inputs").await?.is_none().then_some(())) },
+    )
+    .await?;
+    let left = cx.nomad(&vars).await?.unwrap_or_default();
+    ensure!(left.as_array().is_some_and(Vec::is_empty), "Variables left behind: {left}");
+    let log = std::fs::read_to_string(&vk.log)?;
+    let failed: Vec<&str> =
+        log.lines().filter(|l| l.contains("sync failed") && l.contains("why=Purge")).collect();
+    ensure!(failed.is_empty(), "purging the pod failed:\n{}", failed.join("\n"));
     Ok(())
 }
 
