@@ -22,7 +22,6 @@ use vk_kube::{KubeNodeApi, KubePodApi};
 use vk_kubelet_api::server as kubelet;
 use vk_memory::{MemoryConfig, MemoryProvider};
 use vk_nomad::NomadProvider;
-use vk_ports::NodeProvider;
 
 use crate::config::{Cli, LogFormat, Provider};
 
@@ -219,7 +218,7 @@ fn open_file_limit() -> usize {
 /// The pod controller as the kubelet API's pod index.
 struct Index<P, K>(Arc<pod_controller::PodController<P, K>>);
 
-impl<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi> vk_ports::PodIndex
+impl<P: vk_ports::Provider, K: vk_ports::PodApi + vk_ports::InputsApi> vk_ports::PodIndex
     for Index<P, K>
 {
     fn pod(&self, key: &vk_domain::pod::PodKey) -> Option<vk_ports::IndexedPod> {
@@ -281,7 +280,7 @@ pub async fn run_with_provider<P>(
     cancel: CancellationToken,
 ) -> Result<(), RunError>
 where
-    P: vk_ports::PodProvider + NodeProvider,
+    P: vk_ports::Provider,
 {
     let clients = kube_client(&cli).await.map_err(RunError::Config)?;
     let client = clients.pods.clone();
@@ -404,7 +403,7 @@ where
 
 /// Waits for `cancel`; gives up with [`RunError::Failed`] when the pods and workloads are not
 /// listed within `--startup-timeout` (0: no limit).
-async fn started<P: vk_ports::PodProvider, K: vk_ports::PodApi + vk_ports::InputsApi>(
+async fn started<P: vk_ports::Provider, K: vk_ports::PodApi + vk_ports::InputsApi>(
     cli: &Cli,
     pods: &pod_controller::PodController<P, K>,
     cancel: &CancellationToken,

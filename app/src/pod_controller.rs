@@ -28,8 +28,8 @@ use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};
 use vk_ports::{
-    Change, ClusterError, EventType, IndexedPod, InputsApi, PodApi, PodProvider, PodWatchEvent,
-    ProviderError,
+    Change, ClusterError, EventType, IndexedPod, InputsApi, PodApi, PodNetwork, PodProvider,
+    PodWatchEvent, ProbeTarget, ProviderError, StatusWrite,
 };
 
 use crate::held_pod::{HeldPod, PHASES};
@@ -194,7 +194,7 @@ impl SyncError {
     }
 }
 
-impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
+impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodController<P, K> {
     /// Builds the controller.
     pub fn new(provider: Arc<P>, api: Arc<K>, settings: Settings) -> Arc<Self> {
         let queue = WorkQueue::new();
@@ -725,12 +725,12 @@ impl<P: PodProvider, K: PodApi + InputsApi> PodController<P, K> {
         mut new: k8s_openapi::api::core::v1::PodStatus,
     ) -> Result<(), SyncError> {
         status::observe_generation(pod, &mut new);
-        if !status::differs(pod.status.as_ref(), &new) {
+        let Some(patch) = status::patch(pod.status.as_ref(), &new) else {
             // A change that shows nothing new is not a propagation to measure.
             self.state().changed_at.remove(key);
             return Ok(());
-        }
-        match self.api.update_status(key, pod.status.as_ref(), &new).await {
+        };
+        match self.api.update_status(key, StatusWrite { status: &new, patch: &patch }).await {
             Ok(()) => {
                 debug!(phase = new.phase.as_deref(), "pod status written");
                 if let Some(at) = self.state().changed_at.remove(key) {

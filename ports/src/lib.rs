@@ -1,9 +1,15 @@
 //! The ports of the hexagon: traits the application is written against.
 //!
-//! - [`PodProvider`] and [`NodeProvider`] are implemented by backends (Nomad in `vk-nomad`, memory in `vk-memory`;
-//!   anyone's in their own crate). They play the parts of upstream virtual-kubelet's
-//!   `PodLifecycleHandler` and `NodeProvider`, with the pod status pulled as a [`RuntimePod`] so
-//!   that the kubelet's status rules live once, in `vk-domain`.
+//! - A backend (Nomad in `vk-nomad`, memory in `vk-memory`; anyone's in their own crate)
+//!   implements one trait per caller, so that each part of the application sees only what it
+//!   uses: [`PodProvider`], the pods' lifecycle (the pod controller; upstream virtual-kubelet's
+//!   `PodLifecycleHandler`, with the pod status pulled as a [`RuntimePod`] so that the kubelet's
+//!   status rules live once, in `vk-domain`); [`ProbeTarget`], what a probe runs and restarts
+//!   (the prober); [`PodNetwork`], a connection to a pod's port (probes and port-forward);
+//!   [`PodStreams`], logs, exec and attach (the kubelet API); [`StatsProvider`], resource usage
+//!   (`/stats/summary`, `/metrics/resource`); and [`NodeProvider`], the node it makes up.
+//!   Everything but the lifecycle and the node has defaults that answer `Unsupported`, so a
+//!   backend starts with empty `impl` blocks. [`Provider`] names them all.
 //! - [`NodeApi`] and [`PodApi`] are the Kubernetes API as a kubelet uses it, implemented over
 //!   kube-rs in `vk-kube`.
 //!
@@ -85,8 +91,9 @@ pub enum Change {
     Resync,
 }
 
-/// A backend that runs pods. Implementations must be idempotent: every method may be called again
-/// for the same pod after a crash, a restart or a retry.
+/// The lifecycle of the pods a backend runs (the pod controller's port). Implementations must be
+/// idempotent: every method may be called again for the same pod after a crash, a restart or a
+/// retry.
 pub trait PodProvider: Send + Sync + 'static {
     /// Starts the workload for `spec`, recording the pod's key, UID and this node's name with it
     /// so that [`PodProvider::list_pods`] can return it as a [`RuntimePod`].
@@ -149,32 +156,6 @@ pub trait PodProvider: Send + Sync + 'static {
         container: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
-    /// Runs `command` in container `container` of workload `id` to completion and returns its exit
-    /// code (exec probes; output is discarded). The caller bounds the time it waits, allowing
-    /// for [`EXEC_RUNS`] runs: a backend may run the command again to confirm a success.
-    ///
-    /// # Errors
-    /// `NotFound` when there is no such workload or container running, `Unavailable` when the
-    /// backend cannot be reached or the command's end was not seen.
-    fn exec(
-        &self,
-        id: &WorkloadId,
-        container: &str,
-        command: &[String],
-    ) -> impl Future<Output = Result<i32, ProviderError>> + Send;
-
-    /// Restarts container `container` of workload `id` in place (a failed liveness or startup
-    /// probe); its restart count goes up by one.
-    ///
-    /// # Errors
-    /// `NotFound` when there is no such workload or the container does not run, `Unavailable`
-    /// when the backend cannot be reached.
-    fn restart_container(
-        &self,
-        id: &WorkloadId,
-        container: &str,
-    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
-
     /// Asks the workload `id` to stop gracefully, its containers getting the termination grace
     /// period recorded at creation.
     ///
@@ -218,7 +199,63 @@ pub trait PodProvider: Send + Sync + 'static {
     /// # Errors
     /// [`ProviderError::Unavailable`] when the backend cannot be reached.
     fn list_pods(&self) -> impl Future<Output = Result<Vec<RuntimePod>, ProviderError>> + Send;
+}
 
+/// What a probe runs in a pod's containers, and the restart a failed probe causes (the
+/// kubelet's `ContainerCommandRunner` and its runtime's restart). HTTP and TCP probes reach the
+/// pod through [`PodNetwork::dial`].
+pub trait ProbeTarget: Send + Sync + 'static {
+    /// Runs `command` in container `container` of workload `id` to completion and returns its exit
+    /// code (exec probes; output is discarded). The caller bounds the time it waits, allowing
+    /// for [`EXEC_RUNS`] runs: a backend may run the command again to confirm a success.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or container running, `Unavailable` when the
+    /// backend cannot be reached or the command's end was not seen.
+    fn exec(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+        command: &[String],
+    ) -> impl Future<Output = Result<i32, ProviderError>> + Send;
+
+    /// Restarts container `container` of workload `id` in place (a failed liveness or startup
+    /// probe); its restart count goes up by one.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or the container does not run, `Unavailable`
+    /// when the backend cannot be reached.
+    fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+}
+
+/// A connection to a port of a pod, as seen from inside it: the backend knows where the pod's
+/// network is and how its ports are mapped (for Nomad, an allocation's address and its port
+/// mapping). HTTP and TCP probes and `kubectl port-forward` (upstream's `PortForward`) all go
+/// through it, so the mapping exists once, in the backend.
+pub trait PodNetwork: Send + Sync + 'static {
+    /// A byte stream to TCP port `port` of workload `id`, as seen from inside the pod.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such workload or it has no running sandbox, `Unsupported` when
+    /// the backend cannot connect to pods (the default), `Unavailable` when the backend cannot be
+    /// reached, the pod has no address yet, or nothing accepts connections on that port
+    /// (refused, with the address in the message).
+    fn dial(
+        &self,
+        id: &WorkloadId,
+        port: u16,
+    ) -> impl Future<Output = Result<Duplex, ProviderError>> + Send {
+        let _ = (id, port);
+        async { Err(ProviderError::Unsupported("this backend cannot connect to pods".into())) }
+    }
+}
+
+/// The streams of the kubelet API: a container's output, and commands run in or attached to it.
+pub trait PodStreams: Send + Sync + 'static {
     /// The output of container `container` of workload `id` (`kubectl logs`; upstream's
     /// `GetContainerLogs`), with every option of `opts` applied: the stream(s), `previous`, `since`,
     /// `tail_lines`, `timestamps`, `limit_bytes`, and with `follow` a stream that goes on until the
@@ -265,7 +302,7 @@ pub trait PodProvider: Send + Sync + 'static {
     /// # Errors
     /// `Unsupported` when the backend cannot attach at all (the default) or cannot give the
     /// process what `io` asks (for example stdin), saying which; otherwise as
-    /// [`PodProvider::exec_stream`].
+    /// [`PodStreams::exec_stream`].
     fn attach(
         &self,
         id: &WorkloadId,
@@ -275,23 +312,11 @@ pub trait PodProvider: Send + Sync + 'static {
         let _ = (id, container, io);
         async { Err(ProviderError::Unsupported("this backend cannot attach".into())) }
     }
+}
 
-    /// A byte stream to TCP port `port` of workload `id`, as seen from inside the pod
-    /// (`kubectl port-forward`; upstream's `PortForward`).
-    ///
-    /// # Errors
-    /// `NotFound` when there is no such workload or it has no running sandbox, `Unsupported` when
-    /// the backend cannot forward (the default), `Unavailable` when the backend cannot be reached
-    /// or nothing accepts connections on that port (refused, with the address in the message).
-    fn port_forward(
-        &self,
-        id: &WorkloadId,
-        port: u16,
-    ) -> impl Future<Output = Result<Duplex, ProviderError>> + Send {
-        let _ = (id, port);
-        async { Err(ProviderError::Unsupported("this backend cannot forward ports".into())) }
-    }
-
+/// Resource usage, for the kubelet API's stats and resource metrics (the kubelet's
+/// `stats.Provider`).
+pub trait StatsProvider: Send + Sync + 'static {
     /// Resource usage of the node and of every running pod this node owns, sampled now
     /// (`/stats/summary` and `/metrics/resource`; upstream's `GetStatsSummary` and
     /// `GetMetricsResource`).
@@ -302,6 +327,19 @@ pub trait PodProvider: Send + Sync + 'static {
     fn usage(&self) -> impl Future<Output = Result<Usage, ProviderError>> + Send {
         async { Err(ProviderError::Unsupported("this backend reports no resource usage".into())) }
     }
+}
+
+/// Every port a backend implements, as the application runs it ([`PodProvider`],
+/// [`ProbeTarget`], [`PodNetwork`], [`PodStreams`], [`StatsProvider`], [`NodeProvider`]);
+/// implemented for every type that implements them all.
+pub trait Provider:
+    PodProvider + ProbeTarget + PodNetwork + PodStreams + StatsProvider + NodeProvider
+{
+}
+
+impl<T> Provider for T where
+    T: PodProvider + ProbeTarget + PodNetwork + PodStreams + StatsProvider + NodeProvider
+{
 }
 
 /// A stream of bytes from a backend (log output). Ends when the source does.
@@ -448,7 +486,7 @@ pub trait NodeApi: Send + Sync + 'static {
     fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), ClusterError>> + Send;
 }
 
-/// The most runs of one [`PodProvider::exec`]: a backend whose exec may report a success for a
+/// The most runs of one [`ProbeTarget::exec`]: a backend whose exec may report a success for a
 /// command that has not run (Nomad's docker driver, hashicorp/nomad#27146) confirms it with a
 /// second run. A probe's `timeoutSeconds` bounds each run.
 pub const EXEC_RUNS: u32 = 2;
@@ -473,6 +511,15 @@ pub enum EventType {
     Warning,
 }
 
+/// A pod status write for [`PodApi::update_status`].
+#[derive(Debug, Clone, Copy)]
+pub struct StatusWrite<'a> {
+    /// The status the pod shows once written.
+    pub status: &'a PodStatus,
+    /// The strategic-merge patch body (`{"status": {...}}`) that writes it.
+    pub patch: &'a serde_json::Value,
+}
+
 /// The pods bound to a node, as a kubelet reads and writes them.
 pub trait PodApi: Send + Sync + 'static {
     /// Watches the pods with `spec.nodeName=<node>`, starting with a [`PodWatchEvent::Relisted`]
@@ -480,17 +527,18 @@ pub trait PodApi: Send + Sync + 'static {
     /// does not end.
     fn watch(&self, node: &str) -> impl Stream<Item = PodWatchEvent> + Send + 'static;
 
-    /// Writes `new` to the pod's status subresource as a patch carrying only what differs from
-    /// `old`, the status the API server last showed (`None`: write it whole); see
-    /// `vk_domain::status::patch`. Nothing is sent when nothing differs.
+    /// Writes a pod's status: `write.patch`, the strategic-merge patch that turns the status the
+    /// API server last showed into `write.status` (made once, by the caller, with
+    /// `vk_domain::status::patch`, which also decided that something changed), is sent to the
+    /// status subresource. `write.status` is the whole status it makes, for implementations that
+    /// hold objects rather than patch them.
     ///
     /// # Errors
     /// `NotFound` when the pod is gone; `Unavailable` when unreachable.
     fn update_status(
         &self,
         key: &PodKey,
-        old: Option<&PodStatus>,
-        new: &PodStatus,
+        write: StatusWrite<'_>,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
     /// Deletes the pod object at once (grace 0) if it still has `uid`.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, NodeStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+    ConfigMap, Namespace, Node, NodeStatus, Pod, Secret, Service, ServiceAccount,
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
@@ -22,7 +22,7 @@ use vk_domain::inputs::ServiceInfo;
 use vk_domain::jiff::Timestamp;
 use vk_domain::node::LEASE_NAMESPACE;
 use vk_domain::pod::PodKey;
-use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent};
+use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent, StatusWrite};
 
 pub mod certificates;
 pub mod events;
@@ -306,13 +306,11 @@ impl PodApi for KubePodApi {
     async fn update_status(
         &self,
         key: &PodKey,
-        old: Option<&PodStatus>,
-        new: &PodStatus,
+        write: StatusWrite<'_>,
     ) -> Result<(), ClusterError> {
-        let Some(body) = vk_domain::status::patch(old, new) else { return Ok(()) };
-        tracing::trace!(patch = %body, "patching the pod status");
+        tracing::trace!(patch = %write.patch, "patching the pod status");
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
-        let patch = Patch::Strategic(body);
+        let patch = Patch::Strategic(write.patch);
         api.patch_status(key.name(), &PatchParams::default(), &patch)
             .await
             .map_err(cluster_error)?;

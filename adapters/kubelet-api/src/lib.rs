@@ -1,4 +1,4 @@
-//! The kubelet's own HTTPS API (port 10250), served over any [`vk_ports::PodProvider`]:
+//! The kubelet's own HTTPS API (port 10250), served over any [`Backend`]:
 //! `/containerLogs`, `/exec`, `/attach`, `/portForward`, `/stats/summary`, `/metrics/resource`,
 //! `/pods`, `/runningpods/`, `/healthz`.
 //!
@@ -21,3 +21,11 @@ mod streaming;
 pub mod wsstream;
 
 pub use streaming::OPEN_STREAMS;
+
+/// The ports the kubelet API reads a backend through: [`vk_ports::PodStreams`] (logs, exec,
+/// attach), [`vk_ports::PodNetwork`] (port-forward) and [`vk_ports::StatsProvider`] (stats and
+/// resource metrics). Implemented for every type that implements the three; the pods' lifecycle
+/// and probes are none of its business.
+pub trait Backend: vk_ports::PodStreams + vk_ports::PodNetwork + vk_ports::StatsProvider {}
+
+impl<T: vk_ports::PodStreams + vk_ports::PodNetwork + vk_ports::StatsProvider> Backend for T {}

@@ -40,7 +40,9 @@ use vk_domain::pod::PodKey;
 use vk_domain::runtime::WorkloadId;
 use vk_domain::stats::{self, CpuCounters};
 pub use vk_ports::PodIndex;
-use vk_ports::{AccessReview, IndexedPod, PodProvider, ProviderError};
+use vk_ports::{AccessReview, IndexedPod, ProviderError};
+
+use crate::Backend;
 
 pub use super::limits::Limits;
 use super::limits::{self, Connections, ReviewGate, Slot};
@@ -284,7 +286,7 @@ impl Open {
     }
 }
 
-impl<P: PodProvider, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
+impl<P: Backend, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
     /// The API with these parts.
     pub fn new(provider: Arc<P>, access: Arc<A>, index: Arc<I>, settings: Settings) -> Arc<Self> {
         Arc::new(Self {
@@ -496,7 +498,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-async fn guard<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn guard<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
     req: Request,
     next: Next,
@@ -553,13 +555,13 @@ fn pod_list(items: Vec<Pod>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn pods<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn pods<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
     pod_list(k.index.pods().into_iter().map(|p| Arc::unwrap_or_clone(p.pod)).collect())
 }
 
-async fn running_pods<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn running_pods<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
     // The kubelet's /runningpods/ lists what its runtime runs, as bare pods: name, namespace,
@@ -600,7 +602,7 @@ pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
-async fn container_logs<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn container_logs<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
@@ -632,7 +634,7 @@ async fn container_logs<P: PodProvider, A: AccessReview, I: PodIndex>(
     }
 }
 
-async fn stats_summary<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn stats_summary<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
     match k.usage().await {
@@ -641,7 +643,7 @@ async fn stats_summary<P: PodProvider, A: AccessReview, I: PodIndex>(
     }
 }
 
-async fn metrics_resource<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn metrics_resource<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
     match k.usage().await {
@@ -657,7 +659,7 @@ async fn metrics_resource<P: PodProvider, A: AccessReview, I: PodIndex>(
     }
 }
 
-async fn process_metrics<P: PodProvider, A: AccessReview, I: PodIndex>(
+async fn process_metrics<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
 ) -> Response {
     match &k.settings.metrics {
@@ -746,7 +748,7 @@ pub fn check(settings: &Settings) -> Result<(), ServerError> {
 ///
 /// # Errors
 /// [`ServerError::Tls`] when the TLS material cannot be used.
-pub async fn serve<P: PodProvider, A: AccessReview, I: PodIndex>(
+pub async fn serve<P: Backend, A: AccessReview, I: PodIndex>(
     listener: TcpListener,
     kubelet: Arc<Kubelet<P, A, I>>,
     shutdown: impl Future<Output = ()>,
@@ -866,51 +868,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tower::ServiceExt as _;
-    use vk_ports::{ClusterError, Decision};
+    use vk_ports::{ClusterError, Decision, PodNetwork, PodStreams, StatsProvider};
 
     use super::*;
 
+    /// The kubelet API's ports, and nothing else: it never runs a pod's lifecycle or probes.
     struct Provider;
-    impl PodProvider for Provider {
-        async fn create_pod(
-            &self,
-            _: &vk_domain::workload::WorkloadSpec,
-        ) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn refresh_files(
-            &self,
-            _: &vk_domain::workload::WorkloadSpec,
-        ) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn start_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
-            Ok(0)
-        }
-        async fn restart_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn stop_pod(&self, _: &WorkloadId) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn kill_pod(&self, _: &WorkloadId) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn purge_pod(&self, _: &WorkloadId) -> Result<(), ProviderError> {
-            Ok(())
-        }
-        async fn get_pod(
-            &self,
-            _: &PodKey,
-        ) -> Result<Option<vk_domain::runtime::RuntimePod>, ProviderError> {
-            Ok(None)
-        }
-        async fn list_pods(&self) -> Result<Vec<vk_domain::runtime::RuntimePod>, ProviderError> {
-            Ok(Vec::new())
-        }
+    impl PodNetwork for Provider {}
+    impl StatsProvider for Provider {}
+
+    impl PodStreams for Provider {
         async fn logs(
             &self,
             id: &WorkloadId,

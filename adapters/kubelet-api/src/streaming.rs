@@ -16,7 +16,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{debug, warn};
-use vk_ports::{AccessReview, PodProvider};
+use vk_ports::AccessReview;
+
+use crate::Backend;
 
 use super::limits::Limits;
 use super::remotecommand::{Expect, Outcome, Version};
@@ -155,7 +157,7 @@ pub(crate) struct PodPath {
 }
 
 /// `GET|POST /exec/{ns}/{pod}[/{uid}]/{container}`.
-pub(crate) async fn exec<P: PodProvider, A: AccessReview, I: PodIndex>(
+pub(crate) async fn exec<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
     Path(path): Path<ContainerPath>,
     RawQuery(q): RawQuery,
@@ -165,7 +167,7 @@ pub(crate) async fn exec<P: PodProvider, A: AccessReview, I: PodIndex>(
 }
 
 /// `GET|POST /attach/{ns}/{pod}[/{uid}]/{container}`.
-pub(crate) async fn attach<P: PodProvider, A: AccessReview, I: PodIndex>(
+pub(crate) async fn attach<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
     Path(path): Path<ContainerPath>,
     RawQuery(q): RawQuery,
@@ -181,7 +183,7 @@ fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
 }
 
-fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
+fn remote_command<P: Backend, A: AccessReview, I: PodIndex>(
     k: Arc<Kubelet<P, A, I>>,
     what: Command,
     path: &ContainerPath,
@@ -290,7 +292,7 @@ fn remote_command<P: PodProvider, A: AccessReview, I: PodIndex>(
 }
 
 /// `GET|POST /portForward/{ns}/{pod}[/{uid}]`.
-pub(crate) async fn port_forward<P: PodProvider, A: AccessReview, I: PodIndex>(
+pub(crate) async fn port_forward<P: Backend, A: AccessReview, I: PodIndex>(
     State(k): State<Arc<Kubelet<P, A, I>>>,
     Path(PodPath { ns, pod }): Path<PodPath>,
     RawQuery(q): RawQuery,
@@ -299,7 +301,7 @@ pub(crate) async fn port_forward<P: PodProvider, A: AccessReview, I: PodIndex>(
     forward(k, &ns, &pod, q.as_deref(), req)
 }
 
-fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
+fn forward<P: Backend, A: AccessReview, I: PodIndex>(
     k: Arc<Kubelet<P, A, I>>,
     ns: &str,
     pod: &str,
@@ -320,7 +322,7 @@ fn forward<P: PodProvider, A: AccessReview, I: PodIndex>(
         move |port: u16| {
             let k = Arc::clone(&k);
             let id = id.clone();
-            async move { k.provider.port_forward(&id, port).await }
+            async move { k.provider.dial(&id, port).await }
         }
     };
     match transport(req.headers()) {

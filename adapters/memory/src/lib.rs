@@ -37,7 +37,10 @@ use vk_domain::runtime::{
 };
 use vk_domain::stats::{ContainerUsage, CpuSample, MemorySample, NodeUsage, PodUsage, Usage};
 use vk_domain::workload::{ContainerSpec, WorkloadSpec};
-use vk_ports::{ByteStream, Change, NodeProvider, PodProvider, ProviderError};
+use vk_ports::{
+    ByteStream, Change, NodeProvider, PodNetwork, PodProvider, PodStreams, ProbeTarget,
+    ProviderError, StatsProvider,
+};
 
 /// Changes buffered for a slow reader before it is told to list everything again
 /// ([`Change::Resync`]).
@@ -377,24 +380,6 @@ impl PodProvider for MemoryProvider {
         }
     }
 
-    /// Nothing runs, so no command can: always `Unsupported` (exec probes fail).
-    async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
-        Err(ProviderError::Unsupported("the memory provider runs no processes".into()))
-    }
-
-    /// The container's run ends with exit code 137 (killed) and a new one starts at once.
-    async fn restart_container(
-        &self,
-        id: &WorkloadId,
-        container: &str,
-    ) -> Result<(), ProviderError> {
-        if self.with_pod(id, |pod, now| restart(pod, container, 137, now))? {
-            Ok(())
-        } else {
-            Err(ProviderError::NotFound(format!("container {container} does not run in {id}")))
-        }
-    }
-
     /// Every container ends at once with exit code 0, as a process honouring SIGTERM.
     async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.with_pod(id, |pod, now| end(pod, 0, now))
@@ -436,7 +421,33 @@ impl PodProvider for MemoryProvider {
     async fn list_pods(&self) -> Result<Vec<RuntimePod>, ProviderError> {
         Ok(self.state().pods.values().map(|e| e.runtime.clone()).collect())
     }
+}
 
+impl ProbeTarget for MemoryProvider {
+    /// Nothing runs, so no command can: always `Unsupported` (exec probes fail).
+    async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
+        Err(ProviderError::Unsupported("the memory provider runs no processes".into()))
+    }
+
+    /// The container's run ends with exit code 137 (killed) and a new one starts at once.
+    async fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> Result<(), ProviderError> {
+        if self.with_pod(id, |pod, now| restart(pod, container, 137, now))? {
+            Ok(())
+        } else {
+            Err(ProviderError::NotFound(format!("container {container} does not run in {id}")))
+        }
+    }
+}
+
+/// Memory pods have no network: nothing to dial (probes other than exec fail, port-forward is
+/// refused as unsupported).
+impl PodNetwork for MemoryProvider {}
+
+impl PodStreams for MemoryProvider {
     /// One line on stdout per container run: `<container> is running in the memory provider`,
     /// written when the run started. `previous` gives the line of the run before a restart.
     /// `follow` ends at once: nothing more is ever written.
@@ -481,7 +492,9 @@ impl PodProvider for MemoryProvider {
         }
         Ok(Box::pin(futures::stream::iter([Ok(Bytes::from(bytes))])))
     }
+}
 
+impl StatsProvider for MemoryProvider {
     /// Each running container's synthetic usage (see the module documentation); the node's is
     /// the sum of its pods', with what is left of the configured memory as available.
     async fn usage(&self) -> Result<Usage, ProviderError> {

@@ -32,7 +32,10 @@ use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{ContainerState, RuntimePod, SandboxState};
 use vk_domain::stats::{PodUsage, Usage};
 use vk_domain::workload::WorkloadSpec;
-use vk_ports::{ByteStream, Change, Duplex, ExecIo, NodeProvider, PodProvider, ProviderError};
+use vk_ports::{
+    ByteStream, Change, Duplex, ExecIo, NodeProvider, PodNetwork, PodProvider, PodStreams,
+    ProbeTarget, ProviderError, StatsProvider,
+};
 
 use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterResponse, Variable};
 use self::client::NomadClient;
@@ -781,47 +784,6 @@ impl PodProvider for NomadProvider {
         self.put_variable(&self.at(&r), &job::gate_path(&r.id, container), &items, true).await
     }
 
-    /// Runs a probe's command. On the docker driver a success is confirmed by a second run:
-    /// Nomad 1.11's docker driver may report exit code 0 for a command that has not started yet
-    /// (`ExecTaskStreaming` inspects the exec right after attaching, before Docker marks it
-    /// running; hashicorp/nomad#27146), which made a startup probe of `/bin/false` pass. Both runs
-    /// must succeed; a failure is reported as it is.
-    async fn exec(
-        &self,
-        id: &WorkloadId,
-        container: &str,
-        command: &[String],
-    ) -> Result<i32, ProviderError> {
-        let r = JobRef::parse(id);
-        let alloc = self.running_alloc(&r).await?;
-        let client = self.at(&r);
-        let code = exec::run(&client, &alloc, container, command).await?;
-        if code != 0 || !self.on_docker(&r, container).await {
-            return Ok(code);
-        }
-        exec::run(&client, &alloc, container, command).await
-    }
-
-    async fn restart_container(
-        &self,
-        id: &WorkloadId,
-        container: &str,
-    ) -> Result<(), ProviderError> {
-        let r = JobRef::parse(id);
-        self.owned(&r).await?;
-        let alloc = self.running_alloc(&r).await?;
-        let _: serde_json::Value = self
-            .at(&r)
-            .send_json(
-                Method::POST,
-                &["v1", "client", "allocation", &alloc, "restart"],
-                &[],
-                &json!({"TaskName": container}),
-            )
-            .await?; // 500 "Task not running" is `NotFound` (`client::status_error`).
-        Ok(())
-    }
-
     async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
@@ -943,7 +905,100 @@ impl PodProvider for NomadProvider {
         }
         Ok(pods)
     }
+}
 
+impl ProbeTarget for NomadProvider {
+    /// Runs a probe's command. On the docker driver a success is confirmed by a second run:
+    /// Nomad 1.11's docker driver may report exit code 0 for a command that has not started yet
+    /// (`ExecTaskStreaming` inspects the exec right after attaching, before Docker marks it
+    /// running; hashicorp/nomad#27146), which made a startup probe of `/bin/false` pass. Both runs
+    /// must succeed; a failure is reported as it is.
+    async fn exec(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+        command: &[String],
+    ) -> Result<i32, ProviderError> {
+        let r = JobRef::parse(id);
+        let alloc = self.running_alloc(&r).await?;
+        let client = self.at(&r);
+        let code = exec::run(&client, &alloc, container, command).await?;
+        if code != 0 || !self.on_docker(&r, container).await {
+            return Ok(code);
+        }
+        exec::run(&client, &alloc, container, command).await
+    }
+
+    async fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> Result<(), ProviderError> {
+        let r = JobRef::parse(id);
+        self.owned(&r).await?;
+        let alloc = self.running_alloc(&r).await?;
+        let _: serde_json::Value = self
+            .at(&r)
+            .send_json(
+                Method::POST,
+                &["v1", "client", "allocation", &alloc, "restart"],
+                &[],
+                &json!({"TaskName": container}),
+            )
+            .await?; // 500 "Task not running" is `NotFound` (`client::status_error`).
+        Ok(())
+    }
+}
+
+impl PodNetwork for NomadProvider {
+    /// Connects to the pod's IP as its status reports it at `port`: the allocation's own address
+    /// in bridge and CNI modes; in host mode the node's address, at the host port Nomad mapped
+    /// `port` to (`To` → `Value`) if it mapped one.
+    async fn dial(&self, id: &WorkloadId, port: u16) -> Result<Duplex, ProviderError> {
+        let r = JobRef::parse(id);
+        let allocs = self.allocations(&self.at(&r), Some(&r.id)).await?;
+        let Some(a) = alloc::current(allocs.iter()).filter(|a| a.client_status == "running") else {
+            return Err(ProviderError::NotFound(format!(
+                "pod {:?} has no running allocation",
+                self.pod_name(&r.id)
+            )));
+        };
+        let host_ip = self.host_ip(&a.node_id).await;
+        let address = self.own_address(&self.at(&r), a).await;
+        let sandbox = alloc::sandbox(a, host_ip, address);
+        let Some(ip) = sandbox.pod_ip.or(sandbox.host_ip) else {
+            return Err(ProviderError::Unavailable {
+                message: format!("allocation {} has no address yet", a.id),
+                source: None,
+            });
+        };
+        let target = sandbox.ports.get(&port).copied().unwrap_or(port);
+        let connect = tokio::net::TcpStream::connect((ip.as_str(), target));
+        match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+            Ok(Ok(sock)) => Ok(Box::new(sock)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(ProviderError::Unavailable {
+                    message: format!(
+                        "nothing listens on port {port} of pod {:?} ({ip}:{target}): connection \
+                         refused",
+                        self.pod_name(&r.id)
+                    ),
+                    source: Some(Box::new(e)),
+                })
+            }
+            Ok(Err(e)) => Err(ProviderError::Unavailable {
+                message: format!("connecting to {ip}:{target}: {e}"),
+                source: Some(Box::new(e)),
+            }),
+            Err(_) => Err(ProviderError::Unavailable {
+                message: format!("connecting to {ip}:{target} timed out"),
+                source: None,
+            }),
+        }
+    }
+}
+
+impl PodStreams for NomadProvider {
     /// Reads the task's log files through `/v1/client/fs/logs` ([`logs`] says what is exact and
     /// what is approximated). `previous` reads the whole log of the task when it restarted in
     /// place, else the log of the allocation the current one replaced, and never follows.
@@ -1023,53 +1078,9 @@ impl PodProvider for NomadProvider {
             logs::Target { client: self.at(&r), alloc: current, task: container.to_owned() };
         logs::attach(target, io.stdout, stderr).await
     }
+}
 
-    /// Connects to the pod's IP as its status reports it at `port`: the allocation's own address
-    /// in bridge and CNI modes; in host mode the node's address, at the host port Nomad mapped
-    /// `port` to (`To` → `Value`) if it mapped one.
-    async fn port_forward(&self, id: &WorkloadId, port: u16) -> Result<Duplex, ProviderError> {
-        let r = JobRef::parse(id);
-        let allocs = self.allocations(&self.at(&r), Some(&r.id)).await?;
-        let Some(a) = alloc::current(allocs.iter()).filter(|a| a.client_status == "running") else {
-            return Err(ProviderError::NotFound(format!(
-                "pod {:?} has no running allocation",
-                self.pod_name(&r.id)
-            )));
-        };
-        let host_ip = self.host_ip(&a.node_id).await;
-        let address = self.own_address(&self.at(&r), a).await;
-        let sandbox = alloc::sandbox(a, host_ip, address);
-        let Some(ip) = sandbox.pod_ip.or(sandbox.host_ip) else {
-            return Err(ProviderError::Unavailable {
-                message: format!("allocation {} has no address yet", a.id),
-                source: None,
-            });
-        };
-        let target = sandbox.ports.get(&port).copied().unwrap_or(port);
-        let connect = tokio::net::TcpStream::connect((ip.as_str(), target));
-        match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
-            Ok(Ok(sock)) => Ok(Box::new(sock)),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Err(ProviderError::Unavailable {
-                    message: format!(
-                        "nothing listens on port {port} of pod {:?} ({ip}:{target}): connection \
-                         refused",
-                        self.pod_name(&r.id)
-                    ),
-                    source: Some(Box::new(e)),
-                })
-            }
-            Ok(Err(e)) => Err(ProviderError::Unavailable {
-                message: format!("connecting to {ip}:{target}: {e}"),
-                source: Some(Box::new(e)),
-            }),
-            Err(_) => Err(ProviderError::Unavailable {
-                message: format!("connecting to {ip}:{target} timed out"),
-                source: None,
-            }),
-        }
-    }
-
+impl StatsProvider for NomadProvider {
     /// Samples every running allocation this node owns (`/v1/client/allocation/<id>/stats`) and
     /// the Nomad nodes behind it (`/v1/client/stats?node_id=`), all at once under the client's
     /// request limit ([`stats`] says how the figures map). An allocation or node whose sample
@@ -1405,7 +1416,7 @@ mod tests {
     /// The pod IP of a raw_exec allocation is its network's IP; a mapped port goes to its host
     /// port, another to itself; a closed port is `Unavailable`, no running allocation `NotFound`.
     #[tokio::test]
-    async fn port_forward_reaches_the_pod_ip() {
+    async fn dial_reaches_the_pod_ip() {
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_port = echo.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -1448,18 +1459,18 @@ mod tests {
         .await;
         let p = provider(&addr);
         for port in [80, echo_port] {
-            let mut conn = p.port_forward(&"k8s-ns_p".into(), port).await.unwrap();
+            let mut conn = p.dial(&"k8s-ns_p".into(), port).await.unwrap();
             conn.write_all(b"ping").await.unwrap();
             let mut buf = [0u8; 4];
             conn.read_exact(&mut buf).await.unwrap();
             assert_eq!(&buf, b"ping");
         }
-        let err = p.port_forward(&"k8s-ns_p".into(), closed).await.err().unwrap();
+        let err = p.dial(&"k8s-ns_p".into(), closed).await.err().unwrap();
         assert!(
             matches!(&err, ProviderError::Unavailable { message, .. } if message.contains("connection refused")),
             "{err}"
         );
-        let err = p.port_forward(&"k8s-ns_gone".into(), 80).await.err().unwrap();
+        let err = p.dial(&"k8s-ns_gone".into(), 80).await.err().unwrap();
         assert!(matches!(err, ProviderError::NotFound(_)), "{err}");
     }
 

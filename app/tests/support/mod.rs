@@ -24,8 +24,8 @@ use vk_domain::runtime::{
 };
 use vk_domain::workload::WorkloadSpec;
 use vk_ports::{
-    ClusterError, EventType, InputsApi, NodeProvider, PodApi, PodProvider, PodWatchEvent,
-    ProviderError,
+    ClusterError, Duplex, EventType, InputsApi, NodeProvider, PodApi, PodNetwork, PodProvider,
+    PodStreams, PodWatchEvent, ProbeTarget, ProviderError, StatsProvider, StatusWrite,
 };
 
 #[derive(Default)]
@@ -97,6 +97,7 @@ impl PodProvider for FakeProvider {
         self.pods.lock().unwrap().insert(spec.key.clone(), running(&spec.key, &spec.uid, &names));
         Ok(())
     }
+
     async fn refresh_files(&self, spec: &WorkloadSpec) -> Result<(), ProviderError> {
         self.check()?;
         let files: Vec<String> = spec
@@ -113,29 +114,13 @@ impl PodProvider for FakeProvider {
         self.log(format!("update {} {}", spec.key, files.join(",")));
         Ok(())
     }
+
     async fn start_container(&self, id: &WorkloadId, container: &str) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("start {id} {container}"));
         Ok(())
     }
-    async fn exec(
-        &self,
-        _id: &WorkloadId,
-        container: &str,
-        _cmd: &[String],
-    ) -> Result<i32, ProviderError> {
-        self.check()?;
-        Ok(self.exit_codes.lock().unwrap().get(container).copied().unwrap_or(0))
-    }
-    async fn restart_container(
-        &self,
-        id: &WorkloadId,
-        container: &str,
-    ) -> Result<(), ProviderError> {
-        self.check()?;
-        self.log(format!("restart {id} {container}"));
-        Ok(())
-    }
+
     async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("stop {id}"));
@@ -148,11 +133,13 @@ impl PodProvider for FakeProvider {
         }
         Ok(())
     }
+
     async fn kill_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("kill {id}"));
         Ok(())
     }
+
     async fn purge_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.check()?;
         self.log(format!("purge {id}"));
@@ -160,15 +147,63 @@ impl PodProvider for FakeProvider {
         self.pods.lock().unwrap().remove(&key);
         Ok(())
     }
+
     async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
         self.check()?;
         Ok(self.pods.lock().unwrap().get(key).cloned())
     }
+
     async fn list_pods(&self) -> Result<Vec<RuntimePod>, ProviderError> {
         self.check()?;
         Ok(self.pods.lock().unwrap().values().cloned().collect())
     }
 }
+
+impl ProbeTarget for FakeProvider {
+    async fn exec(
+        &self,
+        _id: &WorkloadId,
+        container: &str,
+        _cmd: &[String],
+    ) -> Result<i32, ProviderError> {
+        self.check()?;
+        Ok(self.exit_codes.lock().unwrap().get(container).copied().unwrap_or(0))
+    }
+
+    async fn restart_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> Result<(), ProviderError> {
+        self.check()?;
+        self.log(format!("restart {id} {container}"));
+        Ok(())
+    }
+}
+
+/// Pods are dialled at their sandbox's `pod_ip`, the port as asked (no mapping).
+impl PodNetwork for FakeProvider {
+    async fn dial(&self, id: &WorkloadId, port: u16) -> Result<Duplex, ProviderError> {
+        let ip = self
+            .pods
+            .lock()
+            .unwrap()
+            .values()
+            .find(|p| p.id == *id)
+            .and_then(|p| p.sandbox.as_ref()?.pod_ip.clone())
+            .ok_or_else(|| ProviderError::NotFound(format!("no address for {id}")))?;
+        match tokio::net::TcpStream::connect((ip.as_str(), port)).await {
+            Ok(sock) => Ok(Box::new(sock)),
+            Err(e) => Err(ProviderError::Unavailable {
+                message: format!("dial tcp {ip}:{port}: {e}"),
+                source: Some(Box::new(e)),
+            }),
+        }
+    }
+}
+
+impl PodStreams for FakeProvider {}
+impl StatsProvider for FakeProvider {}
 
 impl NodeProvider for FakeProvider {
     async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {
@@ -227,10 +262,9 @@ impl PodApi for FakeApi {
     async fn update_status(
         &self,
         key: &PodKey,
-        _old: Option<&PodStatus>,
-        status: &PodStatus,
+        write: StatusWrite<'_>,
     ) -> Result<(), ClusterError> {
-        self.statuses.lock().unwrap().push((key.clone(), status.clone()));
+        self.statuses.lock().unwrap().push((key.clone(), write.status.clone()));
         Ok(())
     }
     async fn delete(&self, key: &PodKey, _uid: &str) -> Result<(), ClusterError> {

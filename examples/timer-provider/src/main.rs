@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vk_ports::ProviderError;
 use vk_ports::vk_domain::runtime::WorkloadId;
 use vk_ports::vk_domain::{jiff::SignedDuration, jiff::Timestamp, node::NodeCapacity, runtime::*};
 use vk_ports::vk_domain::{pod::PodKey, pod::RestartPolicy, workload::WorkloadSpec};
-use vk_ports::{NodeProvider, PodProvider, ProviderError};
+use vk_ports::{NodeProvider, PodNetwork, PodProvider, PodStreams, ProbeTarget, StatsProvider};
 
 struct Timed {
     owner: PodOwner,
@@ -90,18 +91,15 @@ impl PodProvider for Timers {
         }
         Ok(())
     }
+
     async fn refresh_files(&self, _: &WorkloadSpec) -> Result<(), ProviderError> {
         Ok(()) // Timers have no files.
     }
+
     async fn start_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
         Ok(()) // Timers have no init containers to hold.
     }
-    async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
-        Err(ProviderError::Unsupported("timers run no commands".into()))
-    }
-    async fn restart_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported("timers cannot be restarted".into()))
-    }
+
     async fn stop_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         let now = Timestamp::now();
         let mut pods = self.pods();
@@ -110,22 +108,41 @@ impl PodProvider for Timers {
         timer.stopped.get_or_insert(now);
         Ok(())
     }
+
     async fn kill_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.stop_pod(id).await
     }
+
     async fn purge_pod(&self, id: &WorkloadId) -> Result<(), ProviderError> {
         self.pods()
             .remove(id.as_str())
             .map(drop)
             .ok_or_else(|| ProviderError::NotFound(id.to_string()))
     }
+
     async fn get_pod(&self, key: &PodKey) -> Result<Option<RuntimePod>, ProviderError> {
         Ok(self.pods().get(&key.to_string()).map(|t| view(t, Timestamp::now())))
     }
+
     async fn list_pods(&self) -> Result<Vec<RuntimePod>, ProviderError> {
         Ok(self.pods().values().map(|t| view(t, Timestamp::now())).collect())
     }
 }
+
+impl ProbeTarget for Timers {
+    async fn exec(&self, _: &WorkloadId, _: &str, _: &[String]) -> Result<i32, ProviderError> {
+        Err(ProviderError::Unsupported("timers run no commands".into()))
+    }
+
+    async fn restart_container(&self, _: &WorkloadId, _: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported("timers cannot be restarted".into()))
+    }
+}
+
+// Timers have no network, no output and no usage: the defaults answer `Unsupported`.
+impl PodNetwork for Timers {}
+impl PodStreams for Timers {}
+impl StatsProvider for Timers {}
 
 impl NodeProvider for Timers {
     async fn capacity(&self) -> Result<NodeCapacity, ProviderError> {

@@ -4,7 +4,7 @@
 //!
 //! - httpGet and tcpSocket reach the pod's address (`status.podIP`) on the container port,
 //!   through the backend's port mapping when it has one; exec runs the command in the container
-//!   through the backend ([`PodProvider::exec`]).
+//!   through the backend ([`ProbeTarget::exec`]).
 //! - A probe's `host` other than the pod's address is dialled only when the operator's policy
 //!   allows it ([`vk_domain::policy`]; the pod was refused at creation otherwise, this is the
 //!   second line) and never when it is, or resolves to, a loopback, link-local, unspecified or
@@ -13,7 +13,7 @@
 //!   only, 10 at most; a redirect elsewhere is not followed and the 3xx answer counts as success.
 //! - A readiness change queues the pod at once, so its `Ready` condition follows without waiting
 //!   for a poll. Liveness and startup failures past `failureThreshold` restart the container
-//!   ([`PodProvider::restart_container`]); the probes of the new instance start from scratch.
+//!   ([`ProbeTarget::restart_container`]); the probes of the new instance start from scratch.
 //! - A container instance is its sandbox, restart count and start time: a restarted container
 //!   gets new workers, a worker of an instance that is gone stops.
 //! - Each failure is a Warning Event `Unhealthy` (`<Kind> probe failed: <output>`), each 3xx
@@ -21,7 +21,7 @@
 //!   redirects, Response body: <body>`), as the kubelet's `prober.runProbeWithRetries` records
 //!   them; they wait here ([`Prober::take_events`], 16 a pod at most) for the pod's next sync.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +33,9 @@ use vk_domain::policy::{ProbeGrant, Rules};
 use vk_domain::probe::{self, Handler, Kind, Probe, State};
 use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{ContainerState, Sandbox};
-use vk_ports::PodProvider;
+use vk_ports::{PodNetwork, ProbeTarget};
+
+mod network;
 
 use crate::pod_controller::pod_span;
 use crate::queue::WorkQueue;
@@ -66,9 +68,6 @@ struct Inner {
 /// The Events a pod's probes leave for it before the next sync; more are dropped.
 const EVENTS_PER_POD: usize = 16;
 
-/// The most of a response body a probe reads (the kubelet's `maxRespBodyLength`, 10 KiB).
-const MAX_BODY: usize = 10 << 10;
-
 /// A Warning Event of a probe: the container it is about, the kubelet's reason (`Unhealthy`,
 /// `ProbeWarning`) and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +93,6 @@ enum Outcome {
 pub struct Prober<P> {
     provider: Arc<P>,
     queue: Arc<WorkQueue<PodKey>>,
-    http: reqwest::Client,
     policy: Arc<Rules<ProbeGrant>>,
     inner: Mutex<Inner>,
     /// The parent of every worker's token: cancelled by [`Prober::stop`] on shutdown, so that no
@@ -102,57 +100,14 @@ pub struct Prober<P> {
     root: CancellationToken,
 }
 
-/// Name resolution for probes: a name is dialled only at addresses a probe may reach.
-struct GuardedResolver;
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let ok = allowed_addresses(&host, 0).await?;
-            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// The addresses `host` resolves to that a probe may dial.
-async fn allowed_addresses(
-    host: &str,
-    port: u16,
-) -> Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
-    let ok: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
-        .await?
-        .filter(|a| !vk_domain::policy::never_dialled(a.ip()))
-        .collect();
-    if ok.is_empty() {
-        return Err(format!("{host} resolves to no address a probe may dial").into());
-    }
-    Ok(ok)
-}
-
-/// The kubelet's redirect rule for probes: the same host name only, at most 10 redirects.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let same =
-            attempt.previous().first().and_then(|u| u.host_str()) == attempt.url().host_str();
-        if !same {
-            attempt.stop()
-        } else if attempt.previous().len() >= 10 {
-            attempt.error("stopped after 10 redirects")
-        } else {
-            attempt.follow()
-        }
-    })
-}
-
-/// Where a probe connects.
+/// Where a probe connects: the pod's address (`status.podIP`), once it has one. Its ports are
+/// reached through the backend ([`PodNetwork::dial`]), which maps them.
 #[derive(Debug, Clone)]
 struct Target {
     ip: Option<String>,
-    ports: BTreeMap<u16, u16>,
 }
 
-impl<P: PodProvider> Prober<P> {
+impl<P: ProbeTarget + PodNetwork> Prober<P> {
     /// A prober that queues pod keys on `queue` when a result changes; probes name only the
     /// hosts `policy` allows besides the pod's address.
     pub fn new(
@@ -160,20 +115,9 @@ impl<P: PodProvider> Prober<P> {
         queue: Arc<WorkQueue<PodKey>>,
         policy: Arc<Rules<ProbeGrant>>,
     ) -> Arc<Self> {
-        // Like the kubelet: certificates are not verified, redirects are followed to the same
-        // host only; names resolve only to addresses a probe may dial.
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .user_agent("kube-probe/1.36")
-            .redirect(redirect_policy())
-            .dns_resolver(Arc::new(GuardedResolver))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
         Arc::new(Self {
             provider,
             queue,
-            http,
             policy,
             inner: Mutex::new(Inner::default()),
             root: CancellationToken::new(),
@@ -209,7 +153,7 @@ impl<P: PodProvider> Prober<P> {
         let probed = spec.containers.iter().chain(
             spec.init_containers.iter().flatten().filter(|c| vk_domain::status::is_sidecar(c)),
         );
-        let target = Target { ip: sandbox.pod_ip.clone(), ports: sandbox.ports.clone() };
+        let target = Target { ip: sandbox.pod_ip.clone() };
         let terminal = sandbox.is_terminal();
         let mut inner = self.inner();
         for c in probed {
@@ -351,7 +295,7 @@ struct Worker<P> {
     instance: String,
 }
 
-impl<P: PodProvider> Worker<P> {
+impl<P: ProbeTarget + PodNetwork> Worker<P> {
     async fn run(self, cancel: CancellationToken) {
         // A readiness worker waiting for the startup probe is woken when it succeeds.
         let woken = (self.kind == Kind::Readiness && self.has_startup)
@@ -441,31 +385,30 @@ impl<P: PodProvider> Worker<P> {
         }
     }
 
-    /// Restarts the container, retrying until it is done or the worker is stopped.
+    /// Restarts the container, retrying (500 ms doubling to 10 s) until it is done, the
+    /// container is gone, or the worker is stopped.
     async fn restart(&self, cancel: &CancellationToken) {
+        use backon::Retryable as _;
         self.prober.inner().restarted.insert((
             self.uid.clone(),
             self.container.clone(),
             self.instance.clone(),
         ));
-        let mut delay = Duration::from_millis(500);
-        loop {
-            match self.prober.provider.restart_container(&self.id, &self.container).await {
-                Ok(()) => {
-                    self.prober.queue.add(self.key.clone());
-                    return;
-                }
-                Err(vk_ports::ProviderError::NotFound(why)) => {
-                    debug!(%why, "the container is not running any more");
-                    return;
-                }
-                Err(e) => warn!(error = %e, "restarting the container failed; retrying"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+        let backoff = backon::ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times();
+        let restart = || self.prober.provider.restart_container(&self.id, &self.container);
+        let retried = restart
+            .retry(backoff)
+            .when(|e| !matches!(e, vk_ports::ProviderError::NotFound(_)))
+            .notify(|e, _| warn!(error = %e, "restarting the container failed; retrying"));
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            r = retried => match r {
+                Ok(()) => self.prober.queue.add(self.key.clone()),
+                Err(why) => debug!(%why, "the container is not running any more"),
+            },
         }
     }
 
@@ -474,83 +417,53 @@ impl<P: PodProvider> Worker<P> {
     async fn check(&self) -> Outcome {
         let timeout = self.probe.timeout;
         let pod_ip = self.target.ip.as_deref();
-        // (host, port) to dial: the pod's address through the backend's port mapping, or a
-        // `host` the policy allows, at the port as written.
-        let addr = |host: &Option<String>, port: u16| -> Option<(String, u16)> {
-            match host.as_deref().filter(|h| Some(*h) != pod_ip) {
-                None => {
-                    let port = self.target.ports.get(&port).copied().unwrap_or(port);
-                    Some((pod_ip?.to_owned(), port))
-                }
-                Some(h) if self.prober.may_dial(h, pod_ip) => Some((h.to_owned(), port)),
-                Some(h) => {
-                    debug!(host = h, "the probe's host is not allowed; the probe fails");
-                    None
-                }
+        let to = network::Endpoint { provider: &*self.prober.provider, id: &self.id, pod_ip };
+        // A `host` other than the pod's is dialled only when the policy allows it.
+        let allowed = |host: &Option<String>| match host.as_deref() {
+            Some(h) if !to.is_pod(Some(h)) && !self.prober.may_dial(h, pod_ip) => {
+                debug!(host = h, "the probe's host is not allowed; the probe fails");
+                Err(Outcome::Failure(format!(
+                    "the probe's host {h:?} is not one the operator allows"
+                )))
             }
-        };
-        let join = |host: &str, port: u16| {
-            if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
-        };
-        // Why `addr` gave nothing to dial.
-        let refused = |h: &Option<String>| {
-            Outcome::Failure(match h.as_deref().filter(|h| Some(*h) != pod_ip) {
-                Some(h) => format!("the probe's host {h:?} is not one the operator allows"),
-                None => "the pod has no IP address yet".to_owned(),
-            })
+            Some(h) if !to.is_pod(Some(h)) => Ok(Some(h.to_owned())),
+            _ if pod_ip.is_none() => {
+                Err(Outcome::Failure("the pod has no IP address yet".to_owned()))
+            }
+            _ => Ok(None),
         };
         let result = match &self.probe.handler {
             Handler::Tcp { host, port } => {
-                let Some((h, p)) = addr(host, *port) else { return refused(host) };
-                let dial = async {
-                    let targets =
-                        if h.parse::<std::net::IpAddr>().is_ok() || Some(h.as_str()) == pod_ip {
-                            vec![join(&h, p).parse::<std::net::SocketAddr>().ok()?]
-                        } else {
-                            allowed_addresses(&h, p).await.ok()?
-                        };
-                    Some(tokio::net::TcpStream::connect(&targets[..]).await)
+                let host = match allowed(host) {
+                    Ok(h) => h,
+                    Err(refused) => return refused,
                 };
-                match tokio::time::timeout(timeout, dial).await {
-                    Ok(Some(Ok(_))) => Outcome::Success,
-                    Ok(Some(Err(e))) => Outcome::Failure(format!("dial tcp {}: {e}", join(&h, p))),
-                    Ok(None) => Outcome::Failure(format!("dial tcp {}: no address", join(&h, p))),
-                    Err(_) => Outcome::Failure(format!("dial tcp {}: i/o timeout", join(&h, p))),
+                let at = to.authority(host.as_deref(), *port);
+                match tokio::time::timeout(timeout, to.connect(host.as_deref(), *port)).await {
+                    Ok(Ok(_)) => Outcome::Success,
+                    Ok(Err(e)) => Outcome::Failure(e),
+                    Err(_) => Outcome::Failure(format!("dial tcp {at}: i/o timeout")),
                 }
             }
             Handler::Http { https, host, port, path, headers } => {
-                let Some((h, p)) = addr(host, *port) else { return refused(host) };
-                let scheme = if *https { "https" } else { "http" };
-                let a = join(&h, p);
-                let mut req =
-                    self.prober.http.get(format!("{scheme}://{a}{path}")).timeout(timeout);
-                for (k, v) in headers {
-                    req = req.header(k, v);
-                }
-                let answer = async {
-                    let mut r = req.send().await?;
-                    let code = r.status().as_u16();
-                    // The first 10 KiB of the body, as the kubelet reads it.
-                    let mut body = Vec::new();
-                    while body.len() < MAX_BODY {
-                        let Some(chunk) = r.chunk().await? else { break };
-                        body.extend_from_slice(&chunk);
-                    }
-                    body.truncate(MAX_BODY);
-                    Ok::<_, reqwest::Error>((code, String::from_utf8_lossy(&body).into_owned()))
+                let host = match allowed(host) {
+                    Ok(h) => h,
+                    Err(refused) => return refused,
                 };
-                match tokio::time::timeout(timeout, answer).await {
-                    Ok(Ok((code, _))) if (200..300).contains(&code) => Outcome::Success,
-                    Ok(Ok((code, body))) if (300..400).contains(&code) => Outcome::Warning(
-                        format!("Probe terminated redirects, Response body: {body}"),
-                    ),
-                    Ok(Ok((code, _))) => {
-                        Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
-                    }
-                    Ok(Err(e)) => Outcome::Failure(format!("Get \"{scheme}://{a}{path}\": {e}")),
-                    Err(_) => Outcome::Failure(format!(
-                        "Get \"{scheme}://{a}{path}\": context deadline exceeded"
+                let scheme = if *https { "https" } else { "http" };
+                let url = format!("{scheme}://{}{path}", to.authority(host.as_deref(), *port));
+                let get = to.get(*https, host.as_deref(), *port, path, headers);
+                match tokio::time::timeout(timeout, get).await {
+                    Ok(Ok(a)) if (200..300).contains(&a.code) => Outcome::Success,
+                    Ok(Ok(a)) if (300..400).contains(&a.code) => Outcome::Warning(format!(
+                        "Probe terminated redirects, Response body: {}",
+                        a.body
                     )),
+                    Ok(Ok(a)) => {
+                        Outcome::Failure(format!("HTTP probe failed with statuscode: {}", a.code))
+                    }
+                    Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": {e}")),
+                    Err(_) => Outcome::Failure(format!("Get \"{url}\": context deadline exceeded")),
                 }
             }
             Handler::Exec { command } => {
