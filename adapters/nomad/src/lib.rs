@@ -94,6 +94,24 @@ pub struct NomadProvider {
     /// finish time): read once ([`NomadProvider::termination_message`]); `None` for a task with
     /// no message file (raw_exec, exec). Bounded like `addresses`.
     termination_messages: moka::sync::Cache<(String, String, String), Option<Option<String>>>,
+    /// Where each running pod is, by workload ID, as its last status read found it: probes and
+    /// port-forward dial from it, exec and restarts address its allocation, without listing the
+    /// job's allocations again (a list filters every allocation of the cluster on the server).
+    /// A status read that finds the pod not running forgets it, and so does a failed dial or
+    /// exec; a miss lists. Bounded like `addresses`.
+    running: moka::sync::Cache<String, Running>,
+}
+
+/// A running pod's place ([`NomadProvider::running`]).
+#[derive(Debug, Clone)]
+struct Running {
+    /// The allocation's ID.
+    alloc: String,
+    /// The pod's IP as its status reports it: the allocation's own address in bridge and CNI
+    /// modes, else the node's.
+    ip: Option<String>,
+    /// Container port → host port, where Nomad mapped one.
+    ports: BTreeMap<u16, u16>,
 }
 
 /// The most of a termination message file that is read (the kubelet's `maxMsgSize`).
@@ -106,6 +124,17 @@ const ADDRESS_ENTRIES: u64 = 16_384;
 struct Written {
     images: BTreeMap<String, String>,
     items: BTreeMap<String, String>,
+}
+
+impl Running {
+    /// Where allocation `a`, whose sandbox is `sandbox`, runs.
+    fn of(a: &Allocation, sandbox: &vk_domain::runtime::Sandbox) -> Self {
+        Self {
+            alloc: a.id.clone(),
+            ip: sandbox.pod_ip.clone().or_else(|| sandbox.host_ip.clone()),
+            ports: sandbox.ports.clone(),
+        }
+    }
 }
 
 /// The items are the pod's Variable: keys only.
@@ -170,6 +199,7 @@ impl NomadProvider {
             addresses: moka::sync::Cache::new(ADDRESS_ENTRIES),
             docker_tasks: moka::sync::Cache::new(ADDRESS_ENTRIES),
             termination_messages: moka::sync::Cache::new(ADDRESS_ENTRIES),
+            running: moka::sync::Cache::new(ADDRESS_ENTRIES),
         })
     }
 
@@ -369,6 +399,11 @@ impl NomadProvider {
                 let host_ip = self.host_ip(&a.node_id).await;
                 let address = self.own_address(&client, a).await;
                 let mut sb = alloc::sandbox(a, host_ip, address);
+                if a.client_status == "running" && !stop {
+                    self.running.insert(at.encode(), Running::of(a, &sb));
+                } else {
+                    self.running.invalidate(&at.encode());
+                }
                 for (name, c) in &mut sb.containers {
                     c.restart_count =
                         c.restart_count.saturating_add(bases.get(name).copied().unwrap_or(0));
@@ -388,7 +423,10 @@ impl NomadProvider {
                 }
                 Some(sb)
             }
-            None => None,
+            None => {
+                self.running.invalidate(&at.encode());
+                None
+            }
         };
         Some(RuntimePod {
             owner,
@@ -474,12 +512,30 @@ impl NomadProvider {
 
     /// The ID of the allocation that stands for job `r` now, if it runs.
     async fn running_alloc(&self, r: &JobRef) -> Result<String, ProviderError> {
-        let id = &r.id;
-        let allocs = self.allocations(&self.at(r), Some(id)).await?;
-        alloc::current(allocs.iter())
-            .filter(|a| a.client_status == "running")
-            .map(|a| a.id.clone())
-            .ok_or_else(|| ProviderError::NotFound(format!("no running allocation of job {id}")))
+        Ok(self.located(r).await?.alloc)
+    }
+
+    /// Where job `r`'s pod runs: as its last status read found it ([`NomadProvider::running`]),
+    /// else from a list of its allocations.
+    ///
+    /// # Errors
+    /// `NotFound` when no allocation of it runs; `Unavailable` when Nomad cannot be reached.
+    async fn located(&self, r: &JobRef) -> Result<Running, ProviderError> {
+        if let Some(known) = self.running.get(&r.encode()) {
+            return Ok(known);
+        }
+        let allocs = self.allocations(&self.at(r), Some(&r.id)).await?;
+        let Some(a) = alloc::current(allocs.iter()).filter(|a| a.client_status == "running") else {
+            return Err(ProviderError::NotFound(format!(
+                "pod {:?} has no running allocation",
+                self.pod_name(&r.id)
+            )));
+        };
+        let host_ip = self.host_ip(&a.node_id).await;
+        let address = self.own_address(&self.at(r), a).await;
+        let found = Running::of(a, &alloc::sandbox(a, host_ip, address));
+        self.running.insert(r.encode(), found.clone());
+        Ok(found)
     }
 
     /// The allocation that stands for job `r` now, whatever its status.
@@ -922,7 +978,9 @@ impl ProbeTarget for NomadProvider {
         let r = JobRef::parse(id);
         let alloc = self.running_alloc(&r).await?;
         let client = self.at(&r);
-        let code = exec::run(&client, &alloc, container, command).await?;
+        let code = exec::run(&client, &alloc, container, command)
+            .await
+            .inspect_err(|_| self.running.invalidate(&r.encode()))?;
         if code != 0 || !self.on_docker(&r, container).await {
             return Ok(code);
         }
@@ -956,45 +1014,41 @@ impl PodNetwork for NomadProvider {
     /// `port` to (`To` → `Value`) if it mapped one.
     async fn dial(&self, id: &WorkloadId, port: u16) -> Result<Duplex, ProviderError> {
         let r = JobRef::parse(id);
-        let allocs = self.allocations(&self.at(&r), Some(&r.id)).await?;
-        let Some(a) = alloc::current(allocs.iter()).filter(|a| a.client_status == "running") else {
-            return Err(ProviderError::NotFound(format!(
-                "pod {:?} has no running allocation",
-                self.pod_name(&r.id)
-            )));
-        };
-        let host_ip = self.host_ip(&a.node_id).await;
-        let address = self.own_address(&self.at(&r), a).await;
-        let sandbox = alloc::sandbox(a, host_ip, address);
-        let Some(ip) = sandbox.pod_ip.or(sandbox.host_ip) else {
+        let at = self.located(&r).await?;
+        let Some(ip) = at.ip.as_deref() else {
+            // Read again next time: the address comes once the network is up.
+            self.running.invalidate(&r.encode());
             return Err(ProviderError::Unavailable {
-                message: format!("allocation {} has no address yet", a.id),
+                message: format!("allocation {} has no address yet", at.alloc),
                 source: None,
             });
         };
-        let target = sandbox.ports.get(&port).copied().unwrap_or(port);
-        let connect = tokio::net::TcpStream::connect((ip.as_str(), target));
-        match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
-            Ok(Ok(sock)) => Ok(Box::new(sock)),
+        let target = at.ports.get(&port).copied().unwrap_or(port);
+        let connect = tokio::net::TcpStream::connect((ip, target));
+        let failed = match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+            Ok(Ok(sock)) => return Ok(Box::new(sock)),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Err(ProviderError::Unavailable {
+                ProviderError::Unavailable {
                     message: format!(
                         "nothing listens on port {port} of pod {:?} ({ip}:{target}): connection \
                          refused",
                         self.pod_name(&r.id)
                     ),
                     source: Some(Box::new(e)),
-                })
+                }
             }
-            Ok(Err(e)) => Err(ProviderError::Unavailable {
+            Ok(Err(e)) => ProviderError::Unavailable {
                 message: format!("connecting to {ip}:{target}: {e}"),
                 source: Some(Box::new(e)),
-            }),
-            Err(_) => Err(ProviderError::Unavailable {
+            },
+            Err(_) => ProviderError::Unavailable {
                 message: format!("connecting to {ip}:{target} timed out"),
                 source: None,
-            }),
-        }
+            },
+        };
+        // The allocation may have been replaced since: the next dial looks again.
+        self.running.invalidate(&r.encode());
+        Err(failed)
     }
 }
 
@@ -1039,7 +1093,12 @@ impl PodStreams for NomadProvider {
     ) -> Result<i32, ProviderError> {
         let r = JobRef::parse(id);
         let alloc = self.running_alloc(&r).await?;
-        exec::stream(&self.at(&r), &alloc, container, command, io).await
+        let ended = exec::stream(&self.at(&r), &alloc, container, command, io).await;
+        if ended.is_err() {
+            // The allocation may have been replaced since: the next session looks again.
+            self.running.invalidate(&r.encode());
+        }
+        ended
     }
 
     /// Streams what the task writes from now on (`/v1/client/fs/logs` following from the end):
@@ -1416,7 +1475,7 @@ mod tests {
     /// The pod IP of a raw_exec allocation is its network's IP; a mapped port goes to its host
     /// port, another to itself; a closed port is `Unavailable`, no running allocation `NotFound`.
     #[tokio::test]
-    async fn dial_reaches_the_pod_ip() {
+    async fn dial_reaches_the_pod_ip_from_where_the_pod_was_last_seen() {
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_port = echo.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -1445,8 +1504,11 @@ mod tests {
                     "DynamicPorts":[{{"Label":"c_80","Value":{echo_port},"To":80}}]}}]}}}}"#
             ),
         );
+        let lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let listed = std::sync::Arc::clone(&lists);
         let (addr, _reqs) = fake::fake_nomad(move |line| {
             if line.contains("/v1/allocations") {
+                listed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if line.contains("k8s-ns_gone") {
                     Reply::Json(allocs("complete", "dead", 0, ""))
                 } else {
@@ -1465,11 +1527,17 @@ mod tests {
             conn.read_exact(&mut buf).await.unwrap();
             assert_eq!(&buf, b"ping");
         }
+        // The pod's place was looked up once: the second dial used it.
+        let count = || lists.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(count(), 1);
         let err = p.dial(&"k8s-ns_p".into(), closed).await.err().unwrap();
         assert!(
             matches!(&err, ProviderError::Unavailable { message, .. } if message.contains("connection refused")),
             "{err}"
         );
+        // A failed dial forgets it: the allocation may have been replaced.
+        let _ = p.dial(&"k8s-ns_p".into(), 80).await.unwrap();
+        assert_eq!(count(), 2);
         let err = p.dial(&"k8s-ns_gone".into(), 80).await.err().unwrap();
         assert!(matches!(err, ProviderError::NotFound(_)), "{err}");
     }
@@ -1549,6 +1617,9 @@ mod tests {
                 if line.contains("/v1/allocations") {
                     return Reply::Json(allocs("running", "running", 0, ""));
                 }
+                if line.contains("/v1/nodes") {
+                    return Reply::Json("[]".into());
+                }
                 if line.contains("/v1/job/k8s-ns_p ") || line.contains("/v1/job/k8s-ns_p?") {
                     return Reply::Json(format!(
                         r#"{{"ID":"k8s-ns_p","Name":"k8s-ns_p","Type":"batch","TaskGroups":[{{"Name":"pod","Count":1,"Tasks":[{{"Name":"c","Driver":"{driver}"}}]}}]}}"#
@@ -1581,6 +1652,9 @@ mod tests {
         let (addr, mut reqs) = fake::fake_nomad(move |line| {
             if line.contains("/v1/allocations") {
                 return Reply::Json(allocs("running", "running", 0, ""));
+            }
+            if line.contains("/v1/nodes") {
+                return Reply::Json("[]".into());
             }
             let seen_tx = seen_tx.clone();
             Reply::Ws(Box::new(move |sock, head| {
