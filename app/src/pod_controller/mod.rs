@@ -32,6 +32,11 @@ use vk_ports::{
     PodWatchEvent, ProbeTarget, ProviderError, StatusWrite,
 };
 
+mod error;
+mod writes;
+
+pub use self::error::SyncError;
+use self::error::{Op, operation_name};
 use crate::held_pod::{HeldPod, PHASES};
 use crate::inputs::{NamespaceLabels, Resolver, Tokens};
 use crate::prober::Prober;
@@ -140,58 +145,6 @@ pub struct PodController<P, K> {
 enum Outcome {
     Done,
     Retry(SyncError),
-}
-
-/// Why a step of a pod's sync failed (the pod is tried again with back-off): what was being done
-/// and the port's error, whose `kind()` labels `vk_pod_operations_total{result}`.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    /// The backend failed.
-    #[error("{doing}: {source}")]
-    Provider {
-        /// What the step was doing (`"creating the workload"`).
-        doing: Cow<'static, str>,
-        /// The backend's error.
-        source: ProviderError,
-    },
-    /// The Kubernetes API failed.
-    #[error("{doing}: {source}")]
-    Cluster {
-        /// What the step was doing (`"writing the pod status"`).
-        doing: Cow<'static, str>,
-        /// The API server's error.
-        source: ClusterError,
-    },
-    /// An input the pod names is not there yet (a ConfigMap, a Secret, a key); the container
-    /// waits as the kubelet's does.
-    #[error("{0}")]
-    Missing(String),
-    /// The pod as held could not be read back (a bug; logged with the pod).
-    #[error("{0}")]
-    Held(String),
-}
-
-impl SyncError {
-    /// A low-cardinality label: the port error's kind (`unavailable`, `not_found`, `conflict`,
-    /// ...), `missing_input`, or `internal`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Provider { source, .. } => source.kind(),
-            Self::Cluster { source, .. } => source.kind(),
-            Self::Missing(_) => "missing_input",
-            Self::Held(_) => "internal",
-        }
-    }
-
-    /// For `map_err`: nothing is made unless the step failed.
-    fn provider(doing: &'static str) -> impl FnOnce(ProviderError) -> Self {
-        move |source| Self::Provider { doing: Cow::Borrowed(doing), source }
-    }
-
-    /// For `map_err`: nothing is made unless the step failed.
-    fn cluster(doing: &'static str) -> impl FnOnce(ClusterError) -> Self {
-        move |source| Self::Cluster { doing: Cow::Borrowed(doing), source }
-    }
 }
 
 impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodController<P, K> {
@@ -674,121 +627,6 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
         };
     }
 
-    /// Writes the status computed from the runtime view, unless it is what the API server has.
-    async fn sync_status(
-        &self,
-        key: &PodKey,
-        pod: Option<&Pod>,
-        runtime: Option<&RuntimePod>,
-    ) -> Result<(), SyncError> {
-        let Some(pod) = pod else { return Ok(()) };
-        let Some(runtime) = runtime else { return Ok(()) };
-        // Probes run for what runs now; their results are laid over the runtime's view.
-        let sandbox = runtime.sandbox.clone().map(|s| self.prober.apply(key, pod, &runtime.id, s));
-        for e in self.prober.take_events(pod::uid(pod)) {
-            let path = events::field_path(pod, &e.container);
-            self.record(pod, Some(&path), EventType::Warning, e.reason, &e.message).await;
-        }
-        let new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
-        // The kubelet's image Events, from the containers' waiting reasons.
-        let statuses = new.init_container_statuses.iter().flatten();
-        for cs in statuses.chain(new.container_statuses.iter().flatten()) {
-            let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else { continue };
-            let text = w.message.as_deref().unwrap_or_default();
-            let (error, back_off) = match w.reason.as_deref() {
-                Some("ErrImagePull") => (text, false),
-                // `Back-off pulling image "<image>": ErrImagePull: <error>`: the failure may have
-                // been seen only during the back-off; its Event comes first all the same.
-                Some("ImagePullBackOff") => {
-                    (text.split_once(": ErrImagePull: ").map_or(text, |(_, e)| e), true)
-                }
-                _ => continue,
-            };
-            let failed = format!("Failed to pull image {:?}: {error}", cs.image);
-            let path = Some(events::field_path(pod, &cs.name));
-            self.event_once(pod, path.as_deref(), EventType::Warning, "Failed", &failed).await;
-            if back_off {
-                let message = format!("Back-off pulling image {:?}", cs.image);
-                self.event_once(pod, path.as_deref(), EventType::Normal, "BackOff", &message).await;
-            }
-        }
-        let changes = events::container_events(pod, pod.status.as_ref(), &new);
-        self.write_status(key, pod, new).await?;
-        self.record_container_events(pod, changes).await;
-        Ok(())
-    }
-
-    async fn write_status(
-        &self,
-        key: &PodKey,
-        pod: &Pod,
-        mut new: k8s_openapi::api::core::v1::PodStatus,
-    ) -> Result<(), SyncError> {
-        status::observe_generation(pod, &mut new);
-        let Some(patch) = status::patch(pod.status.as_ref(), &new) else {
-            // A change that shows nothing new is not a propagation to measure.
-            self.state().changed_at.remove(key);
-            return Ok(());
-        };
-        match self.api.update_status(key, StatusWrite { status: &new, patch: &patch }).await {
-            Ok(()) => {
-                debug!(phase = new.phase.as_deref(), "pod status written");
-                if let Some(at) = self.state().changed_at.remove(key) {
-                    let delay = Timestamp::now().duration_since(at).as_secs_f64().max(0.0);
-                    metrics::histogram!(STATUS_PROPAGATION).record(delay);
-                }
-                // Keep the local copy current so the next poll does not write the same again,
-                // unless the watch already brought a newer version (another writer's change, or
-                // the echo of this write): that one is the truth.
-                let mut st = self.state();
-                if let Some(held) = st.pods.get_mut(key).filter(|p| p.uid() == pod::uid(pod)) {
-                    match held.pod() {
-                        Ok(p) if p.metadata.resource_version != pod.metadata.resource_version => {}
-                        Ok(p) => {
-                            let mut p = Arc::unwrap_or_clone(p);
-                            p.status = Some(new);
-                            *held = HeldPod::new(p);
-                        }
-                        Err(e) => tracing::error!("{e}"),
-                    }
-                }
-                drop(st);
-                self.record_phases();
-                Ok(())
-            }
-            Err(vk_ports::ClusterError::NotFound(_)) => Ok(()),
-            Err(e) => Err(SyncError::cluster("writing the pod status")(e)),
-        }
-    }
-
-    /// Reports a pod this node cannot run: status `ProviderFailed` with `message`, and a Warning
-    /// Event, both once per message.
-    async fn report_failure(
-        &self,
-        key: &PodKey,
-        pod: &Pod,
-        message: &str,
-    ) -> Result<(), SyncError> {
-        let current = pod.status.as_ref();
-        let same = current.and_then(|s| s.reason.as_deref()) == Some(REASON_PROVIDER_FAILED)
-            && current.and_then(|s| s.message.as_deref()) == Some(message);
-        if same {
-            return Ok(());
-        }
-        warn!("the pod cannot be run: {message}");
-        self.record(pod, None, EventType::Warning, "ProviderCreateFailed", message).await;
-        self.write_status(key, pod, status::provider_failed_status(pod, message, Timestamp::now()))
-            .await
-    }
-
-    async fn mark_lost(&self, key: &PodKey, pod: Option<&Pod>) -> Result<(), SyncError> {
-        let Some(pod) = pod else { return Ok(()) };
-        let message = "the pod's workload is gone from the backend";
-        warn!("marking the pod failed: {message}");
-        self.record(pod, None, EventType::Warning, "ProviderPodNotFound", message).await;
-        self.write_status(key, pod, status::not_found_status(pod, message, Timestamp::now())).await
-    }
-
     /// Brings the workload up to an update Kubernetes allows on a running pod (an image).
     async fn update_workload(
         &self,
@@ -836,73 +674,6 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
         })?;
         debug!(container = name, "init container released");
         Ok(())
-    }
-
-    async fn fail_deadline(
-        &self,
-        key: &PodKey,
-        pod: Option<&Pod>,
-        runtime: Option<&RuntimePod>,
-    ) -> Result<(), SyncError> {
-        let Some(pod) = pod else { return Ok(()) };
-        let message = "Pod was active on the node longer than the specified deadline";
-        self.event_once(pod, None, EventType::Normal, "DeadlineExceeded", message).await;
-        let st = status::deadline_exceeded_status(
-            pod,
-            runtime.and_then(|r| r.sandbox.as_ref()),
-            message,
-            Timestamp::now(),
-        );
-        self.write_status(key, pod, st).await
-    }
-
-    /// Records an Event once per pod and `(reason, message)`, about the container at
-    /// `field_path` when there is one.
-    async fn event_once(
-        &self,
-        pod: &Pod,
-        field_path: Option<&str>,
-        type_: EventType,
-        reason: &str,
-        message: &str,
-    ) {
-        let fresh = self
-            .state()
-            .recorded
-            .entry(pod::uid(pod).to_owned())
-            .or_default()
-            .insert((reason.to_owned(), message.to_owned()));
-        if !fresh {
-            return;
-        }
-        // The event's message goes into the line's text: a `message` field would collide with it.
-        if type_ == EventType::Warning {
-            warn!(reason, "pod event: {message}");
-        }
-        self.record(pod, field_path, type_, reason, message).await;
-    }
-
-    /// Records an Event about `pod`, or its container at `field_path`; a failure is logged.
-    async fn record(
-        &self,
-        pod: &Pod,
-        field_path: Option<&str>,
-        type_: EventType,
-        reason: &str,
-        message: &str,
-    ) {
-        match self.api.record_event(pod, field_path, type_, reason, message).await {
-            Ok(()) => debug!(reason, "event recorded"),
-            Err(e) => warn!(error = %e, "recording the event failed"),
-        }
-    }
-
-    /// Records the kubelet's container Events (`vk_domain::events`).
-    async fn record_container_events(&self, pod: &Pod, events: Vec<ContainerEvent>) {
-        for e in events {
-            let type_ = if e.warning { EventType::Warning } else { EventType::Normal };
-            self.record(pod, Some(&e.field_path), type_, e.reason, &e.message).await;
-        }
     }
 
     /// Every `refresh_interval`, brings the volume files of running pods up to date.
@@ -1014,57 +785,5 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             .map_err(SyncError::cluster("deleting the pod object"))?;
         info!("pod object deleted");
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Stop,
-    Kill,
-    Purge,
-}
-
-impl Op {
-    fn done(self) -> &'static str {
-        match self {
-            Op::Stop => "workload stopping",
-            Op::Kill => "workload killed",
-            Op::Purge => "workload purged",
-        }
-    }
-}
-
-/// The `operation` label of a step that does something (`None` for waiting and keeping).
-fn operation_name(step: &Step) -> Option<&'static str> {
-    Some(match step {
-        Step::Create => "create",
-        Step::SyncStatus => "sync_status",
-        Step::Stop => "stop",
-        Step::Kill => "kill",
-        Step::Purge { .. } => "purge",
-        Step::DeleteObject => "delete_object",
-        Step::MarkLost => "mark_lost",
-        Step::StartContainer(_) => "start_container",
-        Step::UpdateWorkload => "update_workload",
-        Step::FailDeadline => "fail_deadline",
-        Step::RequeueAfter(_) | Step::KeepFinal => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A failed step is labelled by what failed, not as one `error`.
-    #[test]
-    fn sync_errors_are_labelled_by_kind() {
-        let down = || ProviderError::Unavailable { message: "refused".into(), source: None };
-        let e = SyncError::provider("creating the workload")(down());
-        assert_eq!(e.kind(), "unavailable");
-        assert_eq!(e.to_string(), "creating the workload: backend unavailable: refused");
-        let e = SyncError::cluster("writing the pod status")(ClusterError::Conflict("rv".into()));
-        assert_eq!(e.kind(), "conflict");
-        assert_eq!(SyncError::Missing("configmap \"c\" not found".into()).kind(), "missing_input");
-        assert_eq!(SyncError::Held("bad".into()).kind(), "internal");
     }
 }
