@@ -6,9 +6,9 @@
 //! every volume with its files, as the kubelet would prepare them. What cannot be honoured is
 //! refused with an [`Unsupported`] error naming the field; what is missing for now is a
 //! [`Missing`] error, so the pod waits instead of failing; what the kubelet's admission rejects
-//! ([`admission`]) is a [`Rejection`].
+//! (`admission`) is a [`Rejection`].
 //!
-//! Each container ([`container`]) with its ports ([`ports`]) and resources ([`resources`]) is
+//! Each container (`container`) with its ports (`ports`) and resources (`resources`) is
 //! translated on its own; this module puts the pod together.
 
 mod admission;
