@@ -209,6 +209,12 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cli.size, &only, &cli.contenders, &out))
 }
 
+/// Runs the benchmarks `only` at `size` (P1, P2 and P7 with `contenders` only, when given) on a
+/// fresh stack, and writes the report to `out` (and stdout).
+///
+/// # Errors
+/// The stack not starting, or the report not written; a benchmark that fails is a note in the
+/// report.
 async fn run(
     size: Size,
     only: &[Bench],
@@ -222,7 +228,24 @@ async fn run(
     let mut report = Report::new(&stack, size == Size::Tiny, &plan);
     eprintln!("bench: stack up in {:.0?}; {}", started.elapsed(), report.machine_line());
 
-    // P1, P2, P7: one matrix of sizes, runs alternated between the contenders.
+    run_scale(&stack, &plan, only, contenders, &mut report).await;
+    if only.contains(&Bench::P4) || only.contains(&Bench::P3) {
+        run_nomad(&stack, &plan, &mut report).await;
+    }
+    if only.contains(&Bench::P5) || only.contains(&Bench::P6) {
+        run_streams(&stack, &plan, only, &mut report).await;
+    }
+
+    report.elapsed = started.elapsed();
+    let text = report.render(only);
+    println!("{text}");
+    std::fs::write(out, &text)?;
+    eprintln!("bench: wrote {} in {:.0?}", out.display(), started.elapsed());
+    Ok(())
+}
+
+/// The pod counts P1, P2 and P7 run at, smallest first, each once.
+fn scale_sizes(plan: &Plan, only: &[Bench]) -> Vec<usize> {
     let mut sizes: Vec<usize> = Vec::new();
     if only.contains(&Bench::P7) {
         sizes.extend(&plan.p7_sizes);
@@ -235,6 +258,30 @@ async fn run(
     }
     sizes.sort_unstable();
     sizes.dedup();
+    sizes
+}
+
+/// Whether contender `who` sits out repetition `r` at `n` pods: upstream runs once per size, with
+/// its defaults up to [`Plan::upstream_default_max`] pods and tuned at
+/// [`Plan::upstream_tuned_sizes`] only; with `contenders` given, only those run.
+fn sits_out(who: Contender, r: usize, n: usize, plan: &Plan, contenders: &[String]) -> bool {
+    let skip = match who {
+        Contender::Upstream => r > 0 || n > plan.upstream_default_max,
+        Contender::UpstreamTuned => r > 0 || !plan.upstream_tuned_sizes.contains(&n),
+        _ => false,
+    };
+    skip || !(contenders.is_empty() || contenders.iter().any(|c| c == who.slug()))
+}
+
+/// P1, P2, P7: one matrix of sizes, runs alternated between the contenders; each run's figures
+/// (or its failure, as a note) go into `report`.
+async fn run_scale(
+    stack: &Stack,
+    plan: &Plan,
+    only: &[Bench],
+    contenders: &[String],
+    report: &mut Report,
+) {
     let order = [
         Contender::Ours,
         Contender::Upstream,
@@ -242,23 +289,18 @@ async fn run(
         Contender::OursTuned,
         Contender::UpstreamTuned,
     ];
-    for &n in &sizes {
+    for n in scale_sizes(plan, only) {
         let repeats =
             if only.contains(&Bench::P1) && n == plan.p1_pods { plan.p1_repeats } else { 1 };
         for r in 0..repeats {
             for who in order {
-                let skip = match who {
-                    Contender::Upstream => r > 0 || n > plan.upstream_default_max,
-                    Contender::UpstreamTuned => r > 0 || !plan.upstream_tuned_sizes.contains(&n),
-                    _ => false,
-                };
-                if skip || !(contenders.is_empty() || contenders.iter().any(|c| c == who.slug())) {
+                if sits_out(who, r, n, plan, contenders) {
                     continue;
                 }
                 let node = format!("b-{}-{n}-{r}", who.slug());
                 let ns = format!("bench-{}-{n}-{r}", who.slug());
                 let t = Instant::now();
-                match scale::run(&stack, who, n, &ns, &node, plan.limit, plan.settle).await {
+                match scale::run(stack, who, n, &ns, &node, plan.limit, plan.settle).await {
                     Ok(run) => {
                         eprintln!(
                             "bench: {} n={n} run {r}: {:?} s ({} Running), peak RSS {} MiB, {:.1} CPU s ({:.0?})",
@@ -281,66 +323,58 @@ async fn run(
             }
         }
     }
+}
 
-    // P4 and P3 through Nomad.
-    if only.contains(&Bench::P4) || only.contains(&Bench::P3) {
-        let nomad = nomad::Nomad::new(&stack);
-        for r in 0..plan.p4_repeats {
-            let ns = format!("bench-nomad-{r}");
-            match nomad::run_ours(
-                &stack,
-                &nomad,
-                plan.p4_pods,
-                &ns,
-                &format!("b-nomad-{r}"),
-                plan.limit,
-                plan.p3_calm_pods,
-            )
-            .await
-            {
-                Ok((run, template)) => {
-                    eprintln!("bench: P4 ours run {r}: {:?} s", run.seconds);
-                    report.p4_ours.push(run);
-                    match nomad::run_alone(
-                        &nomad,
-                        &template,
-                        plan.p4_pods,
-                        &format!("bench-alone-{r}-"),
-                        plan.limit,
-                    )
-                    .await
-                    {
-                        Ok(s) => {
-                            eprintln!("bench: P4 Nomad alone run {r}: {s:?} s");
-                            report.p4_alone.push(s);
-                        }
-                        Err(e) => {
-                            report.notes.push(format!("P4 Nomad alone run {r}: failed: {e:#}"))
-                        }
+/// P4 and P3 through Nomad: each repetition runs ours, then Nomad alone with the job ours
+/// registered; figures and failures go into `report`.
+async fn run_nomad(stack: &Stack, plan: &Plan, report: &mut Report) {
+    let nomad = nomad::Nomad::new(stack);
+    for r in 0..plan.p4_repeats {
+        let ns = format!("bench-nomad-{r}");
+        match nomad::run_ours(
+            stack,
+            &nomad,
+            plan.p4_pods,
+            &ns,
+            &format!("b-nomad-{r}"),
+            plan.limit,
+            plan.p3_calm_pods,
+        )
+        .await
+        {
+            Ok((run, template)) => {
+                eprintln!("bench: P4 ours run {r}: {:?} s", run.seconds);
+                report.p4_ours.push(run);
+                match nomad::run_alone(
+                    &nomad,
+                    &template,
+                    plan.p4_pods,
+                    &format!("bench-alone-{r}-"),
+                    plan.limit,
+                )
+                .await
+                {
+                    Ok(s) => {
+                        eprintln!("bench: P4 Nomad alone run {r}: {s:?} s");
+                        report.p4_alone.push(s);
                     }
+                    Err(e) => report.notes.push(format!("P4 Nomad alone run {r}: failed: {e:#}")),
                 }
-                Err(e) => report.notes.push(format!("P4 ours run {r}: failed: {e:#}")),
             }
+            Err(e) => report.notes.push(format!("P4 ours run {r}: failed: {e:#}")),
         }
     }
+}
 
-    // P5 and P6.
-    if only.contains(&Bench::P5) || only.contains(&Bench::P6) {
-        let nomad = nomad::Nomad::new(&stack);
-        let (log_runs, exec_runs) = (
-            if only.contains(&Bench::P5) { plan.p5_repeats } else { 0 },
-            if only.contains(&Bench::P6) { plan.p6_repeats } else { 0 },
-        );
-        match streams::run(&stack, &nomad, plan.p5_bytes, log_runs, exec_runs).await {
-            Ok(s) => report.streams = Some(s),
-            Err(e) => report.notes.push(format!("P5/P6: failed: {e:#}")),
-        }
+/// P5 and P6 (those in `only`): their runs, or their failure as a note, go into `report`.
+async fn run_streams(stack: &Stack, plan: &Plan, only: &[Bench], report: &mut Report) {
+    let nomad = nomad::Nomad::new(stack);
+    let (log_runs, exec_runs) = (
+        if only.contains(&Bench::P5) { plan.p5_repeats } else { 0 },
+        if only.contains(&Bench::P6) { plan.p6_repeats } else { 0 },
+    );
+    match streams::run(stack, &nomad, plan.p5_bytes, log_runs, exec_runs).await {
+        Ok(s) => report.streams = Some(s),
+        Err(e) => report.notes.push(format!("P5/P6: failed: {e:#}")),
     }
-
-    report.elapsed = started.elapsed();
-    let text = report.render(only);
-    println!("{text}");
-    std::fs::write(out, &text)?;
-    eprintln!("bench: wrote {} in {:.0?}", out.display(), started.elapsed());
-    Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! The kubelet records them as it acts (`pkg/kubelet/kuberuntime/kuberuntime_container.go`,
 //! `kuberuntime_manager.go`, `images/image_manager.go`); a backend that runs containers on its own
-//! (Nomad restarts a task without asking) is seen through its status, so each change of a
+//! (Nomad, for one, restarts a task without asking) is seen through its status, so each change of a
 //! container's status between two writes is turned into the Events the kubelet would have recorded
 //! for it. A status written once per change gives each Event once; a status that skipped a step
 //! (a container that started and ended between two reads) still gives its `Created` and `Started`.

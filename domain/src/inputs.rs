@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapKeySelector, Container, ObjectFieldSelector, Pod, ResourceFieldSelector,
-    SecretKeySelector,
+    ConfigMapKeySelector, Container, EnvFromSource, EnvVarSource, ObjectFieldSelector, Pod,
+    ResourceFieldSelector, SecretKeySelector,
 };
 
 use crate::env::{self, Env, EnvVar, Segment, Value};
@@ -307,6 +307,38 @@ pub fn container_env(
     notices: &mut Vec<Notice>,
 ) -> Result<Vec<EnvVar>, EnvError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let service_env = service_env(pod, ns, inputs);
+    let mut envs = Env::default();
+    for (i, from) in container.env_from.iter().flatten().enumerate() {
+        env_from(&mut envs, ns, &format!("{field}.envFrom[{i}]"), from, inputs, notices)?;
+    }
+    for (i, e) in container.env.iter().flatten().enumerate() {
+        let f = format!("{field}.env[{i}]");
+        let value = match &e.value_from {
+            None => {
+                let lookup = |n: &str| envs.get(n).or_else(|| service_env.get(n)).cloned();
+                env::expand(e.value.as_deref().unwrap_or_default(), lookup)
+            }
+            Some(from) => match value_from(pod, ns, &f, container, from, inputs, notices)? {
+                Some(v) => v,
+                None => continue,
+            },
+        };
+        envs.set(&e.name, value);
+    }
+    // Service variables the container did not define come last (kubelet order).
+    for v in service_env.into_vars() {
+        if envs.get(&v.name).is_none() {
+            envs.set(&v.name, v.value);
+        }
+    }
+    Ok(envs.into_vars())
+}
+
+/// The service link variables of the pod's container (`getServiceEnvVarMap`): those of
+/// `default/kubernetes` always, and of every Service of namespace `ns` unless the pod turns
+/// `enableServiceLinks` off.
+fn service_env(pod: &Pod, ns: &str, inputs: &Inputs) -> Env {
     let mut service_env = Env::default();
     let links = pod.spec.as_ref().is_none_or(|s| s.enable_service_links != Some(false));
     let mut seen = BTreeSet::new();
@@ -331,133 +363,139 @@ pub fn container_env(
             }
         }
     }
+    service_env
+}
 
-    let mut envs = Env::default();
-    for (i, from) in container.env_from.iter().flatten().enumerate() {
-        let f = format!("{field}.envFrom[{i}]");
-        let prefix = from.prefix.clone().unwrap_or_default();
-        let (kind, name, optional, objects, secret) = match (&from.config_map_ref, &from.secret_ref)
-        {
-            (Some(c), _) => {
-                ("ConfigMap", &c.name, c.optional == Some(true), &inputs.config_maps, false)
+/// Adds to `envs` the variables of `envFrom` source `from` (at path `f`): every key of the
+/// ConfigMap or Secret with the source's prefix, Secret data as such. An absent optional object is
+/// passed over with an `Optional...NotFound` notice; keys that are not valid variable names are
+/// skipped with one `InvalidEnvironmentVariableNames` notice.
+///
+/// # Errors
+/// [`Missing`] for an absent mandatory object; [`Unsupported`] when `from` names neither a
+/// ConfigMap nor a Secret.
+fn env_from(
+    envs: &mut Env,
+    ns: &str,
+    f: &str,
+    from: &EnvFromSource,
+    inputs: &Inputs,
+    notices: &mut Vec<Notice>,
+) -> Result<(), EnvError> {
+    let prefix = from.prefix.clone().unwrap_or_default();
+    let (kind, name, optional, objects, secret) = match (&from.config_map_ref, &from.secret_ref) {
+        (Some(c), _) => {
+            ("ConfigMap", &c.name, c.optional == Some(true), &inputs.config_maps, false)
+        }
+        (None, Some(s)) => ("Secret", &s.name, s.optional == Some(true), &inputs.secrets, true),
+        (None, None) => {
+            return Err(Unsupported::new(
+                f,
+                "envFrom names neither a configMapRef nor a secretRef",
+            )
+            .into());
+        }
+    };
+    let data = match lookup(objects, name) {
+        Lookup::Found(d) => d,
+        Lookup::Absent => {
+            let msg = format!("{} {ns}/{name} not found", kind.to_lowercase());
+            if optional {
+                notices.push(Notice::new(optional_reason(kind, false), msg));
+                return Ok(());
             }
-            (None, Some(s)) => ("Secret", &s.name, s.optional == Some(true), &inputs.secrets, true),
-            (None, None) => {
-                return Err(Unsupported::new(
-                    f,
-                    "envFrom names neither a configMapRef nor a secretRef",
+            return Err(Missing::new(mandatory_reason(kind, false), msg).into());
+        }
+    };
+    let mut invalid = Vec::new();
+    for (k, v) in data {
+        let name = format!("{prefix}{k}");
+        if !env::is_valid_name(&name) {
+            invalid.push(name);
+            continue;
+        }
+        let v = String::from_utf8_lossy(v).into_owned();
+        envs.set(&name, Value(vec![if secret { Segment::Secret(v) } else { Segment::Text(v) }]));
+    }
+    if !invalid.is_empty() {
+        notices.push(Notice::new(
+            "InvalidEnvironmentVariableNames",
+            format!(
+                "Keys [{}] from the EnvFrom {} {ns}/{name} were skipped since they are considered invalid environment variable names.",
+                invalid.join(", "),
+                if secret { "secret" } else { "configMap" },
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The value of `env[].valueFrom` `from` (at path `f`) of `container`: a downward API field, a
+/// resource, a ConfigMap's or a Secret's key (Secret data as such). `None` when an optional
+/// object or key is absent (with its notice): the variable is left out.
+///
+/// # Errors
+/// [`Unsupported`] unless exactly one source is set, for `fileKeyRef`, and for what
+/// [`field_ref`] and [`resource_field_ref`] refuse; [`Missing`] for an absent mandatory object or
+/// key.
+fn value_from(
+    pod: &Pod,
+    ns: &str,
+    f: &str,
+    container: &Container,
+    from: &EnvVarSource,
+    inputs: &Inputs,
+    notices: &mut Vec<Notice>,
+) -> Result<Option<Value>, EnvError> {
+    let set = [
+        from.field_ref.is_some(),
+        from.resource_field_ref.is_some(),
+        from.config_map_key_ref.is_some(),
+        from.secret_key_ref.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err(Unsupported::new(
+            format!("{f}.valueFrom"),
+            "exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef must be set",
+        )
+        .into());
+    }
+    if from.file_key_ref.is_some() {
+        return Err(Unsupported::new(format!("{f}.valueFrom.fileKeyRef"), "not supported").into());
+    }
+    let value = if let Some(sel) = &from.field_ref {
+        field_ref(pod, &format!("{f}.valueFrom.fieldRef"), sel)?
+    } else if let Some(sel) = &from.resource_field_ref {
+        let target = match sel.container_name.as_deref().filter(|n| !n.is_empty()) {
+            None => container,
+            Some(n) => find_container(pod, n).ok_or_else(|| {
+                Unsupported::new(
+                    format!("{f}.valueFrom.resourceFieldRef.containerName"),
+                    format!("no container named {n:?}"),
                 )
-                .into());
-            }
+            })?,
         };
-        let data = match lookup(objects, name) {
-            Lookup::Found(d) => d,
-            Lookup::Absent => {
-                let msg = format!("{} {ns}/{name} not found", kind.to_lowercase());
-                if optional {
-                    notices.push(Notice::new(optional_reason(kind, false), msg));
-                    continue;
-                }
-                return Err(Missing::new(mandatory_reason(kind, false), msg).into());
-            }
-        };
-        let mut invalid = Vec::new();
-        for (k, v) in data {
-            let name = format!("{prefix}{k}");
-            if !env::is_valid_name(&name) {
-                invalid.push(name);
-                continue;
-            }
-            let v = String::from_utf8_lossy(v).into_owned();
-            envs.set(
-                &name,
-                Value(vec![if secret { Segment::Secret(v) } else { Segment::Text(v) }]),
-            );
+        let v = resource_field_ref(
+            &format!("{f}.valueFrom.resourceFieldRef"),
+            target,
+            sel,
+            &inputs.node_allocatable,
+        )?;
+        Value::text(v)
+    } else if let Some(sel) = &from.config_map_key_ref {
+        match key_ref(ns, "ConfigMap", KeyRef::from(sel), &inputs.config_maps, notices)? {
+            Some(v) => Value::text(v),
+            None => return Ok(None),
         }
-        if !invalid.is_empty() {
-            notices.push(Notice::new(
-                "InvalidEnvironmentVariableNames",
-                format!(
-                    "Keys [{}] from the EnvFrom {} {ns}/{name} were skipped since they are considered invalid environment variable names.",
-                    invalid.join(", "),
-                    if secret { "secret" } else { "configMap" },
-                ),
-            ));
+    } else if let Some(sel) = &from.secret_key_ref {
+        match key_ref(ns, "Secret", KeyRef::from(sel), &inputs.secrets, notices)? {
+            Some(v) => Value(vec![Segment::Secret(v)]),
+            None => return Ok(None),
         }
-    }
-
-    for (i, e) in container.env.iter().flatten().enumerate() {
-        let f = format!("{field}.env[{i}]");
-        let value = match &e.value_from {
-            None => {
-                let lookup = |n: &str| envs.get(n).or_else(|| service_env.get(n)).cloned();
-                env::expand(e.value.as_deref().unwrap_or_default(), lookup)
-            }
-            Some(from) => {
-                let set = [
-                    from.field_ref.is_some(),
-                    from.resource_field_ref.is_some(),
-                    from.config_map_key_ref.is_some(),
-                    from.secret_key_ref.is_some(),
-                ];
-                if set.iter().filter(|s| **s).count() != 1 {
-                    return Err(Unsupported::new(
-                        format!("{f}.valueFrom"),
-                        "exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef must be set",
-                    )
-                    .into());
-                }
-                if from.file_key_ref.is_some() {
-                    return Err(Unsupported::new(
-                        format!("{f}.valueFrom.fileKeyRef"),
-                        "not supported",
-                    )
-                    .into());
-                }
-                if let Some(sel) = &from.field_ref {
-                    field_ref(pod, &format!("{f}.valueFrom.fieldRef"), sel)?
-                } else if let Some(sel) = &from.resource_field_ref {
-                    let target = match sel.container_name.as_deref().filter(|n| !n.is_empty()) {
-                        None => container,
-                        Some(n) => find_container(pod, n).ok_or_else(|| {
-                            Unsupported::new(
-                                format!("{f}.valueFrom.resourceFieldRef.containerName"),
-                                format!("no container named {n:?}"),
-                            )
-                        })?,
-                    };
-                    let v = resource_field_ref(
-                        &format!("{f}.valueFrom.resourceFieldRef"),
-                        target,
-                        sel,
-                        &inputs.node_allocatable,
-                    )?;
-                    Value::text(v)
-                } else if let Some(sel) = &from.config_map_key_ref {
-                    match key_ref(ns, "ConfigMap", KeyRef::from(sel), &inputs.config_maps, notices)?
-                    {
-                        Some(v) => Value::text(v),
-                        None => continue,
-                    }
-                } else if let Some(sel) = &from.secret_key_ref {
-                    match key_ref(ns, "Secret", KeyRef::from(sel), &inputs.secrets, notices)? {
-                        Some(v) => Value(vec![Segment::Secret(v)]),
-                        None => continue,
-                    }
-                } else {
-                    continue;
-                }
-            }
-        };
-        envs.set(&e.name, value);
-    }
-    // Service variables the container did not define come last (kubelet order).
-    for v in service_env.into_vars() {
-        if envs.get(&v.name).is_none() {
-            envs.set(&v.name, v.value);
-        }
-    }
-    Ok(envs.into_vars())
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(value))
 }
 
 /// Why an environment could not be built.

@@ -45,9 +45,9 @@ pub struct NodeConfig {
     pub internal_ip: String,
     /// The node's Hostname address.
     pub hostname: String,
-    /// `nodeInfo.kubeletVersion`, such as `v1.36.3-vk-nomad-0.1.0`.
+    /// `nodeInfo.kubeletVersion`, such as `v1.36.3-vk-nomad-0.1.0` with Nomad as the backend.
     pub kubelet_version: String,
-    /// `nodeInfo.containerRuntimeVersion`, such as `nomad://1.11.3`.
+    /// `nodeInfo.containerRuntimeVersion`, such as `nomad://1.11.3` with Nomad as the backend.
     pub runtime_version: String,
 }
 
@@ -69,7 +69,7 @@ pub enum Health {
     Ready,
     /// The backend does not answer: `Ready=False` with this reason and message.
     NotReady {
-        /// CamelCase reason, for example `NomadUnreachable`.
+        /// CamelCase reason naming the backend, for example Nomad's `NomadUnreachable`.
         reason: String,
         /// What failed.
         message: String,

@@ -140,8 +140,9 @@ fn running_steps(pod: &Pod, observed: &RuntimePod) -> Vec<Step> {
 
 /// Whether the pod's app containers are held until every init container is done: when a
 /// sidecar (an init container with `restartPolicy: Always`) has a startup probe, the kubelet
-/// starts what follows it only once that probe succeeded, and a backend starts app containers
-/// after its prestart tasks are merely running.
+/// starts what follows it only once that probe succeeded, and a backend may start app containers
+/// as soon as the sidecars merely run (Nomad, for one, starts a group's main tasks once its
+/// prestart sidecar tasks are running).
 pub fn holds_app_containers(pod: &Pod) -> bool {
     pod.spec
         .iter()
@@ -293,7 +294,7 @@ mod tests {
                 uid: uid.into(),
                 node: "vk".into(),
             },
-            id: "job".into(),
+            id: "workload".into(),
             stopping,
             images: Default::default(),
             sandbox: state.map(|state| Sandbox {
@@ -310,12 +311,22 @@ mod tests {
         }
     }
 
+    /// A row of the decision table: its name, the pod, the workload, the context, the steps.
+    type Row = (&'static str, Option<Pod>, Option<RuntimePod>, Context, Vec<Step>);
+
+    /// Asserts that [`plan`] gives each row's steps.
+    fn check(rows: Vec<Row>) {
+        for (name, p, o, c, want) in rows {
+            assert_eq!(plan(p.as_ref(), o.as_ref(), c), want, "{name}");
+        }
+    }
+
+    /// Pods not being deleted, and workloads without a pod.
     #[test]
     fn decisions() {
         use SandboxState::*;
         let ctx = Context { now: ts(100), pods_synced: true };
         let unsynced = Context { pods_synced: false, ..ctx };
-        type Row = (&'static str, Option<Pod>, Option<RuntimePod>, Context, Vec<Step>);
         let rows: Vec<Row> = vec![
             ("nothing", None, None, ctx, vec![]),
             (
@@ -356,13 +367,6 @@ mod tests {
                 vec![Purge { stale: true }, Create],
             ),
             (
-                "deleting, old uid",
-                Some(pod("Pending", Some(130))),
-                Some(workload("uid-0", false, Some(Running))),
-                ctx,
-                vec![Purge { stale: true }, DeleteObject],
-            ),
-            (
                 "finished",
                 Some(pod("Failed", None)),
                 Some(workload("uid-1", false, Some(Failed))),
@@ -383,14 +387,38 @@ mod tests {
                 ctx,
                 vec![],
             ),
-            ("finished, job gone", Some(pod("Succeeded", None)), None, ctx, vec![KeepFinal]),
-            ("running, job gone", Some(pod("Running", None)), None, ctx, vec![Create]),
+            ("finished, workload gone", Some(pod("Succeeded", None)), None, ctx, vec![KeepFinal]),
+            ("running, workload gone", Some(pod("Running", None)), None, ctx, vec![Create]),
             (
-                "never pod running, job gone",
+                "never pod running, workload gone",
                 Some(never(pod("Running", None))),
                 None,
                 ctx,
                 vec![MarkLost],
+            ),
+            (
+                "stopped elsewhere",
+                Some(pod("Running", None)),
+                Some(workload("uid-1", true, Some(Succeeded))),
+                ctx,
+                vec![SyncStatus],
+            ),
+        ];
+        check(rows);
+    }
+
+    /// Pods being deleted: stopped, killed past their grace period, purged, their object deleted.
+    #[test]
+    fn decisions_while_deleting() {
+        use SandboxState::*;
+        let ctx = Context { now: ts(100), pods_synced: true };
+        let rows: Vec<Row> = vec![
+            (
+                "deleting, old uid",
+                Some(pod("Pending", Some(130))),
+                Some(workload("uid-0", false, Some(Running))),
+                ctx,
+                vec![Purge { stale: true }, DeleteObject],
             ),
             (
                 "delete: stop",
@@ -427,18 +455,9 @@ mod tests {
                 ctx,
                 vec![Purge { stale: false }, DeleteObject],
             ),
-            ("delete: no job", Some(pod("Pending", Some(130))), None, ctx, vec![DeleteObject]),
-            (
-                "stopped elsewhere",
-                Some(pod("Running", None)),
-                Some(workload("uid-1", true, Some(Succeeded))),
-                ctx,
-                vec![SyncStatus],
-            ),
+            ("delete: no workload", Some(pod("Pending", Some(130))), None, ctx, vec![DeleteObject]),
         ];
-        for (name, p, o, c, want) in rows {
-            assert_eq!(plan(p.as_ref(), o.as_ref(), c), want, "{name}");
-        }
+        check(rows);
     }
 
     #[test]

@@ -110,91 +110,26 @@ pub fn merge(
     field: &str,
 ) -> Result<Security, Unsupported> {
     let c = container;
-    let own = |f: &str| format!("{field}.securityContext.{f}");
-    let pods = |f: &str| format!("spec.securityContext.{f}");
-    // The field a merged value came from, for error messages.
-    let from = |set_on_container: bool, f: &str| if set_on_container { own(f) } else { pods(f) };
-    let c_user = c.and_then(|s| s.run_as_user);
-    let c_group = c.and_then(|s| s.run_as_group);
-    let run_as_user = c_user.or(pod.and_then(|s| s.run_as_user));
-    let run_as_group = c_group.or(pod.and_then(|s| s.run_as_group));
-    for (name, v, on_c) in [
-        ("runAsUser", run_as_user, c_user.is_some()),
-        ("runAsGroup", run_as_group, c_group.is_some()),
-    ] {
-        if v.is_some_and(|v| v < 0) {
-            return Err(Unsupported::new(from(on_c, name), "must not be negative"));
-        }
-    }
-    let c_non_root = c.and_then(|s| s.run_as_non_root);
-    let run_as_non_root = c_non_root.or(pod.and_then(|s| s.run_as_non_root)) == Some(true);
-    let c_seccomp = c.and_then(|s| s.seccomp_profile.as_ref());
-    let seccomp = match c_seccomp.or(pod.and_then(|s| s.seccomp_profile.as_ref())) {
-        None => None,
-        Some(p) => Some(seccomp_profile(p, &from(c_seccomp.is_some(), "seccompProfile"))?),
-    };
-    let c_armor = c.and_then(|s| s.app_armor_profile.as_ref());
-    let app_armor = match c_armor.or(pod.and_then(|s| s.app_armor_profile.as_ref())) {
-        None => None,
-        Some(p) => Some(app_armor_profile(p, &from(c_armor.is_some(), "appArmorProfile"))?),
-    };
-    let se_linux = c
-        .and_then(|s| s.se_linux_options.as_ref())
-        .or(pod.and_then(|s| s.se_linux_options.as_ref()))
-        .map(se_linux)
-        .filter(|s| *s != SeLinux::default());
-    let proc_mount_unmasked = match c.and_then(|s| s.proc_mount.as_deref()) {
-        None | Some("Default") => false,
-        Some("Unmasked") => true,
-        Some(other) => {
-            return Err(Unsupported::new(
-                own("procMount"),
-                format!("{other:?} is not a proc mount type (Default, Unmasked)"),
-            ));
-        }
-    };
+    let paths = Paths { container: field };
+    let run_as = RunAs::merge(pod, c, &paths)?;
+    let profiles = Profiles::merge(pod, c, &paths)?;
+    let proc_mount_unmasked = proc_mount_unmasked(c, &paths)?;
     let caps = c.and_then(|s| s.capabilities.as_ref());
-    let mut supplemental_groups =
-        pod.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
-    if let Some(g) = supplemental_groups.iter().find(|g| **g < 0) {
-        return Err(Unsupported::new(pods("supplementalGroups"), format!("{g} is negative")));
-    }
-    supplemental_groups.dedup();
-    let fs_group = pod.and_then(|s| s.fs_group);
-    if fs_group.is_some_and(|g| g < 0) {
-        return Err(Unsupported::new(pods("fsGroup"), "must not be negative"));
-    }
-    let mut origins = std::collections::BTreeMap::new();
-    let merged: [(&'static str, bool, bool); 6] = [
-        ("runAsUser", run_as_user.is_some(), c_user.is_some()),
-        ("runAsGroup", run_as_group.is_some(), c_group.is_some()),
-        ("runAsNonRoot", run_as_non_root, c_non_root.is_some()),
-        ("seccompProfile", seccomp.is_some(), c_seccomp.is_some()),
-        ("appArmorProfile", app_armor.is_some(), c_armor.is_some()),
-        (
-            "seLinuxOptions",
-            se_linux.is_some(),
-            c.and_then(|s| s.se_linux_options.as_ref()).is_some(),
-        ),
-    ];
-    for (name, set, on_container) in merged {
-        if set {
-            origins.insert(name, from(on_container, name));
-        }
-    }
+    let (supplemental_groups, fs_group) = pod_groups(pod)?;
+    let origins = origins(&run_as, &profiles, &paths);
     Ok(Security {
         origins,
-        run_as_user,
-        run_as_group,
-        run_as_non_root,
+        run_as_user: run_as.user.value,
+        run_as_group: run_as.group.value,
+        run_as_non_root: run_as.non_root.value,
         privileged: c.and_then(|s| s.privileged) == Some(true),
         allow_privilege_escalation: c.and_then(|s| s.allow_privilege_escalation),
         read_only_root_filesystem: c.and_then(|s| s.read_only_root_filesystem) == Some(true),
         capabilities_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
         capabilities_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
-        seccomp,
-        app_armor,
-        se_linux,
+        seccomp: profiles.seccomp.value,
+        app_armor: profiles.app_armor.value,
+        se_linux: profiles.se_linux.value,
         proc_mount_unmasked,
         supplemental_groups,
         supplemental_groups_strict: pod.and_then(|s| s.supplemental_groups_policy.as_deref())
@@ -207,6 +142,186 @@ pub fn merge(
             .map(|s| (s.name.clone(), s.value.clone()))
             .collect(),
     })
+}
+
+/// The paths of the settings of one container's security context, for errors and origins.
+struct Paths<'a> {
+    /// The container's path (`spec.containers[0]`).
+    container: &'a str,
+}
+
+impl Paths<'_> {
+    /// Setting `f` of the container's own `securityContext`.
+    fn own(&self, f: &str) -> String {
+        format!("{}.securityContext.{f}", self.container)
+    }
+
+    /// Setting `f` of the pod's `securityContext`.
+    fn pods(f: &str) -> String {
+        format!("spec.securityContext.{f}")
+    }
+
+    /// The field a merged value of setting `f` came from: the container's when it set it, else
+    /// the pod's.
+    fn from(&self, set_on_container: bool, f: &str) -> String {
+        if set_on_container { self.own(f) } else { Self::pods(f) }
+    }
+}
+
+/// A merged setting: its value, and whether the container set it (else it came from the pod, or
+/// from neither).
+struct Merged<T> {
+    value: T,
+    on_container: bool,
+}
+
+impl<T> Merged<Option<T>> {
+    /// The container's value when it sets one, else the pod's.
+    fn of(container: Option<T>, pod: Option<T>) -> Self {
+        let on_container = container.is_some();
+        Self { value: container.or(pod), on_container }
+    }
+}
+
+/// The identity a container runs as: `runAsUser`, `runAsGroup`, `runAsNonRoot`, merged.
+struct RunAs {
+    user: Merged<Option<i64>>,
+    group: Merged<Option<i64>>,
+    non_root: Merged<bool>,
+}
+
+impl RunAs {
+    /// Merges the identity settings of `pod` and `c`.
+    ///
+    /// # Errors
+    /// [`Unsupported`] on the field it came from for a negative uid or gid.
+    fn merge(
+        pod: Option<&PodSecurityContext>,
+        c: Option<&SecurityContext>,
+        paths: &Paths<'_>,
+    ) -> Result<Self, Unsupported> {
+        let user = Merged::of(c.and_then(|s| s.run_as_user), pod.and_then(|s| s.run_as_user));
+        let group = Merged::of(c.and_then(|s| s.run_as_group), pod.and_then(|s| s.run_as_group));
+        for (name, m) in [("runAsUser", &user), ("runAsGroup", &group)] {
+            if m.value.is_some_and(|v| v < 0) {
+                return Err(Unsupported::new(
+                    paths.from(m.on_container, name),
+                    "must not be negative",
+                ));
+            }
+        }
+        let c_non_root = c.and_then(|s| s.run_as_non_root);
+        let non_root = Merged {
+            value: c_non_root.or(pod.and_then(|s| s.run_as_non_root)) == Some(true),
+            on_container: c_non_root.is_some(),
+        };
+        Ok(Self { user, group, non_root })
+    }
+}
+
+/// The confinement of a container: `seccompProfile`, `appArmorProfile`, `seLinuxOptions`, merged.
+struct Profiles {
+    seccomp: Merged<Option<Profile>>,
+    app_armor: Merged<Option<Profile>>,
+    se_linux: Merged<Option<SeLinux>>,
+}
+
+impl Profiles {
+    /// Merges the profiles of `pod` and `c`; `seLinuxOptions` whole (the container's replace the
+    /// pod's), none when all its parts are empty.
+    ///
+    /// # Errors
+    /// [`Unsupported`] on the field it came from for a malformed profile ([`profile`]).
+    fn merge(
+        pod: Option<&PodSecurityContext>,
+        c: Option<&SecurityContext>,
+        paths: &Paths<'_>,
+    ) -> Result<Self, Unsupported> {
+        let c_seccomp = c.and_then(|s| s.seccomp_profile.as_ref());
+        let seccomp = match c_seccomp.or(pod.and_then(|s| s.seccomp_profile.as_ref())) {
+            None => None,
+            Some(p) => {
+                Some(seccomp_profile(p, &paths.from(c_seccomp.is_some(), "seccompProfile"))?)
+            }
+        };
+        let c_armor = c.and_then(|s| s.app_armor_profile.as_ref());
+        let app_armor = match c_armor.or(pod.and_then(|s| s.app_armor_profile.as_ref())) {
+            None => None,
+            Some(p) => {
+                Some(app_armor_profile(p, &paths.from(c_armor.is_some(), "appArmorProfile"))?)
+            }
+        };
+        let c_se_linux = c.and_then(|s| s.se_linux_options.as_ref());
+        let se_linux = c_se_linux
+            .or(pod.and_then(|s| s.se_linux_options.as_ref()))
+            .map(se_linux)
+            .filter(|s| *s != SeLinux::default());
+        Ok(Self {
+            seccomp: Merged { value: seccomp, on_container: c_seccomp.is_some() },
+            app_armor: Merged { value: app_armor, on_container: c_armor.is_some() },
+            se_linux: Merged { value: se_linux, on_container: c_se_linux.is_some() },
+        })
+    }
+}
+
+/// The container's `procMount`: `Unmasked` or not.
+///
+/// # Errors
+/// [`Unsupported`] for a type other than `Default` and `Unmasked`.
+fn proc_mount_unmasked(
+    c: Option<&SecurityContext>,
+    paths: &Paths<'_>,
+) -> Result<bool, Unsupported> {
+    match c.and_then(|s| s.proc_mount.as_deref()) {
+        None | Some("Default") => Ok(false),
+        Some("Unmasked") => Ok(true),
+        Some(other) => Err(Unsupported::new(
+            paths.own("procMount"),
+            format!("{other:?} is not a proc mount type (Default, Unmasked)"),
+        )),
+    }
+}
+
+/// The pod's `supplementalGroups` (repeats next to each other dropped) and `fsGroup`.
+///
+/// # Errors
+/// [`Unsupported`] for a negative group.
+fn pod_groups(pod: Option<&PodSecurityContext>) -> Result<(Vec<i64>, Option<i64>), Unsupported> {
+    let mut supplemental_groups =
+        pod.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
+    if let Some(g) = supplemental_groups.iter().find(|g| **g < 0) {
+        return Err(Unsupported::new(
+            Paths::pods("supplementalGroups"),
+            format!("{g} is negative"),
+        ));
+    }
+    supplemental_groups.dedup();
+    let fs_group = pod.and_then(|s| s.fs_group);
+    if fs_group.is_some_and(|g| g < 0) {
+        return Err(Unsupported::new(Paths::pods("fsGroup"), "must not be negative"));
+    }
+    Ok((supplemental_groups, fs_group))
+}
+
+/// [`Security::origins`]: for each merged setting that is set, the field it came from.
+fn origins(
+    run_as: &RunAs,
+    profiles: &Profiles,
+    paths: &Paths<'_>,
+) -> std::collections::BTreeMap<&'static str, String> {
+    let merged: [(&'static str, bool, bool); 6] = [
+        ("runAsUser", run_as.user.value.is_some(), run_as.user.on_container),
+        ("runAsGroup", run_as.group.value.is_some(), run_as.group.on_container),
+        ("runAsNonRoot", run_as.non_root.value, run_as.non_root.on_container),
+        ("seccompProfile", profiles.seccomp.value.is_some(), profiles.seccomp.on_container),
+        ("appArmorProfile", profiles.app_armor.value.is_some(), profiles.app_armor.on_container),
+        ("seLinuxOptions", profiles.se_linux.value.is_some(), profiles.se_linux.on_container),
+    ];
+    merged
+        .into_iter()
+        .filter(|(_, set, _)| *set)
+        .map(|(name, _, on_container)| (name, paths.from(on_container, name)))
+        .collect()
 }
 
 fn profile(

@@ -2,9 +2,9 @@
 //! (`staging/src/k8s.io/kubelet/pkg/apis/stats/v1alpha1/types.go`) and the Prometheus text of
 //! `/metrics/resource` that metrics-server ≥ 0.6 scrapes (`pkg/scraper/client/resource/decode.go`).
 //!
-//! A backend reports samples ([`Usage`]); CPU may come as a rate only (Nomad reports a percentage
-//! per sample), so [`CpuCounters`] integrates rates into the cumulative core-seconds counter both
-//! formats need.
+//! A backend reports samples ([`Usage`]); CPU may come as a rate only (Nomad, for one, reports a
+//! percentage per sample), so [`CpuCounters`] integrates rates into the cumulative core-seconds
+//! counter both formats need.
 
 use std::collections::BTreeMap;
 

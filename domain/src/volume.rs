@@ -7,11 +7,9 @@
 //! mount (`FailedMount`), a missing optional one leaves it empty. `emptyDir` is a directory shared
 //! by the pod's containers. Any other type is refused with its name.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
-    ConfigMapProjection, DownwardAPIVolumeFile, KeyToPath, Pod, SecretProjection,
-    Volume as K8sVolume, VolumeMount,
+    ConfigMapProjection, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource,
+    SecretProjection, Volume as K8sVolume, VolumeMount, VolumeProjection,
 };
 
 use crate::error::{Missing, Unsupported};
@@ -100,161 +98,166 @@ pub struct Mount {
 /// or token that is absent.
 pub fn volumes(pod: &Pod, inputs: &Inputs) -> Result<Vec<Volume>, EnvError> {
     let Some(spec) = &pod.spec else { return Ok(Vec::new()) };
-    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let mut out = Vec::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let field = format!("spec.volumes[{i}]");
-        let fail = |msg: String| {
-            Missing::new(
-                "FailedMount",
-                format!("MountVolume.SetUp failed for volume {:?} : {msg}", v.name),
-            )
-        };
-        let default_mode = |m: Option<i32>| m.map_or(DEFAULT_MODE, mode);
-        let source = if let Some(e) = &v.empty_dir {
-            let size = e
-                .size_limit
-                .as_ref()
-                .map(|q| quantity::bytes(&format!("{field}.emptyDir.sizeLimit"), &q.0))
-                .transpose()?;
-            Source::EmptyDir {
-                memory: e.medium.as_deref() == Some("Memory"),
-                size_limit_bytes: size,
-            }
-        } else if let Some(cm) = &v.config_map {
-            let mut files = Vec::new();
-            let f = format!("{field}.configMap");
-            object_files(
-                &f,
-                ("configmap", ns, &cm.name),
-                inputs.config_maps.get(&cm.name).and_then(Option::as_ref),
-                cm.items.as_deref(),
-                cm.optional == Some(true),
-                default_mode(cm.default_mode),
-                false,
-                &mut files,
-            )
-            .map_err(|e| e.map_missing(fail))?;
-            Source::Files(files)
-        } else if let Some(s) = &v.secret {
-            let mut files = Vec::new();
-            let name = s.secret_name.clone().unwrap_or_default();
-            let f = format!("{field}.secret");
-            object_files(
-                &f,
-                ("secret", ns, &name),
-                inputs.secrets.get(&name).and_then(Option::as_ref),
-                s.items.as_deref(),
-                s.optional == Some(true),
-                default_mode(s.default_mode),
-                true,
-                &mut files,
-            )
-            .map_err(|e| e.map_missing(fail))?;
-            Source::Files(files)
-        } else if let Some(d) = &v.downward_api {
-            let mut files = Vec::new();
-            let dm = default_mode(d.default_mode);
-            for (j, item) in d.items.iter().flatten().enumerate() {
-                files.push(downward_file(
-                    pod,
-                    &format!("{field}.downwardAPI.items[{j}]"),
-                    item,
-                    dm,
-                    inputs,
-                )?);
-            }
-            Source::Files(files)
-        } else if let Some(p) = &v.projected {
-            let dm = default_mode(p.default_mode);
-            let mut files = Vec::new();
-            for (j, src) in p.sources.iter().flatten().enumerate() {
-                let f = format!("{field}.projected.sources[{j}]");
-                if let Some(ConfigMapProjection { name, items, optional }) = &src.config_map {
-                    object_files(
-                        &format!("{f}.configMap"),
-                        ("configmap", ns, name),
-                        inputs.config_maps.get(name).and_then(Option::as_ref),
-                        items.as_deref(),
-                        *optional == Some(true),
-                        dm,
-                        false,
-                        &mut files,
-                    )
-                    .map_err(|e| e.map_missing(fail))?;
-                } else if let Some(SecretProjection { name, items, optional }) = &src.secret {
-                    object_files(
-                        &format!("{f}.secret"),
-                        ("secret", ns, name),
-                        inputs.secrets.get(name).and_then(Option::as_ref),
-                        items.as_deref(),
-                        *optional == Some(true),
-                        dm,
-                        true,
-                        &mut files,
-                    )
-                    .map_err(|e| e.map_missing(fail))?;
-                } else if let Some(d) = &src.downward_api {
-                    for (k, item) in d.items.iter().flatten().enumerate() {
-                        let f = format!("{f}.downwardAPI.items[{k}]");
-                        files.push(downward_file(pod, &f, item, dm, inputs)?);
-                    }
-                } else if let Some(t) = &src.service_account_token {
-                    let spec = TokenSpec {
-                        audience: t.audience.clone().unwrap_or_default(),
-                        expiration_seconds: t.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
-                    };
-                    let token = inputs.tokens.get(&spec).ok_or_else(|| {
-                        fail("the service account token has not been obtained".into())
-                    })?;
-                    files.push(File {
-                        path: rel_path(&format!("{f}.serviceAccountToken.path"), &t.path)?,
-                        data: token.clone().into_bytes(),
-                        mode: dm,
-                        secret: true,
-                    });
-                } else {
-                    let kind = if src.cluster_trust_bundle.is_some() {
-                        "clusterTrustBundle"
-                    } else if src.pod_certificate.is_some() {
-                        "podCertificate"
-                    } else {
-                        "unknown"
-                    };
-                    return Err(Unsupported::new(
-                        f,
-                        format!(
-                            "projected source of type {kind} in volume {:?} is not supported",
-                            v.name
-                        ),
-                    )
-                    .into());
-                }
-            }
-            Source::Files(files)
-        } else {
-            return Err(Unsupported::new(
-                field,
-                format!("volume {:?} of type {} is not supported", v.name, volume_type(v)),
-            )
-            .into());
-        };
-        let projected = || v.projected.iter().flat_map(|p| p.sources.iter().flatten());
-        let secret = v.secret.is_some()
-            || projected().any(|s| s.secret.is_some() || s.service_account_token.is_some());
-        let open = |items: Option<&Vec<KeyToPath>>, optional: Option<bool>| {
-            items.is_none_or(Vec::is_empty) || optional == Some(true)
-        };
-        let keys_may_change =
-            v.config_map.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
-                || v.secret.as_ref().is_some_and(|s| open(s.items.as_ref(), s.optional))
-                || projected().any(|s| {
-                    s.config_map.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
-                        || s.secret.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
-                });
-        out.push(Volume { name: v.name.clone(), source, secret, keys_may_change });
+        let source = source(pod, &format!("spec.volumes[{i}]"), v, inputs)?;
+        out.push(Volume {
+            name: v.name.clone(),
+            source,
+            secret: reads_secret(v),
+            keys_may_change: keys_may_change(v),
+        });
     }
     Ok(out)
+}
+
+/// What volume `v` (at path `field`) of `pod` holds, resolved against `inputs`.
+///
+/// # Errors
+/// As [`volumes`], for this volume.
+fn source(pod: &Pod, field: &str, v: &K8sVolume, inputs: &Inputs) -> Result<Source, EnvError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let fail = failed_mount(&v.name);
+    let default_mode = |m: Option<i32>| m.map_or(DEFAULT_MODE, mode);
+    let source = if let Some(e) = &v.empty_dir {
+        let size = e
+            .size_limit
+            .as_ref()
+            .map(|q| quantity::bytes(&format!("{field}.emptyDir.sizeLimit"), &q.0))
+            .transpose()?;
+        Source::EmptyDir { memory: e.medium.as_deref() == Some("Memory"), size_limit_bytes: size }
+    } else if let Some(cm) = &v.config_map {
+        let r = ObjectRef::config_map(&cm.name, cm.items.as_deref(), cm.optional);
+        let dm = default_mode(cm.default_mode);
+        let files = object_files(&format!("{field}.configMap"), ns, &r, inputs, dm);
+        Source::Files(files.map_err(|e| e.map_missing(fail))?)
+    } else if let Some(s) = &v.secret {
+        let name = s.secret_name.as_deref().unwrap_or_default();
+        let r = ObjectRef::secret(name, s.items.as_deref(), s.optional);
+        let dm = default_mode(s.default_mode);
+        let files = object_files(&format!("{field}.secret"), ns, &r, inputs, dm);
+        Source::Files(files.map_err(|e| e.map_missing(fail))?)
+    } else if let Some(d) = &v.downward_api {
+        let mut files = Vec::new();
+        let dm = default_mode(d.default_mode);
+        for (j, item) in d.items.iter().flatten().enumerate() {
+            files.push(downward_file(
+                pod,
+                &format!("{field}.downwardAPI.items[{j}]"),
+                item,
+                dm,
+                inputs,
+            )?);
+        }
+        Source::Files(files)
+    } else if let Some(p) = &v.projected {
+        Source::Files(projected_files(pod, field, v, p, default_mode(p.default_mode), inputs)?)
+    } else {
+        return Err(Unsupported::new(
+            field,
+            format!("volume {:?} of type {} is not supported", v.name, volume_type(v)),
+        )
+        .into());
+    };
+    Ok(source)
+}
+
+/// The files of projected volume `v` (source `p`, at path `field`), each source's in order, with
+/// default mode `dm`.
+///
+/// # Errors
+/// As [`volumes`]; [`EnvError::Missing`] (`FailedMount`) too for a service-account token not
+/// obtained yet, [`EnvError::Unsupported`] for a source type other than configMap, secret,
+/// downwardAPI and serviceAccountToken.
+fn projected_files(
+    pod: &Pod,
+    field: &str,
+    v: &K8sVolume,
+    p: &ProjectedVolumeSource,
+    dm: u32,
+    inputs: &Inputs,
+) -> Result<Vec<File>, EnvError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let fail = failed_mount(&v.name);
+    let mut files = Vec::new();
+    for (j, src) in p.sources.iter().flatten().enumerate() {
+        let f = format!("{field}.projected.sources[{j}]");
+        if let Some(ConfigMapProjection { name, items, optional }) = &src.config_map {
+            let r = ObjectRef::config_map(name, items.as_deref(), *optional);
+            let more = object_files(&format!("{f}.configMap"), ns, &r, inputs, dm);
+            files.extend(more.map_err(|e| e.map_missing(&fail))?);
+        } else if let Some(SecretProjection { name, items, optional }) = &src.secret {
+            let r = ObjectRef::secret(name, items.as_deref(), *optional);
+            let more = object_files(&format!("{f}.secret"), ns, &r, inputs, dm);
+            files.extend(more.map_err(|e| e.map_missing(&fail))?);
+        } else if let Some(d) = &src.downward_api {
+            for (k, item) in d.items.iter().flatten().enumerate() {
+                let f = format!("{f}.downwardAPI.items[{k}]");
+                files.push(downward_file(pod, &f, item, dm, inputs)?);
+            }
+        } else if let Some(t) = &src.service_account_token {
+            let spec = TokenSpec {
+                audience: t.audience.clone().unwrap_or_default(),
+                expiration_seconds: t.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+            };
+            let token = inputs
+                .tokens
+                .get(&spec)
+                .ok_or_else(|| fail("the service account token has not been obtained".into()))?;
+            files.push(File {
+                path: rel_path(&format!("{f}.serviceAccountToken.path"), &t.path)?,
+                data: token.clone().into_bytes(),
+                mode: dm,
+                secret: true,
+            });
+        } else {
+            let kind = if src.cluster_trust_bundle.is_some() {
+                "clusterTrustBundle"
+            } else if src.pod_certificate.is_some() {
+                "podCertificate"
+            } else {
+                "unknown"
+            };
+            return Err(Unsupported::new(
+                f,
+                format!("projected source of type {kind} in volume {:?} is not supported", v.name),
+            )
+            .into());
+        }
+    }
+    Ok(files)
+}
+
+/// The kubelet's `FailedMount` for volume `name`, with the message of what failed.
+fn failed_mount(name: &str) -> impl Fn(String) -> Missing + '_ {
+    move |msg: String| {
+        Missing::new("FailedMount", format!("MountVolume.SetUp failed for volume {name:?} : {msg}"))
+    }
+}
+
+/// Whether volume `v` reads a Secret or a service-account token ([`Volume::secret`]).
+fn reads_secret(v: &K8sVolume) -> bool {
+    v.secret.is_some()
+        || projected_sources(v).any(|s| s.secret.is_some() || s.service_account_token.is_some())
+}
+
+/// Whether the set of files of volume `v` may change while the pod runs
+/// ([`Volume::keys_may_change`]).
+fn keys_may_change(v: &K8sVolume) -> bool {
+    let open = |items: Option<&Vec<KeyToPath>>, optional: Option<bool>| {
+        items.is_none_or(Vec::is_empty) || optional == Some(true)
+    };
+    v.config_map.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
+        || v.secret.as_ref().is_some_and(|s| open(s.items.as_ref(), s.optional))
+        || projected_sources(v).any(|s| {
+            s.config_map.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
+                || s.secret.as_ref().is_some_and(|c| open(c.items.as_ref(), c.optional))
+        })
+}
+
+/// The sources of volume `v` when it is projected; none otherwise.
+fn projected_sources(v: &K8sVolume) -> impl Iterator<Item = &VolumeProjection> {
+    v.projected.iter().flat_map(|p| p.sources.iter().flatten())
 }
 
 /// A container's mounts, checked against the pod's volumes.
@@ -410,25 +413,59 @@ impl FilesError {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A ConfigMap or Secret that a volume reads, directly or projected.
+struct ObjectRef<'a> {
+    /// `configmap` or `secret`, as the kubelet's messages name them.
+    kind: &'static str,
+    /// The object's name, in the pod's namespace.
+    name: &'a str,
+    /// `items`: the keys to write, at their paths; every key when none.
+    items: Option<&'a [KeyToPath]>,
+    /// `optional`: an absent object (or key) leaves the volume without it.
+    optional: bool,
+}
+
+impl<'a> ObjectRef<'a> {
+    /// ConfigMap `name`.
+    fn config_map(name: &'a str, items: Option<&'a [KeyToPath]>, optional: Option<bool>) -> Self {
+        Self { kind: "configmap", name, items, optional: optional == Some(true) }
+    }
+
+    /// Secret `name`.
+    fn secret(name: &'a str, items: Option<&'a [KeyToPath]>, optional: Option<bool>) -> Self {
+        Self { kind: "secret", name, items, optional: optional == Some(true) }
+    }
+
+    /// Whether it is a Secret: its files hold Secret data.
+    fn is_secret(&self) -> bool {
+        self.kind == "secret"
+    }
+}
+
+/// The files of object `r` (at path `field`, in namespace `ns`) as `inputs` hold it: every key at
+/// a path named after it, or the listed `items` (each with its own mode, else `default_mode`).
+///
+/// # Errors
+/// [`FilesError::Unsupported`] for a malformed path; [`FilesError::Missing`] for an absent object
+/// or listed key that is not optional.
 fn object_files(
     field: &str,
-    (kind, ns, name): (&str, &str, &str),
-    data: Option<&BTreeMap<String, Vec<u8>>>,
-    items: Option<&[KeyToPath]>,
-    optional: bool,
+    ns: &str,
+    r: &ObjectRef<'_>,
+    inputs: &Inputs,
     default_mode: u32,
-    secret: bool,
-    out: &mut Vec<File>,
-) -> Result<(), FilesError> {
-    let Some(data) = data else {
-        return if optional {
-            Ok(())
+) -> Result<Vec<File>, FilesError> {
+    let (kind, name, secret) = (r.kind, r.name, r.is_secret());
+    let objects = if secret { &inputs.secrets } else { &inputs.config_maps };
+    let mut out = Vec::new();
+    let Some(data) = objects.get(name).and_then(Option::as_ref) else {
+        return if r.optional {
+            Ok(out)
         } else {
             Err(FilesError::Missing(format!("{kind} {ns}/{name} not found")))
         };
     };
-    match items.filter(|i| !i.is_empty()) {
+    match r.items.filter(|i| !i.is_empty()) {
         None => {
             for (k, v) in data {
                 let path = rel_path(field, k).map_err(FilesError::Unsupported)?;
@@ -438,7 +475,7 @@ fn object_files(
         Some(items) => {
             for (i, item) in items.iter().enumerate() {
                 let Some(v) = data.get(&item.key) else {
-                    if optional {
+                    if r.optional {
                         continue;
                     }
                     return Err(FilesError::Missing(format!(
@@ -457,7 +494,7 @@ fn object_files(
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn downward_file(
