@@ -9,7 +9,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p vk-app --bin virtual-kubelet \
+    cargo build --release --locked -p virtual-kubelet --bin virtual-kubelet \
     && cp target/release/virtual-kubelet /virtual-kubelet
 
 # Distroless Debian 12 (the builder's glibc) with CA certificates and no shell, as uid 65532.

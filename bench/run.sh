@@ -14,6 +14,6 @@ profile=${VK_BENCH_PROFILE:-release}
 flags=(--locked)
 [[ $profile == release ]] && flags+=(--release)
 scripts/peers.sh
-nice -n 19 cargo build "${flags[@]}" -p vk-app -p vk-bench --bin virtual-kubelet --bin vk-bench
+nice -n 19 cargo build "${flags[@]}" -p virtual-kubelet -p vk-bench --bin virtual-kubelet --bin vk-bench
 # vk-bench finds the virtual-kubelet binary beside itself.
 exec nice -n 19 "$CARGO_TARGET_DIR/$profile/vk-bench" "$@"

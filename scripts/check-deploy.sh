@@ -154,7 +154,7 @@ need = re.search(r'^rust-version = "(\d+)\.(\d+)"', cargo, re.M)
 check(rust is not None and need is not None
       and tuple(map(int, rust.groups())) >= tuple(map(int, need.groups())),
       f"builder Rust {rust and rust.group(0)} >= rust-version {need and need.group(0)}")
-check("cargo build --release --locked -p vk-app --bin virtual-kubelet" in dockerfile,
+check("cargo build --release --locked -p virtual-kubelet --bin virtual-kubelet" in dockerfile,
       "the builder builds the release binary from Cargo.lock")
 
 if failures:

@@ -306,7 +306,7 @@ echo "conformance: binaries and images ready in $((SECONDS - start)) s"
 $prepare_only && exit 0
 
 # --- 3. The run --------------------------------------------------------------------------------
-cargo build --locked -p vk-app --bin virtual-kubelet -p vk-tests --bin conformance
+cargo build --locked -p virtual-kubelet --bin virtual-kubelet -p vk-tests --bin conformance
 reports=${VK_CONFORMANCE_REPORTS:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/conformance/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$reports"
 echo "conformance: reports go to $reports"

@@ -8,5 +8,5 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-n
 scripts/peers.sh
 scripts/docker.sh
 scripts/images.sh
-cargo build -p vk-app -p vk-tests --bins
+cargo build -p virtual-kubelet -p vk-tests --bins
 exec "$CARGO_TARGET_DIR/debug/local-stack" "$@"

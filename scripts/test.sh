@@ -17,7 +17,7 @@ cargo test --workspace --locked --exclude vk-tests
 # The decoders of untrusted bytes (SPDY frames, WebSocket channels, Nomad log frames), fuzzed for a
 # bounded time: a crash fails the run.
 scripts/fuzz.sh 30
-cargo build --locked -p vk-app --bin virtual-kubelet
+cargo build --locked -p virtual-kubelet --bin virtual-kubelet
 # The Dockerfile and docker-compose.yml, checked without a Docker engine (see the script).
 scripts/check-deploy.sh "$CARGO_TARGET_DIR/debug/virtual-kubelet"
 # The example provider (examples/timer-provider) runs in the end-to-end tests too.

@@ -1,9 +1,10 @@
-//! The virtual kubelet application: configuration, the node and pod controllers, and the wiring
-//! of adapters into them. `main.rs` only parses flags and calls [`run`].
+//! The virtual kubelet application, whatever the backend: configuration, the node and pod
+//! controllers, and the wiring of the Kubernetes adapters and a provider into them
+//! ([`run_with_provider`]). A binary chooses the provider: `virtual-kubelet` (package
+//! `virtual-kubelet`, `app/cli`) Nomad's or the memory one, `examples/timer-provider` its own.
 
 pub mod config;
 mod held_pod;
-pub mod identity;
 pub mod inputs;
 pub mod node_controller;
 pub mod pod_controller;
@@ -17,17 +18,14 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vk_kube::certificates::{Identity, Kind};
-use vk_kube::review::KubeAccessReview;
-use vk_kube::{KubeNodeApi, KubePodApi};
+use vk_kube::identity;
 use vk_kubelet_api::server as kubelet;
-use vk_memory::{MemoryConfig, MemoryProvider};
-use vk_nomad::NomadProvider;
 
-use crate::config::{Cli, LogFormat, Provider};
+use crate::config::{KubeletArgs, LogFormat, PolicyRule};
 
 /// Sets up `tracing` once: level from `RUST_LOG` or `--log-level`, text or JSON lines on stderr
 /// (text coloured only when stderr is a terminal, so that log files hold plain text).
-pub fn init_tracing(cli: &Cli) {
+pub fn init_tracing(cli: &KubeletArgs) {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
@@ -41,104 +39,11 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// The kube clients of one process, each with its own connections and token bucket, so that
-/// no kind of traffic can hold another back.
-struct Clients {
-    /// Pods, their status, inputs (`--kube-api-qps`).
-    pods: kube::Client,
-    /// Events (`--event-qps`).
-    events: kube::Client,
-    /// The node's Lease and status: the kubelet's `HeartbeatClient`, so that a flood of pod or
-    /// review traffic never delays a renewal (`--kube-api-qps` again, a bucket of its own).
-    heartbeat: kube::Client,
-    /// TokenReviews and SubjectAccessReviews of the kubelet API (`--kube-api-qps`, a bucket of
-    /// its own, behind the API's own review turns).
-    reviews: kube::Client,
-    /// The CA certificates (DER) they trust for the API server.
-    roots: Vec<Vec<u8>>,
-    /// The node's client certificate, when it came by TLS bootstrap (`--bootstrap-kubeconfig`).
-    identity: Option<std::sync::Arc<Identity>>,
-}
-
-/// [`Clients`] for the kubeconfig (or in-cluster configuration, or the node's certificate got
-/// with `--bootstrap-kubeconfig`).
-async fn kube_client(cli: &Cli) -> anyhow::Result<Clients> {
-    let limit = vk_kube::rate::RateLimit { qps: cli.kube_api_qps, burst: cli.kube_api_burst };
-    let event_limit = vk_kube::rate::RateLimit { qps: cli.event_qps, burst: cli.event_burst };
-    if let (None, Some(path)) = (&cli.kubeconfig, &cli.bootstrap_kubeconfig) {
-        let kc = kube::config::Kubeconfig::read_from(path)
-            .with_context(|| format!("reading --bootstrap-kubeconfig {}", path.display()))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?;
-        let bootstrap = vk_kube::client(config.clone(), limit)?;
-        let identity =
-            identity::client_certificate(&bootstrap, &cli.nodename, &cli.cert_dir).await?;
-        let with = |l| vk_kube::client_with_identity(&config, l, Arc::clone(&identity));
-        return Ok(Clients {
-            events: with(event_limit)?,
-            heartbeat: with(limit)?,
-            reviews: with(limit)?,
-            pods: with(limit)?,
-            roots: config.root_cert.clone().unwrap_or_default(),
-            identity: Some(identity),
-        });
-    }
-    let config = match (&cli.kubeconfig, in_cluster(cli)?) {
-        (Some(path), _) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
-        }
-        (None, Some(config)) => config,
-        (None, None) => kube::Config::infer()
-            .await
-            .context("no kubeconfig given, KUBERNETES_SERVICE_HOST unset and no ~/.kube/config")?,
-    };
-    let roots = config.root_cert.clone().unwrap_or_default();
-    Ok(Clients {
-        identity: None,
-        events: vk_kube::client(config.clone(), event_limit)?,
-        heartbeat: vk_kube::client(config.clone(), limit)?,
-        reviews: vk_kube::client(config.clone(), limit)?,
-        pods: vk_kube::client(config, limit)?,
-        roots,
-    })
-}
-
-/// The in-cluster configuration, as client-go's `rest.InClusterConfig`: the API server at
-/// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, the service account's `token`
-/// (re-read as the kubelet rotates it) and `ca.crt` from `--service-account-dir`. `None` when
-/// `KUBERNETES_SERVICE_HOST` is unset (not running in a pod).
-fn in_cluster(cli: &Cli) -> anyhow::Result<Option<kube::Config>> {
-    let (Ok(host), Ok(port)) =
-        (std::env::var("KUBERNETES_SERVICE_HOST"), std::env::var("KUBERNETES_SERVICE_PORT"))
-    else {
-        return Ok(None);
-    };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let url: http::Uri = format!("https://{host}:{port}")
-        .parse()
-        .with_context(|| format!("KUBERNETES_SERVICE_HOST {host:?} / _PORT {port:?}"))?;
-    let dir = &cli.service_account_dir;
-    let ca = dir.join("ca.crt");
-    let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
-    let mut config = kube::Config::new(url);
-    config.root_cert =
-        Some(kubelet::pem_certificates(&pem).with_context(|| format!("reading {}", ca.display()))?);
-    config.auth_info.token_file = Some(dir.join("token").display().to_string());
-    config.default_namespace = std::fs::read_to_string(dir.join("namespace"))
-        .map(|ns| ns.trim().to_owned())
-        .unwrap_or_else(|_| "default".into());
-    Ok(Some(config))
-}
-
 /// The kubelet API's settings: serving certificate from files or self-signed, client CA from
 /// `--client-ca-file` or the kubeconfig's CA; and the serving certificate to keep renewed when
 /// the cluster signs it (`--rotate-server-certificates`).
 fn kubelet_settings(
-    cli: &Cli,
+    cli: &KubeletArgs,
     kube_roots: Vec<Vec<u8>>,
 ) -> anyhow::Result<(kubelet::Settings, Option<Arc<Identity>>)> {
     let cert = match (&cli.tls_cert_file, &cli.tls_private_key_file) {
@@ -230,11 +135,11 @@ impl<P: vk_ports::Provider, K: vk_ports::PodApi + vk_ports::InputsApi> vk_ports:
     }
 }
 
-/// Why [`run`] stopped with an error.
+/// Why [`run_with_provider`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The configuration cannot be used (a file named by a setting is unreadable or malformed, no
-    /// API server credentials): found before any port is bound.
+    /// API server credentials, a provider's settings unusable): found before any port is bound.
     #[error("{0:#}")]
     Config(anyhow::Error),
     /// Running failed: a port could not be bound, or the start took longer than
@@ -243,63 +148,38 @@ pub enum RunError {
     Failed(anyhow::Error),
 }
 
-/// Runs the virtual kubelet with the provider `--provider` names until `cancel` fires, then lets
-/// in-flight work finish within `--shutdown-grace`. Nothing is deleted on shutdown: pods keep
-/// running on the backend and are adopted by the next start.
-///
-/// # Errors
-/// As [`run_with_provider`]; [`RunError::Config`] too when the provider's settings are unusable
-/// (Nomad address or TLS files).
-pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<(), RunError> {
-    match cli.provider {
-        Provider::Nomad => {
-            let provider = NomadProvider::new(cli.nomad())
-                .context("Nomad settings")
-                .map_err(RunError::Config)?;
-            run_with_provider(cli, Arc::new(provider), cancel).await
-        }
-        Provider::Memory => {
-            let config = MemoryConfig::new(&cli.nodename, cli.internal_ip.to_string());
-            run_with_provider(cli, Arc::new(MemoryProvider::new(config)), cancel).await
-        }
-    }
-}
-
 /// Runs the virtual kubelet on `provider` (any backend implementing the ports) until `cancel`
 /// fires: registers the node, keeps its Lease and status, runs the pods bound to it, serves the
-/// kubelet API and the process metrics. This is the entry point for other providers (see the
-/// README's "Write your own provider"); `cli.provider` is not looked at.
+/// kubelet API and the process metrics; probes may name the hosts `--allowed-probe-hosts` and the
+/// policy file's `rules` allow ([`KubeletArgs::probe_policy`]). Then lets
+/// in-flight work finish within `--shutdown-grace`. Nothing is deleted on shutdown: pods keep
+/// running on the backend and are adopted by the next start. This is the entry point of every
+/// binary (see the README's "Write your own provider").
 ///
 /// # Errors
 /// [`RunError::Config`]: the kubeconfig or in-cluster credentials, or the kubelet API's TLS files,
 /// cannot be used (nothing is bound yet). [`RunError::Failed`]: a port cannot be bound, or the
 /// start takes longer than `--startup-timeout`.
-pub async fn run_with_provider<P>(
-    cli: Cli,
+pub async fn run_with_provider<P, G>(
+    cli: KubeletArgs,
+    rules: &[PolicyRule<G>],
     provider: Arc<P>,
     cancel: CancellationToken,
 ) -> Result<(), RunError>
 where
     P: vk_ports::Provider,
 {
-    let clients = kube_client(&cli).await.map_err(RunError::Config)?;
-    let client = clients.pods.clone();
+    let probes = cli.probe_policy(rules);
+    let cluster =
+        vk_kube::connect::connect(&cli.cluster()).await.map_err(|e| RunError::Config(e.into()))?;
     let (mut kubelet_settings, serving) =
-        kubelet_settings(&cli, clients.roots.clone()).map_err(RunError::Config)?;
+        kubelet_settings(&cli, cluster.roots.clone()).map_err(RunError::Config)?;
     let metrics = telemetry::install().map_err(RunError::Failed)?;
     kubelet_settings.metrics = Some(kubelet::MetricsText({
         let metrics = metrics.clone();
         Arc::new(move || metrics.render())
     }));
-    let metrics_listener = tokio::net::TcpListener::bind(cli.metrics_addr)
-        .await
-        .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))
-        .map_err(RunError::Failed)?;
-    let kubelet_addr = std::net::SocketAddr::new(cli.kubelet_address, cli.kubelet_port);
-    let kubelet_listener = tokio::net::TcpListener::bind(kubelet_addr)
-        .await
-        .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))
-        .map_err(RunError::Failed)?;
+    let listeners = Listeners::bind(&cli).await?;
     let runtime_version = match provider.runtime_version().await {
         Ok(v) => v,
         Err(e) => {
@@ -311,29 +191,20 @@ where
     info!(node = %node.name, runtime = %node.runtime_version, "starting virtual-kubelet");
 
     // The node's certificates renewed before they expire (each task ends with `cancel`).
-    let renewals: Vec<(Arc<Identity>, Kind)> = clients
-        .identity
-        .iter()
-        .map(|i| (Arc::clone(i), Kind::Client))
-        .chain(serving.iter().map(|i| (Arc::clone(i), Kind::Serving)))
-        .collect();
-    for (identity, kind) in renewals {
-        tokio::spawn(identity::keep_renewed(
-            clients.pods.clone(),
-            identity,
-            kind,
-            cli.nodename.clone(),
-            vec![cli.internal_ip],
-            cli.cert_dir.clone(),
-            cancel.clone(),
-        ));
+    let identities = [(cluster.identity.as_ref(), Kind::Client), (serving.as_ref(), Kind::Serving)];
+    for (identity, kind) in identities {
+        if let Some(identity) = identity {
+            let renewal =
+                cluster.certificates.keep_renewed(Arc::clone(identity), kind, cancel.clone());
+            tokio::spawn(renewal);
+        }
     }
 
     let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
     let node_changed = Arc::new(tokio::sync::Notify::new());
     let node_task = tokio::spawn(node_controller::run(
         Arc::clone(&provider),
-        Arc::new(KubeNodeApi::new(clients.heartbeat.clone())),
+        Arc::new(cluster.nodes),
         node.clone(),
         node_controller::Timing {
             status_interval: cli.node_status_interval,
@@ -343,12 +214,12 @@ where
         Arc::clone(&node_changed),
         cancel.clone(),
     ));
-    let pod_api = KubePodApi::new(client.clone(), clients.events.clone(), &node.name);
     // Listed now, so that service link variables of the first pods come from a listed cache.
-    let _ = pod_api.service_cache();
+    let _ = cluster.pods.service_cache();
+    let namespace_labels = probes.uses_labels();
     let pods = pod_controller::PodController::new(
         Arc::clone(&provider),
-        Arc::new(pod_api),
+        Arc::new(cluster.pods),
         pod_controller::Settings {
             node_name: node.name.clone(),
             workers: cli.pod_sync_workers,
@@ -356,8 +227,8 @@ where
             refresh_interval: cli.volume_refresh_interval,
             allocatable: capacity_rx,
             node_changed,
-            probe_policy: Arc::new(cli.probe_policy()),
-            namespace_labels: cli.policy_uses_labels(),
+            probe_policy: Arc::new(probes),
+            namespace_labels,
             node_os: cli.os.clone(),
         },
     );
@@ -366,45 +237,89 @@ where
         Arc::new(move || pods.synced()) as Arc<dyn Fn() -> bool + Send + Sync>
     };
     let metrics_task =
-        tokio::spawn(telemetry::serve(metrics_listener, metrics, ready, cancel.clone()));
+        tokio::spawn(telemetry::serve(listeners.metrics, metrics, ready, cancel.clone()));
     let api = kubelet::Kubelet::new(
         provider,
-        Arc::new(KubeAccessReview::new(clients.reviews.clone())),
+        Arc::new(cluster.reviews),
         Arc::new(Index(Arc::clone(&pods))),
         kubelet_settings,
     );
-    let kubelet_task = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if let Err(e) =
-                kubelet::serve(kubelet_listener, api, async move { cancel.cancelled().await }).await
-            {
-                warn!(error = %e, "the kubelet API stopped");
-            }
-        })
-    };
+    let kubelet_task = serve_kubelet_api(listeners.kubelet, api, cancel.clone());
     let pod_task = tokio::spawn(Arc::clone(&pods).run(cancel.clone()));
 
     let outcome = started(&cli, &pods, &cancel).await;
     cancel.cancel();
-    info!(grace = ?cli.shutdown_grace, "shutting down: finishing in-flight work");
+    let tasks = [node_task, pod_task, metrics_task, kubelet_task];
+    drain(tasks, cli.shutdown_grace).await;
+    outcome
+}
+
+/// Waits, at most `grace` (`--shutdown-grace`), for the tasks told to stop to finish their
+/// in-flight work.
+async fn drain(tasks: [tokio::task::JoinHandle<()>; 4], grace: std::time::Duration) {
+    info!(?grace, "shutting down: finishing in-flight work");
     let all = async {
-        let _ = node_task.await;
-        let _ = pod_task.await;
-        let _ = metrics_task.await;
-        let _ = kubelet_task.await;
+        for task in tasks {
+            let _ = task.await;
+        }
     };
-    if tokio::time::timeout(cli.shutdown_grace, all).await.is_err() {
+    if tokio::time::timeout(grace, all).await.is_err() {
         warn!("in-flight work did not finish within the shutdown grace period");
     }
     info!("stopped");
-    outcome
+}
+
+/// The metrics and kubelet API ports, bound before anything is started (a taken port stops the
+/// process before it touches anything).
+struct Listeners {
+    /// `--metrics-addr`.
+    metrics: tokio::net::TcpListener,
+    /// `--kubelet-address`:`--kubelet-port`.
+    kubelet: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds both.
+    ///
+    /// # Errors
+    /// [`RunError::Failed`] naming the address that cannot be bound.
+    async fn bind(cli: &KubeletArgs) -> Result<Self, RunError> {
+        let metrics = tokio::net::TcpListener::bind(cli.metrics_addr)
+            .await
+            .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))
+            .map_err(RunError::Failed)?;
+        let kubelet_addr = std::net::SocketAddr::new(cli.kubelet_address, cli.kubelet_port);
+        let kubelet = tokio::net::TcpListener::bind(kubelet_addr)
+            .await
+            .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))
+            .map_err(RunError::Failed)?;
+        Ok(Self { metrics, kubelet })
+    }
+}
+
+/// Serves the kubelet API on `listener` until `cancel` (then drains it), in a task of its own.
+fn serve_kubelet_api<P, R, I>(
+    listener: tokio::net::TcpListener,
+    api: Arc<kubelet::Kubelet<P, R, I>>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    P: vk_kubelet_api::Backend,
+    R: vk_ports::AccessReview,
+    I: vk_ports::PodIndex + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = kubelet::serve(listener, api, async move { cancel.cancelled().await }).await
+        {
+            warn!(error = %e, "the kubelet API stopped");
+        }
+    })
 }
 
 /// Waits for `cancel`; gives up with [`RunError::Failed`] when the pods and workloads are not
 /// listed within `--startup-timeout` (0: no limit).
 async fn started<P: vk_ports::Provider, K: vk_ports::PodApi + vk_ports::InputsApi>(
-    cli: &Cli,
+    cli: &KubeletArgs,
     pods: &pod_controller::PodController<P, K>,
     cancel: &CancellationToken,
 ) -> Result<(), RunError> {

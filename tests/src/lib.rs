@@ -1127,7 +1127,7 @@ contexts:\n- name: local\n  context:\n    cluster: local\n    user: bootstrap\nc
             .args(["--kubelet-port", &free_port()?.to_string()])
             // Many virtual kubelets run side by side: none may take the default metrics port.
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
-            .env("RUST_LOG", "info,vk_app=debug,vk_kube=debug,vk_kubelet_api=debug,vk_nomad=debug,vk_memory=debug")
+            .env("RUST_LOG", "info,virtual_kubelet=debug,vk_app=debug,vk_kube=debug,vk_kubelet_api=debug,vk_nomad=debug,vk_memory=debug")
             .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
@@ -1168,7 +1168,7 @@ fn running_as_root() -> bool {
 }
 
 /// The `virtual-kubelet` binary: `$VK_BIN`, or the one built beside this test binary
-/// (`cargo build -p vk-app` puts it in the same target directory).
+/// (`cargo build -p virtual-kubelet` puts it in the same target directory).
 ///
 /// # Errors
 /// It cannot be found.
@@ -1184,7 +1184,7 @@ pub fn virtual_kubelet_bin() -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "virtual-kubelet binary not found near {}; run `cargo build -p vk-app` first or set VK_BIN",
+        "virtual-kubelet binary not found near {}; run `cargo build -p virtual-kubelet` first or set VK_BIN",
         exe.display()
     )
 }

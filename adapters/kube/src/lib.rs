@@ -25,7 +25,9 @@ use vk_domain::pod::PodKey;
 use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEvent, StatusWrite};
 
 pub mod certificates;
+pub mod connect;
 pub mod events;
+pub mod identity;
 pub mod rate;
 pub mod review;
 

@@ -1,10 +1,11 @@
 //! A provider on `vk-ports` alone (README: "Write your own provider"): each container "runs" for
 //! the seconds in annotation `example.vk/run-seconds` (1 to 86400, else 10), exits 0, and the pod
 //! Succeeds; a stop ends it sooner with 143 (SIGTERM). Nothing is pushed (no `changes`): an end is
-//! written at the next list (`--status-interval`). Flags are the virtual kubelet's.
+//! written at the next list (`--status-interval`). Flags are the kubelet's alone (`NodeOnly`).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vk_app::config::{Loaded, NodeOnly};
 use vk_ports::ProviderError;
 use vk_ports::vk_domain::runtime::WorkloadId;
 use vk_ports::vk_domain::{jiff::SignedDuration, jiff::Timestamp, node::NodeCapacity, runtime::*};
@@ -154,9 +155,13 @@ impl NodeProvider for Timers {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = vk_app::config::load_from_process();
-    vk_app::init_tracing(&cli);
-    let timers = Timers { node: cli.nodename.clone(), pods: Mutex::default() };
-    Ok(vk_app::run_with_provider(cli, Arc::new(timers), vk_app::shutdown_on_signals()).await?)
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let Loaded { args: NodeOnly { node }, rules } = match vk_app::config::load_from_process() {
+        Ok(loaded) => loaded,
+        Err(e) => return Ok(e.report("vk-example-provider")),
+    };
+    vk_app::init_tracing(&node);
+    let timers = Arc::new(Timers { node: node.nodename.clone(), pods: Mutex::default() });
+    vk_app::run_with_provider(node, &rules, timers, vk_app::shutdown_on_signals()).await?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -2,17 +2,18 @@
 //! TLS bootstrap (`--bootstrap-kubeconfig`, kept in `--cert-dir`, rotated before it expires) and,
 //! with `--rotate-server-certificates`, the kubelet port's serving certificate signed by the
 //! cluster (`serverTLSBootstrap`). The requests themselves are
-//! [`vk_kube::certificates`].
+//! [`crate::certificates`]; [`crate::connect`] uses [`client_certificate`] and
+//! [`crate::connect::CertificateRequests`] runs [`keep_renewed`].
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vk_kube::certificates::{self, Identity, Issued, Kind};
+
+use crate::certificates::{self, CertError, Identity, Issued, Kind};
 
 /// How long the first client certificate may take to be signed (kube-controller-manager
 /// approves and signs a bootstrap CSR within seconds; an operator approving by hand may not).
@@ -25,16 +26,31 @@ const RENEW_WAIT: Duration = Duration::from_secs(60 * 60);
 /// A certificate in `--cert-dir` is used at start only with at least this much life left.
 const MIN_LIFE: Duration = Duration::from_secs(5 * 60);
 
+/// Why the node has no client certificate after TLS bootstrap.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The CertificateSigningRequest was refused, denied or not signed within 15 minutes.
+    #[error("TLS bootstrap: the node's client certificate")]
+    Request(#[source] CertError),
+    /// The signed certificate could not be written to the certificate directory.
+    #[error("storing the client certificate")]
+    Store(#[source] CertError),
+    /// The certificate or its key cannot be used.
+    #[error(transparent)]
+    Unusable(CertError),
+}
+
 /// The node's client certificate: the one in `dir` when it names `node` and has life left, else
 /// a new one asked for with `bootstrap` (the bootstrap token's client) and stored in `dir`.
 ///
 /// # Errors
-/// The request refused, denied or not signed within 15 minutes, or `dir` not writable.
+/// [`BootstrapError`]: the request refused, denied or not signed within 15 minutes, or `dir`
+/// not writable.
 pub async fn client_certificate(
     bootstrap: &kube::Client,
     node: &str,
     dir: &Path,
-) -> anyhow::Result<Arc<Identity>> {
+) -> Result<Arc<Identity>, BootstrapError> {
     let name = format!("system:node:{node}");
     let kept = certificates::load(dir, Kind::Client)
         .filter(|c| c.common_name == name && c.valid_for(MIN_LIFE));
@@ -47,12 +63,12 @@ pub async fn client_certificate(
             info!(node, "no usable client certificate in --cert-dir: bootstrapping one");
             let c = certificates::request(bootstrap, Kind::Client, node, &[], &[], FIRST_WAIT)
                 .await
-                .context("TLS bootstrap: the node's client certificate")?;
-            certificates::store(dir, Kind::Client, &c).context("storing the client certificate")?;
+                .map_err(BootstrapError::Request)?;
+            certificates::store(dir, Kind::Client, &c).map_err(BootstrapError::Store)?;
             c
         }
     };
-    Ok(Identity::new(issued)?)
+    Identity::new(issued).map_err(BootstrapError::Unusable)
 }
 
 /// Keeps `identity` (a certificate of `kind`) renewed until `cancel`: at 70 to 90 % of its life
@@ -81,9 +97,9 @@ pub async fn keep_renewed(
         }
         let names = [node.clone()];
         let asked = certificates::request(&client, kind, &node, &names, &ips, RENEW_WAIT);
-        let issued: anyhow::Result<Issued> = tokio::select! {
+        let issued: Result<Issued, CertError> = tokio::select! {
             () = cancel.cancelled() => return,
-            r = asked => r.map_err(anyhow::Error::from),
+            r = asked => r,
         };
         let stored = issued.and_then(|c| {
             certificates::store(&dir, kind, &c)?;
@@ -96,7 +112,7 @@ pub async fn keep_renewed(
                 // The next turn's deadline has passed: it asks again after this pause.
                 warn!(
                     kind = kind.prefix(),
-                    error = format!("{e:#}"),
+                    error = %e,
                     "certificate renewal failed; retrying in a minute"
                 );
                 tokio::select! {
@@ -118,8 +134,8 @@ fn is_cluster_signed(identity: &Identity) -> bool {
 /// `fallback` (self-signed) until the cluster signs one.
 ///
 /// # Errors
-/// `fallback` unusable.
-pub fn serving_certificate(dir: &Path, fallback: Issued) -> anyhow::Result<Arc<Identity>> {
+/// [`CertError::Crypto`]: `fallback` unusable.
+pub fn serving_certificate(dir: &Path, fallback: Issued) -> Result<Arc<Identity>, CertError> {
     let kept = certificates::load(dir, Kind::Serving).filter(|c| c.valid_for(MIN_LIFE));
-    Ok(Identity::new(kept.unwrap_or(fallback))?)
+    Identity::new(kept.unwrap_or(fallback))
 }
