@@ -60,16 +60,16 @@ if [ -n "$VK_WAIT_FILES" ]; then
   done
 fi"#;
 
-/// The task that keeps the files of the pod's API data volumes as the kubelet keeps them on
-/// docker: a prestart sidecar over [`JobSettings::volume_setup_image`] that renders each bundled
-/// volume's bundle (one Variable item, [`bundle_key`]) and, when it changes, writes the files
-/// that are new or changed and removes those that are gone, so files appear when their
-/// ConfigMap, Secret (or key) does. Volumes without Secret data are written into the
-/// allocation's shared directory; those with Secret data (a Secret read whole or optional) into
-/// this task's own in-memory `secrets/` (a tmpfs Nomad mounts), which the containers bind
-/// read-only, so no Secret byte reaches the node's disk. Its first write is done before any
-/// container starts ([`FILES_READY`], [`VOLUMES_TASK`]). Like the volumes task, it is not a
-/// container of the pod.
+/// The task that keeps the files of the pod's API data volumes as the kubelet keeps them on docker:
+/// a prestart sidecar over
+/// [`JobSettings::volume_setup_image`](super::JobSettings::volume_setup_image) that renders each
+/// bundled volume's bundle (one Variable item, [`bundle_key`]) and, when it changes, writes the
+/// files that are new or changed and removes those that are gone, so files appear when their
+/// ConfigMap, Secret (or key) does. Volumes without Secret data are written into the allocation's
+/// shared directory; those with Secret data (a Secret read whole or optional) into this task's own
+/// in-memory `secrets/` (a tmpfs Nomad mounts), which the containers bind read-only, so no Secret
+/// byte reaches the node's disk. Its first write is done before any container starts
+/// ([`FILES_READY`], [`VOLUMES_TASK`]). Like the volumes task, it is not a container of the pod.
 pub const FILES_TASK: &str = "vk_files";
 
 /// Whether Nomad task `name` is one of the virtual kubelet's own ([`VOLUMES_TASK`],

@@ -36,7 +36,7 @@ impl Builder<'_> {
     /// (`restartPolicy: Never`, not a sidecar). Then `subPath` mounts into an emptyDir are safe
     /// on docker: Docker resolves a bind's source, following symbolic links, each time it creates
     /// the container, so no other container may be able to write the volume before, and this one
-    /// may never be created again; [`VOLUMES_TASK`] makes each subPath directory before that
+    /// may never be created again; [`VOLUMES_TASK`](super::VOLUMES_TASK) makes each subPath directory before that
     /// container starts.
     pub(super) fn single_run_user(&self, name: &str) -> bool {
         let mut users =
