@@ -461,6 +461,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::fake::{self, Reply};
 
     #[test]
     fn addresses_with_or_without_scheme() {
@@ -484,7 +485,6 @@ mod tests {
     #[tokio::test]
     async fn tls_server_name_is_verified_instead_of_the_host() {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut ca = CertificateParams::default();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
@@ -504,32 +504,15 @@ mod tests {
             )
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut tls) = acceptor.accept(tcp).await {
-                        let mut buf = [0u8; 1024];
-                        let _ = tls.read(&mut buf).await;
-                        let body = "\"127.0.0.1:4647\"";
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = tls.write_all(resp.as_bytes()).await;
-                        let _ = tls.shutdown().await;
-                    }
-                });
-            }
-        });
+        let (addr, _reqs) =
+            fake::fake_nomad_tls(acceptor, |_| Reply::Json("\"127.0.0.1:4647\"".into())).await;
+        let port = addr.rsplit(':').next().unwrap().to_owned();
         let dir = std::env::temp_dir().join(format!("vk-tls-name-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca.pem()).unwrap();
         let config = |name: Option<&str>| ClientConfig {
-            address: format!("https://127.0.0.1:{port}"),
+            address: addr.clone(),
             ca_cert: Some(ca_file.clone()),
             tls_server_name: name.map(str::to_owned),
             ..Default::default()
@@ -582,19 +565,14 @@ mod tests {
     #[tokio::test]
     async fn requests_in_flight_are_limited() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        use tokio::io::AsyncWriteExt;
         let open = std::sync::Arc::new(AtomicUsize::new(0));
         let peak = std::sync::Arc::new(AtomicUsize::new(0));
         let (o, p) = (open.clone(), peak.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
-                let (o, p) = (o.clone(), p.clone());
+        let (addr, _reqs) = fake::fake_nomad(move |_| {
+            let (o, p) = (o.clone(), p.clone());
+            Reply::Socket(Box::new(move |mut sock, _| {
                 tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = sock.read(&mut buf).await;
                     let now = o.fetch_add(1, Ordering::SeqCst) + 1;
                     p.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -605,10 +583,11 @@ mod tests {
                         )
                         .await;
                 });
-            }
-        });
+            }))
+        })
+        .await;
         let c = NomadClient::new(&ClientConfig {
-            address: format!("http://{addr}"),
+            address: addr,
             max_concurrent_requests: 2,
             ..Default::default()
         })
