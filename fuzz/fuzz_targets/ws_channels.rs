@@ -1,5 +1,5 @@
 //! Arbitrary WebSocket messages through the channel decoder of every Kubernetes stream protocol
-//! (`vk_kubelet_api::wsstream::fuzz_decode`: binary, base64, v5 stream close): no input may
+//! (`vk_kubelet_api::ws::fuzz_decode`: binary, base64, v5 stream close): no input may
 //! panic.
 
 #![no_main]
@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vk_kubelet_api::wsstream::fuzz_decode(data);
+    vk_kubelet_api::ws::fuzz_decode(data);
 });

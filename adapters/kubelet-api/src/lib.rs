@@ -8,7 +8,7 @@
 //! - `streaming`: the upgrade of `/exec`, `/attach` and `/portForward` to SPDY or WebSocket.
 //! - [`spdy`]: SPDY/3.1 framing and sessions (what kube-apiserver sends for exec, attach and
 //!   port-forward), written here because no crate serves it.
-//! - [`wsstream`]: the WebSocket channel protocols (`channel.k8s.io` and friends, v4, v5, and the
+//! - [`ws`]: the WebSocket channel protocols (`channel.k8s.io` and friends, v4, v5, and the
 //!   port-forward channels), for clients the API server passes through.
 //! - [`remotecommand`]: what both transports share for exec and attach: which streams a request
 //!   asks for, and the Status that ends a session.
@@ -18,7 +18,7 @@ pub mod remotecommand;
 pub mod server;
 pub mod spdy;
 mod streaming;
-pub mod wsstream;
+pub mod ws;
 
 pub use streaming::OPEN_STREAMS;
 

@@ -84,7 +84,7 @@ impl Streams {
 /// Serves the SPDY side of an exec or attach request on `io` (the connection after the `101`
 /// answer that chose `version`): waits up to `timeout` ([`STREAM_CREATION_TIMEOUT`] as the
 /// kubelet does) for the streams `expect` implies, and returns them as an [`ExecIo`] for
-/// [`vk_ports::PodProvider::exec_stream`] or `attach`, plus the [`Finisher`] that ends the
+/// [`vk_ports::PodStreams::exec_stream`] or `attach`, plus the [`Finisher`] that ends the
 /// session.
 ///
 /// - stdin: each DATA payload is one item; the client's FIN (stdin EOF) closes the channel.

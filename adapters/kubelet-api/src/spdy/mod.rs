@@ -16,7 +16,7 @@ pub mod frame;
 mod portforward;
 pub mod session;
 #[cfg(test)]
-mod test_client;
+pub(crate) mod test_client;
 #[cfg(test)]
 mod tests;
 

@@ -25,16 +25,20 @@ impl Client {
     /// A client and the server end of its connection.
     pub(crate) fn pair() -> (Self, DuplexStream) {
         let (client, server) = tokio::io::duplex(256 * 1024);
-        let (rd, wr) = tokio::io::split(client);
-        let client = Self {
+        (Self::over(client), server)
+    }
+
+    /// A client on `conn`, a connection already upgraded to SPDY/3.1.
+    pub(crate) fn over(conn: DuplexStream) -> Self {
+        let (rd, wr) = tokio::io::split(conn);
+        Self {
             rd,
             wr,
             decoder: FrameCodec::new(),
             encoder: FrameCodec::new(),
             buf: BytesMut::new(),
             next_id: 1,
-        };
-        (client, server)
+        }
     }
 
     pub(crate) async fn send(&mut self, frame: Frame) -> anyhow::Result<()> {
@@ -94,6 +98,20 @@ impl Client {
             c.absorb(frame)?;
         }
         Ok(c)
+    }
+
+    /// Reads everything the server sends until it closes; hangs up on GOAWAY as client-go does
+    /// once it has the status.
+    pub(crate) async fn collect_and_hang_up(&mut self) -> anyhow::Result<Collected> {
+        let mut got = Collected::default();
+        while let Some(frame) = self.next().await? {
+            let goaway = matches!(frame, Frame::GoAway { .. });
+            got.absorb(frame)?;
+            if goaway {
+                self.hang_up().await?;
+            }
+        }
+        Ok(got)
     }
 
     /// Sends raw bytes, then closes the client's side of the connection.

@@ -385,7 +385,7 @@ async fn exec_streams_stdin_stdout_stderr_and_the_status() -> anyhow::Result<()>
     drop((stdout_tx, stderr_tx));
     let finished = tokio::spawn(async move { finisher.finish(&Outcome::Exited(3)).await });
 
-    let got = collect_and_hang_up(&mut client).await?;
+    let got = client.collect_and_hang_up().await?;
     finished.await??;
     assert_eq!(got.text(stdout), "HELLO WORLD");
     assert_eq!(got.text(stderr), "bye");
@@ -397,20 +397,6 @@ async fn exec_streams_stdin_stdout_stderr_and_the_status() -> anyhow::Result<()>
     }
     assert!(got.goaway);
     Ok(())
-}
-
-/// Reads everything the server sends; hangs up on GOAWAY as client-go does once it has the
-/// status.
-async fn collect_and_hang_up(client: &mut Client) -> anyhow::Result<test_client::Collected> {
-    let mut got = test_client::Collected::default();
-    while let Some(frame) = client.next().await? {
-        let goaway = matches!(frame, Frame::GoAway { .. });
-        got.absorb(frame)?;
-        if goaway {
-            client.hang_up().await?;
-        }
-    }
-    Ok(got)
 }
 
 #[tokio::test]
@@ -429,7 +415,7 @@ async fn exec_with_a_tty_reads_resizes() -> anyhow::Result<()> {
     assert_eq!(sizes.next().await, Some(vk_ports::TerminalSize { width: 132, height: 43 }));
     drop((io.stdin, io.stdout));
     let finished = tokio::spawn(async move { finisher.finish(&Outcome::Exited(0)).await });
-    let got = collect_and_hang_up(&mut client).await?;
+    let got = client.collect_and_hang_up().await?;
     finished.await??;
     assert_eq!(got.text(error), r#"{"metadata":{},"status":"Success"}"#);
     assert!(got.finished(stdout) && got.text(stdout).is_empty());
