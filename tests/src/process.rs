@@ -167,3 +167,20 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// The last `n` lines of each of `logs` (each line cut at 400 characters), headed by its path.
+#[must_use]
+pub fn log_tails<'a>(logs: impl IntoIterator<Item = &'a PathBuf>, n: usize) -> String {
+    let mut out = String::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- the last lines of {}:\n", log.display()));
+        for l in &lines[lines.len().saturating_sub(n)..] {
+            let cut = l.char_indices().nth(400).map_or(l.len(), |(i, _)| i);
+            out.push_str(&l[..cut]);
+            out.push('\n');
+        }
+    }
+    out
+}

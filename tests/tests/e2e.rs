@@ -30,31 +30,38 @@ mod docker;
 mod faults;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/inputs.rs"]
+mod inputs;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
 #[path = "e2e/node.rs"]
 mod node;
 #[path = "e2e/pods.rs"]
 mod pods;
+#[path = "e2e/refusals.rs"]
+mod refusals;
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
 use deploy::in_cluster_rbac;
-use docker::{
-    docker_empty_dirs, docker_exec_probes, docker_image_pull_failure, docker_init_and_sidecar,
-    docker_pod, docker_readiness_gates, docker_registry_pulls, docker_security_and_limits,
-    docker_stats, docker_subpath_escape, docker_termination_messages, docker_volume_updates,
+use docker::images::{docker_image_pull_failure, docker_registry_pulls};
+use docker::pods::{
+    docker_exec_probes, docker_init_and_sidecar, docker_pod, docker_readiness_gates,
+    docker_termination_messages,
 };
+use docker::security::{docker_security_and_limits, docker_stats, docker_subpath_escape};
+use docker::volumes::{docker_empty_dirs, docker_volume_updates};
 use faults::{
     apiserver_restart, force_delete_orphans_and_foreign_jobs, graceful_shutdown,
     killed_during_creation, lost_allocations, nomad_outage, nomad_unreachable, restart_adopts,
 };
 use hostile::hostile_corpus;
+use inputs::{missing_inputs, pod_inputs_and_volumes, token_renewal};
 use node::{metrics_server_serves, node_lifecycle, process_metrics};
 use pods::{
-    exit_code, lifecycle, missing_inputs, nomad_namespace, pod_inputs_and_volumes,
-    pod_runs_and_deletes, probes, pushed_status, same_name_two_namespaces, token_renewal,
-    unsupported_corpus, untranslatable_pod,
+    exit_code, lifecycle, nomad_namespace, pod_runs_and_deletes, probes, pushed_status,
+    same_name_two_namespaces,
 };
+use refusals::{unsupported_corpus, untranslatable_pod};
 #[path = "e2e/providers.rs"]
 mod providers;
 use kubelet::{

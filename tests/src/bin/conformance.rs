@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use vk_tests::{Stack, StackOptions};
+use vk_tests::{Process, Stack, StackOptions};
 
 const NODE: &str = "vk-nomad";
 
@@ -123,8 +123,54 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("conformance: starting the local stack with Nomad's docker driver ...");
     let stack = Stack::start_with(StackOptions { docker: true, ..StackOptions::default() }).await?;
+    let mut vk = start_node(&stack).await?;
+
+    let log_path = report_dir.join("e2e.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = e2e_command(&args, &stack, &report_dir, log)?;
+    eprintln!(
+        "conformance: running {} (focus {:?}, skip {:?}); follow it with\n  tail -f {}",
+        args.e2e_test.display(),
+        args.focus,
+        args.skip,
+        log_path.display()
+    );
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", args.e2e_test.display()))?;
+    let status = tokio::select! {
+        s = child.wait() => s?,
+        _ = tokio::signal::ctrl_c() => {
+            // e2e.test, in the same process group, got the interrupt too: Ginkgo runs its
+            // cleanup (test namespaces) and exits; then the stack goes.
+            eprintln!("conformance: interrupted; waiting for e2e.test to clean up ...");
+            child.wait().await?
+        }
+    };
+    let took = start.elapsed();
+
+    let _ = std::fs::copy(&vk.log, report_dir.join("virtual-kubelet.log"));
+    let summary = match summarize(&report_dir.join("ginkgo/report.json")) {
+        Ok(s) => s,
+        Err(e) => format!("no summary: {e:#}\n"),
+    };
+    std::fs::write(report_dir.join("summary.txt"), &summary)?;
+    println!("{summary}");
+    println!(
+        "conformance: e2e.test exited with {status} after {} s; reports in {}",
+        took.as_secs(),
+        report_dir.display()
+    );
+    vk.terminate(Duration::from_secs(10));
+    drop(stack);
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Starts the virtual kubelet as node [`NODE`] on Nomad's docker driver (no taint; pods may ask
+/// for the host's network) and waits (90 s) for it Ready and for the `default` ServiceAccount;
+/// on failure prints its log's end and where the peers' logs are.
+async fn start_node(stack: &Stack) -> anyhow::Result<Process> {
     let flags = ["--nomad-driver", "docker", "--disable-taint", "--allowed-network-modes", "host"];
-    let mut vk = stack.virtual_kubelet(NODE, &flags)?;
+    let vk = stack.virtual_kubelet(NODE, &flags)?;
     let ready = async {
         stack.wait_node_ready(NODE, Duration::from_secs(90)).await?;
         // The controller manager's ServiceAccount controller is up once `default` has its own.
@@ -148,9 +194,18 @@ virtual-kubelet log: {}\npeer logs:\n{}",
         vk.log.display(),
         stack.logs()
     );
+    Ok(vk)
+}
 
-    let log_path = report_dir.join("e2e.log");
-    let log = std::fs::File::create(&log_path)?;
+/// The `e2e.test` command line (through the `ginkgo` CLI beside it when `--procs` is above 1):
+/// the focus, skip and timeout, the stack's admin kubeconfig and kubectl, reports in
+/// `report_dir`, output to `log`.
+fn e2e_command(
+    args: &Args,
+    stack: &Stack,
+    report_dir: &Path,
+    log: std::fs::File,
+) -> anyhow::Result<tokio::process::Command> {
     let ginkgo_flags = [
         format!("focus={}", args.focus),
         format!("skip={}", args.skip),
@@ -195,41 +250,7 @@ virtual-kubelet log: {}\npeer logs:\n{}",
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    eprintln!(
-        "conformance: running {} (focus {:?}, skip {:?}); follow it with\n  tail -f {}",
-        args.e2e_test.display(),
-        args.focus,
-        args.skip,
-        log_path.display()
-    );
-    let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", args.e2e_test.display()))?;
-    let status = tokio::select! {
-        s = child.wait() => s?,
-        _ = tokio::signal::ctrl_c() => {
-            // e2e.test, in the same process group, got the interrupt too: Ginkgo runs its
-            // cleanup (test namespaces) and exits; then the stack goes.
-            eprintln!("conformance: interrupted; waiting for e2e.test to clean up ...");
-            child.wait().await?
-        }
-    };
-    let took = start.elapsed();
-
-    let _ = std::fs::copy(&vk.log, report_dir.join("virtual-kubelet.log"));
-    let summary = match summarize(&report_dir.join("ginkgo/report.json")) {
-        Ok(s) => s,
-        Err(e) => format!("no summary: {e:#}\n"),
-    };
-    std::fs::write(report_dir.join("summary.txt"), &summary)?;
-    println!("{summary}");
-    println!(
-        "conformance: e2e.test exited with {status} after {} s; reports in {}",
-        took.as_secs(),
-        report_dir.display()
-    );
-    vk.terminate(Duration::from_secs(10));
-    drop(stack);
-    std::process::exit(status.code().unwrap_or(1));
+    Ok(cmd)
 }
 
 /// One line per spec Ginkgo ran (and per failed suite-level node), `PASS`/`FAIL`/`SKIP` (skipped
