@@ -143,11 +143,12 @@ mod tests {
     use serde_json::json;
 
     fn pod() -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
-            "spec": {"initContainers": [{"name": "init"}], "containers": [{"name": "c"}]}
-        }))
-        .unwrap()
+        crate::testing::pod("p")
+            .namespace("ns")
+            .uid("u1")
+            .init_container("init", &[])
+            .container("c", &[])
+            .build()
     }
 
     fn status(init: serde_json::Value, c: serde_json::Value) -> PodStatus {

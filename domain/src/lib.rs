@@ -23,6 +23,8 @@ pub mod runtime;
 pub mod security;
 pub mod stats;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod volume;
 pub mod workload;
 

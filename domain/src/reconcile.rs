@@ -272,12 +272,13 @@ mod tests {
     }
 
     fn pod(phase: &str, deleting_until: Option<i64>) -> Pod {
-        let mut p: Pod = serde_json::from_value(json!({
-            "metadata": {"namespace": "ns", "name": "p", "uid": "uid-1"},
-            "spec": {"containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": phase},
-        }))
-        .unwrap();
+        let mut p = crate::testing::pod("p")
+            .namespace("ns")
+            .uid("uid-1")
+            .image("i")
+            .container("c", &[])
+            .phase(phase)
+            .build();
         p.metadata.deletion_timestamp = deleting_until.map(|s| Time(ts(s)));
         p
     }

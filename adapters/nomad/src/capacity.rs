@@ -42,11 +42,11 @@ impl NodeProvider for NomadProvider {
     }
 
     async fn runtime_version(&self) -> Result<String, ProviderError> {
-        if let Some(v) = read(&self.cluster).version.clone() {
+        if let Some(v) = self.known.version() {
             return Ok(format!("nomad://{v}"));
         }
         self.nodes().await?;
-        let v = read(&self.cluster).version.clone().unwrap_or_else(|| "unknown".into());
+        let v = self.known.version().unwrap_or_else(|| "unknown".into());
         Ok(format!("nomad://{v}"))
     }
 
@@ -63,24 +63,19 @@ impl NomadProvider {
     pub(crate) async fn nodes(&self) -> Result<Vec<NodeStub>, ProviderError> {
         let nodes: Vec<NodeStub> =
             self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
-        {
-            let mut info = write(&self.cluster);
-            info.mhz_per_core = mhz_per_core(&nodes).or(info.mhz_per_core);
-            info.node_ips = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
-            info.version = nodes.iter().map(|n| n.version.clone()).find(|v| !v.is_empty());
-        }
+        self.known.nodes_seen(&nodes);
         Ok(nodes)
     }
 
     pub(crate) async fn host_ip(&self, node_id: &str) -> Option<String> {
-        let known = read(&self.cluster).node_ips.get(node_id).cloned();
+        let known = self.known.node_ip(node_id);
         if known.is_some() {
             return known;
         }
         if let Err(e) = self.nodes().await {
             debug!(error = %e, "reading Nomad nodes for a host IP");
         }
-        read(&self.cluster).node_ips.get(node_id).cloned()
+        self.known.node_ip(node_id)
     }
 
     /// The regions to look in: all that Nomad knows (`/v1/regions`).

@@ -2,8 +2,9 @@
 //!
 //! [`job`] and [`alloc`] are the pure translations (pod to job, allocation to runtime view);
 //! [`client`] is the HTTP seam; this module holds the provider's state and sequences a pod's
-//! lifecycle ([`PodProvider`]); `containers` reaches into running pods (probes, dial, logs, exec,
-//! attach), `capacity` makes up the node, `usage` samples resource usage.
+//! lifecycle ([`PodProvider`]); `known` is what it remembers of Nomad between requests,
+//! `containers` reaches into running pods (probes, dial, logs, exec, attach), `capacity` makes up
+//! the node, `usage` samples resource usage.
 
 pub mod alloc;
 pub mod api;
@@ -15,6 +16,7 @@ pub mod exec;
 #[cfg(test)]
 mod fake;
 pub mod job;
+mod known;
 pub mod logs;
 pub mod policy;
 pub mod stats;
@@ -23,7 +25,7 @@ mod tests;
 mod usage;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -50,6 +52,7 @@ use self::job::{JobRef, JobSettings};
 pub use self::capacity::{capacity_of, mhz_per_core, usable};
 pub use self::client::{ClientConfig, ConfigError};
 use self::containers::Running;
+use self::known::{Known, Written};
 
 /// MHz per core assumed until the Nomad nodes were read (Nomad's own fallback CPU speed is lower;
 /// this only matters for pods created before the first node read, which the app avoids).
@@ -84,12 +87,9 @@ pub struct ProviderConfig {
 pub struct NomadProvider {
     client: NomadClient,
     settings: JobSettings,
-    cluster: RwLock<ClusterInfo>,
-    /// What was last written for each job: its images and Variable items. A refresh that computes
-    /// the same makes no request at all.
-    written: std::sync::Mutex<HashMap<String, Written>>,
-    /// The pod of each job this node owns, as last seen (for the event stream).
-    keys: std::sync::Arc<RwLock<HashMap<String, PodKey>>>,
+    /// Where each job lives, what was last written for it and its pod; the Nomad nodes' CPU
+    /// speed, addresses and version ([`known`]).
+    known: Arc<Known>,
     /// The own address (`NetworkStatus.Address`) of each bridge- or CNI-mode allocation seen, by
     /// allocation ID: set once by the client when it makes the network, so read once from the
     /// full allocation (the list stub leaves it out); empty for one that ended without an
@@ -116,43 +116,11 @@ const TERMINATION_MESSAGE_BYTES: u64 = 4096;
 /// Allocation addresses kept ([`NomadProvider::addresses`]): beyond the pods of a large node.
 const ADDRESS_ENTRIES: u64 = 16_384;
 
-#[derive(Clone, PartialEq)]
-struct Written {
-    images: BTreeMap<String, String>,
-    items: BTreeMap<String, String>,
-}
-
-/// The items are the pod's Variable: keys only.
-impl std::fmt::Debug for Written {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Written")
-            .field("images", &self.images)
-            .field("items", &api::RedactedItems(&self.items))
-            .finish()
-    }
-}
-
 /// An update of a running pod: `spec` as a job, the job as registered, and what `spec` writes.
 struct Update {
     pod_job: job::PodJob,
     existing: Job,
     now: Written,
-}
-
-fn written_of(spec: &WorkloadSpec, pod_job: &job::PodJob) -> Written {
-    Written {
-        images: spec.all_containers().map(|c| (c.name.clone(), c.image.clone())).collect(),
-        items: pod_job.items.clone(),
-    }
-}
-
-#[derive(Debug, Default)]
-struct ClusterInfo {
-    /// Where each job lives, as last seen.
-    locations: HashMap<String, JobRef>,
-    mhz_per_core: Option<u64>,
-    node_ips: HashMap<String, String>,
-    version: Option<String>,
 }
 
 impl NomadProvider {
@@ -178,9 +146,7 @@ impl NomadProvider {
         Ok(Self {
             client,
             settings,
-            cluster: RwLock::new(ClusterInfo::default()),
-            written: std::sync::Mutex::new(HashMap::new()),
-            keys: std::sync::Arc::default(),
+            known: Arc::default(),
             addresses: moka::sync::Cache::new(ADDRESS_ENTRIES),
             docker_tasks: moka::sync::Cache::new(ADDRESS_ENTRIES),
             termination_messages: moka::sync::Cache::new(ADDRESS_ENTRIES),
@@ -240,7 +206,7 @@ impl NomadProvider {
 
     fn settings(&self) -> JobSettings {
         let mut s = self.settings.clone();
-        if let Some(m) = read(&self.cluster).mhz_per_core {
+        if let Some(m) = self.known.mhz_per_core() {
             s.mhz_per_core = m;
         }
         s
@@ -271,10 +237,7 @@ impl NomadProvider {
         allocs: &[&Allocation],
     ) -> Option<RuntimePod> {
         let owner = alloc::owner(meta, &self.settings.node_name)?;
-        {
-            let mut keys = write(&self.keys);
-            keys.insert(at.id.clone(), owner.key.clone());
-        }
+        self.known.remember_pod(&at.id, &owner.key);
         let bases = alloc::restart_bases(meta);
         let sandbox = match alloc::current_for(allocs.iter().copied(), meta) {
             Some(a) => {
@@ -395,14 +358,13 @@ impl NomadProvider {
 
     /// The pod of job `job` as last seen (`namespace/name`), else the job ID, for messages.
     fn pod_name(&self, job: &str) -> String {
-        let key = read(&self.keys).get(job).cloned();
-        key.map_or_else(|| job.to_owned(), |k| k.to_string())
+        self.known.pod_of(job).map_or_else(|| job.to_owned(), |k| k.to_string())
     }
 
     /// Where job `id` lives: remembered from the last list or create, else searched for in every
     /// namespace of every region.
     async fn locate(&self, id: &str) -> Result<Option<JobRef>, ProviderError> {
-        if let Some(r) = read(&self.cluster).locations.get(id).cloned() {
+        if let Some(r) = self.known.location(id) {
             return Ok(Some(r));
         }
         for region in self.regions().await? {
@@ -414,18 +376,11 @@ impl NomadProvider {
                     namespace: Some(j.namespace).filter(|n| !n.is_empty()),
                     region: Some(region),
                 };
-                self.remember_location(&r);
+                self.known.remember_location(&r);
                 return Ok(Some(r));
             }
         }
         Ok(None)
-    }
-
-    fn remember_written(&self, id: &str, w: Written) {
-        {
-            let mut m = lock(&self.written);
-            m.insert(id.to_owned(), w);
-        }
     }
 
     /// What an update of a running pod starts from: `spec` as a job, and the job as registered
@@ -433,23 +388,12 @@ impl NomadProvider {
     async fn update_of(&self, spec: &WorkloadSpec) -> Result<Option<Update>, ProviderError> {
         let pod_job = job::to_job(spec, &self.settings())
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-        let now = written_of(spec, &pod_job);
-        if self.last_written(&pod_job.at.id).as_ref() == Some(&now) {
+        let now = Written::of(spec, &pod_job);
+        if self.known.written(&pod_job.at.id).as_ref() == Some(&now) {
             return Ok(None);
         }
         let existing = self.owned(&pod_job.at).await?;
         Ok(Some(Update { pod_job, existing, now }))
-    }
-
-    fn last_written(&self, id: &str) -> Option<Written> {
-        lock(&self.written).get(id).cloned()
-    }
-
-    fn remember_location(&self, r: &JobRef) {
-        {
-            let mut c = write(&self.cluster);
-            c.locations.insert(r.id.clone(), r.clone());
-        }
     }
 
     /// The pod of job `id`, if the job exists and its Meta names pod `key`.
@@ -461,10 +405,7 @@ impl NomadProvider {
         let Some(r) = self.locate(id).await? else { return Ok(None) };
         let Some(job) = self.job(&r).await? else {
             // Gone since it was last seen: forget where it was.
-            {
-                let mut c = write(&self.cluster);
-                c.locations.remove(id);
-            }
+            self.known.forget_location(id);
             return Ok(None);
         };
         if alloc::owner(&job.meta, &self.settings.node_name).is_some_and(|o| o.key != *key) {
@@ -525,7 +466,7 @@ impl PodProvider for NomadProvider {
                 }
                 Some(o) if o.uid == spec.uid && !existing.stop => {
                     debug!(job = %job.id, "job already registered");
-                    self.remember_location(&pod_job.at);
+                    self.known.remember_location(&pod_job.at);
                     return Ok(());
                 }
                 Some(_) => {
@@ -537,12 +478,9 @@ impl PodProvider for NomadProvider {
         }
         // The data first (inside `register`): the job's templates wait for it.
         self.register(&pod_job).await?;
-        self.remember_location(&pod_job.at);
-        self.remember_written(&job.id, written_of(spec, &pod_job));
-        {
-            let mut keys = write(&self.keys);
-            keys.insert(job.id.clone(), spec.key.clone());
-        }
+        self.known.remember_location(&pod_job.at);
+        self.known.remember_written(&job.id, Written::of(spec, &pod_job));
+        self.known.remember_pod(&job.id, &spec.key);
         Ok(())
     }
 
@@ -570,7 +508,7 @@ impl PodProvider for NomadProvider {
             self.put_variable(&client, &path, &next, false).await?;
         }
         if !images_pending {
-            self.remember_written(&id, now);
+            self.known.remember_written(&id, now);
         }
         Ok(())
     }
@@ -603,7 +541,7 @@ impl PodProvider for NomadProvider {
         }
         info!(job = %id, containers = ?changed, "image changed; registering the job again");
         self.register(&pod_job).await?;
-        self.remember_written(&id, now);
+        self.known.remember_written(&id, now);
         Ok(())
     }
 
@@ -649,10 +587,7 @@ impl PodProvider for NomadProvider {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         self.delete_variables(&r).await?;
-        {
-            let mut w = lock(&self.written);
-            w.remove(&r.id);
-        }
+        self.known.forget(&r.id);
         let _: serde_json::Value =
             self.at(&r).call(Method::DELETE, &["v1", "job", &r.id], &[("purge", "true")]).await?;
         Ok(())
@@ -675,7 +610,7 @@ impl PodProvider for NomadProvider {
     fn changes(&self) -> impl futures::Stream<Item = Change> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(events::follow(self.client.clone(), self.settings.prefix.clone(), tx));
-        let keys = std::sync::Arc::clone(&self.keys);
+        let known = Arc::clone(&self.known);
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
             .filter_map(move |c| {
                 let out = match c {
@@ -684,14 +619,14 @@ impl PodProvider for NomadProvider {
                     // Only jobs known to be this node's (listed, or created here): the stream
                     // carries every node's jobs, and the next list catches anything missed.
                     events::Change::Job { job, time_ns, .. } => {
-                        let known = read(&keys).get(&job).cloned();
+                        let key = known.pod_of(&job);
                         let at = (time_ns > 0)
                             .then(|| {
                                 vk_domain::jiff::Timestamp::from_nanosecond(i128::from(time_ns))
                                     .ok()
                             })
                             .flatten();
-                        known.map(|key| Change::Pod { key, at })
+                        key.map(|key| Change::Pod { key, at })
                     }
                 };
                 futures::future::ready(out)
@@ -729,10 +664,7 @@ impl PodProvider for NomadProvider {
                 }
             }
         }
-        {
-            let mut c = write(&self.cluster);
-            c.locations = locations;
-        }
+        self.known.replace_locations(locations);
         Ok(pods)
     }
 }
@@ -744,21 +676,4 @@ fn images_changed<'a>(spec: &'a WorkloadSpec, meta: &BTreeMap<String, String>) -
         .filter(|c| registered.get(&c.name).is_some_and(|i| *i != c.image))
         .map(|c| c.name.as_str())
         .collect()
-}
-
-/// The one lock policy (ARCHITECTURE.md, "Cross-cutting concerns"): a lock poisoned by a panic
-/// elsewhere is taken as it is, never skipped. What it guards is still the best there is, and a
-/// write dropped without a word would leave a cache wrong.
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// [`read`] for writing.
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// [`read`] for a `Mutex`.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

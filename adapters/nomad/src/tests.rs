@@ -71,11 +71,13 @@ fn meta(ns: &str, pod: &str) -> String {
 }
 
 fn spec_of(ns: &str, name: &str) -> WorkloadSpec {
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "metadata": {"namespace": ns, "name": name, "uid": format!("u-{name}")},
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
-    }))
-    .unwrap();
+    let pod = vk_domain::testing::pod(name)
+        .namespace(ns)
+        .uid(&format!("u-{name}"))
+        .restart("Never")
+        .image("busybox")
+        .container("c", &["true"])
+        .build();
     WorkloadSpec::from_pod(&pod, &vk_domain::inputs::Inputs::default()).unwrap().spec
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures::Stream;
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use vk_app::pod_controller::{PodController, Settings};
 use vk_domain::inputs::ServiceInfo;
@@ -336,17 +335,18 @@ impl FakeApi {
     }
 }
 
+/// Pod `ns/<name>` bound to node `vk`, one container `main` (busybox, `sleep 1`), in `phase`;
+/// `extra_spec`'s keys replace the spec's.
 pub fn pod(name: &str, uid: &str, phase: &str, extra_spec: serde_json::Value) -> Pod {
-    let mut spec = json!({"nodeName": "vk", "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "1"]}]});
-    for (k, v) in extra_spec.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    serde_json::from_value(json!({
-        "metadata": {"namespace": "ns", "name": name, "uid": uid},
-        "spec": spec,
-        "status": {"phase": phase},
-    }))
-    .unwrap()
+    vk_domain::testing::pod(name)
+        .namespace("ns")
+        .uid(uid)
+        .node("vk")
+        .image("busybox")
+        .container("main", &["sleep", "1"])
+        .phase(phase)
+        .spec(extra_spec)
+        .build()
 }
 
 pub fn key(name: &str) -> PodKey {

@@ -87,7 +87,7 @@ fn lost_reason(sandbox: Option<&Sandbox>) -> (Option<String>, Option<String>) {
     match sandbox {
         Some(s) if s.state == SandboxState::Lost => (
             Some("NodeLost".to_owned()),
-            s.message.clone().or(Some("the backend lost the allocation".into())),
+            s.message.clone().or(Some("the backend lost the pod's sandbox".into())),
         ),
         _ => (None, None),
     }

@@ -1,26 +1,11 @@
-use k8s_openapi::api::core::v1::{
-    Container, ContainerStatus, PodCondition, PodSpec, ResourceRequirements,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodCondition, ResourceRequirements};
 
 use super::*;
 use crate::runtime::{ContainerRuntimeStatus, ContainerState, Termination};
 
 fn pod(restart: &str, names: &[&str]) -> Pod {
-    Pod {
-        spec: Some(PodSpec {
-            restart_policy: Some(restart.into()),
-            containers: names
-                .iter()
-                .map(|n| Container {
-                    name: (*n).into(),
-                    image: Some("busybox".into()),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let b = crate::testing::pod("p").image("busybox").restart(restart);
+    names.iter().fold(b, |b, n| b.container(n, &[])).build()
 }
 
 fn ts(s: i64) -> Timestamp {

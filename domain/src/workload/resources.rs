@@ -46,7 +46,7 @@ pub(super) fn resources(field: &str, c: &Container) -> Result<Resources, Unsuppo
                 return Err(Unsupported::new(
                     format!("{field}.resources.{kind}.{name}"),
                     format!(
-                        "resource {name:?} cannot be given to a Nomad task (cpu, memory and ephemeral-storage can)"
+                        "resource {name:?} is not supported (cpu, memory and ephemeral-storage are)"
                     ),
                 ));
             }

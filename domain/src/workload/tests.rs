@@ -10,11 +10,7 @@ use crate::security::Security;
 use crate::volume::{File, Source};
 
 fn pod_with(meta: serde_json::Value, spec: serde_json::Value) -> Pod {
-    let mut m = json!({"namespace": "default", "name": "web", "uid": "u-1"});
-    if let (Some(m), Some(extra)) = (m.as_object_mut(), meta.as_object()) {
-        m.extend(extra.clone());
-    }
-    serde_json::from_value(json!({"metadata": m, "spec": spec})).unwrap()
+    crate::testing::pod("web").uid("u-1").metadata(meta).spec(spec).build()
 }
 
 fn pod(spec: serde_json::Value) -> Pod {

@@ -13,7 +13,6 @@ use axum::extract::Request;
 use axum::http::Method;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use k8s_openapi::api::core::v1::Pod;
 use tokio::io::DuplexStream;
 use tower::ServiceExt as _;
 use vk_domain::kubelet_auth::{NodeAccess, UserInfo};
@@ -83,11 +82,10 @@ impl AccessReview for Reviews {
 pub(crate) struct Index;
 impl PodIndex for Index {
     fn pod(&self, key: &PodKey) -> Option<IndexedPod> {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": key.name(), "namespace": key.namespace()},
-            "spec": {"containers": [{"name": "main"}]},
-        }))
-        .ok()?;
+        let pod = vk_domain::testing::pod(key.name())
+            .namespace(key.namespace())
+            .container("main", &[])
+            .build();
         let workload = match key.name() {
             "web" => Some("job-web".into()),
             "new" => None,

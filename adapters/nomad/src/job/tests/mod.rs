@@ -41,11 +41,12 @@ fn settings() -> JobSettings {
 }
 
 fn pod_json(annotations: serde_json::Value, spec: serde_json::Value) -> Pod {
-    serde_json::from_value(json!({
-            "metadata": {"namespace": "team-a", "name": "web", "uid": "uid-1", "annotations": annotations},
-            "spec": spec,
-        }))
-        .unwrap()
+    vk_domain::testing::pod("web")
+        .namespace("team-a")
+        .uid("uid-1")
+        .metadata(json!({"annotations": annotations}))
+        .spec(spec)
+        .build()
 }
 
 fn inputs() -> Inputs {
