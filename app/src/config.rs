@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ValueEnum, ValueHint};
 use k8s_openapi::api::core::v1::Taint;
-use vk_domain::node::NodeConfig;
+use vk_domain::node::{NodeConfig, OutagePolicy};
 use vk_domain::policy::{HostPattern, ProbeGrant, Rule, Rules};
 
 pub use load::{
@@ -210,6 +210,12 @@ pub struct KubeletArgs {
     /// How often the node status is checked (and written when changed).
     #[arg(long, default_value = "10s", value_parser = parse_period)]
     pub node_status_interval: Duration,
+    /// What the node says while the backend does not answer: `keep-pods` keeps `Ready=True`
+    /// (its pods are not evicted; `BackendUnreachable=True` and `allocatable.pods` 0 keep new
+    /// pods away), `not-ready` writes `Ready=False` (pods are evicted after their
+    /// `tolerationSeconds`, 300 s by default).
+    #[arg(long, default_value = "keep-pods", value_parser = ["keep-pods", "not-ready"])]
+    pub backend_outage: String,
     /// How often the node status is written even when unchanged.
     #[arg(long, default_value = "1m", value_parser = parse_period)]
     pub node_status_report_interval: Duration,
@@ -328,6 +334,11 @@ impl KubeletArgs {
                 env!("CARGO_PKG_VERSION")
             ),
             runtime_version,
+            outage: if self.backend_outage == "not-ready" {
+                OutagePolicy::NotReady
+            } else {
+                OutagePolicy::KeepPods
+            },
         }
     }
 

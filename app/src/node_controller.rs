@@ -3,8 +3,9 @@
 //! every `status_interval` and written when it changes or every `report_interval`.
 //!
 //! The Lease is renewed whatever the backend does: the process is alive. Whether the backend
-//! answers is reported as `Ready=False` with the provider's reason (`NomadUnreachable` for Nomad),
-//! never by going silent.
+//! answers is reported in the condition `BackendUnreachable` with the provider's reason
+//! (`NomadUnreachable` for Nomad), never by going silent; `Ready` stays `True` through an outage
+//! unless the operator chose `--backend-outage not-ready` ([`vk_domain::node::OutagePolicy`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +31,13 @@ pub struct Timing {
     pub report_interval: Duration,
 }
 
-/// Asks the backend once: capacity and `Ready`, or `NotReady` with why.
+/// Asks the backend once: capacity and `Ready`, or `Unreachable` with why.
 async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health) {
     match provider.capacity().await {
         Ok(c) => (Some(c), Health::Ready),
         Err(e) => (
             None,
-            Health::NotReady {
+            Health::Unreachable {
                 reason: provider.unreachable_reason().into(),
                 message: format!("cannot reach the backend: {e}"),
             },
@@ -62,8 +63,8 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
     if let Some(c) = capacity {
         published.send_replace(c);
     }
-    if let Health::NotReady { message, .. } = &health {
-        warn!(%message, "backend unreachable at start; registering the node as not ready");
+    if let Health::Unreachable { message, .. } = &health {
+        warn!(%message, outage = ?config.outage, "backend unreachable at start");
     }
     let register =
         || async { api.register(&config.node(capacity, &health, Timestamp::now())).await };
@@ -110,7 +111,10 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
                 match api.update_status(&config.name, &status).await {
                     Ok(()) => {
                         if status_differs(last.as_ref(), &status) {
-                            info!(ready = matches!(health, Health::Ready), "node status changed");
+                            info!(
+                                backend_answers = matches!(health, Health::Ready),
+                                "node status changed"
+                            );
                         }
                         last = Some(status);
                         last_written = Some(Instant::now());

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use tokio_util::sync::CancellationToken;
 use vk_app::node_controller::{self, Timing};
-use vk_domain::node::{NodeCapacity, NodeConfig};
+use vk_domain::node::{BACKEND_UNREACHABLE, NodeCapacity, NodeConfig, OutagePolicy};
 use vk_ports::{ClusterError, NodeApi, NodeProvider, ProviderError};
 
 #[derive(Default)]
@@ -81,16 +81,22 @@ fn config() -> NodeConfig {
         hostname: "vk".into(),
         kubelet_version: "v1.36.3-vk-nomad-test".into(),
         runtime_version: "fake://1".into(),
+        outage: OutagePolicy::KeepPods,
     }
 }
 
-fn ready(s: &NodeStatus) -> (String, Option<String>) {
-    let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+fn condition(s: &NodeStatus, type_: &str) -> (String, Option<String>) {
+    let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == type_).unwrap();
     (c.status.clone(), c.reason.clone())
 }
 
-#[tokio::test(start_paused = true)]
-async fn lease_renews_every_ten_seconds_and_ready_follows_the_backend() {
+fn ready(s: &NodeStatus) -> (String, Option<String>) {
+    condition(s, "Ready")
+}
+
+/// The node through a backend outage under `outage`: the last status written while the backend
+/// is down, and the one after it answers again.
+async fn through_an_outage(outage: OutagePolicy) -> (NodeStatus, NodeStatus) {
     let backend = Arc::new(Backend::default());
     let api = Arc::new(Api::default());
     let cancel = CancellationToken::new();
@@ -101,7 +107,7 @@ async fn lease_renews_every_ten_seconds_and_ready_follows_the_backend() {
     let task = tokio::spawn(node_controller::run(
         Arc::clone(&backend),
         Arc::clone(&api),
-        config(),
+        NodeConfig { outage, ..config() },
         timing,
         tokio::sync::watch::channel(NodeCapacity::default()).0,
         Arc::new(tokio::sync::Notify::new()),
@@ -119,22 +125,45 @@ async fn lease_renews_every_ten_seconds_and_ready_follows_the_backend() {
 
     backend.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let last = api.statuses.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(ready(&last), ("False".to_owned(), Some("FakeUnreachable".to_owned())));
+    let down = api.statuses.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
-        last.capacity.as_ref().unwrap()["cpu"].0,
+        down.capacity.as_ref().unwrap()["cpu"].0,
         "2000m",
         "capacity kept while the backend is down"
+    );
+    assert_eq!(
+        condition(&down, BACKEND_UNREACHABLE),
+        ("True".to_owned(), Some("FakeUnreachable".to_owned()))
     );
     let leases_while_down = api.leases.lock().unwrap().len();
     assert!(leases_while_down >= 6, "the Lease is renewed while the backend is down");
 
     backend.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let last = api.statuses.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(ready(&last).0, "True");
+    let back = api.statuses.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(ready(&back).0, "True");
+    assert_eq!(condition(&back, BACKEND_UNREACHABLE).0, "False");
+    assert_eq!(back.allocatable.as_ref().unwrap()["pods"].0, "110");
     cancel.cancel();
     task.await.unwrap();
+    (down, back)
+}
+
+/// The default: an outage keeps `Ready=True` (no NoExecute eviction of the pods) and takes no
+/// new pods (`allocatable.pods` 0) until the backend answers again.
+#[tokio::test(start_paused = true)]
+async fn lease_renews_every_ten_seconds_and_an_outage_keeps_the_pods() {
+    let (down, _) = through_an_outage(OutagePolicy::KeepPods).await;
+    assert_eq!(ready(&down).0, "True");
+    assert_eq!(down.allocatable.as_ref().unwrap()["pods"].0, "0");
+}
+
+/// `--backend-outage not-ready`: `Ready=False` with the backend's reason while it is down.
+#[tokio::test(start_paused = true)]
+async fn not_ready_when_the_operator_chose_it() {
+    let (down, _) = through_an_outage(OutagePolicy::NotReady).await;
+    assert_eq!(ready(&down), ("False".to_owned(), Some("FakeUnreachable".to_owned())));
+    assert_eq!(down.allocatable.as_ref().unwrap()["pods"].0, "110");
 }
 
 #[tokio::test(start_paused = true)]

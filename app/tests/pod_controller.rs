@@ -199,6 +199,38 @@ async fn nothing_is_decided_while_the_backend_is_down() {
         .await;
 }
 
+/// A backend that comes back after a long outage is noticed within seconds
+/// ([`vk_app::pod_controller::RETRY_WHILE_UNREACHABLE`]) and every pod is queued then: a pod
+/// whose creation waited out a minute-long backoff is created at once, not at its next retry
+/// nor at the next full resync (30 s here, the default).
+#[tokio::test(start_paused = true)]
+async fn a_backend_back_from_an_outage_is_noticed_within_seconds() {
+    let h = Harness::start_with(FakeProvider::default(), FakeApi::new(), |s| {
+        s.status_interval = Duration::from_secs(30);
+    });
+    h.api.send(PodWatchEvent::Relisted(vec![]));
+    let t0 = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.provider.down.store(true, Ordering::SeqCst);
+    h.api.send(PodWatchEvent::Applied(pod("late", "u9", "Pending", json!({}))));
+    // Creation retries back off to 60 s (at about 244.5 s and 304.5 s from the start, the next
+    // at 364.5 s); full resyncs at 300 s and 330 s.
+    tokio::time::sleep_until(t0 + Duration::from_secs(306)).await;
+    assert!(h.provider.calls().is_empty(), "{:?}", h.provider.calls());
+    h.provider.down.store(false, Ordering::SeqCst);
+    let back = tokio::time::Instant::now();
+    while h.provider.calls().is_empty() {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "not created 20 s after the backend came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.provider.calls(), ["create ns/late"]);
+    let took = back.elapsed();
+    assert!(took <= Duration::from_secs(4), "created {took:?} after the backend came back");
+}
+
 #[tokio::test]
 async fn graceful_deletion_stops_purges_then_deletes_the_object() {
     let h = Harness::start(FakeProvider::default());

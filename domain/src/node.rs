@@ -49,7 +49,35 @@ pub struct NodeConfig {
     pub kubelet_version: String,
     /// `nodeInfo.containerRuntimeVersion`, such as `nomad://1.11.3` with Nomad as the backend.
     pub runtime_version: String,
+    /// What the node says while its backend does not answer (`--backend-outage`).
+    pub outage: OutagePolicy,
 }
+
+/// What the node says while its backend does not answer (`--backend-outage`).
+///
+/// A node whose `Ready` is `False` (or `Unknown`) is tainted `node.kubernetes.io/not-ready:NoExecute`
+/// (or `unreachable`) by the node lifecycle controller, and every pod on it without a longer
+/// toleration is evicted once its `tolerationSeconds` run out: 300 s unless the pod says
+/// otherwise (the `DefaultTolerationSeconds` admission plugin). A backend's machines keep running
+/// their work while its API is away (Nomad clients do), so an outage of the API alone is no reason
+/// to delete the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutagePolicy {
+    /// `keep-pods` (default): `Ready` stays `True`; the condition [`BACKEND_UNREACHABLE`] is
+    /// `True` with the backend's reason and since when; `allocatable.pods` is 0, so the scheduler
+    /// places nothing new here (`Too many pods`) until the backend answers again.
+    #[default]
+    KeepPods,
+    /// `not-ready`: `Ready=False` with the backend's reason, as a machine kubelet whose runtime is
+    /// down: the pods are evicted after their toleration, and their controllers replace them on
+    /// other nodes.
+    NotReady,
+}
+
+/// The node condition that says whether the backend answers: `True` (the problem is there, as
+/// node-problem-detector's conditions) with the backend's reason (`NomadUnreachable`), `False`
+/// with reason `BackendAnswers`.
+pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
 
 /// What the backend can run, summed over its machines that are ready and eligible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,13 +90,13 @@ pub struct NodeCapacity {
     pub ephemeral_storage_bytes: u64,
 }
 
-/// Whether the backend answers, which is what `Ready` means for a virtual node.
+/// Whether the backend answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     /// The backend answers: `Ready=True`, reason `KubeletReady`.
     Ready,
-    /// The backend does not answer: `Ready=False` with this reason and message.
-    NotReady {
+    /// The backend does not answer; what the node says then is its [`OutagePolicy`].
+    Unreachable {
         /// CamelCase reason naming the backend, for example Nomad's `NomadUnreachable`.
         reason: String,
         /// What failed.
@@ -135,13 +163,37 @@ impl NodeConfig {
             r.insert("pods".to_owned(), Quantity(self.max_pods.to_string()));
             r
         });
-        let (ready, reason, message) = match health {
-            Health::Ready => (
+        let (ready, reason, message) = match (health, self.outage) {
+            (Health::Ready, _) => (
                 "True",
                 "KubeletReady",
                 "virtual-kubelet is ready and its backend answers".to_owned(),
             ),
-            Health::NotReady { reason, message } => ("False", reason.as_str(), message.clone()),
+            (Health::Unreachable { .. }, OutagePolicy::KeepPods) => (
+                "True",
+                "KubeletReady",
+                format!(
+                    "virtual-kubelet is ready; its backend does not answer ({BACKEND_UNREACHABLE}): \
+                     its pods keep running, new pods wait"
+                ),
+            ),
+            (Health::Unreachable { reason, message }, OutagePolicy::NotReady) => {
+                ("False", reason.as_str(), message.clone())
+            }
+        };
+        let (unreachable, why, what) = match health {
+            Health::Ready => ("False", "BackendAnswers", "the backend answers".to_owned()),
+            Health::Unreachable { reason, message } => ("True", reason.as_str(), message.clone()),
+        };
+        // Nothing new fits while the backend cannot run it (the scheduler's `Too many pods`).
+        let allocatable = match (health, self.outage) {
+            (Health::Unreachable { .. }, OutagePolicy::KeepPods) => {
+                resources.clone().map(|mut r| {
+                    r.insert("pods".to_owned(), Quantity("0".to_owned()));
+                    r
+                })
+            }
+            _ => resources.clone(),
         };
         let cond = |type_: &str, status: &str, reason: &str, message: String| {
             let prev = previous
@@ -161,10 +213,11 @@ impl NodeConfig {
             }
         };
         NodeStatus {
-            capacity: resources.clone(),
-            allocatable: resources,
+            capacity: resources,
+            allocatable,
             conditions: Some(vec![
                 cond("Ready", ready, reason, message),
+                cond(BACKEND_UNREACHABLE, unreachable, why, what),
                 cond(
                     "MemoryPressure",
                     "False",
@@ -277,6 +330,7 @@ mod tests {
             hostname: "vk-nomad".into(),
             kubelet_version: "v1.36.3-vk-nomad-0.1.0".into(),
             runtime_version: "nomad://1.11.3".into(),
+            outage: OutagePolicy::KeepPods,
         }
     }
 
@@ -321,7 +375,8 @@ mod tests {
         assert!(!status_differs(Some(&first), &same));
         assert_eq!(same.conditions.as_ref().unwrap()[0].last_transition_time, Some(Time(ts(0))));
         let down =
-            Health::NotReady { reason: "NomadUnreachable".into(), message: "refused".into() };
+            Health::Unreachable { reason: "NomadUnreachable".into(), message: "refused".into() };
+        let c = NodeConfig { outage: OutagePolicy::NotReady, ..c };
         let second = c.status(None, &down, Some(&first), ts(20));
         assert!(status_differs(Some(&first), &second));
         let ready = &second.conditions.as_ref().unwrap()[0];
@@ -330,6 +385,45 @@ mod tests {
             ("False", Some("NomadUnreachable"))
         );
         assert_eq!(ready.last_transition_time, Some(Time(ts(20))));
+    }
+
+    /// `keep-pods`: an outage keeps `Ready=True` (no NoExecute eviction) while the condition says
+    /// why and since when, and nothing new is allocatable; the answer coming back restores both.
+    #[test]
+    fn an_outage_keeps_the_node_ready_and_takes_no_new_pods() {
+        let c = config();
+        let cap =
+            NodeCapacity { cpu_millis: 4000, memory_bytes: 1 << 30, ..NodeCapacity::default() };
+        let cond = |st: &NodeStatus, t: &str| {
+            st.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap().clone()
+        };
+        let up = c.status(Some(cap), &Health::Ready, None, ts(0));
+        assert_eq!(cond(&up, BACKEND_UNREACHABLE).status, "False");
+        assert_eq!(cond(&up, BACKEND_UNREACHABLE).reason.as_deref(), Some("BackendAnswers"));
+        let down =
+            Health::Unreachable { reason: "NomadUnreachable".into(), message: "refused".into() };
+        let out = c.status(Some(cap), &down, Some(&up), ts(20));
+        assert!(status_differs(Some(&up), &out));
+        let ready = cond(&out, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time),
+            ("True", Some(Time(ts(0))))
+        );
+        let u = cond(&out, BACKEND_UNREACHABLE);
+        assert_eq!(
+            (u.status.as_str(), u.reason.as_deref(), u.message.as_deref()),
+            ("True", Some("NomadUnreachable"), Some("refused"))
+        );
+        assert_eq!(u.last_transition_time, Some(Time(ts(20))), "since when");
+        assert_eq!(out.allocatable.as_ref().unwrap()["pods"].0, "0");
+        assert_eq!(out.capacity.as_ref().unwrap()["pods"].0, "110");
+        assert_eq!(out.allocatable.as_ref().unwrap()["cpu"].0, "4000m");
+        let later = c.status(Some(cap), &down, Some(&out), ts(400));
+        assert_eq!(cond(&later, BACKEND_UNREACHABLE).last_transition_time, Some(Time(ts(20))));
+        let back = c.status(Some(cap), &Health::Ready, Some(&later), ts(410));
+        assert_eq!(back.allocatable.as_ref().unwrap()["pods"].0, "110");
+        assert_eq!(cond(&back, BACKEND_UNREACHABLE).status, "False");
+        assert_eq!(cond(&back, "Ready").last_transition_time, Some(Time(ts(0))));
     }
 
     #[test]

@@ -82,6 +82,10 @@ macro_rules! pod_span {
 }
 pub(crate) use pod_span;
 
+/// How often the backend's workloads are listed while it does not answer (instead of every
+/// [`Settings::status_interval`]).
+pub const RETRY_WHILE_UNREACHABLE: Duration = Duration::from_secs(3);
+
 /// Settings of the pod controller.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -248,10 +252,22 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
+            // While the backend does not answer, it is asked again every few seconds: when it
+            // answers, every pod is queued at once (those waiting out a long backoff included),
+            // rather than at the next full resync.
+            let retry = async {
+                if failing {
+                    tokio::time::sleep(RETRY_WHILE_UNREACHABLE.min(self.settings.status_interval))
+                        .await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
                 _ = self.poll_now.notified() => {}
+                () = retry => {}
             }
             match self.provider.list_pods().await {
                 Ok(list) => {

@@ -241,80 +241,165 @@ pub(crate) async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Nomad (a server-mode agent keeping its state on disk) stops for 60 s and starts again with the
-/// same data directory: the node goes Ready=False while it is down and Ready again after; a pod
-/// deleted during the outage keeps its deletionTimestamp until Nomad returns, then its job is
-/// stopped and the pod removed; a pod created during the outage waits Pending, then runs; the pod
-/// that ran throughout keeps its allocation and its job is not registered again.
+/// How long Nomad stays down in [`nomad_outage`]: past the 300 s the `DefaultTolerationSeconds`
+/// admission plugin gives every pod for `not-ready` and `unreachable` nodes.
+const OUTAGE: Duration = Duration::from_secs(360);
+
+/// The pods running throughout [`nomad_outage`].
+const STEADY: [&str; 5] = ["steady-0", "steady-1", "steady-2", "steady-3", "steady-4"];
+
+/// Nomad (a server-mode agent keeping its state on disk) stops for 6 minutes and starts again with
+/// the same data directory. Throughout, the node stays `Ready` (no NoExecute eviction: the 5 pods
+/// running keep their default 300 s tolerations and are never deleted) with `BackendUnreachable`
+/// `True` (`NomadUnreachable`) and nothing allocatable, so a pod the scheduler places waits
+/// unscheduled; a pod bound directly waits Pending; a pod deleted keeps its deletionTimestamp.
+/// Within 30 s of Nomad's return: the condition is `False` again, the waiting pods run, the deleted
+/// one is gone with its job stopped, and the 5 kept their allocations, job versions and restart
+/// counts (nothing stopped or registered again).
 pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-outage", "e2e-outage");
     let mut stack =
         Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
-    let (version, alloc) = {
+    let before = {
         let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
         stack.namespace(ns).await?;
         cx.wait_ready(node, Duration::from_secs(60)).await?;
-        for name in ["steady", "doomed"] {
-            let p = pod(name).namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+        for name in STEADY.iter().chain(&["doomed"]) {
+            let p = pod(name).namespace(ns).on_node(node).container("main", &["sleep", "900"]);
             cx.create(&p.build()).await?;
         }
-        cx.wait_phase(ns, "steady", "Running", Duration::from_secs(60)).await?;
-        cx.wait_phase(ns, "doomed", "Running", Duration::from_secs(60)).await?;
-        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
-        (job["Version"].clone(), current_alloc(&cx, &format!("k8s-{ns}_steady")).await?)
+        let mut before = Vec::new();
+        for name in STEADY.iter().chain(&["doomed"]) {
+            cx.wait_phase(ns, name, "Running", Duration::from_secs(60)).await?;
+        }
+        for name in STEADY {
+            let id = format!("k8s-{ns}_{name}");
+            let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("steady job")?;
+            before.push((job["Version"].clone(), current_alloc(&cx, &id).await?));
+        }
+        before
     };
 
     stack.stop_nomad()?;
     let stopped = std::time::Instant::now();
     let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
-    let cond =
-        wait_for("node NotReady", Duration::from_secs(40), Duration::from_millis(500), || {
-            let cx = &cx;
-            async move {
-                let n = cx.node(node).await?;
-                let c =
-                    n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready"));
-                Ok(c.filter(|c| c.status == "False"))
-            }
-        })
-        .await?;
-    ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "Ready condition {cond:?}");
+    let cond = wait_for(
+        "BackendUnreachable=True",
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+        || async {
+            Ok(node_condition(&cx, node, "BackendUnreachable")
+                .await?
+                .filter(|c| c.status == "True"))
+        },
+    )
+    .await?;
+    ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "condition {cond:?}");
+    let allocatable_pods = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get("pods"))
+            .map(|q| q.0.clone())
+    };
+    let n = cx.node(node).await?.context("node")?;
+    ensure!(
+        allocatable_pods(&n).as_deref() == Some("0"),
+        "allocatable pods {:?}",
+        allocatable_pods(&n)
+    );
     cx.pods(ns).delete("doomed", &Default::default()).await?;
-    let mut born = pod("born").namespace(ns).container("main", &["sleep", "600"]).build();
-    // The scheduler places nothing on a not-ready node: bind it directly, as a kubelet sees it.
+    let mut born = pod("born").namespace(ns).container("main", &["sleep", "900"]).build();
+    // Bound directly, as a kubelet sees a pod bound before the outage was known.
     born.spec.as_mut().context("spec")?.node_name = Some(node.to_owned());
     cx.create(&born).await?;
-    tokio::time::sleep(Duration::from_secs(60).saturating_sub(stopped.elapsed())).await;
+    let placed = pod("placed").namespace(ns).on_node(node).container("main", &["sleep", "900"]);
+    cx.create(&placed.build()).await?;
+    // Sampled through the outage: the node Ready, the 5 pods there and not being deleted.
+    while stopped.elapsed() < OUTAGE {
+        let ready = node_condition(&cx, node, "Ready").await?.map(|c| c.status);
+        ensure!(
+            ready.as_deref() == Some("True"),
+            "Ready is {ready:?} {:?} into the outage",
+            stopped.elapsed()
+        );
+        for name in STEADY {
+            let p = cx.pods(ns).get_opt(name).await?;
+            let p = p.with_context(|| {
+                format!("{name} deleted {:?} into the outage", stopped.elapsed())
+            })?;
+            ensure!(p.metadata.deletion_timestamp.is_none(), "{name} is being deleted");
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
     let doomed =
         cx.pods(ns).get_opt("doomed").await?.context("doomed vanished while Nomad was down")?;
     ensure!(doomed.metadata.deletion_timestamp.is_some(), "doomed is not being deleted");
     let born = cx.pods(ns).get("born").await?;
     let phase = born.status.and_then(|s| s.phase);
     ensure!(phase.as_deref() == Some("Pending"), "born is {phase:?} while Nomad is down");
+    let placed = cx.pods(ns).get("placed").await?;
+    let bound = placed.spec.as_ref().and_then(|s| s.node_name.clone());
+    ensure!(bound.is_none(), "placed was bound to {bound:?} while Nomad was down");
     drop(cx);
 
     stack.resume_nomad().await?;
+    let back = std::time::Instant::now();
     let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
-    cx.wait_ready(node, Duration::from_secs(60)).await?;
-    wait_for("doomed removed", Duration::from_secs(60), Duration::from_millis(500), || async {
+    let within = |what: &str| {
+        let left = Duration::from_secs(30).saturating_sub(back.elapsed());
+        ensure!(!left.is_zero(), "{what} took over 30 s after Nomad's return");
+        Ok(left)
+    };
+    wait_for(
+        "BackendUnreachable=False",
+        within("the condition")?,
+        Duration::from_millis(500),
+        || async {
+            Ok(node_condition(&cx, node, "BackendUnreachable")
+                .await?
+                .filter(|c| c.status == "False"))
+        },
+    )
+    .await?;
+    wait_for("doomed removed", within("doomed's removal")?, Duration::from_millis(500), || async {
         Ok(cx.pods(ns).get_opt("doomed").await?.is_none().then_some(()))
     })
     .await?;
+    cx.wait_phase(ns, "born", "Running", within("born")?).await?;
+    cx.wait_phase(ns, "placed", "Running", within("placed")?).await?;
+    let took = back.elapsed();
+    ensure!(took <= Duration::from_secs(30), "reconverged {took:?} after Nomad's return");
     let job = cx.nomad(&format!("/v1/job/k8s-{ns}_doomed")).await?;
     ensure!(job.as_ref().is_none_or(|j| j["Stop"] == true), "doomed's job still runs: {job:?}");
-    cx.wait_phase(ns, "born", "Running", Duration::from_secs(60)).await?;
-    cx.wait_phase(ns, "steady", "Running", Duration::from_secs(10)).await?;
-    let job = cx.nomad(&format!("/v1/job/k8s-{ns}_steady")).await?.context("steady job")?;
-    ensure!(job["Version"] == version, "the steady job was registered again");
-    let now = current_alloc(&cx, &format!("k8s-{ns}_steady")).await?;
-    ensure!(now == alloc, "steady moved from allocation {alloc} to {now}");
-    let steady = cx.pods(ns).get("steady").await?;
-    let restarts = container_state(&steady, "main").map(|c| c.restart_count);
-    ensure!(restarts == Some(0), "steady restarted: {restarts:?}");
+    for (name, (version, alloc)) in STEADY.iter().zip(before) {
+        let id = format!("k8s-{ns}_{name}");
+        cx.wait_phase(ns, name, "Running", Duration::from_secs(10)).await?;
+        let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("steady job")?;
+        ensure!(
+            job["Version"] == version && job["Stop"] != true,
+            "{name}'s job was registered again or stopped"
+        );
+        let now = current_alloc(&cx, &id).await?;
+        ensure!(now == alloc, "{name} moved from allocation {alloc} to {now}");
+        let p = cx.pods(ns).get(name).await?;
+        let restarts = container_state(&p, "main").map(|c| c.restart_count);
+        ensure!(restarts == Some(0), "{name} restarted: {restarts:?}");
+    }
     let live = cx.jobs_of(node).await?.into_iter().filter(|j| j["Stop"] != true).count();
-    ensure!(live == 2, "{live} live jobs, want steady and born");
+    ensure!(live == STEADY.len() + 2, "{live} live jobs, want the 5 steady, born and placed");
     Ok(())
+}
+
+/// Condition `type_` of node `node`, if it has it.
+async fn node_condition(
+    cx: &Ctx<'_>,
+    node: &str,
+    type_: &str,
+) -> anyhow::Result<Option<k8s_openapi::api::core::v1::NodeCondition>> {
+    let n = cx.node(node).await?;
+    Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == type_)))
 }
 
 /// A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
@@ -371,39 +456,56 @@ pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Nomad unreachable: the node registers NotReady with reason NomadUnreachable, and a pod bound to
-/// it stays Pending without being failed or deleted.
+/// Nomad unreachable from the start. By default the node registers `Ready` with
+/// `BackendUnreachable=True` (`NomadUnreachable`); a pod bound to it waits Pending without a
+/// failure reason. With `--backend-outage not-ready` the node is `Ready=False` (`NomadUnreachable`)
+/// instead.
 pub(crate) async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-nonomad", "e2e-nonomad");
     let dead = format!("http://127.0.0.1:{}", vk_tests::free_port()?);
     let _vk = cx.stack.virtual_kubelet(node, &["--nomad-addr", &dead])?;
+    let strict = "vk-nonomad-strict";
+    let _strict = cx
+        .stack
+        .virtual_kubelet(strict, &["--nomad-addr", &dead, "--backend-outage", "not-ready"])?;
     cx.stack.namespace(ns).await?;
     let cond = wait_for(
-        "node registered NotReady",
+        "node registered with BackendUnreachable=True",
         Duration::from_secs(30),
         Duration::from_millis(500),
         || async {
-            let n = cx.node(node).await?;
-            Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")))
+            Ok(node_condition(&cx, node, "BackendUnreachable")
+                .await?
+                .filter(|c| c.status == "True"))
         },
     )
     .await?;
-    ensure!(
-        cond.status == "False" && cond.reason.as_deref() == Some("NomadUnreachable"),
-        "Ready condition {cond:?}"
-    );
+    ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "condition {cond:?}");
+    let ready = node_condition(&cx, node, "Ready").await?.context("Ready")?;
+    ensure!(ready.status == "True", "Ready condition {ready:?}");
     let p = pod("waiting")
         .namespace(ns)
         .on_node(node)
         .restart("Never")
         .container("main", &["sleep", "300"])
         .build();
-    // The scheduler does not place pods on a not-ready node; bind it directly, as a kubelet sees it.
+    // Nothing is allocatable here while Nomad does not answer: bind it directly, as a kubelet sees
+    // a pod bound before.
     let mut p = p;
     if let Some(spec) = p.spec.as_mut() {
         spec.node_name = Some(node.to_owned());
     }
     cx.create(&p).await?;
+    let strict = wait_for(
+        "the not-ready node registered Ready=False",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            Ok(node_condition(&cx, strict, "Ready").await?.filter(|c| c.status == "False"))
+        },
+    )
+    .await?;
+    ensure!(strict.reason.as_deref() == Some("NomadUnreachable"), "Ready condition {strict:?}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     let p = cx.pods(ns).get("waiting").await?;
     let st = p.status.unwrap_or_default();
