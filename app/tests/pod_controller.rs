@@ -231,6 +231,33 @@ async fn a_backend_back_from_an_outage_is_noticed_within_seconds() {
     assert!(took <= Duration::from_secs(4), "created {took:?} after the backend came back");
 }
 
+/// A workload the backend could not place: its containers wait with the backend's reason, and
+/// one `FailedPlacement` Event says it; a later placement clears the message.
+#[tokio::test]
+async fn a_placement_failure_reaches_the_pod_and_clears_when_placed() {
+    let h = Harness::start(FakeProvider::default());
+    let why = "Nomad could not place the allocation: 1 node exhausted on memory";
+    let mut unplaced = running(&key("big"), "u10", &["main"]);
+    unplaced.sandbox = None;
+    unplaced.unplaced = Some(why.into());
+    h.provider.pods.lock().unwrap().insert(key("big"), unplaced);
+    h.api.send(PodWatchEvent::Relisted(vec![pod("big", "u10", "Pending", json!({}))]));
+    let message = |h: &Harness| {
+        let st = h.api.statuses_of(&key("big")).pop()?;
+        let cs = st.container_statuses?.first()?.clone();
+        Some(cs.state?.waiting.map(|w| (w.reason, w.message)))
+    };
+    h.until("the waiting message", |h| {
+        message(h) == Some(Some((Some("ContainerCreating".into()), Some(why.into()))))
+    })
+    .await;
+    let recorded = h.api.recorded.lock().unwrap().clone();
+    assert_eq!(recorded, [(vk_app::pod_controller::FAILED_PLACEMENT.to_owned(), why.to_owned())]);
+    h.provider.pods.lock().unwrap().insert(key("big"), running(&key("big"), "u10", &["main"]));
+    h.until("running, the message gone", |h| message(h) == Some(None)).await;
+    assert_eq!(h.api.recorded.lock().unwrap().len(), 1, "one Event");
+}
+
 #[tokio::test]
 async fn graceful_deletion_stops_purges_then_deletes_the_object() {
     let h = Harness::start(FakeProvider::default());

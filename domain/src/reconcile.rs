@@ -298,6 +298,7 @@ mod tests {
             id: "workload".into(),
             stopping,
             images: Default::default(),
+            unplaced: None,
             sandbox: state.map(|state| Sandbox {
                 id: "a".into(),
                 state,

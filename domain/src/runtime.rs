@@ -74,6 +74,11 @@ pub struct RuntimePod {
     /// sorted vector ([`LiteMap`]), not a `BTreeMap`, whose first node holds room for eleven
     /// entries: a pod has a container or two, and every pod's runtime view is held in memory.
     pub images: LiteMap<String, String>,
+    /// Why the backend could not place the workload, while it has no sandbox (for Nomad, the
+    /// blocked evaluation's figures: `Nomad could not place the allocation: 1 node exhausted on
+    /// memory`); `None` otherwise. Becomes the waiting containers' message and a
+    /// `FailedPlacement` Event.
+    pub unplaced: Option<String>,
 }
 
 impl RuntimePod {

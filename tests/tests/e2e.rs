@@ -22,6 +22,8 @@ use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 mod adversary;
 #[path = "e2e/bootstrap.rs"]
 mod bootstrap;
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/deploy.rs"]
 mod deploy;
 #[path = "e2e/docker.rs"]
@@ -42,6 +44,7 @@ mod pods;
 mod refusals;
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
+use cluster::placement_failures;
 use deploy::in_cluster_rbac;
 use docker::images::{docker_image_pull_failure, docker_registry_pulls};
 use docker::pods::{
@@ -278,6 +281,16 @@ async fn events_of(cx: &Ctx<'_>, ns: &str, pod: &str) -> anyhow::Result<Vec<Even
     Ok(list.items)
 }
 
+/// Condition `type_` of node `node`, if it has it.
+async fn node_condition(
+    cx: &Ctx<'_>,
+    node: &str,
+    type_: &str,
+) -> anyhow::Result<Option<k8s_openapi::api::core::v1::NodeCondition>> {
+    let n = cx.node(node).await?;
+    Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == type_)))
+}
+
 async fn wait_event(cx: &Ctx<'_>, ns: &str, pod: &str, reason: &str) -> anyhow::Result<Event> {
     wait_for(
         &format!("Event {reason} for {ns}/{pod}"),
@@ -424,6 +437,7 @@ fn main() {
         killed_during_creation,
         apiserver_restart,
         nomad_outage,
+        placement_failures,
         lost_allocations,
         process_metrics,
         kubelet_logs,

@@ -131,6 +131,7 @@ impl PodProvider for MemoryProvider {
                     .chain(&spec.containers)
                     .map(|c| (c.name.clone(), c.image.clone()))
                     .collect(),
+                unplaced: None,
             };
             let usage = spec
                 .init_containers

@@ -599,3 +599,55 @@ mod tests {
         assert!(job.task_groups[0].tasks[0].env.is_empty());
     }
 }
+
+/// `api.Evaluation` (`GET /v1/job/<id>/evaluations`), the fields that say why a placement failed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Evaluation {
+    /// Evaluation ID.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// `pending`, `blocked`, `complete`, `failed`, `canceled`.
+    #[serde(default)]
+    pub status: String,
+    /// Raft index of its creation: the newest evaluation has the highest.
+    #[serde(default)]
+    pub create_index: u64,
+    /// Per task group, why its allocations could not be placed (set on the evaluation that tried;
+    /// the `blocked` one it made waits for the cluster to change).
+    #[serde(rename = "FailedTGAllocs", default)]
+    pub failed_tg_allocs: Option<BTreeMap<String, AllocMetric>>,
+}
+
+/// `structs.AllocMetric`: what the scheduler saw of the nodes when placing a task group.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocMetric {
+    /// Nodes the scheduler looked at.
+    #[serde(default)]
+    pub nodes_evaluated: u64,
+    /// Nodes in the job's node pool.
+    #[serde(default)]
+    pub nodes_in_pool: u64,
+    /// The job's node pool.
+    #[serde(default)]
+    pub node_pool: String,
+    /// Ready nodes per datacenter of the job.
+    #[serde(default)]
+    pub nodes_available: Option<BTreeMap<String, u64>>,
+    /// Nodes excluded per constraint (`${node.class} = gpu`, `missing drivers`, ...).
+    #[serde(default)]
+    pub constraint_filtered: Option<BTreeMap<String, u64>>,
+    /// Nodes excluded per node class.
+    #[serde(default)]
+    pub class_filtered: Option<BTreeMap<String, u64>>,
+    /// Nodes that fit the constraints but lacked resources.
+    #[serde(default)]
+    pub nodes_exhausted: u64,
+    /// Nodes exhausted per resource dimension (`memory`, `cpu`, `network: port collision`, ...).
+    #[serde(default)]
+    pub dimension_exhausted: Option<BTreeMap<String, u64>>,
+    /// Quotas reached (Nomad Enterprise).
+    #[serde(default)]
+    pub quota_exhausted: Option<Vec<String>>,
+}

@@ -10,8 +10,8 @@
 //! silent for longer than two heartbeats is treated as broken.
 //!
 //! When Nomad answers the stream request with an HTTP error (403: the ACL token lacks
-//! `namespace:read-job` on every namespace or `node:read`, which the Allocation, Job and Node
-//! topics need; 404, 500 or 501: the agent runs with `enable_event_broker = false`), [`follow`]
+//! `namespace:read-job` on every namespace or `node:read`, which the Allocation, Job, Evaluation
+//! and Node topics need; 404, 500 or 501: the agent runs with `enable_event_broker = false`), [`follow`]
 //! falls back to blocking queries for [`STREAM_RETRY`]
 //! (<https://developer.hashicorp.com/nomad/api-docs#blocking-queries>), then tries the stream
 //! again. In that mode it sends [`Change::Resync`] once, then long-polls
@@ -124,6 +124,9 @@ pub fn parse_line(line: &str, prefix: &str) -> Line {
                 (a["JobID"].as_str().map(str::to_owned), a["ModifyTime"].as_i64().unwrap_or(0))
             }
             "Job" => (Some(e.key.clone()), e.payload["Job"]["SubmitTime"].as_i64().unwrap_or(0)),
+            // A placement that failed (or succeeded after waiting) changes no allocation of the
+            // job until it does: its evaluation says so first.
+            "Evaluation" => (e.payload["Evaluation"]["JobID"].as_str().map(str::to_owned), 0),
             "Node" => {
                 if !changes.contains(&Change::Node) {
                     changes.push(Change::Node);
@@ -303,6 +306,7 @@ async fn follow_with(
             .query(&[
                 ("topic", "Allocation"),
                 ("topic", "Job"),
+                ("topic", "Evaluation"),
                 ("topic", "Node"),
                 ("index", &index),
             ])

@@ -18,6 +18,7 @@ mod fake;
 pub mod job;
 mod known;
 pub mod logs;
+pub mod placement;
 pub mod policy;
 pub mod stats;
 #[cfg(test)]
@@ -274,13 +275,32 @@ impl NomadProvider {
                 None
             }
         };
+        let unplaced = match &sandbox {
+            None if !stop => self.placement_failure(at).await,
+            _ => None,
+        };
         Some(RuntimePod {
             owner,
             id: at.encode().into(),
             stopping: stop,
             sandbox,
             images: alloc::images(meta),
+            unplaced,
         })
+    }
+
+    /// Why job `at` has no allocation, from its evaluations ([`placement::failure`]); `None`
+    /// when its last placement attempt did not fail, or when Nomad cannot be read (logged; the
+    /// next status read asks again).
+    async fn placement_failure(&self, at: &JobRef) -> Option<String> {
+        let path = ["v1", "job", at.id.as_str(), "evaluations"];
+        match self.at(at).get::<Vec<api::Evaluation>>(&path, &[]).await {
+            Ok(evals) => placement::failure(&evals),
+            Err(e) => {
+                debug!(job = %at.id, error = %e, "reading the job's evaluations");
+                None
+            }
+        }
     }
 
     /// Registers `job` after writing the pod's Variable, when it has items.

@@ -37,6 +37,7 @@ mod writes;
 
 pub use self::error::SyncError;
 use self::error::{Op, operation_name};
+pub use self::writes::FAILED_PLACEMENT;
 use crate::held_pod::{HeldPod, PHASES};
 use crate::inputs::{NamespaceLabels, Resolver, Tokens};
 use crate::prober::Prober;

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Event reason: the backend could not place the pod ([`vk_domain::runtime::RuntimePod::unplaced`]).
+pub const FAILED_PLACEMENT: &str = "FailedPlacement";
+
 impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodController<P, K> {
     /// Writes the status computed from the runtime view, unless it is what the API server has.
     pub(super) async fn sync_status(
@@ -20,7 +23,12 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             let path = events::field_path(pod, &e.container);
             self.record(pod, Some(&path), EventType::Warning, e.reason, &e.message).await;
         }
-        let new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
+        let mut new = status::pod_status(pod, sandbox.as_ref(), Timestamp::now());
+        if let (None, Some(why)) = (&sandbox, &runtime.unplaced) {
+            // The backend could not place it: said in the waiting containers and once as an Event.
+            new = status::with_unplaced(new, why);
+            self.event_once(pod, None, EventType::Warning, FAILED_PLACEMENT, why).await;
+        }
         // The kubelet's image Events, from the containers' waiting reasons.
         let statuses = new.init_container_statuses.iter().flatten();
         for cs in statuses.chain(new.container_statuses.iter().flatten()) {

@@ -42,6 +42,7 @@ pub fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
         id: format!("job-{key}").into(),
         stopping: false,
         images: Default::default(),
+        unplaced: None,
         sandbox: Some(Sandbox {
             id: "alloc".into(),
             state: SandboxState::Running,

@@ -21,7 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 pub use self::containers::is_sidecar;
 pub use self::outcomes::{
     deadline_exceeded_status, not_found_status, provider_failed_status, rejected_status,
-    waiting_status,
+    waiting_status, with_unplaced,
 };
 pub use self::patch::{differs, patch};
 use crate::pod::RestartPolicy;

@@ -32,6 +32,23 @@ pub fn waiting_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) ->
     st
 }
 
+/// `status` with `message` (why the backend could not place the pod, [`crate::runtime::RuntimePod::unplaced`])
+/// on every container still waiting to be created (`ContainerCreating`, `PodInitializing`), as
+/// the kubelet's waiting containers carry the runtime's reason for not starting them.
+pub fn with_unplaced(mut status: PodStatus, message: &str) -> PodStatus {
+    let note = |s: &mut ContainerStatus| {
+        let waiting = s.state.as_mut().and_then(|st| st.waiting.as_mut());
+        if let Some(w) = waiting.filter(|w| {
+            matches!(w.reason.as_deref(), Some("ContainerCreating" | "PodInitializing"))
+        }) {
+            w.message = Some(message.to_owned());
+        }
+    };
+    status.container_statuses.iter_mut().flatten().for_each(note);
+    status.init_container_statuses.iter_mut().flatten().for_each(note);
+    status
+}
+
 /// The status of a pod failed by `activeDeadlineSeconds` (the kubelet's `activeDeadlineHandler`):
 /// phase `Failed`, reason `DeadlineExceeded`, `message`; containers as last seen.
 pub fn deadline_exceeded_status(

@@ -458,3 +458,16 @@ fn deadline_exceeded_is_failed_with_the_kubelet_reason() {
     );
     assert_eq!(cond(&st, "Ready").status, "False");
 }
+
+/// A pod the backend could not place: its containers wait `ContainerCreating` with the
+/// backend's reason; one already running keeps its state.
+#[test]
+fn an_unplaced_pod_says_why_in_its_waiting_containers() {
+    let p = pod("Always", &["a", "b"]);
+    let st = with_unplaced(pod_status(&p, None, ts(0)), "Nomad could not place the allocation: x");
+    for cs in st.container_statuses.unwrap() {
+        let w = cs.state.unwrap().waiting.unwrap();
+        assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+        assert_eq!(w.message.as_deref(), Some("Nomad could not place the allocation: x"));
+    }
+}

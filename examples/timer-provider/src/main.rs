@@ -59,6 +59,7 @@ fn view(t: &Timed, now: Timestamp) -> RuntimePod {
         stopping,
         sandbox: Some(sandbox),
         images: Default::default(),
+        unplaced: None,
     }
 }
 

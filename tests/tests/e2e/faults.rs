@@ -392,16 +392,6 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Condition `type_` of node `node`, if it has it.
-async fn node_condition(
-    cx: &Ctx<'_>,
-    node: &str,
-    type_: &str,
-) -> anyhow::Result<Option<k8s_openapi::api::core::v1::NodeCondition>> {
-    let n = cx.node(node).await?;
-    Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == type_)))
-}
-
 /// A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
 /// fails with reason NodeLost and its job is stopped (Nomad's replacement would be a second run);
 /// the `Always` pod follows Nomad's replacement to the other client and runs again there.

@@ -19,6 +19,10 @@ fn lines_are_parsed_and_filtered() {
             {"Topic":"Allocation","Type":"AllocationUpdated","Key":"a2","Namespace":"default","Index":42,
              "Payload":{"Allocation":{"ID":"a2","JobID":"other-job"}}},
             {"Topic":"Job","Type":"JobRegistered","Key":"k8s-ns_db","Namespace":"apps","Index":42,"Payload":{"Job":{}}},
+            {"Topic":"Evaluation","Type":"EvaluationUpdated","Key":"e1","Namespace":"apps","Index":42,
+             "Payload":{"Evaluation":{"ID":"e1","JobID":"k8s-ns_big","Status":"blocked"}}},
+            {"Topic":"Evaluation","Type":"EvaluationUpdated","Key":"e2","Namespace":"apps","Index":42,
+             "Payload":{"Evaluation":{"ID":"e2","JobID":"someone-elses"}}},
             {"Topic":"Node","Type":"NodeDrain","Key":"n1","Index":42,"Payload":{}},
             {"Topic":"Node","Type":"NodeRegistration","Key":"n2","Index":42,"Payload":{}}
         ]}"#
@@ -36,6 +40,12 @@ fn lines_are_parsed_and_filtered() {
                 },
                 Change::Job {
                     job: "k8s-ns_db".into(),
+                    namespace: "apps".into(),
+                    index: 42,
+                    time_ns: 0
+                },
+                Change::Job {
+                    job: "k8s-ns_big".into(),
                     namespace: "apps".into(),
                     index: 42,
                     time_ns: 0
