@@ -23,6 +23,12 @@ pub struct ClientConfig {
     pub region: Option<String>,
     /// `NOMAD_CACERT`: PEM file of the CA that signed Nomad's certificate.
     pub ca_cert: Option<PathBuf>,
+    /// `NOMAD_CAPATH`: a directory whose every file holds PEM CA certificates (Nomad's
+    /// `go-rootcerts`: a file without one is an error).
+    pub ca_path: Option<PathBuf>,
+    /// `NOMAD_HTTP_AUTH`: `user` or `user:password`, sent as HTTP basic authentication on every
+    /// request (for a proxy in front of Nomad).
+    pub http_auth: Option<String>,
     /// `NOMAD_CLIENT_CERT`: PEM client certificate for mutual TLS.
     pub client_cert: Option<PathBuf>,
     /// `NOMAD_CLIENT_KEY`: PEM key of the client certificate.
@@ -47,6 +53,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("namespace", &self.namespace)
             .field("region", &self.region)
             .field("ca_cert", &self.ca_cert)
+            .field("ca_path", &self.ca_path)
+            .field("http_auth", &redacted(self.http_auth.as_deref()))
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)
             .field("skip_verify", &self.skip_verify)
@@ -70,6 +78,8 @@ impl Default for ClientConfig {
             namespace: None,
             region: None,
             ca_cert: None,
+            ca_path: None,
+            http_auth: None,
             client_cert: None,
             client_key: None,
             max_concurrent_requests: 32,
@@ -141,6 +151,34 @@ fn with_server_name(
     Ok(b.resolve_to_addrs(name, &addrs))
 }
 
+/// The CA certificates of every file in `dir` (`NOMAD_CAPATH`), in name order.
+///
+/// # Errors
+/// [`ConfigError::Tls`] naming the directory when it cannot be read, or the file that holds no
+/// PEM certificate.
+fn ca_path_certificates(dir: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let tls =
+        |path: &std::path::Path, reason: String| ConfigError::Tls { path: path.to_owned(), reason };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| tls(dir, e.to_string()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let pem = std::fs::read(&f).map_err(|e| tls(&f, e.to_string()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls(&f, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(tls(&f, "no PEM certificate in it".into()));
+        }
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
 /// An HTTP client bound to one Nomad address, namespace and region. Its `Debug` never shows the
 /// token.
 #[derive(Clone)]
@@ -148,6 +186,8 @@ pub struct NomadClient {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
+    /// `NOMAD_HTTP_AUTH` split as Nomad's API client splits it: user, then password if any.
+    http_auth: Option<(String, Option<String>)>,
     namespace: Option<String>,
     region: Option<String>,
     limit: Option<std::sync::Arc<tokio::sync::Semaphore>>,
@@ -159,6 +199,7 @@ impl std::fmt::Debug for NomadClient {
         f.debug_struct("NomadClient")
             .field("base", &self.base.as_str())
             .field("token", &redacted(self.token.as_deref()))
+            .field("http_auth", &self.http_auth.as_ref().map(|_| "<redacted>"))
             .field("namespace", &self.namespace)
             .field("region", &self.region)
             .field("timeout", &self.timeout)
@@ -191,6 +232,11 @@ impl NomadClient {
                 .map_err(|e| ConfigError::Tls { path: ca.clone(), reason: e.to_string() })?;
             b = b.add_root_certificate(cert);
         }
+        if let Some(dir) = &cfg.ca_path {
+            for cert in ca_path_certificates(dir)? {
+                b = b.add_root_certificate(cert);
+            }
+        }
         if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
             let mut pem = read(cert)?;
             pem.extend(read(key)?);
@@ -206,6 +252,12 @@ impl NomadClient {
             http,
             base,
             token: cfg.token.clone().filter(|t| !t.is_empty()),
+            http_auth: cfg.http_auth.as_deref().filter(|a| !a.is_empty()).map(|a| {
+                match a.split_once(':') {
+                    Some((user, password)) => (user.to_owned(), Some(password.to_owned())),
+                    None => (a.to_owned(), None),
+                }
+            }),
             namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
             region: cfg.region.clone().filter(|r| !r.is_empty()),
             limit: (cfg.max_concurrent_requests > 0).then(|| {
@@ -247,6 +299,9 @@ impl NomadClient {
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.header("X-Nomad-Token", t);
+        }
+        if let Some((user, password)) = &self.http_auth {
+            req = req.basic_auth(user, password.as_ref());
         }
         if let Some(ns) = &self.namespace {
             req = req.query(&[("namespace", ns)]);
@@ -546,6 +601,46 @@ mod tests {
             "http://127.0.0.1:4646/v1/job/k8s-a.b%20c?namespace=apps&region=eu"
         );
         assert_eq!(req.headers()["X-Nomad-Token"], "secret");
+    }
+
+    #[test]
+    fn http_auth_is_basic_authentication_as_nomads_client_splits_it() {
+        let with = |auth: &str| {
+            let c = NomadClient::new(&ClientConfig {
+                http_auth: Some(auth.into()),
+                ..Default::default()
+            })
+            .unwrap();
+            let req = c.request(Method::GET, &["v1", "nodes"]).build().unwrap();
+            req.headers()["authorization"].to_str().unwrap().to_owned()
+        };
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(with("ops:pa:ss"), format!("Basic {}", b64("ops:pa:ss")));
+        assert_eq!(with("ops"), format!("Basic {}", b64("ops:")));
+        let c = NomadClient::new(&ClientConfig {
+            http_auth: Some("ops:pw".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!format!("{c:?}").contains("pw"), "{c:?}");
+    }
+
+    #[test]
+    fn a_ca_path_is_every_pem_file_of_the_directory() {
+        let dir = std::env::temp_dir().join(format!("vk-capath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["a.pem", "b.crt"] {
+            let ca = rcgen::generate_simple_self_signed(vec![name.into()]).unwrap();
+            std::fs::write(dir.join(name), ca.cert.pem()).unwrap();
+        }
+        assert_eq!(ca_path_certificates(&dir).unwrap().len(), 2);
+        let cfg = ClientConfig { ca_path: Some(dir.clone()), ..Default::default() };
+        assert!(NomadClient::new(&cfg).is_ok());
+        std::fs::write(dir.join("c.txt"), "not a certificate").unwrap();
+        let err = NomadClient::new(&cfg).unwrap_err().to_string();
+        assert!(err.contains("c.txt"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -39,6 +39,13 @@ pub(crate) struct NomadArgs {
     /// CA certificate (PEM) for Nomad's TLS.
     #[arg(long, env = "NOMAD_CACERT", value_hint = ValueHint::FilePath)]
     pub(crate) nomad_cacert: Option<PathBuf>,
+    /// Directory of CA certificates (PEM files) for Nomad's TLS.
+    #[arg(long, env = "NOMAD_CAPATH", value_hint = ValueHint::DirPath)]
+    pub(crate) nomad_capath: Option<PathBuf>,
+    /// HTTP basic authentication for every request to Nomad, `user` or `user:password` (for a
+    /// proxy in front of Nomad).
+    #[arg(long, env = "NOMAD_HTTP_AUTH", hide_env_values = true)]
+    pub(crate) nomad_http_auth: Option<Redacted>,
     /// Client certificate (PEM) for Nomad's mutual TLS.
     #[arg(long, env = "NOMAD_CLIENT_CERT", value_hint = ValueHint::FilePath)]
     pub(crate) nomad_client_cert: Option<PathBuf>,
@@ -166,6 +173,8 @@ impl NomadArgs {
                 namespace: self.nomad_namespace.clone(),
                 region: self.nomad_region.clone(),
                 ca_cert: self.nomad_cacert.clone(),
+                ca_path: self.nomad_capath.clone(),
+                http_auth: self.nomad_http_auth.clone().map(|a| a.0),
                 client_cert: self.nomad_client_cert.clone(),
                 client_key: self.nomad_client_key.clone(),
                 skip_verify: self.nomad_skip_verify,
