@@ -312,7 +312,15 @@ impl KubeletArgs {
     /// The node as configured; `runtime_version` and the backend's `version_name` (in
     /// `kubeletVersion`, `v1.36.3-vk-<name>-<version>`, and the taint's value unless
     /// `--taint-value` is given) come from the backend.
-    pub fn node_config(&self, runtime_version: String, version_name: &str) -> NodeConfig {
+    ///
+    /// `server_version` is the API server's (`gitVersion`): `kubeletVersion` is never newer
+    /// ([`vk_domain::node::kubelet_base_version`]).
+    pub fn node_config(
+        &self,
+        runtime_version: String,
+        version_name: &str,
+        server_version: Option<&str>,
+    ) -> NodeConfig {
         NodeConfig {
             name: self.nodename.clone(),
             os: self.os.clone(),
@@ -330,7 +338,8 @@ impl KubeletArgs {
             internal_ip: self.internal_ip.to_string(),
             hostname: self.nodename.clone(),
             kubelet_version: format!(
-                "{KUBERNETES_VERSION}-vk-{version_name}-{}",
+                "{}-vk-{version_name}-{}",
+                vk_domain::node::kubelet_base_version(KUBERNETES_VERSION, server_version),
                 env!("CARGO_PKG_VERSION")
             ),
             runtime_version,

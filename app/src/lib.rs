@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use vk_kube::certificates::{Identity, Kind};
 use vk_kube::identity;
 use vk_kubelet_api::server as kubelet;
+use vk_ports::NodeApi as _;
 
 use crate::config::{KubeletArgs, LogFormat, PolicyRule};
 
@@ -187,7 +188,14 @@ where
             "unknown".into()
         }
     };
-    let node = cli.node_config(runtime_version, provider.version_name());
+    let server_version = match cluster.nodes.server_version().await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "the API server's version cannot be read; kubeletVersion is ours");
+            None
+        }
+    };
+    let node = cli.node_config(runtime_version, provider.version_name(), server_version.as_deref());
     info!(node = %node.name, runtime = %node.runtime_version, "starting virtual-kubelet");
 
     // The node's certificates renewed before they expire (each task ends with `cancel`).

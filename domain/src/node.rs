@@ -282,6 +282,25 @@ impl NodeConfig {
     }
 }
 
+/// The Kubernetes version a node built for `ours` (`v1.36.3`) reports against an API server of
+/// `server` (its `gitVersion`, `v1.34.1`, `v1.33.5+k3s1`, `v1.32.2-gke.1000`): the older of
+/// the two as `vMAJOR.MINOR.PATCH`, so that `nodeInfo.kubeletVersion` is never newer than the
+/// control plane (the version skew policy: a kubelet must not be newer than kube-apiserver).
+/// `ours` when `server` is unknown or not a version.
+pub fn kubelet_base_version(ours: &str, server: Option<&str>) -> String {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let v = v.strip_prefix('v')?;
+        let core = v.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(str::parse::<u64>);
+        let version = (parts.next()?.ok()?, parts.next()?.ok()?, parts.next()?.ok()?);
+        parts.next().is_none().then_some(version)
+    };
+    match (parse(ours), server.and_then(parse)) {
+        (Some(o), Some(s)) if s < o => format!("v{}.{}.{}", s.0, s.1, s.2),
+        _ => ours.to_owned(),
+    }
+}
+
 /// Whether two node statuses differ in anything but heartbeat and transition times: the status is
 /// written when this is true, and otherwise at the report interval.
 pub fn status_differs(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
@@ -424,6 +443,18 @@ mod tests {
         assert_eq!(back.allocatable.as_ref().unwrap()["pods"].0, "110");
         assert_eq!(cond(&back, BACKEND_UNREACHABLE).status, "False");
         assert_eq!(cond(&back, "Ready").last_transition_time, Some(Time(ts(0))));
+    }
+
+    #[test]
+    fn the_kubelet_version_is_never_newer_than_the_api_server() {
+        assert_eq!(kubelet_base_version("v1.36.3", Some("v1.34.1")), "v1.34.1");
+        assert_eq!(kubelet_base_version("v1.36.3", Some("v1.33.5+k3s1")), "v1.33.5");
+        assert_eq!(kubelet_base_version("v1.36.3", Some("v1.36.1-gke.1000")), "v1.36.1");
+        assert_eq!(kubelet_base_version("v1.36.3", Some("v1.36.3")), "v1.36.3");
+        assert_eq!(kubelet_base_version("v1.36.3", Some("v1.37.0")), "v1.36.3");
+        assert_eq!(kubelet_base_version("v1.36.3", Some("v1.4.10")), "v1.4.10");
+        assert_eq!(kubelet_base_version("v1.36.3", Some("dev")), "v1.36.3");
+        assert_eq!(kubelet_base_version("v1.36.3", None), "v1.36.3");
     }
 
     #[test]

@@ -484,6 +484,16 @@ pub trait NodeApi: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable` when unreachable; `Refused` when forbidden.
     fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// The API server's version (`GET /version`'s `gitVersion`, such as `v1.35.2`), so that the
+    /// node never claims a kubelet newer than its control plane; `None` (the default) when this
+    /// API cannot tell.
+    ///
+    /// # Errors
+    /// `Unavailable` when unreachable.
+    fn server_version(&self) -> impl Future<Output = Result<Option<String>, ClusterError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// The most runs of one [`ProbeTarget::exec`]: a backend whose exec may report a success for a

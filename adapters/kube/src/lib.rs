@@ -177,6 +177,11 @@ impl KubeNodeApi {
 }
 
 impl NodeApi for KubeNodeApi {
+    async fn server_version(&self) -> Result<Option<String>, ClusterError> {
+        let info = self.client.apiserver_version().await.map_err(cluster_error)?;
+        Ok(Some(info.git_version))
+    }
+
     async fn register(&self, node: &Node) -> Result<Node, ClusterError> {
         let api: Api<Node> = Api::all(self.client.clone());
         match api.create(&PostParams::default(), node).await.map_err(cluster_error) {

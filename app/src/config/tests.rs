@@ -89,9 +89,11 @@ fn toml(text: &str) -> (tempfile::TempDir, String) {
 fn the_kubelet_alone_has_no_provider_settings() {
     let node = load_as::<NodeOnly>(&[], &Env::default()).unwrap().args.node;
     assert_eq!(node.nodename, "virtual-kubelet");
-    let config = node.node_config("timer://1".into(), "timer");
+    let config = node.node_config("timer://1".into(), "timer", None);
     assert_eq!(config.taint.unwrap().value.as_deref(), Some("timer"), "the provider's name");
     assert!(config.kubelet_version.starts_with("v1.36.3-vk-timer-"));
+    let older = node.node_config("timer://1".into(), "timer", Some("v1.34.2+k3s1"));
+    assert!(older.kubelet_version.starts_with("v1.34.2-vk-timer-"), "{}", older.kubelet_version);
     let help = command::<NodeOnly>().render_long_help().to_string();
     for absent in ["--nomad", "nomad.", "--provider ", "--allowed-drivers", "--job-prefix"] {
         assert!(!help.contains(absent), "{absent} in the help:\n{help}");
