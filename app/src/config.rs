@@ -153,9 +153,11 @@ pub struct KubeletArgs {
     /// Streams open at once in one SPDY port-forward session (two per forwarded connection).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(2..))]
     pub kubelet_max_spdy_streams: u32,
-    /// Maximum number of pods (capacity.pods).
-    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_pods: u32,
+    /// Maximum number of pods (capacity.pods). Unset: what the backend's machines hold, a
+    /// kubelet's 110 per machine (for Nomad, per ready, eligible client), or 110 when the backend
+    /// cannot tell.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pods: Option<u32>,
     /// Extra node label, `key=value`; repeatable (comma-separated in the environment).
     #[arg(long = "node-label", value_parser = parse_label)]
     pub node_labels: Vec<(String, String)>,

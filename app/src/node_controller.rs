@@ -154,5 +154,6 @@ fn last_capacity(status: Option<&NodeStatus>) -> Option<NodeCapacity> {
             .get("ephemeral-storage")
             .and_then(|q| bytes("e", &q.0).ok())
             .unwrap_or(0),
+        pods: cap.get("pods").and_then(|q| q.0.parse().ok()),
     })
 }

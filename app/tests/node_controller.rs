@@ -28,7 +28,12 @@ impl NodeProvider for Backend {
                 source: None,
             });
         }
-        Ok(NodeCapacity { cpu_millis: 2000, memory_bytes: 1 << 30, ephemeral_storage_bytes: 0 })
+        Ok(NodeCapacity {
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 0,
+            pods: None,
+        })
     }
     async fn runtime_version(&self) -> Result<String, ProviderError> {
         Ok("fake://1".into())
@@ -76,7 +81,7 @@ fn config() -> NodeConfig {
         role_label: false,
         taint: None,
         kubelet_port: 10250,
-        max_pods: 110,
+        max_pods: None,
         internal_ip: "127.0.0.1".into(),
         hostname: "vk".into(),
         kubelet_version: "v1.36.3-vk-nomad-test".into(),

@@ -598,7 +598,7 @@ mod tests {
         }))
         .unwrap_or_default();
         let node =
-            NodeCapacity { cpu_millis: 2500, memory_bytes: 8 << 30, ephemeral_storage_bytes: 0 };
+            NodeCapacity { cpu_millis: 2500, memory_bytes: 8 << 30, ..NodeCapacity::default() };
         let value = |resource: &str, divisor: Option<&str>| {
             let sel = ResourceFieldSelector {
                 container_name: None,

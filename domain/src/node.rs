@@ -39,8 +39,9 @@ pub struct NodeConfig {
     pub taint: Option<Taint>,
     /// The kubelet API port (`status.daemonEndpoints.kubeletEndpoint.Port`).
     pub kubelet_port: u16,
-    /// `capacity.pods` and `allocatable.pods`.
-    pub max_pods: u32,
+    /// `capacity.pods` and `allocatable.pods` (`--max-pods`); `None`: what the backend says its
+    /// machines hold ([`NodeCapacity::pods`]), else [`DEFAULT_MAX_PODS`].
+    pub max_pods: Option<u32>,
     /// The node's InternalIP: where the API server reaches the kubelet API.
     pub internal_ip: String,
     /// The node's Hostname address.
@@ -88,7 +89,13 @@ pub struct NodeCapacity {
     pub memory_bytes: u64,
     /// Ephemeral storage in bytes.
     pub ephemeral_storage_bytes: u64,
+    /// Pods the machines hold, when the backend can tell (for Nomad, [`DEFAULT_MAX_PODS`] per
+    /// ready, eligible client, as a kubelet per machine); `None`: [`DEFAULT_MAX_PODS`].
+    pub pods: Option<u32>,
 }
+
+/// A kubelet's `--max-pods` default (per machine).
+pub const DEFAULT_MAX_PODS: u32 = 110;
 
 /// Whether the backend answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +167,8 @@ impl NodeConfig {
                 "ephemeral-storage".to_owned(),
                 Quantity(c.ephemeral_storage_bytes.to_string()),
             );
-            r.insert("pods".to_owned(), Quantity(self.max_pods.to_string()));
+            let pods = self.max_pods.or(c.pods).unwrap_or(DEFAULT_MAX_PODS);
+            r.insert("pods".to_owned(), Quantity(pods.to_string()));
             r
         });
         let (ready, reason, message) = match (health, self.outage) {
@@ -344,7 +352,7 @@ mod tests {
                 time_added: None,
             }),
             kubelet_port: 10250,
-            max_pods: 110,
+            max_pods: None,
             internal_ip: "10.0.0.5".into(),
             hostname: "vk-nomad".into(),
             kubelet_version: "v1.36.3-vk-nomad-0.1.0".into(),
@@ -374,12 +382,19 @@ mod tests {
             cpu_millis: 4000,
             memory_bytes: 8 << 30,
             ephemeral_storage_bytes: 1 << 30,
+            pods: None,
         };
         let st = config().status(Some(cap), &Health::Ready, None, ts(0));
         let alloc = st.allocatable.as_ref().unwrap();
         assert_eq!(alloc["cpu"].0, "4000m");
         assert_eq!(alloc["memory"].0, (8u64 << 30).to_string());
         assert_eq!(alloc["pods"].0, "110");
+        let three = NodeCapacity { pods: Some(330), ..cap };
+        let st3 = config().status(Some(three), &Health::Ready, None, ts(0));
+        assert_eq!(st3.capacity.unwrap()["pods"].0, "330", "the backend's machines");
+        let capped = NodeConfig { max_pods: Some(20), ..config() };
+        let st20 = capped.status(Some(three), &Health::Ready, None, ts(0));
+        assert_eq!(st20.capacity.unwrap()["pods"].0, "20", "--max-pods wins");
         assert_eq!(st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
         assert_eq!(st.addresses.unwrap()[0].address, "10.0.0.5");
         let ready = &st.conditions.unwrap()[0];

@@ -24,6 +24,7 @@ impl MemoryConfig {
         cpu_millis: 20_000,
         memory_bytes: 100 << 30,
         ephemeral_storage_bytes: 100 << 30,
+        pods: None,
     };
 
     /// Settings for node `node_name` reached at `host_ip`, with [`Self::DEFAULT_CAPACITY`].

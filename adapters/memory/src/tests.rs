@@ -264,6 +264,7 @@ fn upstream_mock_config_is_read() {
                 cpu_millis: 4000,
                 memory_bytes: 8 << 30,
                 ephemeral_storage_bytes: 100 << 30,
+                pods: None,
             },
             pods: Some(30),
         }

@@ -5,9 +5,12 @@ use super::*;
 
 /// What the node offers: the sum over the Nomad nodes that are `ready`, `eligible` and not
 /// draining, of their cores (in millicores, less the share of CPU Nomad reserves), memory and disk
-/// (MiB to bytes, less what Nomad reserves).
+/// (MiB to bytes, less what Nomad reserves), and a kubelet's 110 pods for each of them.
 pub fn capacity_of(nodes: &[NodeStub]) -> NodeCapacity {
     let mut cap = NodeCapacity::default();
+    let usable_nodes = nodes.iter().filter(|n| usable(n)).count();
+    let per_node = u64::from(vk_domain::node::DEFAULT_MAX_PODS);
+    cap.pods = u32::try_from(per_node * u64::try_from(usable_nodes).unwrap_or(0)).ok();
     for n in nodes.iter().filter(|n| usable(n)) {
         let Some(r) = &n.node_resources else { continue };
         let reserved = n.reserved_resources.clone().unwrap_or_default();

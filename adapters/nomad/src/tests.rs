@@ -24,6 +24,7 @@ fn capacity_sums_ready_eligible_nodes_less_reservations() {
     assert_eq!(cap.cpu_millis, 2 * 3000, "4 cores less a quarter reserved, twice");
     assert_eq!(cap.memory_bytes, 2 * (3072 << 20));
     assert_eq!(cap.ephemeral_storage_bytes, 2 * (1000 << 20));
+    assert_eq!(cap.pods, Some(2 * 110), "a kubelet's 110 per usable Nomad node");
     assert_eq!(mhz_per_core(&nodes), Some(2000));
     assert_eq!(mhz_per_core(&[]), None);
 }

@@ -88,7 +88,7 @@ fn defaults_follow_upstream() {
     assert_eq!(cli.metrics_addr, "127.0.0.1:10255".parse().unwrap());
     assert_eq!(cli.full_resync_period, Duration::from_secs(30));
     assert_eq!(cli.startup_timeout, Duration::ZERO);
-    let node = cli.node_config("nomad://1.11.3".into(), "nomad");
+    let node = cli.node_config("nomad://1.11.3".into(), "nomad", None);
     let taint = node.taint.unwrap();
     assert_eq!(
         (taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
@@ -118,7 +118,7 @@ fn flags_and_upstream_aliases() {
         ],
         &Env::default(),
     );
-    let node = cli.node_config(String::new(), "nomad");
+    let node = cli.node_config(String::new(), "nomad", None);
     assert!(node.taint.is_none());
     assert_eq!((node.labels["a"].as_str(), node.labels["c"].as_str()), ("b", "d"));
     assert!(node.role_label);
@@ -172,7 +172,7 @@ fn every_upstream_and_nomad_variable_is_read() {
     assert_eq!(cli.tls_cert_file.as_deref(), Some(std::path::Path::new(&cert)));
     assert_eq!(cli.tls_private_key_file.as_deref(), Some(std::path::Path::new(&key)));
     assert_eq!(cli.client_ca_file.as_deref(), Some(std::path::Path::new(&ca)));
-    let taint = cli.node_config(String::new(), "nomad").taint.unwrap();
+    let taint = cli.node_config(String::new(), "nomad", None).taint.unwrap();
     assert_eq!(
         (taint.key.as_str(), taint.value.as_deref(), taint.effect.as_str()),
         ("example.com/nomad", Some("yes"), "NoExecute")
@@ -249,7 +249,7 @@ fn layers_in_order_defaults_file_provider_file_env_flags() {
     assert_eq!(cli.nodename, "from-file", "file over default");
     assert_eq!(cli.pod_sync_workers, 4, "file over default");
     assert!(cli.disable_taint, "file over default");
-    assert_eq!(cli.max_pods, 30, "environment over file");
+    assert_eq!(cli.max_pods, Some(30), "environment over file");
     assert_eq!(cli.kubelet_port, 3333, "flag over environment over file");
     assert_eq!(cli.node_labels, [("tier".into(), "edge".into()), ("zone".into(), "a".into())]);
     let nomad = cli.nomad();

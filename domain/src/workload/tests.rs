@@ -27,6 +27,7 @@ fn inputs() -> Inputs {
             cpu_millis: 4000,
             memory_bytes: 8 << 30,
             ephemeral_storage_bytes: 100 << 30,
+            pods: None,
         },
         ..Inputs::default()
     };
