@@ -392,7 +392,7 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
+/// The node holds 110 pods per Nomad client when `--max-pods` is not given. A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
 /// fails with reason NodeLost and its job is stopped (Nomad's replacement would be a second run);
 /// the `Always` pod follows Nomad's replacement to the other client and runs again there.
 pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
@@ -404,6 +404,14 @@ pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
     stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(60)).await?;
+    // Without --max-pods, the node holds a kubelet's 110 pods per Nomad client: two here.
+    wait_for("capacity.pods 220", Duration::from_secs(30), Duration::from_millis(500), || async {
+        let n = cx.node(node).await?.context("node")?;
+        let pods =
+            n.status.and_then(|s| s.capacity).and_then(|c| c.get("pods").map(|q| q.0.clone()));
+        Ok((pods.as_deref() == Some("220")).then_some(()))
+    })
+    .await?;
     for (name, policy) in [("once", "Never"), ("service", "Always")] {
         let p = pod(name)
             .namespace(ns)
