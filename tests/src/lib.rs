@@ -34,23 +34,44 @@ use crate::pki::Pki;
 pub use crate::process::{Process, log_tails};
 pub use crate::virtual_kubelet::{STARTED, virtual_kubelet_bin};
 
-/// A free TCP port on 127.0.0.1 (bound, then released), never one this process handed out
-/// before: with twenty virtual kubelets started at once, the kernel may give a port just released
-/// to the next caller, and two processes of the stack would then race for it.
+/// A TCP port free now on every address, never one this process handed out before, and outside
+/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, 32768-60999 by default): the
+/// local port of every outgoing connection is drawn from that range, so a port from it can be
+/// taken by any connection of the busy stack (a log follow, an attacker's handshake) between the
+/// check here and the bind of the process it is for (`Address already in use`). Ports are tried
+/// from a point that differs per process and call, upwards from 10000.
 ///
 /// # Errors
-/// No port could be bound.
+/// No port below the ephemeral range could be bound.
 pub fn free_port() -> anyhow::Result<u16> {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if given.insert(port) {
+    const FIRST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    anyhow::ensure!(ephemeral > FIRST + 1000, "the ephemeral port range starts at {ephemeral}");
+    let span = ephemeral - FIRST;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let start = (std::process::id().wrapping_mul(7919) ^ nanos) % span;
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for i in 0..span {
+        let Ok(port) = u16::try_from(FIRST + (start + i) % span) else { continue };
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            given.insert(port);
             return Ok(port);
         }
     }
-    anyhow::bail!("no port this process has not handed out already")
+    anyhow::bail!(
+        "no free port from {FIRST} to {ephemeral} this process has not handed out already"
+    )
 }
 
 /// Waits until `check` returns `Ok(Some(v))`, polling every `every`, for at most `timeout`.
