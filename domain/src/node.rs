@@ -159,93 +159,38 @@ impl NodeConfig {
         previous: Option<&NodeStatus>,
         now: Timestamp,
     ) -> NodeStatus {
-        let resources = capacity.map(|c| {
-            let mut r = BTreeMap::new();
-            r.insert("cpu".to_owned(), Quantity(format!("{}m", c.cpu_millis)));
-            r.insert("memory".to_owned(), Quantity(c.memory_bytes.to_string()));
-            r.insert(
-                "ephemeral-storage".to_owned(),
-                Quantity(c.ephemeral_storage_bytes.to_string()),
-            );
-            let pods = self.max_pods.or(c.pods).unwrap_or(DEFAULT_MAX_PODS);
-            r.insert("pods".to_owned(), Quantity(pods.to_string()));
-            r
-        });
-        let (ready, reason, message) = match (health, self.outage) {
-            (Health::Ready, _) => (
-                "True",
-                "KubeletReady",
-                "virtual-kubelet is ready and its backend answers".to_owned(),
-            ),
-            (Health::Unreachable { .. }, OutagePolicy::KeepPods) => (
-                "True",
-                "KubeletReady",
-                format!(
-                    "virtual-kubelet is ready; its backend does not answer ({BACKEND_UNREACHABLE}): \
-                     its pods keep running, new pods wait"
-                ),
-            ),
-            (Health::Unreachable { reason, message }, OutagePolicy::NotReady) => {
-                ("False", reason.as_str(), message.clone())
-            }
-        };
-        let (unreachable, why, what) = match health {
-            Health::Ready => ("False", "BackendAnswers", "the backend answers".to_owned()),
-            Health::Unreachable { reason, message } => ("True", reason.as_str(), message.clone()),
-        };
+        let resources = capacity.map(|c| self.resources(c));
         // Nothing new fits while the backend cannot run it (the scheduler's `Too many pods`).
-        let allocatable = match (health, self.outage) {
-            (Health::Unreachable { .. }, OutagePolicy::KeepPods) => {
-                resources.clone().map(|mut r| {
-                    r.insert("pods".to_owned(), Quantity("0".to_owned()));
-                    r
-                })
-            }
+        let keep_pods = self.outage == OutagePolicy::KeepPods;
+        let allocatable = match health {
+            Health::Unreachable { .. } if keep_pods => resources.clone().map(|mut r| {
+                r.insert("pods".to_owned(), Quantity("0".to_owned()));
+                r
+            }),
             _ => resources.clone(),
         };
-        let cond = |type_: &str, status: &str, reason: &str, message: String| {
-            let prev = previous
-                .and_then(|p| p.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
-            let since = match prev {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => None,
-            };
-            NodeCondition {
-                type_: type_.to_owned(),
-                status: status.to_owned(),
-                reason: Some(reason.to_owned()),
-                message: Some(message),
-                last_heartbeat_time: Some(Time(now)),
-                last_transition_time: since.or(Some(Time(now))),
-            }
-        };
+        let conditions =
+            self.conditions(health).into_iter().map(|(type_, status, reason, message)| {
+                let prev = previous
+                    .and_then(|p| p.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+                let since = match prev {
+                    Some(p) if p.status == status => p.last_transition_time.clone(),
+                    _ => None,
+                };
+                NodeCondition {
+                    type_: type_.to_owned(),
+                    status: status.to_owned(),
+                    reason: Some(reason),
+                    message: Some(message),
+                    last_heartbeat_time: Some(Time(now)),
+                    last_transition_time: since.or(Some(Time(now))),
+                }
+            });
         NodeStatus {
             capacity: resources,
             allocatable,
-            conditions: Some(vec![
-                cond("Ready", ready, reason, message),
-                cond(BACKEND_UNREACHABLE, unreachable, why, what),
-                cond(
-                    "MemoryPressure",
-                    "False",
-                    "KubeletHasSufficientMemory",
-                    "no memory pressure".into(),
-                ),
-                cond(
-                    "DiskPressure",
-                    "False",
-                    "KubeletHasNoDiskPressure",
-                    "no disk pressure".into(),
-                ),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure".into()),
-                cond(
-                    "NetworkUnavailable",
-                    "False",
-                    "RouteCreated",
-                    "the backend routes pod traffic".into(),
-                ),
-            ]),
+            conditions: Some(conditions.collect()),
             addresses: Some(vec![
                 NodeAddress { type_: "InternalIP".into(), address: self.internal_ip.clone() },
                 NodeAddress { type_: "Hostname".into(), address: self.hostname.clone() },
@@ -262,6 +207,63 @@ impl NodeConfig {
             }),
             ..NodeStatus::default()
         }
+    }
+
+    /// `capacity` as the node's resources: CPU in millicores, memory and ephemeral storage in
+    /// bytes, and pods (`--max-pods`, else what the backend's machines hold, else 110).
+    fn resources(&self, c: NodeCapacity) -> BTreeMap<String, Quantity> {
+        let pods = self.max_pods.or(c.pods).unwrap_or(DEFAULT_MAX_PODS);
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(format!("{}m", c.cpu_millis))),
+            ("memory".to_owned(), Quantity(c.memory_bytes.to_string())),
+            ("ephemeral-storage".to_owned(), Quantity(c.ephemeral_storage_bytes.to_string())),
+            ("pods".to_owned(), Quantity(pods.to_string())),
+        ])
+    }
+
+    /// The node's conditions as (type, status, reason, message), `Ready` first: `Ready` and
+    /// [`BACKEND_UNREACHABLE`] from `health` and the [`OutagePolicy`], the pressure conditions
+    /// always `False` (the backend's machines handle their own pressure).
+    fn conditions(&self, health: &Health) -> [(&'static str, &'static str, String, String); 6] {
+        let (ready, reason, message) = match (health, self.outage) {
+            (Health::Ready, _) => (
+                "True",
+                "KubeletReady".to_owned(),
+                "virtual-kubelet is ready and its backend answers".to_owned(),
+            ),
+            (Health::Unreachable { .. }, OutagePolicy::KeepPods) => (
+                "True",
+                "KubeletReady".to_owned(),
+                format!(
+                    "virtual-kubelet is ready; its backend does not answer ({BACKEND_UNREACHABLE}): \
+                     its pods keep running, new pods wait"
+                ),
+            ),
+            (Health::Unreachable { reason, message }, OutagePolicy::NotReady) => {
+                ("False", reason.clone(), message.clone())
+            }
+        };
+        let (unreachable, why, what) = match health {
+            Health::Ready => {
+                ("False", "BackendAnswers".to_owned(), "the backend answers".to_owned())
+            }
+            Health::Unreachable { reason, message } => ("True", reason.clone(), message.clone()),
+        };
+        let quiet = |reason: &str, message: &str| ("False", reason.to_owned(), message.to_owned());
+        let (m, d, p, n) = (
+            quiet("KubeletHasSufficientMemory", "no memory pressure"),
+            quiet("KubeletHasNoDiskPressure", "no disk pressure"),
+            quiet("KubeletHasSufficientPID", "no PID pressure"),
+            quiet("RouteCreated", "the backend routes pod traffic"),
+        );
+        [
+            ("Ready", ready, reason, message),
+            (BACKEND_UNREACHABLE, unreachable, why, what),
+            ("MemoryPressure", m.0, m.1, m.2),
+            ("DiskPressure", d.0, d.1, d.2),
+            ("PIDPressure", p.0, p.1, p.2),
+            ("NetworkUnavailable", n.0, n.1, n.2),
+        ]
     }
 
     /// The node Lease (`kube-node-lease/<name>`) renewed at `now`, owned by the Node with `node_uid`
