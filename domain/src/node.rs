@@ -249,20 +249,16 @@ impl NodeConfig {
             }
             Health::Unreachable { reason, message } => ("True", reason.clone(), message.clone()),
         };
-        let quiet = |reason: &str, message: &str| ("False", reason.to_owned(), message.to_owned());
-        let (m, d, p, n) = (
-            quiet("KubeletHasSufficientMemory", "no memory pressure"),
-            quiet("KubeletHasNoDiskPressure", "no disk pressure"),
-            quiet("KubeletHasSufficientPID", "no PID pressure"),
-            quiet("RouteCreated", "the backend routes pod traffic"),
-        );
+        let quiet = |type_, reason: &str, message: &str| {
+            (type_, "False", reason.to_owned(), message.to_owned())
+        };
         [
             ("Ready", ready, reason, message),
             (BACKEND_UNREACHABLE, unreachable, why, what),
-            ("MemoryPressure", m.0, m.1, m.2),
-            ("DiskPressure", d.0, d.1, d.2),
-            ("PIDPressure", p.0, p.1, p.2),
-            ("NetworkUnavailable", n.0, n.1, n.2),
+            quiet("MemoryPressure", "KubeletHasSufficientMemory", "no memory pressure"),
+            quiet("DiskPressure", "KubeletHasNoDiskPressure", "no disk pressure"),
+            quiet("PIDPressure", "KubeletHasSufficientPID", "no PID pressure"),
+            quiet("NetworkUnavailable", "RouteCreated", "the backend routes pod traffic"),
         ]
     }
 

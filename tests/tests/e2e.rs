@@ -291,6 +291,24 @@ async fn node_condition(
     Ok(n.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == type_)))
 }
 
+/// Waits (polling every 500 ms, for at most `timeout`) until node `node` has condition `type_`
+/// with `status`, and returns it.
+async fn wait_condition(
+    cx: &Ctx<'_>,
+    node: &str,
+    type_: &str,
+    status: &str,
+    timeout: Duration,
+) -> anyhow::Result<k8s_openapi::api::core::v1::NodeCondition> {
+    wait_for(
+        &format!("node {node}: {type_}={status}"),
+        timeout,
+        Duration::from_millis(500),
+        || async { Ok(node_condition(cx, node, type_).await?.filter(|c| c.status == status)) },
+    )
+    .await
+}
+
 async fn wait_event(cx: &Ctx<'_>, ns: &str, pod: &str, reason: &str) -> anyhow::Result<Event> {
     wait_for(
         &format!("Event {reason} for {ns}/{pod}"),

@@ -433,12 +433,7 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             Err(e) => return Err(SyncError::provider("creating the workload")(e)),
         }
         // Read it back at once so the status says what was placed.
-        let fresh = self
-            .provider
-            .get_pod(key)
-            .await
-            .map_err(SyncError::provider("reading the workload"))?;
-        self.replace_runtime(key, runtime, fresh);
+        self.read_back(key, runtime).await?;
         info!("workload created");
         self.sync_status(key, Some(pod), runtime.as_ref()).await
     }
@@ -501,6 +496,15 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             }
             Err(e) => return Err(SyncError::provider("updating the workload")(e)),
         }
+        self.read_back(key, runtime).await
+    }
+
+    /// Reads the workload of `key` again after a change made to it, in place of `runtime`.
+    async fn read_back(
+        &self,
+        key: &PodKey,
+        runtime: &mut Option<RuntimePod>,
+    ) -> Result<(), SyncError> {
         let fresh = self
             .provider
             .get_pod(key)

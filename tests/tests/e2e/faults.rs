@@ -284,17 +284,8 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
     stack.stop_nomad()?;
     let stopped = std::time::Instant::now();
     let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
-    let cond = wait_for(
-        "BackendUnreachable=True",
-        Duration::from_secs(40),
-        Duration::from_millis(500),
-        || async {
-            Ok(node_condition(&cx, node, "BackendUnreachable")
-                .await?
-                .filter(|c| c.status == "True"))
-        },
-    )
-    .await?;
+    let cond =
+        wait_condition(&cx, node, "BackendUnreachable", "True", Duration::from_secs(40)).await?;
     ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "condition {cond:?}");
     let allocatable_pods = |n: &Node| {
         n.status
@@ -352,17 +343,7 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
         ensure!(!left.is_zero(), "{what} took over 30 s after Nomad's return");
         Ok(left)
     };
-    wait_for(
-        "BackendUnreachable=False",
-        within("the condition")?,
-        Duration::from_millis(500),
-        || async {
-            Ok(node_condition(&cx, node, "BackendUnreachable")
-                .await?
-                .filter(|c| c.status == "False"))
-        },
-    )
-    .await?;
+    wait_condition(&cx, node, "BackendUnreachable", "False", within("the condition")?).await?;
     wait_for("doomed removed", within("doomed's removal")?, Duration::from_millis(500), || async {
         Ok(cx.pods(ns).get_opt("doomed").await?.is_none().then_some(()))
     })
@@ -467,17 +448,8 @@ pub(crate) async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
         .stack
         .virtual_kubelet(strict, &["--nomad-addr", &dead, "--backend-outage", "not-ready"])?;
     cx.stack.namespace(ns).await?;
-    let cond = wait_for(
-        "node registered with BackendUnreachable=True",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            Ok(node_condition(&cx, node, "BackendUnreachable")
-                .await?
-                .filter(|c| c.status == "True"))
-        },
-    )
-    .await?;
+    let cond =
+        wait_condition(&cx, node, "BackendUnreachable", "True", Duration::from_secs(30)).await?;
     ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "condition {cond:?}");
     let ready = node_condition(&cx, node, "Ready").await?.context("Ready")?;
     ensure!(ready.status == "True", "Ready condition {ready:?}");
@@ -494,15 +466,7 @@ pub(crate) async fn nomad_unreachable(cx: Ctx<'_>) -> anyhow::Result<()> {
         spec.node_name = Some(node.to_owned());
     }
     cx.create(&p).await?;
-    let strict = wait_for(
-        "the not-ready node registered Ready=False",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            Ok(node_condition(&cx, strict, "Ready").await?.filter(|c| c.status == "False"))
-        },
-    )
-    .await?;
+    let strict = wait_condition(&cx, strict, "Ready", "False", Duration::from_secs(30)).await?;
     ensure!(strict.reason.as_deref() == Some("NomadUnreachable"), "Ready condition {strict:?}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     let p = cx.pods(ns).get("waiting").await?;
