@@ -225,7 +225,9 @@ pub struct KubeletArgs {
     /// backend) before the process gives up with exit code 1; 0 waits forever (upstream's flag).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
-    /// How long in-flight work may take to finish after SIGTERM.
+    /// How long in-flight work may take to finish after SIGTERM: kubelet API answers being
+    /// written get three quarters of it, followed logs and exec, attach and port-forward
+    /// sessions 5 s of it at most.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// How often the files of running pods' ConfigMap, Secret, downward API and projected volumes

@@ -78,10 +78,11 @@ fn kubelet_settings(
         None => kube_roots,
     };
     settings.anonymous = cli.anonymous_auth;
-    // Open connections and sessions get 5 s, or three quarters of a shorter shutdown grace, to
-    // finish: the API has closed them before the process stops waiting, and a followed log or an
-    // exec session (which the client opens again) does not hold a restart for long.
-    settings.drain = cli.shutdown_grace.mul_f64(0.75).min(std::time::Duration::from_secs(5));
+    // Answers being written get three quarters of the shutdown grace to finish (the API has
+    // closed them before the process stops waiting); a followed log or an exec session (which
+    // the client opens again) is ended after 5 s at most, so it does not hold a restart long.
+    settings.drain = cli.shutdown_grace.mul_f64(0.75);
+    settings.stream_drain = settings.drain.min(std::time::Duration::from_secs(5));
     let defaults = kubelet::Limits::default();
     let open_files = open_file_limit();
     let reserve = 256;

@@ -20,34 +20,58 @@ use crate::limits::{Connections, Limits, Slot};
 
 /// What [`serve`] drains when it stops: every connection and streaming session runs as a task of
 /// `tasks`; `draining` asks connections to finish what they answer and close (hyper's graceful
-/// shutdown), `closing` ends whatever is still open once [`Settings::drain`](super::Settings::drain) has passed
-/// (linkerd2-proxy's drain, with tokio-util's `TaskTracker`).
+/// shutdown); `streams` ends what only its client would end (a followed log, an exec, attach or
+/// port-forward session) once [`Settings::stream_drain`](super::Settings::stream_drain) has
+/// passed; `closing` ends whatever is still open once [`Settings::drain`](super::Settings::drain)
+/// has (linkerd2-proxy's drain, with tokio-util's `TaskTracker`).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Open {
     tasks: tokio_util::task::TaskTracker,
     draining: tokio_util::sync::CancellationToken,
+    streams: tokio_util::sync::CancellationToken,
     closing: tokio_util::sync::CancellationToken,
 }
 
 impl Open {
     /// Runs a streaming session (an upgraded connection) until it ends or the drain closes it.
     pub(crate) fn session(&self, session: impl Future<Output = ()> + Send + 'static) {
-        let closing = self.closing.clone();
+        let streams = self.streams.clone();
         self.tasks.spawn(async move {
             tokio::select! {
                 () = session => {}
-                () = closing.cancelled() => debug!("streaming session closed by the shutdown"),
+                () = streams.cancelled() => debug!("streaming session closed by the shutdown"),
             }
         });
     }
 
-    /// Drains: connections asked to finish, then after `grace` everything closed; returns once
-    /// every task has ended.
-    async fn drain(&self, grace: Duration) {
+    /// Resolves when the drain ends the streams that only their client would end (a followed
+    /// log's body ends there, cleanly).
+    pub(crate) fn streams_closed(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.streams.clone().cancelled_owned()
+    }
+
+    /// Drains: connections asked to finish; after `streams` (at most `answers`) the streams that
+    /// only their client would end are ended, after `answers` everything still open is closed;
+    /// returns once every task has ended.
+    async fn drain(&self, answers: Duration, streams: Duration) {
         self.tasks.close();
         self.draining.cancel();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            info!(open = self.tasks.len(), ?grace, "closing what is still open on the kubelet API");
+        let streams = streams.min(answers);
+        if tokio::time::timeout(streams, self.tasks.wait()).await.is_ok() {
+            return;
+        }
+        debug!(
+            open = self.tasks.len(),
+            ?streams,
+            "ending the streams still open on the kubelet API"
+        );
+        self.streams.cancel();
+        if tokio::time::timeout(answers - streams, self.tasks.wait()).await.is_err() {
+            info!(
+                open = self.tasks.len(),
+                ?answers,
+                "closing what is still open on the kubelet API"
+            );
             self.closing.cancel();
             self.tasks.wait().await;
         }
@@ -56,8 +80,10 @@ impl Open {
 
 /// Serves `kubelet` on `listener` until `shutdown` resolves, then drains: no new connection is
 /// taken, open ones finish the requests they are answering (idle keep-alive connections close at
-/// once), and whatever is still open after [`Settings::drain`](super::Settings::drain) (a followed log, an exec session)
-/// is closed. Returns once every connection and session has ended.
+/// once), what only its client would end (a followed log, an exec session) is ended after
+/// [`Settings::stream_drain`](super::Settings::stream_drain), and whatever is still open after
+/// [`Settings::drain`](super::Settings::drain) (an answer its client reads too slowly) is
+/// closed. Returns once every connection and session has ended.
 ///
 /// # Errors
 /// [`ServerError::Tls`] when the TLS material cannot be used.
@@ -109,7 +135,7 @@ pub async fn serve<P: Backend, A: AccessReview, I: PodIndex>(
         });
     }
     drop(listener);
-    kubelet.open.drain(kubelet.settings.drain).await;
+    kubelet.open.drain(kubelet.settings.drain, kubelet.settings.stream_drain).await;
     info!("the kubelet API stopped");
     Ok(())
 }
@@ -235,7 +261,7 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let started = tokio::time::Instant::now();
-        open.drain(Duration::from_secs(5)).await;
+        open.drain(Duration::from_secs(20), Duration::from_secs(5)).await;
         let took = started.elapsed();
         assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(6), "{took:?}");
         assert!(short.await.is_ok(), "the short session was cut");
@@ -245,7 +271,35 @@ mod tests {
         let open = Open::default();
         open.session(tokio::time::sleep(Duration::from_secs(1)));
         let started = tokio::time::Instant::now();
-        open.drain(Duration::from_secs(5)).await;
+        open.drain(Duration::from_secs(20), Duration::from_secs(5)).await;
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    /// An answer still being written when the streams are ended gets until the drain's end; one
+    /// that outlasts it is closed then.
+    #[tokio::test(start_paused = true)]
+    async fn answers_get_the_whole_drain() {
+        let open = Open::default();
+        let (finished, slow) = tokio::sync::oneshot::channel();
+        let closing = open.closing.clone();
+        open.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(12)) => { let _ = finished.send(()); }
+                () = closing.cancelled() => {}
+            }
+        });
+        let started = tokio::time::Instant::now();
+        open.drain(Duration::from_secs(20), Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(12) && took < Duration::from_secs(13), "{took:?}");
+        assert!(slow.await.is_ok(), "the answer was cut at the streams' end");
+
+        let open = Open::default();
+        let closing = open.closing.clone();
+        open.tasks.spawn(async move { closing.cancelled().await });
+        let started = tokio::time::Instant::now();
+        open.drain(Duration::from_secs(20), Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(20) && took < Duration::from_secs(21), "{took:?}");
     }
 }

@@ -80,10 +80,15 @@ pub struct Settings {
     /// The process's Prometheus text, served on `/metrics` to callers allowed `nodes/metrics`
     /// (the kubelet serves its own metrics there); `None`: 404.
     pub metrics: Option<MetricsText>,
-    /// How long, once [`serve`] is told to stop, open connections may finish the requests they
-    /// are answering and streaming sessions (exec, attach, port-forward) may run before they are
-    /// closed (5 s; the app gives 5 s or three quarters of a shorter `--shutdown-grace`).
+    /// How long, once [`serve`] is told to stop, open connections may finish the answers they
+    /// are writing (a log read, a stats summary) before they are closed (20 s; the app gives
+    /// three quarters of `--shutdown-grace`).
     pub drain: Duration,
+    /// How long, once [`serve`] is told to stop, what only its client would end runs on before
+    /// it is ended: a followed log's body ends (cleanly), exec, attach and port-forward sessions
+    /// are closed (5 s, at most [`Settings::drain`]; their clients open them again on the
+    /// restarted node).
+    pub stream_drain: Duration,
 }
 
 /// Renders the process's metrics in the Prometheus text format.
@@ -110,7 +115,8 @@ impl Settings {
             limits: Limits::default(),
             serving: None,
             metrics: None,
-            drain: Duration::from_secs(5),
+            drain: Duration::from_secs(20),
+            stream_drain: Duration::from_secs(5),
         }
     }
 }

@@ -127,6 +127,16 @@ async fn container_logs<P: Backend, A: AccessReview, I: PodIndex>(
                 let _keep = &guard;
                 item.map_err(std::io::Error::other)
             });
+            // A followed log ends (cleanly) when the drain ends the streams; a plain read is an
+            // answer, finished within the drain.
+            let stream = if opts.follow {
+                futures::StreamExt::boxed(futures::StreamExt::take_until(
+                    stream,
+                    k.open.streams_closed(),
+                ))
+            } else {
+                futures::StreamExt::boxed(stream)
+            };
             let mut r = Response::new(Body::from_stream(stream));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
