@@ -46,8 +46,9 @@ async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health
 }
 
 /// Registers the node (retrying with backoff until it succeeds or `cancel` fires), then keeps it.
-/// Every capacity read from the backend is also sent on `published` (the pod controller resolves
-/// `resourceFieldRef` limits a container does not set to it). `check_now` asks for a check before
+/// Every capacity read from the backend is also sent on `published` as what is allocatable (the
+/// pod controller resolves `resourceFieldRef` limits a container does not set to it, as the
+/// kubelet does to node allocatable). `check_now` asks for a check before
 /// the next tick (the backend's machines changed: Nomad node events).
 /// Returns when `cancel` fires. Errors are logged, never fatal.
 pub async fn run<P: NodeProvider, N: NodeApi>(
@@ -61,7 +62,7 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
 ) {
     let (capacity, health) = observe(provider.as_ref()).await;
     if let Some(c) = capacity {
-        published.send_replace(c);
+        published.send_replace(c.allocatable());
     }
     if let Health::Unreachable { message, .. } = &health {
         warn!(%message, outage = ?config.outage, "backend unreachable at start");
@@ -99,7 +100,7 @@ pub async fn run<P: NodeProvider, N: NodeApi>(
             } => {
                 let (capacity, health) = observe(provider.as_ref()).await;
                 if let Some(c) = capacity {
-                    published.send_replace(c);
+                    published.send_replace(c.allocatable());
                 }
                 // Keep the last known capacity while the backend is unreachable.
                 let capacity = capacity.or_else(|| last_capacity(last.as_ref()));
@@ -143,17 +144,35 @@ fn metrics_warn(what: &str, e: &ClusterError) {
     warn!(error = %e, kind = e.kind(), "{what}");
 }
 
-/// The capacity last written, so an unreachable backend does not zero the node.
+/// The capacity last written (what was reserved: capacity less allocatable), so an unreachable
+/// backend does not zero the node.
 fn last_capacity(status: Option<&NodeStatus>) -> Option<NodeCapacity> {
     use vk_domain::quantity::{bytes, cpu_millis};
-    let cap = status?.capacity.as_ref()?;
+    let status = status?;
+    let read = |list: &std::collections::BTreeMap<
+        String,
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    >| {
+        let cpu = cpu_millis("cpu", &list.get("cpu")?.0).ok()?;
+        let memory = bytes("memory", &list.get("memory")?.0).ok()?;
+        let disk = list.get("ephemeral-storage").and_then(|q| bytes("e", &q.0).ok()).unwrap_or(0);
+        Some((cpu, memory, disk))
+    };
+    let (cpu_millis, memory_bytes, ephemeral_storage_bytes) = read(status.capacity.as_ref()?)?;
+    let (cpu, memory, disk) = status.allocatable.as_ref().and_then(read).unwrap_or((
+        cpu_millis,
+        memory_bytes,
+        ephemeral_storage_bytes,
+    ));
     Some(NodeCapacity {
-        cpu_millis: cpu_millis("cpu", &cap.get("cpu")?.0).ok()?,
-        memory_bytes: bytes("memory", &cap.get("memory")?.0).ok()?,
-        ephemeral_storage_bytes: cap
-            .get("ephemeral-storage")
-            .and_then(|q| bytes("e", &q.0).ok())
-            .unwrap_or(0),
-        pods: cap.get("pods").and_then(|q| q.0.parse().ok()),
+        cpu_millis,
+        memory_bytes,
+        ephemeral_storage_bytes,
+        pods: status.capacity.as_ref()?.get("pods").and_then(|q| q.0.parse().ok()),
+        reserved: vk_domain::node::Reserved {
+            cpu_millis: cpu_millis.saturating_sub(cpu),
+            memory_bytes: memory_bytes.saturating_sub(memory),
+            ephemeral_storage_bytes: ephemeral_storage_bytes.saturating_sub(disk),
+        },
     })
 }

@@ -33,6 +33,7 @@ impl NodeProvider for Backend {
             memory_bytes: 1 << 30,
             ephemeral_storage_bytes: 0,
             pods: None,
+            ..Default::default()
         })
     }
     async fn runtime_version(&self) -> Result<String, ProviderError> {

@@ -80,7 +80,9 @@ pub enum OutagePolicy {
 /// with reason `BackendAnswers`.
 pub const BACKEND_UNREACHABLE: &str = "BackendUnreachable";
 
-/// What the backend can run, summed over its machines that are ready and eligible.
+/// What the backend can run, summed over its machines that are ready and eligible and in the
+/// node's scope: the node's `status.capacity`; `status.allocatable` is that less
+/// [`NodeCapacity::reserved`] ([`NodeCapacity::allocatable`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NodeCapacity {
     /// CPU in millicores (1000 per core).
@@ -92,6 +94,40 @@ pub struct NodeCapacity {
     /// Pods the machines hold, when the backend can tell (for Nomad, [`DEFAULT_MAX_PODS`] per
     /// ready, eligible client, as a kubelet per machine); `None`: [`DEFAULT_MAX_PODS`].
     pub pods: Option<u32>,
+    /// What work that is not this node's pods already holds of the machines (for Nomad, the
+    /// allocations of other jobs): kept out of `allocatable`, as the kubelet keeps
+    /// `--system-reserved` out of it. The node's own pods are not in it: kube-scheduler counts
+    /// their requests against `allocatable` itself.
+    pub reserved: Reserved,
+}
+
+/// Resources held by work that is not the node's pods ([`NodeCapacity::reserved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reserved {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage_bytes: u64,
+}
+
+impl NodeCapacity {
+    /// What kube-scheduler may place pods into: the capacity less [`NodeCapacity::reserved`]
+    /// (never below 0), with nothing reserved.
+    #[must_use]
+    pub fn allocatable(self) -> Self {
+        let r = self.reserved;
+        Self {
+            cpu_millis: self.cpu_millis.saturating_sub(r.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(r.memory_bytes),
+            ephemeral_storage_bytes: self
+                .ephemeral_storage_bytes
+                .saturating_sub(r.ephemeral_storage_bytes),
+            pods: self.pods,
+            reserved: Reserved::default(),
+        }
+    }
 }
 
 /// A kubelet's `--max-pods` default (per machine).
@@ -160,14 +196,15 @@ impl NodeConfig {
         now: Timestamp,
     ) -> NodeStatus {
         let resources = capacity.map(|c| self.resources(c));
+        let allocatable = capacity.map(|c| self.resources(c.allocatable()));
         // Nothing new fits while the backend cannot run it (the scheduler's `Too many pods`).
         let keep_pods = self.outage == OutagePolicy::KeepPods;
         let allocatable = match health {
-            Health::Unreachable { .. } if keep_pods => resources.clone().map(|mut r| {
+            Health::Unreachable { .. } if keep_pods => allocatable.map(|mut r| {
                 r.insert("pods".to_owned(), Quantity("0".to_owned()));
                 r
             }),
-            _ => resources.clone(),
+            _ => allocatable,
         };
         let conditions =
             self.conditions(health).into_iter().map(|(type_, status, reason, message)| {
@@ -381,6 +418,7 @@ mod tests {
             memory_bytes: 8 << 30,
             ephemeral_storage_bytes: 1 << 30,
             pods: None,
+            reserved: Reserved::default(),
         };
         let st = config().status(Some(cap), &Health::Ready, None, ts(0));
         let alloc = st.allocatable.as_ref().unwrap();
@@ -397,6 +435,31 @@ mod tests {
         assert_eq!(st.addresses.unwrap()[0].address, "10.0.0.5");
         let ready = &st.conditions.unwrap()[0];
         assert_eq!((ready.type_.as_str(), ready.status.as_str()), ("Ready", "True"));
+    }
+
+    /// What other work holds is in `capacity` and not in `allocatable`; more reserved than
+    /// there is leaves 0, not a negative quantity.
+    #[test]
+    fn allocatable_is_capacity_less_what_others_hold() {
+        let cap = NodeCapacity {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+            pods: Some(110),
+            reserved: Reserved {
+                cpu_millis: 1500,
+                memory_bytes: 4 << 30,
+                ephemeral_storage_bytes: 2 << 30,
+            },
+        };
+        let st = config().status(Some(cap), &Health::Ready, None, ts(0));
+        let (c, a) = (st.capacity.unwrap(), st.allocatable.unwrap());
+        assert_eq!((c["cpu"].0.as_str(), a["cpu"].0.as_str()), ("4000m", "2500m"));
+        assert_eq!(c["memory"].0, (8u64 << 30).to_string());
+        assert_eq!(a["memory"].0, (4u64 << 30).to_string());
+        assert_eq!(a["ephemeral-storage"].0, "0");
+        assert_eq!(a["pods"].0, "110");
+        assert_eq!(cap.allocatable().reserved, Reserved::default());
     }
 
     #[test]

@@ -44,7 +44,7 @@ mod pods;
 mod refusals;
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
-use cluster::placement_failures;
+use cluster::{placement_failures, shared_capacity};
 use deploy::in_cluster_rbac;
 use docker::images::{docker_image_pull_failure, docker_registry_pulls};
 use docker::pods::{
@@ -456,6 +456,7 @@ fn main() {
         apiserver_restart,
         nomad_outage,
         placement_failures,
+        shared_capacity,
         lost_allocations,
         process_metrics,
         kubelet_logs,
@@ -504,7 +505,8 @@ fn main() {
                     // The heavy tests (fifty pods; a second stack; twenty nodes) run alone, so that they do not
                     // starve the others' timings on a 2-core machine; the token test only sleeps,
                     // and so do Nomad's outage (six minutes with its Nomad stopped, on a stack of
-                    // its own) and the placement failures (a stack of its own, a few pods).
+                    // its own), the placement failures and the shared capacity (stacks of their
+                    // own, a few pods).
                     let _shared;
                     let _exclusive;
                     match name {
@@ -516,7 +518,7 @@ fn main() {
                         | "kubelet_port_under_attack" => {
                             _exclusive = gate.write().await;
                         }
-                        "token_renewal" | "nomad_outage" | "placement_failures" => {}
+                        "token_renewal" | "nomad_outage" | "placement_failures" | "shared_capacity" => {}
                         _ => _shared = gate.read().await,
                     }
                     let stack = shared

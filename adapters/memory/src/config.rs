@@ -25,6 +25,11 @@ impl MemoryConfig {
         memory_bytes: 100 << 30,
         ephemeral_storage_bytes: 100 << 30,
         pods: None,
+        reserved: vk_domain::node::Reserved {
+            cpu_millis: 0,
+            memory_bytes: 0,
+            ephemeral_storage_bytes: 0,
+        },
     };
 
     /// Settings for node `node_name` reached at `host_ip`, with [`Self::DEFAULT_CAPACITY`].

@@ -265,6 +265,7 @@ fn upstream_mock_config_is_read() {
                 memory_bytes: 8 << 30,
                 ephemeral_storage_bytes: 100 << 30,
                 pods: None,
+                ..Default::default()
             },
             pods: Some(30),
         }

@@ -400,6 +400,12 @@ pub struct AllocatedResources {
     /// Group-level resources.
     #[serde(default)]
     pub shared: Option<AllocatedShared>,
+    /// By task name: what each task holds (`structs.AllocatedResources.Tasks`).
+    #[serde(default)]
+    pub tasks: Option<BTreeMap<String, TaskUsage>>,
+    /// Each task's lifecycle, by task name (`null` for a main task).
+    #[serde(default)]
+    pub task_lifecycles: Option<BTreeMap<String, Option<Lifecycle>>>,
 }
 
 /// `api.AllocatedSharedResources`.
@@ -409,6 +415,9 @@ pub struct AllocatedShared {
     /// Group networks with their address.
     #[serde(default)]
     pub networks: Option<Vec<Network>>,
+    /// The group's ephemeral disk, MiB.
+    #[serde(rename = "DiskMB", default)]
+    pub disk_mb: i64,
 }
 
 /// `api.TaskState`.
@@ -494,6 +503,12 @@ pub struct NodeStub {
     /// Being drained.
     #[serde(default)]
     pub drain: bool,
+    /// The node's datacenter.
+    #[serde(default)]
+    pub datacenter: String,
+    /// The node's node pool (empty before Nomad 1.6, where every node is in `default`).
+    #[serde(default)]
+    pub node_pool: String,
     /// Fingerprinted resources.
     #[serde(default)]
     pub node_resources: Option<NodeResources>,
@@ -650,4 +665,37 @@ pub struct AllocMetric {
     /// Quotas reached (Nomad Enterprise).
     #[serde(default)]
     pub quota_exhausted: Option<Vec<String>>,
+}
+
+/// `structs.AllocatedTaskResources`: CPU and memory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskUsage {
+    /// CPU.
+    #[serde(default)]
+    pub cpu: CpuUsage,
+    /// Memory.
+    #[serde(default)]
+    pub memory: MemoryUsage,
+}
+
+/// `structs.AllocatedCpuResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CpuUsage {
+    /// MHz.
+    #[serde(default)]
+    pub cpu_shares: i64,
+    /// Whole cores given to the task alone (`resources { cores = n }`).
+    #[serde(default)]
+    pub reserved_cores: Option<Vec<u16>>,
+}
+
+/// `structs.AllocatedMemoryResources`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MemoryUsage {
+    /// MiB reserved (`memory`; `memory_max` is oversubscription, not reserved).
+    #[serde(rename = "MemoryMB", default)]
+    pub memory_mb: i64,
 }

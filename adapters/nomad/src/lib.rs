@@ -50,7 +50,7 @@ use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterRes
 use self::client::NomadClient;
 use self::job::{JobRef, JobSettings};
 
-pub use self::capacity::{capacity_of, mhz_per_core, usable};
+pub use self::capacity::{Scope, capacity_of, mhz_per_core, usable};
 pub use self::client::{ClientConfig, ConfigError};
 use self::containers::Running;
 use self::known::{Known, Written};
@@ -68,8 +68,10 @@ pub struct ProviderConfig {
     pub node_name: String,
     /// Job ID prefix.
     pub job_prefix: String,
-    /// Datacenters jobs may run in.
+    /// Datacenters jobs may run in (Nomad patterns): with `node_pool`, the node's [`Scope`].
     pub datacenters: Vec<String>,
+    /// Node pool of the jobs of pods that choose none by annotation; `None`: Nomad's default.
+    pub node_pool: Option<String>,
     /// Task driver for pods that do not choose one by annotation.
     pub default_driver: String,
     /// Annotation choosing a pod's driver, read before `nomad.hashicorp.com/driver`.
@@ -88,6 +90,8 @@ pub struct ProviderConfig {
 pub struct NomadProvider {
     client: NomadClient,
     settings: JobSettings,
+    /// The Nomad nodes the Kubernetes node stands for: its capacity is theirs.
+    scope: Scope,
     /// Where each job lives, what was last written for it and its pod; the Nomad nodes' CPU
     /// speed, addresses and version ([`known`]).
     known: Arc<Known>,
@@ -131,12 +135,15 @@ impl NomadProvider {
     /// [`ConfigError`] when the client configuration is unusable.
     pub fn new(cfg: ProviderConfig) -> Result<Self, ConfigError> {
         let client = NomadClient::new(&cfg.client)?;
+        let scope =
+            Scope { datacenters: cfg.datacenters.clone(), node_pool: cfg.node_pool.clone() };
         let settings = JobSettings {
             prefix: cfg.job_prefix,
             node_name: cfg.node_name,
             namespace: client.namespace().map(str::to_owned),
             region: client.region().map(str::to_owned),
             datacenters: cfg.datacenters,
+            node_pool: cfg.node_pool,
             default_driver: cfg.default_driver,
             driver_annotation: cfg.driver_annotation,
             mhz_per_core: DEFAULT_MHZ_PER_CORE,
@@ -147,6 +154,7 @@ impl NomadProvider {
         Ok(Self {
             client,
             settings,
+            scope,
             known: Arc::default(),
             addresses: moka::sync::Cache::new(ADDRESS_ENTRIES),
             docker_tasks: moka::sync::Cache::new(ADDRESS_ENTRIES),

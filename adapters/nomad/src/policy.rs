@@ -55,6 +55,7 @@ pub(crate) struct Own<'a> {
     pub(crate) namespace: Option<&'a str>,
     pub(crate) region: Option<&'a str>,
     pub(crate) datacenters: &'a [String],
+    pub(crate) node_pool: Option<&'a str>,
     pub(crate) network_mode: &'a str,
 }
 
@@ -142,12 +143,18 @@ impl Check<'_, '_> {
 
     /// The node pool.
     pub(crate) fn node_pool(&self, annotation: &str, p: &str) -> Result<(), Unsupported> {
-        if self.granted(p, |g| &g.node_pools) {
+        if self.own.node_pool == Some(p) || self.granted(p, |g| &g.node_pools) {
             return Ok(());
         }
-        Err(self.refuse(ann(annotation), p, "node pool", &[], "--allowed-node-pools", |g| {
-            &g.node_pools
-        }))
+        let own: Vec<String> = self.own.node_pool.map(str::to_owned).into_iter().collect();
+        Err(self.refuse(
+            ann(annotation),
+            p,
+            "node pool",
+            &own,
+            "--nomad-node-pool, --allowed-node-pools",
+            |g| &g.node_pools,
+        ))
     }
 
     /// The group network mode, chosen by `field` (the annotation, or `spec.hostNetwork`).

@@ -11,6 +11,11 @@ fn node(status: &str, eligibility: &str, drain: bool) -> NodeStub {
     .unwrap()
 }
 
+/// Every datacenter, the default pool.
+fn anywhere() -> Scope {
+    Scope { datacenters: vec!["*".into()], node_pool: None }
+}
+
 #[test]
 fn capacity_sums_ready_eligible_nodes_less_reservations() {
     let nodes = [
@@ -20,13 +25,127 @@ fn capacity_sums_ready_eligible_nodes_less_reservations() {
         node("ready", "ineligible", false),
         node("ready", "eligible", true),
     ];
-    let cap = capacity_of(&nodes);
+    let cap = capacity_of(&nodes, &anywhere(), &[], |_, _| false);
     assert_eq!(cap.cpu_millis, 2 * 3000, "4 cores less a quarter reserved, twice");
     assert_eq!(cap.memory_bytes, 2 * (3072 << 20));
     assert_eq!(cap.ephemeral_storage_bytes, 2 * (1000 << 20));
     assert_eq!(cap.pods, Some(2 * 110), "a kubelet's 110 per usable Nomad node");
+    assert_eq!(cap.reserved, vk_domain::node::Reserved::default());
     assert_eq!(mhz_per_core(&nodes), Some(2000));
     assert_eq!(mhz_per_core(&[]), None);
+}
+
+/// Node `id` in datacenter `dc` and pool `pool` (empty: a Nomad before pools).
+fn placed(id: &str, dc: &str, pool: &str) -> NodeStub {
+    NodeStub {
+        id: id.into(),
+        datacenter: dc.into(),
+        node_pool: pool.into(),
+        ..node("ready", "eligible", false)
+    }
+}
+
+/// The scope is the node's datacenters (Nomad patterns) and node pool: `default` when unset
+/// (a node without a pool is in it), every pool for `all`.
+#[test]
+fn capacity_counts_the_nodes_of_the_scope() {
+    let nodes = [
+        placed("a", "dc1", "default"),
+        placed("b", "dc2", "default"),
+        placed("c", "dc1", "gpu"),
+        placed("d", "eu-1", ""),
+    ];
+    let count = |datacenters: &[&str], pool: Option<&str>| {
+        let scope = Scope {
+            datacenters: datacenters.iter().map(|d| (*d).to_owned()).collect(),
+            node_pool: pool.map(str::to_owned),
+        };
+        capacity_of(&nodes, &scope, &[], |_, _| false).memory_bytes / (3072 << 20)
+    };
+    assert_eq!(count(&["*"], None), 3, "the default pool, old nodes in it");
+    assert_eq!(count(&["dc1"], None), 1);
+    assert_eq!(count(&["dc*"], None), 2);
+    assert_eq!(count(&["dc1", "eu-*"], None), 2);
+    assert_eq!(count(&["*"], Some("gpu")), 1);
+    assert_eq!(count(&["dc2"], Some("gpu")), 0);
+    assert_eq!(count(&["*"], Some("all")), 4);
+}
+
+/// A task of [`held`]: name, MHz, reserved cores, MiB, lifecycle hook, sidecar.
+type HeldTask<'a> = (&'a str, i64, usize, i64, Option<&'a str>, bool);
+
+/// An allocation of `job` on node `node` holding `tasks` and `disk` MiB.
+fn held(node: &str, job: &str, client: &str, tasks: &[HeldTask<'_>], disk: i64) -> Allocation {
+    let mut resources = serde_json::Map::new();
+    let mut lifecycles = serde_json::Map::new();
+    for (name, mhz, cores, mib, hook, sidecar) in tasks {
+        let cores: Vec<usize> = (0..*cores).collect();
+        resources.insert(
+            (*name).into(),
+            serde_json::json!({"Cpu": {"CpuShares": mhz, "ReservedCores": cores}, "Memory": {"MemoryMB": mib, "MemoryMaxMB": 0}}),
+        );
+        lifecycles.insert(
+            (*name).into(),
+            hook.map_or(
+                serde_json::Value::Null,
+                |h| serde_json::json!({"Hook": h, "Sidecar": sidecar}),
+            ),
+        );
+    }
+    serde_json::from_value(serde_json::json!({
+        "ID": "x", "JobID": job, "Namespace": "default", "NodeID": node,
+        "DesiredStatus": "run", "ClientStatus": client,
+        "AllocatedResources": {"Tasks": resources, "TaskLifecycles": lifecycles, "Shared": {"DiskMB": disk}}
+    }))
+    .unwrap()
+}
+
+/// What other jobs' live allocations on the scope's nodes hold is reserved (out of allocatable);
+/// this node's pods, ended allocations and other pools' nodes are not. CPU MHz turn into
+/// millicores at the node's MHz per core (8000 MHz over 4 cores: 2 MHz a millicore).
+#[test]
+fn other_jobs_hold_what_they_were_allocated() {
+    let nodes = [placed("a", "dc1", "default"), placed("g", "dc1", "gpu")];
+    let allocations = [
+        held("a", "batch", "running", &[("main", 1000, 0, 1024, None, false)], 300),
+        held("a", "k8s-ns_mine", "running", &[("main", 4000, 0, 2048, None, false)], 300),
+        held("a", "old", "complete", &[("main", 4000, 0, 2048, None, false)], 300),
+        held("g", "gpu-job", "running", &[("main", 4000, 0, 2048, None, false)], 300),
+        held("a", "pinned", "pending", &[("main", 0, 1, 64, None, false)], 0),
+    ];
+    let cap = capacity_of(&nodes, &anywhere(), &allocations, |ns, job| {
+        ns == "default" && job == "k8s-ns_mine"
+    });
+    let r = cap.reserved;
+    assert_eq!(r.cpu_millis, 500 + 1000, "1000 MHz at 2 MHz per millicore, and one core");
+    assert_eq!(r.memory_bytes, (1024 + 64) << 20);
+    assert_eq!(r.ephemeral_storage_bytes, 300 << 20);
+    let a = cap.allocatable();
+    assert_eq!(a.memory_bytes, (3072 - 1088) << 20);
+    assert_eq!(a.cpu_millis, 3000 - 1500);
+}
+
+/// Tasks combine as Nomad's scheduler combines them: prestart sidecars add to the rest; prestart
+/// tasks that finish, main, poststart and poststop tasks take the largest of their groups.
+#[test]
+fn lifecycles_combine_as_nomad_does() {
+    let nodes = [placed("a", "dc1", "default")];
+    let job = held(
+        "a",
+        "batch",
+        "running",
+        &[
+            ("init", 200, 0, 900, Some("prestart"), false),
+            ("proxy", 100, 0, 64, Some("prestart"), true),
+            ("main", 300, 0, 256, None, false),
+            ("side", 100, 0, 128, None, false),
+            ("after", 50, 0, 32, Some("poststop"), false),
+        ],
+        0,
+    );
+    let cap = capacity_of(&nodes, &anywhere(), &[job], |_, _| false);
+    assert_eq!(cap.reserved.memory_bytes, (64 + 900) << 20, "the sidecar, and init's 900 > 384");
+    assert_eq!(cap.reserved.cpu_millis, (100 + 400) / 2, "the sidecar, and main + side's 400");
 }
 
 #[test]
@@ -46,6 +165,7 @@ fn provider(addr: &str) -> NomadProvider {
         node_name: "vk".into(),
         job_prefix: "k8s-".into(),
         datacenters: vec!["dc1".into()],
+        node_pool: None,
         default_driver: "raw_exec".into(),
         driver_annotation: "vk/driver".into(),
         policy: policy::NomadPolicy::default(),
@@ -80,6 +200,49 @@ fn spec_of(ns: &str, name: &str) -> WorkloadSpec {
         .container("c", &["true"])
         .build();
     WorkloadSpec::from_pod(&pod, &vk_domain::inputs::Inputs::default()).unwrap().spec
+}
+
+/// The capacity read: the nodes with their resources, then every namespace's live allocations
+/// with theirs, filtered on the server; a token that may not list allocations leaves the nodes'
+/// capacity whole, and an unreachable Nomad is an error (the node's `BackendUnreachable`).
+#[tokio::test]
+async fn capacity_reads_nodes_and_live_allocations() {
+    let nodes = r#"[{"ID":"a","Datacenter":"dc1","NodePool":"default","Status":"ready","SchedulingEligibility":"eligible",
+        "NodeResources":{"Cpu":{"CpuShares":4000,"TotalCpuCores":2},"Memory":{"MemoryMB":2048},"Disk":{"DiskMB":1000}}}]"#;
+    let allocs = r#"[{"ID":"x","JobID":"batch","Namespace":"ops","NodeID":"a","DesiredStatus":"run","ClientStatus":"running",
+        "AllocatedResources":{"Tasks":{"t":{"Cpu":{"CpuShares":400},"Memory":{"MemoryMB":512}}},"Shared":{"DiskMB":300}}}]"#;
+    for refused in [false, true] {
+        let (addr, mut reqs) = fake::fake_nomad(move |line| {
+            if line.starts_with("GET /v1/nodes") {
+                Reply::Json(nodes.into())
+            } else if line.starts_with("GET /v1/allocations") && refused {
+                Reply::Status(403, "Permission denied".into())
+            } else if line.starts_with("GET /v1/allocations") {
+                Reply::Json(allocs.into())
+            } else {
+                Reply::Status(500, "unexpected".into())
+            }
+        })
+        .await;
+        let cap = provider(&addr).capacity().await.unwrap();
+        assert_eq!((cap.cpu_millis, cap.memory_bytes), (2000, 2048 << 20));
+        let sent = fake::drain(&mut reqs);
+        let list = sent.iter().find(|r| r.starts_with("GET /v1/allocations")).unwrap();
+        assert_eq!(fake::param(list, "namespace").as_deref(), Some("*"), "{list}");
+        assert_eq!(fake::param(list, "resources").as_deref(), Some("true"), "{list}");
+        assert_eq!(fake::param(list, "task_states").as_deref(), Some("false"), "{list}");
+        let filter = fake::param(list, "filter").unwrap_or_default();
+        assert!(filter.contains(r#"DesiredStatus == "run""#), "{filter}");
+        if refused {
+            assert_eq!(cap.reserved, vk_domain::node::Reserved::default());
+        } else {
+            assert_eq!(cap.reserved.cpu_millis, 200, "400 MHz at 2 MHz per millicore");
+            assert_eq!(cap.reserved.memory_bytes, 512 << 20);
+            assert_eq!(cap.reserved.ephemeral_storage_bytes, 300 << 20);
+        }
+    }
+    let gone = provider("http://127.0.0.1:1").capacity().await.unwrap_err();
+    assert!(matches!(gone, ProviderError::Unavailable { .. }), "{gone:?}");
 }
 
 /// A job under the ID a pod maps to that belongs to another pod (IDs of long names are

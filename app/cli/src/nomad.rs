@@ -61,9 +61,16 @@ pub(crate) struct NomadArgs {
           value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub(crate) nomad_skip_verify: bool,
-    /// Datacenters jobs may be placed in, comma-separated.
-    #[arg(long, default_value = "*", value_delimiter = ',')]
+    /// Datacenters jobs may be placed in (Nomad patterns, `*` any run of characters),
+    /// comma-separated: with `--nomad-node-pool`, the Nomad nodes the node's capacity is read
+    /// from.
+    #[arg(long, default_value = "*", value_delimiter = ',', value_parser = parse_datacenter)]
     pub(crate) nomad_datacenters: Vec<String>,
+    /// Node pool of the jobs of pods that name none by annotation, and of the Nomad nodes the
+    /// node's capacity is read from (`all`: every pool). Unset: jobs name no pool (Nomad's
+    /// default), and the capacity is the `default` pool's.
+    #[arg(long, value_parser = parse_node_pool)]
+    pub(crate) nomad_node_pool: Option<String>,
     /// Task driver for pods without the driver annotation.
     #[arg(long, default_value = "docker")]
     pub(crate) nomad_driver: String,
@@ -185,6 +192,7 @@ impl NomadArgs {
             node_name: node_name.to_owned(),
             job_prefix: self.job_prefix.clone(),
             datacenters: self.nomad_datacenters.clone(),
+            node_pool: self.nomad_node_pool.clone(),
             default_driver: self.nomad_driver.clone(),
             driver_annotation: self.driver_annotation.clone(),
             policy: self.policy(rules),

@@ -100,6 +100,22 @@ fn defaults_follow_upstream() {
     assert_eq!(nomad.job_prefix, "k8s-");
     assert_eq!(nomad.client.address, "http://127.0.0.1:4646");
     assert_eq!(nomad.datacenters, ["*"]);
+    assert_eq!(nomad.node_pool, None);
+}
+
+/// `--nomad-node-pool` and `--nomad-datacenters` make the node's scope; a name Nomad would refuse
+/// is refused here.
+#[test]
+fn the_node_pool_and_datacenters_are_checked() {
+    let cli = ok(&["--nomad-node-pool", "batch", "--nomad-datacenters", "eu-*"], &Env::default());
+    let nomad = cli.nomad();
+    assert_eq!(
+        (nomad.node_pool.as_deref(), nomad.datacenters.as_slice()),
+        (Some("batch"), &["eu-*".to_owned()][..])
+    );
+    for bad in [&["--nomad-node-pool", "a b"][..], &["--nomad-datacenters", "dc/1"][..]] {
+        assert!(matches!(load_with(bad, &Env::default()), Err(LoadError::Flags(_))), "{bad:?}");
+    }
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn inputs() -> Inputs {
             memory_bytes: 8 << 30,
             ephemeral_storage_bytes: 100 << 30,
             pods: None,
+            ..Default::default()
         },
         ..Inputs::default()
     };

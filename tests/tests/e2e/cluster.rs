@@ -1,4 +1,5 @@
-//! The node on a Nomad cluster it shares: what Nomad cannot place reaches the pod.
+//! The node on a Nomad cluster it shares: what Nomad cannot place reaches the pod, and the
+//! capacity is what the node can use.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -87,5 +88,146 @@ pub(crate) async fn placement_failures(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let placements = events.iter().filter(|e| e.reason.as_deref() == Some("FailedPlacement"));
     let count: i32 = placements.map(|e| e.count.unwrap_or(1)).sum();
     ensure!(count == 1, "{count} FailedPlacement Events for big-2");
+    Ok(())
+}
+
+/// The node's `capacity` and `allocatable` of `resource`: `cpu` in millicores, `pods` as a
+/// count, the others in bytes (whatever form the API server gave the quantities).
+async fn resources_of(cx: &Ctx<'_>, node: &str, resource: &str) -> anyhow::Result<(u64, u64)> {
+    use vk_domain::quantity::{bytes, cpu_millis};
+    let status = cx.node(node).await?.and_then(|n| n.status).context("no node status")?;
+    let get = |list: Option<&std::collections::BTreeMap<String, _>>| -> anyhow::Result<u64> {
+        let q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity =
+            list.and_then(|l| l.get(resource)).with_context(|| format!("no {resource}"))?;
+        Ok(match resource {
+            "cpu" => cpu_millis(resource, &q.0)?,
+            "pods" => q.0.parse()?,
+            _ => bytes(resource, &q.0)?,
+        })
+    };
+    Ok((get(status.capacity.as_ref())?, get(status.allocatable.as_ref())?))
+}
+
+/// A pod of `ns` that kube-scheduler may place on `node` only, asking for `mib` MiB of memory.
+fn scheduled(name: &str, ns: &str, node: &str, mib: u64) -> Pod {
+    pod(name)
+        .namespace(ns)
+        .grace(1)
+        .spec(serde_json::json!({
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "main", "image": vk_tests::BUSYBOX, "command": ["sleep", "600"],
+                "resources": {"requests": {"memory": format!("{mib}Mi")}}}]}))
+        .build()
+}
+
+/// Capacity is what this node can use: the Nomad nodes of its scope (the `default` pool; a
+/// client in pool `other` adds nothing), less what other Nomad jobs hold. A job that is not a
+/// pod taking half the client's memory (and 200 MHz, 128 MiB of disk) lowers `allocatable` by
+/// exactly that within a status interval, `capacity` unchanged, and this node's own pods lower
+/// nothing (kube-scheduler counts them); kube-scheduler keeps a pod larger than what is left off
+/// the node (`Insufficient memory`) while a small one runs; when the job stops, `allocatable`
+/// comes back and the larger pod is scheduled and runs. On a stack of its own: the job takes
+/// half a Nomad client.
+pub(crate) async fn shared_capacity(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-capacity", "e2e-capacity");
+    let mut stack =
+        Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
+    stack.start_nomad_client("other", "other").await?;
+    let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+
+    // The scope's one client: the main agent's, in pool `default`.
+    let nodes = cx.nomad("/v1/nodes?resources=true").await?.context("Nomad nodes")?;
+    let client = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["NodePool"] == "default")
+        .context("no Nomad client in pool default")?;
+    let resources = &client["NodeResources"];
+    let reserved = &client["ReservedResources"];
+    let total = resources["Memory"]["MemoryMB"].as_u64().context("memory")?;
+    let usable = total - reserved["Memory"]["MemoryMB"].as_u64().unwrap_or(0);
+    let shares = resources["Cpu"]["CpuShares"].as_u64().context("CPU shares")?;
+    let cores = resources["Cpu"]["TotalCpuCores"].as_u64().context("cores")?;
+    let memory = |mib: u64| mib << 20;
+    let (capacity, allocatable) = resources_of(&cx, node, "memory").await?;
+    ensure!(capacity == memory(usable), "capacity memory {capacity}, one client has {usable} MiB");
+    ensure!(allocatable == capacity, "allocatable {allocatable} of {capacity} with nothing else");
+    let (pods, _) = resources_of(&cx, node, "pods").await?;
+    ensure!(pods == 110, "capacity pods {pods}: one client in scope");
+    let (cpu, _) = resources_of(&cx, node, "cpu").await?;
+    let (disk, _) = resources_of(&cx, node, "ephemeral-storage").await?;
+
+    // Another Nomad user's job: half the client's memory, 200 MHz, 128 MiB of disk.
+    let half = usable / 2;
+    let tenant = serde_json::json!({"Job": {
+        "ID": "tenant", "Name": "tenant", "Type": "service", "Datacenters": ["*"],
+        "TaskGroups": [{"Name": "g", "Count": 1, "EphemeralDisk": {"SizeMB": 128},
+            "Tasks": [{"Name": "t", "Driver": "raw_exec",
+                "Config": {"command": "/bin/sleep", "args": ["3600"]},
+                "Resources": {"CPU": 200, "MemoryMB": half}}]}]}});
+    let r = cx.http.post(format!("{}/v1/jobs", stack.nomad_addr)).json(&tenant).send().await?;
+    let status = r.status();
+    ensure!(status.is_success(), "registering the tenant job: {status} {}", r.text().await?);
+    let held = memory(usable - half);
+    let started = Instant::now();
+    wait_for(
+        "allocatable less the tenant's memory",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async { Ok((resources_of(&cx, node, "memory").await?.1 == held).then_some(())) },
+    )
+    .await?;
+    println!("allocatable memory followed the tenant's job after {:?}", started.elapsed());
+    let (cpu_now, cpu_left) = resources_of(&cx, node, "cpu").await?;
+    let want_cpu = cpu.saturating_sub(200 * cores * 1000 / shares);
+    ensure!(
+        cpu_now == cpu && cpu_left == want_cpu,
+        "cpu {cpu_now}/{cpu_left}m, want {cpu}/{want_cpu}m"
+    );
+    let (disk_now, disk_left) = resources_of(&cx, node, "ephemeral-storage").await?;
+    let want_disk = disk.saturating_sub(128 << 20);
+    ensure!(
+        disk_now == disk && disk_left == want_disk,
+        "disk {disk_now}/{disk_left}, want {want_disk}"
+    );
+    ensure!(resources_of(&cx, node, "memory").await?.0 == capacity, "capacity moved");
+
+    // More than is left: kube-scheduler does not place it here.
+    cx.create(&scheduled("too-big", ns, node, usable - half + 256)).await?;
+    let reason = wait_for(
+        "too-big unschedulable",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get("too-big").await?;
+            let c = p.status.and_then(|s| s.conditions).unwrap_or_default();
+            let c = c.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False");
+            Ok(c.filter(|c| c.reason.as_deref() == Some("Unschedulable")).and_then(|c| c.message))
+        },
+    )
+    .await?;
+    ensure!(reason.contains("Insufficient memory"), "too-big: {reason}");
+    // A small pod runs; the node's own pods are not taken out of allocatable.
+    cx.create(&scheduled("small", ns, node, 64)).await?;
+    cx.wait_phase(ns, "small", "Running", Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, after) = resources_of(&cx, node, "memory").await?;
+    ensure!(after == held, "allocatable {after} with this node's pod running, {held} before");
+    let p = cx.pods(ns).get("too-big").await?;
+    ensure!(p.spec.and_then(|s| s.node_name).is_none(), "too-big was placed");
+
+    // The tenant leaves: allocatable comes back, and the larger pod is placed and runs.
+    let r = cx.http.delete(format!("{}/v1/job/tenant?purge=true", stack.nomad_addr)).send().await?;
+    ensure!(r.status().is_success(), "stopping the tenant job: {}", r.status());
+    wait_for("allocatable back", Duration::from_secs(30), Duration::from_millis(500), || async {
+        Ok((resources_of(&cx, node, "memory").await?.1 == capacity).then_some(()))
+    })
+    .await?;
+    cx.wait_phase(ns, "too-big", "Running", Duration::from_secs(90)).await?;
     Ok(())
 }

@@ -113,6 +113,9 @@ pub struct JobSettings {
     pub region: Option<String>,
     /// Datacenters (`["*"]` for all) when the pod does not name them.
     pub datacenters: Vec<String>,
+    /// Node pool of jobs whose pod chooses none by annotation (`--nomad-node-pool`); `None`:
+    /// the job names none, and Nomad uses the namespace's default pool.
+    pub node_pool: Option<String>,
     /// Task driver when the pod does not choose one.
     pub default_driver: String,
     /// A further annotation choosing the driver, read before [`ANN_DRIVER`] (configuration).

@@ -72,6 +72,7 @@ pub(super) fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placemen
             namespace: s.namespace.as_deref(),
             region: s.region.as_deref(),
             datacenters: &s.datacenters,
+            node_pool: s.node_pool.as_deref(),
             network_mode: driver.default_network_mode(),
         },
     };
@@ -79,7 +80,7 @@ pub(super) fn placement(spec: &WorkloadSpec, s: &JobSettings) -> Result<Placemen
         check.driver(driver_key, driver.as_str())?;
     }
     let datacenters = datacenters(spec, s, &check)?;
-    let node_pool = node_pool(spec, &check)?;
+    let node_pool = node_pool(spec, s, &check)?;
     let priority = priority(spec, &check)?;
     let network_mode = network_mode(spec, driver, &check)?;
     let [namespace, region] = location(spec, &check)?;
@@ -154,9 +155,13 @@ fn datacenters(
     Ok(list)
 }
 
-/// The node pool of [`ANN_NODE_POOL`], if any.
-fn node_pool(spec: &WorkloadSpec, check: &Check<'_, '_>) -> Result<Option<String>, Unsupported> {
-    let Some(p) = annotation(spec, ANN_NODE_POOL) else { return Ok(None) };
+/// The node pool of [`ANN_NODE_POOL`], else the operator's ([`JobSettings::node_pool`]), if any.
+fn node_pool(
+    spec: &WorkloadSpec,
+    s: &JobSettings,
+    check: &Check<'_, '_>,
+) -> Result<Option<String>, Unsupported> {
+    let Some(p) = annotation(spec, ANN_NODE_POOL) else { return Ok(s.node_pool.clone()) };
     if !valid_node_pool(p) {
         return Err(Unsupported::new(
             field(ANN_NODE_POOL),

@@ -57,6 +57,7 @@ fn the_hostile_corpus_is_refused_naming_each_field() {
         memory_bytes: 64 << 30,
         ephemeral_storage_bytes: 1 << 40,
         pods: None,
+        ..Default::default()
     };
     for case in cases {
         let name = case["case"].as_str().unwrap();

@@ -31,6 +31,7 @@ fn settings() -> JobSettings {
         namespace: None,
         region: None,
         datacenters: vec!["*".into()],
+        node_pool: None,
         default_driver: "docker".into(),
         driver_annotation: "virtual-kubelet.io/nomad-driver".into(),
         mhz_per_core: 2000,

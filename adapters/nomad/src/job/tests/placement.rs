@@ -148,7 +148,7 @@ fn a_fresh_install_lets_pods_choose_nothing() {
         (
             ANN_NODE_POOL,
             "gpu",
-            "node pool \"gpu\" is not allowed in namespace \"team-a\" (allowed: none; set by --allowed-node-pools",
+            "node pool \"gpu\" is not allowed in namespace \"team-a\" (allowed: none; set by --nomad-node-pool, --allowed-node-pools",
         ),
         (
             ANN_PRIORITY,
@@ -188,6 +188,24 @@ fn a_fresh_install_lets_pods_choose_nothing() {
     }
     // Without --nomad-namespace, Nomad's own "default" is the operator's.
     assert!(translate(json!({ANN_NAMESPACE: "default"}), c.clone()).is_ok());
+}
+
+/// `--nomad-node-pool` is the pool of every job whose pod names none, and a pod may name it; the
+/// annotation chooses another pool only when the policy allows it.
+#[test]
+fn the_operators_node_pool_is_the_jobs_unless_a_pod_may_choose() {
+    let c = json!({"containers": [{"name": "c", "image": "i", "command": ["true"]}]});
+    let s = JobSettings { node_pool: Some("batch".into()), ..settings() };
+    let job = |annotations| translate_with(&s, annotations, c.clone()).map(|p| p.job);
+    assert_eq!(job(json!({})).unwrap().node_pool.as_deref(), Some("batch"));
+    assert_eq!(job(json!({ANN_NODE_POOL: "batch"})).unwrap().node_pool.as_deref(), Some("batch"));
+    let err = job(json!({ANN_NODE_POOL: "gpu"})).map(|_| ()).unwrap_err();
+    assert!(err.reason.contains("(allowed: \"batch\"; set by --nomad-node-pool"), "{err}");
+    let wider = JobSettings { node_pool: Some("batch".into()), ..permissive() };
+    let gpu = translate_with(&wider, json!({ANN_NODE_POOL: "gpu"}), c.clone()).unwrap().job;
+    assert_eq!(gpu.node_pool.as_deref(), Some("gpu"));
+    // Unset, the job names no pool: Nomad's default for the namespace.
+    assert_eq!(translate(json!({}), c).unwrap().job.node_pool, None);
 }
 
 #[test]
