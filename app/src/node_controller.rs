@@ -39,7 +39,7 @@ async fn observe<P: NodeProvider>(provider: &P) -> (Option<NodeCapacity>, Health
             None,
             Health::Unreachable {
                 reason: provider.unreachable_reason().into(),
-                message: format!("cannot reach the backend: {e}"),
+                message: format!("cannot use the backend: {e}"),
             },
         ),
     }

@@ -16,6 +16,7 @@ mod credentials;
 mod docker;
 mod metrics_server;
 mod nomad;
+pub mod nomad_acl;
 mod virtual_kubelet;
 
 use std::net::TcpListener;
@@ -126,6 +127,12 @@ pub struct Stack {
     nomad_rpc: u16,
     /// Whether Nomad runs as `nobody` (see `start_nomad`).
     nomad_as_nobody: bool,
+    /// Nomad's ACLs, when the stack runs them ([`StackOptions::nomad_acl`]): the management
+    /// token the harness itself uses, and the token of `deploy/nomad-acl-policy.hcl` every
+    /// virtual kubelet gets.
+    nomad_acl: Option<nomad_acl::Tokens>,
+    /// Whether Nomad runs with ACLs on ([`StackOptions::nomad_acl`]).
+    nomad_acl_on: bool,
     /// metrics-server, once [`Stack::start_metrics_server`] started it (the lock also makes
     /// concurrent callers wait for one start).
     metrics_server: tokio::sync::Mutex<Option<Process>>,
@@ -147,6 +154,11 @@ pub struct StackOptions {
     /// ([`BUSYBOX`], [`PAUSE`]) be there (`scripts/docker.sh`, `scripts/images.sh`), and the stack
     /// waits until the Nomad node reports the driver healthy.
     pub docker: bool,
+    /// Nomad runs with ACLs on (`acl { enabled = true }`, bootstrapped at start): the harness's
+    /// own requests carry the management token ([`Stack::nomad_http`]), and every virtual
+    /// kubelet gets a token of `deploy/nomad-acl-policy.hcl` alone (with `alloc-node-exec`, since
+    /// its pods run on raw_exec, and the `default` namespace's rights in `apps` too).
+    pub nomad_acl: bool,
 }
 
 impl Stack {
@@ -184,6 +196,8 @@ impl Stack {
             nomad: None,
             nomad_rpc: 0,
             nomad_as_nobody: false,
+            nomad_acl: None,
+            nomad_acl_on: options.nomad_acl,
             metrics_server: tokio::sync::Mutex::new(None),
             nomad_data: Vec::new(),
         };

@@ -60,8 +60,9 @@ plugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n"
             ""
         };
         let client = if server { "  enabled = true\n" } else { "" };
+        let acl = if self.nomad_acl_on { crate::nomad_acl::ACL_CONFIG } else { "" };
         let cfg = format!(
-            "{NO_UPDATE_CHECK}ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{mode}\
+            "{NO_UPDATE_CHECK}{acl}ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n{mode}\
 client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n{docker}",
             docker = docker_plugin(),
         );
@@ -161,8 +162,9 @@ client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprin
         let main_cfg = std::fs::read_to_string(&main.cfg)?;
         ensure!(main_cfg.contains("server {"), "extra clients need a server-mode Nomad");
         let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
+        let acl = if self.nomad_acl_on { crate::nomad_acl::ACL_CONFIG } else { "" };
         let cfg = format!(
-            "{NO_UPDATE_CHECK}name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
+            "{NO_UPDATE_CHECK}{acl}name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
 ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
 advertise {{\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}}\n\
 client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [\"127.0.0.1:{server}\"]\n\
@@ -176,7 +178,7 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
         let cmd = self.nomad_command(&agent);
         self.procs.push(Process::spawn_group(name, cmd, &self.log(name))?);
         let url = format!("{}/v1/nodes", self.nomad_addr);
-        let http = reqwest::Client::new();
+        let http = self.nomad_http();
         wait_for(
             &format!("Nomad client {name} ready"),
             Duration::from_secs(60),
@@ -206,8 +208,18 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
 
     pub(crate) async fn wait_nomad(&mut self, docker: bool) -> anyhow::Result<()> {
         let url = format!("{}/v1/nodes", self.nomad_addr);
-        self.ready("nomad", &url, Duration::from_secs(60)).await?;
-        let http = reqwest::Client::new();
+        if self.nomad_acl_on {
+            // Nodes are not listed without a token: the leader answers first, then the
+            // bootstrap makes the tokens (once: a resumed Nomad keeps them).
+            let leader = format!("{}/v1/status/leader", self.nomad_addr);
+            self.ready("nomad", &leader, Duration::from_secs(60)).await?;
+            if self.nomad_acl.is_none() {
+                self.bootstrap_acl().await.context("bootstrapping Nomad's ACLs")?;
+            }
+        } else {
+            self.ready("nomad", &url, Duration::from_secs(60)).await?;
+        }
+        let http = self.nomad_http();
         // The agent was told not to look up checkpoint-api.hashicorp.com.
         let agent: serde_json::Value =
             http.get(format!("{}/v1/agent/self", self.nomad_addr)).send().await?.json().await?;
@@ -243,7 +255,7 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
     /// # Errors
     /// Nomad not answering the listing; a failed stop is skipped.
     pub async fn stop_jobs_of(&self, nodes: &[String]) -> anyhow::Result<usize> {
-        let http = reqwest::Client::new();
+        let http = self.nomad_http();
         let jobs: Vec<serde_json::Value> = http
             .get(format!("{}/v1/jobs?meta=true&namespace=*", self.nomad_addr))
             .send()

@@ -104,6 +104,11 @@ impl Stack {
             .env_remove("KUBERNETES_SERVICE_PORT")
             .env_remove("NOMAD_ADDR")
             .env_remove("NOMAD_TOKEN");
+        // With Nomad's ACLs on, the token of deploy/nomad-acl-policy.hcl (a test may give
+        // another with `--nomad-token`, which wins over the environment).
+        if let Some(token) = self.node_token() {
+            cmd.env("NOMAD_TOKEN", token);
+        }
         Ok(cmd)
     }
 }

@@ -18,6 +18,8 @@ use tokio::sync::OnceCell;
 use vk_tests::fixtures::pod;
 use vk_tests::{METRICS_APISERVICE, Process, Stack, StackOptions, wait_for};
 
+#[path = "e2e/acl.rs"]
+mod acl;
 #[path = "e2e/adversary.rs"]
 mod adversary;
 #[path = "e2e/bootstrap.rs"]
@@ -42,6 +44,7 @@ mod node;
 mod pods;
 #[path = "e2e/refusals.rs"]
 mod refusals;
+use acl::nomad_acl_policy;
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
 use cluster::{placement_failures, shared_capacity};
@@ -457,6 +460,7 @@ fn main() {
         nomad_outage,
         placement_failures,
         shared_capacity,
+        nomad_acl_policy,
         lost_allocations,
         process_metrics,
         kubelet_logs,
@@ -495,11 +499,16 @@ fn main() {
     };
     let shared: Shared = Arc::new(OnceCell::new());
     let gate = Arc::new(tokio::sync::RwLock::new(()));
+    // The tests on stacks of their own that take no gate start two at a time: each starts a
+    // whole control plane and Nomad, and more at once beside the shared stack's start left the
+    // first tests' pods waiting for the CPU past their timeouts.
+    let second_stacks = Arc::new(tokio::sync::Semaphore::new(2));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {
             let (rt, shared) = (Arc::clone(&rt), Arc::clone(&shared));
             let gate = Arc::clone(&gate);
+            let second_stacks = Arc::clone(&second_stacks);
             Trial::test(name, move || {
                 rt.block_on(async {
                     // The heavy tests (fifty pods; a second stack; twenty nodes) run alone, so that they do not
@@ -509,6 +518,7 @@ fn main() {
                     // own, a few pods).
                     let _shared;
                     let _exclusive;
+                    let _second;
                     match name {
                         "killed_during_creation"
                         | "apiserver_restart"
@@ -518,12 +528,22 @@ fn main() {
                         | "kubelet_port_under_attack" => {
                             _exclusive = gate.write().await;
                         }
-                        "token_renewal" | "nomad_outage" | "placement_failures" | "shared_capacity" => {}
+                        "token_renewal" => {}
+                        "nomad_outage" | "placement_failures" | "shared_capacity"
+                        | "nomad_acl_policy" => {
+                            _second = second_stacks.acquire().await;
+                        }
                         _ => _shared = gate.read().await,
                     }
                     let stack = shared
                         .get_or_init(|| async {
-                            let docker = StackOptions { docker: true, ..StackOptions::default() };
+                            // The suite runs with Nomad's ACLs on and every node holding a
+                            // token of deploy/nomad-acl-policy.hcl alone.
+                            let docker = StackOptions {
+                                docker: true,
+                                nomad_acl: true,
+                                ..StackOptions::default()
+                            };
                             Stack::start_with(docker).await.map_err(|e| format!("{e:#}"))
                         })
                         .await
@@ -532,7 +552,7 @@ fn main() {
                     let cx = Ctx {
                         stack,
                         client: stack.client().await.map_err(|e| Failed::from(e.to_string()))?,
-                        http: reqwest::Client::new(),
+                        http: stack.nomad_http(),
                     };
                     let (outcome, started) = vk_tests::STARTED
                         .scope(std::cell::RefCell::new(Vec::new()), async {

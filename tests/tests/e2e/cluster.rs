@@ -21,7 +21,7 @@ pub(crate) async fn placement_failures(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let stack =
         Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     let _vk = stack.virtual_kubelet(node, &["--allowed-node-pools", "empty"])?;
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(60)).await?;
     let r = cx
@@ -135,7 +135,7 @@ pub(crate) async fn shared_capacity(_shared: Ctx<'_>) -> anyhow::Result<()> {
         Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     stack.start_nomad_client("other", "other").await?;
     let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(60)).await?;
 

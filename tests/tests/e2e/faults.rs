@@ -204,7 +204,7 @@ pub(crate) async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let mut stack = Stack::start().await?;
     let _vk = stack.virtual_kubelet(node, &[])?;
     let version = {
-        let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+        let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
         stack.namespace(ns).await?;
         cx.wait_ready(node, Duration::from_secs(30)).await?;
         cx.create(
@@ -226,7 +226,7 @@ pub(crate) async fn apiserver_restart(_shared: Ctx<'_>) -> anyhow::Result<()> {
         job["Version"].clone()
     };
     stack.restart_apiserver(Duration::from_secs(15)).await?;
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     cx.wait_phase(ns, "finishes", "Succeeded", Duration::from_secs(60)).await?;
     cx.create(
         &pod("after").namespace(ns).on_node(node).container("main", &["sleep", "600"]).build(),
@@ -262,7 +262,7 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
         Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     let _vk = stack.virtual_kubelet(node, &["--node-status-interval", "2s"])?;
     let before = {
-        let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+        let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
         stack.namespace(ns).await?;
         cx.wait_ready(node, Duration::from_secs(60)).await?;
         for name in STEADY.iter().chain(&["doomed"]) {
@@ -283,7 +283,7 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
 
     stack.stop_nomad()?;
     let stopped = std::time::Instant::now();
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     let cond =
         wait_condition(&cx, node, "BackendUnreachable", "True", Duration::from_secs(40)).await?;
     ensure!(cond.reason.as_deref() == Some("NomadUnreachable"), "condition {cond:?}");
@@ -337,7 +337,7 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
 
     stack.resume_nomad().await?;
     let back = std::time::Instant::now();
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     let within = |what: &str| {
         let left = Duration::from_secs(30).saturating_sub(back.elapsed());
         ensure!(!left.is_zero(), "{what} took over 30 s after Nomad's return");
@@ -373,7 +373,8 @@ pub(crate) async fn nomad_outage(_shared: Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node holds 110 pods per Nomad client when `--max-pods` is not given. A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
+/// The node holds 110 pods per Nomad client of its scope when `--max-pods` is not given (every
+/// pool here: `--nomad-node-pool all`). A Nomad client dies (SIGKILL, its node goes `down`): the `restartPolicy: Never` pod it ran
 /// fails with reason NodeLost and its job is stopped (Nomad's replacement would be a second run);
 /// the `Always` pod follows Nomad's replacement to the other client and runs again there.
 pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
@@ -381,11 +382,13 @@ pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let mut stack =
         Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
     let doomed_client = stack.start_nomad_client("spare-1", "spare").await?;
-    let _vk = stack.virtual_kubelet(node, &["--allowed-node-pools", "spare"])?;
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let _vk = stack
+        .virtual_kubelet(node, &["--nomad-node-pool", "all", "--allowed-node-pools", "spare"])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     stack.namespace(ns).await?;
     cx.wait_ready(node, Duration::from_secs(60)).await?;
-    // Without --max-pods, the node holds a kubelet's 110 pods per Nomad client: two here.
+    // Without --max-pods, the node holds a kubelet's 110 pods per Nomad client of its scope:
+    // both pools' clients here.
     wait_for("capacity.pods 220", Duration::from_secs(30), Duration::from_millis(500), || async {
         let n = cx.node(node).await?.context("node")?;
         let pods =
@@ -409,7 +412,7 @@ pub(crate) async fn lost_allocations(_shared: Ctx<'_>) -> anyhow::Result<()> {
 
     stack.start_nomad_client("spare-2", "spare").await?;
     stack.kill(doomed_client);
-    let cx = Ctx { stack: &stack, client: stack.client().await?, http: reqwest::Client::new() };
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
     let once = cx.wait_phase(ns, "once", "Failed", Duration::from_secs(90)).await?;
     let st = once.status.clone().unwrap_or_default();
     ensure!(st.reason.as_deref() == Some("NodeLost"), "reason {:?}: {:?}", st.reason, st.message);

@@ -32,7 +32,8 @@ pub(super) async fn apply_deploy(
     let patch = |ops: Value| serde_json::to_string(&ops);
     let mut patches = vec![
         json!({"target": {"kind": "Secret", "name": NAME}, "patch": patch(json!([
-            {"op": "replace", "path": "/stringData/NOMAD_ADDR", "value": cx.stack.nomad_addr}
+            {"op": "replace", "path": "/stringData/NOMAD_ADDR", "value": cx.stack.nomad_addr},
+            {"op": "replace", "path": "/stringData/NOMAD_TOKEN", "value": cx.stack.node_token().unwrap_or_default()}
         ]))?}),
         json!({"target": {"kind": "Deployment", "name": NAME}, "patch": patch(json!([
             {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "NODE_NAME"},
