@@ -17,6 +17,7 @@ mod docker;
 mod metrics_server;
 mod nomad;
 pub mod nomad_acl;
+mod nomad_cluster;
 mod virtual_kubelet;
 
 use std::net::TcpListener;
@@ -125,6 +126,9 @@ pub struct Stack {
     nomad: Option<NomadAgent>,
     /// The main agent's RPC port (for extra clients of a server-mode agent).
     nomad_rpc: u16,
+    /// The servers of a three-server cluster ([`StackOptions::nomad_cluster`]): HTTP address,
+    /// RPC port and process ID of each.
+    nomad_servers: Vec<nomad_cluster::Server>,
     /// Whether Nomad runs as `nobody` (see `start_nomad`).
     nomad_as_nobody: bool,
     /// Nomad's ACLs, when the stack runs them ([`StackOptions::nomad_acl`]): the management
@@ -159,6 +163,11 @@ pub struct StackOptions {
     /// kubelet gets a token of `deploy/nomad-acl-policy.hcl` alone (with `alloc-node-exec`, since
     /// its pods run on raw_exec, and the `default` namespace's rights in `apps` too).
     pub nomad_acl: bool,
+    /// Nomad runs as a cluster of three servers (raft, no client) and two clients in pool
+    /// `default`, instead of one agent: [`Stack::nomad_addr`] is the first client's address (it
+    /// forwards to whichever server leads), and every virtual kubelet gets the three servers'
+    /// addresses as its `--nomad-addr` list.
+    pub nomad_cluster: bool,
 }
 
 impl Stack {
@@ -195,6 +204,7 @@ impl Stack {
             apiserver: None,
             nomad: None,
             nomad_rpc: 0,
+            nomad_servers: Vec::new(),
             nomad_as_nobody: false,
             nomad_acl: None,
             nomad_acl_on: options.nomad_acl,
@@ -204,8 +214,15 @@ impl Stack {
         if options.docker {
             tokio::task::spawn_blocking(check_docker).await??;
         }
-        stack.start_nomad(options.nomad_server).context("starting Nomad")?;
+        if options.nomad_cluster {
+            stack.start_nomad_servers().context("starting Nomad's servers")?;
+        } else {
+            stack.start_nomad(options.nomad_server).context("starting Nomad")?;
+        }
         stack.start_control_plane().await.context("starting the control plane")?;
+        if options.nomad_cluster {
+            stack.start_cluster_clients().await?;
+        }
         stack.wait_nomad(options.docker).await?;
         Ok(stack)
     }

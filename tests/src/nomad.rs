@@ -78,7 +78,7 @@ client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprin
 
     /// Writes agent `name`'s configuration and makes its data directory (`<name>/data`: Nomad puts
     /// `alloc_mounts` beside its data directory, so both stay in `<name>/`).
-    fn nomad_agent(&mut self, name: &str, cfg: &str) -> anyhow::Result<NomadAgent> {
+    pub(crate) fn nomad_agent(&mut self, name: &str, cfg: &str) -> anyhow::Result<NomadAgent> {
         let home = self.dir.join(name);
         let data = home.join("data");
         std::fs::create_dir_all(&data)?;
@@ -105,7 +105,7 @@ client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprin
         Ok(NomadAgent { name: name.to_owned(), cfg: cfg_path, data, idx: self.procs.len() })
     }
 
-    fn nomad_command(&self, agent: &NomadAgent) -> Command {
+    pub(crate) fn nomad_command(&self, agent: &NomadAgent) -> Command {
         let mut cmd = if self.nomad_as_nobody {
             let mut c = Command::new("setpriv");
             c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
@@ -158,19 +158,29 @@ client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprin
     /// # Errors
     /// No server-mode agent; the client failing to start or register within 60 s.
     pub async fn start_nomad_client(&mut self, name: &str, pool: &str) -> anyhow::Result<usize> {
+        Ok(self.spawn_nomad_client(name, pool).await?.0)
+    }
+
+    /// [`Stack::start_nomad_client`], returning the client's HTTP address too.
+    pub(crate) async fn spawn_nomad_client(
+        &mut self,
+        name: &str,
+        pool: &str,
+    ) -> anyhow::Result<(usize, String)> {
         let main = self.nomad.clone().context("no Nomad agent")?;
         let main_cfg = std::fs::read_to_string(&main.cfg)?;
         ensure!(main_cfg.contains("server {"), "extra clients need a server-mode Nomad");
         let (http, rpc, serf) = (free_port()?, free_port()?, free_port()?);
+        let address = format!("http://127.0.0.1:{http}");
         let acl = if self.nomad_acl_on { crate::nomad_acl::ACL_CONFIG } else { "" };
         let cfg = format!(
             "{NO_UPDATE_CHECK}{acl}name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
 ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
 advertise {{\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}}\n\
-client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [\"127.0.0.1:{server}\"]\n\
+client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [{server}]\n\
   cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprint.denylist\" = \"{DENIED_FINGERPRINTERS}\"\n  }}\n}}\n\
 plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
-            server = self.nomad_rpc,
+            server = self.server_rpcs(),
             docker = docker_plugin(),
         );
         let agent = self.nomad_agent(name, &cfg)?;
@@ -195,7 +205,7 @@ plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{docker}",
         )
         .await
         .with_context(|| format!("Nomad client log: {}", self.log(name).display()))?;
-        Ok(idx)
+        Ok((idx, address))
     }
 
     /// SIGKILLs the agent process `idx` (from [`Stack::start_nomad_client`]) alone: its tasks keep

@@ -25,7 +25,7 @@ impl Stack {
         cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--tls-cert-file={}", serving.cert.display()))
             .arg(format!("--tls-private-key-file={}", serving.key.display()))
-            .args(["--nomad-addr", &self.nomad_addr])
+            .args(["--nomad-addr", &self.vk_nomad_addr()])
             .args(extra);
         let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
         started(node, &log);
@@ -55,7 +55,7 @@ impl Stack {
             .args(extra)
             .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", port)
-            .env("NOMAD_ADDR", &self.nomad_addr)
+            .env("NOMAD_ADDR", self.vk_nomad_addr())
             .envs(env.iter().map(|(k, v)| (k, v)));
         let path = self.dir.join("logs").join(format!("virtual-kubelet-{log}.log"));
         started(node, &path);
@@ -78,7 +78,7 @@ impl Stack {
         let mut cmd = self.virtual_kubelet_command(node)?;
         cmd.arg(format!("--bootstrap-kubeconfig={}", bootstrap.display()))
             .arg(format!("--cert-dir={}", cert_dir.display()))
-            .args(["--nomad-addr", &self.nomad_addr])
+            .args(["--nomad-addr", &self.vk_nomad_addr()])
             .args(extra);
         let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
         started(node, &log);

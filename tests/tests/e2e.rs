@@ -47,7 +47,7 @@ mod refusals;
 use acl::nomad_acl_policy;
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
-use cluster::{placement_failures, shared_capacity};
+use cluster::{nomad_leader_killed, placement_failures, shared_capacity};
 use deploy::in_cluster_rbac;
 use docker::images::{docker_image_pull_failure, docker_registry_pulls};
 use docker::pods::{
@@ -461,6 +461,7 @@ fn main() {
         placement_failures,
         shared_capacity,
         nomad_acl_policy,
+        nomad_leader_killed,
         lost_allocations,
         process_metrics,
         kubelet_logs,
@@ -530,7 +531,7 @@ fn main() {
                         }
                         "token_renewal" => {}
                         "nomad_outage" | "placement_failures" | "shared_capacity"
-                        | "nomad_acl_policy" => {
+                        | "nomad_acl_policy" | "nomad_leader_killed" => {
                             _second = second_stacks.acquire().await;
                         }
                         _ => _shared = gate.read().await,

@@ -13,7 +13,8 @@ use vk_ports::ProviderError;
 /// `Debug` shows whether a token is set, never the token.
 #[derive(Clone, PartialEq)]
 pub struct ClientConfig {
-    /// `NOMAD_ADDR`: `http://host:port`, `https://host:port`, or `host:port` (taken as http).
+    /// `NOMAD_ADDR`: `http://host:port`, `https://host:port`, or `host:port` (taken as http);
+    /// several separated by commas, tried in turn ([`parse_addresses`]).
     pub address: String,
     /// `NOMAD_TOKEN`, sent as `X-Nomad-Token`.
     pub token: Option<String>,
@@ -133,6 +134,30 @@ pub fn parse_address(address: &str) -> Result<Url, ConfigError> {
     Ok(base)
 }
 
+/// Parses `--nomad-addr`: one address as [`parse_address`], or several separated by commas (the
+/// servers of one Nomad cluster, or client agents, tried in turn when one cannot be connected to).
+///
+/// # Errors
+/// [`ConfigError::Address`] naming the first unusable address, or when none is given.
+pub fn parse_addresses(list: &str) -> Result<Vec<Url>, ConfigError> {
+    let parsed = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(parse_address)
+        .collect::<Result<Vec<Url>, ConfigError>>()?;
+    if parsed.is_empty() {
+        return Err(ConfigError::Address { address: list.to_owned(), reason: "no address".into() });
+    }
+    Ok(parsed)
+}
+
+/// `url`, made for base `from`, made for base `to` instead (the same path below the base).
+fn rebase(url: &Url, from: &Url, to: &Url) -> Option<Url> {
+    let tail = url.as_str().strip_prefix(from.as_str().trim_end_matches('/'))?;
+    Url::parse(&format!("{}{tail}", to.as_str().trim_end_matches('/'))).ok()
+}
+
 /// Points `base` at `name` and pins `name` to the addresses `base`'s host resolves to now, so
 /// TLS verifies (and sends as SNI) `name` while the connection goes where the address says.
 fn with_server_name(
@@ -184,7 +209,11 @@ fn ca_path_certificates(dir: &std::path::Path) -> Result<Vec<reqwest::Certificat
 #[derive(Clone)]
 pub struct NomadClient {
     http: reqwest::Client,
-    base: Url,
+    /// The addresses of `--nomad-addr`, in order; requests go to `bases[current]`.
+    bases: std::sync::Arc<Vec<Url>>,
+    /// The address in use, shared by every copy of the client: moved on to the next when one
+    /// cannot be connected to.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
     /// `NOMAD_HTTP_AUTH` split as Nomad's API client splits it: user, then password if any.
     http_auth: Option<(String, Option<String>)>,
@@ -197,7 +226,7 @@ pub struct NomadClient {
 impl std::fmt::Debug for NomadClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NomadClient")
-            .field("base", &self.base.as_str())
+            .field("bases", &self.bases.iter().map(Url::as_str).collect::<Vec<_>>())
             .field("token", &redacted(self.token.as_deref()))
             .field("http_auth", &self.http_auth.as_ref().map(|_| "<redacted>"))
             .field("namespace", &self.namespace)
@@ -213,7 +242,7 @@ impl NomadClient {
     /// # Errors
     /// [`ConfigError`] when the address or a TLS file is unusable.
     pub fn new(cfg: &ClientConfig) -> Result<Self, ConfigError> {
-        let mut base = parse_address(&cfg.address)?;
+        let mut bases = parse_addresses(&cfg.address)?;
         let read = |p: &PathBuf| {
             std::fs::read(p)
                 .map_err(|e| ConfigError::Tls { path: p.clone(), reason: e.to_string() })
@@ -224,8 +253,12 @@ impl NomadClient {
             .http1_only()
             .danger_accept_invalid_certs(cfg.skip_verify);
         if let Some(name) = cfg.tls_server_name.as_deref().filter(|n| !n.is_empty()) {
-            b = with_server_name(b, &mut base, name)
-                .map_err(|reason| ConfigError::Address { address: cfg.address.clone(), reason })?;
+            let address =
+                |reason: String| ConfigError::Address { address: cfg.address.clone(), reason };
+            let [base] = bases.as_mut_slice() else {
+                return Err(address("a TLS server name goes with one Nomad address".into()));
+            };
+            b = with_server_name(b, base, name).map_err(address)?;
         }
         if let Some(ca) = &cfg.ca_cert {
             let cert = reqwest::Certificate::from_pem(&read(ca)?)
@@ -250,7 +283,8 @@ impl NomadClient {
         })?;
         Ok(Self {
             http,
-            base,
+            bases: std::sync::Arc::new(bases),
+            current: std::sync::Arc::default(),
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             http_auth: cfg.http_auth.as_deref().filter(|a| !a.is_empty()).map(|a| {
                 match a.split_once(':') {
@@ -280,6 +314,34 @@ impl NomadClient {
         c
     }
 
+    /// The address requests go to now.
+    fn base(&self) -> &Url {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// After a request to `failed` (a URL of one of the addresses) could not connect: the next
+    /// address, which every copy of the client uses from now on (unless another request moved
+    /// on already), and the failed request's URL made for it. `None` with one address.
+    fn fail_over(&self, failed: &Url) -> Option<Url> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.bases.len();
+        if n < 2 {
+            return None;
+        }
+        let i = self
+            .bases
+            .iter()
+            .position(|b| failed.as_str().starts_with(b.as_str().trim_end_matches('/')))?;
+        let _ = self.current.compare_exchange(i, (i + 1) % n, Relaxed, Relaxed);
+        let to = self.base();
+        if to == &self.bases[i] {
+            return None;
+        }
+        tracing::warn!(from = %self.bases[i], to = %to, "cannot connect to Nomad; trying the next address");
+        rebase(failed, &self.bases[i], to)
+    }
+
     /// The Nomad namespace requests are made in, if set.
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
@@ -292,7 +354,7 @@ impl NomadClient {
 
     /// A request to `path` (segments are percent-encoded) with auth, namespace and region set.
     pub fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        let mut url = self.base.clone();
+        let mut url = self.base().clone();
         if let Ok(mut p) = url.path_segments_mut() {
             p.pop_if_empty().extend(segments);
         }
@@ -327,17 +389,36 @@ impl NomadClient {
             None => None,
         };
         let (http, built) = req.build_split();
-        let request =
+        let mut request =
             built.map_err(|e| ProviderError::InvalidInput(format!("a Nomad request: {e}")))?;
         let (endpoint, method) = (endpoint(request.url().path()), request.method().to_string());
-        let started = std::time::Instant::now();
-        let sent = http.execute(request).await;
-        let code =
-            sent.as_ref().map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
-        metrics::counter!(REQUESTS, "endpoint" => endpoint.clone(), "method" => method.clone(), "code" => code)
-            .increment(1);
-        metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint, "method" => method)
-            .record(started.elapsed().as_secs_f64());
+        // An address that cannot be connected to was sent nothing: the request goes to the next
+        // one, once per address.
+        let mut left = self.bases.len();
+        let sent = loop {
+            left -= 1;
+            let spare = if left > 0 { request.try_clone() } else { None };
+            let url = request.url().clone();
+            let started = std::time::Instant::now();
+            let sent = http.execute(request).await;
+            let code = sent
+                .as_ref()
+                .map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
+            metrics::counter!(REQUESTS, "endpoint" => endpoint.clone(), "method" => method.clone(), "code" => code)
+                .increment(1);
+            metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint.clone(), "method" => method.clone())
+                .record(started.elapsed().as_secs_f64());
+            match (sent, spare) {
+                (Err(e), Some(mut spare)) if e.is_connect() => match self.fail_over(&url) {
+                    Some(next) => {
+                        *spare.url_mut() = next;
+                        request = spare;
+                    }
+                    None => break Err(e),
+                },
+                (sent, _) => break sent,
+            }
+        };
         let resp = sent.map_err(|e| ProviderError::Unavailable {
             message: format!("Nomad request failed: {e}"),
             source: Some(Box::new(e)),
@@ -527,12 +608,53 @@ mod tests {
         ] {
             let c = NomadClient::new(&ClientConfig { address: addr.into(), ..Default::default() })
                 .unwrap();
-            assert_eq!(c.base.as_str(), want);
+            assert_eq!(c.base().as_str(), want);
         }
         let err =
             NomadClient::new(&ClientConfig { address: "unix:///x".into(), ..Default::default() })
                 .unwrap_err();
         assert!(matches!(err, ConfigError::Address { .. }), "{err}");
+    }
+
+    /// With several addresses, a request that cannot connect to the one in use goes to the next,
+    /// and later requests (of every copy of the client) stay there; one address that is down is
+    /// `Unavailable` as before.
+    #[tokio::test]
+    async fn requests_fail_over_to_the_next_address() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (addr, mut reqs) =
+            crate::fake::fake_nomad(|_| crate::fake::Reply::Json("[]".into())).await;
+        let c = NomadClient::new(&ClientConfig {
+            address: format!("http://{dead}, {addr}"),
+            ..Default::default()
+        })
+        .unwrap();
+        let copy = c.at(Some("*"), None);
+        let listed: Vec<serde_json::Value> =
+            copy.get(&["v1", "jobs"], &[("prefix", "k8s-")]).await.unwrap();
+        assert!(listed.is_empty());
+        assert!(c.base().as_str().contains(addr.trim_start_matches("http://")), "{:?}", c);
+        let _: Vec<serde_json::Value> = c.get(&["v1", "nodes"], &[]).await.unwrap();
+        let sent = crate::fake::drain(&mut reqs);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(
+            sent[0].starts_with("GET /v1/jobs?") && sent[0].contains("prefix=k8s-"),
+            "{sent:?}"
+        );
+        let alone = NomadClient::new(&ClientConfig {
+            address: format!("http://{dead}"),
+            ..Default::default()
+        })
+        .unwrap();
+        let err = alone.get::<serde_json::Value>(&["v1", "nodes"], &[]).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Unavailable { .. }), "{err:?}");
+        assert!(parse_addresses(" , ").is_err());
+        let tls = NomadClient::new(&ClientConfig {
+            address: "https://a:4646,https://b:4646".into(),
+            tls_server_name: Some("server.global.nomad".into()),
+            ..Default::default()
+        });
+        assert!(tls.is_err(), "a TLS server name with two addresses");
     }
 
     /// `NOMAD_TLS_SERVER_NAME`: a certificate for `server.global.nomad` only is accepted on

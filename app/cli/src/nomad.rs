@@ -23,7 +23,9 @@ pub(crate) const DEFAULT_VOLUME_SETUP_IMAGE: &str = "busybox:1.37";
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "nomad")]
 pub(crate) struct NomadArgs {
-    /// Nomad address, with or without scheme (`host:port` is taken as http).
+    /// Nomad address, with or without scheme (`host:port` is taken as http); several, separated
+    /// by commas (the servers of one cluster, or client agents), are tried in turn: a request
+    /// that cannot connect to one goes to the next, which later requests keep using.
     #[arg(long, env = "NOMAD_ADDR", default_value = "http://127.0.0.1:4646",
           value_parser = parse_nomad_addr)]
     pub(crate) nomad_addr: String,
@@ -129,7 +131,7 @@ pub(crate) struct NomadArgs {
 }
 
 fn parse_nomad_addr(s: &str) -> Result<String, String> {
-    vk_nomad::client::parse_address(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+    vk_nomad::client::parse_addresses(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {

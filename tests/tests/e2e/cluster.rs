@@ -231,3 +231,92 @@ pub(crate) async fn shared_capacity(_shared: Ctx<'_>) -> anyhow::Result<()> {
     cx.wait_phase(ns, "too-big", "Running", Duration::from_secs(90)).await?;
     Ok(())
 }
+
+/// A Nomad cluster of three servers and two clients, the leader SIGKILLed in the middle of a
+/// burst of 50 pods: the node, given the three servers as its `--nomad-addr` list (the leader
+/// first), moves on to the next when it cannot connect; exactly 50 jobs exist, one per pod, none registered twice (version 0, one
+/// allocation each), all 50 pods run, and the node is never NotReady. On a stack of its own.
+pub(crate) async fn nomad_leader_killed(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-raft", "e2e-raft");
+    let stack =
+        Stack::start_with(StackOptions { nomad_cluster: true, ..StackOptions::default() }).await?;
+    let _vk = stack.virtual_kubelet(node, &[])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
+    stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+    let small = serde_json::json!({"containers": [{
+        "name": "main", "image": "busybox", "command": ["sleep", "600"],
+        "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}}
+    }]});
+    let watch = async {
+        let mut not_ready = Vec::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = cx.ready_status(node).await
+                && r.as_deref() != Some("True")
+            {
+                not_ready.push(format!("{:?}: Ready={r:?}", started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        #[allow(unreachable_code)]
+        not_ready
+    };
+    let burst = async {
+        for i in 0..50 {
+            let p = pod(&format!("p{i:02}")).namespace(ns).on_node(node).spec(small.clone());
+            cx.create(&p.build()).await?;
+            if i == 15 {
+                // Some jobs are in, others on their way: the leader goes.
+                wait_for(
+                    "the first jobs",
+                    Duration::from_secs(60),
+                    Duration::from_millis(100),
+                    || async { Ok((cx.jobs_of(node).await?.len() >= 5).then_some(())) },
+                )
+                .await?;
+                let killed = stack.kill_nomad_leader().await?;
+                println!(
+                    "killed the Nomad leader {killed} with {} jobs in",
+                    cx.jobs_of(node).await?.len()
+                );
+            }
+        }
+        wait_for(
+            "all 50 pods Running",
+            Duration::from_secs(240),
+            Duration::from_secs(1),
+            || async {
+                let pods = cx.pods(ns).list(&ListParams::default()).await?;
+                let running = pods
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                    .count();
+                Ok((running == 50).then_some(()))
+            },
+        )
+        .await
+    };
+    let not_ready = tokio::select! {
+        r = burst => { r?; Vec::new() }
+        n = watch => n,
+    };
+    ensure!(not_ready.is_empty(), "the node was not Ready: {not_ready:?}");
+    // The leader was the first address the node had: it moved on to the next.
+    let log = std::fs::read_to_string(stack.dir.join("logs/virtual-kubelet-vk-raft.log"))?;
+    ensure!(log.contains("trying the next address"), "the node never failed over");
+    let jobs = cx.jobs_of(node).await?;
+    let ids: BTreeSet<String> =
+        jobs.iter().filter_map(|j| j["ID"].as_str().map(str::to_owned)).collect();
+    ensure!(jobs.len() == 50 && ids.len() == 50, "{} jobs, {} distinct", jobs.len(), ids.len());
+    for id in &ids {
+        let job = cx.nomad(&format!("/v1/job/{id}")).await?.context("a job went")?;
+        ensure!(job["Version"] == 0, "{id} registered again: version {}", job["Version"]);
+        let allocs = cx.allocations(id).await?;
+        ensure!(allocs.len() == 1, "{id}: {} allocations", allocs.len());
+    }
+    Ok(())
+}
