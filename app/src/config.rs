@@ -230,6 +230,26 @@ pub struct KubeletArgs {
     /// sessions 5 s of it at most.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Run as one of several replicas of this node: only the replica holding the leader Lease
+    /// runs the node (its Lease, status, pods and kubelet API); the others stand by, `/readyz`
+    /// 200, and the first to take the Lease once it is released (on SIGTERM) or expires runs
+    /// it. A replica that loses the Lease exits with code 1.
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// How long a leader that stopped renewing keeps the Lease: the most a standby waits after
+    /// the leader died (whole seconds, at least 3; the leader renews when a third is left).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// Name of the leader Lease; unset: `virtual-kubelet-<nodename>`.
+    #[arg(long)]
+    pub leader_elect_lease_name: Option<String>,
+    /// Namespace of the leader Lease; unset: the ServiceAccount's namespace in a cluster
+    /// (`<--service-account-dir>/namespace`), else `default`. The Lease is written with the
+    /// ServiceAccount's token when one is mounted (a node identity may write no Lease but its
+    /// node's), else with the process's own credentials.
+    #[arg(long)]
+    pub leader_elect_lease_namespace: Option<String>,
     /// How often the files of running pods' ConfigMap, Secret, downward API and projected volumes
     /// are brought up to date.
     #[arg(long, default_value = "20s", value_parser = parse_period)]
@@ -378,6 +398,45 @@ impl KubeletArgs {
                 })
                 .collect(),
         }
+    }
+
+    /// The leader election of `--leader-elect` for node `node`: the Lease `virtual-kubelet-<node>`
+    /// (or `--leader-elect-lease-name`) in `--leader-elect-lease-namespace` (or the
+    /// ServiceAccount's namespace, or `default`), this replica named `<hostname>_<pid>`; `None`
+    /// without `--leader-elect`.
+    pub fn election(&self, node: &str) -> Option<vk_kube::election::ElectionSettings> {
+        if !self.leader_elect {
+            return None;
+        }
+        let namespace = self
+            .leader_elect_lease_namespace
+            .as_deref()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                let file = self.service_account_dir.join("namespace");
+                std::fs::read_to_string(file).ok().map(|n| n.trim().to_owned())
+            })
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        let name = self
+            .leader_elect_lease_name
+            .as_deref()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("virtual-kubelet-{node}"));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "virtual-kubelet".to_owned());
+        let duration =
+            std::time::Duration::from_secs(self.leader_elect_lease_duration.as_secs().max(3));
+        Some(vk_kube::election::ElectionSettings {
+            namespace,
+            name,
+            identity: format!("{host}_{}", std::process::id()),
+            duration,
+            grace: duration / 3,
+        })
     }
 
     /// Where the node's credentials come from and how fast it may talk to the API server.

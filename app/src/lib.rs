@@ -211,18 +211,6 @@ where
 
     let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
     let node_changed = Arc::new(tokio::sync::Notify::new());
-    let node_task = tokio::spawn(node_controller::run(
-        Arc::clone(&provider),
-        Arc::new(cluster.nodes),
-        node.clone(),
-        node_controller::Timing {
-            status_interval: cli.node_status_interval,
-            report_interval: cli.node_status_report_interval,
-        },
-        capacity_tx,
-        Arc::clone(&node_changed),
-        cancel.clone(),
-    ));
     // Listed now, so that service link variables of the first pods come from a listed cache.
     let _ = cluster.pods.service_cache();
     let namespace_labels = probes.uses_labels();
@@ -235,18 +223,48 @@ where
             status_interval: cli.full_resync_period,
             refresh_interval: cli.volume_refresh_interval,
             allocatable: capacity_rx,
-            node_changed,
+            node_changed: Arc::clone(&node_changed),
             probe_policy: Arc::new(probes),
             namespace_labels,
             node_os: cli.os.clone(),
         },
     );
+    // A standby replica is ready (to take over); the leader once its pods and jobs are listed.
+    let standing_by = Arc::new(std::sync::atomic::AtomicBool::new(cli.leader_elect));
     let ready = {
-        let pods = Arc::clone(&pods);
-        Arc::new(move || pods.synced()) as Arc<dyn Fn() -> bool + Send + Sync>
+        let (pods, standing_by) = (Arc::clone(&pods), Arc::clone(&standing_by));
+        Arc::new(move || standing_by.load(std::sync::atomic::Ordering::Relaxed) || pods.synced())
+            as Arc<dyn Fn() -> bool + Send + Sync>
     };
     let metrics_task =
         tokio::spawn(telemetry::serve(listeners.metrics, metrics, ready, cancel.clone()));
+    let election = match cli.election(&node.name) {
+        Some(settings) => match lead(&cluster.leases, &settings, &cancel).await? {
+            Some(e) => Some(e),
+            // Told to stop while standing by: nothing else was started.
+            None => {
+                drain([metrics_task], cli.shutdown_grace).await;
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    standing_by.store(false, std::sync::atomic::Ordering::Relaxed);
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let election =
+        election.map(|e| tokio::spawn(keep_leading(e, Arc::clone(&lost), cancel.clone())));
+    let node_task = tokio::spawn(node_controller::run(
+        Arc::clone(&provider),
+        Arc::new(cluster.nodes),
+        node.clone(),
+        node_controller::Timing {
+            status_interval: cli.node_status_interval,
+            report_interval: cli.node_status_report_interval,
+        },
+        capacity_tx,
+        node_changed,
+        cancel.clone(),
+    ));
     let api = kubelet::Kubelet::new(
         provider,
         Arc::new(cluster.reviews),
@@ -260,12 +278,73 @@ where
     cancel.cancel();
     let tasks = [node_task, pod_task, metrics_task, kubelet_task];
     drain(tasks, cli.shutdown_grace).await;
+    // The Lease is freed once this replica stopped writing: a standby takes over at once.
+    if let Some(Ok(e)) = match election {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        e.release().await;
+    }
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(RunError::Failed(anyhow::anyhow!("this replica lost the leader Lease")));
+    }
     outcome
+}
+
+/// Stands by until this replica holds the leader Lease of `settings`; `None` when `cancel`
+/// fired first (the Lease then left to the others).
+///
+/// # Errors
+/// [`RunError::Failed`] when the election cannot be entered (the Lease cannot be read or
+/// created).
+async fn lead(
+    leases: &vk_kube::election::Leases,
+    settings: &vk_kube::election::ElectionSettings,
+    cancel: &CancellationToken,
+) -> Result<Option<vk_kube::election::Election>, RunError> {
+    let mut election = leases.elect(settings).await.map_err(|e| RunError::Failed(e.into()))?;
+    info!(
+        lease = %format!("{}/{}", settings.namespace, settings.name),
+        identity = %settings.identity,
+        "standing by until this replica holds the leader Lease"
+    );
+    tokio::select! {
+        () = election.leading() => {
+            info!(identity = %settings.identity, "this replica holds the leader Lease: running the node");
+            Ok(Some(election))
+        }
+        () = cancel.cancelled() => {
+            election.release().await;
+            Ok(None)
+        }
+    }
+}
+
+/// While this replica leads: when the Lease is lost (another replica took it), records it in
+/// `lost` and stops everything through `cancel`, so that two replicas never run the node at
+/// once. Returns the election when `cancel` fires, for its release after the drain.
+async fn keep_leading(
+    mut election: vk_kube::election::Election,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    cancel: CancellationToken,
+) -> vk_kube::election::Election {
+    tokio::select! {
+        () = election.lost() => {
+            warn!("this replica lost the leader Lease: stopping");
+            lost.store(true, std::sync::atomic::Ordering::Relaxed);
+            cancel.cancel();
+        }
+        () = cancel.cancelled() => {}
+    }
+    election
 }
 
 /// Waits, at most `grace` (`--shutdown-grace`), for the tasks told to stop to finish their
 /// in-flight work.
-async fn drain(tasks: [tokio::task::JoinHandle<()>; 4], grace: std::time::Duration) {
+async fn drain<const N: usize>(
+    tasks: [tokio::task::JoinHandle<()>; N],
+    grace: std::time::Duration,
+) {
     info!(?grace, "shutting down: finishing in-flight work");
     let all = async {
         for task in tasks {

@@ -19,6 +19,23 @@ impl Stack {
     /// # Errors
     /// The binary missing or not starting.
     pub fn virtual_kubelet(&self, node: &str, extra: &[&str]) -> anyhow::Result<Process> {
+        self.virtual_kubelet_replica(node, node, None, extra)
+    }
+
+    /// As [`Stack::virtual_kubelet`], logging to `virtual-kubelet-<log>.log` (a second replica
+    /// of the same node keeps a log of its own), and with `sa_dir`, a ServiceAccount's files
+    /// (see [`Stack::service_account_dir`]) and the API server as `KUBERNETES_SERVICE_HOST` and
+    /// `_PORT`, as a pod that mounts its token has them.
+    ///
+    /// # Errors
+    /// As [`Stack::virtual_kubelet`].
+    pub fn virtual_kubelet_replica(
+        &self,
+        node: &str,
+        log: &str,
+        sa_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> anyhow::Result<Process> {
         let kubeconfig = self.node_kubeconfig(node)?;
         let serving = self.pki.server(&format!("{node}-serving"), &["127.0.0.1", node])?;
         let mut cmd = self.virtual_kubelet_command(node)?;
@@ -27,7 +44,13 @@ impl Stack {
             .arg(format!("--tls-private-key-file={}", serving.key.display()))
             .args(["--nomad-addr", &self.vk_nomad_addr()])
             .args(extra);
-        let log = self.dir.join("logs").join(format!("virtual-kubelet-{node}.log"));
+        if let Some(dir) = sa_dir {
+            let port = self.apiserver_url.rsplit(':').next().unwrap_or_default().to_owned();
+            cmd.arg(format!("--service-account-dir={}", dir.display()))
+                .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+                .env("KUBERNETES_SERVICE_PORT", port);
+        }
+        let log = self.dir.join("logs").join(format!("virtual-kubelet-{log}.log"));
         started(node, &log);
         Process::spawn(&format!("virtual-kubelet-{node}"), cmd, &log)
     }

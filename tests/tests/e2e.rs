@@ -32,6 +32,8 @@ mod deploy;
 mod docker;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/ha.rs"]
+mod ha;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/inputs.rs"]
@@ -60,6 +62,7 @@ use faults::{
     apiserver_restart, force_delete_orphans_and_foreign_jobs, graceful_shutdown,
     killed_during_creation, lost_allocations, nomad_outage, nomad_unreachable, restart_adopts,
 };
+use ha::leader_election;
 use hostile::hostile_corpus;
 use inputs::{missing_inputs, pod_inputs_and_volumes, token_renewal};
 use node::{metrics_server_serves, node_lifecycle, process_metrics};
@@ -462,6 +465,7 @@ fn main() {
         shared_capacity,
         nomad_acl_policy,
         nomad_leader_killed,
+        leader_election,
         lost_allocations,
         process_metrics,
         kubelet_logs,

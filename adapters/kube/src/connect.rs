@@ -61,6 +61,8 @@ pub struct Cluster {
     pub roots: Vec<Vec<u8>>,
     /// The node's client certificate, when it came by TLS bootstrap (`--bootstrap-kubeconfig`).
     pub identity: Option<Arc<Identity>>,
+    /// The Leases of the replicas' leader election (`--leader-elect`), on the heartbeat client.
+    pub leases: crate::election::Leases,
 }
 
 /// Asks the cluster for the node's certificates (on the pods' client).
@@ -148,9 +150,11 @@ pub async fn connect(settings: &Settings) -> Result<Cluster, ConnectError> {
             identity::client_certificate(&bootstrap, &settings.node_name, &settings.cert_dir)
                 .await?;
         let with = |l| crate::client_with_identity(&config, l, Arc::clone(&identity));
+        let heartbeat = with(limit)?;
         let clients = Clients {
             events: with(settings.event_limit)?,
-            heartbeat: with(limit)?,
+            leases: leases_client(settings, &heartbeat)?,
+            heartbeat,
             reviews: with(limit)?,
             pods: with(limit)?,
         };
@@ -163,9 +167,11 @@ pub async fn connect(settings: &Settings) -> Result<Cluster, ConnectError> {
         (None, None) => kube::Config::infer().await.map_err(ConnectError::Missing)?,
     };
     let roots = config.root_cert.clone().unwrap_or_default();
+    let heartbeat = crate::client(config.clone(), limit)?;
     let clients = Clients {
         events: crate::client(config.clone(), settings.event_limit)?,
-        heartbeat: crate::client(config.clone(), limit)?,
+        leases: leases_client(settings, &heartbeat)?,
+        heartbeat,
         reviews: crate::client(config.clone(), limit)?,
         pods: crate::client(config, limit)?,
     };
@@ -183,6 +189,23 @@ struct Clients {
     /// TokenReviews and SubjectAccessReviews of the kubelet API (`--kube-api-qps`, a bucket of
     /// its own, behind the API's own review turns).
     reviews: Client,
+    /// The leader election's Leases ([`leases_client`]).
+    leases: Client,
+}
+
+/// The client of the leader election's Leases (`--leader-elect`): the pod's ServiceAccount when
+/// its token is in `--service-account-dir` and the process runs in a cluster, since a node
+/// identity may write no Lease but its node's (NodeRestriction); else `heartbeat`.
+///
+/// # Errors
+/// [`ConnectError`] when the ServiceAccount's files are there but cannot be used.
+fn leases_client(settings: &Settings, heartbeat: &Client) -> Result<Client, ConnectError> {
+    if settings.service_account_dir.join("token").is_file()
+        && let Some(config) = in_cluster(&settings.service_account_dir)?
+    {
+        return Ok(crate::client(config, settings.limit)?);
+    }
+    Ok(heartbeat.clone())
 }
 
 impl Clients {
@@ -193,6 +216,7 @@ impl Clients {
         identity: Option<Arc<Identity>>,
     ) -> Cluster {
         Cluster {
+            leases: crate::election::Leases { client: self.leases },
             nodes: KubeNodeApi::new(self.heartbeat),
             pods: KubePodApi::new(self.pods.clone(), self.events, &settings.node_name),
             reviews: KubeAccessReview::new(self.reviews),

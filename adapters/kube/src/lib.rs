@@ -26,6 +26,7 @@ use vk_ports::{ClusterError, EventType, InputsApi, NodeApi, PodApi, PodWatchEven
 
 pub mod certificates;
 pub mod connect;
+pub mod election;
 pub mod events;
 pub mod identity;
 pub mod rate;

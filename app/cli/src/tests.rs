@@ -103,6 +103,29 @@ fn defaults_follow_upstream() {
     assert_eq!(nomad.node_pool, None);
 }
 
+/// `--leader-elect`: the Lease `virtual-kubelet-<node>` unless named, renewed when a third of its
+/// duration is left, this replica named `<hostname>_<pid>`; nothing without the flag.
+#[test]
+fn leader_election_settings() {
+    assert!(ok(&[], &Env::default()).election("n").is_none());
+    let cli = ok(
+        &[
+            "--leader-elect",
+            "--leader-elect-lease-duration",
+            "12s",
+            "--leader-elect-lease-namespace",
+            "vk",
+        ],
+        &Env::default(),
+    );
+    let e = cli.election("n").unwrap();
+    assert_eq!((e.name.as_str(), e.namespace.as_str()), ("virtual-kubelet-n", "vk"));
+    assert_eq!((e.duration, e.grace), (Duration::from_secs(12), Duration::from_secs(4)));
+    assert!(e.identity.ends_with(&format!("_{}", std::process::id())), "{}", e.identity);
+    let named = ok(&["--leader-elect", "--leader-elect-lease-name", "x"], &Env::default());
+    assert_eq!(named.election("n").unwrap().name, "x");
+}
+
 /// `--nomad-node-pool` and `--nomad-datacenters` make the node's scope; a name Nomad would refuse
 /// is refused here.
 #[test]
