@@ -148,8 +148,10 @@ impl NodeProvider for NomadProvider {
 
 impl NomadProvider {
     pub(crate) async fn nodes(&self) -> Result<Vec<NodeStub>, ProviderError> {
-        let nodes: Vec<NodeStub> =
-            self.client.get(&["v1", "nodes"], &[("resources", "true")]).await?;
+        // Any server answers (`stale`): the node's capacity does not wait for a Nomad leader,
+        // so an election among the servers does not read as Nomad being unreachable.
+        let query = [("resources", "true"), ("stale", "true")];
+        let nodes: Vec<NodeStub> = self.client.get(&["v1", "nodes"], &query).await?;
         self.known.nodes_seen(&nodes);
         Ok(nodes)
     }
@@ -167,7 +169,7 @@ impl NomadProvider {
 
     /// The live allocations (desired `run`, client `pending` or `running`) of every Nomad
     /// namespace the token may read, with what they hold (`GET /v1/allocations?namespace=*&
-    /// resources=true&task_states=false`, filtered on the server).
+    /// resources=true&task_states=false&stale`, filtered on the server, answered by any server).
     ///
     /// # Errors
     /// `Unavailable` when Nomad cannot be reached. A refusal (a token that may not list
@@ -175,7 +177,8 @@ impl NomadProvider {
     /// what the nodes have, as before the read.
     async fn live_allocations(&self) -> Result<Vec<Allocation>, ProviderError> {
         const LIVE: &str = r#"DesiredStatus == "run" and (ClientStatus == "pending" or ClientStatus == "running")"#;
-        let query = [("resources", "true"), ("task_states", "false"), ("filter", LIVE)];
+        let query =
+            [("resources", "true"), ("task_states", "false"), ("filter", LIVE), ("stale", "true")];
         match self.client.at(Some("*"), None).get(&["v1", "allocations"], &query).await {
             Ok(a) => Ok(a),
             Err(e @ ProviderError::Unavailable { .. }) => Err(e),

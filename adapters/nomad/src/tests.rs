@@ -231,6 +231,9 @@ async fn capacity_reads_nodes_and_live_allocations() {
         assert_eq!(fake::param(list, "namespace").as_deref(), Some("*"), "{list}");
         assert_eq!(fake::param(list, "resources").as_deref(), Some("true"), "{list}");
         assert_eq!(fake::param(list, "task_states").as_deref(), Some("false"), "{list}");
+        assert_eq!(fake::param(list, "stale").as_deref(), Some("true"), "{list}");
+        let nodes = sent.iter().find(|r| r.starts_with("GET /v1/nodes")).unwrap();
+        assert_eq!(fake::param(nodes, "stale").as_deref(), Some("true"), "{nodes}");
         let filter = fake::param(list, "filter").unwrap_or_default();
         assert!(filter.contains(r#"DesiredStatus == "run""#), "{filter}");
         if refused {

@@ -234,8 +234,9 @@ pub(crate) async fn shared_capacity(_shared: Ctx<'_>) -> anyhow::Result<()> {
 
 /// A Nomad cluster of three servers and two clients, the leader SIGKILLed in the middle of a
 /// burst of 50 pods: the node, given the three servers as its `--nomad-addr` list (the leader
-/// first), moves on to the next when it cannot connect; exactly 50 jobs exist, one per pod, none registered twice (version 0, one
-/// allocation each), all 50 pods run, and the node is never NotReady. On a stack of its own.
+/// first), moves on to the next when it cannot connect; exactly 50 jobs exist, one per pod,
+/// none registered twice (version 0, one allocation each), all 50 pods run, and the node is never NotReady nor says Nomad is
+/// unreachable (its capacity is read from any server, `stale`). On a stack of its own.
 pub(crate) async fn nomad_leader_killed(_shared: Ctx<'_>) -> anyhow::Result<()> {
     let (node, ns) = ("vk-raft", "e2e-raft");
     let stack =
@@ -256,6 +257,12 @@ pub(crate) async fn nomad_leader_killed(_shared: Ctx<'_>) -> anyhow::Result<()> 
                 && r.as_deref() != Some("True")
             {
                 not_ready.push(format!("{:?}: Ready={r:?}", started.elapsed()));
+            }
+            // Capacity is read from any server: the election is not an outage.
+            if let Ok(Some(c)) = node_condition(&cx, node, "BackendUnreachable").await
+                && c.status != "False"
+            {
+                not_ready.push(format!("{:?}: BackendUnreachable={}", started.elapsed(), c.status));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -304,7 +311,10 @@ pub(crate) async fn nomad_leader_killed(_shared: Ctx<'_>) -> anyhow::Result<()> 
         r = burst => { r?; Vec::new() }
         n = watch => n,
     };
-    ensure!(not_ready.is_empty(), "the node was not Ready: {not_ready:?}");
+    ensure!(
+        not_ready.is_empty(),
+        "the node was not Ready, or said Nomad was unreachable: {not_ready:?}"
+    );
     // The leader was the first address the node had: it moved on to the next.
     let log = std::fs::read_to_string(stack.dir.join("logs/virtual-kubelet-vk-raft.log"))?;
     ensure!(log.contains("trying the next address"), "the node never failed over");
