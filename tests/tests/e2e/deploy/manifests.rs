@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use vk_tests::deploy;
 use vk_tests::free_port;
 
-use super::{Instance, Mode, NAME, NODE_CONTROL};
+use super::{Instance, Mode, NAME, NODE_CONTROL, NODE_DEPLOY_NS};
 use crate::Ctx;
 
 /// `$(VAR)` references in a container argument replaced from `vars`, as the kubelet does.
@@ -180,8 +180,8 @@ pub(super) fn as_the_kubelet_starts(
 /// The instance of `deploy/` itself (node identity): a bootstrap token made from
 /// `deploy/bootstrap-token.yaml` (its placeholders replaced, as the operator does) and put in
 /// the bootstrap kubeconfig the Secret holds (the in-cluster API server name replaced by the
-/// stack's address, which this test's process cannot resolve); no ServiceAccount token (the
-/// Deployment mounts none).
+/// stack's address, which this test's process cannot resolve); the ServiceAccount's token as the
+/// pod mounts it (for the leader election's Lease alone).
 pub(super) fn node_identity_control(
     cx: &Ctx<'_>,
     deployment: &Value,
@@ -190,8 +190,8 @@ pub(super) fn node_identity_control(
 ) -> anyhow::Result<Instance> {
     let pod = &deployment["spec"]["template"]["spec"];
     ensure!(
-        pod["automountServiceAccountToken"] == false,
-        "the node-identity Deployment mounts a ServiceAccount token"
+        pod["automountServiceAccountToken"] == true,
+        "the node-identity Deployment mounts no ServiceAccount token for its leader election"
     );
     let mut random = [0u8; 8];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
@@ -220,15 +220,15 @@ pub(super) fn node_identity_control(
         |t, (path, dir)| t.replace(path, &dir.display().to_string()),
     );
     std::fs::write(&kubeconfig, text)?;
-    let no_token = cx.stack.dir.join("serviceaccounts").join("none");
-    std::fs::create_dir_all(&no_token)?;
+    // The token the pod gets, used for the leader election's Lease alone.
+    let election_token = cx.stack.service_account_dir(NODE_DEPLOY_NS, NAME)?;
     args.extend(policy_args.iter().cloned());
     let mut env = vars;
     env.extend(secret);
     Ok(Instance {
         node: NODE_CONTROL.into(),
         pod: "p-node-identity".into(),
-        sa_dir: no_token,
+        sa_dir: election_token,
         args,
         env,
         kubelet_port: free_port()?,
