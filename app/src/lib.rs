@@ -279,10 +279,9 @@ where
     let tasks = [node_task, pod_task, metrics_task, kubelet_task];
     drain(tasks, cli.shutdown_grace).await;
     // The Lease is freed once this replica stopped writing: a standby takes over at once.
-    if let Some(Ok(e)) = match election {
-        Some(task) => Some(task.await),
-        None => None,
-    } {
+    if let Some(task) = election
+        && let Ok(e) = task.await
+    {
         e.release().await;
     }
     if lost.load(std::sync::atomic::Ordering::Relaxed) {

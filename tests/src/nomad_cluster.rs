@@ -86,16 +86,20 @@ client {{\n  enabled = false\n}}\n",
     pub(crate) async fn start_cluster_clients(&mut self) -> anyhow::Result<()> {
         let leader = format!("{}/v1/status/leader", self.nomad_addr);
         let http = reqwest::Client::new();
-        wait_for("a Nomad leader", Duration::from_secs(60), Duration::from_millis(500), || async {
-            let r = http.get(&leader).send().await?;
-            let text = if r.status().is_success() { r.text().await? } else { String::new() };
-            Ok(text.contains("127.0.0.1").then_some(()))
-        })
+        let now = wait_for(
+            "a Nomad leader",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async {
+                let r = http.get(&leader).send().await?;
+                let leader: String =
+                    if r.status().is_success() { r.json().await? } else { String::new() };
+                Ok(Some(leader).filter(|l| l.contains("127.0.0.1")))
+            },
+        )
         .await
         .with_context(|| format!("Nomad server log: {}", self.log("nomad-server-1").display()))?;
         // The leader first in the nodes' `--nomad-addr` lists: killing it makes them fail over.
-        let r = http.get(&leader).send().await?;
-        let now: String = r.json().await?;
         if let Some(i) =
             self.nomad_servers.iter().position(|s| now.ends_with(&format!(":{}", s.rpc)))
         {

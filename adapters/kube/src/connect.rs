@@ -61,7 +61,8 @@ pub struct Cluster {
     pub roots: Vec<Vec<u8>>,
     /// The node's client certificate, when it came by TLS bootstrap (`--bootstrap-kubeconfig`).
     pub identity: Option<Arc<Identity>>,
-    /// The Leases of the replicas' leader election (`--leader-elect`), on the heartbeat client.
+    /// The Leases of the replicas' leader election (`--leader-elect`): written with the pod's
+    /// ServiceAccount when its token is mounted, else on the heartbeat client.
     pub leases: crate::election::Leases,
 }
 

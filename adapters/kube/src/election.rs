@@ -28,7 +28,8 @@ pub struct ElectionSettings {
     pub grace: Duration,
 }
 
-/// Where the election's Leases are written: the node's heartbeat client.
+/// Where the election's Leases are written: the pod's ServiceAccount when its token is mounted,
+/// else the node's heartbeat client (`connect::leases_client`).
 #[derive(Clone)]
 pub struct Leases {
     pub(crate) client: Client,

@@ -329,10 +329,7 @@ impl NomadClient {
         if n < 2 {
             return None;
         }
-        let i = self
-            .bases
-            .iter()
-            .position(|b| failed.as_str().starts_with(b.as_str().trim_end_matches('/')))?;
+        let i = self.bases.iter().position(|b| b.origin() == failed.origin())?;
         let _ = self.current.compare_exchange(i, (i + 1) % n, Relaxed, Relaxed);
         let to = self.base();
         if to == &self.bases[i] {
