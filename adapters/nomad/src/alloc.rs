@@ -200,7 +200,7 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
         },
     });
     let last_termination = (restart_count > 0 && ts.state != "dead")
-        .then(|| last("Terminated").map(|e| terminated(e, None)))
+        .then(|| last_terminated(events).map(|(e, before)| terminated(e, before, None)))
         .flatten();
     ContainerRuntimeStatus {
         container_id: Some(format!("nomad://{alloc_id}/{task}")),
@@ -247,9 +247,9 @@ fn pull_failure(events: &[TaskEvent]) -> Option<ContainerState> {
 
 fn termination(events: &[TaskEvent], ts: &TaskState, started_at: Option<Timestamp>) -> Termination {
     let finished_at = from_rfc3339(ts.finished_at.as_deref());
-    match events.iter().rev().find(|e| e.type_ == "Terminated") {
-        Some(e) => {
-            let mut t = terminated(e, started_at);
+    match last_terminated(events) {
+        Some((e, before)) => {
+            let mut t = terminated(e, before, started_at);
             t.finished_at = finished_at.or(t.finished_at);
             t
         }
@@ -269,7 +269,32 @@ fn termination(events: &[TaskEvent], ts: &TaskState, started_at: Option<Timestam
     }
 }
 
-fn terminated(e: &TaskEvent, started_at: Option<Timestamp>) -> Termination {
+/// The last `Terminated` event, if any, and the events before it.
+fn last_terminated(events: &[TaskEvent]) -> Option<(&TaskEvent, &[TaskEvent])> {
+    let i = events.iter().rposition(|e| e.type_ == "Terminated")?;
+    Some((&events[i], &events[..i]))
+}
+
+/// Nomad's events that stop or signal a running task (`structs.TaskKilling`, `TaskKilled`,
+/// `TaskSignaling`, `TaskRestartSignal`): after one of them, a SIGKILL is Nomad's own.
+const NOMAD_KILLS: [&str; 4] = ["Killing", "Killed", "Signaling", "Restart Signaled"];
+
+/// The docker driver's exit message for a container whose exit code was not 0
+/// (`drivers/docker/handle.go`), as the `Terminated` event carries it.
+const DOCKER_EXIT: &str = "Docker container exited with non-zero exit code: 137";
+
+/// How a container's run ended, from its `Terminated` event `e` and the task's events `before`
+/// it.
+///
+/// The reason follows the kubelet's: `Completed` for exit code 0, `OOMKilled` when the
+/// kernel's OOM killer ended it, else `Error`. Nomad says OOM only from Docker's
+/// `State.OOMKilled` (`oom_killed` in the event's details), which Docker fails to set when it
+/// handles the container's exit before the OOM event (seen under load on cgroup v1) and never sets
+/// on cgroup v2 (Nomad's `drivers/docker/handle.go` says so). So a docker container that ended
+/// with 137 (SIGKILL) while Nomad was neither stopping nor signalling it is `OOMKilled` too: in a
+/// container's PID namespace nothing but a process outside it (the kernel's OOM killer, or root
+/// on the Nomad client) can SIGKILL its init.
+fn terminated(e: &TaskEvent, before: &[TaskEvent], started_at: Option<Timestamp>) -> Termination {
     let detail =
         |k: &str| e.details.as_ref().and_then(|d| d.get(k)).and_then(|v| v.parse::<i32>().ok());
     let mut exit_code = detail("exit_code").unwrap_or(e.exit_code);
@@ -277,7 +302,15 @@ fn terminated(e: &TaskEvent, started_at: Option<Timestamp>) -> Termination {
     if signal > 0 && exit_code <= 0 {
         exit_code = 128 + signal;
     }
-    let oom = e.details.as_ref().and_then(|d| d.get("oom_killed")).is_some_and(|v| v == "true");
+    let docker_says_oom =
+        e.details.as_ref().and_then(|d| d.get("oom_killed")).is_some_and(|v| v == "true");
+    let killed_by_nomad = before
+        .iter()
+        .rev()
+        .take_while(|b| b.type_ != "Started")
+        .any(|b| NOMAD_KILLS.contains(&b.type_.as_str()));
+    let oom = docker_says_oom
+        || (exit_code == 137 && e.display_message.contains(DOCKER_EXIT) && !killed_by_nomad);
     let reason = if oom {
         "OOMKilled"
     } else if exit_code == 0 {
@@ -404,6 +437,42 @@ mod tests {
         let t = term(json!({"exit_code": "0", "signal": "9"}));
         assert_eq!((t.exit_code, t.signal), (137, Some(9)));
         assert_eq!(term(json!({"exit_code": "137", "oom_killed": "true"})).reason, "OOMKilled");
+        // Docker missed the OOM event: a docker container SIGKILLed while Nomad was neither
+        // stopping nor signalling it was killed by the kernel's OOM killer.
+        let docker_exit = |before: &[&str]| {
+            let mut events: Vec<serde_json::Value> = vec![json!({"Type": "Started", "Time": 1})];
+            events.extend(before.iter().map(|t| json!({"Type": t, "Time": 2})));
+            events.push(json!({"Type": "Terminated", "Time": 3,
+                "DisplayMessage": "Exit Code: 137, Exit Message: \"Docker container exited with non-zero exit code: 137\"",
+                "Details": {"exit_code": "137", "signal": "0", "oom_killed": "false"}}));
+            let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
+                "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": events}}}));
+            match sandbox(&a, None, None).containers.get("t").unwrap().state.clone() {
+                ContainerState::Terminated(t) => (t.exit_code, t.reason),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(docker_exit(&[]), (137, "OOMKilled".into()));
+        for nomads in ["Killing", "Killed", "Signaling", "Restart Signaled"] {
+            assert_eq!(docker_exit(&[nomads]), (137, "Error".into()), "{nomads}");
+        }
+        // A kill of an earlier run does not count for this one.
+        let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
+            "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
+                {"Type": "Started", "Time": 1}, {"Type": "Restart Signaled", "Time": 2},
+                {"Type": "Terminated", "Time": 3, "Details": {"exit_code": "137"}},
+                {"Type": "Started", "Time": 4},
+                {"Type": "Terminated", "Time": 5,
+                 "DisplayMessage": "Exit Code: 137, Exit Message: \"Docker container exited with non-zero exit code: 137\"",
+                 "Details": {"exit_code": "137"}}]}}}));
+        let ContainerState::Terminated(t) =
+            sandbox(&a, None, None).containers.get("t").unwrap().state.clone()
+        else {
+            panic!()
+        };
+        assert_eq!(t.reason, "OOMKilled");
+        // 137 on raw_exec or exec (no docker message) is what Nomad says: a signal, an error.
+        assert_eq!(term(json!({"exit_code": "137"})).reason, "Error");
 
         let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "failed",
             "TaskStates": {"t": {"State": "dead", "Failed": true, "Events": [
