@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use vk_tests::fixtures::pod;
 use vk_tests::{BUSYBOX, wait_for};
@@ -28,7 +29,8 @@ use crate::{Ctx, current_alloc, pod_ready};
 ///   `NetworkStatus.Address`), not the node's (`status.hostIP`), the host reaches the server at
 ///   `podIP:containerPort` with no port declared on the node, and the readiness probe (HTTP,
 ///   dialled by the virtual kubelet) makes the pod Ready; port-forward reaches a port no container
-///   declared;
+///   declared; a Service selecting it gets an EndpointSlice (kube-controller-manager's) whose
+///   ready address is the pod's and answers from the host at the Service's target port;
 /// - `kubectl logs` and `kubectl exec` reach into the container;
 /// - deleting the pod delivers SIGTERM inside the container and removes its containers, the
 ///   pause container too.
@@ -66,6 +68,7 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
     let p = pod("real")
         .namespace(ns)
         .on_node(node).grace(5)
+        .metadata(serde_json::json!({"labels": {"app": "real"}}))
         .spec(serde_json::json!({
             "containers": [
                 {"name": "web", "image": BUSYBOX,
@@ -157,6 +160,49 @@ pub(crate) async fn docker_pod(cx: Ctx<'_>) -> anyhow::Result<()> {
         Ok(pod_ready(&cx.pods(ns).get("real").await?).then_some(()))
     })
     .await?;
+
+    // A Service's EndpointSlice lists the pod's own address, ready, and that address answers.
+    let services: Api<Service> = Api::namespaced(cx.client.clone(), ns);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "real"}, "ports": [{"port": 80, "targetPort": 8080}]}
+            }))?,
+        )
+        .await?;
+    let slices: Api<EndpointSlice> = Api::namespaced(cx.client.clone(), ns);
+    let by_service = ListParams::default().labels("kubernetes.io/service-name=web");
+    let (endpoint, port) = wait_for(
+        "the Service's EndpointSlice with the pod ready",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let list = slices.list(&by_service).await?;
+            let found = list.items.iter().find_map(|slice| {
+                let port = slice.ports.as_ref()?.first()?.port?;
+                let ready = slice.endpoints.iter().flatten().find(|e| {
+                    e.conditions.as_ref().and_then(|c| c.ready) == Some(true)
+                        && e.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some("real")
+                })?;
+                Some((ready.addresses.clone(), port))
+            });
+            Ok(found)
+        },
+    )
+    .await?;
+    ensure!(endpoint == [address.clone()], "EndpointSlice addresses {endpoint:?}, pod {address}");
+    ensure!(port == 8080, "EndpointSlice port {port}");
+    let page = cx
+        .http
+        .get(format!("http://{}:{port}/index.html", endpoint[0]))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(page.trim() == "hello-from-web", "the EndpointSlice's address answered {page:?}");
 
     // kubectl exec runs in the container: its root filesystem, its network namespace. Nomad
     // 1.11's docker driver may end a session before the command started (it inspects the exec
