@@ -20,8 +20,8 @@ use vk_domain::node::{NodeConfig, OutagePolicy};
 use vk_domain::policy::{HostPattern, ProbeGrant, Rule, Rules};
 
 pub use load::{
-    Env, Invalid, LoadError, Loaded, NodeOnly, Origin, Origins, Setting, Settings, command, load,
-    load_from_process, settings,
+    Env, Invalid, LoadError, Loaded, NODE_SETTINGS, NodeOnly, Origin, Origins, Setting, Settings,
+    command, load, load_from_process, settings,
 };
 pub use policy::{NoGrant, PolicyRule, RuleGrant};
 

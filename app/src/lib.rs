@@ -156,7 +156,7 @@ pub enum RunError {
 /// policy file's `rules` allow ([`KubeletArgs::probe_policy`]). Then lets
 /// in-flight work finish within `--shutdown-grace`. Nothing is deleted on shutdown: pods keep
 /// running on the backend and are adopted by the next start. This is the entry point of every
-/// binary (see the README's "Write your own provider").
+/// binary (see the README's "Write your own provider"); [`run_nodes`] runs several nodes.
 ///
 /// # Errors
 /// [`RunError::Config`]: the kubeconfig or in-cluster credentials, or the kubelet API's TLS files,
@@ -171,21 +171,145 @@ pub async fn run_with_provider<P, G>(
 where
     P: vk_ports::Provider,
 {
-    let probes = cli.probe_policy(rules);
-    let cluster =
-        vk_kube::connect::connect(&cli.cluster()).await.map_err(|e| RunError::Config(e.into()))?;
-    let (mut kubelet_settings, serving) =
-        kubelet_settings(&cli, cluster.roots.clone()).map_err(RunError::Config)?;
+    run_nodes(vec![(cli, provider)], rules, cancel).await
+}
+
+/// One node of the process before it runs: its settings, backend and API server clients.
+struct NodeParts<P> {
+    cli: KubeletArgs,
+    provider: Arc<P>,
+    cluster: vk_kube::connect::Cluster,
+    kubelet: kubelet::Settings,
+    serving: Option<Arc<Identity>>,
+    listener: tokio::net::TcpListener,
+}
+
+/// Runs several nodes in one process until `cancel` fires, each as [`run_with_provider`] runs
+/// one: its own Node, Lease, status, capacity and taint (from its `provider`, scoped to it), its
+/// own API server clients (its credentials) and its own kubelet API port. Shared by all: the
+/// process metrics port and readiness (ready when every node's pods and workloads are listed),
+/// the leader election (one Lease for the process, named after the first node unless
+/// `--leader-elect-lease-name` says otherwise), the shutdown. The process-wide settings
+/// (`--metrics-addr`, `--leader-elect*`, `--shutdown-grace`, `--startup-timeout`) are the first
+/// node's; `nodes` are in the order of the `[[nodes]]` entries of `--config`
+/// ([`config::Loaded::nodes`]).
+///
+/// # Errors
+/// As [`run_with_provider`], for any node; [`RunError::Config`] for an empty `nodes`.
+pub async fn run_nodes<P, G>(
+    nodes: Vec<(KubeletArgs, Arc<P>)>,
+    rules: &[PolicyRule<G>],
+    cancel: CancellationToken,
+) -> Result<(), RunError>
+where
+    P: vk_ports::Provider,
+{
+    let Some(process) = nodes.first().map(|(cli, _)| cli.clone()) else {
+        return Err(RunError::Config(anyhow::anyhow!("no node to run")));
+    };
+    let mut parts = Vec::with_capacity(nodes.len());
+    for (cli, provider) in nodes {
+        let cluster = vk_kube::connect::connect(&cli.cluster())
+            .await
+            .with_context(|| format!("node {}", cli.nodename))
+            .map_err(RunError::Config)?;
+        let (kubelet, serving) = kubelet_settings(&cli, cluster.roots.clone())
+            .with_context(|| format!("node {}", cli.nodename))
+            .map_err(RunError::Config)?;
+        let listener = bind_kubelet(&cli).await?;
+        parts.push(NodeParts { cli, provider, cluster, kubelet, serving, listener });
+    }
     let metrics = telemetry::install().map_err(RunError::Failed)?;
-    kubelet_settings.metrics = Some(kubelet::MetricsText({
+    let metrics_listener = tokio::net::TcpListener::bind(process.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", process.metrics_addr))
+        .map_err(RunError::Failed)?;
+
+    let mut started_nodes = Vec::with_capacity(parts.len());
+    for part in parts {
+        started_nodes.push(prepare_node(part, rules, &metrics).await);
+    }
+    // A standby replica is ready (to take over); the leader once every node's pods and jobs
+    // are listed.
+    let standing_by = Arc::new(std::sync::atomic::AtomicBool::new(process.leader_elect));
+    let synced: Vec<Arc<dyn Fn() -> bool + Send + Sync>> =
+        started_nodes.iter().map(|n| Arc::clone(&n.synced)).collect();
+    let all_synced =
+        Arc::new(move || synced.iter().all(|s| s())) as Arc<dyn Fn() -> bool + Send + Sync>;
+    let ready = {
+        let (all_synced, standing_by) = (Arc::clone(&all_synced), Arc::clone(&standing_by));
+        Arc::new(move || standing_by.load(std::sync::atomic::Ordering::Relaxed) || all_synced())
+            as Arc<dyn Fn() -> bool + Send + Sync>
+    };
+    let metrics_task =
+        tokio::spawn(telemetry::serve(metrics_listener, metrics, ready, cancel.clone()));
+    let first_name = started_nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+    let election = match (process.election(&first_name), started_nodes.first()) {
+        (Some(settings), Some(first)) => match lead(&first.leases, &settings, &cancel).await? {
+            Some(e) => Some(e),
+            // Told to stop while standing by: nothing else was started.
+            None => {
+                drain(vec![metrics_task], process.shutdown_grace).await;
+                return Ok(());
+            }
+        },
+        _ => None,
+    };
+    standing_by.store(false, std::sync::atomic::Ordering::Relaxed);
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let election =
+        election.map(|e| tokio::spawn(keep_leading(e, Arc::clone(&lost), cancel.clone())));
+    let mut tasks = vec![metrics_task];
+    for node in started_nodes {
+        tasks.extend((node.start)(cancel.clone()));
+    }
+
+    let outcome = started(&process, all_synced.as_ref(), &cancel).await;
+    cancel.cancel();
+    drain(tasks, process.shutdown_grace).await;
+    // The Lease is freed once this replica stopped writing: a standby takes over at once.
+    if let Some(task) = election
+        && let Ok(e) = task.await
+    {
+        e.release().await;
+    }
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(RunError::Failed(anyhow::anyhow!("this replica lost the leader Lease")));
+    }
+    outcome
+}
+
+/// A node ready to start: its name, the election's Leases client, whether its pods and
+/// workloads are listed, and what starts its tasks (certificate renewals, node and pod
+/// controllers, kubelet API; each ends with the token it is given).
+struct PreparedNode {
+    name: String,
+    leases: vk_kube::election::Leases,
+    synced: Arc<dyn Fn() -> bool + Send + Sync>,
+    start: Box<dyn FnOnce(CancellationToken) -> Vec<tokio::task::JoinHandle<()>> + Send>,
+}
+
+/// Builds one node's controllers and kubelet API (nothing runs until its `start`): reads the
+/// backend's and the API server's versions (a backend unreachable at start is retried later),
+/// and the node's configuration.
+async fn prepare_node<P, G>(
+    part: NodeParts<P>,
+    rules: &[PolicyRule<G>],
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+) -> PreparedNode
+where
+    P: vk_ports::Provider,
+{
+    let NodeParts { cli, provider, cluster, mut kubelet, serving, listener } = part;
+    kubelet.metrics = Some(kubelet::MetricsText({
         let metrics = metrics.clone();
         Arc::new(move || metrics.render())
     }));
-    let listeners = Listeners::bind(&cli).await?;
+    let probes = cli.probe_policy(rules);
     let runtime_version = match provider.runtime_version().await {
         Ok(v) => v,
         Err(e) => {
-            warn!(error = %e, "the backend is unreachable at start; it is retried in the background");
+            warn!(node = %cli.nodename, error = %e, "the backend is unreachable at start; it is retried in the background");
             "unknown".into()
         }
     };
@@ -198,17 +322,6 @@ where
     };
     let node = cli.node_config(runtime_version, provider.version_name(), server_version.as_deref());
     info!(node = %node.name, runtime = %node.runtime_version, "starting virtual-kubelet");
-
-    // The node's certificates renewed before they expire (each task ends with `cancel`).
-    let identities = [(cluster.identity.as_ref(), Kind::Client), (serving.as_ref(), Kind::Serving)];
-    for (identity, kind) in identities {
-        if let Some(identity) = identity {
-            let renewal =
-                cluster.certificates.keep_renewed(Arc::clone(identity), kind, cancel.clone());
-            tokio::spawn(renewal);
-        }
-    }
-
     let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(Default::default());
     let node_changed = Arc::new(tokio::sync::Notify::new());
     // Listed now, so that service link variables of the first pods come from a listed cache.
@@ -229,65 +342,52 @@ where
             node_os: cli.os.clone(),
         },
     );
-    // A standby replica is ready (to take over); the leader once its pods and jobs are listed.
-    let standing_by = Arc::new(std::sync::atomic::AtomicBool::new(cli.leader_elect));
-    let ready = {
-        let (pods, standing_by) = (Arc::clone(&pods), Arc::clone(&standing_by));
-        Arc::new(move || standing_by.load(std::sync::atomic::Ordering::Relaxed) || pods.synced())
-            as Arc<dyn Fn() -> bool + Send + Sync>
+    let synced = {
+        let pods = Arc::clone(&pods);
+        Arc::new(move || pods.synced()) as Arc<dyn Fn() -> bool + Send + Sync>
     };
-    let metrics_task =
-        tokio::spawn(telemetry::serve(listeners.metrics, metrics, ready, cancel.clone()));
-    let election = match cli.election(&node.name) {
-        Some(settings) => match lead(&cluster.leases, &settings, &cancel).await? {
-            Some(e) => Some(e),
-            // Told to stop while standing by: nothing else was started.
-            None => {
-                drain([metrics_task], cli.shutdown_grace).await;
-                return Ok(());
+    let name = node.name.clone();
+    let span = tracing::info_span!("node", name = %node.name);
+    let (nodes_api, reviews, certificates, identity) =
+        (cluster.nodes, cluster.reviews, cluster.certificates, cluster.identity);
+    let start = move |cancel: CancellationToken| {
+        use tracing::Instrument as _;
+        let mut tasks = Vec::new();
+        // The node's certificates renewed before they expire (each task ends with `cancel`).
+        for (identity, kind) in
+            [(identity.as_ref(), Kind::Client), (serving.as_ref(), Kind::Serving)]
+        {
+            if let Some(identity) = identity {
+                let renewal = certificates.keep_renewed(Arc::clone(identity), kind, cancel.clone());
+                tokio::spawn(renewal.instrument(span.clone()));
             }
-        },
-        None => None,
+        }
+        tasks.push(tokio::spawn(
+            node_controller::run(
+                Arc::clone(&provider),
+                Arc::new(nodes_api),
+                node,
+                node_controller::Timing {
+                    status_interval: cli.node_status_interval,
+                    report_interval: cli.node_status_report_interval,
+                },
+                capacity_tx,
+                node_changed,
+                cancel.clone(),
+            )
+            .instrument(span.clone()),
+        ));
+        let api = kubelet::Kubelet::new(
+            provider,
+            Arc::new(reviews),
+            Arc::new(Index(Arc::clone(&pods))),
+            kubelet,
+        );
+        tasks.push(serve_kubelet_api(listener, api, cancel.clone(), span.clone()));
+        tasks.push(tokio::spawn(Arc::clone(&pods).run(cancel).instrument(span)));
+        tasks
     };
-    standing_by.store(false, std::sync::atomic::Ordering::Relaxed);
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let election =
-        election.map(|e| tokio::spawn(keep_leading(e, Arc::clone(&lost), cancel.clone())));
-    let node_task = tokio::spawn(node_controller::run(
-        Arc::clone(&provider),
-        Arc::new(cluster.nodes),
-        node.clone(),
-        node_controller::Timing {
-            status_interval: cli.node_status_interval,
-            report_interval: cli.node_status_report_interval,
-        },
-        capacity_tx,
-        node_changed,
-        cancel.clone(),
-    ));
-    let api = kubelet::Kubelet::new(
-        provider,
-        Arc::new(cluster.reviews),
-        Arc::new(Index(Arc::clone(&pods))),
-        kubelet_settings,
-    );
-    let kubelet_task = serve_kubelet_api(listeners.kubelet, api, cancel.clone());
-    let pod_task = tokio::spawn(Arc::clone(&pods).run(cancel.clone()));
-
-    let outcome = started(&cli, &pods, &cancel).await;
-    cancel.cancel();
-    let tasks = [node_task, pod_task, metrics_task, kubelet_task];
-    drain(tasks, cli.shutdown_grace).await;
-    // The Lease is freed once this replica stopped writing: a standby takes over at once.
-    if let Some(task) = election
-        && let Ok(e) = task.await
-    {
-        e.release().await;
-    }
-    if lost.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(RunError::Failed(anyhow::anyhow!("this replica lost the leader Lease")));
-    }
-    outcome
+    PreparedNode { name, leases: cluster.leases, synced, start: Box::new(start) }
 }
 
 /// Stands by until this replica holds the leader Lease of `settings`; `None` when `cancel`
@@ -340,10 +440,7 @@ async fn keep_leading(
 
 /// Waits, at most `grace` (`--shutdown-grace`), for the tasks told to stop to finish their
 /// in-flight work.
-async fn drain<const N: usize>(
-    tasks: [tokio::task::JoinHandle<()>; N],
-    grace: std::time::Duration,
-) {
+async fn drain(tasks: Vec<tokio::task::JoinHandle<()>>, grace: std::time::Duration) {
     info!(?grace, "shutting down: finishing in-flight work");
     let all = async {
         for task in tasks {
@@ -356,32 +453,19 @@ async fn drain<const N: usize>(
     info!("stopped");
 }
 
-/// The metrics and kubelet API ports, bound before anything is started (a taken port stops the
-/// process before it touches anything).
-struct Listeners {
-    /// `--metrics-addr`.
-    metrics: tokio::net::TcpListener,
-    /// `--kubelet-address`:`--kubelet-port`.
-    kubelet: tokio::net::TcpListener,
-}
-
-impl Listeners {
-    /// Binds both.
-    ///
-    /// # Errors
-    /// [`RunError::Failed`] naming the address that cannot be bound.
-    async fn bind(cli: &KubeletArgs) -> Result<Self, RunError> {
-        let metrics = tokio::net::TcpListener::bind(cli.metrics_addr)
-            .await
-            .with_context(|| format!("binding --metrics-addr {}", cli.metrics_addr))
-            .map_err(RunError::Failed)?;
-        let kubelet_addr = std::net::SocketAddr::new(cli.kubelet_address, cli.kubelet_port);
-        let kubelet = tokio::net::TcpListener::bind(kubelet_addr)
-            .await
-            .with_context(|| format!("binding the kubelet API on {kubelet_addr}"))
-            .map_err(RunError::Failed)?;
-        Ok(Self { metrics, kubelet })
-    }
+/// Binds a node's kubelet API port (`--kubelet-address`:`--kubelet-port`) before anything is
+/// started (a taken port stops the process before it touches anything).
+///
+/// # Errors
+/// [`RunError::Failed`] naming the address that cannot be bound.
+async fn bind_kubelet(cli: &KubeletArgs) -> Result<tokio::net::TcpListener, RunError> {
+    let kubelet_addr = std::net::SocketAddr::new(cli.kubelet_address, cli.kubelet_port);
+    tokio::net::TcpListener::bind(kubelet_addr)
+        .await
+        .with_context(|| {
+            format!("binding the kubelet API of node {} on {kubelet_addr}", cli.nodename)
+        })
+        .map_err(RunError::Failed)
 }
 
 /// Serves the kubelet API on `listener` until `cancel` (then drains it), in a task of its own.
@@ -389,30 +473,36 @@ fn serve_kubelet_api<P, R, I>(
     listener: tokio::net::TcpListener,
     api: Arc<kubelet::Kubelet<P, R, I>>,
     cancel: CancellationToken,
+    span: tracing::Span,
 ) -> tokio::task::JoinHandle<()>
 where
     P: vk_kubelet_api::Backend,
     R: vk_ports::AccessReview,
     I: vk_ports::PodIndex + 'static,
 {
-    tokio::spawn(async move {
-        if let Err(e) = kubelet::serve(listener, api, async move { cancel.cancelled().await }).await
-        {
-            warn!(error = %e, "the kubelet API stopped");
+    use tracing::Instrument as _;
+    tokio::spawn(
+        async move {
+            if let Err(e) =
+                kubelet::serve(listener, api, async move { cancel.cancelled().await }).await
+            {
+                warn!(error = %e, "the kubelet API stopped");
+            }
         }
-    })
+        .instrument(span),
+    )
 }
 
-/// Waits for `cancel`; gives up with [`RunError::Failed`] when the pods and workloads are not
-/// listed within `--startup-timeout` (0: no limit).
-async fn started<P: vk_ports::Provider, K: vk_ports::PodApi + vk_ports::InputsApi>(
+/// Waits for `cancel`; gives up with [`RunError::Failed`] when the pods and workloads (of every
+/// node: `synced`) are not listed within `--startup-timeout` (0: no limit).
+async fn started(
     cli: &KubeletArgs,
-    pods: &pod_controller::PodController<P, K>,
+    synced: &(dyn Fn() -> bool + Send + Sync),
     cancel: &CancellationToken,
 ) -> Result<(), RunError> {
     if !cli.startup_timeout.is_zero() {
         let synced = async {
-            while !pods.synced() {
+            while !synced() {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         };

@@ -7,7 +7,7 @@
 //!   `sync_status`, `stop`, `kill`, `purge`, `delete_object`, `mark_lost`, `start_container`,
 //!   `update_workload`, `fail_deadline`) and `result` (`ok`, or the failure's kind: `unavailable`, `not_found`, `conflict`, `refused`, `invalid_input`, `unsupported`, `missing_input`, `internal`);
 //! - `vk_reconcile_duration_seconds`: one reconcile of one pod, histogram;
-//! - `vk_pods{phase}`: pods bound to the node by phase (`Pending`, `Running`, `Succeeded`,
+//! - `vk_pods{node,phase}`: pods bound to each node by phase (`Pending`, `Running`, `Succeeded`,
 //!   `Failed`, `Unknown`);
 //! - `vk_status_propagation_seconds`: Nomad's event time to the pod status written, histogram;
 //! - `vk_nomad_requests_total{endpoint, method, code}` and

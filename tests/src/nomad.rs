@@ -158,14 +158,28 @@ client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprin
     /// # Errors
     /// No server-mode agent; the client failing to start or register within 60 s.
     pub async fn start_nomad_client(&mut self, name: &str, pool: &str) -> anyhow::Result<usize> {
-        Ok(self.spawn_nomad_client(name, pool).await?.0)
+        Ok(self.spawn_nomad_client(name, pool, "dc1").await?.0)
     }
 
-    /// [`Stack::start_nomad_client`], returning the client's HTTP address too.
+    /// [`Stack::start_nomad_client`] in datacenter `datacenter` (the main agent's is `dc1`).
+    ///
+    /// # Errors
+    /// As [`Stack::start_nomad_client`].
+    pub async fn start_nomad_client_in(
+        &mut self,
+        name: &str,
+        pool: &str,
+        datacenter: &str,
+    ) -> anyhow::Result<usize> {
+        Ok(self.spawn_nomad_client(name, pool, datacenter).await?.0)
+    }
+
+    /// [`Stack::start_nomad_client_in`], returning the client's HTTP address too.
     pub(crate) async fn spawn_nomad_client(
         &mut self,
         name: &str,
         pool: &str,
+        datacenter: &str,
     ) -> anyhow::Result<(usize, String)> {
         let main = self.nomad.clone().context("no Nomad agent")?;
         let main_cfg = std::fs::read_to_string(&main.cfg)?;
@@ -174,7 +188,7 @@ client {{\n{client}  cni_path = \"{CNI_PATH}\"\n  options = {{\n    \"fingerprin
         let address = format!("http://127.0.0.1:{http}");
         let acl = if self.nomad_acl_on { crate::nomad_acl::ACL_CONFIG } else { "" };
         let cfg = format!(
-            "{NO_UPDATE_CHECK}{acl}name = \"{name}\"\nbind_addr = \"127.0.0.1\"\n\
+            "{NO_UPDATE_CHECK}{acl}name = \"{name}\"\ndatacenter = \"{datacenter}\"\nbind_addr = \"127.0.0.1\"\n\
 ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n\
 advertise {{\n  http = \"127.0.0.1\"\n  rpc = \"127.0.0.1\"\n  serf = \"127.0.0.1\"\n}}\n\
 client {{\n  enabled = true\n  node_pool = \"{pool}\"\n  servers = [{server}]\n\

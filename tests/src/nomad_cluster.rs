@@ -107,7 +107,7 @@ client {{\n  enabled = false\n}}\n",
         }
         let mut first = None;
         for name in ["nomad-client-1", "nomad-client-2"] {
-            let (_, http) = self.spawn_nomad_client(name, "default").await?;
+            let (_, http) = self.spawn_nomad_client(name, "default", "dc1").await?;
             first.get_or_insert(http);
         }
         if let Some(addr) = first {

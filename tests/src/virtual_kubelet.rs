@@ -22,6 +22,16 @@ impl Stack {
         self.virtual_kubelet_replica(node, node, None, extra)
     }
 
+    /// A serving certificate the stack's CA signed for node `node` (names 127.0.0.1 and the
+    /// node's name), as the cluster issues a kubelet's: its certificate and key files.
+    ///
+    /// # Errors
+    /// The files cannot be written.
+    pub fn node_serving_certificate(&self, node: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let pair = self.pki.server(&format!("{node}-serving"), &["127.0.0.1", node])?;
+        Ok((pair.cert, pair.key))
+    }
+
     /// As [`Stack::virtual_kubelet`], logging to `virtual-kubelet-<log>.log` (a second replica
     /// of the same node keeps a log of its own), and with `sa_dir`, a ServiceAccount's files
     /// (see [`Stack::service_account_dir`]) and the API server as `KUBERNETES_SERVICE_HOST` and
@@ -37,11 +47,11 @@ impl Stack {
         extra: &[&str],
     ) -> anyhow::Result<Process> {
         let kubeconfig = self.node_kubeconfig(node)?;
-        let serving = self.pki.server(&format!("{node}-serving"), &["127.0.0.1", node])?;
+        let (cert, key) = self.node_serving_certificate(node)?;
         let mut cmd = self.virtual_kubelet_command(node)?;
         cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--tls-cert-file={}", serving.cert.display()))
-            .arg(format!("--tls-private-key-file={}", serving.key.display()))
+            .arg(format!("--tls-cert-file={}", cert.display()))
+            .arg(format!("--tls-private-key-file={}", key.display()))
             .args(["--nomad-addr", &self.vk_nomad_addr()])
             .args(extra);
         if let Some(dir) = sa_dir {

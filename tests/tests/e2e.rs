@@ -49,7 +49,7 @@ mod refusals;
 use acl::nomad_acl_policy;
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
-use cluster::{nomad_leader_killed, placement_failures, shared_capacity};
+use cluster::{many_nodes, nomad_leader_killed, placement_failures, shared_capacity};
 use deploy::in_cluster_rbac;
 use docker::images::{docker_image_pull_failure, docker_registry_pulls};
 use docker::pods::{
@@ -463,6 +463,7 @@ fn main() {
         nomad_outage,
         placement_failures,
         shared_capacity,
+        many_nodes,
         nomad_acl_policy,
         nomad_leader_killed,
         leader_election,
@@ -535,7 +536,7 @@ fn main() {
                         }
                         "token_renewal" => {}
                         "nomad_outage" | "placement_failures" | "shared_capacity"
-                        | "nomad_acl_policy" | "nomad_leader_killed" => {
+                        | "many_nodes" | "nomad_acl_policy" | "nomad_leader_killed" => {
                             _second = second_stacks.acquire().await;
                         }
                         _ => _shared = gate.read().await,

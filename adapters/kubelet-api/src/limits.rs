@@ -262,6 +262,8 @@ struct State {
     entries: BTreeMap<u64, Entry>,
     per_peer: HashMap<IpAddr, (usize, usize)>,
     unauthenticated: usize,
+    /// What [`State::gauges`] last added to the gauges (unauthenticated, authenticated).
+    published: (f64, f64),
 }
 
 impl State {
@@ -310,11 +312,16 @@ impl State {
         true
     }
 
-    fn gauges(&self) {
+    /// Moves the gauges by what changed since the last call: the kubelet ports of all the
+    /// process's nodes add up in them.
+    fn gauges(&mut self) {
         let unauth = self.unauthenticated as f64;
-        metrics::gauge!(CONNECTIONS_OPEN, "state" => "unauthenticated").set(unauth);
-        metrics::gauge!(CONNECTIONS_OPEN, "state" => "authenticated")
-            .set(self.entries.len() as f64 - unauth);
+        let auth = self.entries.len() as f64 - unauth;
+        let (was_unauth, was_auth) = self.published;
+        metrics::gauge!(CONNECTIONS_OPEN, "state" => "unauthenticated")
+            .increment(unauth - was_unauth);
+        metrics::gauge!(CONNECTIONS_OPEN, "state" => "authenticated").increment(auth - was_auth);
+        self.published = (unauth, auth);
     }
 }
 

@@ -193,4 +193,45 @@ impl NomadProvider {
     pub(crate) async fn regions(&self) -> Result<Vec<String>, ProviderError> {
         self.client.get(&["v1", "regions"], &[]).await
     }
+
+    /// The node's topology labels, as a kubelet on a cloud provider sets them
+    /// (`topology.kubernetes.io/region` and `topology.kubernetes.io/zone`): the region is the
+    /// Nomad region of its jobs (`--nomad-region`, else the one region Nomad knows, if it knows
+    /// one only; none when Nomad cannot be asked), the zone its datacenter when its scope is one
+    /// datacenter (`--nomad-datacenters` one name without `*`). Label values are Nomad names,
+    /// which are valid label values.
+    pub async fn topology_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        let region = match self.client.region() {
+            Some(r) => Some(r.to_owned()),
+            None => match self.regions().await {
+                Ok(regions) if regions.len() == 1 => regions.into_iter().next(),
+                Ok(regions) => {
+                    warn!(
+                        ?regions,
+                        "Nomad knows several regions and --nomad-region is unset: no topology.kubernetes.io/region label"
+                    );
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot list Nomad's regions: no topology.kubernetes.io/region label");
+                    None
+                }
+            },
+        };
+        if let Some(region) = region {
+            labels.insert(REGION_LABEL.to_owned(), region);
+        }
+        if let [dc] = self.scope.datacenters.as_slice()
+            && !dc.contains('*')
+        {
+            labels.insert(ZONE_LABEL.to_owned(), dc.clone());
+        }
+        labels
+    }
 }
+
+/// The well-known label of a node's region (`topology.kubernetes.io/region`).
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// The well-known label of a node's zone (`topology.kubernetes.io/zone`).
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";

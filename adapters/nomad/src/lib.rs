@@ -50,7 +50,7 @@ use self::api::{Allocation, Job, JobStub, NodeStub, RegisterRequest, RegisterRes
 use self::client::NomadClient;
 use self::job::{JobRef, JobSettings};
 
-pub use self::capacity::{Scope, capacity_of, mhz_per_core, usable};
+pub use self::capacity::{REGION_LABEL, Scope, ZONE_LABEL, capacity_of, mhz_per_core, usable};
 pub use self::client::{ClientConfig, ConfigError};
 use self::containers::Running;
 use self::known::{Known, Written};

@@ -16,10 +16,9 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use vk_app::RunError;
-use vk_app::config::{Env, Invalid, KubeletArgs, LoadError, Loaded, Origins, PolicyRule, Settings};
+use vk_app::config::{Env, Invalid, KubeletArgs, LoadError, Loaded, Origins, Settings};
 use vk_memory::{MemoryConfig, MemoryProvider};
 use vk_nomad::NomadProvider;
-use vk_nomad::policy::NomadGrant;
 
 use crate::nomad::{NomadArgs, NomadRuleKeys};
 
@@ -64,6 +63,9 @@ impl Settings for Args {
     /// `#[group(id = "nomad")]` of [`NomadArgs`].
     const PROVIDER_TABLE: Option<&'static str> = Some("nomad");
     type Grant = NomadRuleKeys;
+    /// A node's Nomad scope (namespace, region, datacenters, node pool) and the token for it.
+    const NODE_SETTINGS: &'static [&'static str] =
+        &["nomad_token", "nomad_namespace", "nomad_region", "nomad_datacenters", "nomad_node_pool"];
 
     fn kubelet(&self) -> &KubeletArgs {
         &self.node
@@ -77,13 +79,13 @@ impl Settings for Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let loaded = vk_app::config::load::<Args, _, _>(std::env::args_os(), &Env::from_process());
-    let Loaded { args, rules } = match loaded {
+    let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(e) => return e.report("virtual-kubelet"),
     };
-    vk_app::init_tracing(&args.node);
+    vk_app::init_tracing(&loaded.args.node);
     let cancel = vk_app::shutdown_on_signals();
-    match run(args, &rules, cancel).await {
+    match run(&loaded, cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(e)) => {
             tracing::error!(error = format!("{e:#}"), "invalid configuration");
@@ -96,27 +98,45 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Runs the virtual kubelet with the provider `--provider` names until `cancel` fires.
+/// Runs the virtual kubelet's nodes (the one of the settings, or one per `[[nodes]]` entry of
+/// `--config`) with the provider `--provider` names until `cancel` fires. A Nomad node is
+/// labelled with its topology ([`NomadProvider::topology_labels`]) unless `--node-label` sets
+/// those labels.
 ///
 /// # Errors
-/// As `vk_app::run_with_provider`; [`RunError::Config`] too when Nomad's settings are unusable
+/// As `vk_app::run_nodes`; [`RunError::Config`] too when a node's Nomad settings are unusable
 /// (address or TLS files).
-async fn run(
-    args: Args,
-    rules: &[PolicyRule<NomadGrant>],
-    cancel: CancellationToken,
-) -> Result<(), RunError> {
-    match args.provider {
+async fn run(loaded: &Loaded<Args>, cancel: CancellationToken) -> Result<(), RunError> {
+    let rules = loaded.rules.as_slice();
+    match loaded.args.provider {
         Provider::Nomad => {
-            let config = args.nomad.provider_config(&args.node.nodename, rules);
-            let provider =
-                NomadProvider::new(config).context("Nomad settings").map_err(RunError::Config)?;
-            vk_app::run_with_provider(args.node, rules, Arc::new(provider), cancel).await
+            let mut nodes = Vec::new();
+            for args in loaded.each_node() {
+                let config = args.nomad.provider_config(&args.node.nodename, rules);
+                let provider = NomadProvider::new(config)
+                    .with_context(|| format!("Nomad settings of node {}", args.node.nodename))
+                    .map_err(RunError::Config)?;
+                let mut node = args.node.clone();
+                for (key, value) in provider.topology_labels().await {
+                    if !node.node_labels.iter().any(|(k, _)| *k == key) {
+                        node.node_labels.push((key, value));
+                    }
+                }
+                nodes.push((node, Arc::new(provider)));
+            }
+            vk_app::run_nodes(nodes, rules, cancel).await
         }
         Provider::Memory => {
-            let config = MemoryConfig::new(&args.node.nodename, args.node.internal_ip.to_string());
-            let provider = Arc::new(MemoryProvider::new(config));
-            vk_app::run_with_provider(args.node, rules, provider, cancel).await
+            let nodes = loaded
+                .each_node()
+                .into_iter()
+                .map(|args| {
+                    let node = &args.node;
+                    let config = MemoryConfig::new(&node.nodename, node.internal_ip.to_string());
+                    (node.clone(), Arc::new(MemoryProvider::new(config)))
+                })
+                .collect();
+            vk_app::run_nodes(nodes, rules, cancel).await
         }
     }
 }

@@ -590,3 +590,103 @@ fn help_and_readme_list_every_setting() {
         }
     }
 }
+
+/// The nodes of a `--config` file's `[[nodes]]`, as `main` runs them.
+fn nodes_of(args: &[&str], env: &Env) -> Vec<Args> {
+    let argv = std::iter::once("virtual-kubelet").chain(args.iter().copied());
+    match vk_app::config::load::<Args, _, _>(argv, env) {
+        Ok(loaded) => loaded.nodes,
+        Err(e) => panic!("refused: {e}"),
+    }
+}
+
+#[test]
+fn nodes_of_one_process_each_take_their_scope() {
+    let (_d, _p, config) = toml(
+        "cert_dir = \"/var/lib/vk\"\nnode_status_interval = \"7s\"\n[nomad]\nnamespace = \"shared\"\n\
+         datacenters = [\"*\"]\n\n\
+         [[nodes]]\nnodename = \"vk-a\"\nkubelet_port = 10260\nnode_labels = { team = \"a\" }\n\
+         [nodes.nomad]\nnode_pool = \"pool-a\"\ndatacenters = [\"dc-a\"]\nregion = \"eu\"\n\n\
+         [[nodes]]\nnodename = \"vk-b\"\nkubelet_port = 10261\ncert_dir = \"/srv/b\"\n\
+         [nodes.nomad]\nnode_pool = \"pool-b\"\nnamespace = \"team-b\"\n",
+    );
+    // A flag of the process (not node-scoped) reaches every node; an entry wins over a flag.
+    let nodes = nodes_of(
+        &["--config", &config, "--kube-api-qps", "9", "--kubelet-port", "1"],
+        &Env::default(),
+    );
+    let [a, b] = nodes.as_slice() else { panic!("{nodes:?}") };
+    assert_eq!((a.node.nodename.as_str(), a.node.kubelet_port), ("vk-a", 10260));
+    assert_eq!((b.node.nodename.as_str(), b.node.kubelet_port), ("vk-b", 10261));
+    assert_eq!(a.node.node_labels, [("team".to_owned(), "a".to_owned())]);
+    assert!(b.node.node_labels.is_empty());
+    // Each node's certificates apart: `<cert_dir>/<nodename>` unless its entry says.
+    assert_eq!(a.node.cert_dir, PathBuf::from("/var/lib/vk/vk-a"));
+    assert_eq!(b.node.cert_dir, PathBuf::from("/srv/b"));
+    for n in [a, b] {
+        assert!((n.node.kube_api_qps - 9.0).abs() < f32::EPSILON, "{}", n.node.kube_api_qps);
+        assert_eq!(n.node.node_status_interval, Duration::from_secs(7));
+    }
+    let scope = |n: &Args| {
+        let c = n.nomad.provider_config(&n.node.nodename, &[]);
+        (c.node_pool, c.datacenters, c.client.namespace, c.client.region, c.node_name)
+    };
+    assert_eq!(
+        scope(a),
+        (
+            Some("pool-a".into()),
+            vec!["dc-a".into()],
+            Some("shared".into()),
+            Some("eu".into()),
+            "vk-a".into()
+        )
+    );
+    assert_eq!(
+        scope(b),
+        (Some("pool-b".into()), vec!["*".into()], Some("team-b".into()), None, "vk-b".into())
+    );
+    // Without [[nodes]], the one node of the settings.
+    let (_d, _p, plain) = toml("nodename = \"solo\"\n");
+    assert!(nodes_of(&["--config", &plain], &Env::default()).is_empty());
+}
+
+#[test]
+fn nodes_entries_are_refused_by_name() {
+    let entry =
+        |body: &str| format!("[[nodes]]\nnodename = \"vk-a\"\nkubelet_port = 10260\n{body}");
+    // A process-wide setting, an unknown one, a bad value: named with the entry and the file.
+    for (body, key, reason) in [
+        ("metrics_addr = \"127.0.0.1:1\"\n", "nodes.metrics_addr", "the process's setting"),
+        ("[nodes.nomad]\naddr = \"http://x:1\"\n", "nodes.nomad.addr", "the process's setting"),
+        ("nodenam = \"x\"\n", "nodes.nodenam", "unknown setting"),
+        ("[nodes.nomad]\nnode_pool = \"bad pool!\"\n", "nodes.nomad.node_pool", "node pool"),
+    ] {
+        let (_d, _p, config) = toml(&entry(body));
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!(got.key, key, "{got}");
+        assert!(got.reason.contains(reason), "{got}");
+        assert!(
+            matches!(got.origin, Origin::Node { index: 0, .. })
+                && got.to_string().contains("[[nodes]] entry 1 of file"),
+            "{got}"
+        );
+    }
+    // Each entry is one node, with its own name and port.
+    let (_d, _p, config) = toml("[[nodes]]\nkubelet_port = 10260\n");
+    let got = refused(&["--config", &config], &Env::default());
+    assert!(got.key == "nodes" && got.reason.contains("names no nodename"), "{got}");
+    for (second, key) in [
+        ("nodename = \"vk-a\"\nkubelet_port = 10261\n", "nodes.nodename"),
+        ("nodename = \"vk-b\"\nkubelet_port = 10260\n", "nodes.kubelet_port"),
+    ] {
+        let (_d, _p, config) = toml(&format!("{}\n[[nodes]]\n{second}", entry("")));
+        let got = refused(&["--config", &config], &Env::default());
+        assert_eq!(got.key, key, "{got}");
+        assert!(got.reason.contains("also node vk-a's"), "{got}");
+        assert!(matches!(got.origin, Origin::Node { index: 1, .. }), "{got}");
+    }
+    // `nodes` must be an array of tables.
+    let (_d, _p, config) = toml("nodes = \"vk-a\"\n");
+    let got = refused(&["--config", &config], &Env::default());
+    assert!(got.key == "nodes" && got.reason.contains("array of tables"), "{got}");
+}

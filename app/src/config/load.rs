@@ -27,6 +27,9 @@ pub trait Settings: clap::Parser {
     const PROVIDER_TABLE: Option<&'static str>;
     /// The provider's keys in a `--policy-file` rule ([`super::NoGrant`] for none).
     type Grant: RuleGrant;
+    /// The provider's settings (clap ids, `nomad_node_pool`) a `[[nodes]]` entry of `--config`
+    /// may set for its node alone, besides the kubelet's ([`NODE_SETTINGS`]). None by default.
+    const NODE_SETTINGS: &'static [&'static str] = &[];
 
     /// The kubelet's settings within these.
     fn kubelet(&self) -> &KubeletArgs;
@@ -61,13 +64,47 @@ impl Settings for NodeOnly {
     }
 }
 
+/// The kubelet's settings a `[[nodes]]` entry of `--config` may set for its node alone: its
+/// name, credentials and certificates, address and port, and what the Node object says (labels,
+/// taint, pod limit). Every other setting is the process's, shared by all its nodes.
+pub const NODE_SETTINGS: &[&str] = &[
+    "nodename",
+    "kubeconfig",
+    "bootstrap_kubeconfig",
+    "cert_dir",
+    "rotate_server_certificates",
+    "internal_ip",
+    "kubelet_port",
+    "tls_cert_file",
+    "tls_private_key_file",
+    "max_pods",
+    "node_labels",
+    "role_label",
+    "disable_taint",
+    "taint_key",
+    "taint_value",
+    "taint_effect",
+];
+
 /// What [`load`] read.
 #[derive(Debug)]
 pub struct Loaded<A: Settings> {
-    /// The settings.
+    /// The settings (of the one node, or the process's and the first node's with `[[nodes]]`).
     pub args: A,
     /// The rules of `--policy-file`, in the file's order (none without it).
     pub rules: Vec<PolicyRule<<A::Grant as RuleGrant>::Grant>>,
+    /// One entry per `[[nodes]]` table of `--config`, in the file's order: the settings with
+    /// that entry's on top (its `cert_dir` defaulting to `<cert_dir>/<nodename>`, so that nodes
+    /// never share certificate files). Empty without `[[nodes]]`: the process runs the one node
+    /// of `args`.
+    pub nodes: Vec<A>,
+}
+
+impl<A: Settings> Loaded<A> {
+    /// The settings of each node the process runs: the `[[nodes]]` entries', else `args` alone.
+    pub fn each_node(&self) -> Vec<&A> {
+        if self.nodes.is_empty() { vec![&self.args] } else { self.nodes.iter().collect() }
+    }
 }
 
 /// One setting of a binary: its flag, variable and file keys.
@@ -104,6 +141,8 @@ struct Layout {
     settings: Vec<Setting>,
     /// [`Settings::PROVIDER_TABLE`].
     table: Option<&'static str>,
+    /// [`NODE_SETTINGS`] and [`Settings::NODE_SETTINGS`].
+    node_scoped: Vec<&'static str>,
 }
 
 impl Layout {
@@ -119,6 +158,7 @@ impl Layout {
             Origin::Env(_) => s.env.clone(),
             Origin::File(_) => s.file_key.clone(),
             Origin::ProviderFile(_) => s.provider_key.clone().unwrap_or_else(|| s.id.clone()),
+            Origin::Node { .. } => format!("nodes.{}", s.file_key),
         }
     }
 
@@ -200,7 +240,8 @@ fn layout<A: Settings>() -> (clap::Command, Layout) {
         });
     }
     let name = cmd.get_name().to_owned();
-    (cmd, Layout { name, settings, table })
+    let node_scoped = NODE_SETTINGS.iter().chain(A::NODE_SETTINGS).copied().collect();
+    (cmd, Layout { name, settings, table, node_scoped })
 }
 
 /// `A`'s command with its help completed: every setting says its environment variable and file
@@ -247,6 +288,13 @@ pub enum Origin {
     File(PathBuf),
     /// The TOML file of `--provider-config`.
     ProviderFile(PathBuf),
+    /// A `[[nodes]]` entry of the `--config` file: the file and the entry's place (0 first).
+    Node {
+        /// The `--config` file.
+        file: PathBuf,
+        /// The entry's place in the file's `[[nodes]]`, from 0.
+        index: usize,
+    },
 }
 
 impl std::fmt::Display for Origin {
@@ -255,6 +303,9 @@ impl std::fmt::Display for Origin {
             Origin::Flag => f.write_str("the command line"),
             Origin::Env(name) => write!(f, "environment variable {name}"),
             Origin::File(path) | Origin::ProviderFile(path) => write!(f, "file {}", path.display()),
+            Origin::Node { file, index } => {
+                write!(f, "[[nodes]] entry {} of file {}", index + 1, file.display())
+            }
         }
     }
 }
@@ -320,7 +371,7 @@ impl LoadError {
 /// ([`Settings::check`], [`KubeletArgs::check`]).
 pub struct Origins<'a> {
     layout: &'a Layout,
-    values: &'a BTreeMap<String, (Vec<String>, Origin)>,
+    values: &'a Values,
 }
 
 impl Origins<'_> {
@@ -352,7 +403,9 @@ impl Origins<'_> {
 }
 
 /// Reads the settings of `A`: defaults < `--config` < `--provider-config` < `env` < `args` (the
-/// first of `args` is the program name), then the rules of `--policy-file`. Every value,
+/// first of `args` is the program name), then the rules of `--policy-file`, then, for each
+/// `[[nodes]]` entry of `--config`, the settings of that node: the same with the entry's
+/// node-scoped settings on top of every source ([`Loaded::nodes`]). Every value,
 /// wherever it comes from, goes through the flag's own parser, and files named by settings must
 /// exist, so that a bad value stops the process before anything starts.
 ///
@@ -361,8 +414,9 @@ impl Origins<'_> {
 ///   line;
 /// - [`LoadError::Invalid`] for a bad value from a file or the environment (naming its key or
 ///   variable, the value and the file), an unreadable or malformed file, an unknown key in a
-///   file, a certificate without its key, a file setting naming a file that does not exist, or
-///   a bad policy file.
+///   file, a certificate without its key, a file setting naming a file that does not exist, a
+///   bad policy file, or a `[[nodes]]` entry without `nodename`, setting one of the process's
+///   settings, or taking another entry's name or kubelet port.
 pub fn load<A, I, T>(args: I, env: &Env) -> Result<Loaded<A>, LoadError>
 where
     A: Settings,
@@ -375,13 +429,75 @@ where
         .into_iter()
         .filter_map(|id| Some((id, matches.try_get_one::<PathBuf>(id).ok().flatten()?.clone())))
         .collect();
-    let values = layered(&layout, &matches, &sources, env)?;
-    // Every value through its flag's parser, so the error names where it came from.
+    let (values, node_entries) = layered(&layout, &matches, &sources, env)?;
+    let args = build::<A>(&cmd, &layout, &sources, &values)?;
+    let origins = Origins { layout: &layout, values: &values };
+    let rules = match &args.kubelet().policy_file {
+        Some(path) => policy::read_policy_file::<A::Grant>(path).map_err(|reason| {
+            origins.refuse("policy_file", &path.display().to_string(), &reason)
+        })?,
+        None => Vec::new(),
+    };
+    let mut nodes: Vec<A> = Vec::new();
+    for (file, index, entry) in node_entries {
+        let origin = Origin::Node { file: file.clone(), index };
+        let mut values = values.clone();
+        let mut own_cert_dir = false;
+        for (id, vals) in entry {
+            own_cert_dir |= id == "cert_dir";
+            values.insert(id, (vals, origin.clone()));
+        }
+        let Some((names, _)) = values.get("nodename").filter(|(_, o)| *o == origin) else {
+            return Err(Invalid {
+                key: "nodes".into(),
+                value: format!("entry {}", index + 1),
+                origin: Origin::File(file),
+                reason: "names no nodename: each [[nodes]] entry is one node".into(),
+            }
+            .into());
+        };
+        let name = names.concat();
+        if !own_cert_dir {
+            let dir = args.kubelet().cert_dir.join(&name);
+            values.insert("cert_dir".into(), (vec![dir.display().to_string()], origin.clone()));
+        }
+        let node = build::<A>(&cmd, &layout, &sources, &values)?;
+        let twin = nodes.iter().find(|n| {
+            let (a, b) = (n.kubelet(), node.kubelet());
+            a.nodename == b.nodename || a.kubelet_port == b.kubelet_port
+        });
+        if let Some(twin) = twin {
+            let same_name = twin.kubelet().nodename == node.kubelet().nodename;
+            let (id, value) = if same_name {
+                ("nodename", name.clone())
+            } else {
+                ("kubelet_port", node.kubelet().kubelet_port.to_string())
+            };
+            let reason = format!("also node {}'s: each node has its own", twin.kubelet().nodename);
+            return Err(layout.invalid(id, &value, &origin, &reason).into());
+        }
+        nodes.push(node);
+    }
+    Ok(Loaded { args, rules, nodes })
+}
+
+/// The settings of `values` (id to values and origin, as [`layered`] made them), every value
+/// through its flag's parser so that an error names where it came from, and checked across
+/// settings.
+///
+/// # Errors
+/// As [`load`].
+fn build<A: Settings>(
+    cmd: &clap::Command,
+    layout: &Layout,
+    sources: &[(&str, PathBuf)],
+    values: &Values,
+) -> Result<A, LoadError> {
     let mut argv = vec![layout.name.clone()];
-    for (id, path) in &sources {
+    for (id, path) in sources {
         argv.push(format!("--{}={}", id.replace('_', "-"), path.display()));
     }
-    for (id, (vals, origin)) in &values {
+    for (id, (vals, origin)) in values {
         let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == id.as_str()) else {
             continue;
         };
@@ -400,19 +516,13 @@ where
         origin: Origin::Flag,
         reason: clap_reason(&e),
     };
-    let matches = cmd.try_get_matches_from(&argv).map_err(settings_error)?;
-    let origins = Origins { layout: &layout, values: &values };
-    check_files(&layout, &matches, &origins)?;
+    let matches = cmd.clone().try_get_matches_from(&argv).map_err(settings_error)?;
+    let origins = Origins { layout, values };
+    check_files(layout, &matches, &origins)?;
     let args = <A as clap::FromArgMatches>::from_arg_matches(&matches).map_err(settings_error)?;
     args.kubelet().check(&origins)?;
     args.check(&origins)?;
-    let rules = match &args.kubelet().policy_file {
-        Some(path) => policy::read_policy_file::<A::Grant>(path).map_err(|reason| {
-            origins.refuse("policy_file", &path.display().to_string(), &reason)
-        })?,
-        None => Vec::new(),
-    };
-    Ok(Loaded { args, rules })
+    Ok(args)
 }
 
 /// [`load`] from the process's arguments and environment. For `main` functions, which report
@@ -426,20 +536,24 @@ pub fn load_from_process<A: Settings>() -> Result<Loaded<A>, LoadError> {
 
 /// The values of every setting given somewhere, layer by layer, lowest first: each value
 /// replaces the one below.
+/// Also returns the `[[nodes]]` entries of `--config`: its path, each entry's place and values.
 fn layered(
     layout: &Layout,
     matches: &clap::ArgMatches,
     sources: &[(&str, PathBuf)],
     env: &Env,
-) -> Result<BTreeMap<String, (Vec<String>, Origin)>, Invalid> {
-    let mut values: BTreeMap<String, (Vec<String>, Origin)> = BTreeMap::new();
+) -> Result<(Values, NodeEntries), Invalid> {
+    let mut values = Values::new();
+    let mut nodes = Vec::new();
     for (id, path) in sources {
         let provider = *id == "provider_config";
         let origin =
             if provider { Origin::ProviderFile(path.clone()) } else { Origin::File(path.clone()) };
-        for (id, vals) in read_file(layout, path, provider)? {
+        let (file, entries) = read_file(layout, path, provider)?;
+        for (id, vals) in file {
             values.insert(id, (vals, origin.clone()));
         }
+        nodes.extend(entries.into_iter().enumerate().map(|(i, e)| (path.clone(), i, e)));
     }
     for s in &layout.settings {
         if matches.value_source(&s.id) == Some(clap::parser::ValueSource::CommandLine) {
@@ -456,7 +570,7 @@ fn layered(
             values.insert(s.id.clone(), (vals, Origin::Env(s.env.clone())));
         }
     }
-    Ok(values)
+    Ok((values, nodes))
 }
 
 /// `flag_and_value` (`--name=value`) parsed by `arg` alone.
@@ -496,14 +610,37 @@ fn clap_reason(e: &clap::Error) -> String {
         .join(" ")
 }
 
-/// The settings of a TOML file as (setting, values). `provider`: the file is
-/// `--provider-config`, whose top level holds the provider's settings; in `--config` they are
-/// in the provider's table.
+/// The settings of one file, or of one `[[nodes]]` entry: (setting id, values).
+type FileValues = Vec<(String, Vec<String>)>;
+
+/// Every setting given somewhere: its values and where they came from, by setting id.
+type Values = BTreeMap<String, (Vec<String>, Origin)>;
+
+/// The `[[nodes]]` entries of `--config`: the file, each entry's place (0 first) and values.
+type NodeEntries = Vec<(PathBuf, usize, FileValues)>;
+
+/// The setting a file names `shown` (`in_provider`: its key within the provider's settings; a
+/// provider setting's own id is taken too, `nomad_addr` for `addr`).
+fn file_setting<'a>(
+    layout: &'a Layout,
+    shown: &str,
+    in_provider: Option<&str>,
+) -> Option<&'a Setting> {
+    layout.settings.iter().find(|s| match (in_provider, &s.provider_key) {
+        (Some(k), Some(key)) => key == k || s.id == k,
+        (Some(_), None) => false,
+        (None, key) => key.is_none() && s.file_key == shown,
+    })
+}
+
+/// The settings of a TOML file as (setting, values), and those of each of its `[[nodes]]`
+/// entries. `provider`: the file is `--provider-config`, whose top level holds the provider's
+/// settings (and which has no `[[nodes]]`); in `--config` they are in the provider's table.
 fn read_file(
     layout: &Layout,
     path: &Path,
     provider: bool,
-) -> Result<Vec<(String, Vec<String>)>, Invalid> {
+) -> Result<(FileValues, Vec<FileValues>), Invalid> {
     let key = if provider { "--provider-config" } else { "--config" };
     let refuse = |value: String, reason: String| Invalid {
         key: key.to_owned(),
@@ -528,15 +665,12 @@ fn read_file(
         reason: reason.into(),
     };
     let mut out = Vec::new();
-    // `shown`: the key as the file has it; `in_provider`: the key within the provider's
-    // settings (a provider setting's own id is taken too: `nomad_addr` for `addr`).
+    let mut nodes = Vec::new();
+    // `shown`: the key as the file has it; `in_provider`: the key within the provider's settings.
     let mut take = |shown: String, in_provider: Option<&str>, value: config::Value| {
-        let found = layout.settings.iter().find(|s| match (in_provider, &s.provider_key) {
-            (Some(k), Some(key)) => key == k || s.id == k,
-            (Some(_), None) => false,
-            (None, key) => key.is_none() && s.file_key == shown,
-        });
-        let Some(s) = found else { return Err(unknown(shown, &value, "unknown setting")) };
+        let Some(s) = file_setting(layout, &shown, in_provider) else {
+            return Err(unknown(shown, &value, "unknown setting"));
+        };
         let vals = strings(value)
             .map_err(|(value, reason)| layout.invalid(&s.id, &value, &origin, &reason))?;
         out.push((s.id.clone(), vals));
@@ -545,6 +679,7 @@ fn read_file(
     for (k, v) in table {
         match layout.table {
             _ if provider => take(k.clone(), Some(&k), v)?,
+            _ if k == "nodes" => nodes = read_nodes(layout, path, v)?,
             Some(t) if k == t => {
                 let inner = v.clone().into_table().map_err(|_| {
                     unknown(k.clone(), &v, "must be a table of the provider's settings")
@@ -556,7 +691,78 @@ fn read_file(
             _ => take(k, None, v)?,
         }
     }
-    Ok(out)
+    Ok((out, nodes))
+}
+
+/// The `[[nodes]]` entries of the `--config` file at `path`: each a table of node-scoped
+/// settings ([`NODE_SETTINGS`], and the provider's [`Settings::NODE_SETTINGS`] in its table).
+fn read_nodes(
+    layout: &Layout,
+    path: &Path,
+    value: config::Value,
+) -> Result<Vec<FileValues>, Invalid> {
+    let entries = value.clone().into_array().map_err(|_| Invalid {
+        key: "nodes".into(),
+        value: value.to_string(),
+        origin: Origin::File(path.to_path_buf()),
+        reason: "must be an array of tables ([[nodes]])".into(),
+    })?;
+    let mut nodes = Vec::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let origin = Origin::Node { file: path.to_path_buf(), index };
+        let refuse = |key: String, value: &config::Value, reason: String| Invalid {
+            key,
+            value: value.to_string(),
+            origin: origin.clone(),
+            reason,
+        };
+        let table = entry
+            .clone()
+            .into_table()
+            .map_err(|_| refuse("nodes".into(), &entry, "must be a table".into()))?;
+        let mut flat = Vec::new();
+        for (k, v) in table {
+            match layout.table {
+                Some(t) if k == t => {
+                    let inner = v.clone().into_table().map_err(|_| {
+                        refuse(
+                            format!("nodes.{k}"),
+                            &v,
+                            "must be a table of the provider's settings".into(),
+                        )
+                    })?;
+                    flat.extend(
+                        inner.into_iter().map(|(k2, v2)| (format!("{t}.{k2}"), Some(k2), v2)),
+                    );
+                }
+                _ => flat.push((k, None, v)),
+            }
+        }
+        let mut values = Vec::new();
+        for (shown, in_provider, v) in flat {
+            let Some(s) = file_setting(layout, &shown, in_provider.as_deref()) else {
+                return Err(refuse(format!("nodes.{shown}"), &v, "unknown setting".into()));
+            };
+            if !layout.node_scoped.contains(&s.id.as_str()) {
+                let allowed: Vec<String> = layout
+                    .node_scoped
+                    .iter()
+                    .filter_map(|id| layout.get(id))
+                    .map(|s| s.file_key.clone())
+                    .collect();
+                let reason = format!(
+                    "the process's setting, not one node's (a [[nodes]] entry may set {})",
+                    allowed.join(", ")
+                );
+                return Err(refuse(format!("nodes.{shown}"), &v, reason));
+            }
+            let vals = strings(v)
+                .map_err(|(value, reason)| layout.invalid(&s.id, &value, &origin, &reason))?;
+            values.push((s.id.clone(), vals));
+        }
+        nodes.push(values);
+    }
+    Ok(nodes)
 }
 
 /// A TOML value as the strings a flag would take: scalars as they read, arrays one value per

@@ -234,7 +234,7 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
         st.pods_synced && st.runtime_synced
     }
 
-    /// Sets `vk_pods{phase}` from the pods known now.
+    /// Sets `vk_pods{node,phase}` from the pods known now.
     fn record_phases(&self) {
         let mut counts = [0usize; PHASES.len()];
         for p in self.state().pods.values() {
@@ -243,7 +243,8 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             }
         }
         for (phase, n) in PHASES.iter().zip(counts) {
-            metrics::gauge!(PODS, "phase" => *phase).set(n as f64);
+            metrics::gauge!(PODS, "node" => self.settings.node_name.clone(), "phase" => *phase)
+                .set(n as f64);
         }
     }
 

@@ -157,7 +157,7 @@ impl NodeProvider for Timers {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let Loaded { args: NodeOnly { node }, rules } = match vk_app::config::load_from_process() {
+    let Loaded { args: NodeOnly { node }, rules, .. } = match vk_app::config::load_from_process() {
         Ok(loaded) => loaded,
         Err(e) => return Ok(e.report("vk-example-provider")),
     };

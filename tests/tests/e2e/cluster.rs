@@ -330,3 +330,159 @@ pub(crate) async fn nomad_leader_killed(_shared: Ctx<'_>) -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// Many nodes, one process: a `--config` file with two `[[nodes]]` entries, each scoped to a node
+/// pool and a datacenter of one Nomad cluster (clients `client-a` in `pool-a`/`dc-a` and
+/// `client-b` in `pool-b`/`dc-b`; the main agent, in `default`/`dc1`, belongs to neither), each
+/// with its own identity, serving certificate and kubelet port. Each node is Ready with its own
+/// Lease, taint and capacity (one client's: 110 pods, that client's memory), labelled with
+/// Nomad's region (`global`) and its datacenter as its zone. A Deployment of two replicas
+/// spreading over zones (`topologySpreadConstraints`, `DoNotSchedule`) gets one pod on each node,
+/// each pod's job in its node's pool and its allocation on its pool's client, and each pod's log
+/// read through its own node's kubelet port.
+pub(crate) async fn many_nodes(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ns = "e2e-many-nodes";
+    let mut stack =
+        Stack::start_with(StackOptions { nomad_server: true, ..StackOptions::default() }).await?;
+    stack.start_nomad_client_in("client-a", "pool-a", "dc-a").await?;
+    stack.start_nomad_client_in("client-b", "pool-b", "dc-b").await?;
+    let zones =
+        [("vk-zone-a", "pool-a", "dc-a", "client-a"), ("vk-zone-b", "pool-b", "dc-b", "client-b")];
+    let mut file = String::new();
+    for (node, pool, dc, _) in zones {
+        let kubeconfig = stack.node_kubeconfig(node)?;
+        let (cert, key) = stack.node_serving_certificate(node)?;
+        file.push_str(&format!(
+            "[[nodes]]\nnodename = \"{node}\"\nkubeconfig = \"{}\"\ntls_cert_file = \"{}\"\n\
+             tls_private_key_file = \"{}\"\nkubelet_port = {}\n[nodes.nomad]\nnode_pool = \"{pool}\"\n\
+             datacenters = [\"{dc}\"]\n\n",
+            kubeconfig.display(),
+            cert.display(),
+            key.display(),
+            vk_tests::free_port()?
+        ));
+    }
+    let config = stack.dir.join("many-nodes.toml");
+    std::fs::write(&config, &file)?;
+    let config_arg = format!("--config={}", config.display());
+    // One process: the harness's own node flags are the first entry's, which wins over them.
+    let _vk = stack.virtual_kubelet("vk-zone-a", &[&config_arg, "--node-status-interval", "2s"])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
+    stack.namespace(ns).await?;
+    let nodes: Api<Node> = Api::all(cx.client.clone());
+    let leases: Api<Lease> = Api::namespaced(cx.client.clone(), "kube-node-lease");
+    for (node, _, dc, _) in zones {
+        cx.wait_ready(node, Duration::from_secs(60)).await?;
+        let n = nodes.get(node).await?;
+        let labels = n.metadata.labels.clone().unwrap_or_default();
+        let label = |k: &str| labels.get(k).map(String::as_str);
+        ensure!(label("topology.kubernetes.io/zone") == Some(dc), "{node} labels {labels:?}");
+        ensure!(
+            label("topology.kubernetes.io/region") == Some("global"),
+            "{node} labels {labels:?}"
+        );
+        let taints = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        ensure!(
+            taints
+                .iter()
+                .any(|t| t.key == "virtual-kubelet.io/provider" && t.effect == "NoSchedule"),
+            "{node} taints {taints:?}"
+        );
+        let (pods, _) = resources_of(&cx, node, "pods").await?;
+        ensure!(pods == 110, "{node} capacity pods {pods}: one client in its scope");
+        let lease = leases.get(node).await?;
+        let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+        ensure!(holder.as_deref() == Some(node), "{node}'s Lease held by {holder:?}");
+    }
+    // Each node's memory is its own client's (the clients fingerprint the same machine; the
+    // main agent, out of both scopes, would double it).
+    let clients = cx.nomad("/v1/nodes?resources=true").await?.context("Nomad nodes")?;
+    for (node, pool, _, _) in zones {
+        let client = clients
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["NodePool"] == pool)
+            .with_context(|| format!("no Nomad client in {pool}"))?;
+        let mib = client["NodeResources"]["Memory"]["MemoryMB"].as_u64().context("memory")?
+            - client["ReservedResources"]["Memory"]["MemoryMB"].as_u64().unwrap_or(0);
+        let (capacity, _) = resources_of(&cx, node, "memory").await?;
+        ensure!(
+            capacity == mib << 20,
+            "{node} capacity memory {capacity}, its client has {mib} MiB"
+        );
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(cx.client.clone(), ns);
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "spread"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "spread"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "spread"}},
+                        "spec": {
+                            "terminationGracePeriodSeconds": 1,
+                            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+                            "topologySpreadConstraints": [{
+                                "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                "whenUnsatisfiable": "DoNotSchedule",
+                                "labelSelector": {"matchLabels": {"app": "spread"}}
+                            }],
+                            "containers": [{"name": "main", "image": vk_tests::BUSYBOX,
+                                "command": ["sh", "-c", "echo running-in-$NOMAD_DC; exec sleep 600"]}]
+                        }
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let running = wait_for(
+        "two Running pods of the Deployment",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let list = cx.pods(ns).list(&ListParams::default().labels("app=spread")).await?;
+            let running: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .collect();
+            Ok((running.len() == 2).then_some(running))
+        },
+    )
+    .await?;
+    let mut placed: Vec<String> = Vec::new();
+    for p in &running {
+        let name = p.metadata.name.clone().context("pod name")?;
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).context("unbound")?;
+        let (_, pool, dc, client) =
+            zones.iter().find(|z| z.0 == node).with_context(|| format!("{name} on {node}"))?;
+        let job_id = format!("k8s-{ns}_{name}");
+        let job = cx.nomad(&format!("/v1/job/{job_id}")).await?.context("job")?;
+        ensure!(job["NodePool"] == *pool, "{name} on {node}: job pool {}", job["NodePool"]);
+        ensure!(job["Meta"]["k8s_node_name"] == *node, "{name}'s job meta {}", job["Meta"]);
+        let alloc = current_alloc(&cx, &job_id).await?;
+        let full = cx.nomad(&format!("/v1/allocation/{alloc}")).await?.context("allocation")?;
+        ensure!(full["NodeName"] == *client, "{name} on {node} runs on {}", full["NodeName"]);
+        let log = wait_for(
+            "the pod's log",
+            Duration::from_secs(20),
+            Duration::from_millis(250),
+            || async {
+                let log = cx.stack.kubectl(&["logs", "-n", ns, &name])?;
+                Ok((!log.is_empty()).then_some(log))
+            },
+        )
+        .await?;
+        ensure!(log.trim() == format!("running-in-{dc}"), "{name}'s log through {node}: {log:?}");
+        placed.push(node);
+    }
+    placed.sort();
+    ensure!(placed == ["vk-zone-a", "vk-zone-b"], "pods on {placed:?}: one per zone");
+    Ok(())
+}
