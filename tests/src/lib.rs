@@ -18,6 +18,7 @@ mod metrics_server;
 mod nomad;
 pub mod nomad_acl;
 mod nomad_cluster;
+pub mod nomad_proxy;
 mod virtual_kubelet;
 
 use std::net::TcpListener;

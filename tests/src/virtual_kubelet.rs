@@ -46,6 +46,32 @@ impl Stack {
         sa_dir: Option<&Path>,
         extra: &[&str],
     ) -> anyhow::Result<Process> {
+        self.virtual_kubelet_full(node, log, sa_dir, extra, &[])
+    }
+
+    /// As [`Stack::virtual_kubelet`], with the environment variables `env` set too (after the
+    /// harness's own: a `NOMAD_TOKEN` there wins).
+    ///
+    /// # Errors
+    /// As [`Stack::virtual_kubelet`].
+    pub fn virtual_kubelet_with_env(
+        &self,
+        node: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Process> {
+        self.virtual_kubelet_full(node, node, None, extra, env)
+    }
+
+    /// [`Stack::virtual_kubelet_replica`] with `env`.
+    fn virtual_kubelet_full(
+        &self,
+        node: &str,
+        log: &str,
+        sa_dir: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Process> {
         let kubeconfig = self.node_kubeconfig(node)?;
         let (cert, key) = self.node_serving_certificate(node)?;
         let mut cmd = self.virtual_kubelet_command(node)?;
@@ -53,7 +79,8 @@ impl Stack {
             .arg(format!("--tls-cert-file={}", cert.display()))
             .arg(format!("--tls-private-key-file={}", key.display()))
             .args(["--nomad-addr", &self.vk_nomad_addr()])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         if let Some(dir) = sa_dir {
             let port = self.apiserver_url.rsplit(':').next().unwrap_or_default().to_owned();
             cmd.arg(format!("--service-account-dir={}", dir.display()))

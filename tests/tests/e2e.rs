@@ -46,7 +46,7 @@ mod node;
 mod pods;
 #[path = "e2e/refusals.rs"]
 mod refusals;
-use acl::nomad_acl_policy;
+use acl::{nomad_acl_policy, nomad_tls_and_http_auth};
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
 use cluster::{many_nodes, nomad_leader_killed, placement_failures, shared_capacity};
@@ -465,6 +465,7 @@ fn main() {
         shared_capacity,
         many_nodes,
         nomad_acl_policy,
+        nomad_tls_and_http_auth,
         nomad_leader_killed,
         leader_election,
         lost_allocations,

@@ -203,3 +203,62 @@ pub(crate) async fn nomad_acl_policy(_shared: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }
+
+/// Nomad behind an operator's TLS proxy that asks for HTTP basic authentication, reached with
+/// Nomad's own variables: `NOMAD_CAPATH` (a directory holding the proxy's CA) and
+/// `NOMAD_HTTP_AUTH` (`user:password`). The node reads its capacity, runs a pod with its status
+/// pushed by the event stream, and serves its log and exec, every request through the proxy with
+/// the credentials (none refused). Without `NOMAD_HTTP_AUTH` the proxy refuses the node (401) and
+/// without `NOMAD_CAPATH` the TLS handshake fails: either node says `BackendUnreachable=True`.
+pub(crate) async fn nomad_tls_and_http_auth(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-nomad-proxy", "e2e-nomad-proxy");
+    let proxy = cx.stack.nomad_tls_proxy("vk:pr0xy pass").await?;
+    let capath = cx.stack.dir.join("nomad-proxy-ca");
+    std::fs::create_dir_all(&capath)?;
+    std::fs::copy(cx.stack.ca_path(), capath.join("proxy-ca.pem"))?;
+    let capath = capath.display().to_string();
+    let addr = ["--nomad-addr", proxy.url.as_str()];
+    let env = [("NOMAD_CAPATH", capath.as_str()), ("NOMAD_HTTP_AUTH", "vk:pr0xy pass")];
+    let _vk = cx.stack.virtual_kubelet_with_env(node, &addr, &env)?;
+    cx.stack.namespace(ns).await?;
+    cx.wait_ready(node, Duration::from_secs(30)).await?;
+    let reachable =
+        wait_condition(&cx, node, "BackendUnreachable", "False", Duration::from_secs(30));
+    reachable.await?;
+    let p = pod("p")
+        .namespace(ns)
+        .on_node(node)
+        .grace(1)
+        .container("main", &["sh", "-c", "echo through-the-proxy; exec sleep 600"]);
+    cx.create(&p.build()).await?;
+    cx.wait_phase(ns, "p", "Running", Duration::from_secs(60)).await?;
+    let log =
+        wait_for("the pod's log", Duration::from_secs(20), Duration::from_millis(250), || async {
+            let log = cx.stack.kubectl(&["logs", "-n", ns, "p"])?;
+            Ok((!log.is_empty()).then_some(log))
+        })
+        .await?;
+    ensure!(log.trim() == "through-the-proxy", "log {log:?}");
+    let exec =
+        cx.stack.kubectl(&["exec", "-n", ns, "p", "--", "echo", "exec-through-the-proxy"])?;
+    ensure!(exec.trim() == "exec-through-the-proxy", "exec {exec:?}");
+    let (let_through, refused) = (proxy.authorized(), proxy.refused());
+    ensure!(let_through > 0 && refused == 0, "proxy: {let_through} let through, {refused} refused");
+    println!("the node made {let_through} requests through the proxy, none refused");
+
+    // Each variable is needed: without the credentials, refused; without the CA, no TLS.
+    let no_auth = [("NOMAD_CAPATH", capath.as_str())];
+    let _a = cx.stack.virtual_kubelet_with_env("vk-proxy-no-auth", &addr, &no_auth)?;
+    let _b = cx.stack.virtual_kubelet_with_env(
+        "vk-proxy-no-ca",
+        &addr,
+        &[("NOMAD_HTTP_AUTH", "vk:pr0xy pass")],
+    )?;
+    for n in ["vk-proxy-no-auth", "vk-proxy-no-ca"] {
+        let c =
+            wait_condition(&cx, n, "BackendUnreachable", "True", Duration::from_secs(60)).await?;
+        println!("{n}: BackendUnreachable: {}", c.message.unwrap_or_default());
+    }
+    ensure!(proxy.refused() > 0, "the node without NOMAD_HTTP_AUTH was never refused");
+    Ok(())
+}
