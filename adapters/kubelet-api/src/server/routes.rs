@@ -1,4 +1,4 @@
-//! The router, and the plain routes: `/pods`, `/runningpods/`, `/containerLogs`,
+//! The router, and the plain routes: `/pods`, `/runningpods` (with or without its slash), `/containerLogs`,
 //! `/stats/summary`, `/metrics/resource`, `/metrics` and `/healthz` (the streaming routes are
 //! [`crate::streaming`]'s).
 
@@ -27,6 +27,9 @@ impl<P: Backend, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
             .route("/healthz", get(|| async { "ok" }))
             .route("/pods", get(pods::<P, A, I>))
             .route("/pods/", get(pods::<P, A, I>))
+            // The kubelet's path has the slash; client-go drops it (upstream virtual-kubelet's
+            // own e2e suite asks for `/runningpods`): both answer.
+            .route("/runningpods", get(running_pods::<P, A, I>))
             .route("/runningpods/", get(running_pods::<P, A, I>))
             .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs::<P, A, I>))
             .route("/stats/summary", get(stats_summary::<P, A, I>))
@@ -211,6 +214,19 @@ mod tests {
         assert_eq!((code, body.as_str()), (200, "vk_up 1\n"));
         let (k, _) = kubelet(false);
         assert_eq!(call(&k, Method::GET, "/metrics", None, Some("cert-user")).await.0, 404);
+    }
+
+    /// The plain routes answer with and without a trailing slash, as clients send them.
+    #[tokio::test]
+    async fn plain_routes_answer_with_and_without_the_slash() {
+        let (k, _) = kubelet(false);
+        for path in ["/pods", "/runningpods", "/stats/summary"] {
+            let bare = call(&k, Method::GET, path, None, Some("cert-user")).await;
+            let slashed = call(&k, Method::GET, &format!("{path}/"), None, Some("cert-user")).await;
+            assert_ne!(bare.0, 404, "{path}: {}", bare.1);
+            assert_eq!(bare, slashed, "{path} and {path}/");
+        }
+        assert_eq!(call(&k, Method::GET, "/runningpods", None, Some("cert-user")).await.0, 200);
     }
 
     #[tokio::test]
