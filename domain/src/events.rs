@@ -8,7 +8,8 @@
 //! for it. A status written once per change gives each Event once; a status that skipped a step
 //! (a container that started and ended between two reads) still gives its `Created` and `Started`.
 //! Every Event names its container by `involvedObject.fieldPath`, as the kubelet's
-//! `ref.GetReference` does: `spec.containers{<name>}` or `spec.initContainers{<name>}`.
+//! `ref.GetReference` does: `spec.containers{<name>}`, `spec.initContainers{<name>}` or
+//! `spec.ephemeralContainers{<name>}`.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 
@@ -28,13 +29,17 @@ pub struct ContainerEvent {
 /// The field path of container `name` of `pod`: an init container's when the pod has one of that
 /// name, else a regular container's.
 pub fn field_path(pod: &Pod, name: &str) -> String {
-    let init = pod
-        .spec
-        .as_ref()
+    let spec = pod.spec.as_ref();
+    let init = spec
         .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.name == name));
+    let ephemeral = spec
+        .and_then(|s| s.ephemeral_containers.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.name == name));
     if init {
         format!("spec.initContainers{{{name}}}")
+    } else if ephemeral {
+        format!("spec.ephemeralContainers{{{name}}}")
     } else {
         format!("spec.containers{{{name}}}")
     }
@@ -49,7 +54,8 @@ pub fn field_path(pod: &Pod, name: &str) -> String {
 ///   when it starts waiting in `CrashLoopBackOff`;
 /// - `Failed`, Warning (`Error: <message>`, the kubelet's `Error: %v` of the start error) when it
 ///   starts waiting in `CreateContainerConfigError`, `CreateContainerError` or
-///   `RunContainerError`.
+///   `RunContainerError`, and when an ephemeral container (`kubectl debug`) is first reported
+///   terminated (this node runs none: `status::EPHEMERAL_UNSUPPORTED`).
 ///
 /// Image Events (`Failed` to pull, `BackOff` pulling) are the caller's: they are recorded once
 /// per message, not per change.
@@ -60,7 +66,8 @@ pub fn container_events(
 ) -> Vec<ContainerEvent> {
     let statuses = |s: &PodStatus| -> Vec<ContainerStatus> {
         let init = s.init_container_statuses.iter().flatten();
-        init.chain(s.container_statuses.iter().flatten()).cloned().collect()
+        let ephemeral = s.ephemeral_container_statuses.iter().flatten();
+        init.chain(s.container_statuses.iter().flatten()).chain(ephemeral).cloned().collect()
     };
     let before = old.map(statuses).unwrap_or_default();
     let mut out = Vec::new();
@@ -73,6 +80,18 @@ pub fn container_events(
             reason,
             message,
         };
+        // An ephemeral container this node cannot run (`kubectl debug`): terminated at once.
+        if path.starts_with("spec.ephemeralContainers") {
+            let failed = |s: &ContainerStatus| {
+                s.state.as_ref().and_then(|st| st.terminated.as_ref()).map(|t| t.message.clone())
+            };
+            if let Some(message) = failed(&cs)
+                && prev.and_then(failed).is_none()
+            {
+                out.push(event(true, "Failed", format!("Error: {}", message.unwrap_or_default())));
+            }
+            continue;
+        }
         if starts(&cs) > prev.map_or(0, starts) {
             out.push(event(false, "Created", "Container created".into()));
             out.push(event(false, "Started", "Container started".into()));
@@ -165,6 +184,35 @@ mod tests {
 
     fn reasons(events: &[ContainerEvent]) -> Vec<(String, &'static str)> {
         events.iter().map(|e| (e.field_path.clone(), e.reason)).collect()
+    }
+
+    /// An ephemeral container's first terminated status gives one Warning `Failed`, named by
+    /// its field path; the same status written again gives none.
+    #[test]
+    fn an_ephemeral_container_that_cannot_run_fails_once() {
+        let mut p = pod();
+        if let Some(spec) = p.spec.as_mut() {
+            spec.ephemeral_containers =
+                Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+                    name: "debugger".into(),
+                    ..Default::default()
+                }]);
+        }
+        let running = json!({"running": {}});
+        let mut new =
+            status(cs("init", 0, json!({"terminated": {"exitCode": 0}})), cs("c", 0, running));
+        let old = new.clone();
+        new.ephemeral_container_statuses =
+            Some(vec![serde_json::from_value(cs(
+            "debugger",
+            0,
+            json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": "no"}}),
+        ))
+        .unwrap()]);
+        let events = container_events(&p, Some(&old), &new);
+        assert_eq!(reasons(&events), [("spec.ephemeralContainers{debugger}".to_owned(), "Failed")]);
+        assert!(events[0].warning && events[0].message == "Error: no", "{events:?}");
+        assert!(container_events(&p, Some(&new), &new).is_empty());
     }
 
     const WAITING: &str = "ContainerCreating";

@@ -67,8 +67,8 @@ use hostile::hostile_corpus;
 use inputs::{missing_inputs, pod_inputs_and_volumes, token_renewal};
 use node::{metrics_server_serves, node_lifecycle, process_metrics};
 use pods::{
-    exit_code, lifecycle, nomad_namespace, pod_runs_and_deletes, probes, pushed_status,
-    same_name_two_namespaces,
+    ephemeral_containers, exit_code, lifecycle, nomad_namespace, pod_runs_and_deletes, probes,
+    pushed_status, same_name_two_namespaces,
 };
 use refusals::{unsupported_corpus, untranslatable_pod};
 #[path = "e2e/providers.rs"]
@@ -443,6 +443,7 @@ fn main() {
         node_lifecycle,
         pod_runs_and_deletes,
         exit_code,
+        ephemeral_containers,
         same_name_two_namespaces,
         restart_adopts,
         untranslatable_pod,

@@ -3,7 +3,8 @@
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as K8sContainerState, ContainerStateRunning,
-    ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, ResourceRequirements,
+    ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EphemeralContainer,
+    PodStatus, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -29,6 +30,59 @@ pub(super) fn init_statuses(init: &[Container], sandbox: Option<&Sandbox>) -> Ve
                     .is_some_and(|t| t.exit_code == 0);
             }
             st
+        })
+        .collect()
+}
+
+/// Why no ephemeral container runs here: the message of its status, its `Failed` Event and the
+/// kubelet API's answer for it.
+pub const EPHEMERAL_UNSUPPORTED: &str = "ephemeral containers are not supported on this node: its \
+backend cannot add a container to a running pod (debug a copy instead: kubectl debug <pod> \
+--copy-to=<copy> --same-node --share-processes=false --profile=baseline --image=<image> -c dbg -- \
+sleep infinity, then kubectl exec -it <copy> -c dbg -- sh)";
+
+/// The reason of an ephemeral container's status: the runtime's for a container it could not
+/// start (containerd's `StartError`).
+pub const EPHEMERAL_REASON: &str = "StartError";
+
+/// The statuses of the ephemeral containers (`kubectl debug`), in order: none can run here, so
+/// each is `terminated` at once with exit code 128, [`EPHEMERAL_REASON`] and
+/// [`EPHEMERAL_UNSUPPORTED`], its `finishedAt` kept from `previous` (the status held) once
+/// written. Terminated rather than waiting (the kubelet's `CreateContainerError` for a container
+/// it cannot create): `kubectl debug` waits for as long as an ephemeral container waits, and on
+/// one terminated asks for its log, which the kubelet API refuses with the same message, so the
+/// command fails at once and says why.
+pub(super) fn ephemeral_statuses(
+    ephemeral: &[EphemeralContainer],
+    previous: Option<&PodStatus>,
+    now: Time,
+) -> Vec<ContainerStatus> {
+    let held = previous.and_then(|p| p.ephemeral_container_statuses.as_deref()).unwrap_or_default();
+    ephemeral
+        .iter()
+        .map(|c| {
+            let finished_at = held
+                .iter()
+                .find(|h| h.name == c.name)
+                .and_then(|h| h.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
+                .unwrap_or_else(|| now.clone());
+            ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                ready: false,
+                started: Some(false),
+                state: Some(K8sContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 128,
+                        reason: Some(EPHEMERAL_REASON.to_owned()),
+                        message: Some(EPHEMERAL_UNSUPPORTED.to_owned()),
+                        finished_at: Some(finished_at),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..K8sContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }
         })
         .collect()
 }

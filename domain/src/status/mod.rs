@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-pub use self::containers::is_sidecar;
+pub use self::containers::{EPHEMERAL_REASON, EPHEMERAL_UNSUPPORTED, is_sidecar};
 pub use self::outcomes::{
     deadline_exceeded_status, not_found_status, provider_failed_status, rejected_status,
     waiting_status, with_unplaced,
@@ -59,6 +59,8 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         containers_ready,
     };
 
+    let ephemeral = spec.and_then(|s| s.ephemeral_containers.as_deref()).unwrap_or_default();
+    let ephemeral = containers::ephemeral_statuses(ephemeral, previous, Time(now));
     let pod_ip = sandbox.and_then(|s| s.pod_ip.clone());
     let host_ip = sandbox.and_then(|s| s.host_ip.clone());
     let (reason, message) = lost_reason(sandbox);
@@ -67,6 +69,7 @@ pub fn pod_status(pod: &Pod, sandbox: Option<&Sandbox>, now: Timestamp) -> PodSt
         conditions: Some(kubelet_conditions.into_conditions(previous, now)),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         host_ip: host_ip.clone(),
         host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
         pod_ip: pod_ip.clone(),

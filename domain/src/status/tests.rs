@@ -471,3 +471,34 @@ fn an_unplaced_pod_says_why_in_its_waiting_containers() {
         assert_eq!(w.message.as_deref(), Some("Nomad could not place the allocation: x"));
     }
 }
+
+/// An ephemeral container (`kubectl debug`) never runs here: terminated at once with the reason
+/// and message saying so, its `finishedAt` kept once written; the pod and its containers are as
+/// they were.
+#[test]
+fn ephemeral_containers_end_at_once_and_say_why() {
+    let mut p = crate::testing::pod("p")
+        .image("busybox")
+        .container("c", &[])
+        .spec(
+            serde_json::json!({"ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}),
+        )
+        .build();
+    let sb = sandbox(SandboxState::Running, &[("c", running())]);
+    let first = pod_status(&p, Some(&sb), ts(10));
+    assert_eq!(first.phase.as_deref(), Some("Running"));
+    let eph = first.ephemeral_container_statuses.clone().unwrap_or_default();
+    let [st] = eph.as_slice() else { panic!("{eph:?}") };
+    let term = st.state.as_ref().and_then(|s| s.terminated.clone()).unwrap();
+    assert_eq!((st.name.as_str(), st.image.as_str(), st.ready), ("debugger", "busybox", false));
+    assert_eq!((term.exit_code, term.reason.as_deref()), (128, Some(EPHEMERAL_REASON)));
+    assert_eq!(term.message.as_deref(), Some(EPHEMERAL_UNSUPPORTED));
+    assert_eq!(term.finished_at.map(|t| t.0), Some(ts(10)));
+    // Held by the API server: the next status keeps its time, so nothing changes.
+    p.status = Some(first.clone());
+    let next = pod_status(&p, Some(&sb), ts(20));
+    assert_eq!(next.ephemeral_container_statuses, first.ephemeral_container_statuses);
+    // A pod without ephemeral containers has no such list.
+    let plain = pod_status(&pod("Always", &["c"]), Some(&sb), ts(10));
+    assert_eq!(plain.ephemeral_container_statuses, None);
+}

@@ -210,18 +210,15 @@ impl WorkloadSpec {
     }
 }
 
-/// Refuses the pod-level fields no backend can honour: ephemeral containers, the host's PID or IPC
-/// namespace, a shared process namespace, resource claims, user namespaces (`hostUsers: false`).
+/// Refuses the pod-level fields no backend can honour: the host's PID or IPC namespace, a shared
+/// process namespace, resource claims, user namespaces (`hostUsers: false`). Ephemeral containers
+/// are not refused here: the API server adds them to running pods only (`kubectl debug`), whose
+/// workload is left as it is; their statuses say they cannot run
+/// (`status::EPHEMERAL_UNSUPPORTED`).
 ///
 /// # Errors
 /// [`Unsupported`] naming the first such field set.
 fn check_pod_spec(spec: &PodSpec) -> Result<(), Unsupported> {
-    if spec.ephemeral_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(Unsupported::new(
-            "spec.ephemeralContainers",
-            "ephemeral containers are not supported",
-        ));
-    }
     let unsupported = [
         (
             "spec.hostPID",

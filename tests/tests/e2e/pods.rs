@@ -407,3 +407,119 @@ pub(crate) async fn pushed_status(cx: Ctx<'_>) -> anyhow::Result<()> {
     println!("pushed: Running after {running:?}, Failed after {:?}", created.elapsed());
     Ok(())
 }
+
+/// `kubectl debug` (an ephemeral container added to a running pod) fails at once and says why:
+/// the ephemeral container is reported terminated (`StartError`, exit code 128, the node's
+/// message), one Warning `Failed` Event names it by its field path, and `kubectl debug -i`
+/// exits non-zero within seconds printing that message (it asks for the log of the terminated
+/// container, which the kubelet API refuses with it). The pod runs on untouched: same job
+/// version, same allocation, Running.
+pub(crate) async fn ephemeral_containers(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-debug", "e2e-debug");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let p = pod("target").namespace(ns).on_node(node).container("main", &["sleep", "600"]);
+    cx.create(&p.build()).await?;
+    cx.wait_phase(ns, "target", "Running", Duration::from_secs(60)).await?;
+    let job_id = format!("k8s-{ns}_target");
+    let job = cx.nomad(&format!("/v1/job/{job_id}")).await?.context("job")?;
+    let alloc = current_alloc(&cx, &job_id).await?;
+
+    let started = Instant::now();
+    let mut debug = tokio::process::Command::new(&cx.stack.peers.kubectl);
+    debug
+        .arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display()))
+        .args(["debug", "-n", ns, "target", "-i", "--image", vk_tests::BUSYBOX, "-c", "debugger"])
+        .args(["--", "sh"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), debug.output())
+        .await
+        .context("kubectl debug still waiting after 60 s")??;
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("kubectl debug ended after {:?}: {text}", started.elapsed());
+    ensure!(!out.status.success(), "kubectl debug succeeded: {text}");
+    ensure!(text.contains("ephemeral containers are not supported on this node"), "{text}");
+
+    let held = cx.pods(ns).get("target").await?;
+    let status = held.status.clone().context("status")?;
+    let eph = status.ephemeral_container_statuses.clone().unwrap_or_default();
+    let term = eph
+        .iter()
+        .find(|s| s.name == "debugger")
+        .and_then(|s| s.state.as_ref()?.terminated.clone())
+        .with_context(|| format!("ephemeral statuses {eph:?}"))?;
+    ensure!(
+        term.exit_code == 128 && term.reason.as_deref() == Some("StartError"),
+        "debugger ended {:?} {}",
+        term.reason,
+        term.exit_code
+    );
+    let failed = wait_for(
+        "the Failed Event",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            let events = events_of(&cx, ns, "target").await?;
+            let failed: Vec<Event> = events
+                .into_iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some("Failed")
+                        && e.involved_object.field_path.as_deref()
+                            == Some("spec.ephemeralContainers{debugger}")
+                })
+                .collect();
+            Ok((!failed.is_empty()).then_some(failed))
+        },
+    )
+    .await?;
+    ensure!(
+        failed.len() == 1
+            && failed[0].type_.as_deref() == Some("Warning")
+            && failed[0].count.unwrap_or(1) == 1,
+        "Failed Events {failed:?}"
+    );
+    ensure!(status.phase.as_deref() == Some("Running"), "the pod is {:?}", status.phase);
+    let after = cx.nomad(&format!("/v1/job/{job_id}")).await?.context("job after")?;
+    ensure!(
+        after["Version"] == job["Version"],
+        "job version {} -> {}",
+        job["Version"],
+        after["Version"]
+    );
+    ensure!(current_alloc(&cx, &job_id).await? == alloc, "the allocation changed");
+
+    // What the message advises works: a copy of the pod with a debug container, exec'd into (the
+    // `baseline` profile adds no capability; `general`, the default, adds SYS_PTRACE).
+    cx.stack.kubectl(&[
+        "debug",
+        "-n",
+        ns,
+        "target",
+        "--copy-to=target-copy",
+        "--same-node",
+        "--share-processes=false",
+        "--profile=baseline",
+        "--image",
+        vk_tests::BUSYBOX,
+        "-c",
+        "dbg",
+        "--",
+        "sleep",
+        "600",
+    ])?;
+    cx.wait_phase(ns, "target-copy", "Running", Duration::from_secs(60)).await?;
+    let exec = cx.stack.kubectl(&[
+        "exec",
+        "-n",
+        ns,
+        "target-copy",
+        "-c",
+        "dbg",
+        "--",
+        "echo",
+        "debugging",
+    ])?;
+    ensure!(exec.trim() == "debugging", "exec into the copy: {exec:?}");
+    Ok(())
+}

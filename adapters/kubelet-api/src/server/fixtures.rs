@@ -82,9 +82,11 @@ impl AccessReview for Reviews {
 pub(crate) struct Index;
 impl PodIndex for Index {
     fn pod(&self, key: &PodKey) -> Option<IndexedPod> {
+        // `kubectl debug` added an ephemeral container `debugger` to each.
         let pod = vk_domain::testing::pod(key.name())
             .namespace(key.namespace())
             .container("main", &[])
+            .spec(serde_json::json!({"ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}))
             .build();
         let workload = match key.name() {
             "web" => Some("job-web".into()),

@@ -176,7 +176,8 @@ impl<P: Backend, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
 
     /// The pod `ns/name` and its workload ID, or the error response (404 for an unknown pod,
     /// 400 for a pod whose workload is not created yet), after checking that `container`, when
-    /// given, is one of its containers (404 otherwise).
+    /// given, is one of its containers (404 otherwise; 400 for one of its ephemeral containers,
+    /// which never run here).
     pub(crate) fn workload(
         &self,
         ns: &str,
@@ -190,6 +191,19 @@ impl<P: Backend, A: AccessReview, I: PodIndex> Kubelet<P, A, I> {
         };
         if let Some(c) = container {
             let spec = pod.spec.as_ref();
+            let ephemeral = spec
+                .and_then(|s| s.ephemeral_containers.as_ref())
+                .is_some_and(|e| e.iter().any(|x| x.name == c));
+            if ephemeral {
+                // `kubectl debug` asks for the log of an ephemeral container it finds terminated.
+                return Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "container \"{c}\" in pod \"{ns}/{name}\" never ran: {}",
+                        vk_domain::status::EPHEMERAL_UNSUPPORTED
+                    ),
+                ));
+            }
             let known = spec.is_some_and(|s| {
                 s.containers.iter().any(|x| x.name == c)
                     || s.init_containers.iter().flatten().any(|x| x.name == c)

@@ -239,6 +239,14 @@ mod tests {
         let (s, body) = get("/containerLogs/ns/gone/main").await;
         assert_eq!((s, body.as_str()), (404, "pod \"ns/gone\" not found"));
         assert_eq!(get("/containerLogs/ns/web/other").await.0, 404);
+        // An ephemeral container never ran here: its log (what `kubectl debug` asks for when it
+        // finds it terminated) and exec say why.
+        for path in ["/containerLogs/ns/web/debugger", "/exec/ns/web/debugger?command=sh&output=1"]
+        {
+            let (s, body) = get(path).await;
+            assert_eq!(s, 400, "{path}: {body}");
+            assert!(body.contains(vk_domain::status::EPHEMERAL_UNSUPPORTED), "{path}: {body}");
+        }
         assert_eq!(get("/containerLogs/ns/new/main").await.0, 400, "not created yet");
         let (s, body) = get("/containerLogs/ns/web/main?limitBytes=0").await;
         assert_eq!(s, 400);
