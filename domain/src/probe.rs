@@ -53,6 +53,14 @@ pub enum Handler {
         /// `command`.
         command: Vec<String>,
     },
+    /// `grpc`: the `grpc.health.v1.Health/Check` call at the pod's address, in plain text (no
+    /// TLS), as the kubelet makes it; healthy when it answers `SERVING`.
+    Grpc {
+        /// `port`.
+        port: u16,
+        /// `service` (the server's overall health when unset or empty).
+        service: Option<String>,
+    },
 }
 
 /// A probe with its timing.
@@ -147,8 +155,19 @@ pub fn parse(field: &str, p: &K8sProbe, c: &Container, kind: Kind) -> Result<Pro
             host: t.host.clone().filter(|h| !h.is_empty()),
             port: port("tcpSocket", &t.port)?,
         }
+    } else if let Some(g) = &p.grpc {
+        let port = u16::try_from(g.port).ok().filter(|n| *n > 0).ok_or_else(|| {
+            Unsupported::new(
+                format!("{field}.grpc.port"),
+                format!("{} is not a port number", g.port),
+            )
+        })?;
+        Handler::Grpc { port, service: g.service.clone().filter(|s| !s.is_empty()) }
     } else {
-        return Err(Unsupported::new(format!("{field}.grpc"), "gRPC probes are not supported"));
+        return Err(Unsupported::new(
+            field.to_owned(),
+            "exactly one of exec, httpGet, tcpSocket, grpc must be set",
+        ));
     };
     let threshold = |f: &str, v: Option<i32>, default: u32| -> Result<u32, Unsupported> {
         match v {
@@ -285,12 +304,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.handler, Handler::Exec { command: vec!["cat".into(), "/tmp/ok".into()] });
+        let g = parse("p", &probe(json!({"grpc": {"port": 9000}})), &container(), Kind::Liveness)
+            .unwrap();
+        assert_eq!(g.handler, Handler::Grpc { port: 9000, service: None });
+        let probe_of = probe(json!({"grpc": {"port": 9000, "service": "db"}}));
+        let g = parse("p", &probe_of, &container(), Kind::Liveness).unwrap();
+        assert_eq!(g.handler, Handler::Grpc { port: 9000, service: Some("db".into()) });
     }
 
     #[test]
     fn bad_probes_name_their_field() {
         let cases = [
-            (json!({"grpc": {"port": 9000}}), Kind::Readiness, "p.grpc"),
+            (json!({"grpc": {"port": 0}}), Kind::Readiness, "p.grpc.port"),
             (json!({"httpGet": {"port": "nope"}}), Kind::Readiness, "p.httpGet.port"),
             (json!({"tcpSocket": {"port": 0}}), Kind::Readiness, "p.tcpSocket.port"),
             (json!({"exec": {"command": []}}), Kind::Readiness, "p.exec.command"),

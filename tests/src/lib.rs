@@ -7,6 +7,7 @@
 
 pub mod deploy;
 pub mod fixtures;
+pub mod grpc_health;
 pub mod peers;
 pub mod pki;
 pub mod process;

@@ -2,9 +2,10 @@
 //! runs them (`pkg/kubelet/prober`): one worker per container instance and probe, results kept
 //! here and laid over the runtime's view when the pod status is computed.
 //!
-//! - httpGet and tcpSocket reach the pod's address (`status.podIP`) on the container port,
-//!   through the backend's port mapping when it has one; exec runs the command in the container
-//!   through the backend ([`ProbeTarget::exec`]).
+//! - httpGet, tcpSocket and grpc reach the pod's address (`status.podIP`) on the container port,
+//!   through the backend's port mapping when it has one (grpc: the `grpc.health.v1` check in
+//!   plain-text HTTP/2, `grpc`); exec runs the command in the container through the backend
+//!   ([`ProbeTarget::exec`]).
 //! - A probe's `host` other than the pod's address is dialled only when the operator's policy
 //!   allows it ([`vk_domain::policy`]; the pod was refused at creation otherwise, this is the
 //!   second line) and never when it is, or resolves to, a loopback, link-local, unspecified or
@@ -35,6 +36,7 @@ use vk_domain::runtime::WorkloadId;
 use vk_domain::runtime::{ContainerState, Sandbox};
 use vk_ports::{PodNetwork, ProbeTarget};
 
+mod grpc;
 mod network;
 
 use crate::pod_controller::pod_span;
@@ -464,6 +466,39 @@ impl<P: ProbeTarget + PodNetwork> Worker<P> {
                     }
                     Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": {e}")),
                     Err(_) => Outcome::Failure(format!("Get \"{url}\": context deadline exceeded")),
+                }
+            }
+            Handler::Grpc { port, service } => {
+                // Always the pod's own address (the probe has no host), as the kubelet dials it.
+                let at = to.authority(None, *port);
+                let call = async {
+                    let conn = to.connect(None, *port).await.map_err(|e| (true, e))?;
+                    grpc::check(conn, &at, service.as_deref()).await.map_err(|e| (false, e))
+                };
+                // The kubelet's messages (`pkg/probe/grpc`).
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(grpc::Answer::Status(grpc::SERVING))) => Outcome::Success,
+                    Ok(Ok(grpc::Answer::Status(other))) => Outcome::Failure(format!(
+                        "service unhealthy (responded with {:?})",
+                        grpc::status_name(other)
+                    )),
+                    Ok(Ok(grpc::Answer::Failed { code: 12, message })) => {
+                        Outcome::Failure(format!(
+                            "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {message}"
+                        ))
+                    }
+                    Ok(Ok(grpc::Answer::Failed { code, message })) => Outcome::Failure(format!(
+                        "error: health rpc probe failed: rpc error: code = {code} desc = {message}"
+                    )),
+                    Ok(Err((true, e))) => {
+                        Outcome::Failure(format!("error: failed to connect service at {at:?}: {e}"))
+                    }
+                    Ok(Err((false, e))) => {
+                        Outcome::Failure(format!("error: health rpc probe failed: {e}"))
+                    }
+                    Err(_) => Outcome::Failure(format!(
+                        "timeout: health rpc did not complete within {timeout:?}"
+                    )),
                 }
             }
             Handler::Exec { command } => {

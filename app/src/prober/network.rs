@@ -33,7 +33,7 @@ const MAX_BODY: usize = 10 << 10;
 const MAX_REQUESTS: usize = 10;
 
 /// The `User-Agent` of probes: `kube-probe/<major>.<minor>` of the Kubernetes version served.
-const USER_AGENT_VALUE: &str = "kube-probe/1.36";
+pub(super) const USER_AGENT_VALUE: &str = "kube-probe/1.36";
 
 /// Where a probe connects: the pod (workload `id`, reached through the backend, with `ip`, its
 /// address as `status.podIP` shows it, for messages and for telling a `host` that is the pod

@@ -523,3 +523,87 @@ pub(crate) async fn ephemeral_containers(cx: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(exec.trim() == "debugging", "exec into the copy: {exec:?}");
     Ok(())
 }
+
+/// gRPC probes as the kubelet runs them: a readiness probe calling `grpc.health.v1` for service
+/// `db` at the pod's port (a health server of the test on the raw_exec pod's address, the
+/// node's) makes the pod Ready while it answers `SERVING`, not Ready with a Warning `Unhealthy`
+/// (`Readiness probe failed: service unhealthy (responded with "NOT_SERVING")`) when it does not,
+/// Ready again after; a liveness probe for a service the server does not know fails with the
+/// server's `NOT_FOUND` and restarts its container.
+pub(crate) async fn grpc_probes(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use vk_tests::grpc_health::{HealthServer, NOT_SERVING, SERVING};
+    let (node, ns) = ("vk-grpc", "e2e-grpc");
+    let _vk = cx.node_and_namespace(node, ns).await?;
+    let health = HealthServer::start("db").await?;
+    let port = health.port;
+    let ready = serde_json::json!({"containers": [{
+        "name": "main", "image": vk_tests::BUSYBOX, "command": ["sleep", "600"],
+        "ports": [{"containerPort": port}],
+        "readinessProbe": {"grpc": {"port": port, "service": "db"}, "periodSeconds": 1, "failureThreshold": 1}
+    }]});
+    cx.create(&pod("served").namespace(ns).on_node(node).spec(ready).build()).await?;
+    let is_ready = |want: bool| {
+        let cx = &cx;
+        async move {
+            wait_for(
+                &format!("served Ready={want}"),
+                Duration::from_secs(60),
+                Duration::from_millis(250),
+                || async {
+                    Ok((pod_ready(&cx.pods(ns).get("served").await?) == want).then_some(()))
+                },
+            )
+            .await
+        }
+    };
+    is_ready(true).await?;
+    health.set(NOT_SERVING);
+    is_ready(false).await?;
+    let unhealthy = wait_for(
+        "the Unhealthy Event",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            let events = events_of(&cx, ns, "served").await?;
+            Ok(events.into_iter().find(|e| e.reason.as_deref() == Some("Unhealthy")))
+        },
+    )
+    .await?;
+    let message = unhealthy.message.unwrap_or_default();
+    ensure!(
+        message == "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+        "Unhealthy: {message:?}"
+    );
+    health.set(SERVING);
+    is_ready(true).await?;
+    ensure!(health.checks.load(std::sync::atomic::Ordering::Relaxed) >= 3, "too few checks");
+
+    let unknown = serde_json::json!({"containers": [{
+        "name": "main", "image": vk_tests::BUSYBOX, "command": ["sleep", "600"],
+        "ports": [{"containerPort": port}],
+        "livenessProbe": {"grpc": {"port": port, "service": "nope"}, "periodSeconds": 1, "failureThreshold": 2}
+    }]});
+    cx.create(&pod("unknown").namespace(ns).on_node(node).spec(unknown).build()).await?;
+    wait_for(
+        "unknown restarted by its liveness probe",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = cx.pods(ns).get("unknown").await?;
+            Ok(container_state(&p, "main").filter(|c| c.restart_count >= 1).map(|_| ()))
+        },
+    )
+    .await?;
+    let events = events_of(&cx, ns, "unknown").await?;
+    let liveness = events
+        .iter()
+        .filter_map(|e| e.message.as_deref())
+        .find(|m| m.starts_with("Liveness probe failed"))
+        .context("no Liveness probe failed Event")?;
+    ensure!(
+        liveness
+            == "Liveness probe failed: error: health rpc probe failed: rpc error: code = 5 desc = unknown service",
+        "{liveness:?}"
+    );
+    Ok(())
+}
