@@ -167,6 +167,23 @@ pub struct ContainerRuntimeStatus {
     pub probe_ready: Option<bool>,
     /// Whether the startup probe succeeded, set by the prober (`None`: no result yet).
     pub probe_started: Option<bool>,
+    /// The pull of its image for its current (or last) instance, when the runtime tells of one
+    /// (`None`: no pull seen, whether the image was there already or the runtime takes none).
+    pub image_pull: Option<ImagePull>,
+}
+
+/// A pull of a container's image, as the kubelet's image manager reports it in its Events
+/// (`Pulling`, `Pulled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagePull {
+    /// Being pulled (or failed: the container waits in `ErrImagePull` then).
+    Pulling,
+    /// Pulled: the container was started `took` after the pull began (the pull and the
+    /// container's creation, the kubelet's "including waiting").
+    Pulled {
+        /// From the pull's start to the container's start.
+        took: std::time::Duration,
+    },
 }
 
 /// A container's state, as `v1.ContainerState`.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use vk_domain::jiff::Timestamp;
 use vk_domain::pod::PodKey;
 use vk_domain::runtime::{
-    ContainerRuntimeStatus, ContainerState, PodOwner, Sandbox, SandboxState, Termination,
+    ContainerRuntimeStatus, ContainerState, ImagePull, PodOwner, Sandbox, SandboxState, Termination,
 };
 
 use super::api::{Allocation, Network, TaskEvent, TaskState};
@@ -209,6 +209,28 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
         last_termination,
         probe_ready: None,
         probe_started: None,
+        image_pull: image_pull(events),
+    }
+}
+
+/// The docker driver's event when it starts pulling a task's image (`drivers/docker/driver.go`,
+/// a `Driver` event), which it skips when the image is there already (and `force_pull` unset).
+const DOWNLOADING: &str = "Downloading image";
+
+/// The pull of the task's image for its last start attempt: `Pulling` after the driver's
+/// [`DOWNLOADING`] event until a `Started` event follows it, then `Pulled` with the time between
+/// the two. `None` when the last attempt pulled nothing.
+fn image_pull(events: &[TaskEvent]) -> Option<ImagePull> {
+    let i = events.iter().rposition(|e| e.type_ == "Driver" && e.display_message == DOWNLOADING)?;
+    let (pull, after) = (&events[i], &events[i + 1..]);
+    // What ended that attempt: its start, or a restart after a failed pull (nothing pulled).
+    match after.iter().find(|e| matches!(e.type_.as_str(), "Started" | "Restarting")) {
+        Some(started) if started.type_ == "Started" => {
+            let ns = u64::try_from(started.time.saturating_sub(pull.time)).unwrap_or(0);
+            Some(ImagePull::Pulled { took: std::time::Duration::from_nanos(ns) })
+        }
+        Some(_) => None,
+        None => Some(ImagePull::Pulling),
     }
 }
 
@@ -484,6 +506,28 @@ mod tests {
         };
         assert_eq!((t.exit_code, t.reason.as_str()), (128, "StartError"));
         assert_eq!(t.message.as_deref(), Some("failed to launch command"));
+    }
+
+    #[test]
+    fn image_pulls_are_read_from_the_docker_drivers_events() {
+        let pull = |events: serde_json::Value| {
+            let a = alloc(json!({"ID": "a", "JobID": "j", "ClientStatus": "pending",
+                "TaskStates": {"t": {"State": "pending", "Events": events}}}));
+            sandbox(&a, None, None).containers.get("t").unwrap().image_pull
+        };
+        let downloading =
+            json!({"Type": "Driver", "Time": 1_000_000_000, "DisplayMessage": "Downloading image"});
+        assert_eq!(
+            pull(json!([{"Type": "Received", "Time": 1}, downloading])),
+            Some(ImagePull::Pulling)
+        );
+        assert_eq!(
+            pull(json!([downloading, {"Type": "Started", "Time": 3_500_000_000_i64}])),
+            Some(ImagePull::Pulled { took: std::time::Duration::from_millis(2500) })
+        );
+        // A failed pull (restarted), and a start without a pull: no pull to tell of.
+        assert_eq!(pull(json!([downloading, {"Type": "Restarting", "Time": 2}])), None);
+        assert_eq!(pull(json!([{"Type": "Started", "Time": 2}])), None);
     }
 
     #[test]

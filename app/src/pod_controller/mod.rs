@@ -23,7 +23,7 @@ use vk_domain::node::NodeCapacity;
 use vk_domain::pod::{self, PodKey};
 use vk_domain::policy::{ProbeGrant, Rules};
 use vk_domain::reconcile::{Context, Step, plan};
-use vk_domain::runtime::{RuntimePod, WorkloadId};
+use vk_domain::runtime::{ImagePull, RuntimePod, WorkloadId};
 use vk_domain::status::{self, REASON_PROVIDER_FAILED};
 use vk_domain::volume::Source;
 use vk_domain::workload::{Refusal, Translated, WorkloadSpec};

@@ -7,6 +7,35 @@ use super::*;
 /// Event reason: the backend could not place the pod ([`vk_domain::runtime::RuntimePod::unplaced`]).
 pub const FAILED_PLACEMENT: &str = "FailedPlacement";
 
+/// The containers of `pod` (init containers first) whose image the runtime pulled or is pulling
+/// (`sandbox`'s view), with their image.
+fn image_pulls<'a>(
+    pod: &'a Pod,
+    sandbox: Option<&vk_domain::runtime::Sandbox>,
+) -> Vec<(&'a str, &'a str, ImagePull)> {
+    let Some((spec, sandbox)) = pod.spec.as_ref().zip(sandbox) else { return Vec::new() };
+    let init = spec.init_containers.iter().flatten();
+    init.chain(&spec.containers)
+        .filter_map(|c| {
+            let pull = sandbox.containers.get(&c.name)?.image_pull?;
+            Some((c.name.as_str(), c.image.as_deref().unwrap_or_default(), pull))
+        })
+        .collect()
+}
+
+/// `d` as Go's `time.Duration` prints it, to the millisecond (`512ms`, `2.5s`, `1m3.25s`), as
+/// the kubelet's Events show durations.
+fn go_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (minutes, rest) = (ms / 60_000, ms % 60_000);
+    let secs = format!("{}.{:03}", rest / 1000, rest % 1000);
+    let secs = secs.trim_end_matches('0').trim_end_matches('.');
+    if minutes > 0 { format!("{minutes}m{secs}s") } else { format!("{secs}s") }
+}
+
 impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodController<P, K> {
     /// Writes the status computed from the runtime view, unless it is what the API server has.
     pub(super) async fn sync_status(
@@ -49,6 +78,19 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             if back_off {
                 let message = format!("Back-off pulling image {:?}", cs.image);
                 self.event_once(pod, path.as_deref(), EventType::Normal, "BackOff", &message).await;
+            }
+        }
+        // The kubelet's `Pulling` and `Pulled`, once per pull, from the runtime's view.
+        for (name, image, pull) in image_pulls(pod, sandbox.as_ref()) {
+            let path = Some(events::field_path(pod, name));
+            let pulling = format!("Pulling image {image:?}");
+            self.event_once(pod, path.as_deref(), EventType::Normal, "Pulling", &pulling).await;
+            if let ImagePull::Pulled { took } = pull {
+                let took = go_duration(took);
+                let pulled = format!(
+                    "Successfully pulled image {image:?} in {took} ({took} including waiting)"
+                );
+                self.event_once(pod, path.as_deref(), EventType::Normal, "Pulled", &pulled).await;
             }
         }
         let changes = events::container_events(pod, pod.status.as_ref(), &new);
@@ -193,5 +235,20 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             let type_ = if e.warning { EventType::Warning } else { EventType::Normal };
             self.record(pod, Some(&e.field_path), type_, e.reason, &e.message).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod image_event_tests {
+    use super::go_duration;
+
+    #[test]
+    fn durations_read_as_gos() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(go_duration(ms(512)), "512ms");
+        assert_eq!(go_duration(ms(2500)), "2.5s");
+        assert_eq!(go_duration(ms(1234)), "1.234s");
+        assert_eq!(go_duration(ms(3000)), "3s");
+        assert_eq!(go_duration(ms(63_250)), "1m3.25s");
     }
 }

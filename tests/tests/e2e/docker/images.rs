@@ -209,6 +209,33 @@ http:\n  addr: {registry}\nauth:\n  htpasswd:\n    realm: vk-test\n    path: {}\
     ensure!(output("authorized").await?.trim() == "one", "authorized's image");
     let job = cx.nomad(&format!("/v1/job/k8s-{ns}_authorized")).await?.context("job")?;
     ensure!(!job.to_string().contains(password), "the job holds the registry password");
+    // The kubelet's image Events, each once: Pulling, then Pulled with how long it took.
+    let image_events = wait_for(
+        "authorized's Pulling and Pulled Events",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            let events = crate::events_of(cx, ns, "authorized").await?;
+            let of = |reason: &str| -> Vec<(String, i32)> {
+                events
+                    .iter()
+                    .filter(|e| e.reason.as_deref() == Some(reason))
+                    .map(|e| (e.message.clone().unwrap_or_default(), e.count.unwrap_or(1)))
+                    .collect()
+            };
+            let (pulling, pulled) = (of("Pulling"), of("Pulled"));
+            Ok((!pulling.is_empty() && !pulled.is_empty()).then_some((pulling, pulled)))
+        },
+    )
+    .await?;
+    let (pulling, pulled) = image_events;
+    ensure!(pulling == [(format!("Pulling image {private:?}"), 1)], "Pulling: {pulling:?}");
+    let [(pulled, 1)] = pulled.as_slice() else { anyhow::bail!("Pulled: {pulled:?}") };
+    let prefix = format!("Successfully pulled image {private:?} in ");
+    ensure!(
+        pulled.starts_with(&prefix) && pulled.ends_with(" including waiting)"),
+        "Pulled: {pulled:?}"
+    );
 
     // A tag the registry does not have.
     create(cx, &reader("missing", &format!("{registry}/private/bb:nope"), true, "IfNotPresent"))
