@@ -157,12 +157,20 @@ impl NodeProvider for Timers {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let Loaded { args: NodeOnly { node }, rules, .. } = match vk_app::config::load_from_process() {
+    let loaded: Loaded<NodeOnly> = match vk_app::config::load_from_process() {
         Ok(loaded) => loaded,
         Err(e) => return Ok(e.report("vk-example-provider")),
     };
-    vk_app::init_tracing(&node);
-    let timers = Arc::new(Timers { node: node.nodename.clone(), pods: Mutex::default() });
-    vk_app::run_with_provider(node, &rules, timers, vk_app::shutdown_on_signals()).await?;
+    vk_app::init_tracing(&loaded.args.node);
+    // One provider per node: the settings' node, or each `[[nodes]]` entry of `--config`.
+    let nodes = loaded
+        .each_node()
+        .into_iter()
+        .map(|NodeOnly { node }| {
+            let timers = Timers { node: node.nodename.clone(), pods: Mutex::default() };
+            (node.clone(), Arc::new(timers))
+        })
+        .collect();
+    vk_app::run_nodes(nodes, &loaded.rules, vk_app::shutdown_on_signals()).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
