@@ -220,6 +220,10 @@ where
         parts.push(NodeParts { cli, provider, cluster, kubelet, serving, listener });
     }
     let metrics = telemetry::install().map_err(RunError::Failed)?;
+    telemetry::describe();
+    if let Some(part) = parts.first() {
+        part.provider.describe_metrics();
+    }
     let metrics_listener = tokio::net::TcpListener::bind(process.metrics_addr)
         .await
         .with_context(|| format!("binding --metrics-addr {}", process.metrics_addr))

@@ -2,7 +2,7 @@
 //! on `--metrics-addr` (upstream virtual-kubelet's flag, which upstream never served; loopback by
 //! default here) and, for callers allowed `nodes/metrics`, on the kubelet port's `/metrics`.
 //!
-//! Series (names are `vk_`-prefixed; durations in seconds):
+//! Series (names are `vk_`-prefixed; durations in seconds), each described (`# HELP`, [`describe`]):
 //! - `vk_pod_operations_total{operation, result}`: reconcile steps done, by step (`create`,
 //!   `sync_status`, `stop`, `kill`, `purge`, `delete_object`, `mark_lost`, `start_container`,
 //!   `update_workload`, `fail_deadline`) and `result` (`ok`, or the failure's kind: `unavailable`, `not_found`, `conflict`, `refused`, `invalid_input`, `unsupported`, `missing_input`, `internal`);
@@ -47,6 +47,31 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
+}
+
+/// Describes the series of this list (`# HELP`, and the unit of the `_seconds` ones) to the
+/// installed recorder, the application's and its Kubernetes adapters' (a backend describes its
+/// own: [`vk_ports::NodeProvider::describe_metrics`]).
+pub fn describe() {
+    use crate::pod_controller::{POD_OPERATIONS, PODS, RECONCILE_DURATION, STATUS_PROPAGATION};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        POD_OPERATIONS,
+        "Reconcile steps done, by step and result (ok or the failure's kind)."
+    );
+    describe_histogram!(RECONCILE_DURATION, Unit::Seconds, "Time of one reconcile of one pod.");
+    describe_gauge!(PODS, "Pods bound to each node, by phase.");
+    describe_histogram!(
+        STATUS_PROPAGATION,
+        Unit::Seconds,
+        "From the backend's change (Nomad's event time) to the pod status written."
+    );
+    describe_counter!(
+        crate::node_controller::LEASE_RENEW_FAILURES,
+        "Node Lease renewals that failed."
+    );
+    vk_kube::describe_metrics();
+    vk_kubelet_api::describe_metrics();
 }
 
 /// Parses `--metrics-addr`: `host:port`, or `:port` for every address (Go's notation, as

@@ -393,6 +393,10 @@ pub trait NodeProvider: Send + Sync + 'static {
     /// [`ProviderError::Unavailable`] when the backend cannot be reached.
     fn runtime_version(&self) -> impl Future<Output = Result<String, ProviderError>> + Send;
 
+    /// Describes the backend's own metrics (`metrics::describe_*`: `# HELP` text, units) to the
+    /// process's recorder; called once, after the recorder is installed. Nothing by default.
+    fn describe_metrics(&self) {}
+
     /// The reason of the node's `Ready=False` condition when [`NodeProvider::capacity`] fails, in
     /// the CamelCase of condition reasons (Nomad's: `NomadUnreachable`).
     fn unreachable_reason(&self) -> &'static str {

@@ -495,6 +495,15 @@ impl InputsApi for KubePodApi {
     }
 }
 
+/// Describes this crate's metrics (`# HELP`) to the process's recorder: call it once the recorder
+/// is installed.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        EVENTS_DROPPED,
+        "Events dropped because 1000 of them were waiting to be published."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

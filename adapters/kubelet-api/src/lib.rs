@@ -29,3 +29,29 @@ pub use streaming::OPEN_STREAMS;
 pub trait Backend: vk_ports::PodStreams + vk_ports::PodNetwork + vk_ports::StatsProvider {}
 
 impl<T: vk_ports::PodStreams + vk_ports::PodNetwork + vk_ports::StatsProvider> Backend for T {}
+
+/// Describes this crate's metrics (`# HELP` and units) to the process's recorder: call it once the
+/// recorder is installed.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        streaming::OPEN_STREAMS,
+        "Streaming sessions (exec, attach, port-forward, followed logs) open on the kubelet API, by kind."
+    );
+    describe_gauge!(
+        limits::CONNECTIONS_OPEN,
+        "Kubelet API connections open, by state (authenticated or not)."
+    );
+    describe_counter!(
+        limits::CONNECTIONS_REFUSED,
+        "Kubelet API connections refused at a limit, by reason."
+    );
+    describe_counter!(
+        limits::CONNECTIONS_EVICTED,
+        "Unauthenticated kubelet API connections closed to make room for new ones."
+    );
+    describe_counter!(
+        limits::REVIEWS_REFUSED,
+        "Token and access reviews refused at their limits, by reason."
+    );
+}

@@ -128,6 +128,23 @@ impl NodeProvider for NomadProvider {
         Ok(capacity_of(&nodes, &self.scope, &allocations, |_, job| known.pod_of(job).is_some()))
     }
 
+    fn describe_metrics(&self) {
+        use metrics::{Unit, describe_counter, describe_histogram};
+        describe_counter!(
+            crate::client::REQUESTS,
+            "Nomad API requests, by endpoint (a route template), method and HTTP status (error: no answer)."
+        );
+        describe_histogram!(
+            crate::client::REQUEST_DURATION,
+            Unit::Seconds,
+            "Time of a Nomad API request, by endpoint and method."
+        );
+        describe_counter!(
+            crate::events::EVENT_LINES_SKIPPED,
+            "Batches of Nomad's event stream over 16 MiB, skipped."
+        );
+    }
+
     async fn runtime_version(&self) -> Result<String, ProviderError> {
         if let Some(v) = self.known.version() {
             return Ok(format!("nomad://{v}"));

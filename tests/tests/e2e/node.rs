@@ -127,6 +127,18 @@ pub(crate) async fn process_metrics(cx: Ctx<'_>) -> anyhow::Result<()> {
     cx.create(&p.grace(1).build()).await?;
     cx.wait_phase(ns, "measured", "Running", Duration::from_secs(30)).await?;
     let running = get("/metrics").await?.1;
+    // Every series is described, the backend's too.
+    for name in [
+        "vk_pods",
+        "vk_pod_operations_total",
+        "vk_nomad_requests_total",
+        "vk_reconcile_duration_seconds",
+    ] {
+        ensure!(
+            running.lines().any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no # HELP for {name}:\n{running}"
+        );
+    }
     let pods_running = sample(&running, "vk_pods", &[("phase", "Running")]);
     ensure!(pods_running == Some(1.0), "vk_pods Running {pods_running:?}:\n{running}");
     cx.pods(ns).delete("measured", &Default::default()).await?;
