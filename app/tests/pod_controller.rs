@@ -482,3 +482,135 @@ async fn readiness_follows_the_probe_and_liveness_failures_restart() {
         "one restart after two liveness failures"
     );
 }
+
+/// The state of container `name` in the last status written for `k`.
+fn state_of(
+    h: &Harness,
+    k: &str,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::ContainerState> {
+    let st = h.api.statuses_of(&key(k)).pop()?;
+    st.container_statuses?.into_iter().find(|c| c.name == name)?.state
+}
+
+/// postStart hooks (`kuberuntime_container.go` `startContainer`): a container counts as running
+/// only once its hook ended, waiting as `ContainerCreating` meanwhile; a failed hook is the
+/// Warning Event `FailedPostStartHook` ("PostStartHook failed", the output kept out of Events),
+/// the waiting reason `PostStartHookError` with the kubelet's message, and the container killed.
+#[tokio::test]
+async fn post_start_hooks_hold_the_container_until_they_end_and_a_failure_kills_it() {
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("h"), running(&key("h"), "u20", &["slow", "bad"]));
+    provider.exit_codes.lock().unwrap().insert("bad".into(), 7);
+    let h = Harness::start(provider);
+    let spec = json!({"containers": [
+        {"name": "slow", "image": "i", "lifecycle": {"postStart": {"sleep": {"seconds": 1}}}},
+        {"name": "bad", "image": "i", "lifecycle": {"postStart": {"exec": {"command": ["setup", "-x"]}}}}
+    ]});
+    h.api.send(PodWatchEvent::Relisted(vec![pod("h", "u20", "Pending", spec)]));
+    let started = std::time::Instant::now();
+    h.until("bad waiting in PostStartHookError", |h| {
+        state_of(h, "h", "bad")
+            .and_then(|s| s.waiting)
+            .is_some_and(|w| w.reason.as_deref() == Some(vk_app::prober::POST_START_HOOK_ERROR))
+    })
+    .await;
+    let waiting = state_of(&h, "h", "bad").unwrap().waiting.unwrap();
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some(
+            "Exec lifecycle hook ([setup -x]) for Container \"bad\" in Pod \"ns/h(u20)\" failed - error: command 'setup -x' exited with 7, message: \"\""
+        )
+    );
+    // The slow hook still runs: its container is not running yet.
+    let slow = state_of(&h, "h", "slow").unwrap();
+    assert!(started.elapsed() < Duration::from_millis(900), "the test was too slow to tell");
+    assert_eq!(slow.waiting.and_then(|w| w.reason).as_deref(), Some("ContainerCreating"));
+    h.until("bad killed", |h| h.provider.calls().contains(&"restart job-ns/h bad".to_owned()))
+        .await;
+    let events = h.api.container_events.lock().unwrap().clone();
+    assert!(
+        events.contains(&(
+            "spec.containers{bad}".into(),
+            vk_ports::EventType::Warning,
+            "FailedPostStartHook".into(),
+            "PostStartHook failed".into()
+        )),
+        "{events:?}"
+    );
+    assert_eq!(h.provider.execs.lock().unwrap().clone(), ["bad setup -x"], "the hook ran once");
+    for _ in 0..300 {
+        if state_of(&h, "h", "slow").is_some_and(|s| s.running.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(state_of(&h, "h", "slow").unwrap().running.is_some(), "slow never ran");
+    assert!(started.elapsed() >= Duration::from_secs(1), "running before its 1 s hook ended");
+}
+
+/// preStop hooks (`killContainer`): every running container's hook runs before the workload is
+/// stopped, all at once; a failure is the Warning Event `FailedPreStopHook` and stops nothing
+/// else; and a hook longer than the grace period left is cut at the deletion deadline.
+#[tokio::test]
+async fn pre_stop_hooks_run_before_the_stop_within_the_grace_period() {
+    let deleting = |name: &str, uid: &str, spec: serde_json::Value, grace: Duration| {
+        let mut p = pod(name, uid, "Running", spec);
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            vk_domain::jiff::Timestamp::now() + grace,
+        ));
+        p
+    };
+    let provider = FakeProvider::default();
+    provider.pods.lock().unwrap().insert(key("d"), running(&key("d"), "u21", &["a", "b"]));
+    provider.pods.lock().unwrap().insert(key("e"), running(&key("e"), "u22", &["c"]));
+    provider.exit_codes.lock().unwrap().insert("a".into(), 3);
+    let h = Harness::start(provider);
+    let d = json!({"containers": [
+        {"name": "a", "image": "i", "lifecycle": {"preStop": {"exec": {"command": ["bye"]}}}},
+        {"name": "b", "image": "i", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}
+    ]});
+    let e = json!({"containers": [
+        {"name": "c", "image": "i", "lifecycle": {"preStop": {"sleep": {"seconds": 30}}}}
+    ]});
+    h.api.send(PodWatchEvent::Relisted(vec![
+        deleting("d", "u21", d, Duration::from_secs(30)),
+        // deletionTimestamp has whole seconds: the deadline is 2 to 3 s away.
+        deleting("e", "u22", e, Duration::from_secs(3)),
+    ]));
+    let asked = std::time::Instant::now();
+    let stopped = |h: &Harness, k: &str| h.provider.calls().contains(&format!("stop job-ns/{k}"));
+    let mut when = [None, None];
+    for _ in 0..600 {
+        for (i, k) in ["d", "e"].into_iter().enumerate() {
+            if when[i].is_none() && stopped(&h, k) {
+                when[i] = Some(asked.elapsed());
+            }
+        }
+        if when.iter().all(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let [Some(d_stop), Some(e_stop)] = when else { panic!("not stopped: {when:?}") };
+    assert!(
+        d_stop >= Duration::from_millis(950),
+        "d stopped after {d_stop:?}, before b's 1 s hook"
+    );
+    assert!(
+        e_stop >= Duration::from_millis(1900) && e_stop < Duration::from_millis(4500),
+        "e stopped after {e_stop:?}: its 30 s hook is cut at the deadline, 2 to 3 s away"
+    );
+    assert_eq!(h.provider.execs.lock().unwrap().clone(), ["a bye"]);
+    let events = h.api.container_events.lock().unwrap().clone();
+    let failed: Vec<_> = events.iter().filter(|e| e.2 == "FailedPreStopHook").collect();
+    assert_eq!(
+        failed,
+        [&(
+            "spec.containers{a}".to_owned(),
+            vk_ports::EventType::Warning,
+            "FailedPreStopHook".to_owned(),
+            "PreStopHook failed".to_owned()
+        )]
+    );
+}

@@ -36,10 +36,19 @@ async fn a_probe_host_the_operator_did_not_allow_is_refused_before_the_backend_s
         pod("metadata", "u1", "Pending", probed("169.254.169.254")),
         pod("internal", "u2", "Pending", probed("10.96.0.1")),
         pod("allowed", "u3", "Pending", probed("10.20.3.4")),
+        // A lifecycle hook's httpGet reaches hosts as a probe does, under the same rules.
+        pod(
+            "hooked",
+            "u4",
+            "Pending",
+            json!({"containers": [{"name": "web", "image": "i",
+            "lifecycle": {"preStop": {"httpGet": {"host": "10.96.0.1", "port": 80}}}}]}),
+        ),
     ]));
-    h.until("two refusals and one create", |h| {
+    h.until("three refusals and one create", |h| {
         h.api.statuses_of(&key("metadata")).len() == 1
             && h.api.statuses_of(&key("internal")).len() == 1
+            && h.api.statuses_of(&key("hooked")).len() == 1
             && h.provider.calls().contains(&"create ns/allowed".to_owned())
     })
     .await;
@@ -56,9 +65,16 @@ async fn a_probe_host_the_operator_did_not_allow_is_refused_before_the_backend_s
             && m.contains("no policy-file rule selects namespace \"ns\""),
         "{m}"
     );
+    let m = message("hooked");
+    assert!(
+        m.starts_with(
+            "spec.containers[0].lifecycle.preStop.httpGet.host: \"10.96.0.1\" is not allowed"
+        ),
+        "{m}"
+    );
     assert_eq!(h.api.statuses_of(&key("metadata"))[0].reason.as_deref(), Some("ProviderFailed"));
     let events = h.api.recorded.lock().unwrap().clone();
-    assert_eq!(events.iter().filter(|(r, _)| r == "ProviderCreateFailed").count(), 2, "{events:?}");
+    assert_eq!(events.iter().filter(|(r, _)| r == "ProviderCreateFailed").count(), 3, "{events:?}");
     assert_eq!(h.provider.calls(), ["create ns/allowed"], "nothing else reached the backend");
 }
 

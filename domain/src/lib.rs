@@ -11,6 +11,7 @@ pub mod events;
 pub mod image;
 pub mod inputs;
 pub mod kubelet_auth;
+pub mod lifecycle;
 pub mod logs;
 pub mod node;
 pub mod pod;

@@ -17,7 +17,8 @@ use std::net::IpAddr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::error::Unsupported;
-use crate::probe::{Handler, Probe};
+use crate::lifecycle::Action;
+use crate::probe::Handler;
 use crate::workload::WorkloadSpec;
 
 /// Which Kubernetes namespaces a rule applies to: those named, and those whose labels match the
@@ -365,8 +366,8 @@ pub fn probe_host_allowed<'a>(
     grants.into_iter().flat_map(|g| &g.hosts).any(|p| p.matches_host(host))
 }
 
-/// Checks every probe `host` of `spec` against the rules: a probe reaches the pod's own address
-/// unless the operator allowed the host it names.
+/// Checks every probe and lifecycle hook `host` of `spec` against the rules: a probe or hook
+/// reaches the pod's own address unless the operator allowed the host it names.
 ///
 /// # Errors
 /// [`Unsupported`] naming the `host` field (`spec.containers[0].readinessProbe.httpGet.host`)
@@ -384,12 +385,23 @@ pub fn check_probes(spec: &WorkloadSpec, rules: &Rules<ProbeGrant>) -> Result<()
         );
     for (field, c) in containers {
         let probes = [
-            ("readinessProbe", &c.readiness),
-            ("livenessProbe", &c.liveness),
-            ("startupProbe", &c.startup),
+            ("readinessProbe", c.readiness.as_ref().map(|p| &p.handler)),
+            ("livenessProbe", c.liveness.as_ref().map(|p| &p.handler)),
+            ("startupProbe", c.startup.as_ref().map(|p| &p.handler)),
         ];
-        for (name, p) in probes {
-            let Some(Probe { handler, .. }) = p else { continue };
+        // Lifecycle hooks' httpGet reach hosts as probes do, under the same rules.
+        fn hook(a: &Option<Action>) -> Option<&Handler> {
+            match a {
+                Some(Action::Run(h)) => Some(h),
+                _ => None,
+            }
+        }
+        let hooks = [
+            ("lifecycle.postStart", hook(&c.hooks.post_start)),
+            ("lifecycle.preStop", hook(&c.hooks.pre_stop)),
+        ];
+        for (name, handler) in probes.into_iter().chain(hooks) {
+            let Some(handler) = handler else { continue };
             let (kind, host) = match handler {
                 Handler::Http { host: Some(h), .. } => ("httpGet", h),
                 Handler::Tcp { host: Some(h), .. } => ("tcpSocket", h),

@@ -94,6 +94,43 @@ fn secs(field: &str, v: Option<i32>, default: i32, min: i32) -> Result<Duration,
 /// [`Unsupported`] naming the field for a gRPC probe, no handler or more than one, a port that is
 /// neither a number nor a named port of the container, or a threshold out of range.
 pub fn parse(field: &str, p: &K8sProbe, c: &Container, kind: Kind) -> Result<Probe, Unsupported> {
+    let handler = handler(field, p, c)?;
+    let threshold = |f: &str, v: Option<i32>, default: u32| -> Result<u32, Unsupported> {
+        match v {
+            None => Ok(default),
+            Some(n) if n >= 1 => Ok(n.unsigned_abs()),
+            Some(n) => Err(Unsupported::new(format!("{field}.{f}"), format!("{n} is below 1"))),
+        }
+    };
+    let success_threshold = threshold("successThreshold", p.success_threshold, 1)?;
+    if kind != Kind::Readiness && success_threshold != 1 {
+        return Err(Unsupported::new(
+            format!("{field}.successThreshold"),
+            "must be 1 for liveness and startup probes",
+        ));
+    }
+    Ok(Probe {
+        handler,
+        initial_delay: secs(
+            &format!("{field}.initialDelaySeconds"),
+            p.initial_delay_seconds,
+            0,
+            0,
+        )?,
+        period: secs(&format!("{field}.periodSeconds"), p.period_seconds, 10, 1)?,
+        timeout: secs(&format!("{field}.timeoutSeconds"), p.timeout_seconds, 1, 1)?,
+        success_threshold,
+        failure_threshold: threshold("failureThreshold", p.failure_threshold, 3)?,
+    })
+}
+
+/// The handler of probe `p` at `field` of container `c` (also the `exec` and `httpGet` of a
+/// lifecycle hook, [`crate::lifecycle`]).
+///
+/// # Errors
+/// [`Unsupported`] naming the field for no handler or more than one, or a port that is neither a
+/// number nor a named port of the container.
+pub(crate) fn handler(field: &str, p: &K8sProbe, c: &Container) -> Result<Handler, Unsupported> {
     let port = |f: &str, port: &IntOrString| -> Result<u16, Unsupported> {
         match port {
             IntOrString::Int(n) => u16::try_from(*n).ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -169,33 +206,7 @@ pub fn parse(field: &str, p: &K8sProbe, c: &Container, kind: Kind) -> Result<Pro
             "exactly one of exec, httpGet, tcpSocket, grpc must be set",
         ));
     };
-    let threshold = |f: &str, v: Option<i32>, default: u32| -> Result<u32, Unsupported> {
-        match v {
-            None => Ok(default),
-            Some(n) if n >= 1 => Ok(n.unsigned_abs()),
-            Some(n) => Err(Unsupported::new(format!("{field}.{f}"), format!("{n} is below 1"))),
-        }
-    };
-    let success_threshold = threshold("successThreshold", p.success_threshold, 1)?;
-    if kind != Kind::Readiness && success_threshold != 1 {
-        return Err(Unsupported::new(
-            format!("{field}.successThreshold"),
-            "must be 1 for liveness and startup probes",
-        ));
-    }
-    Ok(Probe {
-        handler,
-        initial_delay: secs(
-            &format!("{field}.initialDelaySeconds"),
-            p.initial_delay_seconds,
-            0,
-            0,
-        )?,
-        period: secs(&format!("{field}.periodSeconds"), p.period_seconds, 10, 1)?,
-        timeout: secs(&format!("{field}.timeoutSeconds"), p.timeout_seconds, 1, 1)?,
-        success_threshold,
-        failure_threshold: threshold("failureThreshold", p.failure_threshold, 3)?,
-    })
+    Ok(handler)
 }
 
 /// The running result of one probe of one container instance.

@@ -171,7 +171,6 @@ fn init_done(
 /// The app containers to let start now ([`holds_app_containers`]): those not started yet once
 /// every init container is done. Empty when the pod does not hold them.
 pub fn held_containers_to_start(pod: &Pod, observed: &RuntimePod) -> Vec<String> {
-    use crate::runtime::ContainerState as S;
     let (Some(spec), Some(sandbox)) = (pod.spec.as_ref(), observed.sandbox.as_ref()) else {
         return Vec::new();
     };
@@ -184,14 +183,16 @@ pub fn held_containers_to_start(pod: &Pod, observed: &RuntimePod) -> Vec<String>
     }
     spec.containers
         .iter()
-        .filter(|c| {
-            matches!(
-                sandbox.containers.get(&c.name).map(|s| &s.state),
-                None | Some(S::Waiting { .. })
-            )
-        })
+        .filter(|c| not_started(sandbox.containers.get(&c.name)))
         .map(|c| c.name.clone())
         .collect()
+}
+
+/// Whether a container is still to be started: unknown to the runtime or waiting, and not
+/// waiting for its postStart hook (it runs already).
+fn not_started(c: Option<&crate::runtime::ContainerRuntimeStatus>) -> bool {
+    use crate::runtime::ContainerState as S;
+    c.is_none_or(|c| matches!(c.state, S::Waiting { .. }) && !c.post_start_pending)
 }
 
 /// The containers whose image in the pod differs from the image the workload runs (containers the
@@ -228,18 +229,15 @@ pub fn deadline_left(pod: &Pod, now: Timestamp) -> Option<Duration> {
 /// when the sandbox has a preparation of its own ([`crate::runtime::Sandbox::prepared`]), the
 /// first one once that has completed. Nothing while the preparation runs.
 pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
-    use crate::runtime::ContainerState as S;
     let init = pod.spec.as_ref()?.init_containers.as_deref()?;
     let sandbox = observed.sandbox.as_ref()?;
     if sandbox.is_terminal() {
         return None;
     }
-    let state = |name: &str| sandbox.containers.get(name).map(|c| &c.state);
+    let to_start = |name: &str| not_started(sandbox.containers.get(name));
     match (sandbox.prepared, init.first()) {
         (Some(false), _) => return None,
-        (Some(true), Some(first))
-            if matches!(state(&first.name), None | Some(S::Waiting { .. })) =>
-        {
+        (Some(true), Some(first)) if to_start(&first.name) => {
             return Some(first.name.clone());
         }
         _ => {}
@@ -249,9 +247,8 @@ pub fn next_init_container(pod: &Pod, observed: &RuntimePod) -> Option<String> {
         if !init_done(prev, sandbox.containers.get(&prev.name)) {
             return None;
         }
-        match state(&cur.name) {
-            None | Some(S::Waiting { .. }) => return Some(cur.name.clone()),
-            Some(_) => {}
+        if to_start(&cur.name) {
+            return Some(cur.name.clone());
         }
     }
     None
@@ -630,6 +627,19 @@ mod tests {
             ("app", running(), None),
         ]);
         assert!(held_containers_to_start(&p, &w).is_empty(), "app runs");
+        // Shown waiting for its postStart hook, a container runs already: never released again,
+        // and a sidecar in its hook holds what follows it.
+        let mut w = with(vec![
+            ("side", running(), Some(true)),
+            ("b", done(), None),
+            ("app", waiting(), None),
+        ]);
+        w.sandbox.as_mut().unwrap().containers.get_mut("app").unwrap().post_start_pending = true;
+        assert!(held_containers_to_start(&p, &w).is_empty(), "app in its postStart hook");
+        let mut w = with(vec![("side", waiting(), Some(true)), ("b", waiting(), None)]);
+        w.sandbox.as_mut().unwrap().containers.get_mut("side").unwrap().post_start_pending = true;
+        w.sandbox.as_mut().unwrap().prepared = Some(true);
+        assert_eq!(next_init_container(&p, &w), None, "side in its postStart hook");
         // Without a startup probe on the sidecar nothing is held.
         let spec = p.spec.as_mut().unwrap();
         spec.init_containers.as_mut().unwrap()[0].startup_probe = None;

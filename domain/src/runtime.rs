@@ -170,6 +170,11 @@ pub struct ContainerRuntimeStatus {
     /// The pull of its image for its current (or last) instance, when the runtime tells of one
     /// (`None`: no pull seen, whether the image was there already or the runtime takes none).
     pub image_pull: Option<ImagePull>,
+    /// Set by the virtual kubelet's hook runner: the runtime runs the container but its
+    /// postStart hook has not succeeded, so `state` shows it waiting (as a kubelet's pod worker
+    /// shows it until `startContainer` returns). Such a container is started already: it is
+    /// never released again.
+    pub post_start_pending: bool,
 }
 
 /// A pull of a container's image, as the kubelet's image manager reports it in its Events

@@ -230,6 +230,22 @@ pub trait ProbeTarget: Send + Sync + 'static {
         id: &WorkloadId,
         container: &str,
     ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Kills container `container` of workload `id` (SIGKILL, no grace: a failed postStart hook,
+    /// as the kubelet's `killContainer` after `FailedPostStartHook`); whether it starts again is
+    /// up to the pod's `restartPolicy`, as for a container that crashed. The default restarts
+    /// it in place ([`ProbeTarget::restart_container`]) for backends that cannot kill one
+    /// container: right for `Always` and `OnFailure`, a restart too many for `Never`.
+    ///
+    /// # Errors
+    /// As [`ProbeTarget::restart_container`].
+    fn kill_container(
+        &self,
+        id: &WorkloadId,
+        container: &str,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        self.restart_container(id, container)
+    }
 }
 
 /// A connection to a port of a pod, as seen from inside it: the backend knows where the pod's

@@ -210,6 +210,7 @@ fn container(alloc_id: &str, task: &str, ts: &TaskState) -> ContainerRuntimeStat
         probe_ready: None,
         probe_started: None,
         image_pull: image_pull(events),
+        post_start_pending: false,
     }
 }
 

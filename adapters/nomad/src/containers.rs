@@ -56,18 +56,33 @@ impl ProbeTarget for NomadProvider {
         id: &WorkloadId,
         container: &str,
     ) -> Result<(), ProviderError> {
+        // 500 "Task not running" is `NotFound` (`client::status_error`).
+        self.task_action(id, "restart", json!({"TaskName": container})).await
+    }
+
+    /// SIGKILL to the task through `POST /v1/client/allocation/:alloc_id/signal`: the task ends
+    /// with 137 and the job's restart policy (the pod's `restartPolicy`) decides what follows.
+    async fn kill_container(&self, id: &WorkloadId, container: &str) -> Result<(), ProviderError> {
+        self.task_action(id, "signal", json!({"Task": container, "Signal": "SIGKILL"})).await
+    }
+}
+
+impl NomadProvider {
+    /// `POST /v1/client/allocation/<alloc>/<action>` with `body`, on the running allocation of
+    /// workload `id` (owned by this node).
+    async fn task_action(
+        &self,
+        id: &WorkloadId,
+        action: &str,
+        body: serde_json::Value,
+    ) -> Result<(), ProviderError> {
         let r = JobRef::parse(id);
         self.owned(&r).await?;
         let alloc = self.running_alloc(&r).await?;
         let _: serde_json::Value = self
             .at(&r)
-            .send_json(
-                Method::POST,
-                &["v1", "client", "allocation", &alloc, "restart"],
-                &[],
-                &json!({"TaskName": container}),
-            )
-            .await?; // 500 "Task not running" is `NotFound` (`client::status_error`).
+            .send_json(Method::POST, &["v1", "client", "allocation", &alloc, action], &[], &body)
+            .await?;
         Ok(())
     }
 }

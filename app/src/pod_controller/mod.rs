@@ -42,7 +42,7 @@ pub use self::feeds::RETRY_WHILE_UNREACHABLE;
 pub use self::writes::FAILED_PLACEMENT;
 use crate::held_pod::{HeldPod, PHASES};
 use crate::inputs::{NamespaceLabels, Resolver, Tokens};
-use crate::prober::Prober;
+use crate::prober::{PreStopHooks, Prober};
 use crate::queue::WorkQueue;
 
 /// Histogram: seconds from the backend's change (Nomad's event time) to the pod status written.
@@ -315,13 +315,39 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
                 Step::Create => self.create(key, pod.as_deref(), &mut runtime).await,
                 Step::SyncStatus => self.sync_status(key, pod.as_deref(), runtime.as_ref()).await,
                 Step::Stop => {
+                    let mut hooks = PreStopHooks::Over;
                     if let Some(pod) = pod.as_deref() {
-                        let killing = events::killing_events(pod, pod.status.as_ref());
-                        self.record_container_events(pod, killing).await;
+                        // preStop hooks first, within the grace period; the pod is queued again
+                        // when they end (and polled meanwhile while it is being deleted).
+                        if let Some(r) = runtime.as_ref() {
+                            hooks = self.prober.pre_stop(key, pod, r);
+                        }
+                        if matches!(hooks, PreStopHooks::Started | PreStopHooks::Over) {
+                            let killing = events::killing_events(pod, pod.status.as_ref());
+                            self.record_container_events(pod, killing).await;
+                        }
                     }
-                    self.on_workload(key, &mut runtime, Op::Stop).await
+                    if matches!(hooks, PreStopHooks::Started | PreStopHooks::Running) {
+                        debug!("waiting for preStop hooks before stopping the workload");
+                        Ok(())
+                    } else {
+                        self.on_workload(key, &mut runtime, Op::Stop).await
+                    }
                 }
-                Step::Kill => self.on_workload(key, &mut runtime, Op::Kill).await,
+                Step::Kill => {
+                    if let Some(pod) = pod.as_deref() {
+                        // What still runs after the grace period is killed (pod_workers.go).
+                        self.event_once(
+                            pod,
+                            None,
+                            EventType::Warning,
+                            "ExceededGracePeriod",
+                            "Container runtime did not kill the pod within specified grace period.",
+                        )
+                        .await;
+                    }
+                    self.on_workload(key, &mut runtime, Op::Kill).await
+                }
                 Step::Purge { stale } => {
                     if stale {
                         info!("purging a workload whose pod is gone");

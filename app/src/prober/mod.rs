@@ -37,7 +37,10 @@ use vk_domain::runtime::{ContainerState, Sandbox};
 use vk_ports::{PodNetwork, ProbeTarget};
 
 mod grpc;
+mod hooks;
 mod network;
+
+pub use self::hooks::{POST_START_HOOK_ERROR, PreStopHooks};
 
 use crate::pod_controller::pod_span;
 use crate::queue::WorkQueue;
@@ -65,6 +68,11 @@ struct Inner {
     startup_done: HashMap<(String, String), Arc<tokio::sync::Notify>>,
     /// Events waiting for the pod's next sync, by pod UID: container, reason, message.
     events: HashMap<String, Vec<ProbeEvent>>,
+    /// postStart hooks by (pod UID, container): the instance hooked, how it stands, and how to
+    /// stop it.
+    post_start: HashMap<(String, String), (String, hooks::PostStart, CancellationToken)>,
+    /// preStop hooks by pod UID.
+    pre_stop: HashMap<String, hooks::PreStop>,
 }
 
 /// The Events a pod's probes leave for it before the next sync; more are dropped.
@@ -158,6 +166,8 @@ impl<P: ProbeTarget + PodNetwork> Prober<P> {
         let target = Target { ip: sandbox.pod_ip.clone() };
         let terminal = sandbox.is_terminal();
         let mut inner = self.inner();
+        // A container whose postStart hook has not succeeded is not running yet, nor probed.
+        self.post_start(&mut inner, key, pod, id, &mut sandbox);
         for c in probed {
             let probes: Vec<(Kind, Probe)> = [
                 (Kind::Readiness, &c.readiness_probe),
@@ -238,6 +248,20 @@ impl<P: ProbeTarget + PodNetwork> Prober<P> {
         inner.restarted.retain(|(uid, _, _)| live.contains(uid));
         inner.startup_done.retain(|(uid, _), _| live.contains(uid));
         inner.events.retain(|uid, _| live.contains(uid));
+        inner.post_start.retain(|(uid, _), (_, _, cancel)| {
+            let keep = live.contains(uid);
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        inner.pre_stop.retain(|uid, p| {
+            let keep = live.contains(uid);
+            if !keep {
+                p.cancel.cancel();
+            }
+            keep
+        });
     }
 
     /// The probe Events of pod `uid` since the last call, oldest first.
@@ -419,7 +443,12 @@ impl<P: ProbeTarget + PodNetwork> Worker<P> {
     async fn check(&self) -> Outcome {
         let timeout = self.probe.timeout;
         let pod_ip = self.target.ip.as_deref();
-        let to = network::Endpoint { provider: &*self.prober.provider, id: &self.id, pod_ip };
+        let to = network::Endpoint {
+            provider: &*self.prober.provider,
+            id: &self.id,
+            pod_ip,
+            agent: network::USER_AGENT_VALUE,
+        };
         // A `host` other than the pod's is dialled only when the policy allows it.
         let allowed = |host: &Option<String>| match host.as_deref() {
             Some(h) if !to.is_pod(Some(h)) && !self.prober.may_dial(h, pod_ip) => {

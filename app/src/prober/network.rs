@@ -35,6 +35,9 @@ const MAX_REQUESTS: usize = 10;
 /// The `User-Agent` of probes: `kube-probe/<major>.<minor>` of the Kubernetes version served.
 pub(super) const USER_AGENT_VALUE: &str = "kube-probe/1.36";
 
+/// The `User-Agent` of lifecycle hooks (`httpprobe.NewRequestForHTTPGetAction(.., "lifecycle")`).
+pub(super) const HOOK_USER_AGENT: &str = "kube-lifecycle/1.36";
+
 /// Where a probe connects: the pod (workload `id`, reached through the backend, with `ip`, its
 /// address as `status.podIP` shows it, for messages and for telling a `host` that is the pod
 /// apart) or a host the policy allows.
@@ -45,6 +48,8 @@ pub(super) struct Endpoint<'a, P> {
     pub id: &'a WorkloadId,
     /// The pod's address, once it has one.
     pub pod_ip: Option<&'a str>,
+    /// The `User-Agent` sent unless the request's headers give one.
+    pub agent: &'static str,
 }
 
 /// What an HTTP probe got: the status code and the first [`MAX_BODY`] bytes of the body.
@@ -150,7 +155,7 @@ impl<P: PodNetwork> Endpoint<'_, P> {
         };
         let (agent, accept) = (!given(&USER_AGENT), !given(&ACCEPT));
         if agent {
-            req = req.header(USER_AGENT, USER_AGENT_VALUE);
+            req = req.header(USER_AGENT, self.agent);
         }
         if accept {
             req = req.header(ACCEPT, "*/*");
@@ -394,7 +399,12 @@ mod tests {
     async fn https_probes_go_through_the_backends_dial_with_the_kubelets_request() {
         let backend = Mapped { port: https_echo().await, asked: Mutex::new(Vec::new()) };
         let id = WorkloadId::from("w");
-        let to = Endpoint { provider: &backend, id: &id, pod_ip: Some("10.1.2.3") };
+        let to = Endpoint {
+            provider: &backend,
+            id: &id,
+            pod_ip: Some("10.1.2.3"),
+            agent: USER_AGENT_VALUE,
+        };
         let headers = [("X-Probe".to_owned(), "yes".to_owned())];
         let a = to.get(true, None, 8443, "/healthz?full=1", &headers).await.unwrap();
         assert_eq!(a.code, 200);

@@ -34,6 +34,8 @@ pub struct FakeProvider {
     pub down: AtomicBool,
     /// Exit codes of exec probes by container (0 when absent).
     pub exit_codes: Mutex<HashMap<String, i32>>,
+    /// Commands run by exec: `<container> <argv joined by spaces>`, in order.
+    pub execs: Mutex<Vec<String>>,
 }
 
 pub fn running(key: &PodKey, uid: &str, containers: &[&str]) -> RuntimePod {
@@ -164,9 +166,10 @@ impl ProbeTarget for FakeProvider {
         &self,
         _id: &WorkloadId,
         container: &str,
-        _cmd: &[String],
+        cmd: &[String],
     ) -> Result<i32, ProviderError> {
         self.check()?;
+        self.execs.lock().unwrap().push(format!("{container} {}", cmd.join(" ")));
         Ok(self.exit_codes.lock().unwrap().get(container).copied().unwrap_or(0))
     }
 

@@ -10,6 +10,7 @@ use super::resources::{self, Resources};
 use crate::env::{self, EnvVar, Value};
 use crate::error::{Missing, Notice, Unsupported};
 use crate::inputs::{self, Inputs};
+use crate::lifecycle::{self, Hooks};
 use crate::pod;
 use crate::probe::{self, Probe};
 use crate::security::{self, Security};
@@ -60,6 +61,9 @@ pub struct ContainerSpec {
     /// `terminationMessagePolicy: FallbackToLogsOnError`: a container that failed with an empty
     /// message file gets the end of its log instead (80 lines, 2048 bytes at most).
     pub termination_fallback_to_logs: bool,
+    /// `lifecycle`: the postStart and preStop hooks (run by the virtual kubelet) and the stop
+    /// signal (the backend's).
+    pub hooks: Hooks,
 }
 
 /// Container `c` of `pod` (at path `field`; `init`: an init container) as a backend runs it,
@@ -111,7 +115,9 @@ pub(super) fn container(
     let startup = probe("startupProbe", &c.startup_probe, probe::Kind::Startup)?;
     let registry_auth = crate::registry::credentials_for(&image, &pull_entries(pod, inputs));
     let termination_message_path = termination_message_path(field, c)?;
+    let hooks = lifecycle::parse(&format!("{field}.lifecycle"), c)?;
     Ok(ContainerSpec {
+        hooks,
         name: c.name.clone(),
         image,
         registry_auth,
@@ -169,14 +175,13 @@ fn sidecar(field: &str, c: &Container, init: bool) -> Result<bool, Unsupported> 
     }
 }
 
-/// Refuses the container fields no backend can honour yet: `lifecycle` hooks, a `resizePolicy`,
+/// Refuses the container fields no backend can honour yet: a `resizePolicy`,
 /// `restartPolicyRules`.
 ///
 /// # Errors
 /// [`Unsupported`] on the first such field set, "not supported yet".
 fn check_container(field: &str, c: &Container) -> Result<(), Unsupported> {
     let unsupported = [
-        ("lifecycle", c.lifecycle.is_some()),
         ("resizePolicy", c.resize_policy.as_ref().is_some_and(|v| !v.is_empty())),
         ("restartPolicyRules", c.restart_policy_rules.as_ref().is_some_and(|v| !v.is_empty())),
     ];

@@ -607,3 +607,148 @@ pub(crate) async fn grpc_probes(cx: Ctx<'_>) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A busybox shell line that serves HTTP on 8080 (`httpd`) with one CGI script,
+/// `/cgi-bin/<script>`, running `body` (`$QUERY_STRING` is the query) and answering `ok`.
+fn cgi_server(script: &str, body: &str) -> String {
+    format!(
+        "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\n{body}\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nok\\\\n\"\\n' > /www/cgi-bin/{script} && chmod +x /www/cgi-bin/{script} && exec httpd -f -p 8080 -h /www"
+    )
+}
+
+/// Lifecycle hooks in real containers (docker), checked as the conformance suite checks them
+/// (`test/e2e/common/node/lifecycle_hook.go`): a handler pod logs each request it gets; a pod
+/// with hooks reaches it from an `exec` hook (wget in the container) and from an `httpGet` hook
+/// (to the pod's own address, where a native sidecar forwards it). postStart hooks of both kinds
+/// run once the containers start, preStop hooks of both kinds when the pod is deleted, before
+/// its containers are stopped. A postStart hook that fails kills its container: with
+/// `restartPolicy: Never` the pod fails with 137, and `kubectl events` shows
+/// `FailedPostStartHook`. Deleting a pod whose preStop hook sleeps longer than the deletion's
+/// grace period takes the grace period, not the sleep.
+pub(crate) async fn lifecycle_hooks(cx: Ctx<'_>) -> anyhow::Result<()> {
+    let (node, ns) = ("vk-hooks", "e2e-hooks");
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
+    let image = vk_tests::BUSYBOX;
+    // The handler: each request's query, as a line of its log (its PID 1's stdout).
+    let echo = cgi_server("echo", "echo \"hook $QUERY_STRING\" > /proc/1/fd/1");
+    let handler = pod("handler")
+        .namespace(ns)
+        .on_node(node)
+        .spec(serde_json::json!({"containers": [
+            {"name": "echo", "image": image, "command": ["sh", "-c", echo]}
+        ]}))
+        .build();
+    docker::create(&cx, &handler).await?;
+    let handler = cx.wait_phase(ns, "handler", "Running", Duration::from_secs(90)).await?;
+    let ip = handler.status.and_then(|s| s.pod_ip).context("the handler's podIP")?;
+    let hit = |q: &str| format!("wget -q -O- http://{ip}:8080/cgi-bin/echo?{q}");
+
+    let forward = cgi_server(
+        "fwd",
+        &format!("wget -q -O /dev/null http://{ip}:8080/cgi-bin/echo?$QUERY_STRING"),
+    );
+    // Containers that end on SIGTERM (a shell as PID 1 ignores it otherwise).
+    let idle = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
+    let http_hook = |q: &str| serde_json::json!({"httpGet": {"path": format!("/cgi-bin/fwd?{q}"), "port": 8080}});
+    let exec_hook = |q: &str| serde_json::json!({"exec": {"command": ["sh", "-c", hit(q)]}});
+    let hooked = pod("hooked")
+        .namespace(ns)
+        .on_node(node)
+        .grace(15)
+        .spec(serde_json::json!({
+            "initContainers": [{"name": "fwd", "image": image, "restartPolicy": "Always",
+                "command": ["sh", "-c", forward],
+                "startupProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}],
+            "containers": [
+                {"name": "a", "image": image, "command": idle,
+                 "lifecycle": {"postStart": http_hook("poststart-http"), "preStop": exec_hook("prestop-exec")}},
+                {"name": "b", "image": image, "command": idle,
+                 "lifecycle": {"postStart": exec_hook("poststart-exec"), "preStop": http_hook("prestop-http")}}
+            ]}))
+        .build();
+    docker::create(&cx, &hooked).await?;
+    let failing = pod("failing")
+        .namespace(ns)
+        .on_node(node)
+        .restart("Never")
+        .spec(serde_json::json!({"containers": [
+            {"name": "main", "image": image, "command": ["sleep", "3600"],
+             "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}}}}
+        ]}))
+        .build();
+    docker::create(&cx, &failing).await?;
+    let sleepy = pod("sleepy")
+        .namespace(ns)
+        .on_node(node)
+        .grace(100)
+        .spec(serde_json::json!({"containers": [
+            {"name": "main", "image": image, "command": idle,
+             "lifecycle": {"preStop": {"sleep": {"seconds": 60}}}}
+        ]}))
+        .build();
+    docker::create(&cx, &sleepy).await?;
+
+    let handler_log = || cx.stack.kubectl(&["logs", "-n", ns, "handler"]);
+    cx.wait_phase(ns, "hooked", "Running", Duration::from_secs(90)).await?;
+    wait_for(
+        "both postStart hooks",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let log = handler_log()?;
+            Ok((log.contains("hook poststart-http") && log.contains("hook poststart-exec"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    ensure!(!handler_log()?.contains("prestop"), "a preStop hook ran early: {}", handler_log()?);
+    // Deleting the pod runs both preStop hooks while the sidecar still forwards.
+    cx.pods(ns).delete("hooked", &kube::api::DeleteParams::default()).await?;
+    wait_for("both preStop hooks", Duration::from_secs(30), Duration::from_millis(500), || async {
+        let log = handler_log()?;
+        Ok((log.contains("hook prestop-http") && log.contains("hook prestop-exec")).then_some(()))
+    })
+    .await?;
+    gone(&cx, ns, "hooked", Duration::from_secs(40)).await?;
+    println!("handler log:\n{}", handler_log()?);
+
+    // The failed postStart hook: the container killed, the Never pod Failed, the Event.
+    let failed = cx.wait_phase(ns, "failing", "Failed", Duration::from_secs(90)).await?;
+    let main = container_state(&failed, "main").context("failing's main")?;
+    let term = main.state.and_then(|s| s.terminated).context("main not terminated")?;
+    ensure!(term.exit_code == 137, "main ended with {} ({:?})", term.exit_code, term.reason);
+    ensure!(main.restart_count == 0, "a Never container restarted");
+    let events = cx.stack.kubectl(&["events", "-n", ns, "--for", "pod/failing"])?;
+    ensure!(
+        events.contains("FailedPostStartHook") && events.contains("PostStartHook failed"),
+        "kubectl events: {events}"
+    );
+
+    // A preStop sleep longer than the deletion's grace: the grace period bounds it.
+    cx.wait_phase(ns, "sleepy", "Running", Duration::from_secs(90)).await?;
+    let asked = Instant::now();
+    cx.pods(ns).delete("sleepy", &kube::api::DeleteParams::default().grace_period(5)).await?;
+    gone(&cx, ns, "sleepy", Duration::from_secs(40)).await?;
+    let took = asked.elapsed();
+    println!("sleepy (preStop sleep 60, grace 5) gone after {took:?}");
+    ensure!(
+        took >= Duration::from_millis(3500),
+        "sleepy gone after {took:?}: its preStop did not run"
+    );
+    ensure!(
+        took < Duration::from_secs(30),
+        "sleepy gone after {took:?}: the grace did not bound its preStop"
+    );
+    Ok(())
+}
+
+/// Waits until pod `ns/name` and its Nomad job are gone.
+async fn gone(cx: &Ctx<'_>, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let what = format!("{name}'s job and pod gone");
+    wait_for(&what, timeout, Duration::from_millis(250), || async {
+        let job = cx.nomad(&format!("/v1/job/k8s-{ns}_{name}")).await?;
+        let pod = cx.pods(ns).get_opt(name).await?;
+        Ok((job.is_none() && pod.is_none()).then_some(()))
+    })
+    .await
+}

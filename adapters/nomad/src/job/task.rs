@@ -60,7 +60,8 @@ impl Builder<'_> {
             env,
             resources,
             kill_timeout: ns(self.spec.termination_grace),
-            kill_signal: "SIGTERM".into(),
+            // lifecycle.stopSignal, else SIGTERM (the kubelet's default through the runtime).
+            kill_signal: c.hooks.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
             meta: BTreeMap::new(),
             user,
             lifecycle: None,

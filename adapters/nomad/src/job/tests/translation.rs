@@ -31,9 +31,23 @@ fn docker_job_carries_the_pod() {
     assert_eq!(t.config["memory_hard_limit"], json!(128), "the limit is docker's hard limit");
     assert!(!t.config.contains_key("cpu_hard_limit"), "a limit above the request is not a cap");
     assert_eq!(t.kill_timeout, 7_000_000_000);
+    assert_eq!(t.kill_signal, "SIGTERM");
     assert!(t.templates.is_empty() && t.lifecycle.is_none() && t.user.is_empty());
     assert_eq!(g.networks[0].mode, "bridge", "a docker pod has an address of its own");
     assert!(g.networks[0].dynamic_ports.is_empty() && g.networks[0].reserved_ports.is_empty());
+}
+
+/// `lifecycle.stopSignal` is the task's `kill_signal`; the hooks themselves are the virtual
+/// kubelet's, not the job's.
+#[test]
+fn the_stop_signal_is_the_kill_signal() {
+    let mut spec = web("Always");
+    spec["containers"][0]["lifecycle"] = json!({"stopSignal": "SIGUSR1",
+        "preStop": {"exec": {"command": ["drain"]}}});
+    let job = translate(json!({}), spec).unwrap().job;
+    let t = &job.task_groups[0].tasks[0];
+    assert_eq!(t.kill_signal, "SIGUSR1");
+    assert!(t.lifecycle.is_none() && t.templates.is_empty(), "no task or template for a hook");
 }
 
 /// Requests and limits on docker: the memory request is Nomad's `MemoryMB` (the
