@@ -67,8 +67,8 @@ use hostile::hostile_corpus;
 use inputs::{missing_inputs, pod_inputs_and_volumes, token_renewal};
 use node::{metrics_server_serves, node_lifecycle, process_metrics};
 use pods::{
-    ephemeral_containers, exit_code, grpc_probes, lifecycle, lifecycle_hooks, nomad_namespace,
-    pod_runs_and_deletes, probes, pushed_status, same_name_two_namespaces,
+    ephemeral_containers, exit_code, grpc_probes, interactive_pods, lifecycle, lifecycle_hooks,
+    nomad_namespace, pod_runs_and_deletes, probes, pushed_status, same_name_two_namespaces,
 };
 use refusals::{unsupported_corpus, untranslatable_pod};
 #[path = "e2e/providers.rs"]
@@ -457,6 +457,7 @@ fn main() {
         grpc_probes,
         lifecycle,
         lifecycle_hooks,
+        interactive_pods,
         nomad_namespace,
         token_renewal,
         pushed_status,

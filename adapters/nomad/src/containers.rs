@@ -189,12 +189,16 @@ impl PodStreams for NomadProvider {
         container: &str,
         io: ExecIo,
     ) -> Result<(), ProviderError> {
+        let r = JobRef::parse(id);
         if io.stdin.is_some() {
+            // An interactive container's command runs in the first attach session.
+            if self.interactive(&r, container).await? {
+                return self.interactive_session(id, container, io).await;
+            }
             return Err(ProviderError::Unsupported(
                 "Nomad cannot attach stdin to a running task; use kubectl exec".into(),
             ));
         }
-        let r = JobRef::parse(id);
         let current = self.current_alloc(&r).await?;
         let running = current
             .task_states

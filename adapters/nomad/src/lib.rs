@@ -15,6 +15,7 @@ pub mod events;
 pub mod exec;
 #[cfg(test)]
 mod fake;
+mod interactive;
 pub mod job;
 mod known;
 pub mod logs;

@@ -370,7 +370,18 @@ async fn previous_logs_need_a_previous_instance() {
 
 #[tokio::test]
 async fn attach_refuses_stdin_and_stopped_tasks() {
-    let (addr, _reqs) = fake::fake_nomad(|_| Reply::Json(allocs("running", "dead", 0, ""))).await;
+    let (addr, _reqs) = fake::fake_nomad(|line| {
+        if line.contains("/v1/job/") {
+            // Not interactive: no `k8s_stdin_c` Meta.
+            Reply::Json(format!(
+                r#"{{"ID":"k8s-ns_p","Name":"k8s-ns_p","Type":"batch","Meta":{},"TaskGroups":[]}}"#,
+                meta("ns", "p")
+            ))
+        } else {
+            Reply::Json(allocs("running", "dead", 0, ""))
+        }
+    })
+    .await;
     let p = provider(&addr);
     let (_tx, rx) = futures::channel::mpsc::channel(1);
     let io = ExecIo { stdin: Some(rx), stdout: None, stderr: None, tty: false, resize: None };

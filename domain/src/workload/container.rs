@@ -64,6 +64,18 @@ pub struct ContainerSpec {
     /// `lifecycle`: the postStart and preStop hooks (run by the virtual kubelet) and the stop
     /// signal (the backend's).
     pub hooks: Hooks,
+    /// `stdin: true` (`kubectl run -i`): the container's process reads what `kubectl attach -i`
+    /// sends. `None` for a container without stdin.
+    pub interactive: Option<Interactive>,
+}
+
+/// How an interactive container (`stdin: true`) takes its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interactive {
+    /// `stdinOnce`: stdin closes when the first attach session ends (what `kubectl run -i` asks).
+    pub stdin_once: bool,
+    /// `tty`: the process has a terminal.
+    pub tty: bool,
 }
 
 /// Container `c` of `pod` (at path `field`; `init`: an init container) as a backend runs it,
@@ -116,8 +128,11 @@ pub(super) fn container(
     let registry_auth = crate::registry::credentials_for(&image, &pull_entries(pod, inputs));
     let termination_message_path = termination_message_path(field, c)?;
     let hooks = lifecycle::parse(&format!("{field}.lifecycle"), c)?;
+    let interactive = (c.stdin == Some(true))
+        .then(|| Interactive { stdin_once: c.stdin_once == Some(true), tty: c.tty == Some(true) });
     Ok(ContainerSpec {
         hooks,
+        interactive,
         name: c.name.clone(),
         image,
         registry_auth,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 pub use self::admission::{SAFE_SYSCTLS, sysctl_name};
-pub use self::container::ContainerSpec;
+pub use self::container::{ContainerSpec, Interactive};
 pub use self::ports::PortSpec;
 pub use self::resources::Resources;
 use crate::error::{Missing, Notice, Rejection, Unsupported};

@@ -752,3 +752,122 @@ async fn gone(cx: &Ctx<'_>, ns: &str, name: &str, timeout: Duration) -> anyhow::
     })
     .await
 }
+
+/// A `kubectl` of the stack's admin with `args`, stdin piped, stdout and stderr captured.
+fn kubectl_piped(cx: &Ctx<'_>, program: &str, args: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    if program == "script" {
+        cmd.args(args);
+    } else {
+        cmd.arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display())).args(args);
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Interactive pods in real containers (docker), as users start them: `kubectl run -i --rm
+/// --restart=Never ... -- cmd` with piped input prints the command's output, exits with its exit
+/// code and deletes the pod; `kubectl run -it` gives the command a terminal; and a second `kubectl
+/// attach -i` to a container whose first session runs is refused with the reason, not given a
+/// second copy of the command.
+pub(crate) async fn interactive_pods(cx: Ctx<'_>) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let (node, ns) = ("vk-run-i", "e2e-run-i");
+    let _vk = cx.docker_node_and_namespace(node, ns).await?;
+    let kubectl = cx.stack.peers.kubectl.display().to_string();
+    let overrides = serde_json::json!({"apiVersion": "v1", "spec": {
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}]
+    }})
+    .to_string();
+    let run = |name: &str, flags: &[&str], command: &str| -> Vec<String> {
+        let mut a: Vec<String> = vec!["run".into(), "-n".into(), ns.into()];
+        a.extend(flags.iter().map(|f| (*f).to_owned()));
+        a.extend(
+            ["--rm", "--restart=Never", "--pod-running-timeout=2m", "--image"].map(String::from),
+        );
+        a.extend([vk_tests::BUSYBOX.to_owned(), "--overrides".into(), overrides.clone()]);
+        a.extend([name.to_owned(), "--".into(), "sh".into(), "-c".into(), command.to_owned()]);
+        a
+    };
+    let finish = |child: tokio::process::Child, what: &'static str| async move {
+        let out = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
+            .await
+            .with_context(|| format!("{what} still running after 150 s"))??;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{what} exited {:?}: {text}", out.status.code());
+        anyhow::Ok((out.status.code(), text))
+    };
+
+    // -i: piped input in, output and exit code out, the pod deleted.
+    let mut piped =
+        kubectl_piped(&cx, &kubectl, &run("piped", &["-i"], r#"read x; echo "got $x"; exit 3"#))
+            .spawn()?;
+    let mut stdin = piped.stdin.take().context("stdin")?;
+    stdin.write_all(b"hello\n").await?;
+    drop(stdin);
+    let (code, text) = finish(piped, "kubectl run -i").await?;
+    ensure!(text.contains("got hello"), "no output: {text}");
+    ensure!(code == Some(3), "kubectl run -i exited {code:?}, the command 3: {text}");
+    gone(&cx, ns, "piped", Duration::from_secs(60)).await?;
+
+    // -it: the command has a terminal (kubectl needs one itself: `script` gives it a pty).
+    let line = run("term", &["-it"], r#"tty; read x; echo "got $x"; exit 5"#)
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script_args: Vec<String> = [
+        "-qec".to_owned(),
+        format!("{kubectl} --kubeconfig={} {line}", cx.stack.admin_kubeconfig.display()),
+        "/dev/null".into(),
+    ]
+    .into();
+    let mut term = kubectl_piped(&cx, "script", &script_args).spawn()?;
+    let mut stdin = term.stdin.take().context("stdin")?;
+    // Typed ahead: the terminal keeps it until the command reads it. stdin stays open until the
+    // end (script would end the session at its EOF).
+    stdin.write_all(b"typed\r").await?;
+    let (code, text) = finish(term, "kubectl run -it").await?;
+    drop(stdin);
+    ensure!(text.contains("/dev/pts/"), "the command had no terminal: {text}");
+    ensure!(text.contains("got typed"), "the typed line did not arrive: {text}");
+    ensure!(code == Some(5), "kubectl run -it exited {code:?}, the command 5: {text}");
+    gone(&cx, ns, "term", Duration::from_secs(60)).await?;
+
+    // One session per container: a second attach while the first runs is refused.
+    let held = pod("held")
+        .namespace(ns)
+        .on_node(node)
+        .restart("Never")
+        .spec(serde_json::json!({"containers": [{"name": "main", "image": vk_tests::BUSYBOX,
+            "stdin": true, "command": ["sh", "-c", "read x; echo \"first $x\""]}]}))
+        .build();
+    docker::create(&cx, &held).await?;
+    cx.wait_phase(ns, "held", "Running", Duration::from_secs(90)).await?;
+    let attach: Vec<String> =
+        ["attach", "-i", "-n", ns, "held", "-c", "main"].map(String::from).into();
+    let mut first = kubectl_piped(&cx, &kubectl, &attach).spawn()?;
+    let mut first_in = first.stdin.take().context("stdin")?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = kubectl_piped(&cx, &kubectl, &attach).spawn()?;
+    let (code, text) = finish(second, "a second kubectl attach -i").await?;
+    ensure!(code != Some(0), "the second attach succeeded: {text}");
+    ensure!(text.contains("took its stdin from an earlier attach"), "{text}");
+    first_in.write_all(b"one\n").await?;
+    drop(first_in);
+    let (_, text) = finish(first, "the first kubectl attach -i").await?;
+    ensure!(text.contains("first one"), "the first session's output: {text}");
+    let done = cx.wait_phase(ns, "held", "Succeeded", Duration::from_secs(60)).await?;
+    let main = container_state(&done, "main").context("held's main")?;
+    let term = main.state.and_then(|s| s.terminated).context("not terminated")?;
+    ensure!(term.exit_code == 0, "held's main ended {}", term.exit_code);
+    Ok(())
+}

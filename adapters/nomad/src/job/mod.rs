@@ -38,7 +38,7 @@ mod docker;
 mod driver;
 mod id;
 mod internal;
-mod interpolate;
+pub(crate) mod interpolate;
 mod network;
 mod placement;
 mod resources;
@@ -223,6 +223,13 @@ fn meta(spec: &WorkloadSpec, s: &JobSettings) -> BTreeMap<String, String> {
         meta.insert(format!("{META_IMAGE_PREFIX}{}", c.name), c.image.clone());
         if c.termination_fallback_to_logs {
             meta.insert(format!("{META_TERMINATION_FALLBACK_PREFIX}{}", c.name), "true".into());
+        }
+        if let Some(i) = c.interactive {
+            let mode = if i.stdin_once { "once" } else { "open" };
+            meta.insert(
+                format!("{}{}", crate::interactive::META_STDIN_PREFIX, c.name),
+                mode.into(),
+            );
         }
     }
     meta

@@ -29,6 +29,11 @@ impl Builder<'_> {
         self.reserve_ports(field, c)?;
         let command = self.args(field, "command", &c.command)?;
         let args = self.args(field, "args", &c.args)?;
+        // An interactive container's task holds until the first attach runs its command.
+        let (command, args) = match c.interactive {
+            Some(_) => crate::interactive::wrap(command, args),
+            None => (command, args),
+        };
         let mut config = Map::new();
         let user = match self.driver {
             Driver::Docker => self.docker_config(field, c, (command, args), &mut config)?,

@@ -50,6 +50,31 @@ fn the_stop_signal_is_the_kill_signal() {
     assert!(t.lifecycle.is_none() && t.templates.is_empty(), "no task or template for a hook");
 }
 
+/// An interactive container (`stdin: true`) runs the holder with its command line after it, and
+/// the job says so in Meta (`stdinOnce` as `once`).
+#[test]
+fn an_interactive_container_runs_the_holder() {
+    let mut spec = web("Never");
+    spec["containers"][0]["stdin"] = json!(true);
+    spec["containers"][0]["stdinOnce"] = json!(true);
+    spec["containers"][0]["tty"] = json!(true);
+    let job = translate(json!({}), spec).unwrap().job;
+    let t = &job.task_groups[0].tasks[0];
+    assert_eq!(t.config["entrypoint"], json!(["sh"]));
+    let args: Vec<&str> =
+        t.config["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[0], "-c");
+    assert!(
+        args[1].contains(".vk-exit") && args[1].contains("trap 'exit 143' TERM"),
+        "{}",
+        args[1]
+    );
+    assert_eq!(&args[2..], ["vk-interactive", "nginx", "-g", "daemon off;"]);
+    assert_eq!(job.meta["k8s_stdin_main"], "once");
+    let plain = translate(json!({}), web("Never")).unwrap().job;
+    assert!(!plain.meta.contains_key("k8s_stdin_main"));
+}
+
 /// Requests and limits on docker: the memory request is Nomad's `MemoryMB` (the
 /// reservation), a higher limit the driver's `memory_hard_limit`; a CPU limit that is the
 /// request (or stands alone) is enforced by `cpu_hard_limit`; on the exec drivers a higher
