@@ -37,6 +37,11 @@
 #
 # Usage: scripts/conformance.sh [FOCUS-REGEX] [-- E2E.TEST-FLAGS...]
 #        scripts/conformance.sh --prepare          (steps 1 and 2 only)
+#        scripts/conformance.sh --ci               (the selection scripts/test.sh runs: the set's
+#                                                   [Conformance] specs less those that cannot apply
+#                                                   to a node backed by Nomad, CI_SKIP below; 4
+#                                                   processes, a failing spec run twice, 30 min at
+#                                                   most; fails unless all pass)
 #   FOCUS-REGEX  --ginkgo.focus (default: the set above, see DEFAULT_FOCUS in the binary)
 #   VK_CONFORMANCE_SKIP     --ginkgo.skip (default: \[Serial\]|\[Disruptive\]|\[Slow\]|\[Feature:)
 #   VK_CONFORMANCE_TIMEOUT  --ginkgo.timeout (default: 3h)
@@ -55,12 +60,21 @@ AGNHOST_VERSION=2.63.0
 REG=registry.k8s.io
 E2E_REG=$REG/e2e-test-images
 
+# The CI selection (--ci): the set's [Conformance] specs ...
+CI_FOCUS='\[sig-node\].*\[Conformance\]|\[sig-storage\] (ConfigMap|Secrets|Downward API|Projected|EmptyDir).*\[Conformance\]'
+# ... less the default skip and what cannot apply to a node backed by Nomad (README, "Kubernetes
+# conformance specs", says why for each): in-place resize, ephemeral containers, image volumes,
+# the kubelet-managed /etc/hosts of hostNetwork pods.
+CI_SKIP='\[Serial\]|\[Disruptive\]|\[Slow\]|\[Feature:|Pod InPlace Resize|Ephemeral Containers|ImageVolume|KubeletManagedEtcHosts'
+
 prepare_only=false
+ci=false
 focus=()
 extra=()
 while (($#)); do
   case $1 in
     --prepare) prepare_only=true ;;
+    --ci) ci=true ;;
     --) shift; extra=("$@"); break ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *)
@@ -310,7 +324,15 @@ cargo build --locked -p virtual-kubelet --bin virtual-kubelet -p vk-tests --bin 
 reports=${VK_CONFORMANCE_REPORTS:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/conformance/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$reports"
 echo "conformance: reports go to $reports"
-args=(--e2e-test "$out/e2e.test" --report-dir "$reports" "${focus[@]}")
+if $ci; then
+  ((${#focus[@]} == 0)) || { echo "conformance: --ci takes no focus" >&2; exit 2; }
+  focus=(--focus "$CI_FOCUS")
+  : "${VK_CONFORMANCE_SKIP:=$CI_SKIP}" "${VK_CONFORMANCE_TIMEOUT:=30m}" "${VK_CONFORMANCE_PROCS:=4}"
+  extra_flake=(--flake-attempts 2)
+else
+  extra_flake=()
+fi
+args=(--e2e-test "$out/e2e.test" --report-dir "$reports" "${focus[@]}" "${extra_flake[@]}")
 [[ -n ${VK_CONFORMANCE_SKIP:-} ]] && args+=(--skip "$VK_CONFORMANCE_SKIP")
 [[ -n ${VK_CONFORMANCE_TIMEOUT:-} ]] && args+=(--timeout "$VK_CONFORMANCE_TIMEOUT")
 [[ -n ${VK_CONFORMANCE_PROCS:-} ]] && args+=(--procs "$VK_CONFORMANCE_PROCS")
@@ -318,4 +340,6 @@ status=0
 "$CARGO_TARGET_DIR/debug/conformance" "${args[@]}" -- "${extra[@]}" || status=$?
 echo "conformance: JUnit report $reports/junit_01.xml, summary $reports/summary.txt" \
   "(exit $status, $((SECONDS - start)) s in all)"
+# The pass count, last: what CI's log shows.
+grep '^total:' "$reports/summary.txt" | sed 's/^/conformance: /' || true
 exit "$status"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs (.ci/run): formatting, lints, unit tests, the
 # Dockerfile and docker-compose.yml checks, the end-to-end tests on the real peers (built first
-# if missing) and a Docker engine (scripts/docker.sh), and the benchmarks at a tiny size. Build output stays outside the checkout:
+# if missing) and a Docker engine (scripts/docker.sh), the Kubernetes conformance selection, and
+# the benchmarks at a tiny size. Build output stays outside the checkout:
 # $CARGO_TARGET_DIR (default ~/.cache/vk-nomad/target), the Go caches, and the peers in
 # ~/.cache/vk-nomad/peers.
 set -euo pipefail
@@ -27,6 +28,10 @@ cargo build --locked -p vk-example-provider
 scripts/docker.sh
 scripts/images.sh
 cargo test --locked -p vk-tests --test e2e
+# The Kubernetes node conformance selection (README, "Kubernetes conformance specs"): e2e.test of
+# the pinned Kubernetes against a stack whose only node is this one, on Nomad's docker driver; it
+# prints the pass count and fails unless every selected spec passes (a failing spec is run twice).
+scripts/conformance.sh --ci
 # The benchmarks at a tiny size (10 pods, one run each, about a minute): the harness keeps working;
 # no timing is asserted, and the report goes to a temporary file, not BENCHMARKS.md.
 bench_out=$(mktemp --suffix=.md)

@@ -45,13 +45,15 @@ struct Args {
     report_dir: PathBuf,
     timeout: String,
     procs: u32,
+    /// Runs of a failing spec before it counts as failed (Ginkgo's `--flake-attempts`; 1: none).
+    flake_attempts: u32,
     extra: Vec<String>,
 }
 
 fn usage() -> String {
     format!(
         "usage: conformance --e2e-test <path> [--focus <regex>] [--skip <regex>] \
-[--report-dir <dir>] [--timeout <duration>] [--procs <n>] [-- <e2e.test flags>]\n  default focus: {DEFAULT_FOCUS}\n  \
+[--report-dir <dir>] [--timeout <duration>] [--procs <n>] [--flake-attempts <n>] [-- <e2e.test flags>]\n  default focus: {DEFAULT_FOCUS}\n  \
 default skip: {DEFAULT_SKIP}\n  default timeout: 3h"
     )
 }
@@ -64,6 +66,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut report_dir = None;
     let mut timeout = "3h".to_owned();
     let mut procs = 1;
+    let mut flake_attempts = 1;
     let mut extra = Vec::new();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -89,6 +92,13 @@ fn parse_args() -> anyhow::Result<Args> {
                     .filter(|n| *n > 0)
                     .context("--procs needs a number above 0")?;
             }
+            "--flake-attempts" => {
+                flake_attempts = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("--flake-attempts needs a number above 0")?;
+            }
             "--" => {
                 extra.extend(it.by_ref());
             }
@@ -107,7 +117,7 @@ fn parse_args() -> anyhow::Result<Args> {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
         )),
     };
-    Ok(Args { e2e_test, focus, skip, report_dir, timeout, procs, extra })
+    Ok(Args { e2e_test, focus, skip, report_dir, timeout, procs, flake_attempts, extra })
 }
 
 #[tokio::main]
@@ -206,7 +216,7 @@ fn e2e_command(
     report_dir: &Path,
     log: std::fs::File,
 ) -> anyhow::Result<tokio::process::Command> {
-    let ginkgo_flags = [
+    let mut ginkgo_flags = vec![
         format!("focus={}", args.focus),
         format!("skip={}", args.skip),
         format!("timeout={}", args.timeout),
@@ -215,6 +225,9 @@ fn e2e_command(
         "show-node-events".to_owned(),
         "silence-skips".to_owned(),
     ];
+    if args.flake_attempts > 1 {
+        ginkgo_flags.push(format!("flake-attempts={}", args.flake_attempts));
+    }
     let mut cmd = if args.procs > 1 {
         // The ginkgo CLI runs the compiled suite in parallel processes: its own flags, then the
         // suite, then the suite's flags.
@@ -253,8 +266,8 @@ fn e2e_command(
     Ok(cmd)
 }
 
-/// One line per spec Ginkgo ran (and per failed suite-level node), `PASS`/`FAIL`/`SKIP` (skipped
-/// while running, by `e2eskipper`)/... with its run time and, for a failure, the first lines of
+/// One line per spec Ginkgo ran (and per failed suite-level node), `PASS`/`FLAKE` (passed on a
+/// retry)/`FAIL`/`SKIP` (skipped while running, by `e2eskipper`)/... with its run time and, for a failure, the first lines of
 /// its message; then the totals.
 fn summarize(report: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(report).with_context(|| report.display().to_string())?;
@@ -290,7 +303,10 @@ fn summarize(report: &Path) -> anyhow::Result<String> {
             name.push(leaf);
         }
         let name = if name.is_empty() { kind.to_owned() } else { name.join(" ") };
+        let attempts = spec["NumAttempts"].as_i64().unwrap_or(1);
         let label = match state {
+            // Passed on a later attempt (`--flake-attempts`): a pass, counted apart.
+            "passed" if attempts > 1 => "FLAKE",
             "passed" => "PASS",
             "skipped" => "SKIP",
             "failed" => "FAIL",
