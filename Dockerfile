@@ -1,10 +1,12 @@
 # virtual-kubelet --provider nomad: a multi-stage build, a small runtime image, a non-root user.
-#   docker build -t virtual-kubelet-nomad .
+#   docker build --build-arg VK_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t virtual-kubelet-nomad .
 # Checked without a Docker engine by scripts/check-deploy.sh (BuildKit's parser and linter).
 
 # The Rust of the lints and tests (Cargo.toml's rust-version is the floor). Its gcc and make build
 # the C code in the dependency tree: ring, and jemalloc (the binary's allocator).
 FROM rust:1.95-bookworm AS build
+# The commit --version, kubeletVersion and vk_build_info name (.git is not in the context).
+ARG VK_GIT_COMMIT=unknown
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -16,6 +16,7 @@
 #      registry.k8s.io/e2e-test-images/busybox:1.37.0-1  that BusyBox, its applets in /bin
 #      registry.k8s.io/e2e-test-images/agnhost:2.63.0    /agnhost (ENTRYPOINT, CMD pause), /agnhost-2,
 #        and :2.55 (AgnhostPrev, the same image)       the busybox tree, /bin/bash (runs busybox sh),
+#                                                        /usr/bin/curl (busybox wget, one URL),
 #                                                        /uploads, porter's localhost.crt/.key, user
 #                                                        user-defined-in-image (1000) in group
 #                                                        group-defined-in-image (50000)
@@ -40,7 +41,7 @@
 #        scripts/conformance.sh --ci               (the selection scripts/test.sh runs: the set's
 #                                                   [Conformance] specs less those that cannot apply
 #                                                   to a node backed by Nomad, CI_SKIP below; 4
-#                                                   processes, a failing spec run twice, 30 min at
+#                                                   processes, a failing spec run 3 times, 30 min at
 #                                                   most; fails unless all pass)
 #   FOCUS-REGEX  --ginkgo.focus (default: the set above, see DEFAULT_FOCUS in the binary)
 #   VK_CONFORMANCE_SKIP     --ginkgo.skip (default: \[Serial\]|\[Disruptive\]|\[Slow\]|\[Feature:)
@@ -266,6 +267,11 @@ else
   # Alpine's bash is there in the real image (probe specs run `/bin/bash -c`): busybox's ash.
   printf '#!/bin/sh\nexec /bin/sh "$@"\n' >"$root/bin/bash"
   chmod 755 "$root/bin/bash"
+  # Alpine's curl is there too (the lifecycle hook specs' exec hooks run `curl <url>`): a GET of
+  # the one URL to stdout, by busybox's wget; options are ignored.
+  printf '%s\n' '#!/bin/sh' 'url=' 'for a; do case $a in -*) ;; *) url=$a ;; esac; done' \
+    'exec wget -q -O- "$url"' >"$root/usr/bin/curl"
+  chmod 755 "$root/usr/bin/curl"
   echo 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh' >>"$root/etc/passwd"
   printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' \
     >>"$root/etc/group"
@@ -328,7 +334,7 @@ if $ci; then
   ((${#focus[@]} == 0)) || { echo "conformance: --ci takes no focus" >&2; exit 2; }
   focus=(--focus "$CI_FOCUS")
   : "${VK_CONFORMANCE_SKIP:=$CI_SKIP}" "${VK_CONFORMANCE_TIMEOUT:=30m}" "${VK_CONFORMANCE_PROCS:=4}"
-  extra_flake=(--flake-attempts 2)
+  extra_flake=(--flake-attempts 3)
 else
   extra_flake=()
 fi

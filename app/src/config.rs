@@ -361,10 +361,12 @@ impl KubeletArgs {
             max_pods: self.max_pods,
             internal_ip: self.internal_ip.to_string(),
             hostname: self.nodename.clone(),
+            // `<Kubernetes served>-vk-<backend>-<version>+<commit>` (semver build metadata).
             kubelet_version: format!(
-                "{}-vk-{version_name}-{}",
+                "{}-vk-{version_name}-{}+{}",
                 vk_domain::node::kubelet_base_version(KUBERNETES_VERSION, server_version),
-                env!("CARGO_PKG_VERSION")
+                crate::build::VERSION,
+                crate::build::COMMIT
             ),
             runtime_version,
             outage: if self.backend_outage == "not-ready" {

@@ -3,6 +3,7 @@
 //! ([`run_with_provider`]). A binary chooses the provider: `virtual-kubelet` (package
 //! `virtual-kubelet`, `app/cli`) Nomad's or the memory one, `examples/timer-provider` its own.
 
+pub mod build;
 pub mod config;
 mod held_pod;
 pub mod inputs;

@@ -19,7 +19,9 @@
 //!   `vk_kubelet_connections_refused_total{reason}`, `vk_kubelet_connections_evicted_total`,
 //!   `vk_kubelet_reviews_refused_total{reason}`: the kubelet API's sessions, connections and the
 //!   requests refused at its limits (`vk_kubelet_api::limits`);
-//! - `vk_nomad_event_lines_skipped_total`: batches of Nomad's event stream over 16 MiB, skipped.
+//! - `vk_nomad_event_lines_skipped_total`: batches of Nomad's event stream over 16 MiB, skipped;
+//! - `vk_build_info{version, commit, kubernetes}`: 1, with the build's version, commit and the
+//!   Kubernetes version it serves ([`crate::build`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,9 +72,23 @@ pub fn describe() {
         crate::node_controller::LEASE_RENEW_FAILURES,
         "Node Lease renewals that failed."
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "1, labelled with the build's version, git commit and the Kubernetes version it serves."
+    );
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => crate::build::VERSION,
+        "commit" => crate::build::COMMIT,
+        "kubernetes" => crate::config::KUBERNETES_VERSION
+    )
+    .set(1.0);
     vk_kube::describe_metrics();
     vk_kubelet_api::describe_metrics();
 }
+
+/// Gauge: 1, labelled `version`, `commit` and `kubernetes` (the build's).
+pub const BUILD_INFO: &str = "vk_build_info";
 
 /// Parses `--metrics-addr`: `host:port`, or `:port` for every address (Go's notation, as
 /// upstream's flag takes it).

@@ -91,6 +91,11 @@ fn decide(pod: &Pod, observed: Option<&RuntimePod>, ctx: Context) -> Vec<Step> {
     if let Some(deadline) = pod::deletion_deadline(pod) {
         return match observed {
             None => vec![DeleteObject],
+            // The final status first, its containers terminated, as the kubelet writes it
+            // before the object goes: a finalizer may keep the object, and clients read it.
+            Some(o) if o.is_terminated() && o.sandbox.is_some() => {
+                vec![SyncStatus, Purge { stale: false }, DeleteObject]
+            }
             Some(o) if o.is_terminated() => vec![Purge { stale: false }, DeleteObject],
             Some(o) if !o.stopping => vec![Stop, SyncStatus, RequeueAfter(STOP_POLL)],
             Some(_) if ctx.now >= deadline => vec![Kill, SyncStatus, RequeueAfter(STOP_POLL)],
@@ -445,7 +450,7 @@ mod tests {
                 Some(pod("Running", Some(130))),
                 Some(workload("uid-1", true, Some(Succeeded))),
                 ctx,
-                vec![Purge { stale: false }, DeleteObject],
+                vec![SyncStatus, Purge { stale: false }, DeleteObject],
             ),
             (
                 "delete: never placed",

@@ -49,7 +49,9 @@ mod refusals;
 use acl::{nomad_acl_policy, nomad_tls_and_http_auth};
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
-use cluster::{many_nodes, nomad_leader_killed, placement_failures, shared_capacity};
+use cluster::{
+    example_manifests, many_nodes, nomad_leader_killed, placement_failures, shared_capacity,
+};
 use deploy::in_cluster_rbac;
 use docker::images::{docker_image_pull_failure, docker_registry_pulls};
 use docker::pods::{
@@ -467,6 +469,7 @@ fn main() {
         nomad_outage,
         placement_failures,
         shared_capacity,
+        example_manifests,
         many_nodes,
         nomad_acl_policy,
         nomad_tls_and_http_auth,
@@ -541,7 +544,8 @@ fn main() {
                         }
                         "token_renewal" => {}
                         "nomad_outage" | "placement_failures" | "shared_capacity"
-                        | "many_nodes" | "nomad_acl_policy" | "nomad_leader_killed" => {
+                        | "many_nodes" | "nomad_acl_policy" | "nomad_leader_killed"
+                        | "example_manifests" => {
                             _second = second_stacks.acquire().await;
                         }
                         _ => _shared = gate.read().await,

@@ -45,7 +45,7 @@ enum Provider {
 /// (provider settings in its `[nomad]` table), the TOML file of `--provider-config` (provider
 /// settings at its top level), the environment, and the command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "virtual-kubelet", version, about)]
+#[command(name = "virtual-kubelet", version = vk_app::build::LONG_VERSION, about)]
 struct Args {
     /// Backend that runs the pods: `nomad`, or `memory` (pods Running at once, nothing run; for
     /// demos, tests and benchmarks).

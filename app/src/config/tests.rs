@@ -92,6 +92,8 @@ fn the_kubelet_alone_has_no_provider_settings() {
     let config = node.node_config("timer://1".into(), "timer", None);
     assert_eq!(config.taint.unwrap().value.as_deref(), Some("timer"), "the provider's name");
     assert!(config.kubelet_version.starts_with("v1.36.3-vk-timer-"));
+    let build = format!("-{}+{}", crate::build::VERSION, crate::build::COMMIT);
+    assert!(config.kubelet_version.ends_with(&build), "{}", config.kubelet_version);
     let older = node.node_config("timer://1".into(), "timer", Some("v1.34.2+k3s1"));
     assert!(older.kubelet_version.starts_with("v1.34.2-vk-timer-"), "{}", older.kubelet_version);
     let help = command::<NodeOnly>().render_long_help().to_string();

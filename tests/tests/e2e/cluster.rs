@@ -486,3 +486,56 @@ pub(crate) async fn many_nodes(_shared: Ctx<'_>) -> anyhow::Result<()> {
     ensure!(placed == ["vk-zone-a", "vk-zone-b"], "pods on {placed:?}: one per zone");
     Ok(())
 }
+
+/// The manifests of `examples/manifests`, applied as they are (`kubectl apply -f`) on a stack of
+/// their own whose one node is a virtual kubelet on Nomad's docker driver, the image they name
+/// (`busybox:1.37`, which users pull) stood in by the offline busybox image tagged with that
+/// name: the pod runs and logs its greeting, the Deployment's two replicas are available behind
+/// the Service's endpoints, and the Job completes.
+pub(crate) async fn example_manifests(_shared: Ctx<'_>) -> anyhow::Result<()> {
+    let node = "vk-examples";
+    let tagged = std::process::Command::new("docker")
+        .args(["tag", vk_tests::BUSYBOX, "busybox:1.37"])
+        .status()?;
+    ensure!(tagged.success(), "docker tag {} busybox:1.37", vk_tests::BUSYBOX);
+    let stack = Stack::start_with(StackOptions { docker: true, ..StackOptions::default() }).await?;
+    let _vk = stack.virtual_kubelet(node, &["--nomad-driver", "docker"])?;
+    let cx = Ctx { stack: &stack, client: stack.client().await?, http: stack.nomad_http() };
+    stack.namespace("default").await?;
+    cx.wait_ready(node, Duration::from_secs(60)).await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/manifests");
+    let applied = stack.kubectl(&["apply", "-f", &dir.display().to_string()])?;
+    println!("{applied}");
+
+    cx.wait_phase("default", "hello", "Running", Duration::from_secs(120)).await?;
+    wait_for("hello's greeting", Duration::from_secs(30), Duration::from_millis(500), || async {
+        let log = stack.kubectl(&["logs", "hello"])?;
+        Ok(log.contains("hello from Nomad").then_some(()))
+    })
+    .await?;
+    stack.kubectl(&["wait", "--for=condition=available", "deployment/web", "--timeout=180s"])?;
+    wait_for(
+        "web's two endpoints",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let slices = stack.kubectl(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "jsonpath={range .items[*].endpoints[*]}{.conditions.ready}{\"\\n\"}{end}",
+            ])?;
+            Ok((slices.lines().filter(|l| *l == "true").count() == 2).then_some(()))
+        },
+    )
+    .await?;
+    stack.kubectl(&["wait", "--for=condition=complete", "job/count", "--timeout=180s"])?;
+    let counted = stack.kubectl(&["logs", "job/count"])?;
+    ensure!(
+        counted.split_whitespace().collect::<Vec<_>>() == ["1", "2", "3"],
+        "job/count logs {counted:?}"
+    );
+    Ok(())
+}

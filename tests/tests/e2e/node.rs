@@ -141,6 +141,31 @@ pub(crate) async fn process_metrics(cx: Ctx<'_>) -> anyhow::Result<()> {
     }
     let pods_running = sample(&running, "vk_pods", &[("phase", "Running")]);
     ensure!(pods_running == Some(1.0), "vk_pods Running {pods_running:?}:\n{running}");
+    // The build: the commit checked out here (or `unknown` outside git), in vk_build_info, in
+    // the node's kubeletVersion and in --version.
+    let commit = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let info = sample(
+        &running,
+        "vk_build_info",
+        &[("commit", commit.as_str()), ("kubernetes", "v1.36.3")],
+    );
+    ensure!(info == Some(1.0), "vk_build_info for commit {commit}: {info:?}:\n{running}");
+    let n = kube::Api::<k8s_openapi::api::core::v1::Node>::all(cx.client.clone()).get(node).await?;
+    let kubelet = n.status.and_then(|s| s.node_info).map(|i| i.kubelet_version).unwrap_or_default();
+    ensure!(kubelet.ends_with(&format!("+{commit}")), "kubeletVersion {kubelet}");
+    let version =
+        std::process::Command::new(vk_tests::virtual_kubelet_bin()?).arg("--version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    ensure!(
+        version.contains(&format!("(commit {commit}, Kubernetes v1.36.3)")),
+        "--version: {version}"
+    );
     cx.pods(ns).delete("measured", &Default::default()).await?;
     wait_for("measured gone", Duration::from_secs(30), Duration::from_millis(250), || async {
         Ok(cx.pods(ns).get_opt("measured").await?.is_none().then_some(()))
