@@ -22,24 +22,25 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
                 match ev {
                     PodWatchEvent::Applied(p) => match PodKey::of(&p) {
                         Ok(k) => {
-                            st.pods.insert(k.clone(), HeldPod::new(p));
+                            st.hold(k.clone(), HeldPod::new(p));
                             vec![k]
                         }
                         Err(_) => vec![],
                     },
                     PodWatchEvent::Deleted(p) => match PodKey::of(&p) {
                         Ok(k) => {
-                            st.pods.remove(&k);
+                            st.release(&k);
                             vec![k]
                         }
                         Err(_) => vec![],
                     },
                     PodWatchEvent::Relisted(list) => {
                         let mut keys: HashSet<PodKey> = st.pods.keys().cloned().collect();
-                        st.pods = list
-                            .into_iter()
-                            .filter_map(|p| Some((PodKey::of(&p).ok()?, HeldPod::new(p))))
-                            .collect();
+                        st.hold_all(
+                            list.into_iter()
+                                .filter_map(|p| Some((PodKey::of(&p).ok()?, HeldPod::new(p))))
+                                .collect(),
+                        );
                         keys.extend(st.pods.keys().cloned());
                         keys.extend(st.runtime.keys().cloned());
                         if !st.pods_synced {

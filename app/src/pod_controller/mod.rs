@@ -129,6 +129,44 @@ struct State {
     dirty: HashSet<PodKey>,
     /// The workload ID recorded into the `job` field of each pod's running `sync_pod` span.
     span_job: HashMap<PodKey, WorkloadId>,
+    /// How many of `pods` are in each phase of [`PHASES`], kept as `pods` changes ([`State::hold`],
+    /// [`State::release`], [`State::hold_all`]): `vk_pods` is set from it without walking every
+    /// pod on every event.
+    phase_counts: [usize; PHASES.len()],
+}
+
+impl State {
+    /// Holds `held` as the pod of `key`, in place of the one held before.
+    fn hold(&mut self, key: PodKey, held: HeldPod) {
+        let phase = held.phase_index();
+        if let Some(old) = self.pods.insert(key, held) {
+            self.count(old.phase_index(), false);
+        }
+        self.count(phase, true);
+    }
+
+    /// Forgets the pod of `key`.
+    fn release(&mut self, key: &PodKey) {
+        if let Some(old) = self.pods.remove(key) {
+            self.count(old.phase_index(), false);
+        }
+    }
+
+    /// Holds exactly `pods` (a relist), counting them once.
+    fn hold_all(&mut self, pods: HashMap<PodKey, HeldPod>) {
+        self.pods = pods;
+        self.phase_counts = [0; PHASES.len()];
+        let phases: Vec<usize> = self.pods.values().map(HeldPod::phase_index).collect();
+        for phase in phases {
+            self.count(phase, true);
+        }
+    }
+
+    fn count(&mut self, phase: usize, add: bool) {
+        if let Some(n) = self.phase_counts.get_mut(phase) {
+            *n = if add { n.saturating_add(1) } else { n.saturating_sub(1) };
+        }
+    }
 }
 
 /// The controller; [`PodController::run`] drives it.
@@ -234,14 +272,9 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
         st.pods_synced && st.runtime_synced
     }
 
-    /// Sets `vk_pods{node,phase}` from the pods known now.
+    /// Sets `vk_pods{node,phase}` from the pods known now (their counts, kept by [`State`]).
     fn record_phases(&self) {
-        let mut counts = [0usize; PHASES.len()];
-        for p in self.state().pods.values() {
-            if let Some(n) = counts.get_mut(p.phase_index()) {
-                *n += 1;
-            }
-        }
+        let counts = self.state().phase_counts;
         for (phase, n) in PHASES.iter().zip(counts) {
             metrics::gauge!(PODS, "node" => self.settings.node_name.clone(), "phase" => *phase)
                 .set(n as f64);
@@ -664,5 +697,46 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
             .map_err(SyncError::cluster("deleting the pod object"))?;
         info!("pod object deleted");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(name: &str, phase: &str) -> (PodKey, HeldPod) {
+        let p = vk_domain::testing::pod(name).namespace("ns").phase(phase).build();
+        (PodKey::of(&p).unwrap_or_else(|e| panic!("{e}")), HeldPod::new(p))
+    }
+
+    /// The phase counts follow every change of the held pods, so `vk_pods` needs no walk.
+    #[test]
+    fn phase_counts_follow_the_held_pods() {
+        let mut st = State::default();
+        let at = |st: &State, phase: &str| {
+            st.phase_counts[PHASES.iter().position(|p| *p == phase).unwrap_or(usize::MAX)]
+        };
+        let (a, pending) = held("a", "Pending");
+        st.hold(a.clone(), pending);
+        let (b, running) = held("b", "Running");
+        st.hold(b.clone(), running);
+        assert_eq!((at(&st, "Pending"), at(&st, "Running")), (1, 1));
+        let (_, now_running) = held("a", "Running");
+        st.hold(a.clone(), now_running);
+        assert_eq!((at(&st, "Pending"), at(&st, "Running")), (0, 2), "a replaced, not added");
+        st.release(&b);
+        st.release(&b);
+        assert_eq!(at(&st, "Running"), 1, "a second release changes nothing");
+        let relisted: HashMap<PodKey, HeldPod> =
+            [held("c", "Failed"), held("d", "Succeeded"), held("e", "Failed")]
+                .into_iter()
+                .collect();
+        st.hold_all(relisted);
+        assert_eq!(
+            (at(&st, "Running"), at(&st, "Failed"), at(&st, "Succeeded")),
+            (0, 2, 1),
+            "a relist counts afresh"
+        );
+        assert_eq!(st.phase_counts.iter().sum::<usize>(), st.pods.len());
     }
 }

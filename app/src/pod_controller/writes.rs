@@ -122,16 +122,25 @@ impl<P: PodProvider + ProbeTarget + PodNetwork, K: PodApi + InputsApi> PodContro
                 // unless the watch already brought a newer version (another writer's change, or
                 // the echo of this write): that one is the truth.
                 let mut st = self.state();
-                if let Some(held) = st.pods.get_mut(key).filter(|p| p.uid() == pod::uid(pod)) {
-                    match held.pod() {
-                        Ok(p) if p.metadata.resource_version != pod.metadata.resource_version => {}
+                let fresh = match st.pods.get(key).filter(|p| p.uid() == pod::uid(pod)) {
+                    Some(held) => match held.pod() {
+                        Ok(p) if p.metadata.resource_version != pod.metadata.resource_version => {
+                            None
+                        }
                         Ok(p) => {
                             let mut p = Arc::unwrap_or_clone(p);
                             p.status = Some(new);
-                            *held = HeldPod::new(p);
+                            Some(HeldPod::new(p))
                         }
-                        Err(e) => tracing::error!("{e}"),
-                    }
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if let Some(fresh) = fresh {
+                    st.hold(key.clone(), fresh);
                 }
                 drop(st);
                 self.record_phases();
