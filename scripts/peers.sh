@@ -5,14 +5,15 @@
 # binary and the small `dockerfilecheck` helper that lints the Dockerfile with BuildKit's frontend)
 # from their Go modules at the versions pinned by the wrapper modules in scripts/peers/*/go.mod;
 # for the benchmarks (bench/), upstream virtual-kubelet with its mock provider; and, for the image
-# pull tests, the distribution registry with a small `htpasswd` helper.
+# pull tests, the distribution registry with a small `htpasswd` helper; and the Helm CLI of the
+# chart's checks.
 #
 # Binaries go to a cache outside the checkout:
 #   ${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}/<peer>-<version>/
 # A peer whose binaries are all there is not built again. Go's module and build caches stay in their
 # usual places ($GOMODCACHE, $GOCACHE), also outside the checkout.
 #
-# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose|virtual-kubelet-upstream|registry]...
+# Usage: scripts/peers.sh [etcd|kubernetes|nomad|metrics-server|compose|virtual-kubelet-upstream|registry|helm]...
 #        (no argument: all)
 #        scripts/peers.sh --dir                                                 (print the cache root)
 #        scripts/peers.sh --k8s-ldflags        (print the version ldflags of Kubernetes' builds)
@@ -29,6 +30,8 @@ COMPOSE_VERSION=v2.40.3
 VK_UPSTREAM_VERSION=v1.13.0
 # The image registry of the pull tests (distribution v3), with `htpasswd` for its users.
 REGISTRY_VERSION=v3.1.2
+# The Helm CLI of the chart's checks (charts/virtual-kubelet-nomad).
+HELM_VERSION=v4.3.2
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${VK_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-nomad/peers}
@@ -89,7 +92,7 @@ build() {
 
 
 peers=("$@")
-((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose virtual-kubelet-upstream registry)
+((${#peers[@]})) || peers=(etcd nomad kubernetes metrics-server compose virtual-kubelet-upstream registry helm)
 for p in "${peers[@]}"; do
   case $p in
     etcd) build etcd "$ETCD_VERSION" etcd 0 "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
@@ -127,9 +130,15 @@ for p in "${peers[@]}"; do
         registry=github.com/distribution/distribution/v3/cmd/registry \
         htpasswd=./htpasswd
       ;;
+    helm)
+      # The version variable of Helm's Makefile.
+      build helm "$HELM_VERSION" helm 0 \
+        "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+        helm=helm.sh/helm/v4/cmd/helm
+      ;;
     *)
       echo "peers: unknown peer '$p' (etcd, kubernetes, nomad, metrics-server, compose," \
-        "virtual-kubelet-upstream, registry)" >&2
+        "virtual-kubelet-upstream, registry, helm)" >&2
       exit 2
       ;;
   esac

@@ -34,6 +34,8 @@ pub struct Peers {
     pub registry: PathBuf,
     /// `htpasswd <user> <password>`: one bcrypt line for the registry's htpasswd file.
     pub htpasswd: PathBuf,
+    /// The Helm v4.3.2 CLI, for `charts/virtual-kubelet-nomad`.
+    pub helm: PathBuf,
 }
 
 /// The repository root: the first directory holding `scripts/peers.sh` above `VK_REPO_ROOT`, the
@@ -88,6 +90,7 @@ impl Peers {
             virtual_kubelet_upstream: root.join("virtual-kubelet-upstream-v1.13.0/virtual-kubelet"),
             registry: root.join("registry-v3.1.2/registry"),
             htpasswd: root.join("registry-v3.1.2/htpasswd"),
+            helm: root.join("helm-v4.3.2/helm"),
         };
         for p in [
             &peers.etcd,
@@ -101,6 +104,7 @@ impl Peers {
             &peers.virtual_kubelet_upstream,
             &peers.registry,
             &peers.htpasswd,
+            &peers.helm,
         ] {
             if !p.is_file() {
                 bail!("peer binary {} is missing after scripts/peers.sh", p.display());

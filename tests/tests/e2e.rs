@@ -24,6 +24,8 @@ mod acl;
 mod adversary;
 #[path = "e2e/bootstrap.rs"]
 mod bootstrap;
+#[path = "e2e/chart.rs"]
+mod chart;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/deploy.rs"]
@@ -49,6 +51,7 @@ mod refusals;
 use acl::{nomad_acl_policy, nomad_tls_and_http_auth};
 use adversary::kubelet_port_under_attack;
 use bootstrap::node_identity_bootstrap;
+use chart::helm_chart;
 use cluster::{
     example_manifests, many_nodes, nomad_leader_killed, placement_failures, shared_capacity,
 };
@@ -470,6 +473,7 @@ fn main() {
         placement_failures,
         shared_capacity,
         example_manifests,
+        helm_chart,
         many_nodes,
         nomad_acl_policy,
         nomad_tls_and_http_auth,
