@@ -308,7 +308,7 @@ where
     let NodeParts { cli, provider, cluster, mut kubelet, serving, listener } = part;
     kubelet.metrics = Some(kubelet::MetricsText({
         let metrics = metrics.clone();
-        Arc::new(move || metrics.render())
+        Arc::new(move || telemetry::render(&metrics))
     }));
     let probes = cli.probe_policy(rules);
     let runtime_version = match provider.runtime_version().await {

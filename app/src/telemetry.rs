@@ -21,7 +21,10 @@
 //!   requests refused at its limits (`vk_kubelet_api::limits`);
 //! - `vk_nomad_event_lines_skipped_total`: batches of Nomad's event stream over 16 MiB, skipped;
 //! - `vk_build_info{version, commit, kubernetes}`: 1, with the build's version, commit and the
-//!   Kubernetes version it serves ([`crate::build`]).
+//!   Kubernetes version it serves ([`crate::build`]);
+//! - `process_*` (the `metrics-process` crate, Prometheus' standard names): resident and virtual
+//!   memory in bytes, CPU seconds, open and maximum file descriptors, threads, start time; read
+//!   at each scrape ([`render`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,8 +86,21 @@ pub fn describe() {
         "kubernetes" => crate::config::KUBERNETES_VERSION
     )
     .set(1.0);
+    process_collector().describe();
     vk_kube::describe_metrics();
     vk_kubelet_api::describe_metrics();
+}
+
+/// The collector of the `process_*` series.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The metrics text of `handle`, the `process_*` series read just before.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
 }
 
 /// Gauge: 1, labelled `version`, `commit` and `kubernetes` (the build's).
@@ -109,7 +125,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let app = Router::new()
-        .route("/metrics", get(|State((h, _)): State<Shared>| async move { h.render() }))
+        .route("/metrics", get(|State((h, _)): State<Shared>| async move { render(&h) }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

@@ -141,6 +141,19 @@ pub(crate) async fn process_metrics(cx: Ctx<'_>) -> anyhow::Result<()> {
     }
     let pods_running = sample(&running, "vk_pods", &[("phase", "Running")]);
     ensure!(pods_running == Some(1.0), "vk_pods Running {pods_running:?}:\n{running}");
+    // The process: its resident memory (a debug build: between 8 MiB and 1 GiB), open file
+    // descriptors and CPU time, described.
+    let rss = sample(&running, "process_resident_memory_bytes", &[]).unwrap_or(0.0);
+    ensure!((8.0 * 1048576.0..1073741824.0).contains(&rss), "process_resident_memory_bytes {rss}");
+    let fds = sample(&running, "process_open_fds", &[]).unwrap_or(0.0);
+    ensure!(fds >= 3.0, "process_open_fds {fds}");
+    // Whole seconds (metrics-process counts them so): 0 for a process this young.
+    let cpu = sample(&running, "process_cpu_seconds_total", &[]);
+    ensure!(cpu.is_some_and(|c| c >= 0.0), "process_cpu_seconds_total {cpu:?}");
+    ensure!(
+        running.lines().any(|l| l.starts_with("# HELP process_resident_memory_bytes ")),
+        "no # HELP for process_resident_memory_bytes"
+    );
     // The build: the commit checked out here (or `unknown` outside git), in vk_build_info, in
     // the node's kubeletVersion and in --version.
     let commit = std::process::Command::new("git")
