@@ -40,13 +40,6 @@ pub struct Hooks {
     pub stop_signal: Option<String>,
 }
 
-impl Hooks {
-    /// Whether any hook is set.
-    pub fn any(&self) -> bool {
-        self.post_start.is_some() || self.pre_stop.is_some()
-    }
-}
-
 /// The hooks of container `c`, whose `lifecycle` is at `field` (`spec.containers[0].lifecycle`).
 ///
 /// # Errors
@@ -142,9 +135,9 @@ mod tests {
         assert_eq!(h.stop_signal.as_deref(), Some("SIGUSR1"));
         let s = parse("f", &container(json!({"preStop": {"sleep": {"seconds": 0}}}))).unwrap();
         assert_eq!(s.pre_stop, Some(Action::Sleep(Duration::ZERO)));
-        assert!(s.post_start.is_none() && s.any());
+        assert!(s.post_start.is_none());
         let none = parse("f", &container(json!({}))).unwrap();
-        assert!(!none.any());
+        assert_eq!(none, Hooks::default());
     }
 
     #[test]

@@ -154,12 +154,13 @@ impl State {
 
     /// Holds exactly `pods` (a relist), counting them once.
     fn hold_all(&mut self, pods: HashMap<PodKey, HeldPod>) {
-        self.pods = pods;
         self.phase_counts = [0; PHASES.len()];
-        let phases: Vec<usize> = self.pods.values().map(HeldPod::phase_index).collect();
-        for phase in phases {
-            self.count(phase, true);
+        for p in pods.values() {
+            if let Some(n) = self.phase_counts.get_mut(p.phase_index()) {
+                *n += 1;
+            }
         }
+        self.pods = pods;
     }
 
     fn count(&mut self, phase: usize, add: bool) {

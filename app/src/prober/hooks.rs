@@ -34,7 +34,7 @@ use vk_domain::probe::Handler;
 use vk_domain::runtime::{ContainerState, RuntimePod, Sandbox, WorkloadId};
 use vk_ports::{PodNetwork, ProbeTarget};
 
-use super::{ProbeEvent, Prober, network};
+use super::{ProbeEvent, Prober, Refused, network};
 use crate::pod_controller::pod_span;
 
 /// The `waiting.reason` of a container whose postStart hook failed (`ErrPostStartHook`).
@@ -112,7 +112,7 @@ impl<P: ProbeTarget + PodNetwork> Prober<P> {
             };
             let Some(rt) = sandbox.containers.get_mut(&c.name) else { continue };
             let ContainerState::Running { started_at } = &rt.state else { continue };
-            let now = format!("{sandbox_id}/{}/{:?}", rt.restart_count, started_at);
+            let now = super::instance(&sandbox_id, rt.restart_count, started_at.as_ref());
             let hkey = (uid.to_owned(), c.name.clone());
             let state = match inner.post_start.get(&hkey) {
                 Some((i, state, _)) if *i == now => state.clone(),
@@ -285,6 +285,8 @@ impl<P: ProbeTarget + PodNetwork> HookRun<P> {
             Err(message) => {
                 warn!(%message, "postStart hook failed; killing the container");
                 self.event("FailedPostStartHook", "PostStartHook failed".into());
+                // The Event and the waiting reason now, not once the kill is done; the pod is
+                // queued again below for what the kill changed.
                 self.prober.queue.add(self.key.clone());
                 if let Err(e) = self.prober.provider.kill_container(&self.id, &self.container).await
                 {
@@ -355,16 +357,17 @@ impl<P: ProbeTarget + PodNetwork> HookRun<P> {
                     pod_ip,
                     agent: network::HOOK_USER_AGENT,
                 };
-                if let Some(h) = host.as_deref().filter(|h| !to.is_pod(Some(*h))) {
-                    if !self.prober.may_dial(h, pod_ip) {
+                let host = match self.prober.dial_host(&to, host.as_deref()) {
+                    Ok(h) => h,
+                    Err(Refused::Host(h)) => {
                         return Err(failed(format!(
                             "the hook's host {h:?} is not one the operator allows"
                         )));
                     }
-                } else if pod_ip.is_none() {
-                    return Err(failed("failed to find networking container".into()));
-                }
-                let host = host.as_deref().filter(|h| !to.is_pod(Some(*h)));
+                    Err(Refused::NoAddress) => {
+                        return Err(failed("failed to find networking container".into()));
+                    }
+                };
                 let scheme = if *https { "https" } else { "http" };
                 let url = format!("{scheme}://{}{path}", to.authority(host, *port));
                 match to.get(*https, host, *port, path, headers).await {

@@ -99,6 +99,24 @@ enum Outcome {
     Failure(String),
 }
 
+/// Why a probe or hook does not dial ([`Prober::dial_host`]).
+enum Refused<'h> {
+    /// A host other than the pod's that the policy does not allow.
+    Host(&'h str),
+    /// The pod has no address yet.
+    NoAddress,
+}
+
+/// A running container instance, as probe workers and postStart hooks key it: its sandbox,
+/// restart count and start time (a restart or a new sandbox is a new instance).
+fn instance(
+    sandbox: &str,
+    restart_count: i32,
+    started_at: Option<&vk_domain::jiff::Timestamp>,
+) -> String {
+    format!("{sandbox}/{restart_count}/{started_at:?}")
+}
+
 /// The probe workers of every pod.
 pub struct Prober<P> {
     provider: Arc<P>,
@@ -145,6 +163,25 @@ impl<P: ProbeTarget + PodNetwork> Prober<P> {
         pod_ip == Some(host) || vk_domain::policy::probe_host_allowed(host, self.policy.all())
     }
 
+    /// The host a probe or hook naming `host` dials through `to`: `None` for the pod itself (no
+    /// host, or the pod's address), else the host, if the policy allows it ([`Prober::may_dial`]).
+    ///
+    /// # Errors
+    /// [`Refused::Host`] for a host the policy does not allow, [`Refused::NoAddress`] for the
+    /// pod while it has no address yet.
+    fn dial_host<'h>(
+        &self,
+        to: &network::Endpoint<'_, P>,
+        host: Option<&'h str>,
+    ) -> Result<Option<&'h str>, Refused<'h>> {
+        match host {
+            Some(h) if !to.is_pod(Some(h)) && !self.may_dial(h, to.pod_ip) => Err(Refused::Host(h)),
+            Some(h) if !to.is_pod(Some(h)) => Ok(Some(h)),
+            _ if to.pod_ip.is_none() => Err(Refused::NoAddress),
+            _ => Ok(None),
+        }
+    }
+
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -186,7 +223,7 @@ impl<P: ProbeTarget + PodNetwork> Prober<P> {
             let Some(rt) = sandbox.containers.get_mut(&c.name) else { continue };
             let instance = match &rt.state {
                 ContainerState::Running { started_at } if !terminal => {
-                    Some(format!("{}/{}/{:?}", sandbox.id, rt.restart_count, started_at))
+                    Some(instance(&sandbox.id, rt.restart_count, started_at.as_ref()))
                 }
                 _ => None,
             };
@@ -450,18 +487,17 @@ impl<P: ProbeTarget + PodNetwork> Worker<P> {
             agent: network::USER_AGENT_VALUE,
         };
         // A `host` other than the pod's is dialled only when the policy allows it.
-        let allowed = |host: &Option<String>| match host.as_deref() {
-            Some(h) if !to.is_pod(Some(h)) && !self.prober.may_dial(h, pod_ip) => {
+        let allowed = |host: &Option<String>| match self.prober.dial_host(&to, host.as_deref()) {
+            Ok(h) => Ok(h.map(str::to_owned)),
+            Err(Refused::Host(h)) => {
                 debug!(host = h, "the probe's host is not allowed; the probe fails");
                 Err(Outcome::Failure(format!(
                     "the probe's host {h:?} is not one the operator allows"
                 )))
             }
-            Some(h) if !to.is_pod(Some(h)) => Ok(Some(h.to_owned())),
-            _ if pod_ip.is_none() => {
+            Err(Refused::NoAddress) => {
                 Err(Outcome::Failure("the pod has no IP address yet".to_owned()))
             }
-            _ => Ok(None),
         };
         let result = match &self.probe.handler {
             Handler::Tcp { host, port } => {

@@ -58,6 +58,11 @@ default skip: {DEFAULT_SKIP}\n  default timeout: 3h"
     )
 }
 
+/// `v`, the value of `flag`, as a number above 0.
+fn above_zero(flag: &str, v: &str) -> anyhow::Result<u32> {
+    v.parse().ok().filter(|n| *n > 0).with_context(|| format!("{flag} needs a number above 0"))
+}
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let mut e2e_test = None;
@@ -85,20 +90,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--skip" => skip = value()?,
             "--report-dir" => report_dir = Some(PathBuf::from(value()?)),
             "--timeout" => timeout = value()?,
-            "--procs" => {
-                procs = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .context("--procs needs a number above 0")?;
-            }
-            "--flake-attempts" => {
-                flake_attempts = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .context("--flake-attempts needs a number above 0")?;
-            }
+            "--procs" => procs = above_zero(&flag, &value()?)?,
+            "--flake-attempts" => flake_attempts = above_zero(&flag, &value()?)?,
             "--" => {
                 extra.extend(it.by_ref());
             }

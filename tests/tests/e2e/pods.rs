@@ -753,15 +753,11 @@ async fn gone(cx: &Ctx<'_>, ns: &str, name: &str, timeout: Duration) -> anyhow::
     .await
 }
 
-/// A `kubectl` of the stack's admin with `args`, stdin piped, stdout and stderr captured.
-fn kubectl_piped(cx: &Ctx<'_>, program: &str, args: &[String]) -> tokio::process::Command {
+/// `program` with `args`, stdin piped, stdout and stderr captured, killed when dropped.
+fn piped(program: &str, args: &[String]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
-    if program == "script" {
-        cmd.args(args);
-    } else {
-        cmd.arg(format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display())).args(args);
-    }
-    cmd.stdin(std::process::Stdio::piped())
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
@@ -783,8 +779,9 @@ pub(crate) async fn interactive_pods(cx: Ctx<'_>) -> anyhow::Result<()> {
         "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}]
     }})
     .to_string();
+    let kubeconfig = format!("--kubeconfig={}", cx.stack.admin_kubeconfig.display());
     let run = |name: &str, flags: &[&str], command: &str| -> Vec<String> {
-        let mut a: Vec<String> = vec!["run".into(), "-n".into(), ns.into()];
+        let mut a: Vec<String> = vec![kubeconfig.clone(), "run".into(), "-n".into(), ns.into()];
         a.extend(flags.iter().map(|f| (*f).to_owned()));
         a.extend(
             ["--rm", "--restart=Never", "--pod-running-timeout=2m", "--image"].map(String::from),
@@ -807,13 +804,12 @@ pub(crate) async fn interactive_pods(cx: Ctx<'_>) -> anyhow::Result<()> {
     };
 
     // -i: piped input in, output and exit code out, the pod deleted.
-    let mut piped =
-        kubectl_piped(&cx, &kubectl, &run("piped", &["-i"], r#"read x; echo "got $x"; exit 3"#))
-            .spawn()?;
-    let mut stdin = piped.stdin.take().context("stdin")?;
+    let mut with_input =
+        piped(&kubectl, &run("piped", &["-i"], r#"read x; echo "got $x"; exit 3"#)).spawn()?;
+    let mut stdin = with_input.stdin.take().context("stdin")?;
     stdin.write_all(b"hello\n").await?;
     drop(stdin);
-    let (code, text) = finish(piped, "kubectl run -i").await?;
+    let (code, text) = finish(with_input, "kubectl run -i").await?;
     ensure!(text.contains("got hello"), "no output: {text}");
     ensure!(code == Some(3), "kubectl run -i exited {code:?}, the command 3: {text}");
     gone(&cx, ns, "piped", Duration::from_secs(60)).await?;
@@ -824,13 +820,9 @@ pub(crate) async fn interactive_pods(cx: Ctx<'_>) -> anyhow::Result<()> {
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
         .collect::<Vec<_>>()
         .join(" ");
-    let script_args: Vec<String> = [
-        "-qec".to_owned(),
-        format!("{kubectl} --kubeconfig={} {line}", cx.stack.admin_kubeconfig.display()),
-        "/dev/null".into(),
-    ]
-    .into();
-    let mut term = kubectl_piped(&cx, "script", &script_args).spawn()?;
+    let script_args: Vec<String> =
+        ["-qec".to_owned(), format!("{kubectl} {line}"), "/dev/null".into()].into();
+    let mut term = piped("script", &script_args).spawn()?;
     let mut stdin = term.stdin.take().context("stdin")?;
     // Typed ahead: the terminal keeps it until the command reads it. stdin stays open until the
     // end (script would end the session at its EOF).
@@ -852,12 +844,12 @@ pub(crate) async fn interactive_pods(cx: Ctx<'_>) -> anyhow::Result<()> {
         .build();
     docker::create(&cx, &held).await?;
     cx.wait_phase(ns, "held", "Running", Duration::from_secs(90)).await?;
-    let attach: Vec<String> =
-        ["attach", "-i", "-n", ns, "held", "-c", "main"].map(String::from).into();
-    let mut first = kubectl_piped(&cx, &kubectl, &attach).spawn()?;
+    let mut attach: Vec<String> = vec![kubeconfig.clone()];
+    attach.extend(["attach", "-i", "-n", ns, "held", "-c", "main"].map(String::from));
+    let mut first = piped(&kubectl, &attach).spawn()?;
     let mut first_in = first.stdin.take().context("stdin")?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let second = kubectl_piped(&cx, &kubectl, &attach).spawn()?;
+    let second = piped(&kubectl, &attach).spawn()?;
     let (code, text) = finish(second, "a second kubectl attach -i").await?;
     ensure!(code != Some(0), "the second attach succeeded: {text}");
     ensure!(text.contains("took its stdin from an earlier attach"), "{text}");
